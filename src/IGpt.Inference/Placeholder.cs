@@ -1,0 +1,2 @@
+namespace IGpt.Inference;
+internal static class Placeholder;

@@ -1,0 +1,1 @@
+namespace IGpt.Api.Tests; public class Smoke { [Fact] public void Builds() => Assert.True(true); }
