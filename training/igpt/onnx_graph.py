@@ -1,0 +1,220 @@
+"""Hand-built ONNX graphs for iGPT (model package format v1, see models/README.md).
+
+The graphs are written node by node with onnx.helper from the PyTorch weights (no torch.onnx
+tracing), using the ONNX Runtime contrib ops that onnxruntime-genai's own builder emits:
+
+- com.microsoft SkipSimplifiedLayerNormalization for every norm. It adds input + skip (+ bias)
+  and RMS-normalizes the sum, returning the sum as output 3, so it also does the residual adds,
+  the embedding add (token + position) and the residual projections' biases;
+- MatMul (+ Add) for the projections: HF Conv1D weights are [in, out], so nothing is transposed;
+- com.microsoft GroupQueryAttention with packed QKV (c_attn's output is [q | k | v], each
+  head-major, which is GQA's packed layout), kv_num_heads = num_heads, no rotary. It takes
+  per-row lengths from the attention mask, so one past/present buffer can be shared;
+- com.microsoft QuickGelu (alpha 1.702) for iGPT's activation.
+
+The decoder's lm_head has palette_size outputs; a zero weight column and a bias row with -1e9 at
+SOS make the logits [B, S, palette_size + 1] with SOS never sampled. In the fp16 variant the
+logits are cast to fp32 before the -1e9 is added (fp16 cannot hold it).
+"""
+from __future__ import annotations
+
+import math
+from typing import Dict, List, Optional
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from .model import IGptConfig
+
+MS_DOMAIN = "com.microsoft"
+OPSET = 17
+IR_VERSION = 8           # onnx 1.12's IR; ONNX Runtime 1.x reads it
+SOS_LOGIT = -1e9
+EXTERNAL_DATA_BYTES = 1_800_000_000  # weights past this go to external data (protobuf stops at 2 GB)
+
+
+class _Graph:
+    """A small node/initializer accumulator with unique names."""
+
+    def __init__(self, dtype: np.dtype):
+        self.dtype = np.dtype(dtype)
+        self.elem = TensorProto.FLOAT16 if self.dtype == np.float16 else TensorProto.FLOAT
+        self.nodes: List[onnx.NodeProto] = []
+        self.inits: List[onnx.TensorProto] = []
+        self._names: set = set()
+
+    def init(self, name: str, array: np.ndarray, cast: bool = True) -> str:
+        a = np.asarray(array)
+        if cast and a.dtype.kind == "f":
+            a = a.astype(self.dtype)
+        self.inits.append(numpy_helper.from_array(np.ascontiguousarray(a), name))
+        return name
+
+    def node(self, op: str, inputs: List[str], outputs: List[str], name: str,
+             domain: str = "", **attrs) -> List[str]:
+        assert name not in self._names, name
+        self._names.add(name)
+        self.nodes.append(helper.make_node(op, inputs, outputs, name=name, domain=domain or None, **attrs))
+        return outputs
+
+    def one(self, op: str, inputs: List[str], name: str, domain: str = "", **attrs) -> str:
+        return self.node(op, inputs, [f"{name}/out"], name, domain, **attrs)[0]
+
+
+def _weights(state: Dict[str, "np.ndarray"]) -> Dict[str, np.ndarray]:
+    return {k: (v.detach().cpu().float().numpy() if hasattr(v, "detach") else np.asarray(v, np.float32))
+            for k, v in state.items()}
+
+
+def _norm(g: _Graph, name: str, x: str, skip: str, gamma: str, bias: Optional[str], eps: float):
+    """SkipSimplifiedLayerNormalization: returns (normalized, x + skip + bias)."""
+    inputs = [x, skip, gamma] + ([bias] if bias else [])
+    out, _, _, total = g.node("SkipSimplifiedLayerNormalization", inputs,
+                              [f"{name}/out", "", "", f"{name}/sum"], name, MS_DOMAIN, epsilon=float(eps))
+    return out, total
+
+
+def _transformer(g: _Graph, cfg: IGptConfig, w: Dict[str, np.ndarray], input_ids: str, position_ids: str,
+                 seqlens_k: str, total_len: str, past: Optional[List[str]]):
+    """Embeddings, blocks and final norm. Returns (ln_f output [B,S,C], present names)."""
+    C, H = cfg.n_embd, cfg.n_head
+    p = "transformer"
+    wte = g.init(f"{p}.wte.weight", w[f"{p}.wte.weight"])
+    wpe = g.init(f"{p}.wpe.weight", w[f"{p}.wpe.weight"])
+    tok = g.one("Gather", [wte, input_ids], "/wte/Gather", axis=0)      # [B, S, C]
+    pos = g.one("Gather", [wpe, position_ids], "/wpe/Gather", axis=0)   # [B, S, C]
+
+    residual, skip, skip_bias = tok, pos, None  # the first norm adds the embeddings
+    presents: List[str] = []
+    for i in range(cfg.n_layer):
+        b = f"{p}.h.{i}"
+        n1, residual = _norm(g, f"/h.{i}/ln_1", residual, skip,
+                             g.init(f"{b}.ln_1.weight", w[f"{b}.ln_1.weight"]), skip_bias, cfg.norm_eps)
+        qkv = g.one("MatMul", [n1, g.init(f"{b}.attn.c_attn.weight", w[f"{b}.attn.c_attn.weight"])],
+                    f"/h.{i}/attn/c_attn/MatMul")
+        qkv = g.one("Add", [qkv, g.init(f"{b}.attn.c_attn.bias", w[f"{b}.attn.c_attn.bias"])],
+                    f"/h.{i}/attn/c_attn/Add")                             # [B, S, 3C] packed q|k|v
+        if past is not None:
+            outs = [f"/h.{i}/attn/out", f"present.{i}.key", f"present.{i}.value"]
+            ins = [qkv, "", "", past[2 * i], past[2 * i + 1], seqlens_k, total_len]
+            presents += outs[1:]
+        else:
+            outs = [f"/h.{i}/attn/out"]
+            ins = [qkv, "", "", "", "", seqlens_k, total_len]
+        attn = g.node("GroupQueryAttention", ins, outs, f"/h.{i}/attn/GroupQueryAttention", MS_DOMAIN,
+                      num_heads=H, kv_num_heads=H, scale=1.0 / math.sqrt(cfg.head_size), do_rotary=0)[0]
+        a = g.one("MatMul", [attn, g.init(f"{b}.attn.c_proj.weight", w[f"{b}.attn.c_proj.weight"])],
+                  f"/h.{i}/attn/c_proj/MatMul")
+        n2, residual = _norm(g, f"/h.{i}/ln_2", residual, a, g.init(f"{b}.ln_2.weight", w[f"{b}.ln_2.weight"]),
+                             g.init(f"{b}.attn.c_proj.bias", w[f"{b}.attn.c_proj.bias"]), cfg.norm_eps)
+        h = g.one("MatMul", [n2, g.init(f"{b}.mlp.c_fc.weight", w[f"{b}.mlp.c_fc.weight"])],
+                  f"/h.{i}/mlp/c_fc/MatMul")
+        h = g.one("Add", [h, g.init(f"{b}.mlp.c_fc.bias", w[f"{b}.mlp.c_fc.bias"])], f"/h.{i}/mlp/c_fc/Add")
+        h = g.one("QuickGelu", [h], f"/h.{i}/mlp/QuickGelu", MS_DOMAIN, alpha=1.702)
+        skip = g.one("MatMul", [h, g.init(f"{b}.mlp.c_proj.weight", w[f"{b}.mlp.c_proj.weight"])],
+                     f"/h.{i}/mlp/c_proj/MatMul")
+        skip_bias = g.init(f"{b}.mlp.c_proj.bias", w[f"{b}.mlp.c_proj.bias"])
+    out, _ = _norm(g, "/ln_f", residual, skip, g.init(f"{p}.ln_f.weight", w[f"{p}.ln_f.weight"]),
+                   skip_bias, cfg.norm_eps)
+    return out, presents
+
+
+def _lengths_from_mask(g: _Graph, mask: str):
+    """GQA's seqlens_k = row sum - 1 (int32 [B]) and total_sequence_length = mask width (int32 scalar)."""
+    one = g.init("const_one_i64", np.array(1, np.int64))
+    axes = g.init("const_axes_1", np.array([1], np.int64))
+    s = g.one("ReduceSum", [mask, axes], "/mask/ReduceSum", keepdims=0)        # [B]
+    s = g.one("Sub", [s, one], "/mask/Sub")
+    seqlens_k = g.one("Cast", [s], "/mask/seqlens_k", to=TensorProto.INT32)
+    shape = g.one("Shape", [mask], "/mask/Shape")
+    idx = g.init("const_index_1", np.array(1, np.int64))
+    width = g.one("Gather", [shape, idx], "/mask/width", axis=0)               # scalar
+    total = g.one("Cast", [width], "/mask/total_sequence_length", to=TensorProto.INT32)
+    return seqlens_k, total
+
+
+def _model(g: _Graph, name: str, inputs, outputs, doc: str) -> onnx.ModelProto:
+    graph = helper.make_graph(g.nodes, name, inputs, outputs, initializer=g.inits)
+    m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET),
+                                                 helper.make_opsetid(MS_DOMAIN, 1)],
+                          producer_name="igpt-export", doc_string=doc)
+    m.ir_version = IR_VERSION
+    return m
+
+
+def build_decoder(cfg: IGptConfig, state: Dict, fp16: bool = False) -> onnx.ModelProto:
+    """The onnxruntime-genai style decoder with KV cache (models/README.md, `decoder.onnx`)."""
+    g = _Graph(np.float16 if fp16 else np.float32)
+    w = _weights(state)
+    H, D, V, P = cfg.n_head, cfg.head_size, cfg.vocab_size, cfg.palette_size
+    kv_shape = ["batch_size", H, "past_sequence_length", D]
+    inputs = [
+        helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["batch_size", "sequence_length"]),
+        helper.make_tensor_value_info("attention_mask", TensorProto.INT64, ["batch_size", "total_sequence_length"]),
+        helper.make_tensor_value_info("position_ids", TensorProto.INT64, ["batch_size", "sequence_length"]),
+    ]
+    past = []
+    for i in range(cfg.n_layer):
+        for kind in ("key", "value"):
+            past.append(f"past_key_values.{i}.{kind}")
+            inputs.append(helper.make_tensor_value_info(past[-1], g.elem, kv_shape))
+    seqlens_k, total = _lengths_from_mask(g, "attention_mask")
+    h, presents = _transformer(g, cfg, w, "input_ids", "position_ids", seqlens_k, total, past)
+
+    # lm_head: [C, palette] plus a zero column for SOS, then a bias row that puts -1e9 at SOS
+    head = np.concatenate([w["lm_head.weight"].T, np.zeros((cfg.n_embd, 1), np.float32)], axis=1)  # [C, V]
+    sos_bias = np.zeros(V, np.float32)
+    sos_bias[P] = SOS_LOGIT
+    logits = g.one("MatMul", [h, g.init("lm_head.weight_padded", head)], "/lm_head/MatMul")  # [B, S, V]
+    if fp16:
+        logits = g.one("Cast", [logits], "/lm_head/Cast", to=TensorProto.FLOAT)
+    g.node("Add", [logits, g.init("lm_head.sos_mask", sos_bias, cast=False)], ["logits"], "/lm_head/Add")
+
+    outputs = [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch_size", "sequence_length", V])]
+    for name in presents:
+        outputs.append(helper.make_tensor_value_info(name, g.elem, ["batch_size", H, "present_sequence_length", D]))
+    doc = (f"iGPT decoder ({'fp16' if fp16 else 'fp32'}), {cfg.n_layer} layers, {cfg.n_embd} wide, "
+           f"{cfg.n_head} heads, palette {P} (+SOS {P}), {cfg.height}x{cfg.width}x{cfg.channels}")
+    return _model(g, "igpt_decoder", inputs, outputs, doc)
+
+
+def build_classifier(cfg: IGptConfig, state: Dict, fp16: bool = False) -> onnx.ModelProto:
+    """input_ids [B, n] -> logits [B, n_classes] (and features [B, C], the pooled ln_f states).
+
+    fp16: the transformer in fp16 (for CUDA, where GQA needs it); pooling and head stay fp32."""
+    assert cfg.n_classes > 0 and "score.weight" in state, "model has no classification head"
+    g = _Graph(np.float16 if fp16 else np.float32)
+    w = _weights(state)
+    ids = "input_ids"
+    # every row is full length: a mask of ones gives GQA's lengths, its running sum the positions
+    ones = g.one("ConstantOfShape", [g.one("Shape", [ids], "/ids/Shape")], "/mask/ones",
+                 value=helper.make_tensor("one", TensorProto.INT64, [1], [1]))          # [B, n]
+    seqlens_k, total = _lengths_from_mask(g, ones)
+    positions = g.one("CumSum", [ones, g.init("const_axis_1", np.array(1, np.int64))], "/positions/CumSum")
+    positions = g.one("Sub", [positions, g.init("const_one_pos", np.array(1, np.int64))], "/positions/Sub")
+    h, _ = _transformer(g, cfg, w, ids, positions, seqlens_k, total, past=None)
+    if fp16:
+        h = g.one("Cast", [h], "/ln_f/Cast", to=TensorProto.FLOAT)
+    pooled = g.node("ReduceMean", [h], ["features"], "/pool/ReduceMean", axes=[1], keepdims=0)[0]  # [B, C]
+    g.node("MatMul", [pooled, g.init("score.weight_t", w["score.weight"].T, cast=False)], ["logits"],
+           "/score/MatMul")
+    inputs = [helper.make_tensor_value_info(ids, TensorProto.INT64, ["batch_size", "sequence_length"])]
+    outputs = [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch_size", cfg.n_classes]),
+               helper.make_tensor_value_info("features", TensorProto.FLOAT, ["batch_size", cfg.n_embd])]
+    doc = f"iGPT classifier ({'fp16' if fp16 else 'fp32'}), {cfg.n_classes} classes, mean-pooled final-norm states of {cfg.n_layer} layers"
+    return _model(g, "igpt_classifier", inputs, outputs, doc)
+
+
+def save(model: onnx.ModelProto, path: str) -> None:
+    """Write a graph; past protobuf's 2 GB limit the weights go to `<file>.data` beside it."""
+    import os
+    weight_bytes = sum(len(t.raw_data) for t in model.graph.initializer)
+    data_path = path + ".data"
+    if os.path.exists(data_path):
+        os.remove(data_path)
+    if weight_bytes > EXTERNAL_DATA_BYTES:
+        onnx.save_model(model, path, save_as_external_data=True, all_tensors_to_one_file=True,
+                        location=os.path.basename(data_path), size_threshold=1024)
+    else:
+        onnx.save_model(model, path)

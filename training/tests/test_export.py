@@ -1,0 +1,501 @@
+"""The ONNX export (igpt/export.py, igpt/onnx_graph.py) against models/README.md (format v1).
+
+ONNX Runtime has no Python build here, so the graphs are also evaluated by a small numpy
+interpreter of the ops they use (GroupQueryAttention with the shared past/present buffer
+semantics included) and compared with PyTorch. The C# tests run the same packages in ORT.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from onnx import TensorProto, helper, numpy_helper
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(HERE))
+sys.path.insert(0, os.path.join(ROOT, "training"))
+sys.path.insert(0, os.path.join(ROOT, "training", "scripts"))
+
+from igpt import export, onnx_graph  # noqa: E402
+from igpt.checkpoint import save_checkpoint  # noqa: E402
+from igpt.model import IGpt, preset  # noqa: E402
+import make_test_package  # noqa: E402
+
+FIXTURE = os.path.join(ROOT, "tests", "fixtures", "tiny-package")
+NP_DTYPE = {TensorProto.FLOAT: np.float32, TensorProto.FLOAT16: np.float16, TensorProto.INT32: np.int32,
+            TensorProto.INT64: np.int64}
+
+
+# ---------------------------------------------------------------------------------------------
+# a numpy interpreter for the ops the exported graphs use
+
+
+def _gqa(node, qkv, key, value, past_k, past_v, seqlens_k, total, *rest):
+    """com.microsoft GroupQueryAttention as ORT documents it: packed QKV [B,S,3C], BNSH caches,
+    row b holds seqlens_k[b]+1 tokens after this step; its new keys go at its own past length."""
+    a = {x.name: helper.get_attribute_value(x) for x in node.attribute}
+    H = a["num_heads"]
+    assert a["kv_num_heads"] == H and a.get("do_rotary", 0) == 0 and key is None and value is None
+    B, S, C3 = qkv.shape
+    C = C3 // 3
+    D = C // H
+    scale = a.get("scale", 1.0 / math.sqrt(D))
+    q, k, v = (qkv[:, :, i * C:(i + 1) * C].reshape(B, S, H, D).transpose(0, 2, 1, 3) for i in range(3))
+    total = int(total)
+    first_prompt = past_k is None or (S > 1 and S == total)
+    cap = 0 if past_k is None else past_k.shape[2]
+    present_len = max(cap, total)
+    pk = np.zeros((B, H, present_len, D), qkv.dtype)
+    pv = np.zeros_like(pk)
+    if past_k is not None:
+        pk[:, :, :cap], pv[:, :, :cap] = past_k, past_v
+    out = np.zeros((B, S, H, D), np.float32)
+    for b in range(B):
+        past_len = 0 if first_prompt else int(seqlens_k[b]) + 1 - S
+        pk[b, :, past_len:past_len + S] = k[b]
+        pv[b, :, past_len:past_len + S] = v[b]
+        for s in range(S):
+            end = past_len + s + 1  # causal: keys 0 .. own position
+            att = q[b, :, s:s + 1].astype(np.float32) @ pk[b, :, :end].astype(np.float32).transpose(0, 2, 1) * scale
+            att = np.exp(att - att.max(-1, keepdims=True))
+            att /= att.sum(-1, keepdims=True)
+            out[b, s] = (att @ pv[b, :, :end].astype(np.float32))[:, 0]
+    return out.reshape(B, S, C).astype(qkv.dtype), pk, pv
+
+
+def _ssln(node, x, skip, gamma, bias=None):
+    eps = helper.get_attribute_value(node.attribute[0])
+    s = x.astype(np.float32) + skip.astype(np.float32) + (0 if bias is None else bias.astype(np.float32))
+    y = s / np.sqrt((s * s).mean(-1, keepdims=True) + eps) * gamma.astype(np.float32)
+    return y.astype(x.dtype), None, None, s.astype(x.dtype)
+
+
+def _attrs(node):
+    return {a.name: helper.get_attribute_value(a) for a in node.attribute}
+
+
+OPS = {
+    "Gather": lambda n, d, i: np.take(d, i, axis=_attrs(n).get("axis", 0)),
+    "MatMul": lambda n, a, b: (a.astype(np.float32) @ b.astype(np.float32)).astype(a.dtype),
+    "Add": lambda n, a, b: (a + b).astype(a.dtype),
+    "Sub": lambda n, a, b: (a - b).astype(a.dtype),
+    "Cast": lambda n, x: x.astype(NP_DTYPE[_attrs(n)["to"]]),
+    "Shape": lambda n, x: np.array(x.shape, np.int64),
+    "ReduceSum": lambda n, x, axes: x.sum(axis=tuple(axes), keepdims=bool(_attrs(n).get("keepdims", 1))),
+    "ReduceMean": lambda n, x: x.mean(axis=tuple(_attrs(n)["axes"]), keepdims=bool(_attrs(n).get("keepdims", 1))),
+    "ConstantOfShape": lambda n, shape: np.full(tuple(shape), numpy_helper.to_array(_attrs(n)["value"])[0]),
+    "CumSum": lambda n, x, axis: np.cumsum(x, axis=int(axis)),
+    "QuickGelu": lambda n, x: (x.astype(np.float32) / (1 + np.exp(-_attrs(n)["alpha"] * x.astype(np.float32))))
+    .astype(x.dtype),
+    "SkipSimplifiedLayerNormalization": _ssln,
+    "GroupQueryAttention": _gqa,
+}
+
+
+def run_graph(model: onnx.ModelProto, feeds: dict) -> dict:
+    env = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    env.update(feeds)
+    for node in model.graph.node:
+        outs = OPS[node.op_type](node, *[env[i] if i else None for i in node.input])
+        outs = outs if isinstance(outs, tuple) else (outs,)
+        for name, value in zip(node.output, outs):
+            if name:
+                env[name] = value
+    return {o.name: env[o.name] for o in model.graph.output}
+
+
+def decoder_feeds(cfg, ids, mask, positions, caches):
+    feeds = {"input_ids": np.asarray(ids, np.int64), "attention_mask": np.asarray(mask, np.int64),
+             "position_ids": np.asarray(positions, np.int64)}
+    for i in range(cfg.n_layer):
+        feeds[f"past_key_values.{i}.key"], feeds[f"past_key_values.{i}.value"] = caches[i]
+    return feeds
+
+
+def run_steps(graph, cfg, steps, batch, cache_len, dtype):
+    """Runs (ids, mask, positions) steps with one shared cache of cache_len; returns each step's logits."""
+    caches = [(np.zeros((batch, cfg.n_head, cache_len, cfg.head_size), dtype),) * 2 for _ in range(cfg.n_layer)]
+    results = []
+    for ids, mask, pos in steps:
+        out = run_graph(graph, decoder_feeds(cfg, ids, mask, pos, caches))
+        caches = [(out[f"present.{i}.key"], out[f"present.{i}.value"]) for i in range(cfg.n_layer)]
+        assert caches[0][0].shape[2] == max(cache_len, np.asarray(mask).shape[1])
+        results.append(out["logits"])
+    return results
+
+
+# ---------------------------------------------------------------------------------------------
+# fixtures
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """The fixture's model and checkpoint, exported fresh through the command's entry point."""
+    tmp = tmp_path_factory.mktemp("export")
+    model = make_test_package.make_model()
+    ckpt = make_test_package.make_checkpoint(model, ["dark", "mid", "light"])
+    ckpt_path = str(tmp / "tiny.pt")
+    save_checkpoint(ckpt_path, model, **{k: v for k, v in ckpt.items() if k not in ("config", "model")})
+    out = str(tmp / "pkg")
+    p = argparse.ArgumentParser()
+    export.add_args(p)
+    assert export.main(p.parse_args(["--ckpt", ckpt_path, "--out", out, "--id", "tiny-test", "--description",
+                                     "Tiny random iGPT (8x8 grey, 8-level palette, untrained) for tests"])) == 0
+    return model, ckpt, out
+
+
+def _json(pkg, name):
+    with open(os.path.join(pkg, name), encoding="utf-8") as f:
+        return json.load(f)
+
+
+# ---------------------------------------------------------------------------------------------
+# graphs
+
+
+@pytest.mark.parametrize("name", ["decoder.onnx", "decoder.fp16.onnx", "classifier.onnx", "classifier.fp16.onnx"])
+def test_graphs_pass_onnx_checker(tiny, name):
+    m = onnx.load(os.path.join(tiny[2], name))
+    onnx.checker.check_model(m, full_check=False)
+    assert {(o.domain, o.version) for o in m.opset_import} == {("", 17), ("com.microsoft", 1)}
+    ops = {(n.domain or "", n.op_type) for n in m.graph.node}
+    assert ("com.microsoft", "GroupQueryAttention") in ops
+    assert ("com.microsoft", "SkipSimplifiedLayerNormalization") in ops
+    assert ("com.microsoft", "QuickGelu") in ops
+
+
+def _io(values):
+    return {v.name: (v.type.tensor_type.elem_type,
+                     [d.dim_param or d.dim_value for d in v.type.tensor_type.shape.dim]) for v in values}
+
+
+@pytest.mark.parametrize("fp16", [False, True])
+def test_decoder_io_matches_the_format(tiny, fp16):
+    model, _, pkg = tiny
+    cfg = model.config
+    m = onnx.load(os.path.join(pkg, "decoder.fp16.onnx" if fp16 else "decoder.onnx"))
+    kv = TensorProto.FLOAT16 if fp16 else TensorProto.FLOAT
+    ins, outs = _io(m.graph.input), _io(m.graph.output)
+    expected_in = {
+        "input_ids": (TensorProto.INT64, ["batch_size", "sequence_length"]),
+        "attention_mask": (TensorProto.INT64, ["batch_size", "total_sequence_length"]),
+        "position_ids": (TensorProto.INT64, ["batch_size", "sequence_length"]),
+    }
+    expected_out = {"logits": (TensorProto.FLOAT, ["batch_size", "sequence_length", cfg.vocab_size])}
+    for i in range(cfg.n_layer):
+        for kind in ("key", "value"):
+            expected_in[f"past_key_values.{i}.{kind}"] = (kv, ["batch_size", cfg.n_head, "past_sequence_length",
+                                                               cfg.head_size])
+            expected_out[f"present.{i}.{kind}"] = (kv, ["batch_size", cfg.n_head, "present_sequence_length",
+                                                        cfg.head_size])
+    assert ins == expected_in
+    assert outs == expected_out
+    assert [i.name for i in m.graph.input][:3] == ["input_ids", "attention_mask", "position_ids"]
+
+
+def test_fp16_variant_dtypes(tiny):
+    m = onnx.load(os.path.join(tiny[2], "decoder.fp16.onnx"))
+    floats = {t.name: t.data_type for t in m.graph.initializer
+              if t.data_type in (TensorProto.FLOAT, TensorProto.FLOAT16)}
+    assert floats.pop("lm_head.sos_mask") == TensorProto.FLOAT  # -1e9 does not fit fp16
+    assert set(floats.values()) == {TensorProto.FLOAT16}
+    last = m.graph.node[-2:]
+    assert [n.op_type for n in last] == ["Cast", "Add"] and last[1].output == ["logits"]
+    gqa = [n for n in m.graph.node if n.op_type == "GroupQueryAttention"]
+    assert len(gqa) == tiny[0].config.n_layer
+
+
+def test_sos_column_and_head_padding(tiny):
+    model, _, pkg = tiny
+    cfg = model.config
+    inits = {t.name: numpy_helper.to_array(t) for t in onnx.load(os.path.join(pkg, "decoder.onnx")).graph.initializer}
+    head = inits["lm_head.weight_padded"]
+    assert head.shape == (cfg.n_embd, cfg.vocab_size)
+    np.testing.assert_array_equal(head[:, :cfg.palette_size], model.lm_head.weight.detach().numpy().T)
+    assert not head[:, cfg.sos_token_id].any()
+    mask = inits["lm_head.sos_mask"]
+    assert mask[cfg.sos_token_id] == -1e9 and not np.delete(mask, cfg.sos_token_id).any()
+
+
+@pytest.mark.parametrize("name", ["classifier.onnx", "classifier.fp16.onnx"])
+def test_classifier_io(tiny, name):
+    model, _, pkg = tiny
+    m = onnx.load(os.path.join(pkg, name))
+    assert _io(m.graph.input) == {"input_ids": (TensorProto.INT64, ["batch_size", "sequence_length"])}
+    assert _io(m.graph.output) == {"logits": (TensorProto.FLOAT, ["batch_size", model.config.n_classes]),
+                                   "features": (TensorProto.FLOAT, ["batch_size", model.config.n_embd])}
+
+
+# ---------------------------------------------------------------------------------------------
+# numbers: PyTorch, parity.json, the graphs' math
+
+
+def test_parity_json_shape_and_pytorch_logits(tiny):
+    model, _, pkg = tiny
+    cfg = model.config
+    p = _json(pkg, "parity.json")
+    assert p["format_version"] == 1 and p["tolerance"] == 1e-4
+    prompt, decode = p["prompt"], p["decode_tokens"]
+    assert prompt[0] == cfg.sos_token_id and all(0 <= t < cfg.palette_size for t in prompt[1:] + decode)
+    assert np.array(p["prefill_logits"]).shape == (len(prompt), cfg.vocab_size)
+    assert np.array(p["decode_logits"]).shape == (len(decode), cfg.vocab_size)
+    assert len(prompt) + len(decode) <= cfg.n_positions
+    with torch.no_grad():  # the whole sequence in one forward gives the same rows
+        logits, _ = model(torch.tensor([prompt + decode[:-1] if decode else prompt]))
+    want = np.concatenate([p["prefill_logits"], p["decode_logits"][:-1] or np.zeros((0, cfg.vocab_size))])
+    np.testing.assert_allclose(logits[0].numpy(), want[:, :cfg.palette_size], atol=1e-5)
+    np.testing.assert_allclose(p["decode_logits"][-1][:cfg.palette_size],
+                               model(torch.tensor([prompt + decode]))[0][0, -1].detach().numpy(), atol=1e-5)
+    assert all(row[cfg.sos_token_id] == -1e9 for row in p["prefill_logits"] + p["decode_logits"])
+    c = p["classifier"]
+    ids = np.array(c["input_ids"])
+    assert ids.shape[1] == cfg.n_positions and (ids[:, 0] == cfg.sos_token_id).all()
+    with torch.no_grad():
+        np.testing.assert_allclose(model.classify(torch.tensor(ids))[0].numpy(), c["logits"], atol=1e-5)
+
+
+def test_decoder_graph_math_matches_parity(tiny):
+    model, _, pkg = tiny
+    cfg = model.config
+    p = _json(pkg, "parity.json")
+    graph = onnx.load(os.path.join(pkg, "decoder.onnx"))
+    prompt, decode = p["prompt"], p["decode_tokens"]
+    n = len(prompt)
+    steps = [([prompt], [[1] * n], [list(range(n))])]
+    steps += [([[t]], [[1] * (n + k + 1)], [[n + k]]) for k, t in enumerate(decode)]
+    got = run_steps(graph, cfg, steps, 1, cfg.n_positions, np.float32)
+    np.testing.assert_allclose(got[0][0], p["prefill_logits"], atol=1e-4, rtol=0)
+    np.testing.assert_allclose(np.concatenate([g[0] for g in got[1:]]), p["decode_logits"], atol=1e-4, rtol=0)
+
+
+def test_decoder_graph_math_batch_of_two_lengths(tiny):
+    """Right-padded prefill of two rows of different lengths, then per-row decode in one buffer."""
+    model, _, pkg = tiny
+    cfg = model.config
+    p = _json(pkg, "parity.json")
+    graph = onnx.load(os.path.join(pkg, "decoder.onnx"))
+    seq = p["prompt"] + p["decode_tokens"]
+    ref = np.array(p["prefill_logits"] + p["decode_logits"])
+    n0 = len(p["prompt"])
+    lens = [n0, n0 - 3]
+    ids = [[seq[s] if s < L else 0 for s in range(n0)] for L in lens]
+    mask = [[int(s < L) for s in range(n0)] for L in lens]
+    steps = [(ids, mask, [list(range(n0))] * 2)]
+    for k in range(3):
+        T = n0 + k + 1
+        steps.append(([[seq[L + k]] for L in lens], [[int(t < L + k + 1) for t in range(T)] for L in lens],
+                      [[L + k] for L in lens]))
+    got = run_steps(graph, cfg, steps, 2, cfg.n_positions, np.float32)
+    for r, L in enumerate(lens):
+        np.testing.assert_allclose(got[0][r, :L], ref[:L], atol=1e-4, rtol=0)
+        for k in range(3):
+            np.testing.assert_allclose(got[k + 1][r, 0], ref[L + k], atol=1e-4, rtol=0)
+
+
+def test_decoder_graph_math_growing_cache(tiny):
+    """Past fed back from present with no spare room (P' = T), starting from an empty past."""
+    model, _, pkg = tiny
+    cfg = model.config
+    p = _json(pkg, "parity.json")
+    graph = onnx.load(os.path.join(pkg, "decoder.onnx"))
+    prompt, decode = p["prompt"], p["decode_tokens"]
+    n = len(prompt)
+    steps = [([prompt], [[1] * n], [list(range(n))])]
+    steps += [([[t]], [[1] * (n + k + 1)], [[n + k]]) for k, t in enumerate(decode)]
+    got = run_steps(graph, cfg, steps, 1, 0, np.float32)
+    np.testing.assert_allclose(np.concatenate([g[0] for g in got]), p["prefill_logits"] + p["decode_logits"],
+                               atol=1e-4, rtol=0)
+
+
+def test_fp16_graph_math_is_close(tiny):
+    model, _, pkg = tiny
+    cfg = model.config
+    p = _json(pkg, "parity.json")
+    graph = onnx.load(os.path.join(pkg, "decoder.fp16.onnx"))
+    prompt, decode = p["prompt"], p["decode_tokens"]
+    n = len(prompt)
+    steps = [([prompt], [[1] * n], [list(range(n))])]
+    steps += [([[t]], [[1] * (n + k + 1)], [[n + k]]) for k, t in enumerate(decode)]
+    got = run_steps(graph, cfg, steps, 1, cfg.n_positions, np.float16)
+    assert all(g.dtype == np.float32 for g in got)
+    np.testing.assert_allclose(np.concatenate([g[0] for g in got]), p["prefill_logits"] + p["decode_logits"],
+                               atol=5e-2, rtol=0)
+
+
+def test_fp16_classifier_dtypes_and_math(tiny):
+    model, _, pkg = tiny
+    m = onnx.load(os.path.join(pkg, "classifier.fp16.onnx"))
+    floats = {t.name: t.data_type for t in m.graph.initializer
+              if t.data_type in (TensorProto.FLOAT, TensorProto.FLOAT16)}
+    assert floats.pop("score.weight_t") == TensorProto.FLOAT and set(floats.values()) == {TensorProto.FLOAT16}
+    p = _json(pkg, "parity.json")["classifier"]
+    out = run_graph(m, {"input_ids": np.array(p["input_ids"])})
+    assert out["logits"].dtype == np.float32 and out["features"].dtype == np.float32
+    np.testing.assert_allclose(out["logits"], p["logits"], atol=5e-2, rtol=0)
+
+
+def test_classifier_graph_math_matches_parity(tiny):
+    model, _, pkg = tiny
+    p = _json(pkg, "parity.json")["classifier"]
+    out = run_graph(onnx.load(os.path.join(pkg, "classifier.onnx")), {"input_ids": np.array(p["input_ids"])})
+    np.testing.assert_allclose(out["logits"], p["logits"], atol=1e-4, rtol=0)
+    with torch.no_grad():
+        h, _ = model.hidden(torch.tensor(p["input_ids"]))
+    np.testing.assert_allclose(out["features"], h.mean(1).numpy(), atol=1e-5)
+
+
+# ---------------------------------------------------------------------------------------------
+# manifest, genai_config, card
+
+
+def test_manifest(tiny):
+    model, ckpt, pkg = tiny
+    cfg = model.config
+    m = _json(pkg, "model.json")
+    assert m["format_version"] == 1 and m["id"] == "tiny-test"
+    assert m["image"] == {"height": 8, "width": 8, "channels": 1}
+    assert m["palette_size"] == 8 and m["sos_token_id"] == 8 and m["vocab_size"] == 9
+    assert m["palette"] == [[0], [36], [73], [109], [146], [182], [219], [255]] == ckpt["palette"]
+    assert m["architecture"] == {"n_layer": 2, "n_head": 4, "n_embd": 32, "head_size": 8, "n_positions": 64,
+                                 "norm_eps": 1e-5, "activation": "quick_gelu"}
+    assert m["classes"] == ["dark", "mid", "light"]
+    assert m["files"] == {
+        "decoder": {"cpu": {"path": "decoder.onnx", "dtype": "float32"},
+                    "cuda": {"path": "decoder.fp16.onnx", "dtype": "float16"}},
+        "classifier": {"cpu": {"path": "classifier.onnx", "dtype": "float32"},
+                       "cuda": {"path": "classifier.fp16.onnx", "dtype": "float16"}},
+        "genai_config": "genai_config.json", "parity": "parity.json", "model_card": "MODEL_CARD.md"}
+    for f in ("decoder.onnx", "decoder.fp16.onnx", "classifier.onnx", "classifier.fp16.onnx", "genai_config.json",
+              "parity.json", "MODEL_CARD.md"):
+        assert os.path.isfile(os.path.join(pkg, f))
+    assert m["training"]["parameters"] == model.num_params()
+    assert all(isinstance(v, (int, float, str)) for v in list(m["training"].values()) + list(m["metrics"].values()))
+
+
+def test_genai_config(tiny):
+    cfg = tiny[0].config
+    g = _json(tiny[2], "genai_config.json")
+    mdl, dec = g["model"], g["model"]["decoder"]
+    assert mdl["type"] == "llama"
+    assert mdl["bos_token_id"] == mdl["eos_token_id"] == mdl["pad_token_id"] == cfg.sos_token_id
+    assert mdl["vocab_size"] == cfg.vocab_size and mdl["context_length"] == cfg.n_positions
+    assert dec["filename"] == "decoder.onnx"
+    assert (dec["num_hidden_layers"], dec["num_attention_heads"], dec["num_key_value_heads"], dec["head_size"],
+            dec["hidden_size"]) == (cfg.n_layer, cfg.n_head, cfg.n_head, cfg.head_size, cfg.n_embd)
+    names = {i.name for i in onnx.load(os.path.join(tiny[2], "decoder.onnx")).graph.input}
+    for key in ("input_ids", "attention_mask", "position_ids"):
+        assert dec["inputs"][key] in names
+    assert dec["inputs"]["past_key_names"] % 1 in names and dec["inputs"]["past_value_names"] % 1 in names
+    outs = {o.name for o in onnx.load(os.path.join(tiny[2], "decoder.onnx")).graph.output}
+    assert dec["outputs"]["logits"] in outs and dec["outputs"]["present_key_names"] % 0 in outs
+    assert g["search"]["past_present_share_buffer"] is True and g["search"]["max_length"] == cfg.n_positions
+
+
+def test_model_card_renders_metrics(tmp_path):
+    model = make_test_package.make_model()
+    ckpt = make_test_package.make_checkpoint(model, ["dark", "mid", "light"])
+    ckpt["metrics"] = {
+        "test_bits_per_token": 1.25, "classification_accuracy": 0.75,
+        "probe_accuracy": {"layer_0": 0.5, "layer_1": 0.625, "layer_2": 0.6},
+        "confusion_matrix": [[5, 1, 0], [2, 3, 1], [0, 0, 6]],
+        "linear_probe": {"block 0": {"val_accuracy": 0.5, "test_accuracy": 0.55, "l2": 0.01},
+                         "ln_f": {"val_accuracy": 0.7, "test_accuracy": 0.65, "l2": 0.1}},
+        "finetune_stop": "max steps",
+    }
+    ckpt["step"], ckpt["tokens_seen"], ckpt["hardware"] = 1200, 76800, "2 CPU cores"
+    export.export_package(model, ckpt, str(tmp_path), model_id="card-test", fp16=False, card_extra="## Extra\n\nhi")
+    card = open(tmp_path / "MODEL_CARD.md", encoding="utf-8").read()
+    assert "| test_bits_per_token | 1.25 |" in card
+    assert "| layer_1 | 0.625 |" in card
+    assert "| true \\ predicted | dark | mid | light |" in card and "| mid | 2 | 3 | 1 |" in card
+    assert "| layer | val_accuracy | test_accuracy | l2 |" in card and "| ln_f | 0.7 | 0.65 | 0.1 |" in card
+    assert "| tokens seen | 76,800 |" in card and "2 CPU cores" in card
+    assert card.rstrip().endswith("## Extra\n\nhi")
+    m = _json(str(tmp_path), "model.json")
+    assert m["metrics"] == {"test_bits_per_token": 1.25, "classification_accuracy": 0.75,
+                            "probe_accuracy.layer_0": 0.5, "probe_accuracy.layer_1": 0.625,
+                            "probe_accuracy.layer_2": 0.6, "finetune_stop": "max steps"}
+    assert "cuda" not in m["files"]["decoder"] and not os.path.exists(tmp_path / "decoder.fp16.onnx")
+    assert "cuda" not in m["files"]["classifier"] and not os.path.exists(tmp_path / "classifier.fp16.onnx")
+
+
+def test_export_without_classifier(tmp_path):
+    headed = make_test_package.make_model()
+    export.export_package(headed, make_test_package.make_checkpoint(headed, ["a", "b", "c"]), str(tmp_path),
+                          model_id="no-head")
+    model = make_test_package.make_model(n_classes=0)
+    ckpt = make_test_package.make_checkpoint(model, [])
+    export.export_package(model, ckpt, str(tmp_path), model_id="no-head")  # over the old package
+    assert not os.path.exists(tmp_path / "classifier.fp16.onnx")
+    m = _json(str(tmp_path), "model.json")
+    assert m["classes"] == [] and m["files"]["classifier"] is None
+    assert not os.path.exists(tmp_path / "classifier.onnx")
+    p = _json(str(tmp_path), "parity.json")
+    assert "classifier" not in p
+    graph = onnx.load(str(tmp_path / "decoder.onnx"))
+    got = run_steps(graph, model.config, [([p["prompt"]], [[1] * len(p["prompt"])], [list(range(len(p["prompt"])))])],
+                    1, model.config.n_positions, np.float32)
+    np.testing.assert_allclose(got[0][0], p["prefill_logits"], atol=1e-4, rtol=0)
+
+
+def test_large_graphs_use_external_data(tmp_path, monkeypatch):
+    monkeypatch.setattr(onnx_graph, "EXTERNAL_DATA_BYTES", 0)
+    model = make_test_package.make_model(n_classes=0)
+    export.export_package(model, make_test_package.make_checkpoint(model, []), str(tmp_path), model_id="ext", fp16=False)
+    assert os.path.getsize(tmp_path / "decoder.onnx") < 20_000 and os.path.isfile(tmp_path / "decoder.onnx.data")
+    graph = onnx.load(str(tmp_path / "decoder.onnx"))  # pulls the weights back in from decoder.onnx.data
+    p = _json(str(tmp_path), "parity.json")
+    n = len(p["prompt"])
+    got = run_steps(graph, model.config, [([p["prompt"]], [[1] * n], [list(range(n))])], 1, 64, np.float32)
+    np.testing.assert_allclose(got[0][0], p["prefill_logits"], atol=1e-4, rtol=0)
+
+
+def test_bad_palette_is_rejected(tmp_path):
+    model = make_test_package.make_model(n_classes=0)
+    ckpt = make_test_package.make_checkpoint(model, [])
+    ckpt["palette"] = ckpt["palette"][:-1]
+    with pytest.raises(ValueError, match="palette"):
+        export.export_package(model, ckpt, str(tmp_path / "bad"), model_id="bad")
+    assert not os.path.exists(tmp_path / "bad")
+    with pytest.raises(ValueError, match="model id"):
+        export.export_package(model, make_test_package.make_checkpoint(model, []), str(tmp_path), model_id="../x")
+
+
+def test_bidirectional_model_is_rejected(tmp_path):
+    model = IGpt(preset("tiny", bidirectional=True))
+    ckpt = make_test_package.make_checkpoint(model, [])
+    with pytest.raises(ValueError, match="bidirectional"):
+        export.export_package(model, ckpt, str(tmp_path), model_id="bert")
+    assert not os.listdir(tmp_path)
+
+
+# ---------------------------------------------------------------------------------------------
+# the committed fixture
+
+
+def test_committed_fixture_is_current_and_small(tiny):
+    """tests/fixtures/tiny-package is what make_test_package.py writes today (regenerate it if not)."""
+    _, _, pkg = tiny
+    total = sum(os.path.getsize(os.path.join(FIXTURE, f)) for f in os.listdir(FIXTURE))
+    assert total < 1_000_000
+    assert sorted(os.listdir(FIXTURE)) == sorted(os.listdir(pkg))
+    for name in ("model.json", "genai_config.json"):
+        assert _json(FIXTURE, name) == _json(pkg, name)
+    a, b = _json(FIXTURE, "parity.json"), _json(pkg, "parity.json")
+    assert a["prompt"] == b["prompt"] and a["decode_tokens"] == b["decode_tokens"]
+    np.testing.assert_allclose(a["prefill_logits"] + a["decode_logits"], b["prefill_logits"] + b["decode_logits"],
+                               atol=1e-5)
+    np.testing.assert_allclose(a["classifier"]["logits"], b["classifier"]["logits"], atol=1e-5)
+    for name in ("decoder.onnx", "decoder.fp16.onnx", "classifier.onnx", "classifier.fp16.onnx"):
+        x, y = onnx.load(os.path.join(FIXTURE, name)), onnx.load(os.path.join(pkg, name))
+        assert [(n.op_type, list(n.input)) for n in x.graph.node] == [(n.op_type, list(n.input)) for n in y.graph.node]
+        for s, t in zip(x.graph.initializer, y.graph.initializer):
+            np.testing.assert_allclose(numpy_helper.to_array(s).astype(np.float32),
+                                       numpy_helper.to_array(t).astype(np.float32), atol=1e-6)
