@@ -1,6 +1,27 @@
+using IGpt.Api.Endpoints;
+using IGpt.Api.Errors;
+using IGpt.Api.Hosting;
+using IGpt.Api.OpenApi;
+using Serilog;
+
 var builder = WebApplication.CreateBuilder(args);
+builder.AddServiceRootConfiguration(args);
+builder.AddSerilogLogging();
+builder.Services.AddApi();
+builder.Services.AddProblemHandling();
+builder.Services.AddInference();
+builder.Services.AddApiDocumentation();
+
 var app = builder.Build();
-app.MapGet("/health/live", () => TypedResults.Ok());
+app.UseExceptionHandler();
+app.UseStatusCodePages();
+app.UseSerilogRequestLogging();
+app.UseApiDocumentation();
+app.MapHealthApi();
+app.MapModelsApi();
+app.MapGenerationApi();
+app.MapClassificationApi();
 app.Run();
 
+/// <summary>The entry point, public for WebApplicationFactory.</summary>
 public partial class Program;

@@ -1,0 +1,56 @@
+using System.Text.Json.Nodes;
+
+namespace IGpt.Api.Contracts;
+
+/// <summary>Every model package found under the models folder, served or failed.</summary>
+public sealed record ModelListResponse
+{
+    /// <summary>The packages, sorted by id.</summary>
+    public required IReadOnlyList<ModelResponse> Models { get; init; }
+}
+
+/// <summary>One model package: its image geometry, palette, classes, where it runs and how it was measured.</summary>
+public sealed record ModelResponse
+{
+    /// <summary>Model id, used in the model routes (<c>/v1/models/{model}/...</c>).</summary>
+    public required string Id { get; init; }
+
+    /// <summary><c>ready</c> when the model is served; <c>failed</c> when its package could not be loaded (see <c>error</c>).</summary>
+    public required string Status { get; init; }
+
+    /// <summary>Why the package failed to load; null when ready.</summary>
+    public string? Error { get; init; }
+
+    /// <summary>What the model is, from its manifest.</summary>
+    public string? Description { get; init; }
+
+    /// <summary>Image height in pixels the model works at (null when the manifest could not be read).</summary>
+    public int? Height { get; init; }
+
+    /// <summary>Image width in pixels the model works at.</summary>
+    public int? Width { get; init; }
+
+    /// <summary>Colour channels: 1 (grey) or 3 (RGB).</summary>
+    public int? Channels { get; init; }
+
+    /// <summary>Number of palette colours; every pixel is one of them (one token per pixel).</summary>
+    public int? PaletteSize { get; init; }
+
+    /// <summary>Class names of the classification head, in logit order; empty when the model has none.</summary>
+    public required IReadOnlyList<string> Classes { get; init; }
+
+    /// <summary>Whether <c>POST /v1/models/{model}/classifications</c> is available.</summary>
+    public bool HasClassifier { get; init; }
+
+    /// <summary>ONNX Runtime execution provider the model runs on: <c>CUDA</c> or <c>CPU</c> (null when failed).</summary>
+    public string? ExecutionProvider { get; init; }
+
+    /// <summary>Why that provider was chosen (for example why CUDA could not be used).</summary>
+    public string? ProviderReason { get; init; }
+
+    /// <summary>Measured quality from the manifest (free-form numbers, e.g. test_bits_per_token), shown as they are.</summary>
+    public JsonObject? Metrics { get; init; }
+
+    /// <summary>How the model was trained, from the manifest (dataset, tokens_seen, wall_time_s, hardware).</summary>
+    public JsonObject? Training { get; init; }
+}

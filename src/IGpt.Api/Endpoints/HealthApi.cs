@@ -1,0 +1,46 @@
+using IGpt.Api.Contracts;
+using IGpt.Api.Models;
+using Microsoft.AspNetCore.Http.HttpResults;
+
+namespace IGpt.Api.Endpoints;
+
+/// <summary>
+/// GET /health/live (the process answers) and /health/ready. Ready means at least one model is served: a broken
+/// package does not take the healthy models out of rotation (restarting would not fix it), so it makes the status
+/// "degraded" (still 200) and its own routes answer 503; with no model ready the answer is 503 "unavailable".
+/// </summary>
+public static class HealthApi
+{
+    public static IEndpointRouteBuilder MapHealthApi(this IEndpointRouteBuilder app)
+    {
+        var group = app.MapGroup("/health").WithTags("Health");
+        group.MapGet("/live", Live)
+            .WithName("Live")
+            .WithSummary("Liveness: the process answers");
+        group.MapGet("/ready", Ready)
+            .WithName("Ready")
+            .WithSummary("Readiness: at least one model is served (200 ready or degraded), else 503")
+            .Produces<HealthResponse>(StatusCodes.Status503ServiceUnavailable);
+        return app;
+    }
+
+    /// <summary>Liveness.</summary>
+    public static Ok<HealthResponse> Live(ModelCatalog catalog, CancellationToken cancellationToken) =>
+        TypedResults.Ok(new HealthResponse { Status = "live", Models = Models(catalog) });
+
+    /// <summary>Readiness.</summary>
+    public static Results<Ok<HealthResponse>, JsonHttpResult<HealthResponse>> Ready(ModelCatalog catalog, CancellationToken cancellationToken)
+    {
+        var models = Models(catalog);
+        var ready = models.Count(m => m.Status == "ready");
+        if (ready == 0)
+        {
+            return TypedResults.Json(new HealthResponse { Status = "unavailable", Models = models },
+                statusCode: StatusCodes.Status503ServiceUnavailable);
+        }
+        return TypedResults.Ok(new HealthResponse { Status = ready == models.Count ? "ready" : "degraded", Models = models });
+    }
+
+    private static IReadOnlyList<ModelHealth> Models(ModelCatalog catalog) =>
+        [.. catalog.Models.Select(m => new ModelHealth { Id = m.Id, Status = m.Status, ExecutionProvider = m.ExecutionProvider, Error = m.Error })];
+}

@@ -1,0 +1,35 @@
+using IGpt.Api.Contracts;
+using IGpt.Api.Errors;
+using IGpt.Api.Models;
+using Microsoft.AspNetCore.Http.HttpResults;
+
+namespace IGpt.Api.Endpoints;
+
+/// <summary>GET /v1/models and /v1/models/{model}: what is served.</summary>
+public static class ModelsApi
+{
+    public static IEndpointRouteBuilder MapModelsApi(this IEndpointRouteBuilder app)
+    {
+        var group = app.MapGroup("/v1/models").WithTags("Models");
+        group.MapGet("", ListModels)
+            .WithName("ListModels")
+            .WithSummary("List the models")
+            .WithDescription("Every package under the models folder, with its status: failed packages are listed with the reason.");
+        group.MapGet("/{model}", GetModel)
+            .WithName("GetModel")
+            .WithSummary("Describe one model")
+            .ProducesProblem(StatusCodes.Status404NotFound);
+        return app;
+    }
+
+    /// <summary>List the models.</summary>
+    public static Ok<ModelListResponse> ListModels(ModelCatalog catalog, CancellationToken cancellationToken) =>
+        TypedResults.Ok(new ModelListResponse { Models = catalog.Models });
+
+    /// <summary>Describe one model.</summary>
+    /// <param name="model">Model id.</param>
+    public static Results<Ok<ModelResponse>, ProblemHttpResult> GetModel(string model, ModelCatalog catalog, CancellationToken cancellationToken) =>
+        catalog.Describe(model) is { } found
+            ? TypedResults.Ok(found)
+            : Problems.NotFound($"There is no model '{model}'. GET /v1/models lists the models.");
+}

@@ -1,0 +1,48 @@
+using System.Text.Json.Nodes;
+using Microsoft.AspNetCore.Http.Json;
+using Microsoft.Extensions.Options;
+using Microsoft.OpenApi;
+using Swashbuckle.AspNetCore.SwaggerGen;
+
+namespace IGpt.Api.OpenApi;
+
+public static class OpenApiExtensions
+{
+    /// <summary>Swagger document at /swagger/v1/swagger.json (snake_case schemas, XML comments), UI at /swagger.</summary>
+    public static IServiceCollection AddApiDocumentation(this IServiceCollection services)
+    {
+        services.AddEndpointsApiExplorer();
+        // Schemas follow the API's own JSON options (snake_case), not MVC's.
+        services.AddTransient<ISerializerDataContractResolver>(sp =>
+            new JsonSerializerDataContractResolver(sp.GetRequiredService<IOptions<JsonOptions>>().Value.SerializerOptions));
+        services.AddSwaggerGen(options =>
+        {
+            options.SwaggerDoc("v1", new OpenApiInfo
+            {
+                Title = "IGpt API",
+                Version = "v1",
+                Description = "Image GPT: complete the top of an image, draw unconditional samples and classify images "
+                    + "with the models under models/. Errors are RFC 9457 problem+json.",
+            });
+            var xml = Path.Combine(AppContext.BaseDirectory, "IGpt.Api.xml");
+            if (File.Exists(xml)) options.IncludeXmlComments(xml);
+            options.MapType<JsonObject>(() => new OpenApiSchema { Type = JsonSchemaType.Object, AdditionalPropertiesAllowed = true });
+            options.SupportNonNullableReferenceTypes();
+            options.OperationFilter<RequestBodyOperationFilter>();
+        });
+        return services;
+    }
+
+    public static WebApplication UseApiDocumentation(this WebApplication app)
+    {
+        app.UseSwagger();
+        app.UseSwaggerUI(options =>
+        {
+            options.SwaggerEndpoint("/swagger/v1/swagger.json", "IGpt API v1");
+            options.DocumentTitle = "IGpt API";
+            options.EnableDeepLinking();
+            options.EnableTryItOutByDefault();
+        });
+        return app;
+    }
+}

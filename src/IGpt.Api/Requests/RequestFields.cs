@@ -1,0 +1,71 @@
+using System.Globalization;
+using IGpt.Api.Errors;
+
+namespace IGpt.Api.Requests;
+
+/// <summary>
+/// The fields of a request body, multipart form or JSON alike, as text; the typed getters check syntax and range
+/// and throw a 400 problem that names the field.
+/// </summary>
+public sealed class RequestFields(IReadOnlyDictionary<string, string> values, byte[]? image)
+{
+    public static RequestFields Empty { get; } = new(new Dictionary<string, string>(), null);
+
+    /// <summary>The image file's bytes (multipart file, or decoded base64), or null when none was sent.</summary>
+    public byte[]? Image { get; } = image;
+
+    public byte[] RequireImage() =>
+        Image ?? throw ApiProblemException.BadField("image", "The field 'image' is required: a PNG or JPEG file (multipart) or its base64 (JSON).");
+
+    public int? Int(string name, int min, int max)
+    {
+        if (!values.TryGetValue(name, out var text)) return null;
+        if (!int.TryParse(text, NumberStyles.AllowLeadingSign, CultureInfo.InvariantCulture, out var value))
+        {
+            throw ApiProblemException.BadField(name, $"The field '{name}' must be an integer from {min} to {max}; got '{Shorten(text)}'.");
+        }
+        if (value < min || value > max)
+        {
+            throw ApiProblemException.BadField(name, $"The field '{name}' must be from {min} to {max}; got {value}.");
+        }
+        return value;
+    }
+
+    public ulong? ULong(string name)
+    {
+        if (!values.TryGetValue(name, out var text)) return null;
+        if (!ulong.TryParse(text, NumberStyles.None, CultureInfo.InvariantCulture, out var value))
+        {
+            throw ApiProblemException.BadField(name, $"The field '{name}' must be an integer from 0 to {ulong.MaxValue}; got '{Shorten(text)}'.");
+        }
+        return value;
+    }
+
+    /// <summary>A finite number with <paramref name="isValid"/> true; <paramref name="range"/> says which in the error.</summary>
+    public float? Float(string name, Func<float, bool> isValid, string range)
+    {
+        if (!values.TryGetValue(name, out var text)) return null;
+        if (!float.TryParse(text, NumberStyles.Float, CultureInfo.InvariantCulture, out var value) || !float.IsFinite(value))
+        {
+            throw ApiProblemException.BadField(name, $"The field '{name}' must be a number {range}; got '{Shorten(text)}'.");
+        }
+        if (!isValid(value))
+        {
+            throw ApiProblemException.BadField(name, $"The field '{name}' must be {range}; got {value.ToString(CultureInfo.InvariantCulture)}.");
+        }
+        return value;
+    }
+
+    public bool? Bool(string name)
+    {
+        if (!values.TryGetValue(name, out var text)) return null;
+        return text.Trim().ToLowerInvariant() switch
+        {
+            "true" or "1" or "on" or "yes" => true,
+            "false" or "0" or "off" or "no" => false,
+            _ => throw ApiProblemException.BadField(name, $"The field '{name}' must be true or false; got '{Shorten(text)}'."),
+        };
+    }
+
+    private static string Shorten(string text) => text.Length <= 40 ? text : text[..40] + "...";
+}

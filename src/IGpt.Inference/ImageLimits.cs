@@ -1,0 +1,23 @@
+using System.ComponentModel.DataAnnotations;
+
+namespace IGpt.Inference;
+
+/// <summary>What uploads the image codec accepts. Bound from configuration section "ImageLimits".</summary>
+public sealed class ImageLimits
+{
+    public const string SectionName = "ImageLimits";
+
+    [Range(1, 65535)]
+    public int MaxWidth { get; set; } = 4096;
+    [Range(1, 65535)]
+    public int MaxHeight { get; set; } = 4096;
+    [Range(1, long.MaxValue)]
+    public long MaxBytes { get; set; } = 10L * 1024 * 1024;
+
+    public void Validate()
+    {
+        if (MaxWidth is < 1 or > 65535) throw new ArgumentException("ImageLimits:MaxWidth must be 1..65535.");
+        if (MaxHeight is < 1 or > 65535) throw new ArgumentException("ImageLimits:MaxHeight must be 1..65535.");
+        if (MaxBytes < 1) throw new ArgumentException("ImageLimits:MaxBytes must be positive.");
+    }
+}

@@ -1,0 +1,49 @@
+using System.ComponentModel.DataAnnotations;
+
+namespace IGpt.Inference;
+
+/// <summary>How models are loaded and run. Bound from configuration section "Inference".</summary>
+public sealed class InferenceOptions
+{
+    public const string SectionName = "Inference";
+
+    /// <summary>Folder whose subfolders are model packages (each with a model.json).</summary>
+    [Required(AllowEmptyStrings = false)]
+    public string ModelsPath { get; set; } = "models";
+
+    /// <summary>Try the CUDA execution provider first (falls back to CPU when it cannot load).</summary>
+    public bool UseCuda { get; set; } = true;
+
+    [Range(0, 64)]
+    public int CudaDeviceId { get; set; }
+
+    /// <summary>ONNX Runtime intra-op threads; 0 = one per core.</summary>
+    [Range(0, 1024)]
+    public int IntraOpThreads { get; set; }
+
+    /// <summary>Most images decoded together for one model (the KV cache is sized for this many rows).</summary>
+    /// <summary>
+    /// Let ONNX Runtime's idle intra-op threads spin between runs. Off by default: every model has its
+    /// own thread pool and spinning pools starve each other and the web server (on 2 busy cores a
+    /// 28x28 model decoded 8 rows at ~23 ms/step spinning, ~9-13 ms/step not). Turn on for one model
+    /// on dedicated cores.
+    /// </summary>
+    public bool AllowSpinning { get; set; }
+
+    [Range(1, 256)]
+    public int MaxBatch { get; set; } = 16;
+
+    /// <summary>Bytes of prompt KV kept by the prefix cache, shared by all models; 0 disables it.</summary>
+    [Range(0, long.MaxValue)]
+    public long PrefixCacheSizeLimit { get; set; } = 256L * 1024 * 1024;
+
+    /// <summary>Throws <see cref="ArgumentException"/> naming the first bad setting.</summary>
+    public void Validate()
+    {
+        if (string.IsNullOrWhiteSpace(ModelsPath)) throw new ArgumentException("Inference:ModelsPath must be set.");
+        if (CudaDeviceId is < 0 or > 64) throw new ArgumentException("Inference:CudaDeviceId must be 0..64.");
+        if (IntraOpThreads is < 0 or > 1024) throw new ArgumentException("Inference:IntraOpThreads must be 0..1024 (0 = one per core).");
+        if (MaxBatch is < 1 or > 256) throw new ArgumentException("Inference:MaxBatch must be between 1 and 256.");
+        if (PrefixCacheSizeLimit < 0) throw new ArgumentException("Inference:PrefixCacheSizeLimit must be >= 0.");
+    }
+}

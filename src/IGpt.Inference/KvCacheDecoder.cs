@@ -1,0 +1,403 @@
+using System.Runtime.InteropServices;
+using Microsoft.ML.OnnxRuntime;
+using Microsoft.ML.OnnxRuntime.Tensors;
+
+namespace IGpt.Inference;
+
+/// <summary>
+/// Runs a package's decoder.onnx with a KV cache that is allocated once: per layer one key and one
+/// value buffer of [MaxBatch, n_head, n_positions, head_size], bound as both past and present
+/// (GroupQueryAttention writes each row's new keys at that row's own length, taken from the
+/// attention mask). Batch rows are slots: a slot's length is its mask row's sum, so rows at
+/// different positions can share a step. Inputs, mask and logits live in buffers allocated once;
+/// a decode step binds OrtValues created once per batch size, so it allocates nothing.
+/// Not thread-safe: one caller at a time (IGptModel serializes).
+/// </summary>
+internal sealed unsafe class KvCacheDecoder : IDisposable
+{
+    private readonly InferenceSession _session;
+    private readonly bool _onCuda;
+    private readonly int _layers, _heads, _headSize, _positions, _vocab, _maxBatch;
+    private readonly int _elementSize;
+    private readonly TensorElementType _kvType;
+    private readonly OrtMemoryInfo _kvInfo;
+    private readonly OrtMemoryInfo _hostInfo = OrtMemoryInfo.DefaultInstance;
+    private readonly IntPtr[] _kv;                      // 2 * layers: key 0, value 0, key 1, ...
+    private readonly OrtAllocator? _deviceAllocator;
+    private readonly OrtMemoryAllocation[] _deviceAllocations = [];
+    private readonly string[] _pastNames, _presentNames;
+    private readonly long* _ids, _pos, _mask;          // decode inputs: [MaxBatch], [MaxBatch], [MaxBatch, n_positions]
+    private readonly long* _prefillIds, _prefillPos, _prefillMask; // prefill inputs: up to [MaxBatch, n_positions]
+    private readonly float* _logits;                   // [MaxBatch or more, vocab] (prefill: [rows * S, vocab])
+    private readonly long _logitsCapacity;
+    private readonly DecodeBinding?[] _decodeBindings; // by batch size
+    private readonly RunOptions _runOptions = new();
+    private bool _disposed;
+
+    public KvCacheDecoder(InferenceSession session, ModelManifest manifest, int maxBatch, bool onCuda, int cudaDeviceId, bool fp16)
+    {
+        _session = session;
+        _onCuda = onCuda;
+        var a = manifest.Architecture;
+        (_layers, _heads, _headSize, _positions, _vocab, _maxBatch) = (a.NLayer, a.NHead, a.HeadSize, a.NPositions, manifest.VocabSize, maxBatch);
+        _kvType = fp16 ? TensorElementType.Float16 : TensorElementType.Float;
+        _elementSize = fp16 ? 2 : 4;
+        _pastNames = new string[2 * _layers];
+        _presentNames = new string[2 * _layers];
+        for (int i = 0; i < _layers; i++)
+        {
+            _pastNames[2 * i] = $"past_key_values.{i}.key";
+            _pastNames[2 * i + 1] = $"past_key_values.{i}.value";
+            _presentNames[2 * i] = $"present.{i}.key";
+            _presentNames[2 * i + 1] = $"present.{i}.value";
+        }
+        CheckGraph(manifest);
+
+        long kvBytes = (long)_maxBatch * RowStride * _elementSize;
+        _kv = new IntPtr[2 * _layers];
+        if (onCuda)
+        {
+            if (kvBytes > uint.MaxValue) throw new ModelPackageException($"a KV buffer of {kvBytes} bytes is too large; lower MaxBatch");
+            _kvInfo = new OrtMemoryInfo(OrtMemoryInfo.allocatorCUDA, OrtAllocatorType.DeviceAllocator, cudaDeviceId, OrtMemType.Default);
+            _deviceAllocator = new OrtAllocator(session, _kvInfo);
+            _deviceAllocations = new OrtMemoryAllocation[_kv.Length];
+            for (int i = 0; i < _kv.Length; i++)
+            {
+                _deviceAllocations[i] = _deviceAllocator.Allocate((uint)kvBytes);
+                _kv[i] = _deviceAllocations[i].DangerousGetHandle();
+            }
+        }
+        else
+        {
+            _kvInfo = _hostInfo;
+            for (int i = 0; i < _kv.Length; i++)
+            {
+                var p = NativeMemory.AlignedAlloc((nuint)kvBytes, 64);
+                NativeMemory.Clear(p, (nuint)kvBytes);
+                _kv[i] = (IntPtr)p;
+            }
+        }
+
+        _ids = Alloc<long>(_maxBatch);
+        _pos = Alloc<long>(_maxBatch);
+        _mask = Alloc<long>(_maxBatch * (long)_positions);
+        _prefillIds = Alloc<long>(_maxBatch * (long)_positions);
+        _prefillPos = Alloc<long>(_maxBatch * (long)_positions);
+        _prefillMask = Alloc<long>(_maxBatch * (long)_positions);
+        // CPU prefills one row (then copies it); CUDA prefills all rows of a request together.
+        _logitsCapacity = (long)(onCuda ? _maxBatch : 1) * _positions * _vocab;
+        _logitsCapacity = Math.Max(_logitsCapacity, (long)_maxBatch * _vocab);
+        _logits = Alloc<float>(_logitsCapacity);
+        _decodeBindings = new DecodeBinding?[_maxBatch + 1];
+    }
+
+    public int MaxBatch => _maxBatch;
+    public int Positions => _positions;
+    public int VocabSize => _vocab;
+    public bool OnCuda => _onCuda;
+    /// <summary>Whether KV rows can be copied here (replication, prefix cache): host memory only.</summary>
+    public bool CanCopyKv => !_onCuda;
+    /// <summary>Elements of one batch row of one KV buffer: n_head * n_positions * head_size.</summary>
+    private long RowStride => (long)_heads * _positions * _headSize;
+    /// <summary>Bytes of a prompt snapshot of <paramref name="length"/> positions (all layers, keys and values).</summary>
+    public long SnapshotBytes(int length) => 2L * _layers * _heads * length * _headSize * _elementSize;
+
+    /// <summary>
+    /// Runs <paramref name="tokens"/> (SOS first) at positions 0..S-1 in slots firstSlot..firstSlot+rows-1
+    /// (each the same prompt) on an empty cache; other slots are untouched. Returns the logits
+    /// [rows, S, vocab] (valid until the next call).
+    /// </summary>
+    public ReadOnlySpan<float> Prefill(ReadOnlySpan<int> tokens, int rows, int firstSlot = 0)
+    {
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        int s = tokens.Length;
+        if (s < 1 || s > _positions) throw new ArgumentOutOfRangeException(nameof(tokens), s, $"prefill needs 1..{_positions} tokens");
+        if (firstSlot < 0 || rows < 1 || firstSlot + rows > _maxBatch || (long)rows * s * _vocab > _logitsCapacity)
+            throw new ArgumentOutOfRangeException(nameof(rows), rows, "prefill rows outside the slots or the logits buffer");
+        for (int r = 0; r < rows; r++)
+            for (int i = 0; i < s; i++)
+            {
+                long o = (long)r * s + i;
+                _prefillIds[o] = tokens[i];
+                _prefillPos[o] = i;
+                _prefillMask[o] = 1;
+            }
+        long[] shape = [rows, s];
+        long bytes = (long)rows * s * sizeof(long);
+        using var ids = OrtValue.CreateTensorValueWithData(_hostInfo, TensorElementType.Int64, shape, (IntPtr)_prefillIds, bytes);
+        using var pos = OrtValue.CreateTensorValueWithData(_hostInfo, TensorElementType.Int64, shape, (IntPtr)_prefillPos, bytes);
+        using var mask = OrtValue.CreateTensorValueWithData(_hostInfo, TensorElementType.Int64, shape, (IntPtr)_prefillMask, bytes);
+        using var logits = OrtValue.CreateTensorValueWithData(_hostInfo, TensorElementType.Float, [rows, s, _vocab], (IntPtr)_logits, (long)rows * s * _vocab * sizeof(float));
+        var kvViews = CreateKvViews(rows, firstSlot);
+        try
+        {
+            using var binding = _session.CreateIoBinding();
+            binding.BindInput("input_ids", ids);
+            binding.BindInput("position_ids", pos);
+            binding.BindInput("attention_mask", mask);
+            binding.BindOutput("logits", logits);
+            for (int i = 0; i < kvViews.Length; i++)
+            {
+                binding.BindInput(_pastNames[i], kvViews[i]);
+                binding.BindOutput(_presentNames[i], kvViews[i]);
+            }
+            _session.RunWithBinding(_runOptions, binding);
+            if (_onCuda) binding.SynchronizeBoundOutputs();
+        }
+        finally
+        {
+            foreach (var v in kvViews) v.Dispose();
+        }
+        for (int r = 0; r < rows; r++) ResetSlot(firstSlot + r, s);
+        return new ReadOnlySpan<float>(_logits, checked(rows * s * _vocab));
+    }
+
+    /// <summary>Sets a slot's cached length (its mask row: <paramref name="length"/> ones, then zeros).</summary>
+    public void ResetSlot(int slot, int length)
+    {
+        if ((uint)slot >= (uint)_maxBatch) throw new ArgumentOutOfRangeException(nameof(slot));
+        if (length < 0 || length > _positions) throw new ArgumentOutOfRangeException(nameof(length));
+        var row = new Span<long>(_mask + (long)slot * _positions, _positions);
+        row[..length].Fill(1);
+        row[length..].Clear();
+    }
+
+    /// <summary>
+    /// One decode step for slots 0..rows-1: slot r gets token tokens[r] at position positions[r]
+    /// (its cache must hold exactly positions[r] entries). Returns logits [rows, vocab], valid until the next call.
+    /// </summary>
+    public ReadOnlySpan<float> Step(int rows, ReadOnlySpan<int> tokens, ReadOnlySpan<int> positions)
+    {
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        if (rows < 1 || rows > _maxBatch) throw new ArgumentOutOfRangeException(nameof(rows));
+        for (int r = 0; r < rows; r++)
+        {
+            int p = positions[r];
+            if ((uint)p >= (uint)_positions) throw new ArgumentOutOfRangeException(nameof(positions), p, "position past n_positions");
+            _ids[r] = tokens[r];
+            _pos[r] = p;
+            _mask[(long)r * _positions + p] = 1;
+        }
+        var b = _decodeBindings[rows] ??= new DecodeBinding(this, rows);
+        if (_onCuda) b.RebindInputs();  // CUDA copies host inputs to the device when they are bound
+        _session.RunWithBinding(_runOptions, b.Binding);
+        if (_onCuda) b.Binding.SynchronizeBoundOutputs();
+        return new ReadOnlySpan<float>(_logits, rows * _vocab);
+    }
+
+    /// <summary>Copies positions 0..length-1 of slot 0 into slots 1..rows-1 (host KV only).</summary>
+    public void ReplicateSlot0(int rows, int length)
+    {
+        for (int r = 1; r < rows; r++) CopySlot(0, r, length);
+    }
+
+    /// <summary>Copies positions 0..length-1 of one slot into another, mask row included (host KV only).</summary>
+    public void CopySlot(int source, int destination, int length)
+    {
+        RequireHostKv();
+        CheckSlot(source, length);
+        CheckSlot(destination, length);
+        long chunk = (long)length * _headSize * _elementSize;
+        foreach (var baseAddress in _kv)
+            for (int h = 0; h < _heads; h++)
+                Buffer.MemoryCopy((byte*)baseAddress + Offset(source, h), (byte*)baseAddress + Offset(destination, h), chunk, chunk);
+        ResetSlot(destination, length);
+    }
+
+    /// <summary>Copies positions 0..length-1 of a slot (every layer, keys and values) into a compact host snapshot.</summary>
+    public byte[] SaveSlot(int slot, int length)
+    {
+        RequireHostKv();
+        CheckSlot(slot, length);
+        var snapshot = GC.AllocateUninitializedArray<byte>(checked((int)SnapshotBytes(length)));
+        long chunk = (long)length * _headSize * _elementSize;
+        fixed (byte* s = snapshot)
+        {
+            long o = 0;
+            foreach (var baseAddress in _kv)
+                for (int h = 0; h < _heads; h++, o += chunk)
+                    Buffer.MemoryCopy((byte*)baseAddress + Offset(slot, h), s + o, chunk, chunk);
+        }
+        return snapshot;
+    }
+
+    /// <summary>Loads a snapshot of <paramref name="length"/> positions into slots firstSlot..firstSlot+rows-1.</summary>
+    public void LoadSlots(byte[] snapshot, int length, int rows, int firstSlot = 0)
+    {
+        RequireHostKv();
+        if (snapshot.Length != SnapshotBytes(length)) throw new ArgumentException("snapshot size does not match its length");
+        long chunk = (long)length * _headSize * _elementSize;
+        fixed (byte* s = snapshot)
+        {
+            for (int slot = firstSlot; slot < firstSlot + rows; slot++)
+            {
+                CheckSlot(slot, length);
+                long o = 0;
+                foreach (var baseAddress in _kv)
+                    for (int h = 0; h < _heads; h++, o += chunk)
+                        Buffer.MemoryCopy(s + o, (byte*)baseAddress + Offset(slot, h), chunk, chunk);
+                ResetSlot(slot, length);
+            }
+        }
+    }
+
+    /// <summary>Byte offset of (slot, head, position 0) in a KV buffer.</summary>
+    private long Offset(int slot, int head) => (((long)slot * _heads + head) * _positions) * _headSize * _elementSize;
+
+    private void CheckSlot(int slot, int length)
+    {
+        if ((uint)slot >= (uint)_maxBatch) throw new ArgumentOutOfRangeException(nameof(slot), slot, $"slots are 0..{_maxBatch - 1}");
+        if (length < 0 || length > _positions) throw new ArgumentOutOfRangeException(nameof(length), length, $"lengths are 0..{_positions}");
+    }
+
+    /// <summary>
+    /// The whole sequence at batch 1 with an empty past and no shared buffer (no KV cache reuse):
+    /// logits [S, vocab]. The reference the cached path is checked against; allocates.
+    /// </summary>
+    public float[] ForwardWithoutCache(ReadOnlySpan<int> tokens)
+    {
+        int s = tokens.Length;
+        var ids = new long[s];
+        var pos = new long[s];
+        var mask = new long[s];
+        for (int i = 0; i < s; i++) (ids[i], pos[i], mask[i]) = (tokens[i], i, 1);
+        var names = new List<string> { "input_ids", "position_ids", "attention_mask" };
+        var values = new List<OrtValue>
+        {
+            OrtValue.CreateTensorValueFromMemory(ids, [1, s]),
+            OrtValue.CreateTensorValueFromMemory(pos, [1, s]),
+            OrtValue.CreateTensorValueFromMemory(mask, [1, s]),
+        };
+        try
+        {
+            foreach (var name in _pastNames)
+            {
+                names.Add(name);
+                values.Add(_kvType == TensorElementType.Float16
+                    ? OrtValue.CreateTensorValueFromMemory(Array.Empty<Float16>(), [1, _heads, 0, _headSize])
+                    : OrtValue.CreateTensorValueFromMemory(Array.Empty<float>(), [1, _heads, 0, _headSize]));
+            }
+            using var results = _session.Run(_runOptions, names, values, ["logits"]);
+            return results[0].GetTensorDataAsSpan<float>().ToArray();
+        }
+        finally
+        {
+            foreach (var v in values) v.Dispose();
+        }
+    }
+
+    /// <summary>OrtValues over slots firstSlot..firstSlot+rows-1 of every KV buffer (rows are contiguous: batch is outermost).</summary>
+    private OrtValue[] CreateKvViews(int rows, int firstSlot = 0)
+    {
+        var views = new OrtValue[_kv.Length];
+        long[] shape = [rows, _heads, _positions, _headSize];
+        long offset = firstSlot * RowStride * _elementSize;
+        for (int i = 0; i < _kv.Length; i++)
+            views[i] = OrtValue.CreateTensorValueWithData(_kvInfo, _kvType, shape, _kv[i] + (nint)offset, rows * RowStride * _elementSize);
+        return views;
+    }
+
+    private void RequireHostKv()
+    {
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        if (!CanCopyKv) throw new InvalidOperationException("KV rows live on the device; copies are host-only");
+    }
+
+    private void CheckGraph(ModelManifest manifest)
+    {
+        var inputs = _session.InputMetadata;
+        var outputs = _session.OutputMetadata;
+        foreach (var name in new[] { "input_ids", "position_ids", "attention_mask" }.Concat(_pastNames))
+            if (!inputs.ContainsKey(name)) throw new ModelPackageException($"decoder: input '{name}' is missing");
+        foreach (var name in _presentNames.Prepend("logits"))
+            if (!outputs.ContainsKey(name)) throw new ModelPackageException($"decoder: output '{name}' is missing");
+        var past = inputs[_pastNames[0]];
+        var expected = _kvType == TensorElementType.Float16 ? typeof(Float16) : typeof(float);
+        if (past.ElementType != expected)
+            throw new ModelPackageException($"decoder: KV cache is {past.ElementType.Name}, expected {expected.Name}");
+        var dims = past.Dimensions;
+        if (dims.Length != 4 || (dims[1] > 0 && dims[1] != _heads) || (dims[3] > 0 && dims[3] != _headSize))
+            throw new ModelPackageException($"decoder: past shape [{string.Join(", ", dims)}] does not match n_head {_heads} / head_size {_headSize}");
+        var logits = outputs["logits"].Dimensions;
+        if (logits.Length != 3 || (logits[2] > 0 && logits[2] != manifest.VocabSize))
+            throw new ModelPackageException($"decoder: logits shape [{string.Join(", ", logits)}] does not end in vocab_size {manifest.VocabSize}");
+    }
+
+    private static T* Alloc<T>(long count) where T : unmanaged
+    {
+        nuint bytes = (nuint)(count * sizeof(T));
+        var p = NativeMemory.AlignedAlloc(bytes, 64);
+        NativeMemory.Clear(p, bytes);
+        return (T*)p;
+    }
+
+    public void Dispose()
+    {
+        if (_disposed) return;
+        _disposed = true;
+        foreach (var b in _decodeBindings) b?.Dispose();
+        if (_onCuda)
+        {
+            foreach (var a in _deviceAllocations) a?.Dispose();
+            _deviceAllocator?.Dispose();
+            _kvInfo.Dispose();
+        }
+        else
+        {
+            foreach (var p in _kv) NativeMemory.AlignedFree((void*)p);
+        }
+        NativeMemory.AlignedFree(_ids);
+        NativeMemory.AlignedFree(_pos);
+        NativeMemory.AlignedFree(_mask);
+        NativeMemory.AlignedFree(_prefillIds);
+        NativeMemory.AlignedFree(_prefillPos);
+        NativeMemory.AlignedFree(_prefillMask);
+        NativeMemory.AlignedFree(_logits);
+        _runOptions.Dispose();
+        _session.Dispose();
+    }
+
+    /// <summary>Everything one decode step at a given batch size binds, created once.</summary>
+    private sealed class DecodeBinding : IDisposable
+    {
+        private readonly OrtValue _ids, _pos, _mask, _logits;
+        private readonly OrtValue[] _kv;
+        public OrtIoBinding Binding { get; }
+
+        public DecodeBinding(KvCacheDecoder d, int rows)
+        {
+            var host = d._hostInfo;
+            _ids = OrtValue.CreateTensorValueWithData(host, TensorElementType.Int64, [rows, 1], (IntPtr)d._ids, rows * 8L);
+            _pos = OrtValue.CreateTensorValueWithData(host, TensorElementType.Int64, [rows, 1], (IntPtr)d._pos, rows * 8L);
+            // The mask is always n_positions wide; a row's sum is its length (GQA reads only the sums).
+            _mask = OrtValue.CreateTensorValueWithData(host, TensorElementType.Int64, [rows, d._positions], (IntPtr)d._mask, rows * 8L * d._positions);
+            _logits = OrtValue.CreateTensorValueWithData(host, TensorElementType.Float, [rows, 1, d._vocab], (IntPtr)d._logits, rows * 4L * d._vocab);
+            _kv = d.CreateKvViews(rows);
+            Binding = d._session.CreateIoBinding();
+            RebindInputs();
+            Binding.BindOutput("logits", _logits);
+            for (int i = 0; i < _kv.Length; i++)
+            {
+                Binding.BindInput(d._pastNames[i], _kv[i]);
+                Binding.BindOutput(d._presentNames[i], _kv[i]);
+            }
+        }
+
+        public void RebindInputs()
+        {
+            Binding.BindInput("input_ids", _ids);
+            Binding.BindInput("position_ids", _pos);
+            Binding.BindInput("attention_mask", _mask);
+        }
+
+        public void Dispose()
+        {
+            Binding.Dispose();
+            _ids.Dispose();
+            _pos.Dispose();
+            _mask.Dispose();
+            _logits.Dispose();
+            foreach (var v in _kv) v.Dispose();
+        }
+    }
+}

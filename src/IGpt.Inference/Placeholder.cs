@@ -1,2 +1,0 @@
-namespace IGpt.Inference;
-internal static class Placeholder;

@@ -1,0 +1,87 @@
+using System.Text.Json.Nodes;
+
+namespace IGpt.Api.Tests;
+
+/// <summary>
+/// A temporary models folder built from the tiny test package (tests/fixtures/tiny-package, 8x8 grey, palette 8,
+/// 3 classes): the package itself, a copy without a classification head, and a package with a corrupt decoder.
+/// </summary>
+public sealed class ModelsFolder : IDisposable
+{
+    public const string Tiny = "tiny-test";
+    public const string NoClassifier = "tiny-noclass";
+    public const string Broken = "tiny-broken";
+
+    public ModelsFolder(bool tiny = true, bool noClassifier = true, bool broken = true)
+    {
+        Path = Directory.CreateTempSubdirectory("igpt-api-tests-").FullName;
+        if (tiny) CopyPackage(Tiny);
+        if (noClassifier)
+        {
+            var dir = CopyPackage(NoClassifier);
+            EditManifest(dir, manifest =>
+            {
+                manifest["classes"] = new JsonArray();
+                ((JsonObject)manifest["files"]!)["classifier"] = null;
+            });
+            foreach (var classifier in Directory.GetFiles(dir, "classifier*.onnx")) File.Delete(classifier);
+        }
+        if (broken)
+        {
+            var dir = CopyPackage(Broken);
+            File.WriteAllBytes(System.IO.Path.Combine(dir, "decoder.onnx"), "this is not an ONNX graph"u8.ToArray());
+            File.WriteAllBytes(System.IO.Path.Combine(dir, "decoder.fp16.onnx"), "this is not an ONNX graph"u8.ToArray());
+        }
+    }
+
+    public string Path { get; }
+
+    public static string RepoRoot { get; } = FindRepoRoot();
+
+    public static string FixturePackage => System.IO.Path.Combine(RepoRoot, "tests", "fixtures", "tiny-package");
+
+    /// <summary>The fixture's class names, in index order.</summary>
+    public static string[] FixtureClasses { get; } =
+        [.. JsonNode.Parse(File.ReadAllText(System.IO.Path.Combine(FixturePackage, "model.json")))!["classes"]!.AsArray().Select(c => c!.GetValue<string>())];
+
+    private string CopyPackage(string id)
+    {
+        var dir = System.IO.Path.Combine(Path, id);
+        Directory.CreateDirectory(dir);
+        foreach (var file in Directory.GetFiles(FixturePackage))
+        {
+            File.Copy(file, System.IO.Path.Combine(dir, System.IO.Path.GetFileName(file)));
+        }
+        EditManifest(dir, manifest => manifest["id"] = id);
+        return dir;
+    }
+
+    private static void EditManifest(string dir, Action<JsonObject> edit)
+    {
+        var path = System.IO.Path.Combine(dir, "model.json");
+        var manifest = JsonNode.Parse(File.ReadAllText(path))!.AsObject();
+        edit(manifest);
+        File.WriteAllText(path, manifest.ToJsonString());
+    }
+
+    private static string FindRepoRoot()
+    {
+        for (var dir = new DirectoryInfo(AppContext.BaseDirectory); dir is not null; dir = dir.Parent)
+        {
+            if (File.Exists(System.IO.Path.Combine(dir.FullName, "IGpt.Api.sln"))) return dir.FullName;
+        }
+        throw new InvalidOperationException("IGpt.Api.sln not found above " + AppContext.BaseDirectory);
+    }
+
+    public void Dispose()
+    {
+        try
+        {
+            Directory.Delete(Path, recursive: true);
+        }
+        catch (IOException)
+        {
+            // A file still mapped by ONNX Runtime; the temp folder is cleaned by the OS.
+        }
+    }
+}

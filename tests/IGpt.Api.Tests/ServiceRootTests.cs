@@ -1,0 +1,47 @@
+using IGpt.Api.Hosting;
+using IGpt.Inference;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Options;
+
+namespace IGpt.Api.Tests;
+
+public sealed class ServiceRootTests
+{
+    [Fact]
+    public void TheDefaultModelsPathIsTheRepositoryModelsFolderFromTheRootOrTheProjectFolder()
+    {
+        var root = ModelsFolder.RepoRoot;
+        foreach (var contentRoot in new[] { root, Path.Combine(root, "src", "IGpt.Api") })
+        {
+            var found = ServiceRoot.Find(contentRoot);
+            Assert.Equal(root, found.Path);
+            Assert.Equal(Path.Combine(root, "models"), found.Resolve(new InferenceOptions().ModelsPath));
+        }
+        Assert.Equal("/srv/models", ServiceRoot.Find(root).Resolve("/srv/models"));
+    }
+
+    [Fact]
+    public void TheTestHostReadsTheRootAppSettings()
+    {
+        // The test host's content root is src/IGpt.Api; Urls and the Serilog sinks come from <repo>/appsettings.json.
+        using var factory = new ApiFactory();
+        var configuration = factory.Services.GetRequiredService<Microsoft.Extensions.Configuration.IConfiguration>();
+        Assert.Equal("http://localhost:8080", configuration["Urls"]);
+        Assert.Equal("Console", configuration["Serilog:WriteTo:0:Name"]);
+        // ...while the factory's own settings still win over the file.
+        Assert.Equal(ApiFactory.MaxRequestBytes, factory.Services.GetRequiredService<IOptions<ApiOptions>>().Value.MaxRequestBytes);
+    }
+
+    [Theory]
+    [InlineData("Inference:ModelsPath", "/no/such/folder", "Inference:ModelsPath")]
+    [InlineData("Inference:MaxBatch", "0", "Inference:MaxBatch")]
+    [InlineData("Api:MaxRequestBytes", "10", "MaxRequestBytes")]
+    [InlineData("ImageLimits:MaxBytes", "0", "ImageLimits")]
+    public void BadSettingsStopTheServiceAtStartNamingTheKey(string key, string value, string named)
+    {
+        using var factory = new ConfiguredApiFactory(new ModelsFolder(tiny: false, noClassifier: false, broken: false),
+            new Dictionary<string, string?> { [key] = value });
+        var error = Assert.ThrowsAny<Exception>(() => factory.CreateClient());
+        Assert.Contains(named, error.ToString());
+    }
+}

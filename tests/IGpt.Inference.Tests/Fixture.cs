@@ -1,0 +1,51 @@
+using System.Text.Json;
+using Microsoft.Extensions.Logging.Abstractions;
+
+namespace IGpt.Inference.Tests;
+
+/// <summary>The tiny package from tests/fixtures (copied into the test output) and its parity data.</summary>
+internal static class Fixture
+{
+    public static string PackageDir => Path.Combine(AppContext.BaseDirectory, "fixtures", "tiny-package");
+
+    public static InferenceOptions CpuOptions(int maxBatch = 16, long prefixCache = 64L * 1024 * 1024) => new()
+    {
+        UseCuda = false,
+        IntraOpThreads = 1,
+        MaxBatch = maxBatch,
+        PrefixCacheSizeLimit = prefixCache,
+    };
+
+    public static IGptModel LoadCpu(int maxBatch = 16, Microsoft.Extensions.Caching.Memory.IMemoryCache? cache = null) =>
+        IGptModel.Load(PackageDir, CpuOptions(maxBatch), NullLogger.Instance, cache);
+
+    public static Parity ReadParity()
+    {
+        using var doc = JsonDocument.Parse(File.ReadAllText(Path.Combine(PackageDir, "parity.json")));
+        var r = doc.RootElement;
+        static float[][] Rows(JsonElement e) => e.EnumerateArray().Select(row => row.EnumerateArray().Select(x => (float)x.GetDouble()).ToArray()).ToArray();
+        static int[] Ints(JsonElement e) => e.EnumerateArray().Select(x => x.GetInt32()).ToArray();
+        int[][]? clsIds = null;
+        float[][]? clsLogits = null;
+        if (r.TryGetProperty("classifier", out var c) && c.ValueKind == JsonValueKind.Object)
+        {
+            clsIds = c.GetProperty("input_ids").EnumerateArray().Select(Ints).ToArray();
+            clsLogits = Rows(c.GetProperty("logits"));
+        }
+        return new Parity(r.GetProperty("tolerance").GetDouble(), Ints(r.GetProperty("prompt")), Rows(r.GetProperty("prefill_logits")),
+            Ints(r.GetProperty("decode_tokens")), Rows(r.GetProperty("decode_logits")), clsIds, clsLogits);
+    }
+
+    /// <summary>A copy of the package in a fresh temp folder (models/tiny-package) to break.</summary>
+    public static string CopyToTemp(out string modelsRoot)
+    {
+        modelsRoot = Path.Combine(Path.GetTempPath(), "igpt-tests-" + Guid.NewGuid().ToString("N"));
+        var dst = Path.Combine(modelsRoot, "tiny-package");
+        Directory.CreateDirectory(dst);
+        foreach (var f in Directory.GetFiles(PackageDir)) File.Copy(f, Path.Combine(dst, Path.GetFileName(f)));
+        return dst;
+    }
+}
+
+internal sealed record Parity(double Tolerance, int[] Prompt, float[][] PrefillLogits, int[] DecodeTokens, float[][] DecodeLogits,
+    int[][]? ClassifierInputIds, float[][]? ClassifierLogits);

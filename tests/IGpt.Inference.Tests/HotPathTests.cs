@@ -1,0 +1,61 @@
+using Microsoft.Extensions.Logging.Abstractions;
+
+namespace IGpt.Inference.Tests;
+
+public class HotPathTests
+{
+    [Fact]
+    public void DecodeStepsAndSamplingAllocateNothing()
+    {
+        using var model = Fixture.LoadCpu(maxBatch: 4);
+        var d = model.Decoder;
+        var sampler = new Sampler(model.Manifest.PaletteSize);
+        var options = new SamplingOptions(1f, TopK: 5, TopP: 0.9f);
+        var rng = new Xoshiro256StarStar(3);
+        int[] tokens = new int[4], positions = new int[4];
+
+        long Decode(int from, int to)
+        {
+            d.Prefill([model.Manifest.SosTokenId, 1, 2], 1);
+            d.ReplicateSlot0(4, 3);
+            long before = GC.GetAllocatedBytesForCurrentThread();
+            for (int t = from; t < to; t++)
+            {
+                for (int r = 0; r < 4; r++) positions[r] = t;
+                var logits = d.Step(4, tokens, positions);
+                for (int r = 0; r < 4; r++) tokens[r] = sampler.Pick(logits.Slice(r * d.VocabSize, d.VocabSize), options, ref rng);
+            }
+            return GC.GetAllocatedBytesForCurrentThread() - before;
+        }
+
+        Decode(3, 20);  // warm-up: the first step at a batch size creates its bindings, once
+        long allocated = Decode(3, 64);
+        Assert.Equal(0, allocated);
+    }
+
+    [Fact]
+    public async Task CudaIsTriedFirstAndFallsBackToCpuWithAReason()
+    {
+        var options = Fixture.CpuOptions();
+        options.UseCuda = true;
+        using var model = IGptModel.Load(Fixture.PackageDir, options, NullLogger.Instance);
+        if (model.ExecutionProvider == "CPU")
+            Assert.StartsWith("CUDA provider unavailable", model.ProviderReason);
+        else
+            Assert.Equal("CUDA", model.ExecutionProvider);
+        var result = await model.CompleteAsync(new CompletionRequest([1, 2, 3, 4, 5, 6, 7, 0], 2, SamplingOptions.Greedy, 0), CancellationToken.None);
+        Assert.Equal(result.Images[0], result.Images[1]);
+        Assert.Equal([1, 2, 3, 4, 5, 6, 7, 0], result.Images[0][..8]);
+    }
+
+    [Fact]
+    public void PixelImageValidatesItsShape()
+    {
+        Assert.Throws<ArgumentException>(() => new PixelImage(2, 2, 1, new byte[3]));
+        Assert.Throws<ArgumentOutOfRangeException>(() => new PixelImage(2, 2, 2, new byte[8]));
+        var palette = ModelManifest.Load(Fixture.PackageDir).Palette;
+        var image = PixelImage.FromTokens([0, 7, 3, 4], 2, palette);
+        Assert.Equal((2, 2), (image.Width, image.Height));
+        Assert.Equal([0, 7, 3, 4], image.ToTokens(palette));
+    }
+}

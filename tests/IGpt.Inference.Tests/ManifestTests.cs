@@ -1,0 +1,72 @@
+using System.Text.Json.Nodes;
+
+namespace IGpt.Inference.Tests;
+
+public class ManifestTests
+{
+    [Fact]
+    public void LoadsTheFixture()
+    {
+        var m = ModelManifest.Load(Fixture.PackageDir);
+        Assert.Equal("tiny-test", m.Id);
+        Assert.Equal((8, 8, 1), (m.Height, m.Width, m.Channels));
+        Assert.Equal((8, 8, 9), (m.PaletteSize, m.SosTokenId, m.VocabSize));
+        Assert.Equal(new ModelArchitecture(2, 4, 32, 8, 64, 1e-5, "quick_gelu"), m.Architecture);
+        Assert.Equal(["dark", "mid", "light"], m.Classes);
+        Assert.Equal("decoder.onnx", m.Files.Decoder.Cpu.Path);
+        Assert.Equal("float16", m.Files.Decoder.Cuda!.Dtype);
+        Assert.NotNull(m.Files.Classifier);
+        Assert.Equal(8, m.Palette.Size);
+        Assert.Equal(0, m.Training["tokens_seen"]!.GetValue<int>());
+        Assert.Empty(m.Metrics);
+    }
+
+    private static JsonObject FixtureJson() => JsonNode.Parse(File.ReadAllText(Path.Combine(Fixture.PackageDir, "model.json")))!.AsObject();
+
+    private static ModelPackageException Reject(Action<JsonObject> edit)
+    {
+        var json = FixtureJson();
+        edit(json);
+        return Assert.Throws<ModelPackageException>(() => ModelManifest.Parse(json.ToJsonString(), Fixture.PackageDir));
+    }
+
+    [Fact]
+    public void RejectsUnknownFormatVersion() =>
+        Assert.Contains("format_version 2 is not supported", Reject(j => j["format_version"] = 2).Message);
+
+    [Fact]
+    public void RejectsInconsistentPaletteAndVocab()
+    {
+        Assert.Contains("palette has 8 entries but palette_size is 9", Reject(j => j["palette_size"] = 9).Message);
+        Assert.Contains("vocab_size", Reject(j => j["vocab_size"] = 8).Message);
+        Assert.Contains("palette[2][0] = 300", Reject(j => j["palette"]![2]![0] = 300).Message);
+        Assert.Contains("n_positions", Reject(j => j["architecture"]!["n_positions"] = 32).Message);
+        Assert.Contains("image.channels", Reject(j => j["image"]!["channels"] = 4).Message);
+    }
+
+    [Fact]
+    public void RejectsMissingOrEscapingFiles()
+    {
+        Assert.Contains("'nope.onnx' does not exist", Reject(j => j["files"]!["decoder"]!["cpu"]!["path"] = "nope.onnx").Message);
+        Assert.Contains("leaves the package folder", Reject(j => j["files"]!["decoder"]!["cpu"]!["path"] = "../x.onnx").Message);
+        Assert.Contains("files.decoder is missing", Reject(j => j["files"]!.AsObject().Remove("decoder")).Message);
+    }
+
+    [Fact]
+    public void RejectsInvalidJsonAndMissingManifest()
+    {
+        Assert.Contains("invalid JSON", Assert.Throws<ModelPackageException>(() => ModelManifest.Parse("{\"format_version\": 1,", Fixture.PackageDir)).Message);
+        Assert.Contains("model.json not found", Assert.Throws<ModelPackageException>(() => ModelManifest.Load(Path.GetTempPath())).Message);
+    }
+
+    [Fact]
+    public void ModelWithoutHeadHasNoClassifier()
+    {
+        var json = FixtureJson();
+        json["classes"] = new JsonArray();
+        json["files"]!.AsObject().Remove("classifier");
+        var m = ModelManifest.Parse(json.ToJsonString(), Fixture.PackageDir);
+        Assert.Null(m.Files.Classifier);
+        Assert.Empty(m.Classes);
+    }
+}

@@ -1,0 +1,105 @@
+namespace IGpt.Inference.Tests;
+
+public class SamplerTests
+{
+    private static readonly float[] Logits = [1.0f, 3.0f, 2.0f, 3.0f, -1.0f, 0.5f, 1e9f]; // last column = "SOS"
+
+    [Fact]
+    public void SplitMixAndXoshiroAreTheDocumentedGenerators()
+    {
+        ulong x = 0;
+        Assert.Equal(0xE220A8397B1DCDAFUL, Xoshiro256StarStar.SplitMix64(ref x));
+        var a = Xoshiro256StarStar.ForRow(42, 3);
+        var b = Xoshiro256StarStar.ForRow(42, 3);
+        var c = Xoshiro256StarStar.ForRow(42, 4);
+        ulong a1 = a.NextUInt64();
+        Assert.Equal(a1, b.NextUInt64());
+        Assert.NotEqual(a1, c.NextUInt64());
+        for (int i = 0; i < 1000; i++) Assert.InRange(a.NextDouble(), 0.0, 0.9999999999999999);
+    }
+
+    [Fact]
+    public void GreedyTakesTheFirstMaximumAndNeverSos()
+    {
+        var sampler = new Sampler(6);
+        var rng = new Xoshiro256StarStar(1);
+        Assert.Equal(1, sampler.Pick(Logits, SamplingOptions.Greedy, ref rng));
+    }
+
+    [Fact]
+    public void SosIsNeverSampled()
+    {
+        var sampler = new Sampler(6);
+        var rng = new Xoshiro256StarStar(5);
+        for (int i = 0; i < 2000; i++)
+            Assert.InRange(sampler.Pick(Logits, new SamplingOptions(Temperature: 5f), ref rng), 0, 5);
+    }
+
+    [Fact]
+    public void TopKKeepsTiesWithTheKthAndRemovesTheRest()
+    {
+        var sampler = new Sampler(6);
+        var rng = new Xoshiro256StarStar(9);
+        var seen = new HashSet<int>();
+        // k = 1: the largest value 3.0 is shared by tokens 1 and 3, so both survive.
+        for (int i = 0; i < 500; i++) seen.Add(sampler.Pick(Logits, new SamplingOptions(1f, TopK: 1), ref rng));
+        Assert.Equal([1, 3], seen.Order());
+        seen.Clear();
+        for (int i = 0; i < 2000; i++) seen.Add(sampler.Pick(Logits, new SamplingOptions(10f, TopK: 3), ref rng));
+        Assert.Equal([1, 2, 3], seen.Order());
+    }
+
+    [Fact]
+    public void TopPKeepsTheSmallestPrefixReachingP()
+    {
+        var sampler = new Sampler(4);
+        float[] logits = [MathF.Log(0.5f), MathF.Log(0.3f), MathF.Log(0.15f), MathF.Log(0.05f)];
+        var rng = new Xoshiro256StarStar(3);
+        var seen = new HashSet<int>();
+        for (int i = 0; i < 2000; i++) seen.Add(sampler.Pick(logits, new SamplingOptions(1f, TopP: 0.45f), ref rng));
+        Assert.Equal([0], seen.Order());  // the mass before token 1 is 0.5, not < 0.45
+        seen.Clear();
+        for (int i = 0; i < 2000; i++) seen.Add(sampler.Pick(logits, new SamplingOptions(1f, TopP: 0.7f), ref rng));
+        Assert.Equal([0, 1], seen.Order());
+        seen.Clear();
+        for (int i = 0; i < 4000; i++) seen.Add(sampler.Pick(logits, new SamplingOptions(1f, TopP: 0.81f), ref rng));
+        Assert.Equal([0, 1, 2], seen.Order());
+    }
+
+    [Fact]
+    public void FrequenciesFollowTheTemperedSoftmax()
+    {
+        var sampler = new Sampler(3);
+        float[] logits = [0f, MathF.Log(2f), MathF.Log(5f)];   // probabilities 1/8, 2/8, 5/8
+        var counts = new int[3];
+        var rng = new Xoshiro256StarStar(11);
+        const int n = 40000;
+        for (int i = 0; i < n; i++) counts[sampler.Pick(logits, SamplingOptions.Default, ref rng)]++;
+        Assert.InRange(counts[0] / (double)n, 0.115, 0.135);
+        Assert.InRange(counts[1] / (double)n, 0.24, 0.26);
+        Assert.InRange(counts[2] / (double)n, 0.615, 0.635);
+        // Temperature 2 flattens: p ~ sqrt of the ratios 1 : 1.414 : 2.236.
+        Array.Clear(counts);
+        for (int i = 0; i < n; i++) counts[sampler.Pick(logits, new SamplingOptions(2f), ref rng)]++;
+        Assert.InRange(counts[0] / (double)n, 0.2, 0.22);
+    }
+
+    [Fact]
+    public void SameSeedSameSequence()
+    {
+        var sampler = new Sampler(6);
+        var opts = new SamplingOptions(1.5f, TopK: 4, TopP: 0.9f);
+        var r1 = Xoshiro256StarStar.ForRow(77, 0);
+        var r2 = Xoshiro256StarStar.ForRow(77, 0);
+        for (int i = 0; i < 200; i++) Assert.Equal(sampler.Pick(Logits, opts, ref r1), sampler.Pick(Logits, opts, ref r2));
+    }
+
+    [Theory]
+    [InlineData(-1f, 0, 1f)]
+    [InlineData(1f, -1, 1f)]
+    [InlineData(1f, 0, 0f)]
+    [InlineData(1f, 0, 1.5f)]
+    [InlineData(float.NaN, 0, 1f)]
+    public void InvalidOptionsAreRejected(float temperature, int topK, float topP) =>
+        Assert.Throws<ArgumentException>(() => new SamplingOptions(temperature, topK, topP).Validate());
+}

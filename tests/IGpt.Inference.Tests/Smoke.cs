@@ -1,1 +1,0 @@
-namespace IGpt.Inference.Tests; public class Smoke { [Fact] public void Builds() => Assert.True(true); }
