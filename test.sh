@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Runs every test: the training project's pytest suite, then the .NET solution's xunit tests.
+# Installs what the tests need first: Debian packages when apt is there, else pip.
+set -euo pipefail
+cd "$(dirname "$0")"
+
+PY_DEBS=(python3-torch python3-onnx python3-numpy python3-pil python3-tqdm python3-pytest
+         libopenblas0-pthread dataset-fashion-mnist)
+
+install_python_side() {
+  if command -v apt-get >/dev/null 2>&1 && command -v dpkg-query >/dev/null 2>&1; then
+    local missing=()
+    for p in "${PY_DEBS[@]}"; do
+      dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+    done
+    if [ ${#missing[@]} -gt 0 ]; then
+      echo "test.sh: installing ${missing[*]}"
+      local sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
+      $sudo apt-get update -qq
+      DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
+    fi
+    PYTHON=/usr/bin/python3
+  else
+    PYTHON=${PYTHON:-python3}
+    "$PYTHON" -m pip install -q -r training/requirements.txt
+  fi
+}
+
+install_python_side
+echo "== pytest (training/) with $PYTHON"
+(cd training && "$PYTHON" -m pytest -q tests)
+
+echo "== dotnet test (IGpt.Api.sln)"
+dotnet test IGpt.Api.sln -c Release --nologo -v quiet
