@@ -14,7 +14,7 @@ import json
 import os
 import pickle
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Tuple
 
 import numpy as np
@@ -24,13 +24,17 @@ FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
 FASHION_MNIST_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
                          "Sneaker", "Bag", "Ankle boot"]
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
-DATASETS = ("fashion-mnist", "mnist", "cifar10", "cifar100", "folder")
+DATASETS = ("fashion-mnist", "mnist", "cifar10", "cifar100", "folder", "emoji")
 
 
 @dataclass
 class RawSplit:
     images: np.ndarray  # uint8 [N, H, W, C]
     labels: np.ndarray  # int64 [N]
+    groups: Optional[np.ndarray] = None  # int64 [N]: examples of one group are split together (emoji)
+
+    def take(self, idx: np.ndarray) -> "RawSplit":
+        return RawSplit(self.images[idx], self.labels[idx], None if self.groups is None else self.groups[idx])
 
 
 @dataclass
@@ -39,6 +43,7 @@ class RawDataset:
     train: RawSplit
     test: RawSplit
     classes: List[str]
+    info: dict = field(default_factory=dict)  # loader details recorded in meta.json ("source")
 
 
 # ----------------------------------------------------------------------------- idx (MNIST family)
@@ -262,12 +267,24 @@ def preprocess(images: np.ndarray, height: int, width: int, channels: int) -> np
 
 
 def split_off(split: RawSplit, n: int, seed: int) -> Tuple[RawSplit, RawSplit]:
-    """Seeded random hold-out of n examples: (rest, held_out), each keeping its original order."""
+    """Seeded random hold-out of n examples: (rest, held_out), each keeping its original order.
+
+    A split with `groups` holds out whole groups, in a seeded order, until at least n examples."""
     if not 0 < n < len(split.labels):
         raise ValueError(f"cannot hold out {n} of {len(split.labels)} examples")
-    perm = np.random.default_rng(seed).permutation(len(split.labels))
-    held, rest = np.sort(perm[:n]), np.sort(perm[n:])
-    return RawSplit(split.images[rest], split.labels[rest]), RawSplit(split.images[held], split.labels[held])
+    rng = np.random.default_rng(seed)
+    if split.groups is None:
+        perm = rng.permutation(len(split.labels))
+        held, rest = np.sort(perm[:n]), np.sort(perm[n:])
+    else:
+        ids, counts = np.unique(split.groups, return_counts=True)
+        order = rng.permutation(len(ids))
+        k = int(np.searchsorted(np.cumsum(counts[order]), n)) + 1  # the first k groups reach n
+        if k >= len(ids):
+            raise ValueError(f"cannot hold out {n} of {len(split.labels)} examples in whole groups")
+        mask = np.isin(split.groups, ids[order[:k]])
+        held, rest = np.flatnonzero(mask), np.flatnonzero(~mask)
+    return split.take(rest), split.take(held)
 
 
 def subset(split: RawSplit, n: int, seed: int) -> RawSplit:
@@ -277,7 +294,8 @@ def subset(split: RawSplit, n: int, seed: int) -> RawSplit:
 
 
 def load_raw(dataset: str, path: Optional[str], height: int, width: int, channels: int,
-             seed: int = 0, test_fraction: float = 0.1) -> RawDataset:
+             seed: int = 0, test_fraction: float = 0.1, emoji_sets=("google",),
+             emoji_skin_tones: bool = True) -> RawDataset:
     if dataset in ("fashion-mnist", "mnist"):
         classes = FASHION_MNIST_CLASSES if dataset == "fashion-mnist" else [str(i) for i in range(10)]
         return load_idx_dataset(path or FASHION_MNIST_DIR, dataset, classes)
@@ -289,6 +307,9 @@ def load_raw(dataset: str, path: Optional[str], height: int, width: int, channel
         if not path:
             raise ValueError("--data PATH is required for folder")
         return load_folder(path, channels, height, width, test_fraction, seed)
+    if dataset == "emoji":  # igpt/emoji.py; path = the npm package cache (fetched when missing)
+        from .emoji import load_emoji
+        return load_emoji(path, height, width, channels, emoji_sets, seed, test_fraction, emoji_skin_tones)
     raise ValueError(f"unknown dataset {dataset!r}; one of {DATASETS}")
 
 

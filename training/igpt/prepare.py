@@ -21,7 +21,10 @@ def add_args(p: argparse.ArgumentParser) -> None:
                    help="validation examples held out of train (a count, or a fraction if < 1)")
     p.add_argument("--limit-train", type=int, default=0, help="use a random subset of train (0 = all)")
     p.add_argument("--limit-test", type=int, default=0, help="use a random subset of test (0 = all)")
-    p.add_argument("--test-fraction", type=float, default=0.1, help="folder without test/: held-out fraction")
+    p.add_argument("--test-fraction", type=float, default=0.1, help="folder without test/, emoji: held-out fraction")
+    p.add_argument("--emoji-sets", default="google",
+                   help="emoji: comma-separated emoji-datasource sets (google, twitter); --data is their npm cache")
+    p.add_argument("--emoji-no-skin-tones", action="store_true", help="emoji: leave out the skin-tone variants")
     p.add_argument("--palette-samples", type=int, default=300_000, help="pixels sampled for RGB k-means")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True)
@@ -30,7 +33,9 @@ def add_args(p: argparse.ArgumentParser) -> None:
 def prepare(args) -> dict:
     t0 = time.time()
     raw = data.load_raw(args.dataset, args.data, args.height, args.width, args.channels,
-                        seed=args.seed, test_fraction=args.test_fraction)
+                        seed=args.seed, test_fraction=args.test_fraction,
+                        emoji_sets=[s for s in args.emoji_sets.split(",") if s],
+                        emoji_skin_tones=not args.emoji_no_skin_tones)
     train = data.subset(raw.train, args.limit_train, args.seed + 2)
     test = data.subset(raw.test, args.limit_test, args.seed + 3)
     n_val = int(round(args.val * len(train.labels))) if 0 < args.val < 1 else int(args.val)
@@ -53,6 +58,7 @@ def prepare(args) -> dict:
     meta = {
         "dataset": raw.name,
         "path": args.data or (data.FASHION_MNIST_DIR if args.dataset == "fashion-mnist" else None),
+        **({"source": raw.info} if raw.info else {}),
         "height": args.height,
         "width": args.width,
         "channels": args.channels,

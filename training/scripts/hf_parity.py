@@ -1,15 +1,27 @@
 #!/usr/bin/env python3
-"""Parity of import-hf with HuggingFace transformers' own ImageGPT (run where transformers is installed).
+"""Parity of import-hf and the export with HuggingFace transformers' own ImageGPT (run where transformers is installed).
 
-    cd training && python3 scripts/hf_parity.py [--device cuda] [--onnx] [--keep DIR]
+    pip install torch transformers onnxruntime onnx numpy      # e.g. on a GPU machine; not possible offline
+    cd training && python3 scripts/hf_parity.py [--device cuda] [--onnx | --no-onnx] [--keep DIR]
+    cd training && python3 scripts/hf_parity.py --hf-dir ../imagegpt-small --tol 1e-3   # the real weights
 
-Builds random ImageGPTForCausalImageModeling and ImageGPTForImageClassification models with
-transformers (norm gains and biases randomized too, so no parameter sits at an identity init),
-saves each with save_pretrained as safetensors and as pytorch_model.bin plus a
-preprocessor_config.json with random clusters, imports every folder with `igpt.import_hf`, and
-compares our logits with transformers' on the same inputs (fp32, max |diff| <= --tol). With
---onnx it also exports the imported causal model as a package (igpt.export) and, when
-onnxruntime is installed, compares decoder.onnx's prefill logits with transformers'.
+Three implementations on the same inputs: transformers (the reference), our PyTorch model after
+`igpt.import_hf`, and our exported `decoder.onnx` (and `decoder.fp16.onnx`) in onnxruntime's
+CPU provider. Every pair is compared.
+
+Without --hf-dir: builds random ImageGPTForCausalImageModeling and ImageGPTForImageClassification
+models with transformers at iGPT's format (32x32, 512 clusters; smaller width and depth; norm
+gains and biases randomized too, so no parameter sits at an identity init), saves each with
+save_pretrained as safetensors and as pytorch_model.bin plus a preprocessor_config.json with random
+clusters, imports every folder and compares logits (fp32, max |diff| <= --tol). With --hf-dir:
+loads that folder (e.g. openai/imagegpt-small as `huggingface-cli download` leaves it) with
+transformers and imports the same folder.
+
+The ONNX checks run when onnxruntime is installed (--onnx requires them, --no-onnx skips them):
+the imported causal model is exported (igpt.export) and decoder.onnx's logits are compared with
+transformers' and ours for a prefill of whole rows, and for a prefill of half a row followed by
+one token at a time with the shared past/present buffer the service uses; decoder.fp16.onnx's
+prefill within --fp16-tol.
 
 Prints one line per check and exits 0 when every check passed, 1 otherwise (also when
 transformers, or for --onnx onnxruntime, is missing: nothing unchecked counts as a pass).
@@ -71,15 +83,26 @@ def our_logits(hf_dir: str, input_ids: torch.Tensor, classifier: bool = False, d
         return model(input_ids.to(device))[0].cpu()
 
 
-def onnx_decoder_logits(package_dir: str, input_ids: torch.Tensor) -> np.ndarray:
-    """decoder.onnx prefill (empty past, batch rows run one at a time) on the CPU provider; the
-    palette columns (the SOS column, fixed at -1e9, dropped)."""
+def _session(package_dir: str, graph: str):
     import onnxruntime as ort  # noqa: PLC0415
 
     with open(os.path.join(package_dir, "model.json")) as f:
         manifest = json.load(f)
+    sess = ort.InferenceSession(os.path.join(package_dir, graph), providers=["CPUExecutionProvider"])
+    return sess, manifest
+
+
+def _cache_dtype(sess) -> type:
+    past = [i for i in sess.get_inputs() if i.name.startswith("past_key_values.")]
+    return np.float16 if past and "float16" in past[0].type else np.float32
+
+
+def onnx_decoder_logits(package_dir: str, input_ids: torch.Tensor, graph: str = "decoder.onnx") -> np.ndarray:
+    """decoder.onnx prefill (empty past, batch rows run one at a time) on the CPU provider; the
+    palette columns (the SOS column, fixed at -1e9, dropped)."""
+    sess, manifest = _session(package_dir, graph)
     arch = manifest["architecture"]
-    sess = ort.InferenceSession(os.path.join(package_dir, "decoder.onnx"), providers=["CPUExecutionProvider"])
+    dtype = _cache_dtype(sess)
     rows = []
     for row in input_ids.numpy().astype(np.int64):
         S = row.shape[0]
@@ -87,10 +110,34 @@ def onnx_decoder_logits(package_dir: str, input_ids: torch.Tensor) -> np.ndarray
                  "position_ids": np.arange(S, dtype=np.int64)[None]}
         for i in range(arch["n_layer"]):
             for kv in ("key", "value"):
-                feeds[f"past_key_values.{i}.{kv}"] = np.zeros((1, arch["n_head"], 0, arch["head_size"]), np.float32)
+                feeds[f"past_key_values.{i}.{kv}"] = np.zeros((1, arch["n_head"], 0, arch["head_size"]), dtype)
         logits = sess.run(["logits"], feeds)[0]
         rows.append(logits[0, :, : manifest["palette_size"]])
     return np.stack(rows)
+
+
+def onnx_decode_logits(package_dir: str, row: torch.Tensor, prefill: int, steps: int,
+                       graph: str = "decoder.onnx") -> np.ndarray:
+    """How the service drives decoder.onnx: one past/present buffer of n_positions per layer, a
+    prefill of row[:prefill] at positions 0..prefill-1, then row[prefill + j] alone at its position.
+    Returns the logits of positions prefill-1 .. prefill+steps-1 (palette columns): [steps + 1, palette]."""
+    sess, manifest = _session(package_dir, graph)
+    arch = manifest["architecture"]
+    dtype = _cache_dtype(sess)
+    n_pos, L = arch["n_positions"], arch["n_layer"]
+    cache = {f"past_key_values.{i}.{kv}": np.zeros((1, arch["n_head"], n_pos, arch["head_size"]), dtype)
+             for i in range(L) for kv in ("key", "value")}
+    ids = row.numpy().astype(np.int64)
+    out_names = ["logits"] + [f"present.{i}.{kv}" for i in range(L) for kv in ("key", "value")]
+    got = []
+    for start, end in [(0, prefill)] + [(prefill + j, prefill + j + 1) for j in range(steps)]:
+        feeds = {"input_ids": ids[None, start:end], "attention_mask": np.ones((1, end), np.int64),
+                 "position_ids": np.arange(start, end, dtype=np.int64)[None], **cache}
+        outs = sess.run(out_names, feeds)
+        got.append(outs[0][0, -1, : manifest["palette_size"]])
+        for name, value in zip(out_names[1:], outs[1:]):  # present.{i} -> past_key_values.{i}
+            cache["past_key_values." + name[len("present."):]] = value
+    return np.stack(got)
 
 
 class Report:
@@ -118,17 +165,66 @@ def _save(model, path: str, safe: bool) -> None:
         model.save_pretrained(path)
 
 
+def onnx_checks(rep: "Report", pkg: str, ids: torch.Tensor, hf_logits: torch.Tensor, ours: torch.Tensor,
+                tol: float, fp16_tol: float) -> None:
+    """decoder.onnx against transformers and against our PyTorch; decoder.fp16.onnx loosely."""
+    got = onnx_decoder_logits(pkg, ids)
+    rep.check("decoder.onnx prefill logits vs transformers", max_abs_diff(got, hf_logits), tol)
+    rep.check("decoder.onnx prefill logits vs ours (PyTorch)", max_abs_diff(got, ours), tol)
+    S = ids.shape[1]
+    prefill = max(1, S // 2)
+    steps = min(8, S - prefill)
+    dec = onnx_decode_logits(pkg, ids[0], prefill, steps)
+    rep.check(f"decoder.onnx shared-buffer prefill {prefill} + {steps} single steps vs transformers",
+              max_abs_diff(dec, hf_logits[0, prefill - 1:prefill + steps]), tol)
+    if os.path.isfile(os.path.join(pkg, "decoder.fp16.onnx")):
+        got16 = onnx_decoder_logits(pkg, ids, "decoder.fp16.onnx")
+        rep.check("decoder.fp16.onnx prefill logits vs transformers", max_abs_diff(got16, hf_logits), fp16_tol)
+
+
+def _export(hf_dir: str, root: str, model_id: str) -> str:
+    from igpt.checkpoint import save_checkpoint  # noqa: PLC0415
+    from igpt.export import export_package, load  # noqa: PLC0415
+
+    model, fields = import_hf(hf_dir)
+    ck = os.path.join(root, f"{model_id}.pt")
+    save_checkpoint(ck, model, **fields)
+    m, ckpt = load(ck)
+    pkg = os.path.join(root, model_id)
+    export_package(m, ckpt, pkg, model_id=model_id, fp16=True)
+    return pkg
+
+
+def _want_onnx(a, rep: "Report") -> bool:
+    if a.no_onnx:
+        return False
+    try:
+        import onnxruntime  # noqa: F401,PLC0415
+        return True
+    except ImportError:
+        if a.onnx:
+            rep.fail("--onnx: onnxruntime is not installed")
+        else:
+            print("SKIP  onnx checks: onnxruntime is not installed (pip install onnxruntime; --onnx makes it required)")
+        return False
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--hf-dir", default=None,
+                   help="a local HF ImageGPT folder (e.g. imagegpt-small) to check instead of random models")
     p.add_argument("--palette", type=int, default=512)
-    p.add_argument("--side", type=int, default=8, help="image side (n_positions = side^2)")
+    p.add_argument("--side", type=int, default=32, help="image side (n_positions = side^2)")
     p.add_argument("--n-embd", type=int, default=128)
     p.add_argument("--n-layer", type=int, default=3)
     p.add_argument("--n-head", type=int, default=4)
     p.add_argument("--batch", type=int, default=3)
     p.add_argument("--tol", type=float, default=1e-4)
+    p.add_argument("--fp16-tol", type=float, default=5e-2, help="decoder.fp16.onnx against transformers' fp32")
     p.add_argument("--device", default="cpu")
-    p.add_argument("--onnx", action="store_true", help="also export and compare decoder.onnx (needs onnxruntime)")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--onnx", action="store_true", help="require the ONNX checks (fail when onnxruntime is missing)")
+    g.add_argument("--no-onnx", action="store_true", help="skip the ONNX checks")
     p.add_argument("--keep", default=None, help="write the folders here instead of a temporary dir")
     p.add_argument("--seed", type=int, default=0)
     a = p.parse_args(argv)
@@ -140,7 +236,35 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(f"hf_parity: cannot run: transformers with ImageGPT is not installed ({e}); nothing was checked")
         return 1
     print(f"transformers {transformers.__version__}, torch {torch.__version__}, device {a.device}")
+    rep = Report()
+    root = a.keep or tempfile.mkdtemp(prefix="hf_parity_")
+    os.makedirs(root, exist_ok=True)
+    with_onnx = _want_onnx(a, rep)
     torch.manual_seed(a.seed)
+    g = torch.Generator().manual_seed(a.seed + 2)
+
+    if a.hf_dir:  # the real weights: transformers loads the folder, we import the same folder
+        causal = ImageGPTForCausalImageModeling.from_pretrained(a.hf_dir).to(a.device).eval()
+        palette, n_pos = causal.config.vocab_size - 1, causal.config.n_positions
+        pixels = torch.randint(0, palette, (a.batch, n_pos), generator=g)
+        ids = torch.cat([torch.full((a.batch, 1), palette), pixels[:, :-1]], dim=1)  # [SOS, x0..x(n-2)]
+        with torch.no_grad():
+            hf_logits = causal(input_ids=ids.to(a.device)).logits.float().cpu()
+        ours = None
+        try:
+            ours = our_logits(a.hf_dir, ids, device=a.device)
+            rep.check(f"{os.path.basename(os.path.normpath(a.hf_dir))} ours vs transformers logits",
+                      max_abs_diff(ours, hf_logits), a.tol)
+        except Exception as e:  # noqa: BLE001
+            rep.fail(f"import: {type(e).__name__}: {e}")
+        if with_onnx and ours is not None:
+            try:
+                onnx_checks(rep, _export(a.hf_dir, root, "hf-parity"), ids, hf_logits, ours, a.tol, a.fp16_tol)
+            except Exception as e:  # noqa: BLE001
+                rep.fail(f"onnx: {type(e).__name__}: {e}")
+        print(f"{'all checks passed' if rep.failed == 0 else f'{rep.failed} check(s) failed'} (folders in {root})")
+        return 0 if rep.failed == 0 else 1
+
     n_pos = a.side * a.side
     cfg = ImageGPTConfig(vocab_size=a.palette + 1, n_positions=n_pos, n_embd=a.n_embd, n_layer=a.n_layer,
                          n_head=a.n_head, activation_function="quick_gelu")
@@ -151,15 +275,13 @@ def main(argv: Optional[List[str]] = None) -> int:
     classifier = ImageGPTForImageClassification(cls_cfg).eval()
     randomize_(classifier, a.seed + 1)
     clusters = np.random.default_rng(a.seed).uniform(-1, 1, (a.palette, 3))
-    g = torch.Generator().manual_seed(a.seed + 2)
     pixels = torch.randint(0, a.palette, (a.batch, n_pos), generator=g)
     ids = torch.cat([torch.full((a.batch, 1), a.palette), pixels[:, :-1]], dim=1)  # [SOS, x0..x(n-2)]
     with torch.no_grad():
         hf_logits = causal(input_ids=ids).logits.float()  # [B, S, palette]
         hf_class = classifier(input_ids=ids).logits.float()  # [B, 3]
 
-    rep = Report()
-    root = a.keep or tempfile.mkdtemp(prefix="hf_parity_")
+    ours_causal = None
     for name, model, safe in (("causal-safetensors", causal, True), ("causal-bin", causal, False),
                               ("classifier-safetensors", classifier, True)):
         d = os.path.join(root, name)
@@ -169,28 +291,20 @@ def main(argv: Optional[List[str]] = None) -> int:
             files = sorted(os.listdir(d))
             ours = our_logits(d, ids, classifier=name.startswith("classifier"), device=a.device)
             want = hf_class if name.startswith("classifier") else hf_logits
-            rep.check(f"{name} ({', '.join(f for f in files if 'model' in f)}) logits", max_abs_diff(ours, want), a.tol)
+            rep.check(f"{name} ({', '.join(f for f in files if 'model' in f)}) ours vs transformers logits",
+                      max_abs_diff(ours, want), a.tol)
+            if name == "causal-safetensors":
+                ours_causal = ours
         except Exception as e:  # noqa: BLE001 - report and go on with the other checks
             rep.fail(f"{name}: {type(e).__name__}: {e}")
 
-    if a.onnx:
-        try:
-            import onnxruntime  # noqa: F401,PLC0415
-        except ImportError:
-            rep.fail("--onnx: onnxruntime is not installed")
+    if with_onnx:
+        if ours_causal is None:
+            rep.fail("onnx: the causal import failed, nothing to export")
         else:
             try:
-                from igpt.checkpoint import save_checkpoint  # noqa: PLC0415
-                from igpt.export import export_package, load  # noqa: PLC0415
-
-                model, fields = import_hf(os.path.join(root, "causal-safetensors"))
-                ck = os.path.join(root, "imported.pt")
-                save_checkpoint(ck, model, **fields)
-                m, ckpt = load(ck)
-                pkg = os.path.join(root, "package")
-                export_package(m, ckpt, pkg, model_id="hf-parity", fp16=False)
-                rep.check("decoder.onnx prefill logits vs transformers", max_abs_diff(onnx_decoder_logits(pkg, ids), hf_logits),
-                          a.tol)
+                pkg = _export(os.path.join(root, "causal-safetensors"), root, "hf-parity")
+                onnx_checks(rep, pkg, ids, hf_logits, ours_causal, a.tol, a.fp16_tol)
             except Exception as e:  # noqa: BLE001
                 rep.fail(f"onnx: {type(e).__name__}: {e}")
 

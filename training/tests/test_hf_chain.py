@@ -15,6 +15,7 @@ import math
 import os
 import subprocess
 import sys
+from types import SimpleNamespace
 
 import numpy as np
 import onnx
@@ -31,7 +32,7 @@ sys.path.insert(0, os.path.join(TRAINING, "scripts"))
 import make_hf_test_package as mk  # noqa: E402
 from igpt.import_hf import hf_clusters_to_palette  # noqa: E402
 from igpt.model import IGptConfig  # noqa: E402
-from test_export import run_steps  # noqa: E402  (the numpy interpreter of the exported graphs)
+from test_export import run_graph, run_steps  # noqa: E402  (the numpy interpreter of the exported graphs)
 
 FIXTURE = os.path.join(ROOT, "tests", "fixtures", "hf-tiny-package")
 
@@ -151,6 +152,9 @@ def test_the_committed_fixture_is_what_the_script_makes(tmp_path):
     assert total < 2_000_000
     for name in ("model.json", "genai_config.json"):
         assert _json(new, name) == _json(old, name), f"{name}: rerun scripts/make_hf_test_package.py"
+    with open(os.path.join(new, "MODEL_CARD.md"), encoding="utf-8") as f, \
+            open(os.path.join(old, "MODEL_CARD.md"), encoding="utf-8") as g:
+        assert f.read() == g.read()
     a, b = _json(new, "parity.json"), _json(old, "parity.json")
     assert (a["prompt"], a["decode_tokens"]) == (b["prompt"], b["decode_tokens"])
     for key in ("prefill_logits", "decode_logits"):
@@ -161,3 +165,51 @@ def test_the_committed_fixture_is_what_the_script_makes(tmp_path):
         ia = {t.name: numpy_helper.to_array(t) for t in ga.initializer}
         ib = {t.name: numpy_helper.to_array(t) for t in gb.initializer}
         assert ia.keys() == ib.keys() and all(np.array_equal(ia[k], ib[k]) for k in ia), name
+
+
+# --- scripts/hf_parity.py's ONNX part, driven through test_export's numpy interpreter ----------------
+
+class _NumpySession:
+    """The part of onnxruntime.InferenceSession that hf_parity uses, over test_export's interpreter of
+    the graphs' ops (no onnxruntime for Python here; ORT itself runs the package in tools/ortcheck)."""
+
+    def __init__(self, path, providers=None):
+        self.model = onnx.load(path)
+
+    def get_inputs(self):
+        names = {onnx.TensorProto.FLOAT: "tensor(float)", onnx.TensorProto.FLOAT16: "tensor(float16)",
+                 onnx.TensorProto.INT64: "tensor(int64)"}
+        return [SimpleNamespace(name=i.name, type=names[i.type.tensor_type.elem_type]) for i in self.model.graph.input]
+
+    def run(self, names, feeds):
+        out = run_graph(self.model, feeds)
+        return [out[n] for n in names]
+
+
+def test_hf_parity_onnx_checks_compare_all_three(hf, tmp_path, monkeypatch, capsys):
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("hf_parity", os.path.join(TRAINING, "scripts", "hf_parity.py"))
+    hp = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(hp)
+    monkeypatch.setitem(sys.modules, "onnxruntime", SimpleNamespace(InferenceSession=_NumpySession))
+
+    d, made = hf
+    pkg = hp._export(d, str(tmp_path), "hf-parity")
+    g = torch.Generator().manual_seed(0)
+    ids = torch.cat([torch.full((2, 1), 512), torch.randint(0, 512, (2, 23), generator=g)], dim=1)  # [SOS, 23 pixels]
+    want = hf_forward(made["state_dict"], made["config"], ids)
+    ours = hp.our_logits(d, ids)
+    rep = hp.Report()
+    hp.onnx_checks(rep, pkg, ids, want, ours, 1e-4, 5e-2)
+    lines = capsys.readouterr().out.splitlines()
+    assert rep.failed == 0, lines
+    assert len(lines) == 4 and all(l.startswith("PASS") for l in lines)
+    assert any("vs transformers" in l for l in lines) and any("vs ours" in l for l in lines)
+    assert any("shared-buffer prefill 12 + 8 single steps" in l for l in lines)
+    assert any("decoder.fp16.onnx" in l for l in lines)
+
+    bad = want.clone()
+    bad[0, 15, 7] += 1e-2  # one logit off, inside the decode steps
+    rep = hp.Report()
+    hp.onnx_checks(rep, pkg, ids, bad, ours, 1e-4, 5e-2)
+    assert rep.failed == 2  # the prefill and the decode comparison with "transformers"
