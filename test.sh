@@ -26,7 +26,21 @@ install_python_side() {
   fi
 }
 
+# The web page tests (tests/IGpt.Web.Tests) drive Debian's Chromium through Playwright; no browser is downloaded.
+install_browser() {
+  [ -x /usr/bin/chromium ] && return
+  if command -v apt-get >/dev/null 2>&1; then
+    echo "test.sh: installing chromium"
+    local sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq chromium >/dev/null
+  else
+    echo "test.sh: /usr/bin/chromium is missing and there is no apt-get: the web page tests will fail" >&2
+  fi
+}
+
 install_python_side
+install_browser
 echo "== pytest (training/) with $PYTHON"
 (cd training && "$PYTHON" -m pytest -q tests)
 

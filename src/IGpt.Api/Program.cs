@@ -10,6 +10,7 @@ builder.AddSerilogLogging();
 builder.Services.AddApi();
 builder.Services.AddProblemHandling();
 builder.Services.AddInference();
+builder.Services.AddServing();
 builder.Services.AddApiDocumentation();
 
 var app = builder.Build();
@@ -17,10 +18,12 @@ app.UseExceptionHandler();
 app.UseStatusCodePages();
 app.UseSerilogRequestLogging();
 app.UseApiDocumentation();
+app.UseWebClient();
 app.MapHealthApi();
 app.MapModelsApi();
 app.MapGenerationApi();
 app.MapClassificationApi();
+app.MapServingMetrics();
 app.Run();
 
 /// <summary>The entry point, public for WebApplicationFactory.</summary>

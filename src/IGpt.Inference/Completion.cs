@@ -9,7 +9,11 @@ public sealed record CompletionRequest(int[] PromptTokens, int Count, SamplingOp
 
 /// <summary>
 /// Each image is its full height*width tokens with the prompt tokens kept unchanged.
-/// Queue: waiting for the model; Prefill: the prompt (or its cached KV); Decode: the new tokens.
+/// Queue: waiting for a KV slot (admission to the first sample's start); Prefill: the prompt (or its cached KV); Decode: the new tokens.
 /// </summary>
 public sealed record CompletionResult(
-    int[][] Images, int PromptTokens, int GeneratedTokens, TimeSpan Queue, TimeSpan Prefill, TimeSpan Decode, bool PrefixCacheHit);
+    int[][] Images, int PromptTokens, int GeneratedTokens, TimeSpan Queue, TimeSpan Prefill, TimeSpan Decode, bool PrefixCacheHit)
+{
+    /// <summary>From admission to the first finished image row (zero when nothing was drawn).</summary>
+    public TimeSpan FirstRow { get; init; }
+}

@@ -7,8 +7,9 @@ using Microsoft.ML.OnnxRuntime;
 namespace IGpt.Inference;
 
 /// <summary>
-/// One loaded model package: KV-cached image completion and classification. Completions of one
-/// model run one at a time (queued on a semaphore, the wait reported as Queue); classification runs
+/// One loaded model package: KV-cached image completion and classification. Completions of every
+/// request share the model's decode scheduler (continuous batching over MaxBatch KV slots, a bounded
+/// queue of QueueCapacity requests; see <see cref="DecodeScheduler"/>); classification runs
 /// concurrently. The CUDA provider is tried first when enabled (fp16 decoder), else CPU (fp32).
 /// </summary>
 public sealed class IGptModel : IDisposable
@@ -17,30 +18,22 @@ public sealed class IGptModel : IDisposable
 
     private readonly KvCacheDecoder _decoder;
     private readonly Classifier? _classifier;
-    private readonly Sampler _sampler;
     private readonly PrefixCache? _prefixCache;
-    private readonly SemaphoreSlim _gate = new(1, 1);
-    private readonly ILogger _logger;
-    // Per-step scratch, reused (guarded by _gate).
-    private readonly int[] _stepTokens, _stepPositions;
-    private readonly float[] _promptLogits;
-    private bool _disposed;
+    private readonly DecodeScheduler _scheduler;
+    private int _disposed;
 
     private IGptModel(ModelManifest manifest, KvCacheDecoder decoder, Classifier? classifier, string provider, string reason,
-        IMemoryCache? prefixCache, ILogger logger)
+        IMemoryCache? prefixCache, int queueCapacity, IDecodeObserver? observer, ILogger logger)
     {
         Manifest = manifest;
         _decoder = decoder;
         _classifier = classifier;
         ExecutionProvider = provider;
         ProviderReason = reason;
-        _logger = logger;
-        _sampler = new Sampler(manifest.PaletteSize);
-        _stepTokens = new int[decoder.MaxBatch];
-        _stepPositions = new int[decoder.MaxBatch];
-        _promptLogits = new float[manifest.VocabSize];
         if (prefixCache is not null && decoder.CanCopyKv)
             _prefixCache = new PrefixCache(prefixCache, $"{manifest.Id}#{Interlocked.Increment(ref s_instances)}");
+        QueueCapacity = queueCapacity;
+        _scheduler = new DecodeScheduler(decoder, manifest, _prefixCache, queueCapacity, observer, logger);
     }
 
     public ModelManifest Manifest { get; }
@@ -50,15 +43,21 @@ public sealed class IGptModel : IDisposable
     /// <summary>Why this provider was chosen (e.g. why CUDA could not be used).</summary>
     public string ProviderReason { get; }
     public bool HasClassifier => _classifier is not null;
-    /// <summary>Rows decoded together; larger requests run in several batches.</summary>
+    /// <summary>KV slots: sequences (images) decoded together, whatever requests they belong to.</summary>
     public int MaxBatch => _decoder.MaxBatch;
+    /// <summary>Requests that may wait for a slot; one more is refused with <see cref="QueueFullException"/>.</summary>
+    public int QueueCapacity { get; }
     public bool PrefixCacheEnabled => _prefixCache is not null;
+    /// <summary>The decode scheduler's counters: slots in use, queue depth, steps, rows per step, tokens.</summary>
+    public SchedulerStats SchedulerStats => _scheduler.Stats;
 
     /// <summary>Loads the package in <paramref name="packageDir"/>; throws <see cref="ModelPackageException"/> when it cannot be served.</summary>
-    public static IGptModel Load(string packageDir, InferenceOptions options, ILogger? logger = null, IMemoryCache? prefixCache = null) =>
-        Load(ModelManifest.Load(packageDir), options, logger, prefixCache);
+    public static IGptModel Load(string packageDir, InferenceOptions options, ILogger? logger = null, IMemoryCache? prefixCache = null,
+        IDecodeObserver? observer = null) =>
+        Load(ModelManifest.Load(packageDir), options, logger, prefixCache, observer);
 
-    public static IGptModel Load(ModelManifest manifest, InferenceOptions options, ILogger? logger = null, IMemoryCache? prefixCache = null)
+    public static IGptModel Load(ModelManifest manifest, InferenceOptions options, ILogger? logger = null, IMemoryCache? prefixCache = null,
+        IDecodeObserver? observer = null)
     {
         options.Validate();
         logger ??= NullLogger.Instance;
@@ -125,24 +124,27 @@ public sealed class IGptModel : IDisposable
         }
         logger.LogInformation("Model {ModelId}: execution provider {Provider} ({Reason}); classifier {Classifier}",
             manifest.Id, provider, reason, classifier is null ? "none" : "loaded");
-        return new IGptModel(manifest, decoder, classifier, provider, reason, prefixCache, logger);
+        return new IGptModel(manifest, decoder, classifier, provider, reason, prefixCache, options.QueueCapacity, observer, logger);
     }
 
-    /// <summary>Completes (or samples, with an empty prompt) Count images; see <see cref="CompletionRequest"/>.</summary>
-    public async Task<CompletionResult> CompleteAsync(CompletionRequest request, CancellationToken cancellationToken)
+    /// <summary>
+    /// Completes (or samples, with an empty prompt) Count images; see <see cref="CompletionRequest"/>.
+    /// Throws <see cref="QueueFullException"/> when the model's queue is full.
+    /// </summary>
+    public async Task<CompletionResult> CompleteAsync(CompletionRequest request, CancellationToken cancellationToken) =>
+        await StartCompletion(request, streamRows: false, cancellationToken).Result.ConfigureAwait(false);
+
+    /// <summary>
+    /// Queues a completion and returns at once: the request holds its queue place (or this throws
+    /// <see cref="QueueFullException"/>, or <see cref="ArgumentException"/> for a bad request) before any
+    /// image is decoded. With <paramref name="streamRows"/> the handle yields each image row when it is finished.
+    /// Cancelling <paramref name="cancellationToken"/> frees the request's slots within one decode step.
+    /// </summary>
+    public CompletionHandle StartCompletion(CompletionRequest request, bool streamRows, CancellationToken cancellationToken)
     {
+        ObjectDisposedException.ThrowIf(Volatile.Read(ref _disposed) != 0, this);
         Validate(request);
-        var waiting = Stopwatch.StartNew();
-        await _gate.WaitAsync(cancellationToken).ConfigureAwait(false);
-        try
-        {
-            ObjectDisposedException.ThrowIf(_disposed, this);
-            return Generate(request, waiting.Elapsed, cancellationToken);
-        }
-        finally
-        {
-            _gate.Release();
-        }
+        return _scheduler.Submit(request, streamRows, cancellationToken);
     }
 
     /// <summary>Softmax class probabilities for one image of height*width palette tokens.</summary>
@@ -152,7 +154,7 @@ public sealed class IGptModel : IDisposable
     /// <summary>Softmax class probabilities for several images, run in batches of up to MaxBatch.</summary>
     public Task<float[][]> ClassifyBatchAsync(IReadOnlyList<int[]> images, CancellationToken cancellationToken)
     {
-        ObjectDisposedException.ThrowIf(_disposed, this);
+        ObjectDisposedException.ThrowIf(Volatile.Read(ref _disposed) != 0, this);
         var classifier = _classifier ?? throw new InvalidOperationException($"model '{Manifest.Id}' has no classifier");
         return Task.Run(() => classifier.Classify(images, cancellationToken), cancellationToken);
     }
@@ -172,92 +174,10 @@ public sealed class IGptModel : IDisposable
                 throw new ArgumentException($"prompt token {i} = {prompt[i]} is not a palette index (0..{Manifest.PaletteSize - 1})");
     }
 
-    private CompletionResult Generate(CompletionRequest request, TimeSpan queue, CancellationToken ct)
-    {
-        int total = Manifest.TokensPerImage, k = request.PromptTokens.Length, count = request.Count;
-        var images = new int[count][];
-        for (int i = 0; i < count; i++)
-        {
-            images[i] = new int[total];
-            request.PromptTokens.CopyTo(images[i], 0);
-        }
-        if (k == total)
-            return new CompletionResult(images, k, 0, queue, TimeSpan.Zero, TimeSpan.Zero, false);
-
-        // Prefill input: [SOS, x0 .. x(k-1)] at positions 0..k; its last logits predict x_k.
-        var prefillTokens = new int[k + 1];
-        prefillTokens[0] = Manifest.SosTokenId;
-        request.PromptTokens.CopyTo(prefillTokens, 1);
-        var sampling = request.Sampling;
-        var prefill = new Stopwatch();
-        var decode = new Stopwatch();
-        bool hit = false;
-
-        for (int start = 0; start < count; start += MaxBatch)
-        {
-            int rows = Math.Min(MaxBatch, count - start);
-            ct.ThrowIfCancellationRequested();
-            prefill.Start();
-            bool chunkHit = PrefillRows(prefillTokens, request.PromptTokens, rows);
-            if (start == 0) hit = chunkHit;
-            prefill.Stop();
-
-            decode.Start();
-            var rngs = new Xoshiro256StarStar[rows];
-            for (int r = 0; r < rows; r++)
-            {
-                rngs[r] = Xoshiro256StarStar.ForRow(request.Seed, start + r);
-                images[start + r][k] = _sampler.Pick(_promptLogits, sampling, ref rngs[r]);
-            }
-            // Feed x_(t-1) at position t; the logits predict x_t.
-            for (int t = k + 1; t < total; t++)
-            {
-                ct.ThrowIfCancellationRequested();
-                for (int r = 0; r < rows; r++)
-                {
-                    _stepTokens[r] = images[start + r][t - 1];
-                    _stepPositions[r] = t;
-                }
-                var logits = _decoder.Step(rows, _stepTokens, _stepPositions);
-                int v = _decoder.VocabSize;
-                for (int r = 0; r < rows; r++)
-                    images[start + r][t] = _sampler.Pick(logits.Slice(r * v, v), sampling, ref rngs[r]);
-            }
-            decode.Stop();
-        }
-        _logger.LogDebug("Model {ModelId}: {Count} image(s), prompt {Prompt} tokens, prefill {Prefill} ms (cache hit {Hit}), decode {Decode} ms",
-            Manifest.Id, count, k, prefill.Elapsed.TotalMilliseconds, hit, decode.Elapsed.TotalMilliseconds);
-        return new CompletionResult(images, k, total - k, queue, prefill.Elapsed, decode.Elapsed, hit);
-    }
-
-    /// <summary>Fills slots 0..rows-1 with the prompt's KV and _promptLogits; true when the prefix cache had it.</summary>
-    private bool PrefillRows(int[] prefillTokens, int[] prompt, int rows)
-    {
-        int length = prefillTokens.Length;
-        if (_prefixCache is not null && _prefixCache.TryGet(prompt, out var entry))
-        {
-            _decoder.LoadSlots(entry.Kv, entry.Length, rows);
-            entry.Logits.CopyTo(_promptLogits, 0);
-            return true;
-        }
-        if (_decoder.CanCopyKv)
-        {
-            // One prompt row, then copies: much cheaper than prefilling identical rows (a 6M-parameter
-            // 28x28 model, 393-token prompt, 8 rows, 2 CPU threads: ~0.25 s against ~1.3 s).
-            _decoder.Prefill(prefillTokens, 1).Slice((length - 1) * _promptLogits.Length, _promptLogits.Length).CopyTo(_promptLogits);
-            if (rows > 1) _decoder.ReplicateSlot0(rows, length);
-            _prefixCache?.Add(prompt, new PrefixEntry(_decoder.SaveSlot(0, length), length, (float[])_promptLogits.Clone()));
-        }
-        else
-        {
-            _decoder.Prefill(prefillTokens, rows).Slice((length - 1) * _promptLogits.Length, _promptLogits.Length).CopyTo(_promptLogits);
-        }
-        return false;
-    }
-
     /// <summary>The decoder graph over a whole sequence without the KV cache (tests' reference).</summary>
     internal float[] ForwardWithoutCache(ReadOnlySpan<int> tokens) => _decoder.ForwardWithoutCache(tokens);
     internal KvCacheDecoder Decoder => _decoder;
+    internal DecodeScheduler Scheduler => _scheduler;
 
     private static InferenceSession CreatePackageSession(ModelManifest manifest, string relativePath, InferenceOptions options)
     {
@@ -291,17 +211,9 @@ public sealed class IGptModel : IDisposable
 
     public void Dispose()
     {
-        if (_disposed) return;
-        _gate.Wait();
-        try
-        {
-            _disposed = true;
-            _decoder.Dispose();
-            _classifier?.Dispose();
-        }
-        finally
-        {
-            _gate.Release();
-        }
+        if (Interlocked.Exchange(ref _disposed, 1) != 0) return;
+        _scheduler.Dispose();   // stops the loop (failing what is still queued or running) before the decoder goes
+        _decoder.Dispose();
+        _classifier?.Dispose();
     }
 }

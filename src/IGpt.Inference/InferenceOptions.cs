@@ -21,7 +21,6 @@ public sealed class InferenceOptions
     [Range(0, 1024)]
     public int IntraOpThreads { get; set; }
 
-    /// <summary>Most images decoded together for one model (the KV cache is sized for this many rows).</summary>
     /// <summary>
     /// Let ONNX Runtime's idle intra-op threads spin between runs. Off by default: every model has its
     /// own thread pool and spinning pools starve each other and the web server (on 2 busy cores a
@@ -30,8 +29,13 @@ public sealed class InferenceOptions
     /// </summary>
     public bool AllowSpinning { get; set; }
 
+    /// <summary>KV slots per model: most images decoded together, across requests (the KV cache is sized for this many rows).</summary>
     [Range(1, 256)]
     public int MaxBatch { get; set; } = 16;
+
+    /// <summary>Requests per model that may wait for a slot; one more is refused at once (the API answers 503).</summary>
+    [Range(1, 100_000)]
+    public int QueueCapacity { get; set; } = 64;
 
     /// <summary>Bytes of prompt KV kept by the prefix cache, shared by all models; 0 disables it.</summary>
     [Range(0, long.MaxValue)]
@@ -44,6 +48,7 @@ public sealed class InferenceOptions
         if (CudaDeviceId is < 0 or > 64) throw new ArgumentException("Inference:CudaDeviceId must be 0..64.");
         if (IntraOpThreads is < 0 or > 1024) throw new ArgumentException("Inference:IntraOpThreads must be 0..1024 (0 = one per core).");
         if (MaxBatch is < 1 or > 256) throw new ArgumentException("Inference:MaxBatch must be between 1 and 256.");
+        if (QueueCapacity is < 1 or > 100_000) throw new ArgumentException("Inference:QueueCapacity must be between 1 and 100000.");
         if (PrefixCacheSizeLimit < 0) throw new ArgumentException("Inference:PrefixCacheSizeLimit must be >= 0.");
     }
 }

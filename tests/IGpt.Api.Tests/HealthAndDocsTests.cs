@@ -60,7 +60,7 @@ public sealed class HealthAndDocsTests(ApiFactory factory)
             Assert.False(string.IsNullOrWhiteSpace(image["description"]?.GetValue<string>()));
         }
         var completionForm = paths["/v1/models/{model}/completions"]!["post"]!["requestBody"]!["content"]!["multipart/form-data"]!["schema"]!["properties"]!.AsObject();
-        Assert.Equal(["image", "n", "partial", "rows", "scale", "seed", "temperature", "top_k", "top_p"], completionForm.Select(p => p.Key).Order());
+        Assert.Equal(["image", "n", "partial", "rows", "scale", "seed", "stream", "temperature", "top_k", "top_p"], completionForm.Select(p => p.Key).Order());
         Assert.All(completionForm, p => Assert.False(string.IsNullOrWhiteSpace(p.Value!["description"]?.GetValue<string>()), p.Key));
         Assert.NotNull(paths["/v1/models/{model}/completions"]!["post"]!["responses"]!["200"]!["content"]!["image/png"]);
 

@@ -47,3 +47,32 @@ public sealed record TimingInfo
     /// <summary>Drawing the remaining pixels, one step per pixel.</summary>
     public required double DecodeMs { get; init; }
 }
+
+/// <summary>Server-sent event "row": one finished image row of one sample.</summary>
+public sealed record RowEvent
+{
+    /// <summary>Which of the n images (0-based).</summary>
+    public required int Sample { get; init; }
+
+    /// <summary>The row's index in the model-resolution image (prompt rows are not sent).</summary>
+    public required int Row { get; init; }
+
+    /// <summary>The row's palette indices, width of them.</summary>
+    public required IReadOnlyList<int> Tokens { get; init; }
+
+    /// <summary>The row's pixel values 0-255 at model resolution, channels interleaved (width * channels values).</summary>
+    public required IReadOnlyList<int> Pixels { get; init; }
+
+    /// <summary>Milliseconds since the request was queued.</summary>
+    public required double ElapsedMs { get; init; }
+}
+
+/// <summary>Server-sent event "heartbeat": sent after Api:HeartbeatSeconds without another event.</summary>
+public sealed record HeartbeatEvent
+{
+    /// <summary>"queued" (waiting for a KV slot) or "decoding".</summary>
+    public required string State { get; init; }
+
+    /// <summary>Milliseconds since the request was queued.</summary>
+    public required double ElapsedMs { get; init; }
+}

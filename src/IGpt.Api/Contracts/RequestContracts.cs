@@ -34,6 +34,9 @@ public sealed record CompletionForm
 
     /// <summary>Nearest-neighbour enlargement of the returned images, 1 to 16 (default 1).</summary>
     public int? Scale { get; init; }
+
+    /// <summary>true: answer with server-sent events (a `row` event per finished image row, `heartbeat`s, then `result`); also chosen by Accept: text/event-stream.</summary>
+    public bool? Stream { get; init; }
 }
 
 /// <summary>Complete an image (application/json).</summary>
@@ -65,6 +68,9 @@ public sealed record CompletionJsonRequest
 
     /// <summary>Nearest-neighbour enlargement of the returned images, 1 to 16 (default 1).</summary>
     public int? Scale { get; init; }
+
+    /// <summary>true: answer with server-sent events (a `row` event per finished image row, `heartbeat`s, then `result`); also chosen by Accept: text/event-stream.</summary>
+    public bool? Stream { get; init; }
 }
 
 /// <summary>Draw unconditional samples (application/json; an empty body takes every default).</summary>
@@ -87,6 +93,9 @@ public sealed record SampleRequest
 
     /// <summary>Nearest-neighbour enlargement of the returned images, 1 to 16 (default 1).</summary>
     public int? Scale { get; init; }
+
+    /// <summary>true: answer with server-sent events (a `row` event per finished image row, `heartbeat`s, then `result`); also chosen by Accept: text/event-stream.</summary>
+    public bool? Stream { get; init; }
 }
 
 /// <summary>Classify an image (multipart/form-data).</summary>

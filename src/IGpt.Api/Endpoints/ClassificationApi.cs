@@ -6,6 +6,7 @@ using IGpt.Api.Hosting;
 using IGpt.Api.Models;
 using IGpt.Api.OpenApi;
 using IGpt.Api.Requests;
+using IGpt.Api.Serving;
 using IGpt.Inference;
 using Microsoft.AspNetCore.Http.HttpResults;
 using Microsoft.Extensions.Options;
@@ -36,8 +37,9 @@ public static class ClassificationApi
     /// <param name="model">Model id (GET /v1/models lists them; the model must have classes).</param>
     public static async Task<Results<Ok<ClassificationResponse>, ProblemHttpResult>> ClassifyAsync(
         string model, HttpContext context, ModelCatalog catalog, ImageCodec codec, ClassificationCache cache,
-        IOptions<ApiOptions> options, CancellationToken cancellationToken)
+        ClassificationBatcher batcher, ServingMetrics metrics, IOptions<ApiOptions> options, CancellationToken cancellationToken)
     {
+        var label = catalog.Describe(model) is null ? "unknown" : model;
         try
         {
             var loaded = catalog.GetReady(model);
@@ -55,7 +57,7 @@ public static class ClassificationApi
             if (!cached)
             {
                 var image = codec.DecodeForModel(bytes, loaded.Manifest, partial: false);
-                probabilities = await loaded.ClassifyAsync(image.ToTokens(loaded.Palette), cancellationToken);
+                probabilities = await batcher.ClassifyAsync(model, loaded, image.ToTokens(loaded.Palette), cancellationToken);
                 cache.Set(model, hash, probabilities);
             }
 
@@ -71,11 +73,18 @@ public static class ClassificationApi
                 .OrderByDescending(p => p.Probability).ThenBy(p => p.Index)
                 .Take(top)
                 .ToArray();
+            metrics.Request(label, "classifications", RequestOutcome.Ok);
             return TypedResults.Ok(new ClassificationResponse { Model = model, Predictions = predictions, Cached = cached });
         }
         catch (Exception e) when (Problems.From(e, context) is { } problem)
         {
+            metrics.Request(label, "classifications", problem.Status == Problems.ClientClosedRequest ? RequestOutcome.Cancelled : RequestOutcome.Rejected);
             return TypedResults.Problem(problem);
+        }
+        catch
+        {
+            metrics.Request(label, "classifications", RequestOutcome.Failed);
+            throw;
         }
     }
 }

@@ -4,6 +4,10 @@ using IGpt.Api.Hosting;
 using IGpt.Api.Models;
 using IGpt.Api.OpenApi;
 using IGpt.Api.Requests;
+using IGpt.Api.Serving;
+using IGpt.Inference;
+using System.Globalization;
+using Microsoft.AspNetCore.Http.Json;
 using Microsoft.AspNetCore.Http.HttpResults;
 using Microsoft.Extensions.Options;
 
@@ -21,7 +25,8 @@ public static class GenerationApi
             .WithSummary("Complete the top of an image")
             .WithDescription("Keeps the first `rows` rows of the posted image (at the model's resolution, quantized to its palette) "
                 + "and lets the model draw the rest, n times. Send the image as a multipart file or as base64 in JSON. "
-                + "With `Accept: image/png` the answer is one PNG of the n results side by side.")
+                + "With `Accept: image/png` the answer is one PNG of the n results side by side; with `\"stream\": true` (or "
+                + "`Accept: text/event-stream`) server-sent events: a `row` event per finished image row, `heartbeat`s, then `result` or `error`.")
             .WithMetadata(new RequestBodyDocs(typeof(CompletionForm), typeof(CompletionJsonRequest),
                 $$"""{"image": "{{RequestBodyDocs.ExampleImage}}", "n": 4, "temperature": 1.0, "top_k": 0, "top_p": 1.0, "scale": 4}""",
                 Required: true, OffersPng: true))
@@ -31,7 +36,7 @@ public static class GenerationApi
             .WithName("CreateSamples")
             .WithSummary("Draw unconditional samples")
             .WithDescription("The model draws n whole images from nothing. Same answer as completions (rows = 0); "
-                + "`Accept: image/png` gives one PNG of the n samples side by side.")
+                + "`Accept: image/png` gives one PNG of the n samples side by side; `\"stream\": true` streams rows as server-sent events.")
             .WithMetadata(new RequestBodyDocs(null, typeof(SampleRequest),
                 """{"n": 4, "temperature": 1.0, "top_k": 0, "top_p": 1.0, "scale": 4}""", Required: false, OffersPng: true))
             .WithProblems();
@@ -41,49 +46,93 @@ public static class GenerationApi
 
     /// <summary>Complete the top of an image.</summary>
     /// <param name="model">Model id (GET /v1/models lists them).</param>
-    public static async Task<Results<Ok<GenerationResponse>, FileContentHttpResult, ProblemHttpResult>> CompleteAsync(
-        string model, HttpContext context, ModelCatalog catalog, ImageGenerator generator, IOptions<ApiOptions> options,
-        CancellationToken cancellationToken)
-    {
-        try
-        {
-            var loaded = catalog.GetReady(model);
-            var fields = await RequestReader.ReadAsync(context.Request, RequestShape.Completion,
-                options.Value.MaxRequestBytes, generator.Codec.Limits.MaxBytes, cancellationToken);
-            var output = await generator.CompleteAsync(model, loaded, fields, cancellationToken);
-            return Respond(context, generator, output);
-        }
-        catch (Exception e) when (Problems.From(e, context) is { } problem)
-        {
-            return TypedResults.Problem(problem);
-        }
-    }
+    public static Task<Results<ServerSentEventsResult<string>, Ok<GenerationResponse>, FileContentHttpResult, ProblemHttpResult>> CompleteAsync(
+        string model, HttpContext context, ModelCatalog catalog, ImageGenerator generator, ServingMetrics metrics,
+        IOptions<ApiOptions> options, CancellationToken cancellationToken) =>
+        GenerateAsync(model, "completions", RequestShape.Completion, generator.PlanCompletion, context, catalog, generator, metrics,
+            options.Value, cancellationToken);
 
     /// <summary>Draw unconditional samples.</summary>
     /// <param name="model">Model id (GET /v1/models lists them).</param>
-    public static async Task<Results<Ok<GenerationResponse>, FileContentHttpResult, ProblemHttpResult>> SampleAsync(
-        string model, HttpContext context, ModelCatalog catalog, ImageGenerator generator, IOptions<ApiOptions> options,
+    public static Task<Results<ServerSentEventsResult<string>, Ok<GenerationResponse>, FileContentHttpResult, ProblemHttpResult>> SampleAsync(
+        string model, HttpContext context, ModelCatalog catalog, ImageGenerator generator, ServingMetrics metrics,
+        IOptions<ApiOptions> options, CancellationToken cancellationToken) =>
+        GenerateAsync(model, "samples", RequestShape.Samples, generator.PlanSamples, context, catalog, generator, metrics,
+            options.Value, cancellationToken);
+
+    /// <summary>
+    /// Reads and checks the request, takes the model's queue place (or answers 503 at once), then either waits for
+    /// the images (JSON or PNG, with Server-Timing) or streams them as server-sent events.
+    /// </summary>
+    private static async Task<Results<ServerSentEventsResult<string>, Ok<GenerationResponse>, FileContentHttpResult, ProblemHttpResult>> GenerateAsync(
+        string model, string endpoint, RequestShape shape, Func<string, IGptModel, RequestFields, GenerationPlan> plan,
+        HttpContext context, ModelCatalog catalog, ImageGenerator generator, ServingMetrics metrics, ApiOptions options,
         CancellationToken cancellationToken)
     {
+        var label = catalog.Describe(model) is null ? "unknown" : model;
         try
         {
             var loaded = catalog.GetReady(model);
-            var fields = await RequestReader.ReadAsync(context.Request, RequestShape.Samples,
-                options.Value.MaxRequestBytes, generator.Codec.Limits.MaxBytes, cancellationToken);
-            var output = await generator.SampleAsync(model, loaded, fields, cancellationToken);
-            return Respond(context, generator, output);
+            var fields = await RequestReader.ReadAsync(context.Request, shape, options.MaxRequestBytes, generator.Codec.Limits.MaxBytes, cancellationToken);
+            var stream = fields.Bool("stream") ?? ResponseFormat.WantsEventStream(context.Request);
+            var checkedPlan = plan(model, loaded, fields);
+
+            var timeout = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
+            timeout.CancelAfter(options.RequestTimeout);
+            CompletionHandle handle;
+            try
+            {
+                handle = loaded.StartCompletion(checkedPlan.Request, stream, timeout.Token);
+            }
+            catch
+            {
+                timeout.Dispose();
+                throw;
+            }
+            context.Response.Headers["X-Seed"] = checkedPlan.Parameters.Seed.ToString(CultureInfo.InvariantCulture);
+            if (stream)
+            {
+                var json = context.RequestServices.GetRequiredService<IOptions<JsonOptions>>().Value.SerializerOptions;
+                var events = new GenerationEventStream(context, checkedPlan, handle, timeout, options.Heartbeat, generator, metrics, endpoint, json);
+                return TypedResults.ServerSentEvents(events.ReadAllAsync(cancellationToken));
+            }
+
+            CompletionResult result;
+            using (timeout)
+            {
+                try
+                {
+                    result = await handle.Result;
+                }
+                catch (OperationCanceledException) when (timeout.IsCancellationRequested && !cancellationToken.IsCancellationRequested)
+                {
+                    metrics.Request(label, endpoint, RequestOutcome.TimedOut);
+                    return TypedResults.Problem(Problems.TimedOut(context));
+                }
+            }
+            metrics.Completed(model, result);
+            metrics.Request(label, endpoint, RequestOutcome.Ok);
+            return Respond(context, generator, ImageGenerator.Output(checkedPlan, result));
         }
         catch (Exception e) when (Problems.From(e, context) is { } problem)
         {
+            metrics.Request(label, endpoint, problem.Status == Problems.ClientClosedRequest ? RequestOutcome.Cancelled : RequestOutcome.Rejected);
             return TypedResults.Problem(problem);
+        }
+        catch
+        {
+            metrics.Request(label, endpoint, RequestOutcome.Failed);
+            throw;
         }
     }
 
-    private static Results<Ok<GenerationResponse>, FileContentHttpResult, ProblemHttpResult> Respond(
+    private static Results<ServerSentEventsResult<string>, Ok<GenerationResponse>, FileContentHttpResult, ProblemHttpResult> Respond(
         HttpContext context, ImageGenerator generator, GenerationOutput output)
     {
-        context.Response.Headers["X-Seed"] = output.Seed.ToString(System.Globalization.CultureInfo.InvariantCulture);
-        context.Response.Headers["X-Cache"] = output.Result.PrefixCacheHit ? "hit" : "miss";
+        var r = output.Result;
+        context.Response.Headers["X-Cache"] = r.PrefixCacheHit ? "hit" : "miss";
+        context.Response.Headers["Server-Timing"] = string.Create(CultureInfo.InvariantCulture,
+            $"queue;dur={r.Queue.TotalMilliseconds:0.###}, prefill;dur={r.Prefill.TotalMilliseconds:0.###}, decode;dur={r.Decode.TotalMilliseconds:0.###}");
         if (ResponseFormat.WantsPng(context.Request))
         {
             return TypedResults.File(generator.ToPngStrip(output), "image/png");
@@ -96,5 +145,6 @@ public static class GenerationApi
         .ProducesProblem(StatusCodes.Status404NotFound)
         .ProducesProblem(StatusCodes.Status413PayloadTooLarge)
         .ProducesProblem(StatusCodes.Status415UnsupportedMediaType)
-        .ProducesProblem(StatusCodes.Status503ServiceUnavailable);
+        .ProducesProblem(StatusCodes.Status503ServiceUnavailable)
+        .ProducesProblem(StatusCodes.Status504GatewayTimeout);
 }

@@ -1,4 +1,7 @@
+using System.Globalization;
+using IGpt.Api.Hosting;
 using IGpt.Inference;
+using Microsoft.Extensions.Options;
 using Microsoft.AspNetCore.Http.HttpResults;
 using Microsoft.AspNetCore.Mvc;
 
@@ -19,10 +22,27 @@ public static class Problems
         ImageDecodeException e => Create(StatusCodes.Status400BadRequest, "Invalid image", e.Message, "image"),
         BadHttpRequestException e => Create(e.StatusCode, e.StatusCode == StatusCodes.Status413PayloadTooLarge ? "Request too large" : "Bad request", e.Message),
         InvalidDataException e => FormProblem(e),
+        QueueFullException e => QueueFull(e, context),
         OperationCanceledException when context.RequestAborted.IsCancellationRequested =>
             Create(ClientClosedRequest, "Client closed request", "The client closed the connection before the answer was ready."),
         _ => null,
     };
+
+    /// <summary>504: the request ran past Api:RequestTimeoutSeconds (queue included).</summary>
+    public static ProblemDetails TimedOut(HttpContext context)
+    {
+        var seconds = context.RequestServices.GetRequiredService<IOptions<ApiOptions>>().Value.RequestTimeoutSeconds;
+        return Create(StatusCodes.Status504GatewayTimeout, "Request timed out",
+            $"The request did not finish within the service's limit of {seconds.ToString(CultureInfo.InvariantCulture)} s (Api:RequestTimeoutSeconds).");
+    }
+
+    // 503 at once, before anything is decoded: the model's queue holds as many requests as it may.
+    private static ProblemDetails QueueFull(QueueFullException e, HttpContext context)
+    {
+        var retry = context.RequestServices.GetRequiredService<IOptions<ApiOptions>>().Value.RetryAfterSeconds;
+        if (!context.Response.HasStarted) context.Response.Headers.RetryAfter = retry.ToString(CultureInfo.InvariantCulture);
+        return Create(StatusCodes.Status503ServiceUnavailable, "Queue full", e.Message);
+    }
 
     public static ProblemHttpResult ToResult(this ProblemDetails problem) => TypedResults.Problem(problem);
 

@@ -14,4 +14,28 @@ public sealed class ApiOptions
     /// <summary>How many classification results the API keeps, keyed by (model, image hash); 0 disables the cache.</summary>
     [Range(0, 10_000_000)]
     public int ClassificationCacheEntries { get; set; } = 4096;
+
+    /// <summary>Longest a generation request may take, queue included; past it the answer is 504 (or an SSE error event).</summary>
+    [Range(0.001, 86_400)]
+    public double RequestTimeoutSeconds { get; set; } = 120;
+
+    /// <summary>The Retry-After (seconds) of a 503 answered because a model's queue is full.</summary>
+    [Range(0, 3600)]
+    public int RetryAfterSeconds { get; set; } = 1;
+
+    /// <summary>A streamed response sends a heartbeat event after this long without another event (e.g. while queued).</summary>
+    [Range(0.01, 3600)]
+    public double HeartbeatSeconds { get; set; } = 5;
+
+    /// <summary>How long a classification waits for others to share its batch (milliseconds; 0 = only those already waiting).</summary>
+    [Range(0, 10_000)]
+    public double ClassificationBatchWindowMs { get; set; } = 2;
+
+    /// <summary>Most images classified in one batch.</summary>
+    [Range(1, 1024)]
+    public int ClassificationMaxBatch { get; set; } = 16;
+
+    public TimeSpan RequestTimeout => TimeSpan.FromSeconds(RequestTimeoutSeconds);
+    public TimeSpan Heartbeat => TimeSpan.FromSeconds(HeartbeatSeconds);
+    public TimeSpan ClassificationBatchWindow => TimeSpan.FromMilliseconds(ClassificationBatchWindowMs);
 }

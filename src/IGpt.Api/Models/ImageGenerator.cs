@@ -16,13 +16,16 @@ public sealed record GenerationOutput(
     public int GeneratedTokens => Images.Sum(image => image.Width * image.Height) - Images.Count * PromptTokens;
 }
 
+/// <summary>A checked generation request, ready for the model's scheduler.</summary>
+public sealed record GenerationPlan(string Model, IGptModel Loaded, int Rows, GenerationParameters Parameters, CompletionRequest Request);
+
 /// <summary>Turns checked request fields into a completion request for a model, and its tokens back into images.</summary>
 public sealed class ImageGenerator(ImageCodec codec)
 {
     public ImageCodec Codec => codec;
 
-    /// <summary>Completes the posted image: its first <c>rows</c> rows (at model resolution) are kept, the rest is drawn.</summary>
-    public async Task<GenerationOutput> CompleteAsync(string id, IGptModel model, RequestFields fields, CancellationToken cancellationToken)
+    /// <summary>Checks a completion request: the posted image's first <c>rows</c> rows (at model resolution) are kept, the rest is drawn.</summary>
+    public GenerationPlan PlanCompletion(string id, IGptModel model, RequestFields fields)
     {
         var manifest = model.Manifest;
         var maxRows = Math.Max(1, manifest.Height - 1);
@@ -49,18 +52,14 @@ public sealed class ImageGenerator(ImageCodec codec)
 
         var tokens = image.ToTokens(model.Palette);
         var prompt = tokens[..(rows * manifest.Width)];
-        var result = await model.CompleteAsync(
-            new CompletionRequest(prompt, parameters.Count, parameters.Sampling, parameters.Seed), cancellationToken);
-        return Output(id, model, rows, parameters, result);
+        return new GenerationPlan(id, model, rows, parameters, new CompletionRequest(prompt, parameters.Count, parameters.Sampling, parameters.Seed));
     }
 
-    /// <summary>Draws unconditional samples (an empty prompt).</summary>
-    public async Task<GenerationOutput> SampleAsync(string id, IGptModel model, RequestFields fields, CancellationToken cancellationToken)
+    /// <summary>Checks a samples request (an empty prompt).</summary>
+    public GenerationPlan PlanSamples(string id, IGptModel model, RequestFields fields)
     {
         var parameters = GenerationParameters.From(fields);
-        var result = await model.CompleteAsync(
-            new CompletionRequest([], parameters.Count, parameters.Sampling, parameters.Seed), cancellationToken);
-        return Output(id, model, 0, parameters, result);
+        return new GenerationPlan(id, model, 0, parameters, new CompletionRequest([], parameters.Count, parameters.Sampling, parameters.Seed));
     }
 
     public GenerationResponse ToResponse(GenerationOutput output) => new()
@@ -82,11 +81,21 @@ public sealed class ImageGenerator(ImageCodec codec)
     /// <summary>One PNG holding the images side by side.</summary>
     public byte[] ToPngStrip(GenerationOutput output) => codec.EncodePngStrip(output.Images, output.Scale);
 
-    private static GenerationOutput Output(string id, IGptModel model, int rows, GenerationParameters parameters, CompletionResult result)
+    public static GenerationOutput Output(GenerationPlan plan, CompletionResult result)
     {
+        var model = plan.Loaded;
         var width = model.Manifest.Width;
         var images = result.Images.Select(tokens => PixelImage.FromTokens(tokens, width, model.Palette)).ToArray();
-        return new GenerationOutput(id, parameters.Seed, rows, parameters.Scale, images, result);
+        return new GenerationOutput(plan.Model, plan.Parameters.Seed, plan.Rows, plan.Parameters.Scale, images, result);
+    }
+
+    /// <summary>An image row's pixel values (interleaved channels) from its palette tokens.</summary>
+    public static int[] RowPixels(IGptModel model, int[] tokens)
+    {
+        var palette = model.Palette;
+        var pixels = new byte[tokens.Length * palette.Channels];
+        palette.Dequantize(tokens, pixels);
+        return [.. pixels.Select(p => (int)p)];
     }
 
     private static double Milliseconds(TimeSpan span) => Math.Round(span.TotalMilliseconds, 3);

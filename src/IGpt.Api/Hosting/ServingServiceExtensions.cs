@@ -1,0 +1,27 @@
+using IGpt.Api.Serving;
+using IGpt.Inference;
+using Prometheus;
+
+namespace IGpt.Api.Hosting;
+
+public static class ServingServiceExtensions
+{
+    /// <summary>Serving under load: Prometheus metrics (also the schedulers' step observer) and classification micro-batching.</summary>
+    public static IServiceCollection AddServing(this IServiceCollection services)
+    {
+        services.AddSingleton<ServingMetrics>();
+        services.AddSingleton<IDecodeObserver>(sp => sp.GetRequiredService<ServingMetrics>());
+        services.AddSingleton<ClassificationBatcher>();
+        return services;
+    }
+
+    /// <summary>GET /metrics: the Prometheus text format (this host's registry: scheduler gauges are read at each scrape).</summary>
+    public static IEndpointRouteBuilder MapServingMetrics(this IEndpointRouteBuilder app)
+    {
+        var metrics = app.ServiceProvider.GetRequiredService<ServingMetrics>();
+        var registry = app.ServiceProvider.GetRequiredService<ModelRegistry>();
+        metrics.Watch(registry.Entries.Where(e => e.Model is not null).Select(e => (e.Id, e.Model!)));
+        app.MapMetrics("/metrics", metrics.Registry).ExcludeFromDescription();
+        return app;
+    }
+}

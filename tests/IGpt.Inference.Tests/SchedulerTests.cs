@@ -1,0 +1,203 @@
+using Microsoft.Extensions.Logging.Abstractions;
+
+namespace IGpt.Inference.Tests;
+
+/// <summary>
+/// The decode scheduler (continuous batching). The tests steer it through a step budget (a test hook: the loop
+/// admits and drops requests but runs no decode step while the budget is 0), so nothing depends on timing.
+/// </summary>
+public class SchedulerTests
+{
+    private static readonly TimeSpan Patience = TimeSpan.FromSeconds(60);
+
+    private static IGptModel Load(int slots, int queue = 64)
+    {
+        var options = Fixture.CpuOptions(maxBatch: slots);
+        options.QueueCapacity = queue;
+        return IGptModel.Load(Fixture.PackageDir, options, NullLogger.Instance);
+    }
+
+    private static Task Until(Func<bool> condition, string what) => Until(condition, what, () => "");
+
+    private static async Task Until(Func<bool> condition, string what, Func<object> state)
+    {
+        var deadline = DateTime.UtcNow + Patience;
+        while (!condition())
+        {
+            if (DateTime.UtcNow > deadline) throw new TimeoutException($"waited {Patience.TotalSeconds} s for: {what} ({state()})");
+            await Task.Delay(5);
+        }
+    }
+
+    private static int[] Prompt(int rows, int salt) => Enumerable.Range(0, rows * 8).Select(i => (i * 3 + salt) % 8).ToArray();
+
+    [Fact]
+    public async Task ConcurrentRequestsShareDecodeSteps()
+    {
+        using var model = Load(slots: 8);
+        var s = model.Scheduler;
+        s.SetStepBudget(0);
+        var tasks = Enumerable.Range(0, 3)
+            .Select(i => model.CompleteAsync(new CompletionRequest([], 2, SamplingOptions.Default, (ulong)i), CancellationToken.None))
+            .ToArray();
+        await Until(() => model.SchedulerStats.ActiveSequences == 6, "all six samples hold slots");
+        var before = model.SchedulerStats;
+        Assert.Equal(0, before.QueuedRequests);
+        s.SetStepBudget(-1);
+        var results = await Task.WhenAll(tasks).WaitAsync(Patience);
+        var after = model.SchedulerStats;
+        // 64 pixels per image: the first comes from the prompt's logits, 63 from decode steps, and all six
+        // sequences took those 63 steps together (separately they would need 3 x 63).
+        Assert.Equal(63, after.Steps - before.Steps);
+        Assert.Equal(6, after.MaxRowsPerStep);
+        Assert.Equal(6 * 63, after.RowsStepped - before.RowsStepped);
+        Assert.Equal(6 * 64, after.TokensGenerated);
+        Assert.Equal(0, after.ActiveSequences);
+        Assert.All(results, r => Assert.Equal(2, r.Images.Length));
+    }
+
+    [Fact]
+    public void ARowsLogitsDoNotDependOnTheBatch()
+    {
+        // What seeded determinism in mixed batches rests on: ONNX Runtime's CPU kernels compute each batch row
+        // the same way whatever the other rows are (MLAS keeps the same accumulation order per row), so a
+        // sequence's logits are bit-identical alone and beside others at other positions.
+        using var model = Load(slots: 4);
+        var d = model.Decoder;
+        int v = d.VocabSize;
+        int[] a = [8, 1, 2, 3, 4, 5], b = [8, 6], c = [8, 7, 7, 7, 0, 1, 2, 3, 4, 5, 6];
+        d.Prefill(a, 1, 0);
+        var alone = d.Step(1, [3], [a.Length]).ToArray();
+
+        d.Prefill(b, 1, 0);
+        d.Prefill(a, 1, 1);
+        d.Prefill(c, 1, 2);
+        var mixed = d.Step(3, [5, 3, 1], [b.Length, a.Length, c.Length]).ToArray();
+        Assert.Equal(alone, mixed.AsSpan(v, v).ToArray());
+    }
+
+    [Fact]
+    public async Task SeededRequestsGiveTheSameImagesWhateverShareTheBatch()
+    {
+        var sampling = new SamplingOptions(1.3f, TopK: 6, TopP: 0.97f);
+        var a = new CompletionRequest(Prompt(2, 1), 3, sampling, 11);
+        var b = new CompletionRequest([], 2, SamplingOptions.Default, 5);
+        var c = new CompletionRequest(Prompt(5, 4), 1, sampling, 77);
+        CompletionResult[] alone;
+        using (var solo = Load(slots: 8))
+        {
+            alone = [await solo.CompleteAsync(a, default), await solo.CompleteAsync(b, default), await solo.CompleteAsync(c, default)];
+        }
+
+        using var model = Load(slots: 5);   // 6 samples in 5 slots: one of c's waits for a slot
+        var s = model.Scheduler;
+        s.SetStepBudget(0);
+        var tb = model.CompleteAsync(b, default);
+        await Until(() => model.SchedulerStats.ActiveSequences == 2, "b running");
+        long steps = model.SchedulerStats.Steps;
+        s.SetStepBudget(7);
+        await Until(() => model.SchedulerStats.Steps == steps + 7, "b seven steps ahead");
+        var ta = model.CompleteAsync(a, default);
+        await Until(() => model.SchedulerStats.ActiveSequences == 5, "a joined");
+        s.SetStepBudget(3);
+        await Until(() => model.SchedulerStats.Steps == steps + 10, "three shared steps");
+        var tc = model.CompleteAsync(c, default);
+        await Until(() => model.SchedulerStats.QueuedRequests == 1, "c queued: no free slot");
+        s.SetStepBudget(-1);
+        var mixed = await Task.WhenAll(ta, tb, tc).WaitAsync(Patience);
+
+        for (int i = 0; i < 3; i++) Assert.Equal(alone[i].Images, mixed[i].Images);
+        Assert.True(model.SchedulerStats.MaxRowsPerStep == 5);
+    }
+
+    [Fact]
+    public async Task RequestsLargerThanTheSlotsAreSplitAndStayDeterministic()
+    {
+        var request = new CompletionRequest(Prompt(1, 2), 7, SamplingOptions.Default, 42);
+        CompletionResult reference;
+        using (var wide = Load(slots: 8)) reference = await wide.CompleteAsync(request, default);
+        using var narrow = Load(slots: 2);
+        var other = narrow.CompleteAsync(new CompletionRequest([], 3, SamplingOptions.Default, 1), default);
+        var split = await narrow.CompleteAsync(request, default).WaitAsync(Patience);
+        await other.WaitAsync(Patience);
+        Assert.Equal(reference.Images, split.Images);
+        Assert.Equal(2, narrow.SchedulerStats.MaxRowsPerStep);
+    }
+
+    [Fact]
+    public async Task CancellingFreesTheSlotsWithoutAnotherStep()
+    {
+        using var model = Load(slots: 4);
+        var s = model.Scheduler;
+        s.SetStepBudget(0);
+        using var cts = new CancellationTokenSource();
+        var cancelled = model.CompleteAsync(new CompletionRequest([], 4, SamplingOptions.Default, 3), cts.Token);
+        await Until(() => model.SchedulerStats.ActiveSequences == 4, "four samples running");
+        var waiting = model.CompleteAsync(new CompletionRequest([], 2, SamplingOptions.Default, 4), default);
+        await Until(() => model.SchedulerStats.QueuedRequests == 1, "the second request waits");
+        long steps = model.SchedulerStats.Steps;
+
+        cts.Cancel();
+        await Assert.ThrowsAnyAsync<OperationCanceledException>(() => cancelled.WaitAsync(Patience));
+        // The freed slots went to the waiting request before any further step.
+        await Until(() => model.SchedulerStats.ActiveSequences == 2 && model.SchedulerStats.QueuedRequests == 0, "slots reused", () => model.SchedulerStats);
+        Assert.Equal(steps, model.SchedulerStats.Steps);
+        Assert.Equal(1, model.SchedulerStats.CancelledRequests);
+        s.SetStepBudget(-1);
+        Assert.Equal(2, (await waiting.WaitAsync(Patience)).Images.Length);
+    }
+
+    [Fact]
+    public async Task AFullQueueRefusesAtOnceAndACancelledWaiterLeavesIt()
+    {
+        using var model = Load(slots: 1, queue: 2);
+        model.Scheduler.SetStepBudget(0);
+        var running = model.CompleteAsync(new CompletionRequest([], 1, SamplingOptions.Default, 1), default);
+        await Until(() => model.SchedulerStats.ActiveSequences == 1, "first request running");
+        using var cts = new CancellationTokenSource();
+        var queued1 = model.StartCompletion(new CompletionRequest([], 1, SamplingOptions.Default, 2), false, cts.Token);
+        var queued2 = model.StartCompletion(new CompletionRequest([], 1, SamplingOptions.Default, 3), false, default);
+        Assert.False(queued1.Started);
+        Assert.Throws<QueueFullException>(() => model.StartCompletion(new CompletionRequest([], 1, SamplingOptions.Default, 4), false, default));
+        await Assert.ThrowsAsync<QueueFullException>(() => model.CompleteAsync(new CompletionRequest([], 1, SamplingOptions.Default, 4), default));
+
+        cts.Cancel();
+        await Assert.ThrowsAnyAsync<OperationCanceledException>(() => queued1.Result.WaitAsync(Patience));
+        var queued3 = model.StartCompletion(new CompletionRequest([], 1, SamplingOptions.Default, 5), false, default);
+        model.Scheduler.SetStepBudget(-1);
+        await Task.WhenAll(running, queued2.Result, queued3.Result).WaitAsync(Patience);
+    }
+
+    [Fact]
+    public async Task RowsAreStreamedAsTheyFinish()
+    {
+        using var model = Load(slots: 4);
+        var handle = model.StartCompletion(new CompletionRequest(Prompt(3, 0), 2, SamplingOptions.Default, 9), streamRows: true, default);
+        var rows = new List<ImageRowEvent>();
+        await foreach (var row in handle.Rows!.ReadAllAsync()) rows.Add(row);
+        var result = await handle.Result.WaitAsync(Patience);
+        Assert.Equal(2 * 5, rows.Count);   // rows 3..7 of both samples
+        foreach (var row in rows)
+        {
+            Assert.InRange(row.Row, 3, 7);
+            Assert.Equal(result.Images[row.Sample][(row.Row * 8)..(row.Row * 8 + 8)], row.Tokens);
+        }
+        for (int sample = 0; sample < 2; sample++)
+            Assert.Equal([3, 4, 5, 6, 7], rows.Where(r => r.Sample == sample).Select(r => r.Row));
+        Assert.True(result.FirstRow > TimeSpan.Zero);
+    }
+
+    [Fact]
+    public async Task DisposingFailsWaitingRequestsInsteadOfHanging()
+    {
+        var model = Load(slots: 1);
+        model.Scheduler.SetStepBudget(0);
+        var running = model.CompleteAsync(new CompletionRequest([], 1, SamplingOptions.Default, 1), default);
+        var queued = model.CompleteAsync(new CompletionRequest([], 1, SamplingOptions.Default, 2), default);
+        await Until(() => model.SchedulerStats.ActiveSequences == 1 && model.SchedulerStats.QueuedRequests == 1, "one running, one queued");
+        model.Dispose();
+        await Assert.ThrowsAsync<ObjectDisposedException>(() => running.WaitAsync(Patience));
+        await Assert.ThrowsAsync<ObjectDisposedException>(() => queued.WaitAsync(Patience));
+        await Assert.ThrowsAsync<ObjectDisposedException>(() => model.CompleteAsync(new CompletionRequest([], 1, SamplingOptions.Default, 3), default));
+    }
+}
