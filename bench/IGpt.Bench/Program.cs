@@ -1,0 +1,277 @@
+// The benchmark worker for the service's decoder: the inference library's code path (IGptModel:
+// CompleteAsync, ClassifyBatchAsync), plus the machine probes through the same ONNX Runtime
+// (fp32 GEMM via MLAS) and a streaming-read bandwidth kernel. Driven by bench/run.py.
+using System.Diagnostics;
+using System.Runtime.InteropServices;
+using System.Runtime.Intrinsics;
+using System.Text.Json.Nodes;
+using IGpt.Bench;
+using IGpt.Inference;
+using Microsoft.ML.OnnxRuntime;
+
+// --method igpt: the service's path, IGptModel.CompleteAsync (scheduler, prefill, decode, sampling).
+// --method igpt-loop: the library's hot path without the scheduler: KvCacheDecoder.Prefill of one
+// row, ReplicateSlot0, then Step + Sampler.Pick per token (what IGptModel.Generate did before the
+// continuous-batching scheduler): the decoder's own cost, and with igpt the scheduler's overhead.
+string method = args.Length >= 2 && args[0] == "--method" ? args[1] : "igpt";
+if (method is not ("igpt" or "igpt-loop" or "igpt-loop-spin")) throw new ArgumentException($"unknown method {method}");
+IGptModel? model = null;
+var hello = new JsonObject
+{
+    ["ready"] = true,
+    ["method"] = method,
+    ["dotnet"] = Environment.Version.ToString(),
+    ["onnxruntime"] = OrtEnv.Instance().GetVersionString(),
+    ["cores"] = Environment.ProcessorCount,
+};
+return Protocol.Serve(hello, request => (string?)request["op"] switch
+{
+    "load" => Load(request),
+    "complete" => Complete(request),
+    "classify" => Classify(request),
+    "gemm" => Gemm(request),
+    "profile" => Profile(request),
+    "proto" => Proto(request),
+    "bandwidth" => Bandwidth(request),
+    var op => throw new ArgumentException($"unknown op {op}"),
+});
+
+JsonObject Load(JsonObject r)
+{
+    model?.Dispose();
+    var options = new InferenceOptions
+    {
+        UseCuda = false,
+        MaxBatch = (int?)r["max_batch"] ?? 16,
+        IntraOpThreads = (int?)r["threads"] ?? 0,
+        AllowSpinning = (bool?)r["allow_spinning"] ?? method.EndsWith("-spin", StringComparison.Ordinal),
+    };
+    var sw = Stopwatch.StartNew();
+    model = IGptModel.Load((string)r["package"]!, options);  // no prefix cache: every prefill is computed
+    return new JsonObject { ["load_ms"] = sw.Elapsed.TotalMilliseconds, ["provider"] = model.ExecutionProvider };
+}
+
+JsonObject Complete(JsonObject r)
+{
+    var m = model ?? throw new InvalidOperationException("load first");
+    if (method.StartsWith("igpt-loop", StringComparison.Ordinal)) return CompleteLoop(m, Protocol.Ints(r["prompt"]), (int)r["batch"]!);
+    int[] prompt = Protocol.Ints(r["prompt"]);
+    int batch = (int)r["batch"]!;
+    var request = new CompletionRequest(prompt, batch, SamplingOptions.Greedy, 0);
+    long allocated = GC.GetTotalAllocatedBytes(precise: true);
+    var sw = Stopwatch.StartNew();
+    var result = m.CompleteAsync(request, CancellationToken.None).GetAwaiter().GetResult();
+    double total = sw.Elapsed.TotalMilliseconds;
+    allocated = GC.GetTotalAllocatedBytes(precise: true) - allocated;
+    var first = result.Images[0];
+    bool agree = result.Images.All(im => im.AsSpan().SequenceEqual(first));
+    return new JsonObject
+    {
+        ["tokens"] = Protocol.Array(first[prompt.Length..]),
+        ["prefill_ms"] = result.Prefill.TotalMilliseconds,
+        ["decode_ms"] = result.Decode.TotalMilliseconds,
+        ["total_ms"] = total,
+        ["steps"] = result.GeneratedTokens - 1,
+        ["rows_agree"] = agree,
+        ["managed_alloc_bytes"] = allocated,
+    };
+}
+
+// Greedy completion straight on the decoder (batch identical rows), timed like CompletionResult.
+static JsonObject CompleteLoop(IGptModel m, int[] prompt, int batch)
+{
+    var decoder = m.Decoder;
+    if (batch > decoder.MaxBatch) throw new ArgumentException($"batch {batch} > MaxBatch {decoder.MaxBatch}");
+    int total = m.Manifest.TokensPerImage, k = prompt.Length, v = decoder.VocabSize;
+    var sampler = new Sampler(m.Manifest.PaletteSize);
+    var rng = new Xoshiro256StarStar(0);
+    var images = new int[batch][];
+    for (int r = 0; r < batch; r++)
+    {
+        images[r] = new int[total];
+        prompt.CopyTo(images[r], 0);
+    }
+    var stepTokens = new int[batch];
+    var stepPositions = new int[batch];
+    long allocated = GC.GetTotalAllocatedBytes(precise: true);
+    var sw = Stopwatch.StartNew();
+    var prefillTokens = new int[k + 1];
+    prefillTokens[0] = m.Manifest.SosTokenId;
+    prompt.CopyTo(prefillTokens, 1);
+    var last = decoder.Prefill(prefillTokens, 1).Slice(k * v, v);
+    int firstToken = sampler.Pick(last, SamplingOptions.Greedy, ref rng);
+    if (batch > 1) decoder.ReplicateSlot0(batch, k + 1);
+    double prefillMs = sw.Elapsed.TotalMilliseconds;
+    var decodeClock = Stopwatch.StartNew();
+    for (int r = 0; r < batch; r++) images[r][k] = firstToken;
+    for (int t = k + 1; t < total; t++)
+    {
+        for (int r = 0; r < batch; r++)
+        {
+            stepTokens[r] = images[r][t - 1];
+            stepPositions[r] = t;
+        }
+        var logits = decoder.Step(batch, stepTokens, stepPositions);
+        for (int r = 0; r < batch; r++)
+            images[r][t] = sampler.Pick(logits.Slice(r * v, v), SamplingOptions.Greedy, ref rng);
+    }
+    double decodeMs = decodeClock.Elapsed.TotalMilliseconds;
+    allocated = GC.GetTotalAllocatedBytes(precise: true) - allocated;
+    var first = images[0];
+    return new JsonObject
+    {
+        ["tokens"] = Protocol.Array(first[k..]),
+        ["prefill_ms"] = prefillMs,
+        ["decode_ms"] = decodeMs,
+        ["total_ms"] = sw.Elapsed.TotalMilliseconds,
+        ["steps"] = total - k - 1,
+        ["rows_agree"] = images.All(im => im.AsSpan().SequenceEqual(first)),
+        ["managed_alloc_bytes"] = allocated,
+    };
+}
+
+JsonObject Classify(JsonObject r)
+{
+    var m = model ?? throw new InvalidOperationException("load first");
+    int batch = (int)r["batch"]!, reps = (int)r["reps"]!;
+    var rng = new Random(0);
+    var images = Enumerable.Range(0, batch)
+        .Select(_ => Enumerable.Range(0, m.Manifest.TokensPerImage).Select(_ => rng.Next(m.Manifest.PaletteSize)).ToArray())
+        .ToArray();
+    var times = new List<double>();
+    for (int i = 0; i < reps; i++)
+    {
+        var sw = Stopwatch.StartNew();
+        m.ClassifyBatchAsync(images, CancellationToken.None).GetAwaiter().GetResult();
+        times.Add(sw.Elapsed.TotalMilliseconds);
+    }
+    return new JsonObject { ["ms"] = Protocol.Array(times) };
+}
+
+// ONNX Runtime's profiler over the decoder as the library drives it: a session made like
+// IGptModel's (same options), a KvCacheDecoder over it, a prefill of `prompt` then `steps` decode
+// steps at `batch`. Returns the profile's path (a Chrome trace JSON; bench/profile.py sums it per op).
+static JsonObject Profile(JsonObject r)
+{
+    string package = (string)r["package"]!;
+    var manifest = ModelManifest.Load(package);
+    int batch = (int)r["batch"]!, steps = (int)r["steps"]!, threads = (int?)r["threads"] ?? 0;
+    int[] prompt = Protocol.Ints(r["prompt"]);
+    using var so = new SessionOptions
+    {
+        GraphOptimizationLevel = GraphOptimizationLevel.ORT_ENABLE_ALL,
+        ExecutionMode = ExecutionMode.ORT_SEQUENTIAL,
+        IntraOpNumThreads = threads > 0 ? threads : Environment.ProcessorCount,
+        EnableCpuMemArena = true,
+        LogSeverityLevel = OrtLoggingLevel.ORT_LOGGING_LEVEL_ERROR,
+    };
+    if (!((bool?)r["allow_spinning"] ?? false)) so.AddSessionConfigEntry("session.intra_op.allow_spinning", "0");
+    so.EnableProfiling = true;
+    so.ProfileOutputPathPrefix = Path.Combine((string)r["out_dir"]!, $"ort_{manifest.Id}_b{batch}");
+    var session = new InferenceSession(manifest.ResolvePath(manifest.Files.Decoder.Cpu.Path), so);
+    using var decoder = new KvCacheDecoder(session, manifest, Math.Max(batch, 1), false, 0, false);
+    var prefill = new int[prompt.Length + 1];
+    prefill[0] = manifest.SosTokenId;
+    prompt.CopyTo(prefill, 1);
+    decoder.Prefill(prefill, 1);
+    if (batch > 1) decoder.ReplicateSlot0(batch, prefill.Length);
+    var tokens = new int[batch];
+    var positions = new int[batch];
+    var sw = Stopwatch.StartNew();
+    for (int t = 0; t < steps; t++)
+    {
+        for (int b = 0; b < batch; b++) (tokens[b], positions[b]) = (t % manifest.PaletteSize, prefill.Length + t);
+        decoder.Step(batch, tokens, positions);
+    }
+    double ms = sw.Elapsed.TotalMilliseconds / steps;
+    string file = session.EndProfiling();
+    return new JsonObject { ["profile"] = Path.GetFullPath(file), ["ms_per_step"] = ms };
+}
+
+// The prototype decode loop (ProtoDecoder) with switches, to measure library changes.
+static JsonObject Proto(JsonObject r)
+{
+    var manifest = ModelManifest.Load((string)r["package"]!);
+    var o = new ProtoDecoder.Options((bool?)r["tight_mask"] ?? false, (bool?)r["allow_spinning"] ?? false, (int?)r["threads"] ?? 0,
+        (bool?)r["kv16"] ?? false, (bool?)r["clear_kv"] ?? true, (bool?)r["spin_stop"] ?? false);
+    using var d = new ProtoDecoder(manifest, (int)r["batch"]!, o);
+    var (tokens, prefill, decode, steps) = d.Complete(Protocol.Ints(r["prompt"]));
+    return new JsonObject
+    {
+        ["tokens"] = Protocol.Array(tokens), ["prefill_ms"] = prefill, ["decode_ms"] = decode, ["steps"] = steps,
+        ["total_ms"] = prefill + decode, ["rows_agree"] = true,
+    };
+}
+
+// fp32 [n, n] x [n, n] through ONNX Runtime's CPU MatMul (MLAS), all cores.
+static JsonObject Gemm(JsonObject r)
+{
+    int n = (int?)r["n"] ?? 2048, reps = (int?)r["reps"] ?? 5;
+    using var so = new SessionOptions { IntraOpNumThreads = Environment.ProcessorCount, GraphOptimizationLevel = GraphOptimizationLevel.ORT_ENABLE_ALL };
+    using var session = new InferenceSession((string)r["model"]!, so);
+    var rng = new Random(1);
+    var a = new float[n * n];
+    var b = new float[n * n];
+    for (int i = 0; i < a.Length; i++) (a[i], b[i]) = ((float)rng.NextDouble(), (float)rng.NextDouble());
+    var c = new float[n * n];
+    using var va = OrtValue.CreateTensorValueFromMemory(a, [n, n]);
+    using var vb = OrtValue.CreateTensorValueFromMemory(b, [n, n]);
+    using var vc = OrtValue.CreateTensorValueFromMemory(c, [n, n]);
+    using var run = new RunOptions();
+    using var binding = session.CreateIoBinding();
+    binding.BindInput("A", va);
+    binding.BindInput("B", vb);
+    binding.BindOutput("C", vc);
+    session.RunWithBinding(run, binding);
+    var gflops = new List<double>();
+    for (int i = 0; i < reps; i++)
+    {
+        var sw = Stopwatch.StartNew();
+        session.RunWithBinding(run, binding);
+        gflops.Add(2.0 * n * n * n / sw.Elapsed.TotalSeconds / 1e9);
+    }
+    return new JsonObject { ["gflops"] = Protocol.Array(gflops) };
+}
+
+// Streaming read: every core sums its share of a buffer far larger than the caches (AVX2 when present).
+static unsafe JsonObject Bandwidth(JsonObject r)
+{
+    long bytes = ((long?)r["mib"] ?? 1024) * 1024 * 1024;
+    int reps = (int?)r["reps"] ?? 5, threads = Environment.ProcessorCount;
+    var p = (float*)NativeMemory.AlignedAlloc((nuint)bytes, 64);
+    try
+    {
+        long count = bytes / 4;
+        new Span<float>(p, (int)Math.Min(count, int.MaxValue)).Fill(1f);
+        for (long i = int.MaxValue; i < count; i++) p[i] = 1f;
+        var gbps = new List<double>();
+        float sink = 0;
+        for (int rep = 0; rep <= reps; rep++)
+        {
+            var partial = new float[threads];
+            var sw = Stopwatch.StartNew();
+            Parallel.For(0, threads, new ParallelOptions { MaxDegreeOfParallelism = threads }, t =>
+            {
+                long chunk = count / threads / 32 * 32;
+                float* s = p + t * chunk;
+                var acc0 = Vector256<float>.Zero; var acc1 = acc0; var acc2 = acc0; var acc3 = acc0;
+                for (long i = 0; i < chunk; i += 32)
+                {
+                    acc0 += Vector256.Load(s + i);
+                    acc1 += Vector256.Load(s + i + 8);
+                    acc2 += Vector256.Load(s + i + 16);
+                    acc3 += Vector256.Load(s + i + 24);
+                }
+                partial[t] = Vector256.Sum(acc0 + acc1 + acc2 + acc3);
+            });
+            double seconds = sw.Elapsed.TotalSeconds;
+            sink += partial.Sum();
+            if (rep > 0) gbps.Add(count / threads / 32 * 32 * threads * 4.0 / seconds / 1e9);  // rep 0 warms up
+        }
+        return new JsonObject { ["gbps"] = Protocol.Array(gbps), ["checksum"] = sink };
+    }
+    finally
+    {
+        NativeMemory.AlignedFree(p);
+    }
+}

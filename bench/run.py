@@ -1,0 +1,641 @@
+"""Benchmarks the service's decoder against its peers on the same model package.
+
+    bench/run.sh [--package DIR]... [--quick] [--reps N] [--methods igpt,ort-genai,...]
+
+Every method runs in its own worker process (so each has its own peak RSS), all started at once
+and driven in turns: each repetition runs every (batch, method) pair once, the methods in a
+rotated order, so a slow or noisy moment hits every method alike and the ratios hold. Each figure
+is the median over the repetitions. Before any timing, every method's greedy tokens are checked
+against the service's (igpt) on the same prompt: any difference stops the run.
+
+Methods (all on the same package, fp32, CPU, greedy):
+  igpt        the service's path: IGptModel.CompleteAsync (src/IGpt.Inference)
+  igpt-loop   the library's KvCacheDecoder driven directly (Prefill, ReplicateSlot0, Step, Sampler)
+  ort-genai   onnxruntime-genai 0.18 loading the package folder (genai_config.json)
+  torch-eager PyTorch with a KV cache (training/igpt/sample.py's sampler)
+  torch-naive PyTorch without a cache: a full forward over the growing prefix per token
+
+The task: complete the bottom half of an image from its top half (a fixed random prompt), with
+`batch` identical rows decoded together. igpt, igpt-loop and ort-genai decode the whole half;
+the PyTorch methods decode the first tokens of it that fit in a time budget (their per-token cost
+grows with the position, so this flatters them; the ratios are then lower bounds).
+
+Writes benchmarks/results.json, the results section of benchmarks/README.md and
+benchmarks/chart.png.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import random
+import select
+import statistics
+import subprocess
+import sys
+import time
+from typing import Dict, List, Optional
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+OUT = os.path.join(ROOT, "benchmarks")
+RAW = os.path.join(OUT, "raw")
+PY = "/usr/bin/python3"
+IGPT_DLL = os.path.join(ROOT, "bench/IGpt.Bench/bin/Release/net10.0/IGpt.Bench.dll")
+GENAI_DLL = os.path.join(ROOT, "bench/IGpt.Bench.Genai/bin/Release/net10.0/IGpt.Bench.Genai.dll")
+ALL_METHODS = ["igpt", "igpt-loop", "ort-genai", "torch-eager", "torch-naive"]
+BUDGETED = {"torch-eager", "torch-naive"}  # decode a prefix of the half that fits the time budget
+FP32 = 4
+
+
+class Worker:
+    """One method's process, spoken to in JSON lines."""
+
+    def __init__(self, method: str, cmd: List[str], env: Optional[dict] = None, timeout_s: float = 300):
+        os.makedirs(RAW, exist_ok=True)
+        self.method = method
+        self.timeout_s = timeout_s
+        self.log = open(os.path.join(RAW, f"{method}.log"), "w")
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.log, text=True,
+                                     bufsize=1, cwd=ROOT, env=env)
+        self.hello = self._read()
+
+    def _read(self) -> dict:
+        ready, _, _ = select.select([self.proc.stdout], [], [], self.timeout_s)
+        if not ready:
+            self.proc.kill()
+            raise SystemExit(f"FAIL: {self.method}: no reply in {self.timeout_s:.0f} s (hung?); see {self.log.name}")
+        line = self.proc.stdout.readline()
+        if not line:
+            raise SystemExit(f"{self.method}: the worker exited (see {self.log.name})")
+        return json.loads(line)
+
+    def call(self, **request) -> dict:
+        self.proc.stdin.write(json.dumps(request) + "\n")
+        self.proc.stdin.flush()
+        reply = self._read()
+        if not reply.get("ok"):
+            raise SystemExit(f"{self.method}: {request['op']} failed: {reply.get('error')}")
+        return reply
+
+    def peak_rss_mib(self) -> float:
+        with open(f"/proc/{self.proc.pid}/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+        return float("nan")
+
+    def close(self) -> None:
+        try:
+            self.proc.stdin.write(json.dumps({"op": "quit"}) + "\n")
+            self.proc.stdin.flush()
+            self.proc.wait(timeout=30)
+        except Exception:
+            self.proc.kill()
+            self.proc.wait()
+        self.log.close()
+
+
+def start(method: str) -> Worker:
+    if method in ("igpt", "igpt-loop"):
+        return Worker(method, ["dotnet", IGPT_DLL, "--method", method])
+    if method == "ort-genai":
+        return Worker(method, ["dotnet", GENAI_DLL])
+    return Worker(method, [PY, os.path.join(ROOT, "bench/torch_bench.py"), "--method", method])
+
+
+def med(xs: List[float]) -> float:
+    return float(statistics.median(xs)) if xs else float("nan")
+
+
+# ---------------------------------------------------------------------------------------------
+# the model's arithmetic: FLOPs and the fewest bytes a decode step must move
+
+
+def model_info(package: str) -> dict:
+    with open(os.path.join(package, "model.json"), encoding="utf-8") as f:
+        m = json.load(f)
+    a = m["architecture"]
+    L, C = a["n_layer"], a["n_embd"]
+    V = m["vocab_size"]
+    matmul_params = 12 * L * C * C + C * V  # c_attn 3C^2, c_proj C^2, c_fc 4C^2, mlp c_proj 4C^2; head [C, V]
+    return {"id": m["id"], "package": os.path.relpath(package, ROOT), "height": m["image"]["height"],
+            "width": m["image"]["width"], "channels": m["image"]["channels"], "palette_size": m["palette_size"],
+            "vocab_size": V, "n_layer": L, "n_embd": C, "n_head": a["n_head"], "n_positions": a["n_positions"],
+            "parameters": m.get("training", {}).get("parameters"), "matmul_params": matmul_params,
+            "weight_bytes_fp32": matmul_params * FP32, "has_classifier": bool(m.get("classes"))}
+
+
+def step_cost(info: dict, batch: int, kv_len: float) -> dict:
+    """One decode step of `batch` rows whose caches hold kv_len positions on average."""
+    L, C = info["n_layer"], info["n_embd"]
+    flops = batch * (2 * info["matmul_params"] + 4 * L * C * kv_len)   # GEMVs + QK^T and AV
+    kv_bytes = batch * 2 * L * C * kv_len * FP32                        # read every cached key and value once
+    return {"flops": flops, "bytes": info["weight_bytes_fp32"] + kv_bytes, "kv_bytes": kv_bytes}
+
+
+def naive_step_cost(info: dict, batch: int, length: float) -> dict:
+    """A full forward over `length` tokens (torch-naive's step)."""
+    L, C = info["n_layer"], info["n_embd"]
+    flops = batch * length * (2 * info["matmul_params"]) + batch * 2 * L * C * length * length
+    return {"flops": flops, "bytes": info["weight_bytes_fp32"], "kv_bytes": 0}
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def machine_probe(workers: Dict[str, Worker], probe: Worker, reps: int, quick: bool) -> dict:
+    gemm_onnx = os.path.join(ROOT, "bench/packages/gemm.onnx")
+    n = 2048  # gemm.onnx's size
+    ort, tor, bw_cs, bw_np = [], [], [], []
+    dotnet = workers.get("igpt") or workers.get("igpt-loop")
+    for _ in range(reps):
+        if dotnet:
+            ort += dotnet.call(op="gemm", model=gemm_onnx, n=n, reps=2)["gflops"]
+        tor += probe.call(op="gemm", n=n, reps=2)["gflops"]
+        if dotnet:
+            bw_cs += dotnet.call(op="bandwidth", mib=512, reps=2)["gbps"]
+        bw_np += probe.call(op="bandwidth", mib=512, reps=2)["gbps"]
+    gemm = {"ort_mlas": med(ort), "torch": med(tor)}
+    bw = {"csharp_avx_all_cores": med(bw_cs), "numpy_1_thread": med(bw_np)}
+    return {"gemm_gflops": gemm, "dram_read_gbps": bw,
+            "gemm_gflops_peak": max(v for v in gemm.values() if v == v),
+            "dram_read_gbps_peak": max(v for v in bw.values() if v == v)}
+
+
+def machine_info() -> dict:
+    cpu, caches = "unknown", {}
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
+        for line in out.splitlines():
+            k, _, v = line.partition(":")
+            k, v = k.strip(), v.strip()
+            if k == "Model name":
+                cpu = v
+            elif k in ("L2 cache", "L3 cache"):
+                caches[k] = v
+    except OSError:
+        pass
+    mem = open("/proc/meminfo").readline().split()[1]
+    return {"cpu": cpu, "cores": os.cpu_count(), "caches": caches, "memory_gib": round(int(mem) / 2 ** 20, 1),
+            "os": platform.platform(), "hostname": platform.node()}
+
+
+def busy_processes() -> List[str]:
+    """Other heavy processes (training, builds) running now: the figures are 'under load' then."""
+    out = subprocess.run(["ps", "-eo", "pid,pcpu,args", "--sort=-pcpu"], capture_output=True, text=True).stdout
+    busy = []
+    me = os.getpid()
+    for line in out.splitlines()[1:]:
+        parts = line.split(None, 2)
+        if len(parts) < 3:
+            continue
+        pid, cpu, args = int(parts[0]), float(parts[1]), parts[2]
+        if pid == me or "bench/" in args or "IGpt.Bench" in args:
+            continue
+        if cpu >= 20 and ("igpt train" in args or "python" in args or "dotnet" in args or "msbuild" in args.lower()):
+            busy.append(f"{pid} {cpu:.0f}% {args[:80]}")
+    return busy
+
+
+def run_package(package: str, methods: List[str], reps: int, batches: List[int], quick: bool,
+                budget_s: float, classify_batches: List[int]) -> dict:
+    info = model_info(package)
+    W, H = info["width"], info["height"]
+    total = H * W
+    rows = H // 2
+    k = rows * W
+    rng = random.Random(6)
+    prompt = [rng.randrange(info["palette_size"]) for _ in range(k)]
+    print(f"\n== {info['id']} ({package}): {info['n_layer']} x {info['n_embd']}, {info['n_head']} heads, "
+          f"{total} positions, palette {info['palette_size']}; prompt {k} tokens, {total - k} to draw", flush=True)
+    workers = {m: start(m) for m in methods}
+    hello = {m: w.hello for m, w in workers.items()}
+    try:
+        for m, w in workers.items():
+            r = w.call(op="load", package=package)
+            print(f"  {m}: loaded in {r['load_ms']:.0f} ms" +
+                  (f", parity vs package {r['parity_max_abs_diff']:.2g}" if "parity_max_abs_diff" in r else ""), flush=True)
+
+        # 1. correctness and warm-up: greedy tokens at batch 1, and each budgeted method's window
+        reference = None
+        windows: Dict[str, Dict[int, int]] = {m: {} for m in methods}
+        order = [m for m in ("igpt", "igpt-loop", "ort-genai") if m in methods] + [m for m in methods if m in BUDGETED]
+        for m in order:
+            # full-length methods: batch 1 here (correctness + warm-up); the timed runs check every batch
+            for b in batches if m in BUDGETED and m != "torch-naive" else batches[:1]:
+                if m in BUDGETED:
+                    probe_n = 4 if m == "torch-naive" else 8
+                    r = workers[m].call(op="complete", prompt=prompt, batch=b, new_tokens=probe_n)
+                    step_ms = r["decode_ms"] / max(1, r["steps"])
+                    n = int(budget_s * 1000 / max(step_ms, 1e-3))
+                    windows[m][b] = max(probe_n, min(total - k - 1, n))
+                else:
+                    r = workers[m].call(op="complete", prompt=prompt, batch=b)
+                    windows[m][b] = len(r["tokens"])
+                check_tokens(m, b, r, reference)
+                if reference is None:
+                    reference = r["tokens"]
+        print("  greedy tokens agree: " + ", ".join(f"{m} ({min(windows[m].values())}+ tokens)" for m in order), flush=True)
+
+        # 2. timed repetitions, methods interleaved
+        runs: Dict[tuple, List[dict]] = {}
+        for rep in range(reps):
+            for b in batches:
+                ms = [m for m in methods if not (m == "torch-naive" and b != batches[0])]
+                ms = ms[rep % len(ms):] + ms[:rep % len(ms)]
+                for m in ms:
+                    req = dict(op="complete", prompt=prompt, batch=b)
+                    if m in BUDGETED:
+                        req["new_tokens"] = windows[m][b]
+                    r = workers[m].call(**req)
+                    check_tokens(m, b, r, reference)
+                    runs.setdefault((m, b), []).append(r)
+            print(f"  repetition {rep + 1}/{reps} done", flush=True)
+
+        rss = {m: w.peak_rss_mib() for m, w in workers.items()}  # decoding's peak, before classification
+
+        # 3. classification (igpt's classifier.onnx against torch's classify), images/s
+        cls_results = []
+        if info["has_classifier"]:
+            ours = next((m for m in ("igpt", "igpt-loop") if m in methods), None)  # both: IGptModel.ClassifyBatchAsync
+            cls_methods = [m for m in (ours, "torch-eager") if m in methods]
+            cls_reps = {b: (3 if b == 1 else 1) for b in classify_batches}
+            times: Dict[tuple, List[float]] = {}
+            for m in cls_methods:
+                workers[m].call(op="classify", batch=1, reps=1)  # warm-up
+            for b in classify_batches:
+                for rep in range(cls_reps[b]):
+                    for m in (cls_methods if rep % 2 == 0 else cls_methods[::-1]):
+                        times.setdefault((m, b), []).extend(workers[m].call(op="classify", batch=b, reps=1)["ms"])
+            for (m, b), ts in times.items():
+                ms = med(ts)
+                flops = b * total * 2 * (info["matmul_params"] - info["n_embd"] * info["vocab_size"]) \
+                    + b * 2 * info["n_layer"] * info["n_embd"] * total * total
+                cls_results.append({"method": m, "batch": b, "ms": ms, "images_per_s": b / ms * 1e3,
+                                    "gflops": flops / ms / 1e6, "runs": len(ts)})
+            for c in cls_results:
+                c["peak_rss_mib"] = workers[c["method"]].peak_rss_mib()
+            print("  classification: " + ", ".join(f"{c['method']} b{c['batch']} {c['images_per_s']:.1f} img/s"
+                                                  for c in cls_results), flush=True)
+    finally:
+        for w in workers.values():
+            w.close()
+
+    results = []
+    for (m, b), rs in sorted(runs.items(), key=lambda kv: (kv[0][1], methods.index(kv[0][0]))):
+        steps = rs[0]["steps"]
+        n_tokens = len(rs[0]["tokens"])
+        prefill = med([r["prefill_ms"] for r in rs])
+        decode = med([r["decode_ms"] for r in rs])
+        total_ms = med([r["total_ms"] for r in rs])
+        ms_step = decode / max(1, steps)
+        # positions fed during the decode steps: k+1 .. k+steps, so the cache holds k+1 .. k+steps
+        kv_avg = k + 1 + (steps - 1) / 2
+        cost = naive_step_cost(info, b, kv_avg + 1) if m == "torch-naive" else step_cost(info, b, kv_avg)
+        row = {
+            "method": m, "batch": b, "prefill_ms": prefill, "ms_per_token": ms_step,
+            "tokens_per_s": b * 1e3 / ms_step, "gflops": cost["flops"] / ms_step / 1e6,
+            "bytes_per_step": cost["bytes"], "kv_bytes_per_step": cost["kv_bytes"],
+            "achieved_gbps": cost["bytes"] / ms_step / 1e6,
+            "decoded_tokens": n_tokens, "decode_steps": steps, "whole_half": n_tokens >= total - k - 1,
+            "completion_ms": total_ms if n_tokens >= total - k - 1 else None,
+            "runs": len(rs), "peak_rss_mib": rss.get(m),
+            "managed_alloc_bytes_per_step": (med([r["managed_alloc_bytes"] for r in rs]) / max(1, steps)
+                                             if "managed_alloc_bytes" in rs[0] else None),
+            "spread_ms_per_token": [min(r["decode_ms"] for r in rs) / max(1, steps),
+                                    max(r["decode_ms"] for r in rs) / max(1, steps)],
+        }
+        if m == "torch-naive":
+            # the whole half, estimated: a naive step costs a forward over the prefix, ~linear in its length here
+            row["completion_ms_estimated"] = prefill + ms_step * sum((k + 1 + i) / (kv_avg + 1)
+                                                                     for i in range(total - k - 1))
+        elif m == "torch-eager" and not row["whole_half"]:
+            row["completion_ms_estimated"] = prefill + ms_step * (total - k - 1)
+        results.append(row)
+    return {"model": info, "prompt_tokens": k, "new_tokens": total - k, "workers": hello,
+            "results": results, "classification": cls_results, "peak_rss_mib": rss}
+
+
+def check_tokens(method: str, batch: int, r: dict, reference: Optional[List[int]]) -> None:
+    if not r.get("rows_agree", True):
+        raise SystemExit(f"FAIL: {method} at batch {batch}: identical rows decoded to different tokens")
+    if reference is None:
+        return
+    got = r["tokens"]
+    n = min(len(got), len(reference))
+    for i in range(n):
+        if got[i] != reference[i]:
+            raise SystemExit(f"FAIL: {method} at batch {batch}: greedy token {i} after the prompt is {got[i]}, "
+                             f"the reference (first method) has {reference[i]}: the methods do not compute the same model")
+
+
+# ---------------------------------------------------------------------------------------------
+# report
+
+
+def roofline(row: dict, machine: dict) -> None:
+    bw = machine["dram_read_gbps_peak"]
+    gf = machine["gemm_gflops_peak"]
+    mem_ms = row["bytes_per_step"] / bw / 1e6
+    cmp_ms = row["gflops"] * row["ms_per_token"] / gf  # flops / peak
+    bound = max(mem_ms, cmp_ms)
+    row["roofline_ms_per_step"] = bound
+    row["roofline_bound"] = "memory" if mem_ms >= cmp_ms else "compute"
+    row["roofline_fraction"] = bound / row["ms_per_token"]  # 1.0 = at the roofline
+    row["memory_roofline_ms"] = mem_ms
+    row["compute_roofline_ms"] = cmp_ms
+
+
+def versions(hellos: Dict[str, dict]) -> dict:
+    v = {}
+    for m, h in hellos.items():
+        if m in ("igpt", "igpt-loop"):
+            v["dotnet"] = h.get("dotnet")
+            v["onnxruntime"] = h.get("onnxruntime")
+        if m.startswith("torch"):
+            v["torch"] = h.get("torch")
+            v["numpy"] = h.get("numpy")
+            v["torch_blas"] = h.get("blas")
+            v["torch_threads"] = h.get("threads")
+    v["onnxruntime_genai"] = "0.18.0 (NuGet Microsoft.ML.OnnxRuntimeGenAI, with Microsoft.ML.OnnxRuntime 1.31.0)"
+    return v
+
+
+def fmt(x, nd=1):
+    if x is None or x != x:
+        return "–"
+    if abs(x) >= 100:
+        return f"{x:,.0f}"
+    return f"{x:.{nd}f}"
+
+
+def markdown(report: dict) -> str:
+    m = report["machine"]
+    lines = [f"**Not run**: {m}: {why}" for m, why in report.get("skipped_methods", {}).items()] + [
+        f"Run {report['date']} ({'quick' if report['quick'] else 'full'}; {report['reps']} repetitions; "
+        f"{'**under load**: ' + '; '.join(report['load']) if report['load'] else 'machine otherwise idle'}).",
+        "",
+        f"Machine: {m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB, caches {m['caches']}; "
+        f"fp32 GEMM {fmt(report['gemm_gflops']['ort_mlas'])} GFLOP/s via ORT (MLAS), "
+        f"{fmt(report['gemm_gflops']['torch'])} via torch; DRAM read {fmt(report['dram_read_gbps']['csharp_avx_all_cores'])} GB/s "
+        f"(C#, all cores), {fmt(report['dram_read_gbps']['numpy_1_thread'])} (numpy, 1 thread).",
+        "",
+        f"Rooflines use {fmt(report['roofline_peaks']['gemm_gflops'])} GFLOP/s and "
+        f"{fmt(report['roofline_peaks']['dram_read_gbps'])} GB/s ({report['roofline_peaks'].get('note', 'measured')}).",
+        "",
+        "Versions: " + ", ".join(f"{k} {v}" for k, v in report["versions"].items()) + ".",
+        "",
+    ]
+    for pkg in report["packages"]:
+        info = pkg["model"]
+        lines += [
+            f"### {info['id']}: {info['n_layer']} layers x {info['n_embd']}, {info['n_head']} heads, "
+            f"{info['n_positions']} positions, palette {info['palette_size']} ({info['height']}x{info['width']}x{info['channels']})",
+            "",
+            f"Prompt: the top {pkg['prompt_tokens']} tokens; {pkg['new_tokens']} to draw. fp32 weights "
+            f"{info['weight_bytes_fp32'] / 1e6:.1f} MB per step.",
+            "",
+            "| method | batch | prefill ms | ms/step | tokens/s | x torch-eager | x ort-genai | half-image ms | GFLOP/s | MB/step | roofline | peak RSS MiB |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        ]
+        by = {(r["method"], r["batch"]): r for r in pkg["results"]}
+        for r in pkg["results"]:
+            te = by.get(("torch-eager", r["batch"]))
+            ge = by.get(("ort-genai", r["batch"]))
+            half = r.get("completion_ms")
+            half_s = fmt(half) if half else (f"~{fmt(r['completion_ms_estimated'])} (est.)" if r.get("completion_ms_estimated") else "–")
+            note = "" if r["whole_half"] else f" ({r['decoded_tokens']} tok)"
+            lines.append(
+                f"| {r['method']}{note} | {r['batch']} | {fmt(r['prefill_ms'])} | {fmt(r['ms_per_token'], 2)} | "
+                f"{fmt(r['tokens_per_s'])} | {fmt(r['tokens_per_s'] / te['tokens_per_s'], 2) if te else '–'} | "
+                f"{fmt(r['tokens_per_s'] / ge['tokens_per_s'], 2) if ge else '–'} | {half_s} | {fmt(r['gflops'])} | "
+                f"{fmt(r['bytes_per_step'] / 1e6)} | {r['roofline_fraction']:.2f} ({r['roofline_bound'][0]}) | {fmt(r['peak_rss_mib'])} |")
+        if pkg["classification"]:
+            lines += ["", "Classification (classifier.onnx / torch classify, random images):", "",
+                      "| method | batch | ms | images/s | GFLOP/s | peak RSS MiB (process, after) |", "|---|---|---|---|---|---|"]
+            for c in sorted(pkg["classification"], key=lambda c: (c["batch"], c["method"])):
+                lines.append(f"| {c['method']} | {c['batch']} | {fmt(c['ms'])} | {fmt(c['images_per_s'])} | {fmt(c['gflops'])} | "
+                             f"{fmt(c.get('peak_rss_mib'))} |")
+        goals = pkg.get("goals")
+        if goals:
+            lines += ["", "Goals (ratios in this run): " + "; ".join(
+                f"{g['goal']}: {fmt(g['value'], 2)} {'met' if g['met'] else '**missed**'}" for g in goals) + "."]
+        lines.append("")
+    return "\n".join(lines)
+
+
+def goals(pkg: dict) -> List[dict]:
+    by = {(r["method"], r["batch"]): r for r in pkg["results"]}
+    out = []
+
+    def tps(m, b):
+        r = by.get((m, b))
+        return r["tokens_per_s"] if r else None
+
+    # the service's path; the library's decoder loop stands in when igpt was not run
+    me = "igpt" if any(m == "igpt" for m, _ in by) else "igpt-loop"
+    if tps(me, 1) and tps("torch-eager", 1):
+        v = tps(me, 1) / tps("torch-eager", 1)
+        out.append({"goal": f"{me} >= 4x torch-eager tokens/s at b1", "value": v, "met": v >= 4})
+    for b, need in ((1, 1.0), (4, 1.0), (16, 1.3)):
+        if tps(me, b) and tps("ort-genai", b):
+            v = tps(me, b) / tps("ort-genai", b)
+            out.append({"goal": f"{me} >= {need}x ort-genai at b{b}", "value": v, "met": v >= need})
+    for b in sorted({r["batch"] for r in pkg["results"]}):
+        r = by.get((me, b))
+        if r:
+            v = r["ms_per_token"] / r["roofline_ms_per_step"]
+            out.append({"goal": f"{me} step within 1.25x of its roofline at b{b}", "value": v, "met": v <= 1.25})
+    return out
+
+
+def chart(report: dict, path: str) -> None:
+    """Grouped bars: decode tokens/s per method and batch, one panel per model (PIL drawing)."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    pkgs = report["packages"]
+    colours = {"igpt": (31, 119, 180), "igpt-loop": (120, 170, 220), "ort-genai": (255, 127, 14),
+               "torch-eager": (44, 160, 44), "torch-naive": (214, 39, 40)}
+    pw, ph, margin = 560, 360, 60
+    img = Image.new("RGB", (pw * len(pkgs), ph + 70), "white")
+    d = ImageDraw.Draw(img)
+    try:
+        font = ImageFont.truetype("DejaVuSans.ttf", 12)
+        big = ImageFont.truetype("DejaVuSans-Bold.ttf", 13)
+    except OSError:
+        font = big = ImageFont.load_default()
+    import math
+    for pi, pkg in enumerate(pkgs):
+        x0 = pi * pw
+        info = pkg["model"]
+        d.text((x0 + margin, 8), f"{info['id']}: {info['n_layer']}x{info['n_embd']}, {info['n_positions']} pos — "
+               "decode tokens/s (log)", fill="black", font=big)
+        res = pkg["results"]
+        methods = [m for m in colours if any(r["method"] == m for r in res)]
+        batches = sorted({r["batch"] for r in res})
+        vals = [r["tokens_per_s"] for r in res]
+        lo = 10 ** math.floor(math.log10(max(min(vals), 1e-3)))
+        hi = 10 ** math.ceil(math.log10(max(vals)))
+        top, bottom = 40, ph - 10
+        def y(v):
+            return bottom - (math.log10(max(v, lo)) - math.log10(lo)) / (math.log10(hi) - math.log10(lo)) * (bottom - top)
+        e = lo
+        while e <= hi * 1.0001:
+            yy = y(e)
+            d.line([(x0 + margin, yy), (x0 + pw - 10, yy)], fill=(225, 225, 225))
+            d.text((x0 + 5, yy - 7), f"{e:g}", fill="black", font=font)
+            e *= 10
+        gw = (pw - margin - 20) / len(batches)
+        bw = gw * 0.8 / len(methods)
+        for bi, b in enumerate(batches):
+            gx = x0 + margin + bi * gw + gw * 0.1
+            for mi, m in enumerate(methods):
+                r = next((r for r in res if r["method"] == m and r["batch"] == b), None)
+                if not r:
+                    continue
+                bx = gx + mi * bw
+                d.rectangle([bx, y(r["tokens_per_s"]), bx + bw - 2, bottom], fill=colours[m])
+                d.text((bx, y(r["tokens_per_s"]) - 13), fmt(r["tokens_per_s"], 0), fill="black", font=font)
+            d.text((gx + gw * 0.3, bottom + 4), f"batch {b}", fill="black", font=font)
+        lx = x0 + margin
+        for m in methods:
+            d.rectangle([lx, ph + 30, lx + 10, ph + 40], fill=colours[m])
+            d.text((lx + 14, ph + 28), m, fill="black", font=font)
+            lx += 20 + 7 * len(m) + 10
+    d.text((5, ph + 50), f"{report['date']}, {report['machine']['cpu']} {report['machine']['cores']} cores, fp32, greedy"
+           + (" — UNDER LOAD" if report["load"] else ""), fill=(90, 90, 90), font=font)
+    img.save(path)
+
+
+def write_readme_section(text: str, path: str) -> None:
+    begin, end = "<!-- results:begin -->", "<!-- results:end -->"
+    doc = open(path, encoding="utf-8").read() if os.path.exists(path) else f"# Benchmarks\n\n{begin}\n{end}\n"
+    if begin not in doc:
+        doc += f"\n{begin}\n{end}\n"
+    head, rest = doc.split(begin, 1)
+    _, tail = rest.split(end, 1)
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(head + begin + "\n" + text + "\n" + end + tail)
+
+
+def rerender(args) -> int:
+    path = os.path.join(args.out, "results.json")
+    with open(path, encoding="utf-8") as f:
+        report = json.load(f)
+    peaks = report["roofline_peaks"]
+    peaks["gemm_gflops"] = args.peak_gflops or peaks["gemm_gflops"]
+    peaks["dram_read_gbps"] = args.peak_gbps or peaks["dram_read_gbps"]
+    peaks["note"] = "given on the command line" if (args.peak_gflops or args.peak_gbps) else "measured"
+    machine = {"gemm_gflops_peak": peaks["gemm_gflops"], "dram_read_gbps_peak": peaks["dram_read_gbps"]}
+    for p in report["packages"]:
+        for r in p["results"]:
+            roofline(r, machine)
+        p["goals"] = goals(p)
+    report["results"] = [dict(r, model=p["model"]["id"]) for p in report["packages"] for r in p["results"]]
+    report["goals"] = {p["model"]["id"]: p["goals"] for p in report["packages"]}
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(report, f, indent=1)
+    text = markdown(report)
+    write_readme_section(text, os.path.join(args.out, "README.md"))
+    chart(report, os.path.join(args.out, "chart.png"))
+    print(text)
+    return 0
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--package", action="append", help="model package folder (repeatable); default: "
+                    "bench/packages/w256, bench/packages/w512 and models/fashion-mnist-14 when present")
+    ap.add_argument("--quick", action="store_true", help="1 repetition, smaller budgets (a smoke run)")
+    ap.add_argument("--reps", type=int, default=None, help="repetitions (default 3, quick 1)")
+    ap.add_argument("--methods", default=",".join(ALL_METHODS))
+    ap.add_argument("--batches", default="1,4,16")
+    ap.add_argument("--budget-s", type=float, default=None, help="time budget per PyTorch run (default 4 s, quick 1 s)")
+    ap.add_argument("--out", default=OUT)
+    ap.add_argument("--peak-gflops", type=float, help="roofline compute peak instead of the measured GEMM rate "
+                    "(e.g. the idle machine's, when the run is under load)")
+    ap.add_argument("--peak-gbps", type=float, help="roofline DRAM bandwidth instead of the measured one")
+    ap.add_argument("--rerender", action="store_true", help="recompute rooflines and goals from OUT/results.json "
+                    "(with --peak-*) and rewrite the README section and chart; runs nothing")
+    args = ap.parse_args()
+    if args.rerender:
+        return rerender(args)
+    methods = [m for m in args.methods.split(",") if m]
+    for m in methods:
+        if m not in ALL_METHODS:
+            raise SystemExit(f"unknown method {m}; choose from {ALL_METHODS}")
+    packages = args.package or [p for p in (os.path.join(ROOT, "bench/packages/w256"),
+                                            os.path.join(ROOT, "bench/packages/w512"),
+                                            os.path.join(ROOT, "models/fashion-mnist-14"))
+                                if os.path.exists(os.path.join(p, "model.json"))]
+    reps = args.reps or (1 if args.quick else 3)
+    budget = args.budget_s or (1.0 if args.quick else 4.0)
+    batches = [int(b) for b in args.batches.split(",")]
+    load_before = busy_processes()
+    t0 = time.time()
+    skipped = {}
+    if "igpt" in methods:
+        # the service's path must answer on the tiny test package first; a broken build would hang the run
+        tiny = os.path.join(ROOT, "tests/fixtures/tiny-package")
+        w = Worker("igpt-preflight", ["dotnet", IGPT_DLL, "--method", "igpt"], timeout_s=120)
+        try:
+            w.call(op="load", package=tiny)
+            w.call(op="complete", prompt=[0] * 32, batch=2)
+        except SystemExit as e:
+            print(f"WARNING: igpt (IGptModel.CompleteAsync) failed on {tiny}: {e}; running without it", flush=True)
+            skipped["igpt"] = str(e)
+            methods = [m for m in methods if m != "igpt"]
+        finally:
+            w.close()
+
+    probe = start("probe")
+    dotnet = start("igpt-loop") if any(m.startswith("igpt") for m in methods) else None
+    try:
+        machine = machine_probe({"igpt-loop": dotnet} if dotnet else {}, probe, 1 if args.quick else 3, args.quick)
+    finally:
+        probe.close()
+        if dotnet:
+            dotnet.close()
+    print(f"machine: GEMM {machine['gemm_gflops']} GFLOP/s, DRAM read {machine['dram_read_gbps']} GB/s", flush=True)
+
+    pkgs, hellos = [], {}
+    for p in packages:
+        res = run_package(os.path.abspath(p), methods, reps, batches, args.quick, budget,
+                          [1] if args.quick else [1, 64])
+        machine["gemm_gflops_peak"] = args.peak_gflops or machine["gemm_gflops_peak"]
+        machine["dram_read_gbps_peak"] = args.peak_gbps or machine["dram_read_gbps_peak"]
+        for r in res["results"]:
+            roofline(r, machine)
+        res["goals"] = goals(res)
+        hellos.update(res["workers"])
+        pkgs.append(res)
+    load_after = busy_processes()
+    report = {
+        "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "quick": args.quick, "reps": reps, "wall_s": round(time.time() - t0, 1),
+        "load": sorted(set(load_before + load_after)),
+        "skipped_methods": skipped,
+        "machine": machine_info(), "versions": versions(hellos),
+        "gemm_gflops": machine["gemm_gflops"], "dram_read_gbps": machine["dram_read_gbps"],
+        "roofline_peaks": {"gemm_gflops": machine["gemm_gflops_peak"], "dram_read_gbps": machine["dram_read_gbps_peak"]},
+        "model": [p["model"] for p in pkgs],
+        "results": [dict(r, model=p["model"]["id"]) for p in pkgs for r in p["results"]],
+        "classification": [dict(c, model=p["model"]["id"]) for p in pkgs for c in p["classification"]],
+        "goals": {p["model"]["id"]: p["goals"] for p in pkgs},
+        "packages": pkgs,
+    }
+    os.makedirs(args.out, exist_ok=True)
+    with open(os.path.join(args.out, "results.json"), "w", encoding="utf-8") as f:
+        json.dump(report, f, indent=1)
+    text = markdown(report)
+    write_readme_section(text, os.path.join(args.out, "README.md"))
+    chart(report, os.path.join(args.out, "chart.png"))
+    print("\n" + text)
+    print(f"wrote {args.out}/results.json, README.md, chart.png in {report['wall_s']} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
