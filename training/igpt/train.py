@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import gc
 import json
 import math
 import os
@@ -459,6 +460,10 @@ def run(args) -> Optional[IGpt]:
         print(f"stopped ({reason}) at step {step}, {tokens_seen:,} tokens, {elapsed_total() / 60:.1f} min; "
               + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if isinstance(v, float))
               + f"; checkpoint {os.path.join(args.out, ckp.LAST)}", flush=True)
+    # Drop the DDP wrapper (and its reducer) while the process group is still alive: torch 1.13 can
+    # deadlock on the GIL when the last reference to a gloo group goes from inside ~Reducer.
+    del net
+    gc.collect()
     d.close()
     return model
 

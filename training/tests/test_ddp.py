@@ -1,6 +1,7 @@
 """DDP: two CPU processes on gloo train the tiny preset and end with the same weights."""
 import os
 import socket
+import time
 
 import numpy as np
 import torch
@@ -36,7 +37,14 @@ def test_two_gloo_ranks_end_with_the_same_weights(tmp_path):
             "classes": ["a", "b"], "splits": {"train": 128, "val": 16, "test": 16}}
     save_prepared(data, meta, {"train": stripes(128, rng), "val": stripes(16, rng), "test": stripes(16, rng)})
     out = str(tmp_path / "run")
-    mp.spawn(worker, args=(2, free_port(), data, out, str(tmp_path)), nprocs=2, join=True)
+    ctx = mp.start_processes(worker, args=(2, free_port(), data, out, str(tmp_path)), nprocs=2, join=False,
+                             start_method="spawn")
+    deadline = time.time() + 300  # a hung rank fails the test instead of hanging the suite
+    while not ctx.join(timeout=5):
+        if time.time() > deadline:
+            for p in ctx.processes:
+                p.kill()
+            raise AssertionError("DDP workers did not finish within 300 s")
     w0 = torch.load(tmp_path / "rank0.pt")
     w1 = torch.load(tmp_path / "rank1.pt")
     ckpt = torch_load(os.path.join(out, "last.pt"))
