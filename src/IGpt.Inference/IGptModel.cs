@@ -199,6 +199,9 @@ public sealed class IGptModel : IDisposable
             LogSeverityLevel = OrtLoggingLevel.ORT_LOGGING_LEVEL_ERROR,
         };
         if (!options.AllowSpinning) so.AddSessionConfigEntry("session.intra_op.allow_spinning", "0");
+        // Spin between the ops of one run (a decode step is many sub-millisecond ops) but stop when the run
+        // ends, so idle models and the web server are not starved between steps.
+        else so.AddSessionConfigEntry("session.force_spinning_stop", "1");
         if (useCuda) so.AppendExecutionProvider_CUDA(options.CudaDeviceId);
         return new InferenceSession(path, so);
     }
