@@ -8,30 +8,22 @@ internal static class ResponseFormat
     /// True when the client asks for image/png explicitly and does not prefer JSON (higher q);
     /// wildcards alone keep the JSON answer.
     /// </summary>
-    public static bool WantsPng(HttpRequest request)
-    {
-        if (!MediaTypeHeaderValue.TryParseList(request.Headers.Accept, out var accepted)) return false;
-        double png = 0, json = 0;
-        foreach (var type in accepted)
-        {
-            var quality = type.Quality ?? 1;
-            if (type.MediaType.Equals("image/png", StringComparison.OrdinalIgnoreCase)) png = Math.Max(png, quality);
-            else if (type.MediaType.Equals("application/json", StringComparison.OrdinalIgnoreCase)) json = Math.Max(json, quality);
-        }
-        return png > 0 && png >= json;
-    }
+    public static bool WantsPng(HttpRequest request) => Prefers(request, "image/png");
 
     /// <summary>True when the client lists text/event-stream and does not prefer JSON (higher q).</summary>
-    public static bool WantsEventStream(HttpRequest request)
+    public static bool WantsEventStream(HttpRequest request) => Prefers(request, "text/event-stream");
+
+    /// <summary>True when Accept names <paramref name="mediaType"/> with a quality at least that of application/json.</summary>
+    private static bool Prefers(HttpRequest request, string mediaType)
     {
         if (!MediaTypeHeaderValue.TryParseList(request.Headers.Accept, out var accepted)) return false;
-        double events = 0, json = 0;
+        double wanted = 0, json = 0;
         foreach (var type in accepted)
         {
             var quality = type.Quality ?? 1;
-            if (type.MediaType.Equals("text/event-stream", StringComparison.OrdinalIgnoreCase)) events = Math.Max(events, quality);
+            if (type.MediaType.Equals(mediaType, StringComparison.OrdinalIgnoreCase)) wanted = Math.Max(wanted, quality);
             else if (type.MediaType.Equals("application/json", StringComparison.OrdinalIgnoreCase)) json = Math.Max(json, quality);
         }
-        return events > 0 && events >= json;
+        return wanted > 0 && wanted >= json;
     }
 }
