@@ -261,15 +261,20 @@ def test_parity_json_shape_and_pytorch_logits(tiny):
         np.testing.assert_allclose(model.classify(torch.tensor(ids))[0].numpy(), c["logits"], atol=1e-5)
 
 
+def parity_steps(p):
+    """parity.json's batch-1 schedule as run_steps input: the prompt in one step, then one token a step."""
+    prompt, decode = p["prompt"], p["decode_tokens"]
+    n = len(prompt)
+    steps = [([prompt], [[1] * n], [list(range(n))])]
+    return steps + [([[t]], [[1] * (n + k + 1)], [[n + k]]) for k, t in enumerate(decode)]
+
+
 def test_decoder_graph_math_matches_parity(tiny):
     model, _, pkg = tiny
     cfg = model.config
     p = _json(pkg, "parity.json")
     graph = onnx.load(os.path.join(pkg, "decoder.onnx"))
-    prompt, decode = p["prompt"], p["decode_tokens"]
-    n = len(prompt)
-    steps = [([prompt], [[1] * n], [list(range(n))])]
-    steps += [([[t]], [[1] * (n + k + 1)], [[n + k]]) for k, t in enumerate(decode)]
+    steps = parity_steps(p)
     got = run_steps(graph, cfg, steps, 1, cfg.n_positions, np.float32)
     np.testing.assert_allclose(got[0][0], p["prefill_logits"], atol=1e-4, rtol=0)
     np.testing.assert_allclose(np.concatenate([g[0] for g in got[1:]]), p["decode_logits"], atol=1e-4, rtol=0)
@@ -305,10 +310,7 @@ def test_decoder_graph_math_growing_cache(tiny):
     cfg = model.config
     p = _json(pkg, "parity.json")
     graph = onnx.load(os.path.join(pkg, "decoder.onnx"))
-    prompt, decode = p["prompt"], p["decode_tokens"]
-    n = len(prompt)
-    steps = [([prompt], [[1] * n], [list(range(n))])]
-    steps += [([[t]], [[1] * (n + k + 1)], [[n + k]]) for k, t in enumerate(decode)]
+    steps = parity_steps(p)
     got = run_steps(graph, cfg, steps, 1, 0, np.float32)
     np.testing.assert_allclose(np.concatenate([g[0] for g in got]), p["prefill_logits"] + p["decode_logits"],
                                atol=1e-4, rtol=0)
@@ -319,10 +321,7 @@ def test_fp16_graph_math_is_close(tiny):
     cfg = model.config
     p = _json(pkg, "parity.json")
     graph = onnx.load(os.path.join(pkg, "decoder.fp16.onnx"))
-    prompt, decode = p["prompt"], p["decode_tokens"]
-    n = len(prompt)
-    steps = [([prompt], [[1] * n], [list(range(n))])]
-    steps += [([[t]], [[1] * (n + k + 1)], [[n + k]]) for k, t in enumerate(decode)]
+    steps = parity_steps(p)
     got = run_steps(graph, cfg, steps, 1, cfg.n_positions, np.float16)
     assert all(g.dtype == np.float32 for g in got)
     np.testing.assert_allclose(np.concatenate([g[0] for g in got]), p["prefill_logits"] + p["decode_logits"],
