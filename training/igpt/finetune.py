@@ -134,6 +134,17 @@ def confusion_table(conf: np.ndarray, classes: List[str]) -> str:
 # Training
 
 
+def mirror_some(tokens: np.ndarray, height: int, width: int, rng: np.random.Generator) -> np.ndarray:
+    """Mirror about half of the images (rows of raster-order pixel tokens) left-right."""
+    flip = rng.random(len(tokens)) < 0.5
+    if not flip.any():
+        return tokens
+    out = tokens.copy()
+    grid = out[flip].reshape(-1, height, width)  # (B, H, W): one token per pixel
+    out[flip] = grid[:, :, ::-1].reshape(-1, height * width)
+    return out
+
+
 def lr_factor(progress: float, warmup: float) -> float:
     """Linear warm-up over the first `warmup` fraction of progress, then cosine to 0.1x."""
     if warmup > 0 and progress < warmup:
@@ -170,6 +181,9 @@ def add_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--causal", action="store_true",
                    help="fine-tune a BERT-pretrained (bidirectional) model with causal attention, so it can be "
                         "exported as a package; without it such a model keeps bidirectional attention and L_GEN is off")
+    p.add_argument("--hflip", action="store_true",
+                   help="mirror each training image left-right with probability 0.5 (for data whose labels "
+                        "survive a mirror, such as clothing; not for digits or text)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt if present")
     p.add_argument("--device", default="auto")
@@ -317,7 +331,10 @@ def main(args) -> int:
         for g in opt.param_groups:
             g["lr"] = g["base_lr"] * f
         idx = batch_indices(state["step"])
-        x = torch.from_numpy(xtr[idx].astype(np.int64)).to(device)
+        xb = xtr[idx]
+        if args.hflip:  # seeded per step, so a resumed run mirrors the same images
+            xb = mirror_some(xb, cfg.height, cfg.width, np.random.default_rng([args.seed, 7, state["step"]]))
+        x = torch.from_numpy(xb.astype(np.int64)).to(device)
         y = torch.from_numpy(ytr[idx].astype(np.int64)).to(device)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
             c, g_logits = model.classify(shift_inputs(x, sos))

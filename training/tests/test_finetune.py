@@ -13,7 +13,7 @@ sys.path.insert(0, TRAINING)
 from igpt.__main__ import build_parser  # noqa: E402
 from igpt.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
 from igpt.data import save_prepared  # noqa: E402
-from igpt.finetune import confusion_table, freeze_lower, lr_factor, probe_head_, with_classifier  # noqa: E402
+from igpt.finetune import confusion_table, freeze_lower, lr_factor, mirror_some, probe_head_, with_classifier  # noqa: E402
 from igpt.model import IGpt, preset, shift_inputs  # noqa: E402
 
 PALETTE = [[i * 36] for i in range(8)]
@@ -106,6 +106,31 @@ def test_frozen_layers_get_no_gradients():
     t = model.transformer
     assert t.wte.weight.grad is None and t.h[0].attn.c_attn.weight.grad is None
     assert t.h[1].attn.c_attn.weight.grad is not None and model.score.weight.grad is not None
+
+
+def test_mirror_some_flips_about_half_the_images_left_right():
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 8, (400, 3 * 5)).astype(np.uint16)  # 400 images of 3 rows x 5 columns
+    before = x.copy()
+    out = mirror_some(x, 3, 5, np.random.default_rng(1))
+    assert np.array_equal(x, before)  # the caller's array is untouched
+    grids, flipped = x.reshape(-1, 3, 5), out.reshape(-1, 3, 5)
+    same = (flipped == grids).all(axis=(1, 2))
+    mirrored = (flipped == grids[:, :, ::-1]).all(axis=(1, 2))
+    assert (same | mirrored).all()  # every image is itself or its exact mirror, rows never mixed
+    n_mirrored = int((mirrored & ~same).sum())
+    assert 150 < n_mirrored < 250
+    assert out.dtype == x.dtype and not np.shares_memory(out, x)
+    again = mirror_some(x, 3, 5, np.random.default_rng(1))
+    assert np.array_equal(out, again)  # seeded: a resumed run mirrors the same images
+
+
+def test_finetune_hflip_runs(setup):
+    d = setup
+    assert run_finetune("--data", str(d / "data"), "--init", str(d / "init.pt"), "--out", str(d / "flip"),
+                        "--max-steps", "3", "--eval-every", "3", "--hflip", "--head-init", "zero") == 0
+    best, ck = load_checkpoint(str(d / "flip" / "best.pt"))
+    assert ck["train_args"]["hflip"] is True
 
 
 def test_with_classifier_keeps_the_body():
