@@ -215,6 +215,8 @@ def run_package(package: str, methods: List[str], reps: int, batches: List[int],
     try:
         for m, w in workers.items():
             r = w.call(op="load", package=package)
+            if "settings" in r:  # igpt: the service's thread settings from appsettings.json
+                hello[m] = {**hello[m], "settings": r["settings"]}
             print(f"  {m}: loaded in {r['load_ms']:.0f} ms" +
                   (f", parity vs package {r['parity_max_abs_diff']:.2g}" if "parity_max_abs_diff" in r else ""), flush=True)
 
@@ -395,7 +397,8 @@ def markdown(report: dict) -> str:
             f"{info['n_positions']} positions, palette {info['palette_size']} ({info['height']}x{info['width']}x{info['channels']})",
             "",
             f"Prompt: the top {pkg['prompt_tokens']} tokens; {pkg['new_tokens']} to draw. fp32 weights "
-            f"{info['weight_bytes_fp32'] / 1e6:.1f} MB per step.",
+            f"{info['weight_bytes_fp32'] / 1e6:.1f} MB per step."
+            + "".join(f" {m} ran with {w['settings']}." for m, w in pkg.get("workers", {}).items() if "settings" in w),
             "",
             "| method | batch | prefill ms | ms/step | tokens/s | x torch-eager | x ort-genai | half-image ms | GFLOP/s | MB/step | roofline | peak RSS MiB |",
             "|---|---|---|---|---|---|---|---|---|---|---|---|",

@@ -39,16 +39,24 @@ return Protocol.Serve(hello, request => (string?)request["op"] switch
 JsonObject Load(JsonObject r)
 {
     model?.Dispose();
+    // The service's own thread settings (the root appsettings.json's "Inference" section), so the
+    // figures are what `dotnet run --project src/IGpt.Api` serves; a request may override them.
+    var service = ServiceSettings.Read();
     var options = new InferenceOptions
     {
         UseCuda = false,
         MaxBatch = (int?)r["max_batch"] ?? 16,
-        IntraOpThreads = (int?)r["threads"] ?? 0,
-        AllowSpinning = (bool?)r["allow_spinning"] ?? method.EndsWith("-spin", StringComparison.Ordinal),
+        IntraOpThreads = (int?)r["threads"] ?? service.IntraOpThreads,
+        AllowSpinning = (bool?)r["allow_spinning"] ?? (service.AllowSpinning || method.EndsWith("-spin", StringComparison.Ordinal)),
     };
     var sw = Stopwatch.StartNew();
     model = IGptModel.Load((string)r["package"]!, options);  // no prefix cache: every prefill is computed
-    return new JsonObject { ["load_ms"] = sw.Elapsed.TotalMilliseconds, ["provider"] = model.ExecutionProvider };
+    return new JsonObject
+    {
+        ["load_ms"] = sw.Elapsed.TotalMilliseconds,
+        ["provider"] = model.ExecutionProvider,
+        ["settings"] = $"IntraOpThreads={options.IntraOpThreads}, AllowSpinning={options.AllowSpinning} ({service.Source})",
+    };
 }
 
 JsonObject Complete(JsonObject r)

@@ -1,0 +1,22 @@
+using System.Text.Json;
+
+namespace IGpt.Bench;
+
+/// <summary>The thread settings the service runs with: "Inference" in the repository's root appsettings.json.</summary>
+internal sealed record ServiceSettings(int IntraOpThreads, bool AllowSpinning, string Source)
+{
+    public static ServiceSettings Read()
+    {
+        for (var dir = new DirectoryInfo(AppContext.BaseDirectory); dir is not null; dir = dir.Parent)
+        {
+            if (!File.Exists(Path.Combine(dir.FullName, "IGpt.Api.sln"))) continue;
+            string path = Path.Combine(dir.FullName, "appsettings.json");
+            using var doc = JsonDocument.Parse(File.ReadAllText(path), new JsonDocumentOptions { CommentHandling = JsonCommentHandling.Skip });
+            if (!doc.RootElement.TryGetProperty("Inference", out var inference)) break;
+            int threads = inference.TryGetProperty("IntraOpThreads", out var t) ? t.GetInt32() : 0;
+            bool spinning = inference.TryGetProperty("AllowSpinning", out var a) && a.GetBoolean();
+            return new ServiceSettings(threads, spinning, path);
+        }
+        return new ServiceSettings(0, false, "library defaults: no appsettings.json found");
+    }
+}
