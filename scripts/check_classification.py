@@ -32,6 +32,8 @@ def main() -> int:
     p.add_argument("--url", help="a running service; default: start one on a free loopback port")
     p.add_argument("--dataset", default="fashion-mnist")
     p.add_argument("--data", default=None, help="dataset folder (default: the loader's default)")
+    p.add_argument("--emoji-sets", default="google,twitter",
+                   help="with --dataset emoji: the emoji sets the model was prepared from (its test split depends on them)")
     p.add_argument("--limit", type=int, default=0, help="first N test images only (0 = all)")
     p.add_argument("--original", action="store_true", help="post the original images; the service resizes")
     p.add_argument("--workers", type=int, default=4, help="concurrent requests")
@@ -45,7 +47,7 @@ def main() -> int:
     h, w, c = (manifest["image"][k] for k in ("height", "width", "channels"))
     expected = manifest.get("metrics", {}).get("classification_accuracy")
 
-    raw = load_raw(args.dataset, args.data, h, w, c)
+    raw = load_raw(args.dataset, args.data, h, w, c, emoji_sets=tuple(args.emoji_sets.split(",")))
     images, labels = raw.test.images, raw.test.labels
     if args.limit:
         images, labels = images[:args.limit], labels[:args.limit]

@@ -28,6 +28,8 @@ def main() -> int:
     p.add_argument("--url", help="a running service; default: start one on a free loopback port")
     p.add_argument("--dataset", default="fashion-mnist")
     p.add_argument("--data", default=None)
+    p.add_argument("--emoji-sets", default="google,twitter",
+                   help="with --dataset emoji: the emoji sets the model was prepared from (its test split depends on them)")
     p.add_argument("--seed", type=int, default=2026)
     p.add_argument("--temperature", type=float, default=1.0)
     p.add_argument("--scale", type=int, default=4, help="nearest-neighbour enlargement")
@@ -40,7 +42,7 @@ def main() -> int:
     with open(os.path.join(package, "model.json")) as f:
         manifest = json.load(f)
     h, w, c = (manifest["image"][k] for k in ("height", "width", "channels"))
-    raw = load_raw(args.dataset, args.data, h, w, c)
+    raw = load_raw(args.dataset, args.data, h, w, c, emoji_sets=tuple(args.emoji_sets.split(",")))
     labels = raw.test.labels
     picks = [int(np.flatnonzero(labels == k)[0]) for k in range(min(8, len(manifest["classes"])))]
     originals = preprocess(raw.test.images[picks], h, w, c)
