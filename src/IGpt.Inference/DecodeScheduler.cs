@@ -134,6 +134,9 @@ internal sealed class DecodeScheduler : IDisposable
     /// <summary>Why the last failed run failed (null before any failure).</summary>
     public string? LastFailure => Volatile.Read(ref _lastFailure);
 
+    /// <summary>Requests failed by a run since the last request that completed (read on every API request: no lock).</summary>
+    public int ConsecutiveFailures => Volatile.Read(ref _consecutiveFailures);
+
     /// <summary>
     /// Queues a validated request, or throws <see cref="QueueFullException"/> at once when the queue is full.
     /// Cancelling <paramref name="cancellationToken"/> removes the request (queued or running) within one step.

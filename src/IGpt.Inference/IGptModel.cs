@@ -59,7 +59,7 @@ public sealed class IGptModel : IDisposable
     /// Whether the model's last <see cref="FailingAfter"/> generation requests (or classifier batches) were all failed by a
     /// model run that threw: it still takes requests (one that completes clears this), but readiness reports it as failing.
     /// </summary>
-    public bool IsFailing => _scheduler.Stats.ConsecutiveFailures >= FailingAfter || Volatile.Read(ref _classifierFailures) >= FailingAfter;
+    public bool IsFailing => _scheduler.ConsecutiveFailures >= FailingAfter || Volatile.Read(ref _classifierFailures) >= FailingAfter;
 
     /// <summary>Why the last failed run failed (null before any failure).</summary>
     public string? LastFailure => Volatile.Read(ref _classifierFailure) is { } c && Volatile.Read(ref _classifierFailures) > 0 ? c : _scheduler.LastFailure;
