@@ -23,8 +23,9 @@ public sealed class StoppableApiFactory(ModelsFolder models, IReadOnlyDictionary
 
 /// <summary>
 /// Faults while serving: package files deleted or overwritten under a loaded model, a corrupt package at start, an ONNX
-/// Runtime run that really throws mid-decode (tests/fixtures/faults: a decoder whose Gather fails at positions of 40 and
-/// more, made by training/scripts/make_failing_decoder.py), and graceful shutdown. Each test has its own service.
+/// Runtime run that really throws (tests/fixtures/faults, made by training/scripts/make_fault_fixtures.py: a decoder whose
+/// Gather fails at positions of 40 and more, a classifier that fails on light pixels), and graceful shutdown. Each test
+/// has its own service.
 /// </summary>
 public sealed class FaultTests
 {
@@ -60,6 +61,7 @@ public sealed class FaultTests
     }
 
     private static string FailingDecoder => Path.Combine(ModelsFolder.RepoRoot, "tests", "fixtures", "faults", "decoder-fails-past-40.onnx");
+    private static string FailingClassifier => Path.Combine(ModelsFolder.RepoRoot, "tests", "fixtures", "faults", "classifier-fails-on-light-pixels.onnx");
 
     private static HttpRequestMessage Post(string route, HttpContent content) => new(HttpMethod.Post, route) { Content = content };
 
@@ -189,6 +191,38 @@ public sealed class FaultTests
         var metrics = await client.GetStringAsync("/metrics");
         Assert.Contains($"igpt_requests_total{{model=\"{Faulty}\",endpoint=\"samples\",outcome=\"failed\"}} 2", metrics);
         Assert.Contains($"igpt_requests_total{{model=\"{Faulty}\",endpoint=\"completions\",outcome=\"failed\"}} 1", metrics);
+    }
+
+    [Fact]
+    public async Task AClassifierRunThatThrowsIs500ForThatImageOnlyAndTheModelRecovers()
+    {
+        var folder = new ModelsFolder(tiny: true, noClassifier: false, broken: false);
+        var dir = AddPackage(folder, Faulty);
+        File.Copy(FailingClassifier, Path.Combine(dir, "classifier.onnx"), overwrite: true);
+        using var factory = new ConfiguredApiFactory(folder, new Dictionary<string, string?> { ["Api:ClassificationCacheEntries"] = "0" });
+        var client = factory.CreateClient();
+        var route = $"/v1/models/{Faulty}/classifications";
+        var dark = TestImages.Png(8, 8, (x, y) => (byte)(x * 8));   // palette tokens 0..2: the classifier runs
+        var light = TestImages.Png(8, 8, (x, y) => 255);              // token 7: the classifier's run throws
+
+        Assert.Equal(HttpStatusCode.OK, (await client.PostAsync(route, Http.Form(dark))).StatusCode);
+        for (int i = 0; i < IGptModel.FailingAfter; i++)
+        {
+            var problem = await (await client.PostAsync(route, Http.Form(light))).AssertProblemAsync(HttpStatusCode.InternalServerError);
+            Assert.Equal("Model run failed", problem["title"]!.GetValue<string>());
+            Assert.Contains("classifier", problem["detail"]!.GetValue<string>());
+        }
+        var health = await ReadyAsync(client, HttpStatusCode.OK);
+        Assert.Equal("failing", StatusOf(health, Faulty));
+        Assert.Equal(HttpStatusCode.OK, (await client.PostAsync($"/v1/models/{Faulty}/samples", Http.Json(new { n = 1 }))).StatusCode);
+
+        // A classification that runs makes the model ready again.
+        Assert.Equal(HttpStatusCode.OK, (await client.PostAsync(route, Http.Form(dark))).StatusCode);
+        health = await ReadyAsync(client, HttpStatusCode.OK);
+        Assert.Equal("ready", health["status"]!.GetValue<string>());
+        Assert.Equal("ready", StatusOf(health, Faulty));
+        var metrics = await client.GetStringAsync("/metrics");
+        Assert.Contains($"igpt_requests_total{{model=\"{Faulty}\",endpoint=\"classifications\",outcome=\"failed\"}} {IGptModel.FailingAfter}", metrics);
     }
 
     [Fact]
