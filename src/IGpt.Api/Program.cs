@@ -2,6 +2,7 @@ using IGpt.Api.Endpoints;
 using IGpt.Api.Errors;
 using IGpt.Api.Hosting;
 using IGpt.Api.OpenApi;
+using IGpt.Api.Serving;
 using Serilog;
 
 var builder = WebApplication.CreateBuilder(args);
@@ -17,6 +18,7 @@ var app = builder.Build();
 app.UseExceptionHandler();
 app.UseStatusCodePages();
 app.UseSerilogRequestLogging();
+app.UseShutdownDrain();
 app.UseApiDocumentation();
 app.UseWebClient();
 app.MapHealthApi();

@@ -41,9 +41,13 @@ public sealed class CompletionHandle
 }
 
 /// <summary>A snapshot of a scheduler's counters (metrics and tests read them).</summary>
+/// <param name="FailedRuns">Prefills and decode steps that threw.</param>
+/// <param name="FailedRequests">Requests failed by those runs.</param>
+/// <param name="ConsecutiveFailures">Requests failed by a run since the last request that completed.</param>
 public sealed record SchedulerStats(
     int Slots, int ActiveSequences, int QueuedRequests, long Steps, int MaxRowsPerStep, long RowsStepped,
-    long TokensGenerated, long CompletedRequests, long CancelledRequests, long Prefills);
+    long TokensGenerated, long CompletedRequests, long CancelledRequests, long Prefills,
+    long FailedRuns = 0, long FailedRequests = 0, int ConsecutiveFailures = 0);
 
 /// <summary>Told about every decode step (metrics); called on the scheduler's thread, so it must be quick.</summary>
 public interface IDecodeObserver
@@ -86,8 +90,9 @@ internal sealed class DecodeScheduler : IDisposable
     private readonly int[] _stepTokens, _stepPositions;
 
     // Counters (written by the scheduler thread, read by anyone).
-    private long _steps, _rowsStepped, _tokens, _completed, _cancelled, _prefills;
-    private int _maxRows, _activeCount;
+    private long _steps, _rowsStepped, _tokens, _completed, _cancelled, _prefills, _failedRuns, _failedRequests;
+    private int _maxRows, _activeCount, _consecutiveFailures;
+    private string? _lastFailure;
 
     // Test hook: steps the loop may still run before it waits (-1 = no limit).
     private long _stepBudget = -1;
@@ -121,9 +126,16 @@ internal sealed class DecodeScheduler : IDisposable
             lock (_lock) queued = _queue.Count;
             return new SchedulerStats(_slots, Volatile.Read(ref _activeCount), queued, Interlocked.Read(ref _steps),
                 Volatile.Read(ref _maxRows), Interlocked.Read(ref _rowsStepped), Interlocked.Read(ref _tokens),
-                Interlocked.Read(ref _completed), Interlocked.Read(ref _cancelled), Interlocked.Read(ref _prefills));
+                Interlocked.Read(ref _completed), Interlocked.Read(ref _cancelled), Interlocked.Read(ref _prefills),
+                Interlocked.Read(ref _failedRuns), Interlocked.Read(ref _failedRequests), Volatile.Read(ref _consecutiveFailures));
         }
     }
+
+    /// <summary>Why the last failed run failed (null before any failure).</summary>
+    public string? LastFailure => Volatile.Read(ref _lastFailure);
+
+    /// <summary>Requests failed by a run since the last request that completed (read on every API request: no lock).</summary>
+    public int ConsecutiveFailures => Volatile.Read(ref _consecutiveFailures);
 
     /// <summary>
     /// Queues a validated request, or throws <see cref="QueueFullException"/> at once when the queue is full.
@@ -198,9 +210,9 @@ internal sealed class DecodeScheduler : IDisposable
             }
             catch (Exception e)
             {
-                // A decoder failure fails the requests that were running; the loop goes on with the next ones.
+                // A failed decode step fails the requests whose rows it ran; the loop goes on with the next ones.
                 _logger.LogError(e, "Model {ModelId}: decode step failed; failing {Count} running sequence(s)", _manifest.Id, _activeCount);
-                FailRunning(e);
+                FailRunning(RunFailed("decode step", e));
             }
         }
         var disposed = new ObjectDisposedException(nameof(IGptModel), "The model was disposed.");
@@ -255,7 +267,18 @@ internal sealed class DecodeScheduler : IDisposable
                 _head = job;
             }
             int count = Math.Min(_slots - _activeCount, job.Request.Count - job.Started);
-            StartSamples(job, count);
+            try
+            {
+                StartSamples(job, count);
+            }
+            catch (Exception e) when (!_stop.IsCancellationRequested)
+            {
+                // A prefill that throws fails its own request only: the other slots' KV rows were not touched.
+                _logger.LogError(e, "Model {ModelId}: prefill failed; failing its request", _manifest.Id);
+                _head = null;
+                FailJob(job, RunFailed("prefill", e));
+                continue;
+            }
             if (job.Started == job.Request.Count)
             {
                 _head = null;
@@ -383,6 +406,7 @@ internal sealed class DecodeScheduler : IDisposable
             job.Registration.Dispose();
             job.Rows?.Writer.TryComplete();
             Interlocked.Increment(ref _completed);
+            Volatile.Write(ref _consecutiveFailures, 0);
             var result = new CompletionResult(job.Images, job.Prompt.Length, _total - job.Prompt.Length, job.Queue, job.Prefill,
                 job.DecodeClock.Elapsed, job.PrefixCacheHit) { FirstRow = job.FirstRow ?? TimeSpan.Zero };
             _logger.LogDebug("Model {ModelId}: {Count} image(s) done, queue {Queue} ms, prefill {Prefill} ms, decode {Decode} ms",
@@ -418,17 +442,45 @@ internal sealed class DecodeScheduler : IDisposable
         while (_rows > 0 && _active[_rows - 1] is null) _rows--;
     }
 
+    /// <summary>Counts a run that threw and wraps its exception for the requests it fails.</summary>
+    private ModelRunException RunFailed(string stage, Exception e)
+    {
+        var fault = e as ModelRunException ?? new ModelRunException(_manifest.Id, stage, e);
+        Interlocked.Increment(ref _failedRuns);
+        Volatile.Write(ref _lastFailure, fault.Message);
+        return fault;
+    }
+
+    private void CountFailedRequest()
+    {
+        Interlocked.Increment(ref _failedRequests);
+        Interlocked.Increment(ref _consecutiveFailures);
+    }
+
+    /// <summary>Fails one request: frees the slots of its running samples (the others keep theirs).</summary>
+    private void FailJob(Job job, Exception e)
+    {
+        for (int slot = _rows - 1; slot >= 0; slot--)
+            if (_active[slot] is { } seq && seq.Job == job) FreeSlot(slot);
+        // Slots taken by the start that failed were never filled.
+        while (_rows > 0 && _active[_rows - 1] is null) _rows--;
+        if (!job.Done) CountFailedRequest();
+        Fail(job, e);
+    }
+
     private void FailRunning(Exception e)
     {
         for (int slot = _rows - 1; slot >= 0; slot--)
         {
             if (_active[slot] is not { } seq) continue;
             FreeSlot(slot);
+            if (e is ModelRunException && !seq.Job.Done) CountFailedRequest();
             Fail(seq.Job, e);
         }
         if (_head is { } head)
         {
             _head = null;
+            if (e is ModelRunException && !head.Done) CountFailedRequest();
             Fail(head, e);
         }
         // Slots taken by a start that failed half-way were never filled.

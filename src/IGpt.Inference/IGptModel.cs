@@ -20,7 +20,11 @@ public sealed class IGptModel : IDisposable
     private readonly Classifier? _classifier;
     private readonly PrefixCache? _prefixCache;
     private readonly DecodeScheduler _scheduler;
-    private int _disposed;
+    private int _disposed, _classifierFailures;
+    private string? _classifierFailure;
+
+    /// <summary>Generation requests (or classifier batches) in a row that a model run must fail before the model reports itself failing.</summary>
+    public const int FailingAfter = 3;
 
     private IGptModel(ModelManifest manifest, KvCacheDecoder decoder, Classifier? classifier, string provider, string reason,
         IMemoryCache? prefixCache, int queueCapacity, IDecodeObserver? observer, ILogger logger)
@@ -50,6 +54,18 @@ public sealed class IGptModel : IDisposable
     public bool PrefixCacheEnabled => _prefixCache is not null;
     /// <summary>The decode scheduler's counters: slots in use, queue depth, steps, rows per step, tokens.</summary>
     public SchedulerStats SchedulerStats => _scheduler.Stats;
+
+    /// <summary>
+    /// Whether the model's last <see cref="FailingAfter"/> generation requests (or classifier batches) were all failed by a
+    /// model run that threw: it still takes requests (one that completes clears this), but readiness reports it as failing.
+    /// </summary>
+    public bool IsFailing => _scheduler.ConsecutiveFailures >= FailingAfter || Volatile.Read(ref _classifierFailures) >= FailingAfter;
+
+    /// <summary>Why the last failed run failed (null before any failure).</summary>
+    public string? LastFailure => Volatile.Read(ref _classifierFailure) is { } c && Volatile.Read(ref _classifierFailures) > 0 ? c : _scheduler.LastFailure;
+
+    /// <summary>Whether <see cref="Dispose"/> ran: the decode thread has stopped and the ONNX Runtime sessions are released.</summary>
+    public bool IsDisposed => Volatile.Read(ref _disposed) != 0;
 
     /// <summary>Loads the package in <paramref name="packageDir"/>; throws <see cref="ModelPackageException"/> when it cannot be served.</summary>
     public static IGptModel Load(string packageDir, InferenceOptions options, ILogger? logger = null, IMemoryCache? prefixCache = null,
@@ -156,7 +172,22 @@ public sealed class IGptModel : IDisposable
     {
         ObjectDisposedException.ThrowIf(Volatile.Read(ref _disposed) != 0, this);
         var classifier = _classifier ?? throw new InvalidOperationException($"model '{Manifest.Id}' has no classifier");
-        return Task.Run(() => classifier.Classify(images, cancellationToken), cancellationToken);
+        return Task.Run(() =>
+        {
+            try
+            {
+                var probabilities = classifier.Classify(images, cancellationToken);
+                Volatile.Write(ref _classifierFailures, 0);
+                return probabilities;
+            }
+            catch (OnnxRuntimeException e)
+            {
+                var fault = new ModelRunException(Manifest.Id, "classifier", e);
+                Volatile.Write(ref _classifierFailure, fault.Message);
+                Interlocked.Increment(ref _classifierFailures);
+                throw fault;
+            }
+        }, cancellationToken);
     }
 
     private void Validate(CompletionRequest request)

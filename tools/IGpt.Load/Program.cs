@@ -3,12 +3,16 @@
 // tokens/s and images/s, latency percentiles of the 200 answers, the statuses seen, and the server's own view
 // from /metrics (mean sequences per decode step, decode steps per second, mean decode step time). Only 200 and a clean 503 (problem+json
 // with Retry-After, after which the client waits that long) are allowed; anything else makes the exit code 1.
+// `soak` (first argument) runs the mixed-load soak instead (Soak.cs).
 using System.Diagnostics;
 using System.Globalization;
 using System.Net;
 using System.Text;
 using System.Text.Json;
 using System.Text.RegularExpressions;
+using IGpt.Tools.Load;
+
+if (args.Length > 0 && args[0] == "soak") return await Soak.RunAsync(args[1..]);
 
 var options = LoadOptions.Parse(args);
 if (options is null) return 2;
@@ -19,7 +23,7 @@ using var http = new HttpClient(new SocketsHttpHandler { MaxConnectionsPerServer
     Timeout = TimeSpan.FromMinutes(10),
 };
 
-var model = options.Model ?? await FirstReadyModelAsync(http);
+var model = options.Model ?? await LoadCommon.FirstReadyModelAsync(http);
 var route = $"/v1/models/{model}/{options.Kind}";
 var body = await RequestBodyAsync(http, model, options);
 Console.WriteLine($"IGpt.Load: {options.Url}{route}, n={options.N} image(s) per request, {options.Seconds} s per level, warm-up {options.WarmupSeconds} s");
@@ -44,7 +48,7 @@ foreach (var clients in options.Clients)
         ? 1000 * (after.StepSeconds - before.StepSeconds) / (after.StepCount - before.StepCount) : 0;
     var latencies = level.Latencies.Order().ToArray();
     Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
-        $"| {clients} | {level.Requests} | {level.Ok} | {level.Busy} | {level.Other} | {level.Images / level.Elapsed.TotalSeconds:0.0} | {tokensPerSecond:0} | {(single is { } s ? tokensPerSecond / s : double.NaN):0.00} | {Percentile(latencies, 0.5):0} | {Percentile(latencies, 0.9):0} | {Percentile(latencies, 0.99):0} | {rowsPerStep:0.0} | {steps / level.Elapsed.TotalSeconds:0} | {msPerStep:0.00} |"));
+        $"| {clients} | {level.Requests} | {level.Ok} | {level.Busy} | {level.Other} | {level.Images / level.Elapsed.TotalSeconds:0.0} | {tokensPerSecond:0} | {(single is { } s ? tokensPerSecond / s : double.NaN):0.00} | {LoadCommon.Percentile(latencies, 0.5):0} | {LoadCommon.Percentile(latencies, 0.9):0} | {LoadCommon.Percentile(latencies, 0.99):0} | {rowsPerStep:0.0} | {steps / level.Elapsed.TotalSeconds:0} | {msPerStep:0.00} |"));
     foreach (var problem in level.Problems.Take(5)) Console.WriteLine($"  unexpected answer: {problem}");
     clean &= level.Other == 0;
 }
@@ -102,17 +106,6 @@ static async Task<LevelResult> RunLevelAsync(HttpClient http, string route, stri
     return result;
 }
 
-static double Percentile(double[] sorted, double p) =>
-    sorted.Length == 0 ? double.NaN : sorted[Math.Min(sorted.Length - 1, (int)Math.Ceiling(p * sorted.Length) - 1)];
-
-static async Task<string> FirstReadyModelAsync(HttpClient http)
-{
-    using var json = JsonDocument.Parse(await http.GetStringAsync("/v1/models"));
-    foreach (var m in json.RootElement.GetProperty("models").EnumerateArray())
-        if (m.GetProperty("status").GetString() == "ready") return m.GetProperty("id").GetString()!;
-    throw new InvalidOperationException("the service has no ready model");
-}
-
 // Completions post the top half of a mid-grey image (rows = half the height); samples post only the fields.
 static async Task<string> RequestBodyAsync(HttpClient http, string model, LoadOptions options)
 {
@@ -120,7 +113,7 @@ static async Task<string> RequestBodyAsync(HttpClient http, string model, LoadOp
     if (options.Kind == "samples") return "{" + fields + "}";
     using var json = JsonDocument.Parse(await http.GetStringAsync($"/v1/models/{model}"));
     int width = json.RootElement.GetProperty("width").GetInt32(), height = json.RootElement.GetProperty("height").GetInt32();
-    return "{" + fields + $", \"image\": \"{Convert.ToBase64String(GreyPng(width, height))}\"" + "}";
+    return "{" + fields + $", \"image\": \"{Convert.ToBase64String(LoadCommon.GreyPng(width, height))}\"" + "}";
 }
 
 static async Task<Scrape> ScrapeAsync(HttpClient http, string model)
@@ -135,56 +128,6 @@ static async Task<Scrape> ScrapeAsync(HttpClient http, string model)
     }
     return new Scrape(Read("igpt_decode_steps_total"), Read("igpt_batch_occupancy_sum"), Read("igpt_batch_occupancy_count"),
         Read("igpt_decode_step_seconds_sum"), Read("igpt_decode_step_seconds_count"));
-}
-
-// A minimal grey PNG (stored, unfiltered rows) so the tool needs no imaging library.
-static byte[] GreyPng(int width, int height)
-{
-    var raw = new byte[height * (width + 1)];
-    for (int y = 0; y < height; y++)
-        for (int x = 0; x < width; x++) raw[y * (width + 1) + 1 + x] = (byte)(64 + (x * 7 + y * 13) % 128);
-    using var png = new MemoryStream();
-    png.Write([137, 80, 78, 71, 13, 10, 26, 10]);
-    var header = new byte[13];
-    WriteBigEndian(header, 0, width);
-    WriteBigEndian(header, 4, height);
-    header[8] = 8;   // bit depth; colour type 0 (grey), compression, filter, interlace 0
-    Chunk(png, "IHDR", header);
-    using (var deflated = new MemoryStream())
-    {
-        using (var z = new System.IO.Compression.ZLibStream(deflated, System.IO.Compression.CompressionLevel.Optimal, leaveOpen: true)) z.Write(raw);
-        Chunk(png, "IDAT", deflated.ToArray());
-    }
-    Chunk(png, "IEND", []);
-    return png.ToArray();
-
-    static void Chunk(Stream s, string type, byte[] data)
-    {
-        var length = new byte[4];
-        WriteBigEndian(length, 0, data.Length);
-        s.Write(length);
-        var typed = Encoding.ASCII.GetBytes(type).Concat(data).ToArray();
-        s.Write(typed);
-        var crc = new byte[4];
-        WriteBigEndian(crc, 0, (int)Crc32(typed));
-        s.Write(crc);
-    }
-
-    static uint Crc32(byte[] data)
-    {
-        uint crc = 0xFFFFFFFF;
-        foreach (var b in data)
-        {
-            crc ^= b;
-            for (int k = 0; k < 8; k++) crc = (crc & 1) != 0 ? (crc >> 1) ^ 0xEDB88320 : crc >> 1;
-        }
-        return ~crc;
-    }
-
-    static void WriteBigEndian(byte[] b, int at, int v)
-    {
-        b[at] = (byte)(v >> 24); b[at + 1] = (byte)(v >> 16); b[at + 2] = (byte)(v >> 8); b[at + 3] = (byte)v;
-    }
 }
 
 internal sealed record Scrape(double Steps, double OccupancySum, double OccupancyCount, double StepSeconds, double StepCount);

@@ -15,10 +15,13 @@ public sealed record ModelResponse
     /// <summary>Model id, used in the model routes (<c>/v1/models/{model}/...</c>).</summary>
     public required string Id { get; init; }
 
-    /// <summary><c>ready</c> when the model is served; <c>failed</c> when its package could not be loaded (see <c>error</c>).</summary>
+    /// <summary>
+    /// <c>ready</c> when the model is served; <c>failed</c> when its package could not be loaded; <c>failing</c> when it
+    /// is loaded but its last runs all failed (it still takes requests; a run that succeeds makes it ready again). See <c>error</c>.
+    /// </summary>
     public required string Status { get; init; }
 
-    /// <summary>Why the package failed to load; null when ready.</summary>
+    /// <summary>Why the package failed to load, or why its last run failed; null when ready.</summary>
     public string? Error { get; init; }
 
     /// <summary>What the model is, from its manifest.</summary>

@@ -81,6 +81,12 @@ public static class ClassificationApi
             metrics.Request(label, "classifications", problem.Status == Problems.ClientClosedRequest ? RequestOutcome.Cancelled : RequestOutcome.Rejected);
             return TypedResults.Problem(problem);
         }
+        catch (Exception e) when (Problems.ServerFault(e, context) is { } problem)
+        {
+            context.RequestServices.GetRequiredService<ILoggerFactory>().CreateLogger(typeof(ClassificationApi)).LogError(e, "Classification on model {Model} failed", model);
+            metrics.Request(label, "classifications", RequestOutcome.Failed);
+            return TypedResults.Problem(problem);
+        }
         catch
         {
             metrics.Request(label, "classifications", RequestOutcome.Failed);

@@ -48,17 +48,17 @@ public static class GenerationApi
     /// <param name="model">Model id (GET /v1/models lists them).</param>
     public static Task<Results<ServerSentEventsResult<string>, Ok<GenerationResponse>, FileContentHttpResult, ProblemHttpResult>> CompleteAsync(
         string model, HttpContext context, ModelCatalog catalog, ImageGenerator generator, ServingMetrics metrics,
-        IOptions<ApiOptions> options, CancellationToken cancellationToken) =>
+        IOptions<ApiOptions> options, ShutdownDrain drain, CancellationToken cancellationToken) =>
         GenerateAsync(model, "completions", RequestShape.Completion, generator.PlanCompletion, context, catalog, generator, metrics,
-            options.Value, cancellationToken);
+            options.Value, drain, cancellationToken);
 
     /// <summary>Draw unconditional samples.</summary>
     /// <param name="model">Model id (GET /v1/models lists them).</param>
     public static Task<Results<ServerSentEventsResult<string>, Ok<GenerationResponse>, FileContentHttpResult, ProblemHttpResult>> SampleAsync(
         string model, HttpContext context, ModelCatalog catalog, ImageGenerator generator, ServingMetrics metrics,
-        IOptions<ApiOptions> options, CancellationToken cancellationToken) =>
+        IOptions<ApiOptions> options, ShutdownDrain drain, CancellationToken cancellationToken) =>
         GenerateAsync(model, "samples", RequestShape.Samples, generator.PlanSamples, context, catalog, generator, metrics,
-            options.Value, cancellationToken);
+            options.Value, drain, cancellationToken);
 
     /// <summary>
     /// Reads and checks the request, takes the model's queue place (or answers 503 at once), then either waits for
@@ -67,7 +67,7 @@ public static class GenerationApi
     private static async Task<Results<ServerSentEventsResult<string>, Ok<GenerationResponse>, FileContentHttpResult, ProblemHttpResult>> GenerateAsync(
         string model, string endpoint, RequestShape shape, Func<string, IGptModel, RequestFields, GenerationPlan> plan,
         HttpContext context, ModelCatalog catalog, ImageGenerator generator, ServingMetrics metrics, ApiOptions options,
-        CancellationToken cancellationToken)
+        ShutdownDrain drain, CancellationToken cancellationToken)
     {
         var label = catalog.Describe(model) is null ? "unknown" : model;
         try
@@ -77,7 +77,8 @@ public static class GenerationApi
             var stream = fields.Bool("stream") ?? ResponseFormat.WantsEventStream(context.Request);
             var checkedPlan = plan(model, loaded, fields);
 
-            var timeout = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
+            // Ends the request at its timeout, or when shutdown's drain time is over.
+            var timeout = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken, drain.Abort);
             timeout.CancelAfter(options.RequestTimeout);
             CompletionHandle handle;
             try
@@ -93,7 +94,7 @@ public static class GenerationApi
             if (stream)
             {
                 var json = context.RequestServices.GetRequiredService<IOptions<JsonOptions>>().Value.SerializerOptions;
-                var events = new GenerationEventStream(context, checkedPlan, handle, timeout, options.Heartbeat, generator, metrics, endpoint, json);
+                var events = new GenerationEventStream(context, checkedPlan, handle, timeout, drain.Abort, options.Heartbeat, generator, metrics, endpoint, json);
                 return TypedResults.ServerSentEvents(events.ReadAllAsync(cancellationToken));
             }
 
@@ -103,6 +104,11 @@ public static class GenerationApi
                 try
                 {
                     result = await handle.Result;
+                }
+                catch (OperationCanceledException) when (drain.Abort.IsCancellationRequested && !cancellationToken.IsCancellationRequested)
+                {
+                    metrics.Request(label, endpoint, RequestOutcome.Cancelled);
+                    return TypedResults.Problem(Problems.Stopping(context));
                 }
                 catch (OperationCanceledException) when (timeout.IsCancellationRequested && !cancellationToken.IsCancellationRequested)
                 {
@@ -117,6 +123,12 @@ public static class GenerationApi
         catch (Exception e) when (Problems.From(e, context) is { } problem)
         {
             metrics.Request(label, endpoint, problem.Status == Problems.ClientClosedRequest ? RequestOutcome.Cancelled : RequestOutcome.Rejected);
+            return TypedResults.Problem(problem);
+        }
+        catch (Exception e) when (Problems.ServerFault(e, context) is { } problem)
+        {
+            context.RequestServices.GetRequiredService<ILoggerFactory>().CreateLogger(typeof(GenerationApi)).LogError(e, "Generation on model {Model} failed", model);
+            metrics.Request(label, endpoint, RequestOutcome.Failed);
             return TypedResults.Problem(problem);
         }
         catch
@@ -145,6 +157,7 @@ public static class GenerationApi
         .ProducesProblem(StatusCodes.Status404NotFound)
         .ProducesProblem(StatusCodes.Status413PayloadTooLarge)
         .ProducesProblem(StatusCodes.Status415UnsupportedMediaType)
+        .ProducesProblem(StatusCodes.Status500InternalServerError)
         .ProducesProblem(StatusCodes.Status503ServiceUnavailable)
         .ProducesProblem(StatusCodes.Status504GatewayTimeout);
 }

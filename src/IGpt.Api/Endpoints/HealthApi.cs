@@ -1,5 +1,6 @@
 using IGpt.Api.Contracts;
 using IGpt.Api.Models;
+using IGpt.Api.Serving;
 using Microsoft.AspNetCore.Http.HttpResults;
 
 namespace IGpt.Api.Endpoints;
@@ -7,7 +8,8 @@ namespace IGpt.Api.Endpoints;
 /// <summary>
 /// GET /health/live (the process answers) and /health/ready. Ready means at least one model is served: a broken
 /// package does not take the healthy models out of rotation (restarting would not fix it), so it makes the status
-/// "degraded" (still 200) and its own routes answer 503; with no model ready the answer is 503 "unavailable".
+/// "degraded" (still 200) and its own routes answer 503; so does a loaded model whose last runs all failed ("failing").
+/// With no model ready the answer is 503 "unavailable"; from the start of shutdown it is 503 "stopping".
 /// </summary>
 public static class HealthApi
 {
@@ -19,7 +21,7 @@ public static class HealthApi
             .WithSummary("Liveness: the process answers");
         group.MapGet("/ready", Ready)
             .WithName("Ready")
-            .WithSummary("Readiness: at least one model is served (200 ready or degraded), else 503")
+            .WithSummary("Readiness: at least one model is served (200 ready or degraded), else 503 (unavailable, or stopping)")
             .Produces<HealthResponse>(StatusCodes.Status503ServiceUnavailable);
         return app;
     }
@@ -29,10 +31,16 @@ public static class HealthApi
         TypedResults.Ok(new HealthResponse { Status = "live", Models = Models(catalog) });
 
     /// <summary>Readiness.</summary>
-    public static Results<Ok<HealthResponse>, JsonHttpResult<HealthResponse>> Ready(ModelCatalog catalog, CancellationToken cancellationToken)
+    public static Results<Ok<HealthResponse>, JsonHttpResult<HealthResponse>> Ready(ModelCatalog catalog, ShutdownDrain drain,
+        CancellationToken cancellationToken)
     {
         var models = Models(catalog);
-        var ready = models.Count(m => m.Status == "ready");
+        if (drain.IsStopping)
+        {
+            return TypedResults.Json(new HealthResponse { Status = "stopping", Models = models },
+                statusCode: StatusCodes.Status503ServiceUnavailable);
+        }
+        var ready = models.Count(m => m.Status == ModelCatalog.Ready);
         if (ready == 0)
         {
             return TypedResults.Json(new HealthResponse { Status = "unavailable", Models = models },

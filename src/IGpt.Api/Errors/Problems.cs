@@ -28,6 +28,27 @@ public static class Problems
         _ => null,
     };
 
+    /// <summary>
+    /// A problem for a server fault the API knows (a model run that threw, a model disposed because the service stops),
+    /// or null. Not the request's fault: 5xx.
+    /// </summary>
+    public static ProblemDetails? ServerFault(Exception exception, HttpContext context) => exception switch
+    {
+        ModelRunException e => Create(StatusCodes.Status500InternalServerError, "Model run failed",
+            $"The model '{e.ModelId}' failed while running ({e.Stage}); the request was not completed. This is a fault of the service, not of the request."),
+        ObjectDisposedException => Stopping(context),
+        _ => null,
+    };
+
+    /// <summary>503: the service is shutting down (new work refused, or running work cancelled after Api:ShutdownDrainSeconds).</summary>
+    public static ProblemDetails Stopping(HttpContext context)
+    {
+        var retry = context.RequestServices.GetRequiredService<IOptions<ApiOptions>>().Value.RetryAfterSeconds;
+        if (!context.Response.HasStarted) context.Response.Headers.RetryAfter = retry.ToString(CultureInfo.InvariantCulture);
+        return Create(StatusCodes.Status503ServiceUnavailable, "Service stopping",
+            "The service is shutting down; send the request to another instance or retry later.");
+    }
+
     /// <summary>504: the request ran past Api:RequestTimeoutSeconds (queue included).</summary>
     public static ProblemDetails TimedOut(HttpContext context)
     {

@@ -35,6 +35,14 @@ public sealed class ApiOptions
     [Range(1, 1024)]
     public int ClassificationMaxBatch { get; set; } = 16;
 
+    /// <summary>
+    /// On shutdown, how long running requests may still take before they are cancelled (waiting answers get 503,
+    /// streams an SSE error event). New work is refused and readiness answers 503 from the start of shutdown.
+    /// </summary>
+    [Range(0, 3600)]
+    public double ShutdownDrainSeconds { get; set; } = 10;
+
+    public TimeSpan ShutdownDrain => TimeSpan.FromSeconds(ShutdownDrainSeconds);
     public TimeSpan RequestTimeout => TimeSpan.FromSeconds(RequestTimeoutSeconds);
     public TimeSpan Heartbeat => TimeSpan.FromSeconds(HeartbeatSeconds);
     public TimeSpan ClassificationBatchWindow => TimeSpan.FromMilliseconds(ClassificationBatchWindowMs);

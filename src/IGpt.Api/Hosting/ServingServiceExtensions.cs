@@ -1,17 +1,26 @@
 using IGpt.Api.Serving;
 using IGpt.Inference;
+using Microsoft.Extensions.Options;
 using Prometheus;
 
 namespace IGpt.Api.Hosting;
 
 public static class ServingServiceExtensions
 {
-    /// <summary>Serving under load: Prometheus metrics (also the schedulers' step observer) and classification micro-batching.</summary>
+    /// <summary>
+    /// Serving under load: Prometheus metrics (also the schedulers' step observer), classification micro-batching and the
+    /// graceful shutdown (Api:ShutdownDrainSeconds; the host's ShutdownTimeout is that plus room for cancelled requests to answer).
+    /// </summary>
     public static IServiceCollection AddServing(this IServiceCollection services)
     {
         services.AddSingleton<ServingMetrics>();
         services.AddSingleton<IDecodeObserver>(sp => sp.GetRequiredService<ServingMetrics>());
         services.AddSingleton<ClassificationBatcher>();
+        services.AddSingleton<ShutdownDrain>();
+        services.AddHostedService(sp => sp.GetRequiredService<ShutdownDrain>());
+        services.AddOptions<HostOptions>()
+            .Configure<IOptions<ApiOptions>>((host, api) =>
+                host.ShutdownTimeout = api.Value.ShutdownDrain + ShutdownDrain.AbortGrace + TimeSpan.FromSeconds(5));
         return services;
     }
 

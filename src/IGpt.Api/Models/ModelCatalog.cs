@@ -9,18 +9,28 @@ public sealed class ModelCatalog
 {
     private readonly ModelRegistry _registry;
     private readonly Dictionary<string, ModelResponse> _descriptions;
+    private readonly ModelResponse[] _sorted;
 
     public ModelCatalog(ModelRegistry registry)
     {
         _registry = registry;
+        // Described once from what was loaded: nothing here reads the package's files again, so a package
+        // deleted or overwritten while served keeps being described (and served) from memory.
         _descriptions = registry.Entries.ToDictionary(e => e.Id, Describe, StringComparer.Ordinal);
-        Models = [.. _descriptions.Values.OrderBy(m => m.Id, StringComparer.Ordinal)];
+        _sorted = [.. _descriptions.Values.OrderBy(m => m.Id, StringComparer.Ordinal)];
     }
 
-    /// <summary>Every package, sorted by id.</summary>
-    public IReadOnlyList<ModelResponse> Models { get; }
+    /// <summary>Every package, sorted by id, with its status now (a loaded model whose runs keep failing is "failing").</summary>
+    public IReadOnlyList<ModelResponse> Models => [.. _sorted.Select(Current)];
 
-    public ModelResponse? Describe(string id) => _descriptions.GetValueOrDefault(id);
+    public ModelResponse? Describe(string id) => _descriptions.GetValueOrDefault(id) is { } found ? Current(found) : null;
+
+    public const string Ready = "ready", Failed = "failed", Failing = "failing";
+
+    private ModelResponse Current(ModelResponse description) =>
+        _registry.Find(description.Id)?.Model is { IsFailing: true } model
+            ? description with { Status = Failing, Error = model.LastFailure }
+            : description;
 
     /// <summary>The loaded model <paramref name="id"/>; a 404 problem when there is no such package, 503 when it failed to load.</summary>
     public IGptModel GetReady(string id)
@@ -59,7 +69,7 @@ public sealed class ModelCatalog
         };
     }
 
-    public static string StatusName(ModelStatus status) => status == ModelStatus.Ready ? "ready" : "failed";
+    public static string StatusName(ModelStatus status) => status == ModelStatus.Ready ? Ready : Failed;
 
     // A failed package may still have a readable manifest (a broken ONNX file): show what it says.
     private static ModelManifest? TryLoadManifest(string directory)

@@ -17,7 +17,7 @@ namespace IGpt.Api.Serving;
 /// reason the request is cancelled, so the scheduler frees its slots.
 /// </summary>
 internal sealed class GenerationEventStream(
-    HttpContext context, GenerationPlan plan, CompletionHandle handle, CancellationTokenSource timeout,
+    HttpContext context, GenerationPlan plan, CompletionHandle handle, CancellationTokenSource timeout, CancellationToken shutdown,
     TimeSpan heartbeat, ImageGenerator generator, ServingMetrics metrics, string endpoint, JsonSerializerOptions json)
 {
     public const string RowEvent = "row", HeartbeatEvent = "heartbeat", ResultEvent = "result", ErrorEvent = "error";
@@ -83,21 +83,24 @@ internal sealed class GenerationEventStream(
         {
             ProblemDetails problem;
             RequestOutcome outcome;
-            if (e is OperationCanceledException && timeout.IsCancellationRequested)
+            if (e is OperationCanceledException && shutdown.IsCancellationRequested)
+            {
+                (problem, outcome) = (Problems.Stopping(context), RequestOutcome.Cancelled);
+            }
+            else if (e is OperationCanceledException && timeout.IsCancellationRequested)
             {
                 (problem, outcome) = (Problems.TimedOut(context), RequestOutcome.TimedOut);
             }
-            else if (e is ObjectDisposedException)
-            {
-                (problem, outcome) = (Problems.Create(StatusCodes.Status503ServiceUnavailable, "Model unavailable",
-                    "The model was unloaded (the service is stopping)."), RequestOutcome.Failed);
-            }
             else
             {
-                context.RequestServices.GetRequiredService<ILogger<GenerationEventStream>>()
-                    .LogError(e, "Streamed generation on model {Model} failed", plan.Model);
-                (problem, outcome) = (Problems.Create(StatusCodes.Status500InternalServerError, "Generation failed",
-                    "The model failed while drawing the images."), RequestOutcome.Failed);
+                // A model run that threw (500 "Model run failed"), a model disposed under the stream (503), or a bug (500).
+                if (e is not ObjectDisposedException)
+                {
+                    context.RequestServices.GetRequiredService<ILogger<GenerationEventStream>>()
+                        .LogError(e, "Streamed generation on model {Model} failed", plan.Model);
+                }
+                (problem, outcome) = (Problems.ServerFault(e, context) ?? Problems.Create(StatusCodes.Status500InternalServerError,
+                    "Generation failed", "The model failed while drawing the images."), RequestOutcome.Failed);
             }
             problem.Instance ??= $"{context.Request.Method} {context.Request.Path}";
             metrics.Request(plan.Model, endpoint, outcome);
