@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # GPU figures in one command, on a host with an NVIDIA GPU, its driver, CUDA 13 + cuDNN 9 libraries
 # (what Microsoft.ML.OnnxRuntime.Gpu 1.31 loads) and the .NET 10 SDK:
+#   - runs the inference library's device tests on the GPU (the decoder's device KV cache, slot copies and
+#     CUDA graphs against the same fp16 graph without a cache; SKIP_DEVICE_TESTS=1 skips them),
 #   - publishes the service as the Dockerfile does and starts it with the CUDA provider,
 #   - checks that every model runs on CUDA (the log line and /v1/models; prints the reason if not),
 #   - times unconditional samples at several batch sizes and prints a table: server-side decode
@@ -85,6 +87,12 @@ start_service() {  # $1 = true|false (UseCuda), $2 = log file
 
 if [ -z "$EXTERNAL_BASE" ]; then
   command -v dotnet >/dev/null 2>&1 || fail "the .NET 10 SDK (dotnet) is required"
+  if [ "${SKIP_DEVICE_TESTS:-0}" != 1 ]; then
+    say "device tests (tests/IGpt.Inference.Tests DevicePathTests on CUDA device $CUDA_DEVICE_ID)"
+    (cd "$REPO" && CUDA_VISIBLE_DEVICES="$CUDA_DEVICE_ID" IGPT_EXPECT_CUDA=1 \
+      dotnet test tests/IGpt.Inference.Tests -c Release --nologo -v quiet --filter "FullyQualifiedName~DevicePathTests") \
+      || fail "device tests failed (see above)"
+  fi
   if [ "${SKIP_PUBLISH:-0}" != 1 ]; then
     say "dotnet publish src/IGpt.Api -> $PUBLISH_DIR"
     rm -rf "$PUBLISH_DIR"

@@ -4,6 +4,7 @@ using Microsoft.Extensions.Caching.Memory;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Logging.Abstractions;
 using Microsoft.ML.OnnxRuntime;
+using Microsoft.ML.OnnxRuntime.Tensors;
 
 namespace IGpt.Inference;
 
@@ -64,7 +65,7 @@ public sealed class IGptModel : IDisposable
     {
         options.Validate();
         logger ??= NullLogger.Instance;
-        var cuda = options.UseCuda ? TryLoadCudaDecoder(manifest, options, logger) : new CudaDecoder(null, null, false, "UseCuda is off");
+        var cuda = options.UseCuda ? TryLoadCudaDecoder(manifest, options, logger) : new CudaSetup(null, null, false, "UseCuda is off");
         if (options.UseCuda && cuda.Session is null)
             logger.LogWarning("Model {ModelId}: running on the CPU provider: {Reason}", manifest.Id, cuda.Reason);
         string provider = cuda.Session is null ? "CPU" : "CUDA", reason = cuda.Reason;
@@ -132,13 +133,13 @@ public sealed class IGptModel : IDisposable
             throw;
         }
         logger.LogInformation("Model {ModelId}: execution provider {Provider} ({Reason}); KV cache {KvType}; classifier {Classifier}",
-            manifest.Id, provider, reason, decoder.KvType == Microsoft.ML.OnnxRuntime.Tensors.TensorElementType.Float16 ? "float16" : "float32",
+            manifest.Id, provider, reason, decoder.KvType == TensorElementType.Float16 ? "float16" : "float32",
             classifier is null ? "none" : "loaded");
         return new IGptModel(manifest, decoder, classifier, provider, reason, prefixCache, options.QueueCapacity, observer, logger);
     }
 
     /// <summary>A decoder session on the CUDA provider with its device memory, or (Session null) why there is none.</summary>
-    private sealed record CudaDecoder(InferenceSession? Session, DecoderMemory? Memory, bool Graphs, string Reason);
+    private sealed record CudaSetup(InferenceSession? Session, DecoderMemory? Memory, bool Graphs, string Reason);
 
     /// <summary>
     /// The package's CUDA decoder graph, which must be fp16 (GroupQueryAttention on CUDA runs only in fp16/bf16:
@@ -160,13 +161,13 @@ public sealed class IGptModel : IDisposable
     internal static ModelFile CpuDecoderFile(ModelManifest manifest, InferenceOptions options) =>
         options.Fp16OnCpu && CudaDecoderFile(manifest, out _) is { } fp16 ? fp16 : manifest.Files.Decoder.Cpu;
 
-    internal static Microsoft.ML.OnnxRuntime.Tensors.TensorElementType KvType(ModelFile file) => file.Dtype == "float16"
-        ? Microsoft.ML.OnnxRuntime.Tensors.TensorElementType.Float16
-        : Microsoft.ML.OnnxRuntime.Tensors.TensorElementType.Float;
+    internal static TensorElementType KvType(ModelFile file) => file.Dtype == "float16"
+        ? TensorElementType.Float16
+        : TensorElementType.Float;
 
-    private static CudaDecoder TryLoadCudaDecoder(ModelManifest manifest, InferenceOptions options, ILogger logger)
+    private static CudaSetup TryLoadCudaDecoder(ModelManifest manifest, InferenceOptions options, ILogger logger)
     {
-        if (CudaDecoderFile(manifest, out var why) is not { } file) return new CudaDecoder(null, null, false, why);
+        if (CudaDecoderFile(manifest, out var why) is not { } file) return new CudaSetup(null, null, false, why);
         var path = manifest.ResolvePath(file.Path);
         InferenceSession? session = null;
         bool graphs = options.CudaGraphs;
@@ -188,13 +189,13 @@ public sealed class IGptModel : IDisposable
                 logger.LogWarning("Model {ModelId}: CUDA graphs are on but the decoder cannot be captured; running without{Note}", manifest.Id, note);
             var memory = new CudaMemory(session, options.CudaDeviceId);
             string limit = options.CudaMemoryLimitBytes > 0 ? $", arena limit {options.CudaMemoryLimitBytes} bytes" : "";
-            return new CudaDecoder(session, memory, graphs,
+            return new CudaSetup(session, memory, graphs,
                 $"CUDA provider loaded on device {options.CudaDeviceId} ({file.Path}, {file.Dtype}{limit}; CUDA graphs {(graphs ? "on" : "off")}{note})");
         }
         catch (Exception e) when (IsProviderLoadFailure(e))
         {
             session?.Dispose();
-            return new CudaDecoder(null, null, false, $"CUDA provider unavailable, using CPU: {FirstLine(e.Message)}");
+            return new CudaSetup(null, null, false, $"CUDA provider unavailable, using CPU: {FirstLine(e.Message)}");
         }
     }
 
