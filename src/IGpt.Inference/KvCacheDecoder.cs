@@ -29,8 +29,10 @@ internal sealed unsafe class KvCacheDecoder : IDisposable
     private readonly OrtMemoryInfo _hostInfo = OrtMemoryInfo.DefaultInstance;
     private readonly IntPtr[] _kv;                      // 2 * layers: key 0, value 0, key 1, ... (in _memory)
     private readonly string[] _pastNames, _presentNames;
-    private readonly long* _ids, _pos, _mask;          // decode inputs on the host: [MaxBatch], [MaxBatch], [MaxBatch, n_positions]
-    private readonly IntPtr _boundIds, _boundPos, _boundMask, _boundLogits; // what a step binds: the host buffers, or device copies
+    // Decode inputs on the host, one block: ids [MaxBatch], positions [MaxBatch], mask [MaxBatch, n_positions],
+    // so that a step's inputs (all ids and positions, then its mask rows) are one contiguous upload.
+    private readonly long* _inputs, _ids, _pos, _mask;
+    private readonly IntPtr _boundInputs, _boundLogits;  // what a step binds: the host buffers, or their device copies
     private readonly long* _prefillIds, _prefillPos, _prefillMask; // prefill inputs: up to [MaxBatch, n_positions]
     private readonly float* _logits;                   // host: [MaxBatch or more, vocab] (prefill: [rows * S, vocab])
     private readonly long _logitsCapacity;
@@ -73,9 +75,10 @@ internal sealed unsafe class KvCacheDecoder : IDisposable
         _kv = new IntPtr[2 * _layers];
         for (int i = 0; i < _kv.Length; i++) _kv[i] = memory.Allocate((long)_maxBatch * RowStride * _elementSize);
 
-        _ids = Alloc<long>(_maxBatch);
-        _pos = Alloc<long>(_maxBatch);
-        _mask = Alloc<long>(_maxBatch * (long)_positions);
+        _inputs = Alloc<long>(InputsLength(_maxBatch));
+        _ids = _inputs;
+        _pos = _inputs + _maxBatch;
+        _mask = _inputs + 2 * _maxBatch;
         _prefillIds = Alloc<long>(_maxBatch * (long)_positions);
         _prefillPos = Alloc<long>(_maxBatch * (long)_positions);
         _prefillMask = Alloc<long>(_maxBatch * (long)_positions);
@@ -83,12 +86,10 @@ internal sealed unsafe class KvCacheDecoder : IDisposable
         _logitsCapacity = Math.Max((long)_positions, _maxBatch) * _vocab;
         _logits = Alloc<float>(_logitsCapacity);
         if (memory.IsHost)
-            (_boundIds, _boundPos, _boundMask, _boundLogits) = ((IntPtr)_ids, (IntPtr)_pos, (IntPtr)_mask, (IntPtr)_logits);
+            (_boundInputs, _boundLogits) = ((IntPtr)_inputs, (IntPtr)_logits);
         else
         {
-            _boundIds = memory.Allocate(_maxBatch * 8L);
-            _boundPos = memory.Allocate(_maxBatch * 8L);
-            _boundMask = memory.Allocate(_maxBatch * 8L * _positions);
+            _boundInputs = memory.Allocate(InputsLength(_maxBatch) * 8L);
             _boundLogits = memory.Allocate(_maxBatch * 4L * _vocab);
         }
         _decodeBindings = new DecodeBinding?[_maxBatch + 1];
@@ -103,6 +104,9 @@ internal sealed unsafe class KvCacheDecoder : IDisposable
     public bool KvOnHost => _memory.IsHost;
     /// <summary>Elements of one batch row of one KV buffer: n_head * n_positions * head_size.</summary>
     private long RowStride => (long)_heads * _positions * _headSize;
+    /// <summary>Longs of the input block up to the last mask row of a step over <paramref name="slots"/> slots.</summary>
+    private long InputsLength(int slots) => 2L * _maxBatch + (long)slots * _positions;
+
     /// <summary>Bytes of a prompt snapshot of <paramref name="length"/> positions (all layers, keys and values).</summary>
     public long SnapshotBytes(int length) => 2L * _layers * _heads * length * _headSize * _elementSize;
 
@@ -205,9 +209,7 @@ internal sealed unsafe class KvCacheDecoder : IDisposable
         var b = _decodeBindings[slots] ??= new DecodeBinding(this, slots);
         if (!_memory.IsHost)
         {
-            _memory.Copy(_boundIds, (IntPtr)_ids, slots * 8L, CopyDirection.HostToDevice);
-            _memory.Copy(_boundPos, (IntPtr)_pos, slots * 8L, CopyDirection.HostToDevice);
-            _memory.Copy(_boundMask, (IntPtr)_mask, slots * 8L * _positions, CopyDirection.HostToDevice);
+            _memory.Copy(_boundInputs, (IntPtr)_inputs, InputsLength(slots) * 8L, CopyDirection.HostToDevice);
         }
         _session.RunWithBinding(b.RunOptions ?? _runOptions, b.Binding);
         if (!_memory.IsHost)
@@ -374,9 +376,7 @@ internal sealed unsafe class KvCacheDecoder : IDisposable
         _disposed = true;
         foreach (var b in _decodeBindings) b?.Dispose();
         _memory.Dispose();   // device memory comes from the session's allocator: free it first
-        NativeMemory.AlignedFree(_ids);
-        NativeMemory.AlignedFree(_pos);
-        NativeMemory.AlignedFree(_mask);
+        NativeMemory.AlignedFree(_inputs);
         NativeMemory.AlignedFree(_prefillIds);
         NativeMemory.AlignedFree(_prefillPos);
         NativeMemory.AlignedFree(_prefillMask);
@@ -397,10 +397,13 @@ internal sealed unsafe class KvCacheDecoder : IDisposable
         public DecodeBinding(KvCacheDecoder d, int slots)
         {
             var info = d._memory.Info;
-            _ids = OrtValue.CreateTensorValueWithData(info, TensorElementType.Int64, [slots, 1], d._boundIds, slots * 8L);
-            _pos = OrtValue.CreateTensorValueWithData(info, TensorElementType.Int64, [slots, 1], d._boundPos, slots * 8L);
+            var ids = d._boundInputs;
+            var pos = ids + d._maxBatch * 8;
+            var mask = pos + d._maxBatch * 8;
+            _ids = OrtValue.CreateTensorValueWithData(info, TensorElementType.Int64, [slots, 1], ids, slots * 8L);
+            _pos = OrtValue.CreateTensorValueWithData(info, TensorElementType.Int64, [slots, 1], pos, slots * 8L);
             // The mask is always n_positions wide; a row's sum is its length (GQA reads only the sums).
-            _mask = OrtValue.CreateTensorValueWithData(info, TensorElementType.Int64, [slots, d._positions], d._boundMask, slots * 8L * d._positions);
+            _mask = OrtValue.CreateTensorValueWithData(info, TensorElementType.Int64, [slots, d._positions], mask, slots * 8L * d._positions);
             // Last position only: [slots, 1, vocab].
             _logits = OrtValue.CreateTensorValueWithData(info, TensorElementType.Float, [slots, 1, d._vocab], d._boundLogits, slots * 4L * d._vocab);
             _kv = d.CreateKvViews(slots);
