@@ -278,13 +278,11 @@ public sealed class IGptModel : IDisposable
         // Spin between the ops of one run (a decode step is many sub-millisecond ops) but stop when the run
         // ends, so idle models and the web server are not starved between steps.
         else so.AddSessionConfigEntry("session.force_spinning_stop", "1");
-        if (useCuda)
-        {
-            // Throws OnnxRuntimeException when the provider or the CUDA libraries it links cannot load.
-            using var cuda = new OrtCUDAProviderOptions();
-            cuda.UpdateOptions(CudaProviderOptions(options, cudaGraphs));
-            so.AppendExecutionProvider_CUDA(cuda);
-        }
+        if (!useCuda) return new InferenceSession(path, so);
+        // Throws OnnxRuntimeException when the provider or the CUDA libraries it links cannot load.
+        using var cuda = new OrtCUDAProviderOptions();
+        cuda.UpdateOptions(CudaProviderOptions(options, cudaGraphs));
+        so.AppendExecutionProvider_CUDA(cuda);
         return new InferenceSession(path, so);
     }
 
