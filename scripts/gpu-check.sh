@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # GPU figures in one command, on a host with an NVIDIA GPU, its driver, CUDA 13 + cuDNN 9 libraries
 # (what Microsoft.ML.OnnxRuntime.Gpu 1.31 loads) and the .NET 10 SDK:
+#   - runs the inference library's device tests on the GPU (the decoder's device KV cache, slot copies and
+#     CUDA graphs against the same fp16 graph without a cache; SKIP_DEVICE_TESTS=1 skips them),
 #   - publishes the service as the Dockerfile does and starts it with the CUDA provider,
 #   - checks that every model runs on CUDA (the log line and /v1/models; prints the reason if not),
 #   - times unconditional samples at several batch sizes and prints a table: server-side decode
@@ -11,6 +13,8 @@
 #   scripts/gpu-check.sh                          # the repository's models/
 #   MODELS_DIR=/srv/models scripts/gpu-check.sh   # other packages
 #   MODELS_DIR=tests/fixtures CUDA_DEVICE_ID=1 BATCHES="1 8 16" REPEATS=5 scripts/gpu-check.sh
+#   CUDA_GRAPHS=true scripts/gpu-check.sh         # decode steps as CUDA graphs (compare with a run without)
+#   CUDA_MEMORY_LIMIT=8589934592 scripts/gpu-check.sh   # Inference:CudaMemoryLimitBytes
 #
 # Inside the image instead (no SDK needed):
 #   docker run --rm --gpus all -p 8080:8080 igpt  and  BASE=http://127.0.0.1:8080 scripts/gpu-check.sh
@@ -23,6 +27,8 @@ PUBLISH_DIR=${PUBLISH_DIR:-/tmp/igpt-gpu-publish}
 PORT=${PORT:-5098}
 MODELS_DIR=$(cd "${MODELS_DIR:-$REPO/models}" && pwd)
 CUDA_DEVICE_ID=${CUDA_DEVICE_ID:-0}
+CUDA_GRAPHS=${CUDA_GRAPHS:-false}
+CUDA_MEMORY_LIMIT=${CUDA_MEMORY_LIMIT:-0}
 BATCHES=${BATCHES:-"1 4 16"}
 REPEATS=${REPEATS:-3}
 CONCURRENCY=${CONCURRENCY:-"1 8 16"}
@@ -66,7 +72,8 @@ start_service() {  # $1 = true|false (UseCuda), $2 = log file
   (
     cd "$PUBLISH_DIR"
     exec env Inference__ModelsPath="$MODELS_DIR" Inference__UseCuda="$1" \
-      Inference__CudaDeviceId="$CUDA_DEVICE_ID" dotnet IGpt.Api.dll --urls "$base"
+      Inference__CudaDeviceId="$CUDA_DEVICE_ID" Inference__CudaGraphs="$CUDA_GRAPHS" \
+      Inference__CudaMemoryLimitBytes="$CUDA_MEMORY_LIMIT" dotnet IGpt.Api.dll --urls "$base"
   ) >"$2" 2>&1 &
   PID=$!
   for _ in $(seq 1 600); do
@@ -80,6 +87,12 @@ start_service() {  # $1 = true|false (UseCuda), $2 = log file
 
 if [ -z "$EXTERNAL_BASE" ]; then
   command -v dotnet >/dev/null 2>&1 || fail "the .NET 10 SDK (dotnet) is required"
+  if [ "${SKIP_DEVICE_TESTS:-0}" != 1 ]; then
+    say "device tests (tests/IGpt.Inference.Tests DevicePathTests on CUDA device $CUDA_DEVICE_ID)"
+    (cd "$REPO" && CUDA_VISIBLE_DEVICES="$CUDA_DEVICE_ID" IGPT_EXPECT_CUDA=1 \
+      dotnet test tests/IGpt.Inference.Tests -c Release --nologo -v quiet --filter "FullyQualifiedName~DevicePathTests") \
+      || fail "device tests failed (see above)"
+  fi
   if [ "${SKIP_PUBLISH:-0}" != 1 ]; then
     say "dotnet publish src/IGpt.Api -> $PUBLISH_DIR"
     rm -rf "$PUBLISH_DIR"
@@ -90,7 +103,7 @@ if [ -z "$EXTERNAL_BASE" ]; then
     find "$PUBLISH_DIR" -maxdepth 1 -name 'onnxruntime*.dll' -delete   # as the Dockerfile does
     cp "$REPO/appsettings.json" "$PUBLISH_DIR/"
   fi
-  say "starting the service with the CUDA provider (device $CUDA_DEVICE_ID), models from $MODELS_DIR"
+  say "starting the service with the CUDA provider (device $CUDA_DEVICE_ID, CUDA graphs $CUDA_GRAPHS, arena limit $CUDA_MEMORY_LIMIT), models from $MODELS_DIR"
   start_service true "$WORK/cuda.log"
 else
   BASE_URL=$EXTERNAL_BASE

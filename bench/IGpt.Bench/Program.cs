@@ -177,7 +177,7 @@ static JsonObject Profile(JsonObject r)
     so.EnableProfiling = true;
     so.ProfileOutputPathPrefix = Path.Combine((string)r["out_dir"]!, $"ort_{manifest.Id}_b{batch}");
     var session = new InferenceSession(manifest.ResolvePath(manifest.Files.Decoder.Cpu.Path), so);
-    using var decoder = new KvCacheDecoder(session, manifest, Math.Max(batch, 1), false, 0, false);
+    using var decoder = new KvCacheDecoder(session, manifest, Math.Max(batch, 1), new HostMemory(), Microsoft.ML.OnnxRuntime.Tensors.TensorElementType.Float);
     var prefill = new int[prompt.Length + 1];
     prefill[0] = manifest.SosTokenId;
     prompt.CopyTo(prefill, 1);

@@ -13,8 +13,11 @@ internal sealed class Classifier : IDisposable
         _session = session;
         (_tokens, _classes, _sos, _paletteSize, _maxBatch) =
             (manifest.TokensPerImage, manifest.Classes.Count, manifest.SosTokenId, manifest.PaletteSize, maxBatch);
-        if (!session.InputMetadata.ContainsKey("input_ids")) throw new ModelPackageException("classifier: input 'input_ids' is missing");
+        if (!session.InputMetadata.TryGetValue("input_ids", out var ids)) throw new ModelPackageException("classifier: input 'input_ids' is missing");
         if (!session.OutputMetadata.TryGetValue("logits", out var logits)) throw new ModelPackageException("classifier: output 'logits' is missing");
+        // The fp16 graph (CUDA) keeps int64 ids in and float32 logits out, like the fp32 one.
+        if (ids.ElementType != typeof(long)) throw new ModelPackageException($"classifier: input_ids is {ids.ElementType.Name}, expected int64");
+        if (logits.ElementType != typeof(float)) throw new ModelPackageException($"classifier: logits are {logits.ElementType.Name}, expected float32");
         var dims = logits.Dimensions;
         if (dims.Length != 2 || (dims[1] > 0 && dims[1] != _classes))
             throw new ModelPackageException($"classifier: logits shape [{string.Join(", ", dims)}] does not match {_classes} classes");

@@ -60,8 +60,9 @@ public interface IDecodeObserver
 /// one thread runs a loop that, between decode steps, drops cancelled sequences, admits queued requests
 /// into free slots (prefill at batch 1 into its slot, or the prompt KV copied from a cached snapshot) and
 /// then runs one decode step for every active sequence of every request together, each row at its own
-/// length. A sequence that finishes or is cancelled frees its slot at once; on the CPU the last active
-/// slot is moved into the hole (a host copy of its KV), so a step always runs over slots 0..active-1.
+/// length. A sequence that finishes or is cancelled frees its slot at once and the last active slot is
+/// moved into the hole (a copy of its KV within the cache's memory, host or device), so a step always runs
+/// over slots 0..active-1 and slots from there up are free (the decoder may pad a step into them).
 /// Each sample draws from its own generator (seed, sample index), so what else shares the batch does
 /// not change a seeded request's images as long as a row's logits do not depend on the batch (checked by
 /// the tests for ONNX Runtime's CPU kernels). Requests wait in a bounded FIFO queue; a request for more
@@ -304,23 +305,20 @@ internal sealed class DecodeScheduler : IDisposable
             foreach (var slot in slots) _decoder.LoadSlots(snapshot.Kv, snapshot.Length, 1, slot);
             job.PromptLogits ??= snapshot.Logits;
         }
-        else if (_decoder.CanCopyKv)
+        else
         {
             // One prompt row, then copies: much cheaper than prefilling identical rows.
             job.PromptLogits = PrefillOne(job, slots[0]);
             for (int i = 1; i < count; i++) _decoder.CopySlot(slots[0], slots[i], length);
+            // A host snapshot serves the samples that wait for slots and repeated prompts; with device KV a
+            // prefill is cheaper than the snapshot's PCIe round trip, so the waiting samples prefill again.
             bool more = job.Started + count < job.Request.Count;
-            if (more || _prefixCache is not null)
+            if (_decoder.KvOnHost && (more || _prefixCache is not null))
             {
                 var entry = new PrefixEntry(_decoder.SaveSlot(slots[0], length), length, job.PromptLogits);
                 _prefixCache?.Add(job.Prompt, entry);
                 if (more) job.Snapshot = entry;
             }
-        }
-        else
-        {
-            // Device KV cannot be copied on the host: prefill each slot (batch 1, empty past).
-            foreach (var slot in slots) job.PromptLogits = PrefillOne(job, slot);
         }
         job.Prefill += clock.Elapsed;
         if (job.Started == 0) job.DecodeClock.Start();
@@ -360,7 +358,7 @@ internal sealed class DecodeScheduler : IDisposable
             }
             else
             {
-                // A hole (device KV only): a throwaway token at position 0 of the free slot.
+                // A hole (only after a start that failed half-way): a throwaway token at position 0 of the free slot.
                 _decoder.ResetSlot(r, 0);
                 _stepTokens[r] = 0;
                 _stepPositions[r] = 0;
@@ -427,13 +425,13 @@ internal sealed class DecodeScheduler : IDisposable
         return slots;
     }
 
-    /// <summary>Frees a slot; on the host the last active slot moves into it, keeping slots 0..active-1 dense.</summary>
+    /// <summary>Frees a slot; the last active slot moves into it, keeping slots 0..active-1 dense.</summary>
     private void FreeSlot(int slot)
     {
         _active[slot] = null;
         _activeCount--;
         int last = _rows - 1;
-        if (_decoder.CanCopyKv && slot < last && _active[last] is { } moved)
+        if (slot < last && _active[last] is { } moved)
         {
             _decoder.CopySlot(last, slot, moved.Filled);
             _active[slot] = moved;

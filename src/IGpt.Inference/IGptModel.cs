@@ -1,8 +1,10 @@
 using System.Diagnostics;
+using System.Globalization;
 using Microsoft.Extensions.Caching.Memory;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Logging.Abstractions;
 using Microsoft.ML.OnnxRuntime;
+using Microsoft.ML.OnnxRuntime.Tensors;
 
 namespace IGpt.Inference;
 
@@ -34,7 +36,9 @@ public sealed class IGptModel : IDisposable
         _classifier = classifier;
         ExecutionProvider = provider;
         ProviderReason = reason;
-        if (prefixCache is not null && decoder.CanCopyKv)
+        // On CUDA a prompt's KV snapshot would cross PCIe twice (to the host cache and back), which costs more
+        // than the prefill it saves (prefill is compute-bound there); the cache serves the CPU provider.
+        if (prefixCache is not null && decoder.KvOnHost)
             _prefixCache = new PrefixCache(prefixCache, $"{manifest.Id}#{Interlocked.Increment(ref s_instances)}");
         QueueCapacity = queueCapacity;
         _scheduler = new DecodeScheduler(decoder, manifest, _prefixCache, queueCapacity, observer, logger);
@@ -77,53 +81,59 @@ public sealed class IGptModel : IDisposable
     {
         options.Validate();
         logger ??= NullLogger.Instance;
-        InferenceSession? session = null;
-        string provider = "CPU", reason;
-        bool fp16 = false;
-        var cuda = manifest.Files.Decoder.Cuda;
-        if (!options.UseCuda) reason = "UseCuda is off";
-        else if (cuda is null) reason = "the package has no CUDA decoder (files.decoder.cuda)";
-        else
-        {
-            try
-            {
-                session = CreateSession(manifest.ResolvePath(cuda.Path), options, useCuda: true);
-                provider = "CUDA";
-                fp16 = cuda.Dtype == "float16";
-                reason = $"CUDA provider loaded on device {options.CudaDeviceId} ({cuda.Path})";
-            }
-            catch (Exception e) when (e is OnnxRuntimeException or DllNotFoundException or EntryPointNotFoundException or BadImageFormatException)
-            {
-                reason = $"CUDA provider unavailable, using CPU: {FirstLine(e.Message)}";
-            }
-        }
-        session ??= CreatePackageSession(manifest, manifest.Files.Decoder.Cpu.Path, options);
+        var cuda = options.UseCuda ? TryLoadCudaDecoder(manifest, options, logger) : new CudaSetup(null, null, false, "UseCuda is off");
+        if (options.UseCuda && cuda.Session is null)
+            logger.LogWarning("Model {ModelId}: running on the CPU provider: {Reason}", manifest.Id, cuda.Reason);
+        string provider = cuda.Session is null ? "CPU" : "CUDA", reason = cuda.Reason;
 
         KvCacheDecoder decoder;
-        try { decoder = new KvCacheDecoder(session, manifest, options.MaxBatch, provider == "CUDA", options.CudaDeviceId, fp16); }
-        catch
+        if (cuda.Session is { } cudaSession)
         {
-            session.Dispose();
-            throw;
+            var file = manifest.Files.Decoder.Cuda!;
+            try { decoder = new KvCacheDecoder(cudaSession, manifest, options.MaxBatch, cuda.Memory!, KvType(file), cuda.Graphs); }
+            catch (Exception e)
+            {
+                cuda.Memory!.Dispose();
+                cudaSession.Dispose();
+                // The provider loaded, so this is the package (wrong dtype) or the device (e.g. the KV cache over CudaMemoryLimitBytes).
+                if (e is ModelPackageException) throw new ModelPackageException($"{file.Path}: {e.Message}", e);
+                throw new ModelPackageException($"{file.Path}: cannot set up the decoder on CUDA device {options.CudaDeviceId}: {FirstLine(e.Message)}", e);
+            }
         }
+        else
+        {
+            var file = CpuDecoderFile(manifest, options);
+            var session = CreatePackageSession(manifest, file.Path, options);
+            var memory = new HostMemory();
+            try { decoder = new KvCacheDecoder(session, manifest, options.MaxBatch, memory, KvType(file)); }
+            catch (Exception e)
+            {
+                memory.Dispose();
+                session.Dispose();
+                if (e is ModelPackageException) throw new ModelPackageException($"{file.Path}: {e.Message}", e);
+                throw;
+            }
+        }
+
         Classifier? classifier = null;
         try
         {
             var files = manifest.Files.Classifier;
             if (files is not null)
             {
-                // The fp32 classifier runs on the CPU provider; a CUDA variant is used when the decoder
-                // runs on CUDA and the package has one (falling back to the CPU graph if it cannot load).
+                // On CUDA the classifier's fp16 graph runs there too (falling back to the CPU graph if it cannot load).
                 InferenceSession? cls = null;
                 if (provider == "CUDA" && files.Cuda is not null)
                 {
-                    try { cls = CreateSession(manifest.ResolvePath(files.Cuda.Path), options, useCuda: true); }
-                    catch (OnnxRuntimeException e)
+                    try { cls = CreateSession(manifest.ResolvePath(files.Cuda.Path), options, useCuda: true, cudaGraphs: false); }
+                    catch (Exception e) when (IsProviderLoadFailure(e))
                     {
                         logger.LogWarning("Model {ModelId}: CUDA classifier {Path} failed to load, using the CPU one: {Reason}",
                             manifest.Id, files.Cuda.Path, FirstLine(e.Message));
                     }
                 }
+                else if (provider == "CPU" && options.Fp16OnCpu && files.Cuda is not null)
+                    cls = CreatePackageSession(manifest, files.Cuda.Path, options);
                 cls ??= CreatePackageSession(manifest, files.Cpu.Path, options);
                 try { classifier = new Classifier(cls, manifest, options.MaxBatch); }
                 catch
@@ -138,10 +148,76 @@ public sealed class IGptModel : IDisposable
             decoder.Dispose();
             throw;
         }
-        logger.LogInformation("Model {ModelId}: execution provider {Provider} ({Reason}); classifier {Classifier}",
-            manifest.Id, provider, reason, classifier is null ? "none" : "loaded");
+        logger.LogInformation("Model {ModelId}: execution provider {Provider} ({Reason}); KV cache {KvType}; classifier {Classifier}",
+            manifest.Id, provider, reason, decoder.KvType == TensorElementType.Float16 ? "float16" : "float32",
+            classifier is null ? "none" : "loaded");
         return new IGptModel(manifest, decoder, classifier, provider, reason, prefixCache, options.QueueCapacity, observer, logger);
     }
+
+    /// <summary>A decoder session on the CUDA provider with its device memory, or (Session null) why there is none.</summary>
+    private sealed record CudaSetup(InferenceSession? Session, DecoderMemory? Memory, bool Graphs, string Reason);
+
+    /// <summary>
+    /// The package's CUDA decoder graph, which must be fp16 (GroupQueryAttention on CUDA runs only in fp16/bf16:
+    /// an fp32 graph would put attention back on the CPU), or null with the reason.
+    /// </summary>
+    internal static ModelFile? CudaDecoderFile(ModelManifest manifest, out string reason)
+    {
+        var cuda = manifest.Files.Decoder.Cuda;
+        reason = cuda switch
+        {
+            null => "the package has no CUDA decoder (files.decoder.cuda)",
+            { Dtype: not "float16" } => $"files.decoder.cuda ({cuda.Path}) is {cuda.Dtype}; the CUDA provider needs the float16 graph",
+            _ => "",
+        };
+        return reason.Length == 0 ? cuda : null;
+    }
+
+    /// <summary>The graph the CPU provider runs: the fp32 one (fp16 only when a test asks for it).</summary>
+    internal static ModelFile CpuDecoderFile(ModelManifest manifest, InferenceOptions options) =>
+        options.Fp16OnCpu && CudaDecoderFile(manifest, out _) is { } fp16 ? fp16 : manifest.Files.Decoder.Cpu;
+
+    internal static TensorElementType KvType(ModelFile file) => file.Dtype == "float16"
+        ? TensorElementType.Float16
+        : TensorElementType.Float;
+
+    private static CudaSetup TryLoadCudaDecoder(ModelManifest manifest, InferenceOptions options, ILogger logger)
+    {
+        if (CudaDecoderFile(manifest, out var why) is not { } file) return new CudaSetup(null, null, false, why);
+        var path = manifest.ResolvePath(file.Path);
+        InferenceSession? session = null;
+        bool graphs = options.CudaGraphs;
+        string note = "";
+        try
+        {
+            if (graphs)
+            {
+                // A graph with nodes outside the CUDA provider cannot be captured; plain CUDA runs are still worth having.
+                try { session = CreateSession(path, options, useCuda: true, cudaGraphs: true); }
+                catch (OnnxRuntimeException e)
+                {
+                    graphs = false;
+                    note = $"; CUDA graphs unavailable: {FirstLine(e.Message)}";
+                }
+            }
+            session ??= CreateSession(path, options, useCuda: true, cudaGraphs: false);
+            if (options.CudaGraphs && !graphs)
+                logger.LogWarning("Model {ModelId}: CUDA graphs are on but the decoder cannot be captured; running without{Note}", manifest.Id, note);
+            var memory = new CudaMemory(session, options.CudaDeviceId);
+            string limit = options.CudaMemoryLimitBytes > 0 ? $", arena limit {options.CudaMemoryLimitBytes} bytes" : "";
+            return new CudaSetup(session, memory, graphs,
+                $"CUDA provider loaded on device {options.CudaDeviceId} ({file.Path}, {file.Dtype}{limit}; CUDA graphs {(graphs ? "on" : "off")}{note})");
+        }
+        catch (Exception e) when (IsProviderLoadFailure(e))
+        {
+            session?.Dispose();
+            return new CudaSetup(null, null, false, $"CUDA provider unavailable, using CPU: {FirstLine(e.Message)}");
+        }
+    }
+
+    /// <summary>What a missing or unusable CUDA installation throws (the provider library, its CUDA libraries, the CUDA runtime).</summary>
+    private static bool IsProviderLoadFailure(Exception e) =>
+        e is OnnxRuntimeException or DllNotFoundException or EntryPointNotFoundException or BadImageFormatException;
 
     /// <summary>
     /// Completes (or samples, with an empty prompt) Count images; see <see cref="CompletionRequest"/>.
@@ -212,14 +288,14 @@ public sealed class IGptModel : IDisposable
 
     private static InferenceSession CreatePackageSession(ModelManifest manifest, string relativePath, InferenceOptions options)
     {
-        try { return CreateSession(manifest.ResolvePath(relativePath), options, useCuda: false); }
+        try { return CreateSession(manifest.ResolvePath(relativePath), options, useCuda: false, cudaGraphs: false); }
         catch (OnnxRuntimeException e)
         {
             throw new ModelPackageException($"{relativePath}: cannot load: {FirstLine(e.Message)}", e);
         }
     }
 
-    private static InferenceSession CreateSession(string path, InferenceOptions options, bool useCuda)
+    private static InferenceSession CreateSession(string path, InferenceOptions options, bool useCuda, bool cudaGraphs)
     {
         using var so = new SessionOptions
         {
@@ -233,8 +309,28 @@ public sealed class IGptModel : IDisposable
         // Spin between the ops of one run (a decode step is many sub-millisecond ops) but stop when the run
         // ends, so idle models and the web server are not starved between steps.
         else so.AddSessionConfigEntry("session.force_spinning_stop", "1");
-        if (useCuda) so.AppendExecutionProvider_CUDA(options.CudaDeviceId);
+        if (!useCuda) return new InferenceSession(path, so);
+        // Throws OnnxRuntimeException when the provider or the CUDA libraries it links cannot load.
+        using var cuda = new OrtCUDAProviderOptions();
+        cuda.UpdateOptions(CudaProviderOptions(options, cudaGraphs));
+        so.AppendExecutionProvider_CUDA(cuda);
         return new InferenceSession(path, so);
+    }
+
+    /// <summary>The CUDA provider's settings (ONNX Runtime's names and value formats).</summary>
+    internal static Dictionary<string, string> CudaProviderOptions(InferenceOptions options, bool cudaGraphs)
+    {
+        var o = new Dictionary<string, string>
+        {
+            ["device_id"] = options.CudaDeviceId.ToString(CultureInfo.InvariantCulture),
+            // Grow the arena by what is asked for, not the next power of two: the KV cache is one large request
+            // per layer, and power-of-two growth would reserve up to twice it.
+            ["arena_extend_strategy"] = "kSameAsRequested",
+            ["do_copy_in_default_stream"] = "1",
+            ["enable_cuda_graph"] = cudaGraphs ? "1" : "0",
+        };
+        if (options.CudaMemoryLimitBytes > 0) o["gpu_mem_limit"] = options.CudaMemoryLimitBytes.ToString(CultureInfo.InvariantCulture);
+        return o;
     }
 
     private static string FirstLine(string message)

@@ -17,6 +17,30 @@ public sealed class InferenceOptions
     [Range(0, 64)]
     public int CudaDeviceId { get; set; }
 
+    /// <summary>
+    /// Most bytes each CUDA session's device arena may hold (ONNX Runtime's gpu_mem_limit): the decoder's
+    /// weights, KV cache and activations, and separately the classifier's. 0 = no limit (the arena may grow
+    /// to the whole GPU). Otherwise at least <see cref="MinCudaMemoryLimitBytes"/>.
+    /// </summary>
+    [Range(0, long.MaxValue)]
+    public long CudaMemoryLimitBytes { get; set; }
+
+    /// <summary>
+    /// Capture each decode step's kernels in CUDA graphs (ONNX Runtime's enable_cuda_graph): one graph per
+    /// power-of-two number of slots up to MaxBatch, replayed with one launch. Falls back to plain CUDA runs
+    /// when the session cannot capture (logged). Ignored on the CPU provider.
+    /// </summary>
+    public bool CudaGraphs { get; set; }
+
+    /// <summary>
+    /// Tests only: run the fp16 graphs (files.*.cuda) on the CPU provider, which exercises the fp16 KV cache
+    /// path without a GPU (slower than fp32 on a CPU, so never configured).
+    /// </summary>
+    internal bool Fp16OnCpu { get; set; }
+
+    /// <summary>The smallest nonzero <see cref="CudaMemoryLimitBytes"/> (64 MiB): less is a unit mistake.</summary>
+    public const long MinCudaMemoryLimitBytes = 64L * 1024 * 1024;
+
     /// <summary>ONNX Runtime intra-op threads; 0 = one per core.</summary>
     [Range(0, 1024)]
     public int IntraOpThreads { get; set; }
@@ -47,6 +71,8 @@ public sealed class InferenceOptions
     {
         if (string.IsNullOrWhiteSpace(ModelsPath)) throw new ArgumentException("Inference:ModelsPath must be set.");
         if (CudaDeviceId is < 0 or > 64) throw new ArgumentException("Inference:CudaDeviceId must be 0..64.");
+        if (CudaMemoryLimitBytes is < 0 or (> 0 and < MinCudaMemoryLimitBytes))
+            throw new ArgumentException($"Inference:CudaMemoryLimitBytes must be 0 (no limit) or at least {MinCudaMemoryLimitBytes} (64 MiB).");
         if (IntraOpThreads is < 0 or > 1024) throw new ArgumentException("Inference:IntraOpThreads must be 0..1024 (0 = one per core).");
         if (MaxBatch is < 1 or > 256) throw new ArgumentException("Inference:MaxBatch must be between 1 and 256.");
         if (QueueCapacity is < 1 or > 100_000) throw new ArgumentException("Inference:QueueCapacity must be between 1 and 100000.");

@@ -1,3 +1,4 @@
+using System.Numerics;
 using System.Runtime.InteropServices;
 using Microsoft.ML.OnnxRuntime;
 using Microsoft.ML.OnnxRuntime.Tensors;
@@ -5,43 +6,61 @@ using Microsoft.ML.OnnxRuntime.Tensors;
 namespace IGpt.Inference;
 
 /// <summary>
-/// Runs a package's decoder.onnx with a KV cache that is allocated once: per layer one key and one
+/// Runs a package's decoder graph with a KV cache that is allocated once: per layer one key and one
 /// value buffer of [MaxBatch, n_head, n_positions, head_size], bound as both past and present
 /// (GroupQueryAttention writes each row's new keys at that row's own length, taken from the
 /// attention mask). Batch rows are slots: a slot's length is its mask row's sum, so rows at
 /// different positions can share a step. Inputs, mask and logits live in buffers allocated once;
 /// a decode step binds OrtValues created once per batch size, so it allocates nothing.
+/// One code path for both providers: <see cref="DecoderMemory"/> says where the bound buffers live
+/// (host, or the CUDA device) and copies between them; the KV element type (fp32 or fp16) comes from
+/// the graph. On the device, a step uploads token ids, positions and the mask rows it runs and downloads
+/// the last position's logits of the rows asked for; the KV cache never leaves the device.
 /// Not thread-safe: one caller at a time (IGptModel serializes).
 /// </summary>
 internal sealed unsafe class KvCacheDecoder : IDisposable
 {
     private readonly InferenceSession _session;
-    private readonly bool _onCuda;
+    private readonly DecoderMemory _memory;
+    private readonly bool _fixedStepShapes;
     private readonly int _layers, _heads, _headSize, _positions, _vocab, _maxBatch;
     private readonly int _elementSize;
     private readonly TensorElementType _kvType;
-    private readonly OrtMemoryInfo _kvInfo;
     private readonly OrtMemoryInfo _hostInfo = OrtMemoryInfo.DefaultInstance;
-    private readonly IntPtr[] _kv;                      // 2 * layers: key 0, value 0, key 1, ...
-    private readonly OrtAllocator? _deviceAllocator;
-    private readonly OrtMemoryAllocation[] _deviceAllocations = [];
+    private readonly IntPtr[] _kv;                      // 2 * layers: key 0, value 0, key 1, ... (in _memory)
     private readonly string[] _pastNames, _presentNames;
-    private readonly long* _ids, _pos, _mask;          // decode inputs: [MaxBatch], [MaxBatch], [MaxBatch, n_positions]
+    // Decode inputs on the host, one block: ids [MaxBatch], positions [MaxBatch], mask [MaxBatch, n_positions],
+    // so that a step's inputs (all ids and positions, then its mask rows) are one contiguous upload.
+    private readonly long* _inputs, _ids, _pos, _mask;
+    private readonly IntPtr _boundInputs, _boundLogits;  // what a step binds: the host buffers, or their device copies
     private readonly long* _prefillIds, _prefillPos, _prefillMask; // prefill inputs: up to [MaxBatch, n_positions]
-    private readonly float* _logits;                   // [MaxBatch or more, vocab] (prefill: [rows * S, vocab])
+    private readonly float* _logits;                   // host: [MaxBatch or more, vocab] (prefill: [rows * S, vocab])
     private readonly long _logitsCapacity;
-    private readonly DecodeBinding?[] _decodeBindings; // by batch size
-    private readonly RunOptions _runOptions = new();
+    private readonly DecodeBinding?[] _decodeBindings; // by step batch size
+    private readonly RunOptions _runOptions = new();  // prefill and reference runs: never a CUDA graph
+    private readonly bool _graphs;
     private bool _disposed;
 
-    public KvCacheDecoder(InferenceSession session, ModelManifest manifest, int maxBatch, bool onCuda, int cudaDeviceId, bool fp16)
+    /// <param name="memory">Where the bound buffers live; owned (disposed) by the decoder, before the session.</param>
+    /// <param name="fixedStepShapes">
+    /// CUDA graphs: run each step at a power-of-two number of slots (capped at MaxBatch) so that only a few
+    /// shapes (one captured graph each, gpu_graph_id = the slot count) ever occur; the padding rows write a
+    /// throwaway entry at position 0 of slots no sequence holds.
+    /// </param>
+    public KvCacheDecoder(InferenceSession session, ModelManifest manifest, int maxBatch, DecoderMemory memory,
+        TensorElementType kvType, bool fixedStepShapes = false)
     {
         _session = session;
-        _onCuda = onCuda;
+        _memory = memory;
+        _fixedStepShapes = fixedStepShapes;
+        _graphs = fixedStepShapes && !memory.IsHost;
+        if (_graphs) _runOptions.AddRunConfigEntry("gpu_graph_id", "-1");  // variable shapes: run without capturing
         var a = manifest.Architecture;
         (_layers, _heads, _headSize, _positions, _vocab, _maxBatch) = (a.NLayer, a.NHead, a.HeadSize, a.NPositions, manifest.VocabSize, maxBatch);
-        _kvType = fp16 ? TensorElementType.Float16 : TensorElementType.Float;
-        _elementSize = fp16 ? 2 : 4;
+        if (kvType is not (TensorElementType.Float or TensorElementType.Float16))
+            throw new ArgumentOutOfRangeException(nameof(kvType), kvType, "the KV cache is float32 or float16");
+        _kvType = kvType;
+        _elementSize = kvType == TensorElementType.Float16 ? 2 : 4;
         _pastNames = new string[2 * _layers];
         _presentNames = new string[2 * _layers];
         for (int i = 0; i < _layers; i++)
@@ -53,54 +72,52 @@ internal sealed unsafe class KvCacheDecoder : IDisposable
         }
         CheckGraph(manifest);
 
-        long kvBytes = (long)_maxBatch * RowStride * _elementSize;
         _kv = new IntPtr[2 * _layers];
-        if (onCuda)
-        {
-            if (kvBytes > uint.MaxValue) throw new ModelPackageException($"a KV buffer of {kvBytes} bytes is too large; lower MaxBatch");
-            _kvInfo = new OrtMemoryInfo(OrtMemoryInfo.allocatorCUDA, OrtAllocatorType.DeviceAllocator, cudaDeviceId, OrtMemType.Default);
-            _deviceAllocator = new OrtAllocator(session, _kvInfo);
-            _deviceAllocations = new OrtMemoryAllocation[_kv.Length];
-            for (int i = 0; i < _kv.Length; i++)
-            {
-                _deviceAllocations[i] = _deviceAllocator.Allocate((uint)kvBytes);
-                _kv[i] = _deviceAllocations[i].DangerousGetHandle();
-            }
-        }
-        else
-        {
-            _kvInfo = _hostInfo;
-            for (int i = 0; i < _kv.Length; i++)
-            {
-                var p = NativeMemory.AlignedAlloc((nuint)kvBytes, 64);
-                NativeMemory.Clear(p, (nuint)kvBytes);
-                _kv[i] = (IntPtr)p;
-            }
-        }
+        for (int i = 0; i < _kv.Length; i++) _kv[i] = memory.Allocate((long)_maxBatch * RowStride * _elementSize);
 
-        _ids = Alloc<long>(_maxBatch);
-        _pos = Alloc<long>(_maxBatch);
-        _mask = Alloc<long>(_maxBatch * (long)_positions);
+        _inputs = Alloc<long>(InputsLength(_maxBatch));
+        _ids = _inputs;
+        _pos = _inputs + _maxBatch;
+        _mask = _inputs + 2 * _maxBatch;
         _prefillIds = Alloc<long>(_maxBatch * (long)_positions);
         _prefillPos = Alloc<long>(_maxBatch * (long)_positions);
         _prefillMask = Alloc<long>(_maxBatch * (long)_positions);
-        // CPU prefills one row (then copies it); CUDA prefills all rows of a request together.
-        _logitsCapacity = (long)(onCuda ? _maxBatch : 1) * _positions * _vocab;
-        _logitsCapacity = Math.Max(_logitsCapacity, (long)_maxBatch * _vocab);
+        // Prefill runs one row (the scheduler copies it to the others); a step returns one position per slot.
+        _logitsCapacity = Math.Max((long)_positions, _maxBatch) * _vocab;
         _logits = Alloc<float>(_logitsCapacity);
+        if (memory.IsHost)
+            (_boundInputs, _boundLogits) = ((IntPtr)_inputs, (IntPtr)_logits);
+        else
+        {
+            _boundInputs = memory.Allocate(InputsLength(_maxBatch) * 8L);
+            _boundLogits = memory.Allocate(_maxBatch * 4L * _vocab);
+        }
         _decodeBindings = new DecodeBinding?[_maxBatch + 1];
     }
 
     public int MaxBatch => _maxBatch;
     public int Positions => _positions;
     public int VocabSize => _vocab;
-    public bool OnCuda => _onCuda;
-    /// <summary>Whether KV rows can be copied here (replication, prefix cache): host memory only.</summary>
-    public bool CanCopyKv => !_onCuda;
+    /// <summary>The KV cache's element type: float32 (Float) or float16 (Float16).</summary>
+    public TensorElementType KvType => _kvType;
+    /// <summary>Whether the KV cache lives on the host (CPU provider) rather than the device.</summary>
+    public bool KvOnHost => _memory.IsHost;
     /// <summary>Elements of one batch row of one KV buffer: n_head * n_positions * head_size.</summary>
     private long RowStride => (long)_heads * _positions * _headSize;
+    /// <summary>Longs of the input block up to the last mask row of a step over <paramref name="slots"/> slots.</summary>
+    private long InputsLength(int slots) => 2L * _maxBatch + (long)slots * _positions;
+
     /// <summary>Bytes of a prompt snapshot of <paramref name="length"/> positions (all layers, keys and values).</summary>
     public long SnapshotBytes(int length) => 2L * _layers * _heads * length * _headSize * _elementSize;
+
+    /// <summary>
+    /// Slots a step over <paramref name="rows"/> slots runs: the rows themselves, or with fixed step shapes
+    /// (CUDA graphs) the next power of two, capped at <paramref name="maxBatch"/>: log2(MaxBatch)+1 graphs at
+    /// most, and at most twice the rows' work (padding rows attend to one position, so their cost is in the
+    /// weight matmuls, which are memory-bound and nearly free at these batch sizes).
+    /// </summary>
+    public static int StepSlots(int rows, int maxBatch, bool fixedStepShapes) =>
+        fixedStepShapes ? Math.Min(maxBatch, (int)BitOperations.RoundUpToPowerOf2((uint)rows)) : rows;
 
     /// <summary>
     /// Runs <paramref name="tokens"/> (SOS first) at positions 0..S-1 in slots firstSlot..firstSlot+rows-1
@@ -142,7 +159,7 @@ internal sealed unsafe class KvCacheDecoder : IDisposable
                 binding.BindOutput(_presentNames[i], kvViews[i]);
             }
             _session.RunWithBinding(_runOptions, binding);
-            if (_onCuda) binding.SynchronizeBoundOutputs();
+            if (!_memory.IsHost) binding.SynchronizeBoundOutputs();
         }
         finally
         {
@@ -165,58 +182,78 @@ internal sealed unsafe class KvCacheDecoder : IDisposable
     /// <summary>
     /// One decode step for slots 0..rows-1: slot r gets token tokens[r] at position positions[r]
     /// (its cache must hold exactly positions[r] entries). Returns logits [rows, vocab], valid until the next call.
+    /// With fixed step shapes, slots rows..<see cref="StepSlots"/>-1 run too (a throwaway token at position 0).
     /// </summary>
     public ReadOnlySpan<float> Step(int rows, ReadOnlySpan<int> tokens, ReadOnlySpan<int> positions)
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
         if (rows < 1 || rows > _maxBatch) throw new ArgumentOutOfRangeException(nameof(rows));
-        for (int r = 0; r < rows; r++)
+        int slots = StepSlots(rows, _maxBatch, _fixedStepShapes);
+        for (int r = 0; r < slots; r++)
         {
-            int p = positions[r];
-            if ((uint)p >= (uint)_positions) throw new ArgumentOutOfRangeException(nameof(positions), p, "position past n_positions");
-            _ids[r] = tokens[r];
+            int p = 0;
+            if (r < rows)
+            {
+                p = positions[r];
+                if ((uint)p >= (uint)_positions) throw new ArgumentOutOfRangeException(nameof(positions), p, "position past n_positions");
+                _ids[r] = tokens[r];
+            }
+            else
+            {
+                ResetSlot(r, 0);
+                _ids[r] = 0;
+            }
             _pos[r] = p;
             _mask[(long)r * _positions + p] = 1;
         }
-        var b = _decodeBindings[rows] ??= new DecodeBinding(this, rows);
-        if (_onCuda) b.RebindInputs();  // CUDA copies host inputs to the device when they are bound
-        _session.RunWithBinding(_runOptions, b.Binding);
-        if (_onCuda) b.Binding.SynchronizeBoundOutputs();
+        var b = _decodeBindings[slots] ??= new DecodeBinding(this, slots);
+        if (!_memory.IsHost)
+        {
+            _memory.Copy(_boundInputs, (IntPtr)_inputs, InputsLength(slots) * 8L, CopyDirection.HostToDevice);
+        }
+        _session.RunWithBinding(b.RunOptions ?? _runOptions, b.Binding);
+        if (!_memory.IsHost)
+        {
+            b.Binding.SynchronizeBoundOutputs();
+            _memory.Copy((IntPtr)_logits, _boundLogits, rows * 4L * _vocab, CopyDirection.DeviceToHost);
+        }
         return new ReadOnlySpan<float>(_logits, rows * _vocab);
     }
 
-    /// <summary>Copies positions 0..length-1 of slot 0 into slots 1..rows-1 (host KV only).</summary>
+    /// <summary>Copies positions 0..length-1 of slot 0 into slots 1..rows-1.</summary>
     public void ReplicateSlot0(int rows, int length)
     {
         for (int r = 1; r < rows; r++) CopySlot(0, r, length);
     }
 
-    /// <summary>Copies positions 0..length-1 of one slot into another, mask row included (host KV only).</summary>
+    /// <summary>Copies positions 0..length-1 of one slot into another, mask row included (a device copy on CUDA).</summary>
     public void CopySlot(int source, int destination, int length)
     {
-        RequireHostKv();
+        ObjectDisposedException.ThrowIf(_disposed, this);
         CheckSlot(source, length);
         CheckSlot(destination, length);
-        long chunk = (long)length * _headSize * _elementSize;
+        long chunk = (long)length * _headSize * _elementSize, pitch = (long)_positions * _headSize * _elementSize;
         foreach (var baseAddress in _kv)
-            for (int h = 0; h < _heads; h++)
-                Buffer.MemoryCopy((byte*)baseAddress + Offset(source, h), (byte*)baseAddress + Offset(destination, h), chunk, chunk);
+            _memory.Copy2D(baseAddress + (nint)Offset(destination, 0), pitch, baseAddress + (nint)Offset(source, 0), pitch, chunk, _heads,
+                CopyDirection.DeviceToDevice);
         ResetSlot(destination, length);
     }
 
     /// <summary>Copies positions 0..length-1 of a slot (every layer, keys and values) into a compact host snapshot.</summary>
     public byte[] SaveSlot(int slot, int length)
     {
-        RequireHostKv();
+        ObjectDisposedException.ThrowIf(_disposed, this);
         CheckSlot(slot, length);
         var snapshot = GC.AllocateUninitializedArray<byte>(checked((int)SnapshotBytes(length)));
-        long chunk = (long)length * _headSize * _elementSize;
+        long chunk = (long)length * _headSize * _elementSize, pitch = (long)_positions * _headSize * _elementSize;
         fixed (byte* s = snapshot)
         {
             long o = 0;
             foreach (var baseAddress in _kv)
-                for (int h = 0; h < _heads; h++, o += chunk)
-                    Buffer.MemoryCopy((byte*)baseAddress + Offset(slot, h), s + o, chunk, chunk);
+            {
+                _memory.Copy2D((IntPtr)(s + o), chunk, baseAddress + (nint)Offset(slot, 0), pitch, chunk, _heads, CopyDirection.DeviceToHost);
+                o += chunk * _heads;
+            }
         }
         return snapshot;
     }
@@ -224,9 +261,9 @@ internal sealed unsafe class KvCacheDecoder : IDisposable
     /// <summary>Loads a snapshot of <paramref name="length"/> positions into slots firstSlot..firstSlot+rows-1.</summary>
     public void LoadSlots(byte[] snapshot, int length, int rows, int firstSlot = 0)
     {
-        RequireHostKv();
+        ObjectDisposedException.ThrowIf(_disposed, this);
         if (snapshot.Length != SnapshotBytes(length)) throw new ArgumentException("snapshot size does not match its length");
-        long chunk = (long)length * _headSize * _elementSize;
+        long chunk = (long)length * _headSize * _elementSize, pitch = (long)_positions * _headSize * _elementSize;
         fixed (byte* s = snapshot)
         {
             for (int slot = firstSlot; slot < firstSlot + rows; slot++)
@@ -234,8 +271,10 @@ internal sealed unsafe class KvCacheDecoder : IDisposable
                 CheckSlot(slot, length);
                 long o = 0;
                 foreach (var baseAddress in _kv)
-                    for (int h = 0; h < _heads; h++, o += chunk)
-                        Buffer.MemoryCopy(s + o, (byte*)baseAddress + Offset(slot, h), chunk, chunk);
+                {
+                    _memory.Copy2D(baseAddress + (nint)Offset(slot, 0), pitch, (IntPtr)(s + o), chunk, chunk, _heads, CopyDirection.HostToDevice);
+                    o += chunk * _heads;
+                }
                 ResetSlot(slot, length);
             }
         }
@@ -277,7 +316,7 @@ internal sealed unsafe class KvCacheDecoder : IDisposable
                     ? OrtValue.CreateTensorValueFromMemory(Array.Empty<Float16>(), [1, _heads, 0, _headSize])
                     : OrtValue.CreateTensorValueFromMemory(Array.Empty<float>(), [1, _heads, 0, _headSize]));
             }
-            using var results = _session.Run(_runOptions, names, values, ["logits"]);
+            using var results = _session.Run(_runOptions, names, values, ["logits"]);  // host outputs: ORT copies them back
             return results[0].GetTensorDataAsSpan<float>().ToArray();
         }
         finally
@@ -293,14 +332,8 @@ internal sealed unsafe class KvCacheDecoder : IDisposable
         long[] shape = [rows, _heads, _positions, _headSize];
         long offset = firstSlot * RowStride * _elementSize;
         for (int i = 0; i < _kv.Length; i++)
-            views[i] = OrtValue.CreateTensorValueWithData(_kvInfo, _kvType, shape, _kv[i] + (nint)offset, rows * RowStride * _elementSize);
+            views[i] = OrtValue.CreateTensorValueWithData(_memory.Info, _kvType, shape, _kv[i] + (nint)offset, rows * RowStride * _elementSize);
         return views;
-    }
-
-    private void RequireHostKv()
-    {
-        ObjectDisposedException.ThrowIf(_disposed, this);
-        if (!CanCopyKv) throw new InvalidOperationException("KV rows live on the device; copies are host-only");
     }
 
     private void CheckGraph(ModelManifest manifest)
@@ -314,7 +347,11 @@ internal sealed unsafe class KvCacheDecoder : IDisposable
         var past = inputs[_pastNames[0]];
         var expected = _kvType == TensorElementType.Float16 ? typeof(Float16) : typeof(float);
         if (past.ElementType != expected)
-            throw new ModelPackageException($"decoder: KV cache is {past.ElementType.Name}, expected {expected.Name}");
+            throw new ModelPackageException($"decoder: the KV cache ({_pastNames[0]}) is {DtypeName(past.ElementType)}, but the manifest says {DtypeName(expected)}");
+        if (inputs["input_ids"].ElementType != typeof(long))
+            throw new ModelPackageException($"decoder: input_ids is {inputs["input_ids"].ElementType.Name}, expected int64");
+        if (outputs["logits"].ElementType != typeof(float))
+            throw new ModelPackageException($"decoder: logits are {DtypeName(outputs["logits"].ElementType)}, expected float32");
         var dims = past.Dimensions;
         if (dims.Length != 4 || (dims[1] > 0 && dims[1] != _heads) || (dims[3] > 0 && dims[3] != _headSize))
             throw new ModelPackageException($"decoder: past shape [{string.Join(", ", dims)}] does not match n_head {_heads} / head_size {_headSize}");
@@ -322,6 +359,8 @@ internal sealed unsafe class KvCacheDecoder : IDisposable
         if (logits.Length != 3 || (logits[2] > 0 && logits[2] != manifest.VocabSize))
             throw new ModelPackageException($"decoder: logits shape [{string.Join(", ", logits)}] does not end in vocab_size {manifest.VocabSize}");
     }
+
+    private static string DtypeName(Type t) => t == typeof(float) ? "float32" : t == typeof(Float16) ? "float16" : t.Name;
 
     private static T* Alloc<T>(long count) where T : unmanaged
     {
@@ -336,19 +375,8 @@ internal sealed unsafe class KvCacheDecoder : IDisposable
         if (_disposed) return;
         _disposed = true;
         foreach (var b in _decodeBindings) b?.Dispose();
-        if (_onCuda)
-        {
-            foreach (var a in _deviceAllocations) a?.Dispose();
-            _deviceAllocator?.Dispose();
-            _kvInfo.Dispose();
-        }
-        else
-        {
-            foreach (var p in _kv) NativeMemory.AlignedFree((void*)p);
-        }
-        NativeMemory.AlignedFree(_ids);
-        NativeMemory.AlignedFree(_pos);
-        NativeMemory.AlignedFree(_mask);
+        _memory.Dispose();   // device memory comes from the session's allocator: free it first
+        NativeMemory.AlignedFree(_inputs);
         NativeMemory.AlignedFree(_prefillIds);
         NativeMemory.AlignedFree(_prefillPos);
         NativeMemory.AlignedFree(_prefillMask);
@@ -357,42 +385,49 @@ internal sealed unsafe class KvCacheDecoder : IDisposable
         _session.Dispose();
     }
 
-    /// <summary>Everything one decode step at a given batch size binds, created once.</summary>
+    /// <summary>Everything one decode step at a given number of slots binds, created once (fixed addresses, as CUDA graphs need).</summary>
     private sealed class DecodeBinding : IDisposable
     {
         private readonly OrtValue _ids, _pos, _mask, _logits;
         private readonly OrtValue[] _kv;
         public OrtIoBinding Binding { get; }
+        /// <summary>With CUDA graphs: this shape's graph (gpu_graph_id = slots); else null (the decoder's options).</summary>
+        public RunOptions? RunOptions { get; }
 
-        public DecodeBinding(KvCacheDecoder d, int rows)
+        public DecodeBinding(KvCacheDecoder d, int slots)
         {
-            var host = d._hostInfo;
-            _ids = OrtValue.CreateTensorValueWithData(host, TensorElementType.Int64, [rows, 1], (IntPtr)d._ids, rows * 8L);
-            _pos = OrtValue.CreateTensorValueWithData(host, TensorElementType.Int64, [rows, 1], (IntPtr)d._pos, rows * 8L);
+            var info = d._memory.Info;
+            var ids = d._boundInputs;
+            var pos = ids + d._maxBatch * 8;
+            var mask = pos + d._maxBatch * 8;
+            _ids = OrtValue.CreateTensorValueWithData(info, TensorElementType.Int64, [slots, 1], ids, slots * 8L);
+            _pos = OrtValue.CreateTensorValueWithData(info, TensorElementType.Int64, [slots, 1], pos, slots * 8L);
             // The mask is always n_positions wide; a row's sum is its length (GQA reads only the sums).
-            _mask = OrtValue.CreateTensorValueWithData(host, TensorElementType.Int64, [rows, d._positions], (IntPtr)d._mask, rows * 8L * d._positions);
-            _logits = OrtValue.CreateTensorValueWithData(host, TensorElementType.Float, [rows, 1, d._vocab], (IntPtr)d._logits, rows * 4L * d._vocab);
-            _kv = d.CreateKvViews(rows);
+            _mask = OrtValue.CreateTensorValueWithData(info, TensorElementType.Int64, [slots, d._positions], mask, slots * 8L * d._positions);
+            // Last position only: [slots, 1, vocab].
+            _logits = OrtValue.CreateTensorValueWithData(info, TensorElementType.Float, [slots, 1, d._vocab], d._boundLogits, slots * 4L * d._vocab);
+            _kv = d.CreateKvViews(slots);
             Binding = d._session.CreateIoBinding();
-            RebindInputs();
+            Binding.BindInput("input_ids", _ids);
+            Binding.BindInput("position_ids", _pos);
+            Binding.BindInput("attention_mask", _mask);
             Binding.BindOutput("logits", _logits);
             for (int i = 0; i < _kv.Length; i++)
             {
                 Binding.BindInput(d._pastNames[i], _kv[i]);
                 Binding.BindOutput(d._presentNames[i], _kv[i]);
             }
-        }
-
-        public void RebindInputs()
-        {
-            Binding.BindInput("input_ids", _ids);
-            Binding.BindInput("position_ids", _pos);
-            Binding.BindInput("attention_mask", _mask);
+            if (d._graphs)
+            {
+                RunOptions = new RunOptions();
+                RunOptions.AddRunConfigEntry("gpu_graph_id", slots.ToString(System.Globalization.CultureInfo.InvariantCulture));
+            }
         }
 
         public void Dispose()
         {
             Binding.Dispose();
+            RunOptions?.Dispose();
             _ids.Dispose();
             _pos.Dispose();
             _mask.Dispose();

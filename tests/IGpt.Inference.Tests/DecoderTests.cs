@@ -4,7 +4,7 @@ namespace IGpt.Inference.Tests;
 
 public class DecoderTests
 {
-    private static void AssertClose(ReadOnlySpan<float> expected, ReadOnlySpan<float> actual, double tolerance, string what)
+    internal static void AssertClose(ReadOnlySpan<float> expected, ReadOnlySpan<float> actual, double tolerance, string what)
     {
         Assert.Equal(expected.Length, actual.Length);
         for (int i = 0; i < expected.Length; i++)
@@ -98,7 +98,7 @@ public class DecoderTests
             AssertClose(parity.DecodeLogits[j], full.AsSpan((parity.Prompt.Length + j) * v, v), parity.Tolerance, $"decode[{j}]");
     }
 
-    private static int[] GreedyWithoutCache(IGptModel model, int[] prompt)
+    internal static int[] GreedyWithoutCache(IGptModel model, int[] prompt)
     {
         var m = model.Manifest;
         var seq = new List<int> { m.SosTokenId };

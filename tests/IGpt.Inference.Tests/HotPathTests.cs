@@ -4,10 +4,14 @@ namespace IGpt.Inference.Tests;
 
 public class HotPathTests
 {
-    [Fact]
-    public void DecodeStepsAndSamplingAllocateNothing()
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]   // the fp16 graph (the CUDA one) on the CPU: the same step code over a half-size KV cache
+    public void DecodeStepsAndSamplingAllocateNothing(bool fp16)
     {
-        using var model = Fixture.LoadCpu(maxBatch: 4);
+        var o = Fixture.CpuOptions(maxBatch: 4);
+        o.Fp16OnCpu = fp16;
+        using var model = IGptModel.Load(Fixture.PackageDir, o, NullLogger.Instance);
         var d = model.Decoder;
         var sampler = new Sampler(model.Manifest.PaletteSize);
         var options = new SamplingOptions(1f, TopK: 5, TopP: 0.9f);

@@ -1,0 +1,235 @@
+using System.Text.Json.Nodes;
+using Microsoft.Extensions.Caching.Memory;
+using Microsoft.Extensions.Logging.Abstractions;
+using Microsoft.ML.OnnxRuntime;
+using Microsoft.ML.OnnxRuntime.Tensors;
+
+namespace IGpt.Inference.Tests;
+
+/// <summary>
+/// What the CUDA path shares with the CPU one, run on the CPU: the fp16 graph and its half-size KV cache
+/// (ONNX Runtime's CPU provider runs decoder.fp16.onnx), fixed step shapes (CUDA graphs' padding), graph
+/// selection, the CUDA settings and the fallback. The CUDA memory and copies themselves need a GPU
+/// (scripts/gpu-check.sh).
+/// </summary>
+public class DevicePathTests
+{
+    private static InferenceOptions Fp16CpuOptions(int maxBatch = 16)
+    {
+        var o = Fixture.CpuOptions(maxBatch);
+        o.Fp16OnCpu = true;
+        return o;
+    }
+
+    [Fact]
+    public void Fp16GraphKeepsItsKvCacheInHalvesAndMatchesItsOwnUncachedForward()
+    {
+        var parity = Fixture.ReadParity();
+        using var model = IGptModel.Load(Fixture.PackageDir, Fp16CpuOptions(maxBatch: 4), NullLogger.Instance);
+        var d = model.Decoder;
+        Assert.Equal(TensorElementType.Float16, d.KvType);
+        Assert.Equal(2L * 2 * 4 * 10 * 8 * 2, d.SnapshotBytes(10));   // 2 layers x (K, V) x 4 heads x 10 positions x 8 x 2 bytes
+        int v = d.VocabSize, s = parity.Prompt.Length;
+        var prefill = d.Prefill(parity.Prompt, 1).ToArray();
+        d.ReplicateSlot0(3, s);
+        var seq = parity.Prompt.ToList();
+        for (int j = 0; j < parity.DecodeTokens.Length; j++)
+        {
+            int t = parity.DecodeTokens[j];
+            var logits = d.Step(3, [t, t, t], [s + j, s + j, s + j]).ToArray();
+            seq.Add(t);
+            var reference = model.ForwardWithoutCache(seq.ToArray());
+            for (int r = 0; r < 3; r++)
+            {
+                // Same graph, same precision: the cached path computes the same numbers.
+                DecoderTests.AssertClose(reference.AsSpan((seq.Count - 1) * v, v), logits.AsSpan(r * v, v), 1e-3, $"row {r} step {j}");
+                // And fp16 stays near PyTorch's fp32 logits.
+                DecoderTests.AssertClose(parity.DecodeLogits[j], logits.AsSpan(r * v, v), 0.02, $"row {r} step {j} vs fp32");
+            }
+        }
+        DecoderTests.AssertClose(parity.PrefillLogits[s - 1], prefill.AsSpan((s - 1) * v, v), 0.02, "prefill vs fp32");
+    }
+
+    [Fact]
+    public async Task Fp16SchedulerCopiesSlotsSnapshotsAndCompactsLikeFp32()
+    {
+        // Two slots for 3 + 2 samples: replication, host snapshots for the samples that wait, compaction when one ends.
+        using var model = IGptModel.Load(Fixture.PackageDir, Fp16CpuOptions(maxBatch: 2), NullLogger.Instance);
+        Assert.Equal("CPU", model.ExecutionProvider);
+        int[] prompt = [1, 2, 3, 4, 5, 6, 7, 0];
+        var expected = DecoderTests.GreedyWithoutCache(model, prompt);
+        var a = model.CompleteAsync(new CompletionRequest(prompt, 3, SamplingOptions.Greedy, 0), CancellationToken.None);
+        var b = model.CompleteAsync(new CompletionRequest([], 2, new SamplingOptions(1f), 7), CancellationToken.None);
+        var results = await Task.WhenAll(a, b).WaitAsync(TimeSpan.FromSeconds(120));
+        foreach (var image in results[0].Images) Assert.Equal(expected, image);
+
+        // Sampled images do not depend on what shared their steps: the same request alone gives the same images.
+        using var alone = IGptModel.Load(Fixture.PackageDir, Fp16CpuOptions(maxBatch: 1), NullLogger.Instance);
+        var again = await alone.CompleteAsync(new CompletionRequest([], 2, new SamplingOptions(1f), 7), CancellationToken.None);
+        Assert.Equal(results[1].Images, again.Images);
+    }
+
+    [Fact]
+    public async Task Fp16ClassifierRunsWithTheFp16Decoder()
+    {
+        var parity = Fixture.ReadParity();
+        Assert.NotNull(parity.ClassifierInputIds);
+        using var model = IGptModel.Load(Fixture.PackageDir, Fp16CpuOptions(), NullLogger.Instance);
+        using var fp32 = Fixture.LoadCpu();
+        var images = parity.ClassifierInputIds!.Select(ids => ids[1..].Append(0).ToArray()).ToArray();
+        var half = await model.ClassifyBatchAsync(images, CancellationToken.None);
+        var full = await fp32.ClassifyBatchAsync(images, CancellationToken.None);
+        for (int i = 0; i < images.Length; i++)
+            for (int c = 0; c < full[i].Length; c++)
+                Assert.True(Math.Abs(full[i][c] - half[i][c]) < 0.02, $"image {i} class {c}: fp32 {full[i][c]}, fp16 {half[i][c]}");
+    }
+
+    [Fact]
+    public void FixedStepShapesPadToPowersOfTwoWithoutChangingTheRows()
+    {
+        Assert.Equal([1, 2, 4, 4, 8, 8, 8, 8, 10, 10], Enumerable.Range(1, 10).Select(r => KvCacheDecoder.StepSlots(r, 10, true)));
+        Assert.Equal([1, 2, 3, 4, 5], Enumerable.Range(1, 5).Select(r => KvCacheDecoder.StepSlots(r, 10, false)));
+
+        var parity = Fixture.ReadParity();
+        var manifest = ModelManifest.Load(Fixture.PackageDir);
+        using var so = new SessionOptions { IntraOpNumThreads = 1 };
+        var session = new InferenceSession(manifest.ResolvePath("decoder.onnx"), so);
+        using var d = new KvCacheDecoder(session, manifest, 4, new HostMemory(), TensorElementType.Float, fixedStepShapes: true);
+        int v = d.VocabSize, s = parity.Prompt.Length;
+        d.Prefill(parity.Prompt, 1);
+        d.ReplicateSlot0(3, s);
+        d.Prefill([manifest.SosTokenId, 5, 5, 5], 1, firstSlot: 3);
+        var before = d.SaveSlot(3, 4);
+        // Three rows run as four: slot 3 gets the padding row (a throwaway token at position 0).
+        var logits = d.Step(3, [parity.DecodeTokens[0], parity.DecodeTokens[0], parity.DecodeTokens[0]], [s, s, s]).ToArray();
+        Assert.Equal(3 * v, logits.Length);
+        for (int r = 0; r < 3; r++)
+            DecoderTests.AssertClose(parity.DecodeLogits[0], logits.AsSpan(r * v, v), parity.Tolerance, $"row {r}");
+        var after = d.SaveSlot(3, 4);
+        int perHead = 8 * 4;   // head_size floats x 4 bytes: position 0 of the first head
+        Assert.NotEqual(before.AsSpan(0, perHead).ToArray(), after.AsSpan(0, perHead).ToArray());
+        Assert.Equal(before.AsSpan(perHead, 3 * perHead).ToArray(), after.AsSpan(perHead, 3 * perHead).ToArray());
+    }
+
+    [Fact]
+    public void GraphSelectionNeedsAnFp16CudaGraph()
+    {
+        var manifest = ModelManifest.Load(Fixture.PackageDir);
+        Assert.Equal("decoder.fp16.onnx", IGptModel.CudaDecoderFile(manifest, out _)!.Path);
+        Assert.Equal("decoder.onnx", IGptModel.CpuDecoderFile(manifest, Fixture.CpuOptions()).Path);
+        Assert.Equal("decoder.fp16.onnx", IGptModel.CpuDecoderFile(manifest, Fp16CpuOptions()).Path);
+
+        var dir = Fixture.CopyToTemp(out var root);
+        try
+        {
+            var json = JsonNode.Parse(File.ReadAllText(Path.Combine(dir, "model.json")))!.AsObject();
+            json["files"]!["decoder"]!["cuda"]!["dtype"] = "float32";
+            var fp32Cuda = ModelManifest.Parse(json.ToJsonString(), dir);
+            Assert.Null(IGptModel.CudaDecoderFile(fp32Cuda, out var reason));
+            Assert.Contains("needs the float16 graph", reason);
+            // UseCuda on, but nothing to run there: the CPU, with the reason (no CUDA attempt, so the same on any host).
+            var options = Fixture.CpuOptions();
+            options.UseCuda = true;
+            using (var model = IGptModel.Load(fp32Cuda, options, NullLogger.Instance))
+            {
+                Assert.Equal("CPU", model.ExecutionProvider);
+                Assert.Contains("needs the float16 graph", model.ProviderReason);
+            }
+
+            json["files"]!["decoder"]!["cuda"] = null;
+            Assert.Null(IGptModel.CudaDecoderFile(ModelManifest.Parse(json.ToJsonString(), dir), out reason));
+            Assert.Contains("no CUDA decoder", reason);
+
+            // A graph whose KV dtype is not the manifest's fails clearly, naming the file.
+            json["files"]!["decoder"]!["cuda"] = new JsonObject { ["path"] = "decoder.onnx", ["dtype"] = "float16" };
+            var lying = ModelManifest.Parse(json.ToJsonString(), dir);
+            var e = Assert.Throws<ModelPackageException>(() => IGptModel.Load(lying, Fp16CpuOptions(), NullLogger.Instance));
+            Assert.Contains("decoder.onnx", e.Message);
+            Assert.Contains("is float32, but the manifest says float16", e.Message);
+        }
+        finally
+        {
+            Directory.Delete(root, recursive: true);
+        }
+    }
+
+    [Theory]
+    [InlineData(-1, false)]
+    [InlineData(1000, false)]
+    [InlineData(InferenceOptions.MinCudaMemoryLimitBytes - 1, false)]
+    [InlineData(0, true)]
+    [InlineData(InferenceOptions.MinCudaMemoryLimitBytes, true)]
+    [InlineData(80L << 30, true)]
+    public void CudaMemoryLimitIsZeroOrAtLeast64MiB(long bytes, bool valid)
+    {
+        var o = Fixture.CpuOptions();
+        o.CudaMemoryLimitBytes = bytes;
+        if (valid) o.Validate();
+        else Assert.Contains("Inference:CudaMemoryLimitBytes", Assert.Throws<ArgumentException>(o.Validate).Message);
+    }
+
+    [Fact]
+    public void CudaProviderSettingsUseOnnxRuntimesNames()
+    {
+        var o = Fixture.CpuOptions();
+        o.CudaDeviceId = 1;
+        var plain = IGptModel.CudaProviderOptions(o, cudaGraphs: false);
+        Assert.Equal("1", plain["device_id"]);
+        Assert.Equal("kSameAsRequested", plain["arena_extend_strategy"]);
+        Assert.Equal("0", plain["enable_cuda_graph"]);
+        Assert.False(plain.ContainsKey("gpu_mem_limit"));   // 0 = no limit: ORT's default (SIZE_MAX)
+        o.CudaMemoryLimitBytes = 6L << 30;
+        var limited = IGptModel.CudaProviderOptions(o, cudaGraphs: true);
+        Assert.Equal("6442450944", limited["gpu_mem_limit"]);
+        Assert.Equal("1", limited["enable_cuda_graph"]);
+    }
+
+    /// <summary>
+    /// The CUDA path where it loads, else the fallback. Here (no GPU) it checks the fallback; on a GPU host
+    /// (scripts/gpu-check.sh sets IGPT_EXPECT_CUDA=1, so a fallback fails) it checks the device KV cache,
+    /// the device slot copies and, with CUDA graphs, padded steps replayed from captured graphs against the
+    /// same fp16 graph run without a cache.
+    /// </summary>
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public async Task CudaWhenItLoadsElseCpuWithTheReason(bool cudaGraphs)
+    {
+        var options = Fixture.CpuOptions(maxBatch: 4);
+        (options.UseCuda, options.CudaGraphs, options.CudaMemoryLimitBytes) = (true, cudaGraphs, 1L << 30);
+        using var cache = new MemoryCache(new MemoryCacheOptions { SizeLimit = 1 << 26 });
+        using var model = IGptModel.Load(Fixture.PackageDir, options, NullLogger.Instance, cache);
+        if (Environment.GetEnvironmentVariable("IGPT_EXPECT_CUDA") == "1") Assert.True(model.ExecutionProvider == "CUDA", model.ProviderReason);
+        var d = model.Decoder;
+        if (model.ExecutionProvider == "CPU")
+        {
+            Assert.StartsWith("CUDA provider unavailable", model.ProviderReason);
+            Assert.True(d.KvOnHost);
+            Assert.True(model.PrefixCacheEnabled);
+        }
+        else
+        {
+            Assert.Contains("float16", model.ProviderReason);
+            Assert.False(d.KvOnHost);
+            Assert.Equal(TensorElementType.Float16, d.KvType);
+            Assert.False(model.PrefixCacheEnabled);
+            var parity = Fixture.ReadParity();
+            int v = d.VocabSize, s = parity.Prompt.Length;
+            d.Prefill(parity.Prompt, 1);
+            d.ReplicateSlot0(3, s);
+            var seq = parity.Prompt.ToList();
+            for (int j = 0; j < 8; j++)   // enough steps to warm up, capture and replay a graph
+            {
+                int t = (j * 3 + 1) % model.Manifest.PaletteSize;
+                var logits = d.Step(3, [t, t, t], [s + j, s + j, s + j]).ToArray();
+                seq.Add(t);
+                var reference = model.ForwardWithoutCache(seq.ToArray());
+                for (int r = 0; r < 3; r++)
+                    DecoderTests.AssertClose(reference.AsSpan((seq.Count - 1) * v, v), logits.AsSpan(r * v, v), 2e-2, $"row {r} step {j}");
+            }
+        }
+        var result = await model.CompleteAsync(new CompletionRequest([1, 2, 3, 4, 5, 6, 7, 0], 3, SamplingOptions.Greedy, 0), CancellationToken.None);
+        Assert.Equal(result.Images[0], result.Images[2]);
+        Assert.Equal([1, 2, 3, 4, 5, 6, 7, 0], result.Images[1][..8]);
+    }
+}
