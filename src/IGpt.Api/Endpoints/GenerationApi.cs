@@ -76,6 +76,7 @@ public static class GenerationApi
             var fields = await RequestReader.ReadAsync(context.Request, shape, options.MaxRequestBytes, generator.Codec.Limits.MaxBytes, cancellationToken);
             var stream = fields.Bool("stream") ?? ResponseFormat.WantsEventStream(context.Request);
             var checkedPlan = plan(model, loaded, fields);
+            if (!stream && ResponseFormat.WantsPng(context.Request)) ImageGenerator.EnsurePngStripFits(checkedPlan);
 
             var timeout = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
             timeout.CancelAfter(options.RequestTimeout);
