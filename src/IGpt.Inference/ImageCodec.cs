@@ -112,12 +112,16 @@ public sealed class ImageCodec
         var format = Image.DetectFormat(_configuration, data)
             ?? throw new UnsupportedImageFormatException($"{Describe(data)} is not supported; send a PNG or JPEG");
 
+        // ImageSharp decodes a JPEG cut off inside its scan data without a word, filling the rest with grey.
+        if (format is JpegFormat && !JpegHasEndAfterLastScan(data))
+            throw new InvalidImageException("the JPEG is truncated: no end-of-image marker follows its last scan");
+
         fixed (byte* p = data)
         {
             using var stream = new UnmanagedMemoryStream(p, data.Length);
             IImageInfo? info;
             try { info = Image.Identify(_configuration, stream); }
-            catch (Exception e) when (e is ImageFormatException or InvalidImageContentException or NotSupportedException or InvalidOperationException or ArgumentException or EndOfStreamException or IOException)
+            catch (Exception e) when (IsDecoderFailure(e))
             {
                 throw new InvalidImageException($"the {format.Name} header is corrupt: {e.Message}", e);
             }
@@ -126,11 +130,14 @@ public sealed class ImageCodec
             if (info.Width > _limits.MaxWidth || info.Height > _limits.MaxHeight)
                 throw new ImageTooLargeException(
                     $"the image is {info.Width}x{info.Height}; at most {_limits.MaxWidth}x{_limits.MaxHeight} is accepted");
+            if ((long)info.Width * info.Height > _limits.MaxPixels)
+                throw new ImageTooLargeException(
+                    $"the image is {info.Width}x{info.Height} = {(long)info.Width * info.Height} pixels; at most {_limits.MaxPixels} are accepted");
 
             stream.Position = 0;
             Image<Rgba32> image;
             try { image = Image.Load<Rgba32>(_configuration, stream); }
-            catch (Exception e) when (e is ImageFormatException or InvalidImageContentException or UnknownImageFormatException or NotSupportedException or InvalidOperationException or ArgumentException or IndexOutOfRangeException or EndOfStreamException or IOException)
+            catch (Exception e) when (IsDecoderFailure(e))
             {
                 throw new InvalidImageException($"the {format.Name} data is truncated or corrupt: {e.Message}", e);
             }
@@ -145,6 +152,27 @@ public sealed class ImageCodec
                 throw;
             }
         }
+    }
+
+    /// <summary>
+    /// What ImageSharp 2.1's decoders throw on corrupt data: their own exceptions, and, on some mutated JPEGs, a
+    /// NullReferenceException, an IndexOutOfRangeException or an arithmetic error from inside the decoder. The
+    /// dimensions are checked before decoding, so none of these is the server running out of anything.
+    /// </summary>
+    private static bool IsDecoderFailure(Exception e) =>
+        e is ImageFormatException or InvalidImageContentException or UnknownImageFormatException or NotSupportedException
+            or InvalidOperationException or ArgumentException or IndexOutOfRangeException or NullReferenceException
+            or ArithmeticException or EndOfStreamException or IOException;
+
+    /// <summary>
+    /// Whether an EOI marker (FF D9) follows the last SOS marker (FF DA). In entropy-coded data FF is always followed
+    /// by 00 or a restart marker, so neither marker appears there by accident; an EXIF thumbnail's own EOI comes
+    /// before the main image's scans.
+    /// </summary>
+    internal static bool JpegHasEndAfterLastScan(ReadOnlySpan<byte> data)
+    {
+        var lastScan = data.LastIndexOf([(byte)0xFF, (byte)0xDA]);
+        return lastScan >= 0 && data[(lastScan + 2)..].IndexOf([(byte)0xFF, (byte)0xD9]) >= 0;
     }
 
     private static string Describe(ReadOnlySpan<byte> data)

@@ -37,11 +37,16 @@ public sealed class ServiceRootTests
     [InlineData("Inference:MaxBatch", "0", "Inference:MaxBatch")]
     [InlineData("Api:MaxRequestBytes", "10", "MaxRequestBytes")]
     [InlineData("ImageLimits:MaxBytes", "0", "ImageLimits")]
+    [InlineData("ImageLimits:MaxPixels", "0", "ImageLimits")]
+    [InlineData("Api:MaxImagesPerRequest", "0", "MaxImagesPerRequest")]
+    [InlineData("Api:MaxConcurrentRequestsPerClient", "-1", "MaxConcurrentRequestsPerClient")]
+    [InlineData("Api:Keys:0", "too-short", "Api:Keys")]
+    [InlineData("Api:Keys:0", " padded-key-0123456789 ", "Api:Keys")]
     public void BadSettingsStopTheServiceAtStartNamingTheKey(string key, string value, string named)
     {
         using var factory = new ConfiguredApiFactory(new ModelsFolder(tiny: false, noClassifier: false, broken: false),
             new Dictionary<string, string?> { [key] = value });
         var error = Assert.ThrowsAny<Exception>(() => factory.CreateClient());
-        Assert.Contains(named, error.ToString());
+        Assert.True(error.ToString().Contains(named), error.ToString());
     }
 }

@@ -136,6 +136,29 @@ public class ImageCodecTests
     }
 
     [Fact]
+    public void PixelCountOverTheLimitIsRejectedBeforeDecoding()
+    {
+        using var image = Gradient(200, 100);
+        var e = Assert.Throws<ImageTooLargeException>(() => Codec(new ImageLimits { MaxPixels = 19_999 }).DecodeForModel(Png(image), Tiny, false));
+        Assert.Contains("20000 pixels", e.Message);
+        Assert.Equal(8, Codec(new ImageLimits { MaxPixels = 20_000 }).DecodeForModel(Png(image), Tiny, false).Width);
+    }
+
+    [Fact]
+    public void JpegCutInsideItsScanIsInvalid()
+    {
+        using var image = Gradient(64, 64);
+        using var ms = new MemoryStream();
+        image.SaveAsJpeg(ms, new JpegEncoder { Quality = 95 });
+        var jpeg = ms.ToArray();
+        Assert.Equal(8, Codec().DecodeForModel(jpeg, Tiny, false).Width);
+        var e = Assert.Throws<InvalidImageException>(() => Codec().DecodeForModel(jpeg[..(jpeg.Length - 100)], Tiny, false));
+        Assert.Contains("truncated", e.Message);
+        // Bytes after the end-of-image marker (some cameras append data) are no reason to refuse it.
+        Assert.Equal(8, Codec().DecodeForModel([.. jpeg, .. "trailing"u8], Tiny, false).Width);
+    }
+
+    [Fact]
     public void TooManyBytesAreRejected()
     {
         using var image = Gradient(64, 64);

@@ -6,7 +6,7 @@ namespace IGpt.Web.Tests;
 /// The service (<see cref="WebServer"/>) and Debian's Chromium driven by Playwright, shared by the tests of a class.
 /// No browser is downloaded: a missing /usr/bin/chromium fails every test with a message saying how to get it.
 /// </summary>
-public sealed class Browser : IAsyncLifetime
+public class Browser : IAsyncLifetime
 {
     /// <summary>Debian's Chromium; IGPT_CHROMIUM names another build of it.</summary>
     public static string ChromiumPath { get; } = Environment.GetEnvironmentVariable("IGPT_CHROMIUM") is { Length: > 0 } path
@@ -26,7 +26,7 @@ public sealed class Browser : IAsyncLifetime
                 $"{ChromiumPath} is missing: the web page tests need Debian's Chromium. Install it with "
                 + "`sudo apt-get install chromium` (./test.sh installs it when it is missing).");
         }
-        Server = new WebServer();
+        Server = CreateServer();
         _playwright = await Playwright.CreateAsync();
         _browser = await _playwright.Chromium.LaunchAsync(new BrowserTypeLaunchOptions
         {
@@ -41,8 +41,10 @@ public sealed class Browser : IAsyncLifetime
         });
     }
 
-    /// <summary>A fresh page (own context) on the service's web page, once the model list has loaded.</summary>
-    public async Task<WebPage> OpenPageAsync()
+    protected virtual WebServer CreateServer() => new();
+
+    /// <summary>A fresh page (own context) on the service's web page, once the model list has loaded (unless told not to wait).</summary>
+    public async Task<WebPage> OpenPageAsync(bool waitForModels = true)
     {
         var context = await _browser!.NewContextAsync(new BrowserNewContextOptions
         {
@@ -59,7 +61,7 @@ public sealed class Browser : IAsyncLifetime
         page.PageError += (_, error) => web.Errors.Add(error);
         page.Request += (_, request) => web.Requests.Add(request.Url);
         await page.GotoAsync("/");
-        await page.WaitForSelectorAsync("#model:not([disabled])");
+        if (waitForModels) await page.WaitForSelectorAsync("#model:not([disabled])");
         return web;
     }
 

@@ -20,9 +20,16 @@ public sealed class WebServer : WebApplicationFactory<Program>
     private const string Broken = "tiny-broken";
 
     private readonly string _models = Directory.CreateTempSubdirectory("igpt-web-tests-").FullName;
+    private readonly IReadOnlyDictionary<string, string?> _settings;
 
-    public WebServer()
+    public WebServer() : this(new Dictionary<string, string?>())
     {
+    }
+
+    /// <param name="settings">Settings on top of the test defaults (e.g. Api:Keys).</param>
+    public WebServer(IReadOnlyDictionary<string, string?> settings)
+    {
+        _settings = settings;
         CopyPackage(Model);
         var broken = CopyPackage(Broken);
         File.WriteAllBytes(Path.Combine(broken, "decoder.onnx"), "this is not an ONNX graph"u8.ToArray());
@@ -53,7 +60,7 @@ public sealed class WebServer : WebApplicationFactory<Program>
 
     protected override void ConfigureWebHost(IWebHostBuilder builder)
     {
-        builder.ConfigureAppConfiguration((_, configuration) => configuration.AddInMemoryCollection(new Dictionary<string, string?>
+        builder.ConfigureAppConfiguration((_, configuration) => configuration.AddInMemoryCollection(new Dictionary<string, string?>(_settings)
         {
             ["Urls"] = "http://127.0.0.1:0",
             ["Inference:ModelsPath"] = _models,

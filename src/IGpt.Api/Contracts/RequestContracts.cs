@@ -8,7 +8,7 @@ namespace IGpt.Api.Contracts;
 /// <summary>The sampling fields that completions and samples share.</summary>
 public abstract record GenerationFields
 {
-    /// <summary>Number of images, 1 to 16 (default 1).</summary>
+    /// <summary>Number of images, 1 to Api:MaxImagesPerRequest (16 unless configured; default 1).</summary>
     public int? N { get; init; }
 
     /// <summary>Sampling temperature, greater than 0 (default 1.0).</summary>

@@ -76,6 +76,7 @@ public static class GenerationApi
             var fields = await RequestReader.ReadAsync(context.Request, shape, options.MaxRequestBytes, generator.Codec.Limits.MaxBytes, cancellationToken);
             var stream = fields.Bool("stream") ?? ResponseFormat.WantsEventStream(context.Request);
             var checkedPlan = plan(model, loaded, fields);
+            if (!stream && ResponseFormat.WantsPng(context.Request)) ImageGenerator.EnsurePngStripFits(checkedPlan);
 
             // Ends the request at its timeout, or when shutdown's drain time is over.
             var timeout = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken, drain.Abort);

@@ -12,6 +12,8 @@ public static class ProblemHandlingExtensions
             context.ProblemDetails.Instance ??= $"{context.HttpContext.Request.Method} {context.HttpContext.Request.Path}";
             context.ProblemDetails.Extensions.TryAdd("trace_id", Activity.Current?.Id ?? context.HttpContext.TraceIdentifier);
         });
+        // After AddProblemDetails: the default writer first, this one when the default declines the request's Accept.
+        services.AddSingleton<IProblemDetailsWriter, ProblemJsonFallbackWriter>();
         services.AddExceptionHandler<ApiExceptionHandler>();
         return services;
     }

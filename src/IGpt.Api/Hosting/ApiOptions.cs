@@ -3,7 +3,7 @@ using System.ComponentModel.DataAnnotations;
 namespace IGpt.Api.Hosting;
 
 /// <summary>Settings of the HTTP layer. Bound from configuration section "Api".</summary>
-public sealed class ApiOptions
+public sealed class ApiOptions : IValidatableObject
 {
     public const string SectionName = "Api";
 
@@ -43,7 +43,36 @@ public sealed class ApiOptions
     public double ShutdownDrainSeconds { get; set; } = 10;
 
     public TimeSpan ShutdownDrain => TimeSpan.FromSeconds(ShutdownDrainSeconds);
+
+    /// <summary>Most images one completions or samples request may ask for (the field n).</summary>
+    [Range(1, 1024)]
+    public int MaxImagesPerRequest { get; set; } = 16;
+
+    /// <summary>
+    /// Requests one client (its API key when keys are on, else its IP address) may have in flight on the /v1 routes;
+    /// one more gets 429 with Retry-After. 0 turns the limit off.
+    /// </summary>
+    [Range(0, 1_000_000)]
+    public int MaxConcurrentRequestsPerClient { get; set; } = 64;
+
+    /// <summary>API keys a client sends as <c>Authorization: Bearer KEY</c> or <c>X-Api-Key: KEY</c>; empty = no keys needed.</summary>
+    public List<string> Keys { get; set; } = [];
+
     public TimeSpan RequestTimeout => TimeSpan.FromSeconds(RequestTimeoutSeconds);
     public TimeSpan Heartbeat => TimeSpan.FromSeconds(HeartbeatSeconds);
     public TimeSpan ClassificationBatchWindow => TimeSpan.FromMilliseconds(ClassificationBatchWindowMs);
+
+    public IEnumerable<ValidationResult> Validate(ValidationContext validationContext)
+    {
+        // A key is a header value: no blanks around it, no control characters, long enough not to be guessed.
+        foreach (var key in Keys)
+        {
+            if (key is null || key.Length < 16 || key.Trim() != key || key.Any(char.IsControl) || key.Any(c => c > '~'))
+            {
+                yield return new ValidationResult(
+                    "Every Api:Keys entry must be at least 16 printable ASCII characters without leading or trailing blanks.", [nameof(Keys)]);
+                yield break;
+            }
+        }
+    }
 }

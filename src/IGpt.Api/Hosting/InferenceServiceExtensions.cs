@@ -22,7 +22,7 @@ public static class InferenceServiceExtensions
 
         services.AddOptions<ImageLimits>()
             .BindConfiguration(ImageLimits.SectionName)
-            .Validate(options => Check(options.Validate) is null, "ImageLimits are invalid: MaxWidth, MaxHeight and MaxBytes must be positive.")
+            .Validate(options => Check(options.Validate) is null, "ImageLimits are invalid: MaxWidth, MaxHeight, MaxBytes and MaxPixels must be positive.")
             .ValidateOnStart();
 
         services.AddSingleton<ImageCodec>();

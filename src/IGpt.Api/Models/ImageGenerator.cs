@@ -1,7 +1,9 @@
 using IGpt.Api.Contracts;
 using IGpt.Api.Errors;
+using IGpt.Api.Hosting;
 using IGpt.Api.Requests;
 using IGpt.Inference;
+using Microsoft.Extensions.Options;
 
 namespace IGpt.Api.Models;
 
@@ -20,8 +22,10 @@ public sealed record GenerationOutput(
 public sealed record GenerationPlan(string Model, IGptModel Loaded, int Rows, GenerationParameters Parameters, CompletionRequest Request);
 
 /// <summary>Turns checked request fields into a completion request for a model, and its tokens back into images.</summary>
-public sealed class ImageGenerator(ImageCodec codec)
+public sealed class ImageGenerator(ImageCodec codec, IOptions<ApiOptions> options)
 {
+    private readonly int _maxImages = options.Value.MaxImagesPerRequest;
+
     public ImageCodec Codec => codec;
 
     /// <summary>Checks a completion request: the posted image's first <c>rows</c> rows (at model resolution) are kept, the rest is drawn.</summary>
@@ -31,7 +35,7 @@ public sealed class ImageGenerator(ImageCodec codec)
         var maxRows = Math.Max(1, manifest.Height - 1);
         var partial = fields.Bool("partial") ?? false;
         var requestedRows = fields.Int("rows", 1, maxRows);
-        var parameters = GenerationParameters.From(fields);
+        var parameters = GenerationParameters.From(fields, _maxImages);
 
         var image = codec.DecodeForModel(fields.RequireImage(), manifest, partial);
         int rows;
@@ -58,7 +62,7 @@ public sealed class ImageGenerator(ImageCodec codec)
     /// <summary>Checks a samples request (an empty prompt).</summary>
     public GenerationPlan PlanSamples(string id, IGptModel model, RequestFields fields)
     {
-        var parameters = GenerationParameters.From(fields);
+        var parameters = GenerationParameters.From(fields, _maxImages);
         return new GenerationPlan(id, model, 0, parameters, new CompletionRequest([], parameters.Count, parameters.Sampling, parameters.Seed));
     }
 
@@ -77,6 +81,24 @@ public sealed class ImageGenerator(ImageCodec codec)
         },
         PrefixCacheHit = output.Result.PrefixCacheHit,
     };
+
+    /// <summary>
+    /// An Accept: image/png answer is one strip of the n images side by side, at most 65535 pixels wide (PNG's
+    /// limit as the codec writes it): checked before anything is drawn, a 400 naming scale.
+    /// </summary>
+    public static void EnsurePngStripFits(GenerationPlan plan)
+    {
+        var manifest = plan.Loaded.Manifest;
+        var scale = plan.Parameters.Scale;
+        long width = (long)manifest.Width * scale * plan.Parameters.Count;
+        if (width > MaxPngSide || (long)manifest.Height * scale > MaxPngSide)
+        {
+            throw ApiProblemException.BadField("scale",
+                $"The PNG of {plan.Parameters.Count} images at scale {scale} would be {width} pixels wide; at most {MaxPngSide} fit. Ask for fewer images or a smaller scale.");
+        }
+    }
+
+    private const int MaxPngSide = 65535;
 
     /// <summary>One PNG holding the images side by side.</summary>
     public byte[] ToPngStrip(GenerationOutput output) => codec.EncodePngStrip(output.Images, output.Scale);

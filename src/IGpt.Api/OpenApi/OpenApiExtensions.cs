@@ -29,6 +29,7 @@ public static class OpenApiExtensions
             options.MapType<JsonObject>(() => new OpenApiSchema { Type = JsonSchemaType.Object, AdditionalPropertiesAllowed = true });
             options.SupportNonNullableReferenceTypes();
             options.OperationFilter<RequestBodyOperationFilter>();
+            ApiKeySecurityFilter.AddSchemes(options);
         });
         return services;
     }

@@ -5,13 +5,13 @@ namespace IGpt.Api.Requests;
 /// <summary>The sampling fields shared by completions and samples, checked.</summary>
 public sealed record GenerationParameters(int Count, SamplingOptions Sampling, ulong Seed, int Scale)
 {
-    public const int MaxCount = 16;
     public const int MaxScale = 16;
     public const float MaxTemperature = 100;
 
-    public static GenerationParameters From(RequestFields fields)
+    /// <param name="maxCount">The most images one request may ask for (Api:MaxImagesPerRequest).</param>
+    public static GenerationParameters From(RequestFields fields, int maxCount)
     {
-        var count = fields.Int("n", 1, MaxCount) ?? 1;
+        var count = fields.Int("n", 1, maxCount) ?? 1;
         var temperature = fields.Float("temperature", t => t is > 0 and <= MaxTemperature, $"greater than 0 and at most {MaxTemperature}") ?? 1f;
         var topK = fields.Int("top_k", 0, int.MaxValue) ?? 0;
         var topP = fields.Float("top_p", p => p is > 0 and <= 1, "greater than 0 and at most 1") ?? 1f;

@@ -20,7 +20,7 @@ public sealed class RequestFields(IReadOnlyDictionary<string, string> values, by
     public int? Int(string name, int min, int max)
     {
         if (!values.TryGetValue(name, out var text)) return null;
-        if (!int.TryParse(text, NumberStyles.AllowLeadingSign, CultureInfo.InvariantCulture, out var value))
+        if (HasNul(text) || !int.TryParse(text, NumberStyles.AllowLeadingSign, CultureInfo.InvariantCulture, out var value))
         {
             throw ApiProblemException.BadField(name, $"The field '{name}' must be an integer from {min} to {max}; got '{Shorten(text)}'.");
         }
@@ -34,7 +34,7 @@ public sealed class RequestFields(IReadOnlyDictionary<string, string> values, by
     public ulong? ULong(string name)
     {
         if (!values.TryGetValue(name, out var text)) return null;
-        if (!ulong.TryParse(text, NumberStyles.None, CultureInfo.InvariantCulture, out var value))
+        if (HasNul(text) || !ulong.TryParse(text, NumberStyles.None, CultureInfo.InvariantCulture, out var value))
         {
             throw ApiProblemException.BadField(name, $"The field '{name}' must be an integer from 0 to {ulong.MaxValue}; got '{Shorten(text)}'.");
         }
@@ -45,7 +45,7 @@ public sealed class RequestFields(IReadOnlyDictionary<string, string> values, by
     public float? Float(string name, Func<float, bool> isValid, string range)
     {
         if (!values.TryGetValue(name, out var text)) return null;
-        if (!float.TryParse(text, NumberStyles.Float, CultureInfo.InvariantCulture, out var value) || !float.IsFinite(value))
+        if (HasNul(text) || !float.TryParse(text, NumberStyles.Float, CultureInfo.InvariantCulture, out var value) || !float.IsFinite(value))
         {
             throw ApiProblemException.BadField(name, $"The field '{name}' must be a number {range}; got '{Shorten(text)}'.");
         }
@@ -66,6 +66,9 @@ public sealed class RequestFields(IReadOnlyDictionary<string, string> values, by
             _ => throw ApiProblemException.BadField(name, $"The field '{name}' must be true or false; got '{Shorten(text)}'."),
         };
     }
+
+    // .NET's number parsing ignores trailing NUL characters ("16\0" would be 16): a number holding one is refused.
+    private static bool HasNul(string text) => text.Contains('\0');
 
     private static string Shorten(string text) => text.Length <= 40 ? text : text[..40] + "...";
 }

@@ -92,6 +92,11 @@ public static class RequestReader
     private static RequestFields ReadJson(byte[] body, RequestShape shape, long maxImageBytes)
     {
         if (body.Length == 0) return RequestFields.Empty;
+        // The parser checks the structure, not the bytes inside strings: invalid UTF-8 would only fail when a string is read.
+        if (!System.Text.Unicode.Utf8.IsValid(body))
+        {
+            throw new ApiProblemException(StatusCodes.Status400BadRequest, "Malformed JSON body", "The body is not valid UTF-8.");
+        }
         JsonDocument document;
         try
         {

@@ -7,6 +7,36 @@ export class ApiProblem extends Error {
     super(problem.detail || problem.title || 'The request failed.');
     this.problem = problem;
   }
+
+  /** The service wants an API key (none was sent, or not a valid one). */
+  get needsKey() {
+    return this.problem.status === 401;
+  }
+}
+
+// The API key, when the service asks for one: kept for this tab only (sessionStorage), sent as a Bearer token.
+const keyItem = 'igpt.apiKey';
+
+export function apiKey() {
+  try {
+    return sessionStorage.getItem(keyItem) || '';
+  } catch {
+    return ''; // storage blocked: no key is kept
+  }
+}
+
+export function setApiKey(key) {
+  try {
+    if (key) sessionStorage.setItem(keyItem, key);
+    else sessionStorage.removeItem(keyItem);
+  } catch {
+    // storage blocked: the key cannot be kept
+  }
+}
+
+function headers(accept) {
+  const key = apiKey();
+  return key ? { Accept: accept, Authorization: `Bearer ${key}` } : { Accept: accept };
 }
 
 async function problemFrom(response) {
@@ -22,14 +52,14 @@ async function problemFrom(response) {
 }
 
 export async function getModels(signal) {
-  const response = await fetch('/v1/models', { headers: { Accept: 'application/json' }, signal });
+  const response = await fetch('/v1/models', { headers: headers('application/json'), signal });
   if (!response.ok) throw new ApiProblem(await problemFrom(response));
   return (await response.json()).models;
 }
 
 export async function classify(model, form, signal) {
   const response = await fetch(`/v1/models/${encodeURIComponent(model)}/classifications`, {
-    method: 'POST', body: form, headers: { Accept: 'application/json' }, signal,
+    method: 'POST', body: form, headers: headers('application/json'), signal,
   });
   if (!response.ok) throw new ApiProblem(await problemFrom(response));
   return response.json();
@@ -43,7 +73,7 @@ export async function classify(model, form, signal) {
 export async function generate(model, kind, form, onEvent, signal) {
   form.set('stream', 'true');
   const response = await fetch(`/v1/models/${encodeURIComponent(model)}/${kind}`, {
-    method: 'POST', body: form, headers: { Accept: 'text/event-stream' }, signal,
+    method: 'POST', body: form, headers: headers('text/event-stream'), signal,
   });
   if (!response.ok) throw new ApiProblem(await problemFrom(response));
   if (!(response.headers.get('Content-Type') || '').startsWith('text/event-stream')) {

@@ -1,6 +1,6 @@
 // The IGpt web page: pick a model, draw or upload an image, complete it (rows streamed in as they are drawn),
 // draw unconditional samples, classify.
-import { ApiProblem, classify, generate, getModels } from './api.js';
+import { ApiProblem, apiKey, classify, generate, getModels, setApiKey } from './api.js';
 import { Drawing } from './drawing.js';
 
 const $ = (id) => document.getElementById(id);
@@ -14,6 +14,7 @@ const ui = {
   rows: $('rows'), rowsValue: $('rows-value'),
   complete: $('complete'), samples: $('samples'), classify: $('classify'), stop: $('stop'),
   status: $('status'), results: $('results'), classesStatus: $('classes-status'), bars: $('bars'),
+  keyCard: $('key-card'), apiKey: $('api-key'), useKey: $('use-key'),
 };
 const samplingFields = ['n', 'temperature', 'top_k', 'top_p', 'seed'];
 /** Which error slot a problem's `errors` key goes to; keys not here go next to the button. */
@@ -56,6 +57,7 @@ function clearErrors(button) {
 
 /** Field errors next to their fields; the title, detail and any other errors next to the button. */
 function showProblem(button, error) {
+  if (error instanceof ApiProblem && error.needsKey) askForKey(error);
   if (!(error instanceof ApiProblem)) {
     showError(button, error.name === 'TypeError' ? `Could not reach the service (${error.message}).` : String(error.message || error));
     return;
@@ -81,6 +83,28 @@ function showProblem(button, error) {
   showError(button, message || 'The request failed.');
 }
 
+// ---- API key (shown only once the service answers 401) ----
+
+function askForKey(error) {
+  ui.keyCard.hidden = false;
+  showError('api-key', apiKey() ? `${error.message} Enter another key.` : error.message);
+  ui.apiKey.focus();
+}
+
+ui.useKey.addEventListener('click', () => {
+  setApiKey(ui.apiKey.value.trim());
+  ui.apiKey.value = '';
+  clearError('api-key');
+  clearError('model');
+  loadModels();
+});
+ui.apiKey.addEventListener('keydown', (event) => {
+  if (event.key === 'Enter') {
+    event.preventDefault();
+    ui.useKey.click();
+  }
+});
+
 // ---- models ----
 
 async function loadModels() {
@@ -91,6 +115,7 @@ async function loadModels() {
     showProblem('model', error);
     return;
   }
+  if (apiKey()) ui.keyCard.hidden = true;
   const ready = models.filter((m) => m.status === 'ready');
   ui.model.replaceChildren(...ready.map((m) => new Option(`${m.id} (${m.width}×${m.height} ${m.channels === 1 ? 'grey' : 'colour'})`, m.id)));
   if (!ready.length) {
