@@ -46,7 +46,7 @@ def main() -> int:
     prompt = [rng.randrange(info["palette_size"]) for _ in range(k)]
     lib = Worker("proto-lib", ["dotnet", IGPT_DLL, "--method", "igpt-loop"])
     proto = Worker("proto", ["dotnet", IGPT_DLL, "--method", "igpt-loop"])
-    lib.call(op="load", package=pkg)
+    lib.call(op="load", package=pkg, allow_spinning=False)  # the library default, not the service's settings
     variants = [v for v in args.variants.split(",") if v]
     out = {}
     try:

@@ -9,6 +9,7 @@ COMMANDS = {
     "prepare": ("prepare", "quantize a dataset with a k-means palette into token files"),
     "train": ("train", "pretrain (next-pixel or BERT objective)"),
     "finetune": ("finetune", "fine-tune a classifier (classification + generative loss)"),
+    "soup": ("soup", "average fine-tuned classifiers' weights (greedy model soup on val)"),
     "probe": ("probe", "linear probes on a layer's mean-pooled features"),
     "sample": ("sample", "sample or complete images with a checkpoint"),
     "export": ("export", "write a model package (ONNX graphs, manifest, parity data)"),

@@ -1,0 +1,128 @@
+"""`python3 -m igpt soup`: average the weights of fine-tuned classifiers that share a pretrained start.
+
+Fine-tuning runs that start from the same pretrained checkpoint end in one basin, so their
+averaged weights ("model soup", Wortsman et al. 2022) usually classify better than any one of
+them, at no cost when serving: the soup is one model of the same shape. The greedy soup takes
+the ingredients best-first by validation accuracy and keeps each one only if the average with it
+scores higher on the validation split; the test split is used once, for the chosen soup.
+
+    python3 -m igpt soup --data runs/fm14/data --out runs/fm14/soup/best.pt \
+        --ckpt runs/fm14/finetune/best.pt runs/fm14/finetune2/best.pt runs/fm14/finetune3/best.pt
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import time
+from typing import Dict, List
+
+import numpy as np
+import torch
+
+from .model import IGpt
+
+
+def add_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", required=True, help="prepared data dir (its val split chooses, its test split reports)")
+    p.add_argument("--ckpt", nargs="+", required=True, help="fine-tuned checkpoints from one pretrained model")
+    p.add_argument("--out", required=True, help="checkpoint to write (a finetune-style best.pt)")
+    p.add_argument("--mode", choices=("greedy", "uniform"), default="greedy",
+                   help="greedy: add ingredients best-first while val accuracy improves; uniform: average all")
+    p.add_argument("--val-limit", type=int, default=0, help="validation images (0: all)")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--threads", type=int, default=0, help="CPU threads (0: all cores)")
+
+
+def average_states(states: List[Dict[str, torch.Tensor]]) -> Dict[str, torch.Tensor]:
+    """The element-wise mean of state dicts with the same keys and shapes (float tensors; others from the first)."""
+    keys = list(states[0])
+    for s in states[1:]:
+        if list(s) != keys or any(s[k].shape != states[0][k].shape for k in keys):
+            raise SystemExit("soup: the checkpoints do not have the same architecture")
+    out = {}
+    for k in keys:
+        if states[0][k].is_floating_point():
+            out[k] = torch.stack([s[k].float() for s in states]).mean(0).to(states[0][k].dtype)
+        else:
+            out[k] = states[0][k].clone()
+    return out
+
+
+def main(args) -> int:
+    from .checkpoint import load_checkpoint, save_checkpoint
+    from .finetune import _load_splits, confusion_table, evaluate
+    from .runtime import configure_threads, pick_device
+
+    configure_threads(args.threads)
+    device = pick_device(args.device)
+    _, (xva, yva), (xte, yte) = _load_splits(args.data, 0, 0)
+    if args.val_limit > 0:
+        xva, yva = xva[:args.val_limit], yva[:args.val_limit]
+    loaded = [load_checkpoint(p) for p in args.ckpt]
+    models = [m for m, _ in loaded]
+    if any(m.config.n_classes <= 0 or m.score is None for m in models):
+        raise SystemExit("soup: every checkpoint must be a fine-tuned classifier")
+    cfg = models[0].config
+    if any(m.config.to_dict() != cfg.to_dict() for m in models):
+        raise SystemExit("soup: the checkpoints' configs differ")
+    states = [{k: v.detach().cpu() for k, v in m.state_dict().items()} for m in models]
+
+    def val_accuracy(state: Dict[str, torch.Tensor]) -> float:
+        m = IGpt(cfg)
+        m.load_state_dict(state)
+        return evaluate(m.to(device), xva, yva, args.batch_size, device)["accuracy"]
+
+    t0 = time.time()
+    scores = [val_accuracy(s) for s in states]
+    for p, a in zip(args.ckpt, scores):
+        print(f"ingredient {p}: val accuracy {a:.4f} on {len(yva)} images", flush=True)
+    order = sorted(range(len(states)), key=lambda i: -scores[i])
+    if args.mode == "uniform":
+        chosen = order
+        best = val_accuracy(average_states([states[i] for i in chosen]))
+    else:
+        chosen, best = [order[0]], scores[order[0]]
+        for i in order[1:]:
+            a = val_accuracy(average_states([states[j] for j in chosen + [i]]))
+            kept = a > best
+            print(f"  + {args.ckpt[i]}: val accuracy {a:.4f} -> {'kept' if kept else 'left out'}", flush=True)
+            if kept:
+                chosen, best = chosen + [i], a
+    soup = IGpt(cfg)
+    soup.load_state_dict(average_states([states[i] for i in chosen]))
+    soup = soup.to(device)
+    r = evaluate(soup, xte, yte, args.batch_size, device)  # fp32, like finetune's final numbers
+
+    first = loaded[chosen[0]][1]
+    ingredients = [os.path.relpath(args.ckpt[i]) for i in chosen]
+    minutes = sum(float((loaded[i][1].get("metrics") or {}).get("finetune_minutes", 0.0)) for i in chosen)
+    metrics = {**(first.get("metrics") or {}),
+               "classification_accuracy": round(r["accuracy"], 5),
+               "val_accuracy": round(best, 5),
+               "test_bits_per_token": round(r["bits_per_token"], 5),
+               "test_images": r["n"],
+               "confusion_matrix": r["confusion"].tolist(),
+               "finetune_minutes": round(minutes, 2),
+               "finetune_steps": sum(int((loaded[i][1].get("metrics") or {}).get("finetune_steps", 0)) for i in chosen),
+               "finetune_stop": f"{args.mode} soup of {len(chosen)} fine-tuning runs",
+               "soup_ingredients": len(chosen),
+               "soup_ingredient_val_accuracy": [round(scores[i], 5) for i in chosen],
+               "soup_ingredient_test_accuracy": [
+                   (loaded[i][1].get("metrics") or {}).get("classification_accuracy") for i in chosen]}
+    # the other ingredients' fine-tuning is compute this model cost too
+    others = [loaded[i][1] for i in chosen[1:]]
+    extra_s = sum(60.0 * float((c.get("metrics") or {}).get("finetune_minutes", 0.0)) for c in others)
+    extra_tokens = sum(int(((c.get("train_args") or {}).get("finetune_state") or {}).get("images", 0)) * cfg.n_positions
+                       for c in others)
+    fields = {k: v for k, v in first.items() if k not in ("config", "model", "optimizer", "metrics")}
+    fields["train_args"] = {**(first.get("train_args") or {}), "soup": {"mode": args.mode, "ingredients": ingredients}}
+    fields["wall_time_s"] = float(first.get("wall_time_s", 0.0) or 0.0) + extra_s
+    fields["tokens_seen"] = int(first.get("tokens_seen", 0) or 0) + extra_tokens
+    save_checkpoint(args.out, soup, **fields, metrics=metrics)
+    print(f"\nsoup of {len(chosen)} ({', '.join(ingredients)}): val accuracy {best:.4f}; "
+          f"test accuracy {r['accuracy']:.4f} on {r['n']} images, bits per token {r['bits_per_token']:.4f} "
+          f"({time.time() - t0:.0f}s)\n")
+    print(confusion_table(r["confusion"], list(first.get("classes") or [])))
+    print(f"\nwrote {args.out}")
+    return 0

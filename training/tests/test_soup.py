@@ -1,0 +1,70 @@
+"""Model soup: weight averaging of fine-tuned classifiers, greedy choice on val, a finetune-style checkpoint."""
+import os
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+TRAINING = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, TRAINING)
+
+from igpt.__main__ import build_parser  # noqa: E402
+from igpt.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
+from igpt.data import save_prepared  # noqa: E402
+from igpt.finetune import with_classifier  # noqa: E402
+from igpt.model import IGpt, preset  # noqa: E402
+from igpt.soup import average_states  # noqa: E402
+
+PALETTE = [[i * 36] for i in range(8)]
+
+
+def test_average_states_is_the_elementwise_mean():
+    a = {"w": torch.tensor([1.0, 2.0]), "n": torch.tensor([3])}
+    b = {"w": torch.tensor([3.0, 6.0]), "n": torch.tensor([5])}
+    m = average_states([a, b])
+    assert torch.equal(m["w"], torch.tensor([2.0, 4.0]))
+    assert torch.equal(m["n"], torch.tensor([3]))  # integer buffers come from the first
+    with pytest.raises(SystemExit):
+        average_states([a, {"w": torch.zeros(3), "n": torch.tensor([1])}])
+
+
+def _toy(n, rng):
+    y = rng.integers(0, 2, n)
+    t = rng.integers(0, 3, (n, 8, 8))
+    t[y == 0, :4] += 5
+    t[y == 1, 4:] += 5
+    return t.reshape(n, 64).astype(np.uint16), y.astype(np.int64)
+
+
+def test_greedy_soup_keeps_the_best_and_leaves_out_a_bad_ingredient(tmp_path):
+    rng = np.random.default_rng(0)
+    save_prepared(str(tmp_path / "data"), {"dataset": "toy", "palette": PALETTE, "classes": ["top", "bottom"]},
+                  {"train": _toy(64, rng), "val": _toy(96, rng), "test": _toy(96, rng)})
+    torch.manual_seed(0)
+    # the good ingredient: a few steps of real fine-tuning
+    save_checkpoint(str(tmp_path / "init.pt"), IGpt(preset("tiny")), palette=PALETTE, step=1, tokens_seen=64)
+    args = build_parser("finetune").parse_args(["--data", str(tmp_path / "data"), "--init", str(tmp_path / "init.pt"),
+                                                "--out", str(tmp_path / "ft"), "--max-steps", "24", "--eval-every", "24",
+                                                "--batch-size", "16", "--lr", "1e-3", "--gen-weight", "0"])
+    assert args._main(args) == 0
+    ft, _ = load_checkpoint(str(tmp_path / "ft" / "best.pt"))
+    # a bad ingredient: the same body with its head's sign flipped (predicts the other class)
+    bad = with_classifier(IGpt(ft.config), 2)
+    bad.load_state_dict(ft.state_dict())
+    with torch.no_grad():
+        bad.score.weight.mul_(-1.0)
+    save_checkpoint(str(tmp_path / "bad.pt"), bad, palette=PALETTE, classes=["top", "bottom"],
+                    metrics={"finetune_minutes": 1.0, "classification_accuracy": 0.0})
+    out = tmp_path / "soup.pt"
+    args = build_parser("soup").parse_args(["--data", str(tmp_path / "data"), "--out", str(out), "--ckpt",
+                                            str(tmp_path / "bad.pt"), str(tmp_path / "ft" / "best.pt")])
+    assert args._main(args) == 0
+    soup, ck = load_checkpoint(str(out))
+    m = ck["metrics"]
+    assert m["soup_ingredients"] == 1  # averaging with the flipped head made val worse: left out
+    assert ck["train_args"]["soup"]["ingredients"] == [os.path.relpath(str(tmp_path / "ft" / "best.pt"))]
+    for k, v in ft.state_dict().items():
+        assert torch.equal(v, soup.state_dict()[k])
+    assert m["classification_accuracy"] > 0.5 and m["test_images"] == 96
+    assert np.array(m["confusion_matrix"]).sum() == 96
