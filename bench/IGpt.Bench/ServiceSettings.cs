@@ -15,7 +15,7 @@ internal sealed record ServiceSettings(int IntraOpThreads, bool AllowSpinning, s
             if (!doc.RootElement.TryGetProperty("Inference", out var inference)) break;
             int threads = inference.TryGetProperty("IntraOpThreads", out var t) ? t.GetInt32() : 0;
             bool spinning = inference.TryGetProperty("AllowSpinning", out var a) && a.GetBoolean();
-            return new ServiceSettings(threads, spinning, path);
+            return new ServiceSettings(threads, spinning, Path.GetRelativePath(dir.FullName, path));
         }
         return new ServiceSettings(0, false, "library defaults: no appsettings.json found");
     }
