@@ -1,3 +1,4 @@
+using IGpt.Tests.Shared;
 using SixLabors.ImageSharp;
 using SixLabors.ImageSharp.Formats;
 using SixLabors.ImageSharp.Formats.Jpeg;
@@ -53,15 +54,7 @@ public static class OddImages
     public static byte[] Fixture(string name) => File.ReadAllBytes(Path.Combine(ModelsFolder.RepoRoot, "tests", "fixtures", "images", name));
 
     /// <summary>A 1x1 PNG whose IHDR (CRC fixed up) declares <paramref name="width"/> x <paramref name="height"/>: a decompression bomb's header.</summary>
-    public static byte[] PngDeclaring(uint width, uint height)
-    {
-        var png = TestImages.Png(1, 1);
-        // Signature (8), then IHDR: length (4), "IHDR" (4), width (4), height (4), 5 more bytes, CRC over type + data.
-        WriteBigEndian(png.AsSpan(16), width);
-        WriteBigEndian(png.AsSpan(20), height);
-        WriteBigEndian(png.AsSpan(29), Crc32(png.AsSpan(12, 17)));
-        return png;
-    }
+    public static byte[] PngDeclaring(uint width, uint height) => PngHeader.Declaring(TestImages.Png(1, 1), width, height);
 
     /// <summary>A small JPEG whose SOF0 header declares <paramref name="width"/> x <paramref name="height"/>.</summary>
     public static byte[] JpegDeclaring(ushort width, ushort height)
@@ -78,23 +71,6 @@ public static class OddImages
             }
         }
         throw new InvalidOperationException("no SOF0 marker");
-    }
-
-    // PNG's CRC-32 (ISO 3309, reflected 0xEDB88320).
-    private static uint Crc32(ReadOnlySpan<byte> data)
-    {
-        uint crc = 0xFFFFFFFF;
-        foreach (var b in data)
-        {
-            crc ^= b;
-            for (int k = 0; k < 8; k++) crc = (crc & 1) != 0 ? (crc >> 1) ^ 0xEDB88320 : crc >> 1;
-        }
-        return ~crc;
-    }
-
-    private static void WriteBigEndian(Span<byte> target, uint value)
-    {
-        target[0] = (byte)(value >> 24); target[1] = (byte)(value >> 16); target[2] = (byte)(value >> 8); target[3] = (byte)value;
     }
 
     private static byte[] Encode<TPixel>(Image<TPixel> image, IImageEncoder encoder) where TPixel : unmanaged, IPixel<TPixel>

@@ -1,3 +1,4 @@
+using IGpt.Tests.Shared;
 using Microsoft.Extensions.Options;
 using SixLabors.ImageSharp;
 using SixLabors.ImageSharp.Formats.Jpeg;
@@ -126,11 +127,7 @@ public class ImageCodecTests
     public void OversizeDimensionsInTheHeaderAreRejectedBeforeDecoding()
     {
         using var image = Gradient(1, 1);
-        var png = Png(image);
-        // IHDR: length(4) "IHDR"(4) width(4) height(4) ... CRC over type+data (17 bytes) at offset 29.
-        png[16] = 0; png[17] = 1; png[18] = 0x86; png[19] = 0xA0;   // width 100000
-        uint crc = Crc32(png.AsSpan(12, 17));
-        png[29] = (byte)(crc >> 24); png[30] = (byte)(crc >> 16); png[31] = (byte)(crc >> 8); png[32] = (byte)crc;
+        var png = PngHeader.Declaring(Png(image), 100000, 1);
         var e = Assert.Throws<ImageTooLargeException>(() => Codec().DecodeForModel(png, Tiny, false));
         Assert.Contains("100000x1", e.Message);
     }
@@ -202,16 +199,5 @@ public class ImageCodecTests
         Assert.Equal(new Rgb24(10, 20, 30), decoded[3, 3]);
         Assert.Equal(new Rgb24(0, 0, 0), decoded[5, 1]);
         Assert.Equal(new Rgb24(255, 255, 255), decoded[5, 3]); // below the shorter image
-    }
-
-    private static uint Crc32(ReadOnlySpan<byte> data)
-    {
-        uint crc = 0xFFFFFFFF;
-        foreach (var b in data)
-        {
-            crc ^= b;
-            for (int k = 0; k < 8; k++) crc = (crc & 1) != 0 ? (crc >> 1) ^ 0xEDB88320 : crc >> 1;
-        }
-        return ~crc;
     }
 }
