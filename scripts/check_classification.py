@@ -23,32 +23,28 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from service_client import REPO, png_bytes, post_image, request, running_service
+from service_client import REPO, add_test_set_args, load_test_set, png_bytes, post_image, request, running_service
 
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="fashion-mnist-14", help="model id (a folder under models/)")
     p.add_argument("--url", help="a running service; default: start one on a free loopback port")
-    p.add_argument("--dataset", default="fashion-mnist")
-    p.add_argument("--data", default=None, help="dataset folder (default: the loader's default)")
-    p.add_argument("--emoji-sets", default="google,twitter",
-                   help="with --dataset emoji: the emoji sets the model was prepared from (its test split depends on them)")
+    add_test_set_args(p)
     p.add_argument("--limit", type=int, default=0, help="first N test images only (0 = all)")
     p.add_argument("--original", action="store_true", help="post the original images; the service resizes")
     p.add_argument("--workers", type=int, default=4, help="concurrent requests")
     p.add_argument("--tolerance", type=float, default=0.2, help="allowed difference, percentage points")
     args = p.parse_args()
 
-    from igpt.data import load_raw, preprocess
+    from igpt.data import preprocess
 
     with open(os.path.join(REPO, "models", args.model, "model.json")) as f:
         manifest = json.load(f)
     h, w, c = (manifest["image"][k] for k in ("height", "width", "channels"))
     expected = manifest.get("metrics", {}).get("classification_accuracy")
 
-    raw = load_raw(args.dataset, args.data, h, w, c, emoji_sets=tuple(args.emoji_sets.split(",")))
-    images, labels = raw.test.images, raw.test.labels
+    images, labels = load_test_set(args, h, w, c)
     if args.limit:
         images, labels = images[:args.limit], labels[:args.limit]
     if not args.original:

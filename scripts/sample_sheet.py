@@ -19,33 +19,29 @@ import sys
 import numpy as np
 from PIL import Image, ImageDraw
 
-from service_client import REPO, decode_png, png_bytes, post_image, post_json, running_service
+from service_client import REPO, add_test_set_args, load_test_set, decode_png, png_bytes, post_image, post_json, running_service
 
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="fashion-mnist-14")
     p.add_argument("--url", help="a running service; default: start one on a free loopback port")
-    p.add_argument("--dataset", default="fashion-mnist")
-    p.add_argument("--data", default=None)
-    p.add_argument("--emoji-sets", default="google,twitter",
-                   help="with --dataset emoji: the emoji sets the model was prepared from (its test split depends on them)")
+    add_test_set_args(p)
     p.add_argument("--seed", type=int, default=2026)
     p.add_argument("--temperature", type=float, default=1.0)
     p.add_argument("--scale", type=int, default=4, help="nearest-neighbour enlargement")
     p.add_argument("--out", default=None)
     args = p.parse_args()
 
-    from igpt.data import load_raw, preprocess
+    from igpt.data import preprocess
 
     package = os.path.join(REPO, "models", args.model)
     with open(os.path.join(package, "model.json")) as f:
         manifest = json.load(f)
     h, w, c = (manifest["image"][k] for k in ("height", "width", "channels"))
-    raw = load_raw(args.dataset, args.data, h, w, c, emoji_sets=tuple(args.emoji_sets.split(",")))
-    labels = raw.test.labels
+    test_images, labels = load_test_set(args, h, w, c)
     picks = [int(np.flatnonzero(labels == k)[0]) for k in range(min(8, len(manifest["classes"])))]
-    originals = preprocess(raw.test.images[picks], h, w, c)
+    originals = preprocess(test_images[picks], h, w, c)
 
     s, pad = args.scale, 6
     cell_w, cell_h = w * s, h * s

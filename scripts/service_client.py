@@ -106,3 +106,19 @@ def running_service(url: Optional[str], models_path: Optional[str] = None) -> It
             proc.wait(timeout=30)
         except subprocess.TimeoutExpired:
             proc.kill()
+
+
+def add_test_set_args(p) -> None:
+    """The options that name the dataset whose test split a model was measured on."""
+    p.add_argument("--dataset", default="fashion-mnist")
+    p.add_argument("--data", default=None, help="dataset folder (default: the loader's default)")
+    p.add_argument("--emoji-sets", default="google,twitter",
+                   help="with --dataset emoji: the emoji sets the model was prepared from (its test split depends on them)")
+
+
+def load_test_set(args, height: int, width: int, channels: int):
+    """The raw test split (images, labels) named by add_test_set_args' options, as `prepare` split it."""
+    from igpt.data import load_raw
+
+    raw = load_raw(args.dataset, args.data, height, width, channels, emoji_sets=tuple(args.emoji_sets.split(",")))
+    return raw.test.images, raw.test.labels
