@@ -19,9 +19,20 @@ internal static class Fixture
     public static IGptModel LoadCpu(int maxBatch = 16, Microsoft.Extensions.Caching.Memory.IMemoryCache? cache = null) =>
         IGptModel.Load(PackageDir, CpuOptions(maxBatch), NullLogger.Instance, cache);
 
-    public static Parity ReadParity()
+    /// <summary>The repository's models/ folder: the shipped packages.</summary>
+    public static string ShippedModelsDir
     {
-        using var doc = JsonDocument.Parse(File.ReadAllText(Path.Combine(PackageDir, "parity.json")));
+        get
+        {
+            for (var dir = new DirectoryInfo(AppContext.BaseDirectory); dir is not null; dir = dir.Parent)
+                if (File.Exists(Path.Combine(dir.FullName, "IGpt.Api.sln"))) return Path.Combine(dir.FullName, "models");
+            throw new DirectoryNotFoundException("no IGpt.Api.sln above " + AppContext.BaseDirectory);
+        }
+    }
+
+    public static Parity ReadParity(string? packageDir = null)
+    {
+        using var doc = JsonDocument.Parse(File.ReadAllText(Path.Combine(packageDir ?? PackageDir, "parity.json")));
         var r = doc.RootElement;
         static float[][] Rows(JsonElement e) => e.EnumerateArray().Select(row => row.EnumerateArray().Select(x => (float)x.GetDouble()).ToArray()).ToArray();
         static int[] Ints(JsonElement e) => e.EnumerateArray().Select(x => x.GetInt32()).ToArray();
