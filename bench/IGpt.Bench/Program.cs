@@ -48,6 +48,7 @@ JsonObject Load(JsonObject r)
         MaxBatch = (int?)r["max_batch"] ?? 16,
         IntraOpThreads = (int?)r["threads"] ?? service.IntraOpThreads,
         AllowSpinning = (bool?)r["allow_spinning"] ?? (service.AllowSpinning || method.EndsWith("-spin", StringComparison.Ordinal)),
+        SingleThreadStepFlops = (long?)r["small_step_flops"] ?? service.SingleThreadStepFlops,
     };
     var sw = Stopwatch.StartNew();
     model = IGptModel.Load((string)r["package"]!, options);  // no prefix cache: every prefill is computed
@@ -55,7 +56,9 @@ JsonObject Load(JsonObject r)
     {
         ["load_ms"] = sw.Elapsed.TotalMilliseconds,
         ["provider"] = model.ExecutionProvider,
-        ["settings"] = $"IntraOpThreads={options.IntraOpThreads}, AllowSpinning={options.AllowSpinning} ({service.Source})",
+        ["settings"] = $"IntraOpThreads={options.IntraOpThreads}, AllowSpinning={options.AllowSpinning}, "
+            + $"SingleThreadStepFlops={options.SingleThreadStepFlops} ({service.Source})",
+        ["small_step_rows"] = model.Decoder.SmallStepRows,
     };
 }
 

@@ -3,8 +3,10 @@ using System.Text.Json;
 namespace IGpt.Bench;
 
 /// <summary>The thread settings the service runs with: "Inference" in the repository's root appsettings.json.</summary>
-internal sealed record ServiceSettings(int IntraOpThreads, bool AllowSpinning, string Source)
+internal sealed record ServiceSettings(int IntraOpThreads, bool AllowSpinning, long SingleThreadStepFlops, string Source)
 {
+    private static readonly IGpt.Inference.InferenceOptions Defaults = new();
+
     public static ServiceSettings Read()
     {
         for (var dir = new DirectoryInfo(AppContext.BaseDirectory); dir is not null; dir = dir.Parent)
@@ -15,8 +17,9 @@ internal sealed record ServiceSettings(int IntraOpThreads, bool AllowSpinning, s
             if (!doc.RootElement.TryGetProperty("Inference", out var inference)) break;
             int threads = inference.TryGetProperty("IntraOpThreads", out var t) ? t.GetInt32() : 0;
             bool spinning = inference.TryGetProperty("AllowSpinning", out var a) && a.GetBoolean();
-            return new ServiceSettings(threads, spinning, Path.GetRelativePath(dir.FullName, path));
+            long smallSteps = inference.TryGetProperty("SingleThreadStepFlops", out var f) ? f.GetInt64() : Defaults.SingleThreadStepFlops;
+            return new ServiceSettings(threads, spinning, smallSteps, Path.GetRelativePath(dir.FullName, path));
         }
-        return new ServiceSettings(0, false, "library defaults: no appsettings.json found");
+        return new ServiceSettings(0, false, Defaults.SingleThreadStepFlops, "library defaults: no appsettings.json found");
     }
 }

@@ -105,11 +105,19 @@ public sealed class IGptModel : IDisposable
             var file = CpuDecoderFile(manifest, options);
             var session = CreatePackageSession(manifest, file.Path, options);
             var memory = new HostMemory();
-            try { decoder = new KvCacheDecoder(session, manifest, options.MaxBatch, memory, KvType(file)); }
+            int smallRows = SmallStepRows(manifest, options);
+            InferenceSession? smallSession = null;
+            try
+            {
+                if (smallRows > 0) smallSession = CreatePackageSession(manifest, file.Path, options, intraOpThreads: 1);
+                decoder = new KvCacheDecoder(session, manifest, options.MaxBatch, memory, KvType(file),
+                    smallStepSession: smallSession, smallStepRows: smallRows);
+            }
             catch (Exception e)
             {
                 memory.Dispose();
                 session.Dispose();
+                smallSession?.Dispose();
                 if (e is ModelPackageException) throw new ModelPackageException($"{file.Path}: {e.Message}", e);
                 throw;
             }
@@ -286,22 +294,38 @@ public sealed class IGptModel : IDisposable
     internal KvCacheDecoder Decoder => _decoder;
     internal DecodeScheduler Scheduler => _scheduler;
 
-    private static InferenceSession CreatePackageSession(ModelManifest manifest, string relativePath, InferenceOptions options)
+    /// <summary>
+    /// How many slots a CPU decode step may hold and still run on a one-thread session: those whose matmul
+    /// FLOPs (2 x weights x rows) are at most <see cref="InferenceOptions.SingleThreadStepFlops"/>. 0 = none
+    /// (the option is off, or the sessions have one thread anyway).
+    /// </summary>
+    internal static int SmallStepRows(ModelManifest manifest, InferenceOptions options)
     {
-        try { return CreateSession(manifest.ResolvePath(relativePath), options, useCuda: false, cudaGraphs: false); }
+        int threads = options.IntraOpThreads > 0 ? options.IntraOpThreads : Environment.ProcessorCount;
+        if (threads <= 1 || options.SingleThreadStepFlops <= 0) return 0;
+        var a = manifest.Architecture;
+        long flopsPerRow = 2L * (12L * a.NLayer * a.NEmbd * a.NEmbd + (long)a.NEmbd * manifest.VocabSize);
+        return (int)Math.Min(options.MaxBatch, options.SingleThreadStepFlops / flopsPerRow);
+    }
+
+    private static InferenceSession CreatePackageSession(ModelManifest manifest, string relativePath, InferenceOptions options,
+        int? intraOpThreads = null)
+    {
+        try { return CreateSession(manifest.ResolvePath(relativePath), options, useCuda: false, cudaGraphs: false, intraOpThreads); }
         catch (OnnxRuntimeException e)
         {
             throw new ModelPackageException($"{relativePath}: cannot load: {FirstLine(e.Message)}", e);
         }
     }
 
-    private static InferenceSession CreateSession(string path, InferenceOptions options, bool useCuda, bool cudaGraphs)
+    private static InferenceSession CreateSession(string path, InferenceOptions options, bool useCuda, bool cudaGraphs,
+        int? intraOpThreads = null)
     {
         using var so = new SessionOptions
         {
             GraphOptimizationLevel = GraphOptimizationLevel.ORT_ENABLE_ALL,
             ExecutionMode = ExecutionMode.ORT_SEQUENTIAL,
-            IntraOpNumThreads = options.IntraOpThreads > 0 ? options.IntraOpThreads : Environment.ProcessorCount,
+            IntraOpNumThreads = intraOpThreads ?? (options.IntraOpThreads > 0 ? options.IntraOpThreads : Environment.ProcessorCount),
             EnableCpuMemArena = true,
             LogSeverityLevel = OrtLoggingLevel.ORT_LOGGING_LEVEL_ERROR,
         };

@@ -16,11 +16,15 @@ namespace IGpt.Inference;
 /// (host, or the CUDA device) and copies between them; the KV element type (fp32 or fp16) comes from
 /// the graph. On the device, a step uploads token ids, positions and the mask rows it runs and downloads
 /// the last position's logits of the rows asked for; the KV cache never leaves the device.
+/// On the CPU a second, one-thread session of the same graph may run the smallest steps (see
+/// <see cref="SmallStepRows"/>); both sessions bind the same buffers.
 /// Not thread-safe: one caller at a time (IGptModel serializes).
 /// </summary>
 internal sealed unsafe class KvCacheDecoder : IDisposable
 {
     private readonly InferenceSession _session;
+    private readonly InferenceSession? _smallStepSession;  // one intra-op thread: steps of up to _smallStepRows slots
+    private readonly int _smallStepRows;
     private readonly DecoderMemory _memory;
     private readonly bool _fixedStepShapes;
     private readonly int _layers, _heads, _headSize, _positions, _vocab, _maxBatch;
@@ -47,10 +51,18 @@ internal sealed unsafe class KvCacheDecoder : IDisposable
     /// shapes (one captured graph each, gpu_graph_id = the slot count) ever occur; the padding rows write a
     /// throwaway entry at position 0 of slots no sequence holds.
     /// </param>
+    /// <param name="smallStepSession">
+    /// Optional, owned: the decoder graph in a session with one intra-op thread, for steps over at most
+    /// <paramref name="smallStepRows"/> slots, whose ops are too small to gain from handing work to other threads.
+    /// </param>
     public KvCacheDecoder(InferenceSession session, ModelManifest manifest, int maxBatch, DecoderMemory memory,
-        TensorElementType kvType, bool fixedStepShapes = false)
+        TensorElementType kvType, bool fixedStepShapes = false, InferenceSession? smallStepSession = null, int smallStepRows = 0)
     {
         _session = session;
+        if (smallStepSession is not null && smallStepRows > 0)
+            (_smallStepSession, _smallStepRows) = (smallStepSession, Math.Min(smallStepRows, maxBatch));
+        else
+            smallStepSession?.Dispose();
         _memory = memory;
         _fixedStepShapes = fixedStepShapes;
         _graphs = fixedStepShapes && !memory.IsHost;
@@ -100,6 +112,8 @@ internal sealed unsafe class KvCacheDecoder : IDisposable
     public int VocabSize => _vocab;
     /// <summary>The KV cache's element type: float32 (Float) or float16 (Float16).</summary>
     public TensorElementType KvType => _kvType;
+    /// <summary>Steps over at most this many slots run on the one-thread session; 0 when there is none.</summary>
+    public int SmallStepRows => _smallStepRows;
     /// <summary>Whether the KV cache lives on the host (CPU provider) rather than the device.</summary>
     public bool KvOnHost => _memory.IsHost;
     /// <summary>Elements of one batch row of one KV buffer: n_head * n_positions * head_size.</summary>
@@ -211,7 +225,7 @@ internal sealed unsafe class KvCacheDecoder : IDisposable
         {
             _memory.Copy(_boundInputs, (IntPtr)_inputs, InputsLength(slots) * 8L, CopyDirection.HostToDevice);
         }
-        _session.RunWithBinding(b.RunOptions ?? _runOptions, b.Binding);
+        b.Session.RunWithBinding(b.RunOptions ?? _runOptions, b.Binding);
         if (!_memory.IsHost)
         {
             b.Binding.SynchronizeBoundOutputs();
@@ -383,6 +397,7 @@ internal sealed unsafe class KvCacheDecoder : IDisposable
         NativeMemory.AlignedFree(_logits);
         _runOptions.Dispose();
         _session.Dispose();
+        _smallStepSession?.Dispose();
     }
 
     /// <summary>Everything one decode step at a given number of slots binds, created once (fixed addresses, as CUDA graphs need).</summary>
@@ -391,6 +406,8 @@ internal sealed unsafe class KvCacheDecoder : IDisposable
         private readonly OrtValue _ids, _pos, _mask, _logits;
         private readonly OrtValue[] _kv;
         public OrtIoBinding Binding { get; }
+        /// <summary>The session this shape runs on: the one-thread session for small steps, else the decoder's.</summary>
+        public InferenceSession Session { get; }
         /// <summary>With CUDA graphs: this shape's graph (gpu_graph_id = slots); else null (the decoder's options).</summary>
         public RunOptions? RunOptions { get; }
 
@@ -407,7 +424,8 @@ internal sealed unsafe class KvCacheDecoder : IDisposable
             // Last position only: [slots, 1, vocab].
             _logits = OrtValue.CreateTensorValueWithData(info, TensorElementType.Float, [slots, 1, d._vocab], d._boundLogits, slots * 4L * d._vocab);
             _kv = d.CreateKvViews(slots);
-            Binding = d._session.CreateIoBinding();
+            Session = slots <= d._smallStepRows ? d._smallStepSession! : d._session;
+            Binding = Session.CreateIoBinding();
             Binding.BindInput("input_ids", _ids);
             Binding.BindInput("position_ids", _pos);
             Binding.BindInput("attention_mask", _mask);

@@ -52,6 +52,52 @@ public class DecoderTests
     }
 
     [Fact]
+    public void SmallStepsRunOnAOneThreadSessionAndMatchParity()
+    {
+        // The tiny model's matmuls are 49,728 FLOPs a row: a 100,000-FLOP limit puts steps of 1 and 2 rows on the
+        // one-thread session and steps of 3 and 4 on the two-thread one; every row matches parity either way.
+        var parity = Fixture.ReadParity();
+        var o = Fixture.CpuOptions(maxBatch: 4);
+        o.IntraOpThreads = 2;
+        o.SingleThreadStepFlops = 100_000;
+        using var model = IGptModel.Load(Fixture.PackageDir, o, Microsoft.Extensions.Logging.Abstractions.NullLogger.Instance);
+        var d = model.Decoder;
+        Assert.Equal(2, d.SmallStepRows);
+        int v = d.VocabSize, s = parity.Prompt.Length;
+        int[] tokens = new int[4], positions = new int[4];
+        for (int rows = 1; rows <= 4; rows++)
+        {
+            d.Prefill(parity.Prompt, 1);
+            d.ReplicateSlot0(rows, s);
+            for (int j = 0; j < parity.DecodeTokens.Length; j++)
+            {
+                Array.Fill(tokens, parity.DecodeTokens[j]);
+                Array.Fill(positions, s + j);
+                long before = GC.GetAllocatedBytesForCurrentThread();
+                var logits = d.Step(rows, tokens.AsSpan(0, rows), positions.AsSpan(0, rows));
+                if (j > 0) Assert.Equal(0, GC.GetAllocatedBytesForCurrentThread() - before);  // bindings are made once per size
+                for (int r = 0; r < rows; r++)
+                    AssertClose(parity.DecodeLogits[j], logits.Slice(r * v, v), parity.Tolerance, $"{rows} rows: row {r} decode[{j}]");
+            }
+        }
+    }
+
+    [Theory]
+    [InlineData(2, 99_456, 4, 2)]      // exactly two rows
+    [InlineData(2, 99_455, 4, 1)]
+    [InlineData(2, 49_727, 4, 0)]      // not even one row fits
+    [InlineData(2, 10_000_000, 4, 4)]  // capped at MaxBatch
+    [InlineData(1, 10_000_000, 4, 0)]  // one thread already: no second session
+    [InlineData(2, 0, 4, 0)]           // off
+    public void SmallStepRowsFollowTheFlopLimit(int threads, long flops, int maxBatch, int expected)
+    {
+        var o = Fixture.CpuOptions(maxBatch);
+        o.IntraOpThreads = threads;
+        o.SingleThreadStepFlops = flops;
+        Assert.Equal(expected, IGptModel.SmallStepRows(ModelManifest.Load(Fixture.PackageDir), o));
+    }
+
+    [Fact]
     public void SlotsAtDifferentLengthsShareADecodeStep()
     {
         // The continuous-batching case: a new prompt is prefilled into a free slot while other slots
