@@ -295,16 +295,18 @@ public sealed class IGptModel : IDisposable
     internal DecodeScheduler Scheduler => _scheduler;
 
     /// <summary>
-    /// How many slots a CPU decode step may hold and still run on a one-thread session: those whose matmul
-    /// FLOPs (2 x weights x rows) are at most <see cref="InferenceOptions.SingleThreadStepFlops"/>. 0 = none
-    /// (the option is off, or the sessions have one thread anyway).
+    /// How many slots a CPU decode step may hold and still run on a one-thread session: those whose FLOPs
+    /// at most (rows x (2 x matmul weights + 4 x layers x width x n_positions of attention)) are at most
+    /// <see cref="InferenceOptions.SingleThreadStepFlops"/>. 0 = none (the option is off, or the sessions have
+    /// one thread anyway).
     /// </summary>
     internal static int SmallStepRows(ModelManifest manifest, InferenceOptions options)
     {
         int threads = options.IntraOpThreads > 0 ? options.IntraOpThreads : Environment.ProcessorCount;
         if (threads <= 1 || options.SingleThreadStepFlops <= 0) return 0;
         var a = manifest.Architecture;
-        long flopsPerRow = 2L * (12L * a.NLayer * a.NEmbd * a.NEmbd + (long)a.NEmbd * manifest.VocabSize);
+        long flopsPerRow = 2L * (12L * a.NLayer * a.NEmbd * a.NEmbd + (long)a.NEmbd * manifest.VocabSize)
+            + 4L * a.NLayer * a.NEmbd * a.NPositions;   // attention at the longest cache: the step's bound
         return (int)Math.Min(options.MaxBatch, options.SingleThreadStepFlops / flopsPerRow);
     }
 

@@ -54,12 +54,13 @@ public class DecoderTests
     [Fact]
     public void SmallStepsRunOnAOneThreadSessionAndMatchParity()
     {
-        // The tiny model's matmuls are 49,728 FLOPs a row: a 100,000-FLOP limit puts steps of 1 and 2 rows on the
-        // one-thread session and steps of 3 and 4 on the two-thread one; every row matches parity either way.
+        // The tiny model's step bound is 66,112 FLOPs a row (49,728 of matmuls, 16,384 of attention over 64
+        // positions): a 140,000-FLOP limit puts steps of 1 and 2 rows on the one-thread session and steps of 3
+        // and 4 on the two-thread one; every row matches parity either way.
         var parity = Fixture.ReadParity();
         var o = Fixture.CpuOptions(maxBatch: 4);
         o.IntraOpThreads = 2;
-        o.SingleThreadStepFlops = 100_000;
+        o.SingleThreadStepFlops = 140_000;
         using var model = IGptModel.Load(Fixture.PackageDir, o, Microsoft.Extensions.Logging.Abstractions.NullLogger.Instance);
         var d = model.Decoder;
         Assert.Equal(2, d.SmallStepRows);
@@ -83,9 +84,9 @@ public class DecoderTests
     }
 
     [Theory]
-    [InlineData(2, 99_456, 4, 2)]      // exactly two rows
-    [InlineData(2, 99_455, 4, 1)]
-    [InlineData(2, 49_727, 4, 0)]      // not even one row fits
+    [InlineData(2, 132_224, 4, 2)]     // exactly two rows
+    [InlineData(2, 132_223, 4, 1)]
+    [InlineData(2, 66_111, 4, 0)]      // not even one row fits
     [InlineData(2, 10_000_000, 4, 4)]  // capped at MaxBatch
     [InlineData(1, 10_000_000, 4, 0)]  // one thread already: no second session
     [InlineData(2, 0, 4, 0)]           // off
