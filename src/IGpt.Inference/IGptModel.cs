@@ -295,8 +295,8 @@ public sealed class IGptModel : IDisposable
     internal DecodeScheduler Scheduler => _scheduler;
 
     /// <summary>
-    /// How many slots a CPU decode step may hold and still run on a one-thread session: those whose FLOPs
-    /// at most (rows x (2 x matmul weights + 4 x layers x width x n_positions of attention)) are at most
+    /// How many slots a CPU decode step may hold and still run on a one-thread session: as many as keep the
+    /// step's FLOP bound, rows x (2 x matmul weights + 4 x layers x width x n_positions of attention), within
     /// <see cref="InferenceOptions.SingleThreadStepFlops"/>. 0 = none (the option is off, or the sessions have
     /// one thread anyway).
     /// </summary>

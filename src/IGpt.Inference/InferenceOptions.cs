@@ -58,9 +58,11 @@ public sealed class InferenceOptions
     /// CPU decode steps of at most this many FLOPs (per row: 2 x the decoder's matmul weights, plus attention
     /// over a full cache, 4 x layers x width x n_positions) run on a second session of the decoder with one
     /// intra-op thread, created only for models that have such steps. A step is about 70 ops; when they are
-    /// this small, handing each to another thread costs more than it saves. 0 = off. On the idle 2-core dev
-    /// VM, fashion-mnist-14 at batch 1 (3.0 MFLOP) went from 0.210 to 0.164 ms a step; at batch 4 two threads
-    /// stayed faster (0.25 vs 0.32 ms), and so did emoji-32 at batch 1 (5.6 MFLOP, long attention: 0.311 vs 0.323).
+    /// this small, handing each to another thread costs more than it saves. The second session holds its own
+    /// copy of the weights (with the default, only models under 2M parameters qualify: at most 8 MB).
+    /// 0 = off. On the idle 2-core dev VM, fashion-mnist-14 at batch 1 (3.0 MFLOP) went from 0.210 to
+    /// 0.164 ms a step; at batch 4 two threads stayed faster (0.25 vs 0.32 ms), and so did emoji-32 at
+    /// batch 1 (5.6 MFLOP, long attention: 0.311 vs 0.323 ms).
     /// </summary>
     [Range(0, long.MaxValue)]
     public long SingleThreadStepFlops { get; set; } = 4_000_000;
