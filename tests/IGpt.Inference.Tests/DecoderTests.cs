@@ -14,6 +14,17 @@ public class DecoderTests
         }
     }
 
+    /// <summary>Prefills the parity prompt into slot 0 and decodes its tokens one step at a time, each against PyTorch's logits.</summary>
+    internal static void AssertPrefillAndDecodeMatch(KvCacheDecoder d, Parity parity, string what)
+    {
+        int v = d.VocabSize, s = parity.Prompt.Length;
+        var prefill = d.Prefill(parity.Prompt, 1).ToArray();
+        for (int i = 0; i < s; i++)
+            AssertClose(parity.PrefillLogits[i], prefill.AsSpan(i * v, v), parity.Tolerance, $"{what}prefill[{i}]");
+        for (int j = 0; j < parity.DecodeTokens.Length; j++)
+            AssertClose(parity.DecodeLogits[j], d.Step(1, [parity.DecodeTokens[j]], [s + j]), parity.Tolerance, $"{what}decode[{j}]");
+    }
+
     [Fact]
     public void KvCachedPrefillAndDecodeMatchPyTorchParity()
     {
@@ -21,16 +32,7 @@ public class DecoderTests
         using var model = Fixture.LoadCpu();
         Assert.Equal("CPU", model.ExecutionProvider);
         Assert.Contains("UseCuda is off", model.ProviderReason);
-        var d = model.Decoder;
-        int v = d.VocabSize, s = parity.Prompt.Length;
-        var prefill = d.Prefill(parity.Prompt, 1).ToArray();
-        for (int i = 0; i < s; i++)
-            AssertClose(parity.PrefillLogits[i], prefill.AsSpan(i * v, v), parity.Tolerance, $"prefill[{i}]");
-        for (int j = 0; j < parity.DecodeTokens.Length; j++)
-        {
-            var logits = d.Step(1, [parity.DecodeTokens[j]], [s + j]);
-            AssertClose(parity.DecodeLogits[j], logits, parity.Tolerance, $"decode[{j}]");
-        }
+        AssertPrefillAndDecodeMatch(model.Decoder, parity, "");
     }
 
     [Fact]

@@ -72,11 +72,9 @@ public class DevicePathTests
     [Fact]
     public async Task Fp16ClassifierRunsWithTheFp16Decoder()
     {
-        var parity = Fixture.ReadParity();
-        Assert.NotNull(parity.ClassifierInputIds);
+        var images = Fixture.ReadParity().ClassifierImages();
         using var model = IGptModel.Load(Fixture.PackageDir, Fp16CpuOptions(), NullLogger.Instance);
         using var fp32 = Fixture.LoadCpu();
-        var images = parity.ClassifierInputIds!.Select(ids => ids[1..].Append(0).ToArray()).ToArray();
         var half = await model.ClassifyBatchAsync(images, CancellationToken.None);
         var full = await fp32.ClassifyBatchAsync(images, CancellationToken.None);
         for (int i = 0; i < images.Length; i++)

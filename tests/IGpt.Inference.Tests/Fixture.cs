@@ -59,4 +59,24 @@ internal static class Fixture
 }
 
 internal sealed record Parity(double Tolerance, int[] Prompt, float[][] PrefillLogits, int[] DecodeTokens, float[][] DecodeLogits,
-    int[][]? ClassifierInputIds, float[][]? ClassifierLogits);
+    int[][]? ClassifierInputIds, float[][]? ClassifierLogits)
+{
+    /// <summary>
+    /// The classifier rows as the API takes them: parity rows are the graph's input [SOS, x0 .. x(n-2)]; an image
+    /// is x0 .. x(n-1) (its last token is not seen, so any palette index stands in).
+    /// </summary>
+    public int[][] ClassifierImages()
+    {
+        Assert.NotNull(ClassifierInputIds);
+        return ClassifierInputIds.Select(ids => ids[1..].Append(0).ToArray()).ToArray();
+    }
+
+    /// <summary>PyTorch's class probabilities for classifier row <paramref name="row"/> (the softmax of its logits).</summary>
+    public float[] ClassifierProbabilities(int row)
+    {
+        Assert.NotNull(ClassifierLogits);
+        var p = new float[ClassifierLogits[row].Length];
+        Sampler.Softmax(ClassifierLogits[row], p);
+        return p;
+    }
+}
