@@ -302,13 +302,16 @@ public sealed class IGptModel : IDisposable
     /// </summary>
     internal static int SmallStepRows(ModelManifest manifest, InferenceOptions options)
     {
-        int threads = options.IntraOpThreads > 0 ? options.IntraOpThreads : Environment.ProcessorCount;
-        if (threads <= 1 || options.SingleThreadStepFlops <= 0) return 0;
+        if (IntraOpThreadCount(options) <= 1 || options.SingleThreadStepFlops <= 0) return 0;
         var a = manifest.Architecture;
         long flopsPerRow = 2L * (12L * a.NLayer * a.NEmbd * a.NEmbd + (long)a.NEmbd * manifest.VocabSize)
             + 4L * a.NLayer * a.NEmbd * a.NPositions;   // attention at the longest cache: the step's bound
         return (int)Math.Min(options.MaxBatch, options.SingleThreadStepFlops / flopsPerRow);
     }
+
+    /// <summary>ONNX Runtime intra-op threads per session: IntraOpThreads, or one per core when it is 0.</summary>
+    private static int IntraOpThreadCount(InferenceOptions options) =>
+        options.IntraOpThreads > 0 ? options.IntraOpThreads : Environment.ProcessorCount;
 
     private static InferenceSession CreatePackageSession(ModelManifest manifest, string relativePath, InferenceOptions options,
         int? intraOpThreads = null)
@@ -327,7 +330,7 @@ public sealed class IGptModel : IDisposable
         {
             GraphOptimizationLevel = GraphOptimizationLevel.ORT_ENABLE_ALL,
             ExecutionMode = ExecutionMode.ORT_SEQUENTIAL,
-            IntraOpNumThreads = intraOpThreads ?? (options.IntraOpThreads > 0 ? options.IntraOpThreads : Environment.ProcessorCount),
+            IntraOpNumThreads = intraOpThreads ?? IntraOpThreadCount(options),
             EnableCpuMemArena = true,
             LogSeverityLevel = OrtLoggingLevel.ORT_LOGGING_LEVEL_ERROR,
         };
