@@ -105,7 +105,8 @@ def main(args) -> int:
                "confusion_matrix": r["confusion"].tolist(),
                "finetune_minutes": round(minutes, 2),
                "finetune_steps": sum(int((loaded[i][1].get("metrics") or {}).get("finetune_steps", 0)) for i in chosen),
-               "finetune_stop": f"{args.mode} soup of {len(chosen)} fine-tuning runs",
+               "finetune_stop": (f"{args.mode} soup of {len(chosen)} fine-tuning runs" if len(chosen) > 1 else
+                                 f"the best by val of {len(states)} fine-tuning runs (no average scored higher)"),
                "soup_ingredients": len(chosen),
                "soup_ingredient_val_accuracy": [round(scores[i], 5) for i in chosen],
                "soup_ingredient_test_accuracy": [

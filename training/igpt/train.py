@@ -121,8 +121,8 @@ class Dist:
         self.local_world = int(os.environ.get("LOCAL_WORLD_SIZE", str(self.world)))
         self.enabled = self.world > 1
         device = runtime.pick_device(device_name)
-        if device.type == "cuda" and self.enabled and device.index is None:
-            device = torch.device("cuda", self.local_rank)
+        if device.type == "cuda" and device.index is None:  # set_device needs an index on PyTorch 2.x
+            device = torch.device("cuda", self.local_rank if self.enabled else torch.cuda.current_device())
         if device.type == "cuda":
             torch.cuda.set_device(device)
         self.device = device
@@ -394,7 +394,7 @@ def run(args) -> Optional[IGpt]:
                     with autocast(d.device, args.amp):
                         loss, _ = batch_loss(net, x, cfg, args.objective, args.mask_prob)
                     (loss * (x.shape[0] / args.batch_size)).backward()
-                loss_sum += float(loss) * x.shape[0] / args.batch_size
+                loss_sum += float(loss.detach()) * x.shape[0] / args.batch_size
             if args.grad_clip > 0:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), args.grad_clip)
             optimizer.step()

@@ -63,6 +63,7 @@ def test_greedy_soup_keeps_the_best_and_leaves_out_a_bad_ingredient(tmp_path):
     soup, ck = load_checkpoint(str(out))
     m = ck["metrics"]
     assert m["soup_ingredients"] == 1  # averaging with the flipped head made val worse: left out
+    assert m["finetune_stop"] == "the best by val of 2 fine-tuning runs (no average scored higher)"
     assert ck["train_args"]["soup"]["ingredients"] == [os.path.relpath(str(tmp_path / "ft" / "best.pt"))]
     for k, v in ft.state_dict().items():
         assert torch.equal(v, soup.state_dict()[k])

@@ -114,3 +114,20 @@ def test_batches_cover_an_epoch_and_restore():
     assert np.array_equal(c.next(), nxt)
     r0, r1 = train.Batches(50, 4, 0, 2, 3), train.Batches(50, 4, 1, 2, 3)
     assert not set(r0.next().tolist()) & set(r1.next().tolist())
+
+
+def test_plain_cuda_device_gets_an_index_for_set_device(monkeypatch):
+    """`--device cuda` (or auto on a GPU machine): PyTorch 2.x's set_device rejects a device
+    without an index, so a single process takes the current device's."""
+    from igpt import runtime
+    from igpt.train import Dist
+
+    chosen = []
+    monkeypatch.setattr(runtime, "pick_device", lambda name: torch.device("cuda"))
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    monkeypatch.setattr(torch.cuda, "set_device", lambda d: chosen.append(d))
+    for k in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "LOCAL_WORLD_SIZE"):
+        monkeypatch.delenv(k, raising=False)
+    d = Dist("cuda")
+    assert d.device == torch.device("cuda", 0)
+    assert chosen == [torch.device("cuda", 0)]
