@@ -155,8 +155,9 @@ def _default_description(ckpt: Dict[str, Any], cfg: IGptConfig) -> str:
 
 
 def _scalars(d: Any, prefix: str = "", depth: int = 0) -> Dict[str, Any]:
-    """The manifest's metrics: numbers and strings, plus one level of nested dicts of them joined
-    with '.' (e.g. per-layer probe accuracies); deeper tables and matrices are left to the card."""
+    """The manifest's metrics: numbers and strings, and those in nested dicts (two levels) with their
+    keys joined by '.' (e.g. `linear_probe.block 3.test_accuracy`); lists and matrices (the
+    confusion matrix) are left to the card."""
     out: Dict[str, Any] = {}
     if not isinstance(d, dict):
         return out
@@ -171,7 +172,7 @@ def _scalars(d: Any, prefix: str = "", depth: int = 0) -> Dict[str, Any]:
                 out[key] = v
         elif isinstance(v, str):
             out[key] = v
-        elif isinstance(v, dict) and depth == 0 and all(not isinstance(x, (dict, list, tuple)) for x in v.values()):
+        elif isinstance(v, dict) and depth < 2:
             out.update(_scalars(v, key + ".", depth + 1))
     return out
 

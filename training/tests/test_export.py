@@ -420,7 +420,10 @@ def test_model_card_renders_metrics(tmp_path):
     m = _json(str(tmp_path), "model.json")
     assert m["metrics"] == {"test_bits_per_token": 1.25, "classification_accuracy": 0.75,
                             "probe_accuracy.layer_0": 0.5, "probe_accuracy.layer_1": 0.625,
-                            "probe_accuracy.layer_2": 0.6, "finetune_stop": "max steps"}
+                            "probe_accuracy.layer_2": 0.6, "finetune_stop": "max steps",
+                            "linear_probe.block 0.val_accuracy": 0.5, "linear_probe.block 0.test_accuracy": 0.55,
+                            "linear_probe.block 0.l2": 0.01, "linear_probe.ln_f.val_accuracy": 0.7,
+                            "linear_probe.ln_f.test_accuracy": 0.65, "linear_probe.ln_f.l2": 0.1}
     assert "cuda" not in m["files"]["decoder"] and not os.path.exists(tmp_path / "decoder.fp16.onnx")
     assert "cuda" not in m["files"]["classifier"] and not os.path.exists(tmp_path / "classifier.fp16.onnx")
 
