@@ -550,7 +550,7 @@ def rerender(args) -> int:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--package", action="append", help="model package folder (repeatable); default: "
-                    "bench/packages/w256, bench/packages/w512 and models/fashion-mnist-14 when present")
+                    "bench/packages/w256, bench/packages/w512, models/fashion-mnist-14 and models/fashion-mnist-28 when present")
     ap.add_argument("--quick", action="store_true", help="1 repetition, smaller budgets (a smoke run)")
     ap.add_argument("--reps", type=int, default=None, help="repetitions (default 3, quick 1)")
     ap.add_argument("--methods", default=",".join(ALL_METHODS))
@@ -571,7 +571,8 @@ def main() -> int:
             raise SystemExit(f"unknown method {m}; choose from {ALL_METHODS}")
     packages = args.package or [p for p in (os.path.join(ROOT, "bench/packages/w256"),
                                             os.path.join(ROOT, "bench/packages/w512"),
-                                            os.path.join(ROOT, "models/fashion-mnist-14"))
+                                            os.path.join(ROOT, "models/fashion-mnist-14"),
+                                            os.path.join(ROOT, "models/fashion-mnist-28"))
                                 if os.path.exists(os.path.join(p, "model.json"))]
     reps = args.reps or (1 if args.quick else 3)
     budget = args.budget_s or (1.0 if args.quick else 4.0)
