@@ -26,7 +26,7 @@ MODEL=(--preset fashion-mnist --n-layer 8 --n-embd 128 --n-head 4)
 FT=(--data "$DATA" --init "$WORK/pretrain/last.pt" --amp --device "$DEVICE" --batch-size 64 --head-lr 1e-3
     --eval-batch-size 500 --val-limit 0 --patience 0)
 
-weights_only() {  # checkpoint without optimizer / RNG state: what the export, soup and card need
+weights_only() {  # pretraining checkpoint without optimizer / RNG state: what the export, soup and card need
   "$PY" - "$1" "$2" <<'EOF'
 import sys
 from igpt.checkpoint import load_checkpoint, save_checkpoint
@@ -45,7 +45,7 @@ if [ "${SMOKE:-1}" = 1 ]; then
       --eval-every 2 --eval-batch-size 500
   "$PY" -m igpt probe --data "$DATA" --ckpt "$S/pretrain/last.pt" --json "$S/probe.json" --amp --device "$DEVICE" \
       --max-train 256 --max-val 128 --max-test 128 --max-iter 5 --batch-size 256
-  weights_only "$S/ft/best.pt" "$S/ft.pt"
+  weights_only "$S/pretrain/last.pt" "$S/pretrain.pt"
   echo "smoke: every stage ran"
   [ "${SMOKE_ONLY:-0}" = 1 ] && exit 0
 fi
@@ -69,9 +69,9 @@ B=$!
 P=$!
 rc=0
 wait $A || rc=1
-weights_only "$WORK/finetuneA/best.pt" "$OUT/finetuneA.pt" || rc=1
+cp "$WORK/finetuneA/best.pt" "$OUT/finetuneA.pt" || rc=1  # finetune's best.pt holds no optimizer state
 wait $B || rc=1
-weights_only "$WORK/finetuneB/best.pt" "$OUT/finetuneB.pt" || rc=1
+cp "$WORK/finetuneB/best.pt" "$OUT/finetuneB.pt" || rc=1
 wait $P || rc=1
 tail -n 25 "$OUT/finetuneA.log" "$OUT/finetuneB.log" "$OUT/probe.log"
 exit $rc
