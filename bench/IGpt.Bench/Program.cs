@@ -49,6 +49,7 @@ JsonObject Load(JsonObject r)
         IntraOpThreads = (int?)r["threads"] ?? service.IntraOpThreads,
         AllowSpinning = (bool?)r["allow_spinning"] ?? (service.AllowSpinning || method.EndsWith("-spin", StringComparison.Ordinal)),
         SingleThreadStepFlops = (long?)r["small_step_flops"] ?? service.SingleThreadStepFlops,
+        SegmentedStepRows = (int?)r["segmented_rows"] ?? service.SegmentedStepRows,
     };
     var sw = Stopwatch.StartNew();
     model = IGptModel.Load((string)r["package"]!, options);  // no prefix cache: every prefill is computed
@@ -57,8 +58,9 @@ JsonObject Load(JsonObject r)
         ["load_ms"] = sw.Elapsed.TotalMilliseconds,
         ["provider"] = model.ExecutionProvider,
         ["settings"] = $"IntraOpThreads={options.IntraOpThreads}, AllowSpinning={options.AllowSpinning}, "
-            + $"SingleThreadStepFlops={options.SingleThreadStepFlops} ({service.Source})",
+            + $"SingleThreadStepFlops={options.SingleThreadStepFlops}, SegmentedStepRows={options.SegmentedStepRows} ({service.Source})",
         ["small_step_rows"] = model.Decoder.SmallStepRows,
+        ["segmented_step_rows"] = model.Decoder.SegmentedStepRows,
     };
 }
 
@@ -104,6 +106,9 @@ static JsonObject CompleteLoop(IGptModel m, int[] prompt, int batch)
     }
     var stepTokens = new int[batch];
     var stepPositions = new int[batch];
+    // As the scheduler says it: the rows are one request's samples, sharing SOS + prompt.
+    var groups = new int[batch];
+    var shared = Enumerable.Repeat(k + 1, batch).ToArray();
     long allocated = GC.GetTotalAllocatedBytes(precise: true);
     var sw = Stopwatch.StartNew();
     var prefillTokens = new int[k + 1];
@@ -122,7 +127,7 @@ static JsonObject CompleteLoop(IGptModel m, int[] prompt, int batch)
             stepTokens[r] = images[r][t - 1];
             stepPositions[r] = t;
         }
-        var logits = decoder.Step(batch, stepTokens, stepPositions);
+        var logits = decoder.Step(batch, stepTokens, stepPositions, groups, shared);
         for (int r = 0; r < batch; r++)
             images[r][t] = sampler.Pick(logits.Slice(r * v, v), SamplingOptions.Greedy, ref rng);
     }

@@ -30,6 +30,7 @@ public static class Protocol
             catch (Exception e)
             {
                 reply = new JsonObject { ["ok"] = false, ["error"] = $"{e.GetType().Name}: {e.Message}" };
+                Console.Error.WriteLine(e);
             }
             reply["peak_rss_mib"] = PeakRssMib();
             stdout.WriteLine(reply.ToJsonString());

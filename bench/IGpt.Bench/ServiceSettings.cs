@@ -3,7 +3,7 @@ using System.Text.Json;
 namespace IGpt.Bench;
 
 /// <summary>The thread settings the service runs with: "Inference" in the repository's root appsettings.json.</summary>
-internal sealed record ServiceSettings(int IntraOpThreads, bool AllowSpinning, long SingleThreadStepFlops, string Source)
+internal sealed record ServiceSettings(int IntraOpThreads, bool AllowSpinning, long SingleThreadStepFlops, int SegmentedStepRows, string Source)
 {
     private static readonly IGpt.Inference.InferenceOptions Defaults = new();
 
@@ -18,8 +18,9 @@ internal sealed record ServiceSettings(int IntraOpThreads, bool AllowSpinning, l
             int threads = inference.TryGetProperty("IntraOpThreads", out var t) ? t.GetInt32() : 0;
             bool spinning = inference.TryGetProperty("AllowSpinning", out var a) && a.GetBoolean();
             long smallSteps = inference.TryGetProperty("SingleThreadStepFlops", out var f) ? f.GetInt64() : Defaults.SingleThreadStepFlops;
-            return new ServiceSettings(threads, spinning, smallSteps, Path.GetRelativePath(dir.FullName, path));
+            int segmented = inference.TryGetProperty("SegmentedStepRows", out var g) ? g.GetInt32() : Defaults.SegmentedStepRows;
+            return new ServiceSettings(threads, spinning, smallSteps, segmented, Path.GetRelativePath(dir.FullName, path));
         }
-        return new ServiceSettings(0, false, Defaults.SingleThreadStepFlops, "library defaults: no appsettings.json found");
+        return new ServiceSettings(0, false, Defaults.SingleThreadStepFlops, Defaults.SegmentedStepRows, "library defaults: no appsettings.json found");
     }
 }

@@ -89,6 +89,7 @@ internal sealed class DecodeScheduler : IDisposable
     private int _rows;                                  // slots 0.._rows-1 are stepped
     private Job? _head;                                 // partly started job (out of _queue)
     private readonly int[] _stepTokens, _stepPositions;
+    private readonly int[] _stepGroups, _stepShared;     // rows of one request share their prompt's cache entries
 
     // Counters (written by the scheduler thread, read by anyone).
     private long _steps, _rowsStepped, _tokens, _completed, _cancelled, _prefills, _failedRuns, _failedRequests;
@@ -115,6 +116,8 @@ internal sealed class DecodeScheduler : IDisposable
         _active = new Sequence?[_slots];
         _stepTokens = new int[_slots];
         _stepPositions = new int[_slots];
+        _stepGroups = new int[_slots];
+        _stepShared = new int[_slots];
         _thread = new Thread(Loop) { IsBackground = true, Name = $"igpt-decode-{manifest.Id}" };
         _thread.Start();
     }
@@ -351,10 +354,21 @@ internal sealed class DecodeScheduler : IDisposable
         int rows = _rows;
         for (int r = 0; r < rows; r++)
         {
+            _stepGroups[r] = r;
+            _stepShared[r] = 0;
             if (_active[r] is { } seq)
             {
                 _stepTokens[r] = seq.Image[seq.Filled - 1];
                 _stepPositions[r] = seq.Filled;   // the cache holds Filled entries: SOS and x0..x(Filled-2)
+                // A request's samples all start from one prefill (copied or loaded from its snapshot), so their
+                // entries for SOS + prompt are byte-identical: the step may read them once for the group.
+                for (int first = 0; first < r; first++)
+                    if (_active[first]?.Job == seq.Job)
+                    {
+                        _stepGroups[r] = _stepGroups[first];
+                        break;
+                    }
+                _stepShared[r] = seq.Job.PrefillTokens.Length;
             }
             else
             {
@@ -365,7 +379,7 @@ internal sealed class DecodeScheduler : IDisposable
             }
         }
         long start = Stopwatch.GetTimestamp();
-        var logits = _decoder.Step(rows, _stepTokens, _stepPositions);
+        var logits = _decoder.Step(rows, _stepTokens, _stepPositions, _stepGroups, _stepShared);
         int produced = 0;
         for (int r = 0; r < rows; r++)
         {

@@ -107,11 +107,17 @@ public sealed class IGptModel : IDisposable
             var memory = new HostMemory();
             int smallRows = SmallStepRows(manifest, options);
             InferenceSession? smallSession = null;
+            InferenceSession[]? segments = null;
             try
             {
                 if (smallRows > 0) smallSession = CreatePackageSession(manifest, file.Path, options, intraOpThreads: 1);
-                decoder = new KvCacheDecoder(session, manifest, options.MaxBatch, memory, KvType(file),
-                    smallStepSession: smallSession, smallStepRows: smallRows);
+                var kvType = KvType(file);
+                if (UsesStepSegments(manifest, options, file, kvType))
+                    segments = CreateSegmentSessions(manifest, file, options);
+                decoder = new KvCacheDecoder(session, manifest, options.MaxBatch, memory, kvType,
+                    smallStepSession: smallSession, smallStepRows: smallRows,
+                    stepSegments: segments, segmentedStepRows: options.SegmentedStepRows, attentionThreads: IntraOpThreadCount(options),
+                    vectorizedAttention: !options.PortableAttention, alwaysSegmented: options.AlwaysSegmentedSteps);
             }
             catch (Exception e)
             {
@@ -307,6 +313,30 @@ public sealed class IGptModel : IDisposable
         long flopsPerRow = 2L * (12L * a.NLayer * a.NEmbd * a.NEmbd + (long)a.NEmbd * manifest.VocabSize)
             + 4L * a.NLayer * a.NEmbd * a.NPositions;   // attention at the longest cache: the step's bound
         return (int)Math.Min(options.MaxBatch, options.SingleThreadStepFlops / flopsPerRow);
+    }
+
+    /// <summary>
+    /// Whether CPU decode steps may run as the package's step segments with the library's attention: the package
+    /// has them, the option is on, the KV cache is fp32 and this CPU runs the AVX-512 attention kernels.
+    /// </summary>
+    internal static bool UsesStepSegments(ModelManifest manifest, InferenceOptions options, ModelFile file, TensorElementType kvType) =>
+        options.SegmentedStepRows > 0 && file.StepSegments.Count > 0 && kvType == TensorElementType.Float
+        && (CachedAttention.CanVectorize(manifest.Architecture.HeadSize) || options.PortableAttention);
+
+    private static InferenceSession[] CreateSegmentSessions(ModelManifest manifest, ModelFile file, InferenceOptions options)
+    {
+        var sessions = new List<InferenceSession>();
+        try
+        {
+            // One intra-op thread each: SegmentedStep runs a step's lanes on its own threads, concurrently.
+            foreach (var path in file.StepSegments) sessions.Add(CreatePackageSession(manifest, path, options, intraOpThreads: 1));
+            return [.. sessions];
+        }
+        catch
+        {
+            foreach (var s in sessions) s.Dispose();
+            throw;
+        }
     }
 
     /// <summary>ONNX Runtime intra-op threads per session: IntraOpThreads, or one per core when it is 0.</summary>

@@ -38,6 +38,15 @@ public sealed class InferenceOptions
     /// </summary>
     internal bool Fp16OnCpu { get; set; }
 
+    /// <summary>
+    /// Tests only: the step segments' attention runs its portable scalar loops, also where the CPU or the head
+    /// size has no AVX-512 kernel (which otherwise keeps a model on the single decoder graph).
+    /// </summary>
+    internal bool PortableAttention { get; set; }
+
+    /// <summary>Tests only: steps of at least SegmentedStepRows rows run as segments even where the caches are too short to gain.</summary>
+    internal bool AlwaysSegmentedSteps { get; set; }
+
     /// <summary>The smallest nonzero <see cref="CudaMemoryLimitBytes"/> (64 MiB): less is a unit mistake.</summary>
     public const long MinCudaMemoryLimitBytes = 64L * 1024 * 1024;
 
@@ -67,6 +76,15 @@ public sealed class InferenceOptions
     [Range(0, long.MaxValue)]
     public long SingleThreadStepFlops { get; set; } = 4_000_000;
 
+    /// <summary>
+    /// CPU decode steps of at least this many rows run as the package's step segments (files.decoder.cpu.step_segments),
+    /// with attention computed by the library (AVX-512) instead of ONNX Runtime's GroupQueryAttention: keys and values
+    /// that the samples of one prompt share are read once for all of them. Used when the package has the segments and
+    /// the CPU has AVX-512; 0 = off (always the single decoder graph).
+    /// </summary>
+    [Range(0, 256)]
+    public int SegmentedStepRows { get; set; } = 2;
+
     /// <summary>KV slots per model: most images decoded together, across requests (the KV cache is sized for this many rows).</summary>
     [Range(1, 256)]
     public int MaxBatch { get; set; } = 16;
@@ -89,6 +107,7 @@ public sealed class InferenceOptions
         if (IntraOpThreads is < 0 or > 1024) throw new ArgumentException("Inference:IntraOpThreads must be 0..1024 (0 = one per core).");
         if (MaxBatch is < 1 or > 256) throw new ArgumentException("Inference:MaxBatch must be between 1 and 256.");
         if (QueueCapacity is < 1 or > 100_000) throw new ArgumentException("Inference:QueueCapacity must be between 1 and 100000.");
+        if (SegmentedStepRows is < 0 or > 256) throw new ArgumentException("Inference:SegmentedStepRows must be 0..256 (0 = off).");
         if (SingleThreadStepFlops < 0) throw new ArgumentException("Inference:SingleThreadStepFlops must be >= 0 (0 = off).");
         if (PrefixCacheSizeLimit < 0) throw new ArgumentException("Inference:PrefixCacheSizeLimit must be >= 0.");
     }

@@ -43,6 +43,11 @@ internal sealed unsafe class KvCacheDecoder : IDisposable
     private readonly DecodeBinding?[] _decodeBindings; // by step batch size
     private readonly RunOptions _runOptions = new();  // prefill and reference runs: never a CUDA graph
     private readonly bool _graphs;
+    private readonly SegmentedStep? _segmented;        // steps of at least _segmentedRows rows, when the package has step segments
+    private readonly int _segmentedRows;
+    private readonly bool _alwaysSegmented;
+    private long _segmentedSteps;
+    private readonly long _weightBytes;                // fp32 matmul weights a step reads: 4 x (12 L C^2 + C V)
     private bool _disposed;
 
     /// <param name="memory">Where the bound buffers live; owned (disposed) by the decoder, before the session.</param>
@@ -55,8 +60,17 @@ internal sealed unsafe class KvCacheDecoder : IDisposable
     /// Optional, owned: the decoder graph in a session with one intra-op thread, for steps over at most
     /// <paramref name="smallStepRows"/> slots, whose ops are too small to gain from handing work to other threads.
     /// </param>
+    /// <param name="stepSegments">
+    /// Optional, owned: the package's step segment sessions (CPU, fp32 KV only); steps of at least
+    /// <paramref name="segmentedStepRows"/> rows then run as segments with the library's own attention
+    /// (<see cref="SegmentedStep"/>), split between <paramref name="attentionThreads"/> threads, with the AVX-512 kernels where
+    /// the CPU has them and <paramref name="vectorizedAttention"/> is on (else portable loops); <paramref name="alwaysSegmented"/>
+    /// (tests) skips the check that the step is long enough to gain.
+    /// </param>
     public KvCacheDecoder(InferenceSession session, ModelManifest manifest, int maxBatch, DecoderMemory memory,
-        TensorElementType kvType, bool fixedStepShapes = false, InferenceSession? smallStepSession = null, int smallStepRows = 0)
+        TensorElementType kvType, bool fixedStepShapes = false, InferenceSession? smallStepSession = null, int smallStepRows = 0,
+        InferenceSession[]? stepSegments = null, int segmentedStepRows = 0, int attentionThreads = 1, bool vectorizedAttention = true,
+        bool alwaysSegmented = false)
     {
         _session = session;
         if (smallStepSession is not null && smallStepRows > 0)
@@ -105,6 +119,26 @@ internal sealed unsafe class KvCacheDecoder : IDisposable
             _boundLogits = memory.Allocate(_maxBatch * 4L * _vocab);
         }
         _decodeBindings = new DecodeBinding?[_maxBatch + 1];
+
+        if (stepSegments is not null)
+        {
+            if (!memory.IsHost || kvType != TensorElementType.Float || segmentedStepRows < 1)
+                throw new ArgumentException("step segments run on the CPU provider with an fp32 KV cache, from one row up", nameof(stepSegments));
+            var attention = new CachedAttention(_heads, _headSize, _positions, _maxBatch, attentionThreads,
+                vectorizedAttention && CachedAttention.CanVectorize(_headSize));
+            try { _segmented = new SegmentedStep(stepSegments, manifest, _maxBatch, attention, _ids, _pos, _logits); }
+            catch
+            {
+                attention.Dispose();
+                foreach (var s in stepSegments) s.Dispose();
+                FreeHostBuffers();  // the caller disposes the session and the memory it passed
+                throw;
+            }
+            _segmentedRows = segmentedStepRows;
+            _alwaysSegmented = alwaysSegmented;
+            long c = a.NEmbd;
+            _weightBytes = 4L * (12L * _layers * c * c + c * _vocab);
+        }
     }
 
     public int MaxBatch => _maxBatch;
@@ -114,6 +148,10 @@ internal sealed unsafe class KvCacheDecoder : IDisposable
     public TensorElementType KvType => _kvType;
     /// <summary>Steps over at most this many slots run on the one-thread session; 0 when there is none.</summary>
     public int SmallStepRows => _smallStepRows;
+    /// <summary>Steps of at least this many rows run as step segments with the library's attention; 0 when never.</summary>
+    public int SegmentedStepRows => _segmented is null ? 0 : _segmentedRows;
+    /// <summary>Decode steps run as step segments so far.</summary>
+    public long SegmentedSteps => _segmentedSteps;
     /// <summary>Whether the KV cache lives on the host (CPU provider) rather than the device.</summary>
     public bool KvOnHost => _memory.IsHost;
     /// <summary>Elements of one batch row of one KV buffer: n_head * n_positions * head_size.</summary>
@@ -197,8 +235,12 @@ internal sealed unsafe class KvCacheDecoder : IDisposable
     /// One decode step for slots 0..rows-1: slot r gets token tokens[r] at position positions[r]
     /// (its cache must hold exactly positions[r] entries). Returns logits [rows, vocab], valid until the next call.
     /// With fixed step shapes, slots rows..<see cref="StepSlots"/>-1 run too (a throwaway token at position 0).
+    /// Optional <paramref name="groups"/> / <paramref name="sharedLengths"/> say which rows hold identical cache
+    /// entries (the samples of one prompt): groups[r] is the first row of r's group, and the group's rows are
+    /// identical at positions 0..sharedLengths[r]-1. A segmented step reads those once for the group.
     /// </summary>
-    public ReadOnlySpan<float> Step(int rows, ReadOnlySpan<int> tokens, ReadOnlySpan<int> positions)
+    public ReadOnlySpan<float> Step(int rows, ReadOnlySpan<int> tokens, ReadOnlySpan<int> positions,
+        ReadOnlySpan<int> groups = default, ReadOnlySpan<int> sharedLengths = default)
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
         if (rows < 1 || rows > _maxBatch) throw new ArgumentOutOfRangeException(nameof(rows));
@@ -220,6 +262,12 @@ internal sealed unsafe class KvCacheDecoder : IDisposable
             _pos[r] = p;
             _mask[(long)r * _positions + p] = 1;
         }
+        if (_segmented is not null && rows >= _segmentedRows && (_alwaysSegmented || SegmentsPayOff(rows, positions)))
+        {
+            _segmentedSteps++;
+            _segmented.Run(rows, positions, groups, sharedLengths, _kv);
+            return new ReadOnlySpan<float>(_logits, rows * _vocab);
+        }
         var b = _decodeBindings[slots] ??= new DecodeBinding(this, slots);
         if (!_memory.IsHost)
         {
@@ -233,6 +281,28 @@ internal sealed unsafe class KvCacheDecoder : IDisposable
         }
         return new ReadOnlySpan<float>(_logits, rows * _vocab);
     }
+
+    /// <summary>
+    /// Whether a step over these rows runs faster as segments: the segmented step splits its rows between threads that
+    /// each read every weight (twice the weight traffic with two threads) and run n_layer + 1 sessions, and gains in
+    /// attention, so it needs long caches. Measured on the 2-core dev VM (benchmarks/README.md): 1.65x at 8 x 128
+    /// wide, 784 positions, batch 4-16 (caches 3-6 MB a row, 3-12x the weights); 1.3x for 8 x 256 at batch 16 (6x);
+    /// slower at 8 x 256 batch 4 and 8 x 512 batch 4 (1-1.5x the weights) and for 6 x 128 over 196 positions
+    /// (caches of at most 1.2 MB a row, where a step is dispatch-bound).
+    /// </summary>
+    private bool SegmentsPayOff(int rows, ReadOnlySpan<int> positions) =>
+        SegmentsPayOff(_layers, _heads * _headSize, _weightBytes, positions[..rows]);
+
+    /// <summary>The rule above for a model <paramref name="layers"/> x <paramref name="embd"/> with these weight bytes.</summary>
+    internal static bool SegmentsPayOff(int layers, int embd, long weightBytes, ReadOnlySpan<int> positions)
+    {
+        long entries = 0;
+        foreach (int p in positions) entries += p + 1;
+        long kvBytes = 2L * 4 * layers * embd * entries;   // every row's whole cache, as GroupQueryAttention reads it
+        return kvBytes >= SegmentsMinKvToWeights * weightBytes && kvBytes >= positions.Length * SegmentsMinKvBytesPerRow;
+    }
+
+    internal const long SegmentsMinKvToWeights = 3, SegmentsMinKvBytesPerRow = 2L << 20;
 
     /// <summary>Copies positions 0..length-1 of slot 0 into slots 1..rows-1.</summary>
     public void ReplicateSlot0(int rows, int length)
@@ -389,15 +459,21 @@ internal sealed unsafe class KvCacheDecoder : IDisposable
         if (_disposed) return;
         _disposed = true;
         foreach (var b in _decodeBindings) b?.Dispose();
+        _segmented?.Dispose();
         _memory.Dispose();   // device memory comes from the session's allocator: free it first
+        FreeHostBuffers();
+        _runOptions.Dispose();
+        _session.Dispose();
+        _smallStepSession?.Dispose();
+    }
+
+    private void FreeHostBuffers()
+    {
         NativeMemory.AlignedFree(_inputs);
         NativeMemory.AlignedFree(_prefillIds);
         NativeMemory.AlignedFree(_prefillPos);
         NativeMemory.AlignedFree(_prefillMask);
         NativeMemory.AlignedFree(_logits);
-        _runOptions.Dispose();
-        _session.Dispose();
-        _smallStepSession?.Dispose();
     }
 
     /// <summary>Everything one decode step at a given number of slots binds, created once (fixed addresses, as CUDA graphs need).</summary>

@@ -10,7 +10,14 @@ public sealed record ModelArchitecture(
     int NLayer, int NHead, int NEmbd, int HeadSize, int NPositions, double NormEps, string Activation);
 
 /// <summary>One ONNX file of a package: path relative to the package folder, and its float type.</summary>
-public sealed record ModelFile(string Path, string Dtype);
+public sealed record ModelFile(string Path, string Dtype)
+{
+    /// <summary>
+    /// The CPU decoder's step segments (files.decoder.cpu.step_segments; optional): n_layer + 1 graphs of a
+    /// one-token step cut at attention, which the library then runs itself. Empty when the package has none.
+    /// </summary>
+    public IReadOnlyList<string> StepSegments { get; init; } = [];
+}
 
 /// <summary>A graph with a CPU variant (fp32, required) and an optional CUDA variant (fp16).</summary>
 public sealed record ModelGraphFiles(ModelFile Cpu, ModelFile? Cuda);
@@ -147,6 +154,8 @@ public sealed partial record ModelManifest
         var f = r.Files ?? throw Bad("files is missing");
         var decoder = Graph(f.Decoder, "files.decoder", dir) ?? throw Bad("files.decoder is missing");
         var classifier = Graph(f.Classifier, "files.classifier", dir);
+        if (decoder.Cpu.StepSegments.Count is int segments and not 0 && segments != arch.NLayer + 1)
+            throw Bad($"files.decoder.cpu.step_segments lists {segments} graphs; n_layer {arch.NLayer} needs {arch.NLayer + 1}");
         if (classifier is not null && classes.Length == 0)
             throw Bad("files.classifier is set but classes is empty");
 
@@ -191,7 +200,18 @@ public sealed partial record ModelManifest
             throw new ModelPackageException($"{FileName}: {name}.path '{f.Path}' leaves the package folder");
         if (!System.IO.File.Exists(full))
             throw new ModelPackageException($"{FileName}: {name}.path '{f.Path}' does not exist");
-        return new ModelFile(f.Path, f.Dtype ?? "float32");
+        var segments = f.StepSegments ?? [];
+        foreach (var segment in segments)
+        {
+            if (string.IsNullOrWhiteSpace(segment)) throw new ModelPackageException($"{FileName}: {name}.step_segments has an empty path");
+            var path = System.IO.Path.GetFullPath(System.IO.Path.Combine(dir, segment));
+            // Beside the decoder: their weights are external data inside it, which ONNX Runtime resolves from their folder.
+            if (System.IO.Path.GetDirectoryName(path) != System.IO.Path.GetDirectoryName(full))
+                throw new ModelPackageException($"{FileName}: {name}.step_segments '{segment}' is not in the decoder's folder");
+            if (!System.IO.File.Exists(path))
+                throw new ModelPackageException($"{FileName}: {name}.step_segments '{segment}' does not exist");
+        }
+        return new ModelFile(f.Path, f.Dtype ?? "float32") { StepSegments = segments };
     }
 
     // The JSON as written (snake_case); nullable so that missing fields get clear messages.
@@ -249,5 +269,6 @@ public sealed partial record ModelManifest
     {
         public string? Path { get; set; }
         public string? Dtype { get; set; }
+        public string[]? StepSegments { get; set; }
     }
 }

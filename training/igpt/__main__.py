@@ -13,6 +13,7 @@ COMMANDS = {
     "probe": ("probe", "linear probes on a layer's mean-pooled features"),
     "sample": ("sample", "sample or complete images with a checkpoint"),
     "export": ("export", "write a model package (ONNX graphs, manifest, parity data)"),
+    "segments": ("segments", "add the decoder step segments to a package exported before them"),
     "import-hf": ("import_hf", "convert a HuggingFace ImageGPT checkpoint"),
     "pipeline": ("pipeline", "prepare -> pretrain -> fine-tune -> export from a config file"),
 }

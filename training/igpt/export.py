@@ -86,6 +86,7 @@ def export_package(model: IGpt, ckpt: Dict[str, Any], out: str, model_id: Option
     written = []
     onnx_graph.save(onnx_graph.build_decoder(cfg, state, fp16=False), os.path.join(out, "decoder.onnx"))
     written.append("decoder.onnx")
+    written += write_step_segments(cfg, onnx_graph.decoder_weights(cfg, state), out)
     if fp16:
         onnx_graph.save(onnx_graph.build_decoder(cfg, state, fp16=True), os.path.join(out, "decoder.fp16.onnx"))
         written.append("decoder.fp16.onnx")
@@ -181,7 +182,8 @@ def build_manifest(cfg: IGptConfig, ckpt: Dict[str, Any], model_id: str, descrip
                    palette: List[List[int]], classes: List[str], fp16: bool, has_classifier: bool,
                    n_params: int) -> Dict[str, Any]:
     dataset = ckpt.get("dataset") or {}
-    decoder = {"cpu": {"path": "decoder.onnx", "dtype": "float32"}}
+    decoder = {"cpu": {"path": "decoder.onnx", "dtype": "float32",
+                       "step_segments": onnx_graph.step_segment_names(cfg.n_layer)}}
     classifier = {"cpu": {"path": "classifier.onnx", "dtype": "float32"}}
     if fp16:
         decoder["cuda"] = {"path": "decoder.fp16.onnx", "dtype": "float16"}
@@ -218,6 +220,36 @@ def build_manifest(cfg: IGptConfig, ckpt: Dict[str, Any], model_id: str, descrip
         "training": training,
         "metrics": _scalars(ckpt.get("metrics") or {}),
     }
+
+
+def write_step_segments(cfg: IGptConfig, weights: Dict[str, Any], out: str) -> List[str]:
+    """decoder.step.*.onnx beside decoder.onnx (their weights point into it); stale ones removed."""
+    names = onnx_graph.save_step_segments(onnx_graph.build_step_segments(cfg, weights), os.path.join(out, "decoder.onnx"))
+    for name in os.listdir(out):
+        if re.fullmatch(r"decoder\.step\.\d+\.onnx", name) and name not in names:
+            os.remove(os.path.join(out, name))
+    return names
+
+
+def add_step_segments(package: str) -> List[str]:
+    """Adds the step segments to a package exported before them, from its own decoder.onnx."""
+    import onnx
+    from onnx import numpy_helper
+    manifest_path = os.path.join(package, "model.json")
+    with open(manifest_path, encoding="utf-8") as f:
+        manifest = json.load(f)
+    a = manifest["architecture"]
+    cfg = IGptConfig(palette_size=manifest["palette_size"], n_positions=a["n_positions"], n_embd=a["n_embd"],
+                     n_layer=a["n_layer"], n_head=a["n_head"], norm_eps=a["norm_eps"],
+                     height=manifest["image"]["height"], width=manifest["image"]["width"],
+                     channels=manifest["image"]["channels"])
+    cpu = manifest["files"]["decoder"]["cpu"]
+    decoder = onnx.load(os.path.join(package, cpu["path"]))
+    weights = {t.name: numpy_helper.to_array(t) for t in decoder.graph.initializer}
+    names = write_step_segments(cfg, weights, package)
+    cpu["step_segments"] = names
+    _write_json(manifest_path, manifest)
+    return names
 
 
 # --------------------------------------------------------------------------------------------

@@ -67,34 +67,70 @@ def _weights(state: Dict[str, "np.ndarray"]) -> Dict[str, np.ndarray]:
             for k, v in state.items()}
 
 
-def _norm(g: _Graph, name: str, x: str, skip: str, gamma: str, bias: Optional[str], eps: float):
+def _norm(g: _Graph, name: str, x: str, skip: str, gamma: str, bias: Optional[str], eps: float,
+          sum_name: Optional[str] = None):
     """SkipSimplifiedLayerNormalization: returns (normalized, x + skip + bias)."""
     inputs = [x, skip, gamma] + ([bias] if bias else [])
     out, _, _, total = g.node("SkipSimplifiedLayerNormalization", inputs,
-                              [f"{name}/out", "", "", f"{name}/sum"], name, MS_DOMAIN, epsilon=float(eps))
+                              [f"{name}/out", "", "", sum_name or f"{name}/sum"], name, MS_DOMAIN, epsilon=float(eps))
     return out, total
+
+
+# The decoder's pieces. A block is split at attention, so that the same pieces build the whole graph
+# (attention in it: GroupQueryAttention) and the step segments (attention outside, in the service).
+
+def _embed(g: _Graph, w: Dict[str, np.ndarray], input_ids: str, position_ids: str):
+    """Token and position embeddings, [B, S, C] each; the first norm adds them."""
+    wte = g.init("transformer.wte.weight", w["transformer.wte.weight"])
+    wpe = g.init("transformer.wpe.weight", w["transformer.wpe.weight"])
+    tok = g.one("Gather", [wte, input_ids], "/wte/Gather", axis=0)      # [B, S, C]
+    pos = g.one("Gather", [wpe, position_ids], "/wpe/Gather", axis=0)   # [B, S, C]
+    return tok, pos
+
+
+def _attn_in(g: _Graph, cfg: IGptConfig, w: Dict[str, np.ndarray], i: int, residual: str, skip: str,
+             skip_bias: Optional[str], sum_name: Optional[str] = None, qkv_name: Optional[str] = None):
+    """ln_1 (adding the previous block's output to the residual) and c_attn: (qkv [B, S, 3C], residual)."""
+    b = f"transformer.h.{i}"
+    n1, residual = _norm(g, f"/h.{i}/ln_1", residual, skip, g.init(f"{b}.ln_1.weight", w[f"{b}.ln_1.weight"]),
+                         skip_bias, cfg.norm_eps, sum_name)
+    qkv = g.one("MatMul", [n1, g.init(f"{b}.attn.c_attn.weight", w[f"{b}.attn.c_attn.weight"])],
+                f"/h.{i}/attn/c_attn/MatMul")
+    qkv = g.node("Add", [qkv, g.init(f"{b}.attn.c_attn.bias", w[f"{b}.attn.c_attn.bias"])],
+                 [qkv_name or f"/h.{i}/attn/c_attn/Add/out"], f"/h.{i}/attn/c_attn/Add")[0]  # [B, S, 3C] packed q|k|v
+    return qkv, residual
+
+
+def _attn_out(g: _Graph, cfg: IGptConfig, w: Dict[str, np.ndarray], i: int, residual: str, attn: str):
+    """c_proj, ln_2 and the MLP: (residual, skip, skip_bias); the next norm adds skip + skip_bias."""
+    b = f"transformer.h.{i}"
+    a = g.one("MatMul", [attn, g.init(f"{b}.attn.c_proj.weight", w[f"{b}.attn.c_proj.weight"])],
+              f"/h.{i}/attn/c_proj/MatMul")
+    n2, residual = _norm(g, f"/h.{i}/ln_2", residual, a, g.init(f"{b}.ln_2.weight", w[f"{b}.ln_2.weight"]),
+                         g.init(f"{b}.attn.c_proj.bias", w[f"{b}.attn.c_proj.bias"]), cfg.norm_eps)
+    h = g.one("MatMul", [n2, g.init(f"{b}.mlp.c_fc.weight", w[f"{b}.mlp.c_fc.weight"])], f"/h.{i}/mlp/c_fc/MatMul")
+    h = g.one("Add", [h, g.init(f"{b}.mlp.c_fc.bias", w[f"{b}.mlp.c_fc.bias"])], f"/h.{i}/mlp/c_fc/Add")
+    h = g.one("QuickGelu", [h], f"/h.{i}/mlp/QuickGelu", MS_DOMAIN, alpha=1.702)
+    skip = g.one("MatMul", [h, g.init(f"{b}.mlp.c_proj.weight", w[f"{b}.mlp.c_proj.weight"])],
+                 f"/h.{i}/mlp/c_proj/MatMul")
+    return residual, skip, g.init(f"{b}.mlp.c_proj.bias", w[f"{b}.mlp.c_proj.bias"])
+
+
+def _final(g: _Graph, cfg: IGptConfig, w: Dict[str, np.ndarray], residual: str, skip: str, skip_bias: str) -> str:
+    out, _ = _norm(g, "/ln_f", residual, skip, g.init("transformer.ln_f.weight", w["transformer.ln_f.weight"]),
+                   skip_bias, cfg.norm_eps)
+    return out
 
 
 def _transformer(g: _Graph, cfg: IGptConfig, w: Dict[str, np.ndarray], input_ids: str, position_ids: str,
                  seqlens_k: str, total_len: str, past: Optional[List[str]]):
     """Embeddings, blocks and final norm. Returns (ln_f output [B,S,C], present names)."""
-    C, H = cfg.n_embd, cfg.n_head
-    p = "transformer"
-    wte = g.init(f"{p}.wte.weight", w[f"{p}.wte.weight"])
-    wpe = g.init(f"{p}.wpe.weight", w[f"{p}.wpe.weight"])
-    tok = g.one("Gather", [wte, input_ids], "/wte/Gather", axis=0)      # [B, S, C]
-    pos = g.one("Gather", [wpe, position_ids], "/wpe/Gather", axis=0)   # [B, S, C]
-
-    residual, skip, skip_bias = tok, pos, None  # the first norm adds the embeddings
+    H = cfg.n_head
+    residual, skip = _embed(g, w, input_ids, position_ids)
+    skip_bias: Optional[str] = None  # the first norm adds the embeddings
     presents: List[str] = []
     for i in range(cfg.n_layer):
-        b = f"{p}.h.{i}"
-        n1, residual = _norm(g, f"/h.{i}/ln_1", residual, skip,
-                             g.init(f"{b}.ln_1.weight", w[f"{b}.ln_1.weight"]), skip_bias, cfg.norm_eps)
-        qkv = g.one("MatMul", [n1, g.init(f"{b}.attn.c_attn.weight", w[f"{b}.attn.c_attn.weight"])],
-                    f"/h.{i}/attn/c_attn/MatMul")
-        qkv = g.one("Add", [qkv, g.init(f"{b}.attn.c_attn.bias", w[f"{b}.attn.c_attn.bias"])],
-                    f"/h.{i}/attn/c_attn/Add")                             # [B, S, 3C] packed q|k|v
+        qkv, residual = _attn_in(g, cfg, w, i, residual, skip, skip_bias)
         if past is not None:
             outs = [f"/h.{i}/attn/out", f"present.{i}.key", f"present.{i}.value"]
             ins = [qkv, "", "", past[2 * i], past[2 * i + 1], seqlens_k, total_len]
@@ -104,20 +140,8 @@ def _transformer(g: _Graph, cfg: IGptConfig, w: Dict[str, np.ndarray], input_ids
             ins = [qkv, "", "", "", "", seqlens_k, total_len]
         attn = g.node("GroupQueryAttention", ins, outs, f"/h.{i}/attn/GroupQueryAttention", MS_DOMAIN,
                       num_heads=H, kv_num_heads=H, scale=1.0 / math.sqrt(cfg.head_size), do_rotary=0)[0]
-        a = g.one("MatMul", [attn, g.init(f"{b}.attn.c_proj.weight", w[f"{b}.attn.c_proj.weight"])],
-                  f"/h.{i}/attn/c_proj/MatMul")
-        n2, residual = _norm(g, f"/h.{i}/ln_2", residual, a, g.init(f"{b}.ln_2.weight", w[f"{b}.ln_2.weight"]),
-                             g.init(f"{b}.attn.c_proj.bias", w[f"{b}.attn.c_proj.bias"]), cfg.norm_eps)
-        h = g.one("MatMul", [n2, g.init(f"{b}.mlp.c_fc.weight", w[f"{b}.mlp.c_fc.weight"])],
-                  f"/h.{i}/mlp/c_fc/MatMul")
-        h = g.one("Add", [h, g.init(f"{b}.mlp.c_fc.bias", w[f"{b}.mlp.c_fc.bias"])], f"/h.{i}/mlp/c_fc/Add")
-        h = g.one("QuickGelu", [h], f"/h.{i}/mlp/QuickGelu", MS_DOMAIN, alpha=1.702)
-        skip = g.one("MatMul", [h, g.init(f"{b}.mlp.c_proj.weight", w[f"{b}.mlp.c_proj.weight"])],
-                     f"/h.{i}/mlp/c_proj/MatMul")
-        skip_bias = g.init(f"{b}.mlp.c_proj.bias", w[f"{b}.mlp.c_proj.bias"])
-    out, _ = _norm(g, "/ln_f", residual, skip, g.init(f"{p}.ln_f.weight", w[f"{p}.ln_f.weight"]),
-                   skip_bias, cfg.norm_eps)
-    return out, presents
+        residual, skip, skip_bias = _attn_out(g, cfg, w, i, residual, attn)
+    return _final(g, cfg, w, residual, skip, skip_bias), presents
 
 
 def _lengths_from_mask(g: _Graph, mask: str):
@@ -143,10 +167,31 @@ def _model(g: _Graph, name: str, inputs, outputs, doc: str) -> onnx.ModelProto:
     return m
 
 
+def decoder_weights(cfg: IGptConfig, state: Dict) -> Dict[str, np.ndarray]:
+    """The decoder's fp32 weights by initializer name: the checkpoint's, with lm_head as the graph holds it
+    (lm_head.weight_padded [C, V]: a zero column for SOS; lm_head.sos_mask [V]: -1e9 at SOS)."""
+    w = _weights(state)
+    V, P = cfg.vocab_size, cfg.palette_size
+    w["lm_head.weight_padded"] = np.concatenate([w.pop("lm_head.weight").T, np.zeros((cfg.n_embd, 1), np.float32)],
+                                                axis=1)  # [C, V]
+    sos_bias = np.zeros(V, np.float32)
+    sos_bias[P] = SOS_LOGIT
+    w["lm_head.sos_mask"] = sos_bias
+    return w
+
+
+def _lm_head(g: _Graph, w: Dict[str, np.ndarray], h: str, output: str) -> str:
+    logits = g.one("MatMul", [h, g.init("lm_head.weight_padded", w["lm_head.weight_padded"])], "/lm_head/MatMul")
+    if g.elem == TensorProto.FLOAT16:
+        logits = g.one("Cast", [logits], "/lm_head/Cast", to=TensorProto.FLOAT)
+    return g.node("Add", [logits, g.init("lm_head.sos_mask", w["lm_head.sos_mask"], cast=False)], [output],
+                  "/lm_head/Add")[0]
+
+
 def build_decoder(cfg: IGptConfig, state: Dict, fp16: bool = False) -> onnx.ModelProto:
     """The onnxruntime-genai style decoder with KV cache (models/README.md, `decoder.onnx`)."""
     g = _Graph(np.float16 if fp16 else np.float32)
-    w = _weights(state)
+    w = decoder_weights(cfg, state)
     H, D, V, P = cfg.n_head, cfg.head_size, cfg.vocab_size, cfg.palette_size
     kv_shape = ["batch_size", H, "past_sequence_length", D]
     inputs = [
@@ -161,15 +206,7 @@ def build_decoder(cfg: IGptConfig, state: Dict, fp16: bool = False) -> onnx.Mode
             inputs.append(helper.make_tensor_value_info(past[-1], g.elem, kv_shape))
     seqlens_k, total = _lengths_from_mask(g, "attention_mask")
     h, presents = _transformer(g, cfg, w, "input_ids", "position_ids", seqlens_k, total, past)
-
-    # lm_head: [C, palette] plus a zero column for SOS, then a bias row that puts -1e9 at SOS
-    head = np.concatenate([w["lm_head.weight"].T, np.zeros((cfg.n_embd, 1), np.float32)], axis=1)  # [C, V]
-    sos_bias = np.zeros(V, np.float32)
-    sos_bias[P] = SOS_LOGIT
-    logits = g.one("MatMul", [h, g.init("lm_head.weight_padded", head)], "/lm_head/MatMul")  # [B, S, V]
-    if fp16:
-        logits = g.one("Cast", [logits], "/lm_head/Cast", to=TensorProto.FLOAT)
-    g.node("Add", [logits, g.init("lm_head.sos_mask", sos_bias, cast=False)], ["logits"], "/lm_head/Add")
+    _lm_head(g, w, h, "logits")
 
     outputs = [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch_size", "sequence_length", V])]
     for name in presents:
@@ -177,6 +214,80 @@ def build_decoder(cfg: IGptConfig, state: Dict, fp16: bool = False) -> onnx.Mode
     doc = (f"iGPT decoder ({'fp16' if fp16 else 'fp32'}), {cfg.n_layer} layers, {cfg.n_embd} wide, "
            f"{cfg.n_head} heads, palette {P} (+SOS {P}), {cfg.height}x{cfg.width}x{cfg.channels}")
     return _model(g, "igpt_decoder", inputs, outputs, doc)
+
+
+def step_segment_names(n_layer: int) -> List[str]:
+    """File names of the decoder's step segments (models/README.md, "Step segments")."""
+    return [f"decoder.step.{i}.onnx" for i in range(n_layer + 1)]
+
+
+def build_step_segments(cfg: IGptConfig, w: Dict[str, np.ndarray]) -> List[onnx.ModelProto]:
+    """The fp32 decoder cut at attention, for a decode step whose attention runs outside ONNX Runtime.
+
+    n_layer + 1 graphs over [B, 1] steps; w: decoder_weights() (or decoder.onnx's initializers).
+    - 0: input_ids, position_ids [B, 1] -> hidden [B, 1, C] (the residual stream), qkv [B, 1, 3C] (layer 0's)
+    - i = 1..n_layer-1: hidden, attn [B, 1, C] (layer i-1's attention, heads concatenated) -> hidden, qkv (layer i's)
+    - n_layer: hidden, attn -> logits [B, 1, V]
+    The nodes are the decoder's own, by the same names; only GroupQueryAttention is left out.
+    """
+    C, L, V = cfg.n_embd, cfg.n_layer, cfg.vocab_size
+    f32 = TensorProto.FLOAT
+    segments = []
+    for i in range(L + 1):
+        g = _Graph(np.float32)
+        if i == 0:
+            inputs = [helper.make_tensor_value_info(n, TensorProto.INT64, ["batch_size", 1])
+                      for n in ("input_ids", "position_ids")]
+            residual, skip = _embed(g, w, "input_ids", "position_ids")
+            skip_bias = None
+        else:
+            inputs = [helper.make_tensor_value_info(n, f32, ["batch_size", 1, C]) for n in ("hidden", "attn")]
+            residual, skip, skip_bias = _attn_out(g, cfg, w, i - 1, "hidden", "attn")
+        if i < L:
+            _attn_in(g, cfg, w, i, residual, skip, skip_bias, sum_name="hidden_out", qkv_name="qkv")
+            outputs = [helper.make_tensor_value_info("hidden_out", f32, ["batch_size", 1, C]),
+                       helper.make_tensor_value_info("qkv", f32, ["batch_size", 1, 3 * C])]
+        else:
+            _lm_head(g, w, _final(g, cfg, w, residual, skip, skip_bias), "logits")
+            outputs = [helper.make_tensor_value_info("logits", f32, ["batch_size", 1, V])]
+        doc = f"iGPT decoder step segment {i} of {L + 1} (fp32): see models/README.md"
+        segments.append(_model(g, f"igpt_decoder_step_{i}", inputs, outputs, doc))
+    return segments
+
+
+def save_step_segments(segments: List[onnx.ModelProto], decoder_path: str) -> List[str]:
+    """Write the segments beside decoder.onnx, their weights as external data pointing into decoder.onnx's
+    own bytes (the same tensors, so nothing is stored twice). Returns the file names written."""
+    import os
+    folder = os.path.dirname(os.path.abspath(decoder_path))
+    decoder = onnx.load(decoder_path, load_external_data=False)
+    where: Dict[str, tuple] = {}  # name -> (file, offset, length)
+    if any(t.data_location == TensorProto.EXTERNAL for t in decoder.graph.initializer):
+        for t in decoder.graph.initializer:
+            if t.data_location == TensorProto.EXTERNAL:
+                e = {kv.key: kv.value for kv in t.external_data}
+                where[t.name] = (e["location"], int(e.get("offset", 0)), int(e["length"]))
+    else:
+        blob = open(decoder_path, "rb").read()
+        for t in decoder.graph.initializer:
+            if len(t.raw_data) >= 1024:
+                offset = blob.find(t.raw_data)  # raw_data is stored verbatim in the protobuf
+                assert offset >= 0, t.name
+                where[t.name] = (os.path.basename(decoder_path), offset, len(t.raw_data))
+    names = step_segment_names(len(segments) - 1)
+    for model, name in zip(segments, names):
+        for t in model.graph.initializer:
+            if t.name in where:
+                location, offset, length = where[t.name]
+                assert len(t.raw_data) == length, t.name
+                t.ClearField("raw_data")
+                t.data_location = TensorProto.EXTERNAL
+                del t.external_data[:]
+                for k, v in (("location", location), ("offset", str(offset)), ("length", str(length))):
+                    entry = t.external_data.add()
+                    entry.key, entry.value = k, v
+        onnx.save_model(model, os.path.join(folder, name))
+    return names
 
 
 def build_classifier(cfg: IGptConfig, state: Dict, fp16: bool = False) -> onnx.ModelProto:

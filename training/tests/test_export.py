@@ -366,7 +366,8 @@ def test_manifest(tiny):
                                  "norm_eps": 1e-5, "activation": "quick_gelu"}
     assert m["classes"] == ["dark", "mid", "light"]
     assert m["files"] == {
-        "decoder": {"cpu": {"path": "decoder.onnx", "dtype": "float32"},
+        "decoder": {"cpu": {"path": "decoder.onnx", "dtype": "float32",
+                            "step_segments": ["decoder.step.0.onnx", "decoder.step.1.onnx", "decoder.step.2.onnx"]},
                     "cuda": {"path": "decoder.fp16.onnx", "dtype": "float16"}},
         "classifier": {"cpu": {"path": "classifier.onnx", "dtype": "float32"},
                        "cuda": {"path": "classifier.fp16.onnx", "dtype": "float16"}},
@@ -501,3 +502,81 @@ def test_committed_fixture_is_current_and_small(tiny):
         for s, t in zip(x.graph.initializer, y.graph.initializer):
             np.testing.assert_allclose(numpy_helper.to_array(s).astype(np.float32),
                                        numpy_helper.to_array(t).astype(np.float32), atol=1e-6)
+
+
+# ---------------------------------------------------------------------------------------------
+# step segments (models/README.md, "Step segments")
+
+
+def _segments(pkg):
+    names = _json(pkg, "model.json")["files"]["decoder"]["cpu"]["step_segments"]
+    return names, [onnx.load(os.path.join(pkg, n)) for n in names]  # external data resolved from the folder
+
+
+def test_step_segments_are_listed_small_and_point_into_the_decoder(tiny):
+    model, _, pkg = tiny
+    names, segments = _segments(pkg)
+    assert names == [f"decoder.step.{i}.onnx" for i in range(model.config.n_layer + 1)]
+    decoder = onnx.load(os.path.join(pkg, "decoder.onnx"))
+    weights = {t.name: numpy_helper.to_array(t) for t in decoder.graph.initializer}
+    blob = open(os.path.join(pkg, "decoder.onnx"), "rb").read()
+    for name, seg in zip(names, segments):
+        onnx.checker.check_model(seg)
+        raw = onnx.load(os.path.join(pkg, name), load_external_data=False)
+        external = [t for t in raw.graph.initializer if t.data_location == TensorProto.EXTERNAL]
+        assert external, name  # the weights are not stored twice
+        for t in external:
+            e = {kv.key: kv.value for kv in t.external_data}
+            assert e["location"] == "decoder.onnx"
+            off, n = int(e["offset"]), int(e["length"])
+            assert blob[off:off + n] == numpy_helper.from_array(weights[t.name]).raw_data, t.name
+        assert os.path.getsize(os.path.join(pkg, name)) < 20_000
+        for t in seg.graph.initializer:  # loaded through the external data: the decoder's own tensors
+            np.testing.assert_array_equal(numpy_helper.to_array(t), weights[t.name])
+
+
+def test_step_segments_math_equals_the_decoder(tiny):
+    """Segments + attention done in numpy (what the service's CachedAttention does) = the decoder's decode steps."""
+    model, _, pkg = tiny
+    cfg = model.config
+    p = _json(pkg, "parity.json")
+    _, segments = _segments(pkg)
+    C, H, D, L = cfg.n_embd, cfg.n_head, cfg.head_size, cfg.n_layer
+    seq = p["prompt"] + p["decode_tokens"]
+    ref = np.array(p["prefill_logits"] + p["decode_logits"])
+    keys = np.zeros((L, H, cfg.n_positions, D), np.float32)
+    values = np.zeros_like(keys)
+    for pos, token in enumerate(seq):  # one token at a time from an empty cache
+        out = run_graph(segments[0], {"input_ids": np.array([[token]], np.int64),
+                                      "position_ids": np.array([[pos]], np.int64)})
+        for i in range(L):
+            qkv = out["qkv"][0, 0]
+            q, k, v = (qkv[j * C:(j + 1) * C].reshape(H, D) for j in range(3))
+            keys[i, :, pos], values[i, :, pos] = k, v
+            s = np.einsum("hd,htd->ht", q, keys[i, :, :pos + 1]) / math.sqrt(D)
+            w = np.exp(s - s.max(-1, keepdims=True))
+            w /= w.sum(-1, keepdims=True)
+            attn = np.einsum("ht,htd->hd", w, values[i, :, :pos + 1]).reshape(1, 1, C)
+            out = run_graph(segments[i + 1], {"hidden": out["hidden_out"], "attn": attn.astype(np.float32)})
+        np.testing.assert_allclose(out["logits"][0, 0], ref[pos], atol=1e-4, rtol=0)
+
+
+def test_segments_command_adds_them_to_an_older_package(tiny, tmp_path):
+    """`igpt segments` on a package without them writes the same graphs export writes, and lists them."""
+    import shutil
+    from igpt import segments as segments_cmd
+    _, _, pkg = tiny
+    old = tmp_path / "old"
+    shutil.copytree(pkg, old)
+    manifest = _json(str(old), "model.json")
+    names = manifest["files"]["decoder"]["cpu"].pop("step_segments")
+    for n in names:
+        os.remove(old / n)
+    with open(old / "model.json", "w", encoding="utf-8") as f:
+        json.dump(manifest, f)
+    p = argparse.ArgumentParser()
+    segments_cmd.add_args(p)
+    assert segments_cmd.main(p.parse_args([str(old)])) == 0
+    assert _json(str(old), "model.json")["files"]["decoder"]["cpu"]["step_segments"] == names
+    for n in names:
+        assert open(old / n, "rb").read() == open(os.path.join(pkg, n), "rb").read(), n

@@ -115,8 +115,9 @@ def test_import_then_export_makes_a_package_that_matches_hf(tmp_path, weights, s
     assert (a["n_layer"], a["n_head"], a["n_embd"], a["n_positions"]) == \
         (cfg["n_layer"], cfg["n_head"], cfg["n_embd"], cfg["n_positions"])
     assert m["classes"] == [] and m["files"]["classifier"] is None
-    assert sorted(os.listdir(pkg)) == ["MODEL_CARD.md", "decoder.fp16.onnx", "decoder.onnx", "genai_config.json",
-                                       "model.json", "parity.json"]
+    steps = [f"decoder.step.{i}.onnx" for i in range(a["n_layer"] + 1)]
+    assert sorted(os.listdir(pkg)) == sorted(["MODEL_CARD.md", "decoder.fp16.onnx", "decoder.onnx", "genai_config.json",
+                                              "model.json", "parity.json"] + steps)
     assert m["training"]["dataset"] == f"hf:{mk.HF_NAME}"
 
     # parity.json (our PyTorch) against HF's equations on the raw HF tensors
