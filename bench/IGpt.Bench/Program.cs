@@ -50,7 +50,9 @@ JsonObject Load(JsonObject r)
         AllowSpinning = (bool?)r["allow_spinning"] ?? (service.AllowSpinning || method.EndsWith("-spin", StringComparison.Ordinal)),
         SingleThreadStepFlops = (long?)r["small_step_flops"] ?? service.SingleThreadStepFlops,
         SegmentedStepRows = (int?)r["segmented_rows"] ?? service.SegmentedStepRows,
+        LaneStepRows = (int?)r["lane_rows"] ?? service.LaneStepRows,
     };
+    if (r["lane_max_weight_bytes"] is { } laneWeights) options.LaneMaxWeightBytes = (long)laneWeights;
     var sw = Stopwatch.StartNew();
     model = IGptModel.Load((string)r["package"]!, options);  // no prefix cache: every prefill is computed
     return new JsonObject
@@ -58,9 +60,10 @@ JsonObject Load(JsonObject r)
         ["load_ms"] = sw.Elapsed.TotalMilliseconds,
         ["provider"] = model.ExecutionProvider,
         ["settings"] = $"IntraOpThreads={options.IntraOpThreads}, AllowSpinning={options.AllowSpinning}, "
-            + $"SingleThreadStepFlops={options.SingleThreadStepFlops}, SegmentedStepRows={options.SegmentedStepRows} ({service.Source})",
+            + $"SingleThreadStepFlops={options.SingleThreadStepFlops}, SegmentedStepRows={options.SegmentedStepRows}, LaneStepRows={options.LaneStepRows} ({service.Source})",
         ["small_step_rows"] = model.Decoder.SmallStepRows,
         ["segmented_step_rows"] = model.Decoder.SegmentedStepRows,
+        ["lane_step_rows"] = model.Decoder.LaneStepRows,
     };
 }
 

@@ -3,7 +3,7 @@ using System.Text.Json;
 namespace IGpt.Bench;
 
 /// <summary>The thread settings the service runs with: "Inference" in the repository's root appsettings.json.</summary>
-internal sealed record ServiceSettings(int IntraOpThreads, bool AllowSpinning, long SingleThreadStepFlops, int SegmentedStepRows, string Source)
+internal sealed record ServiceSettings(int IntraOpThreads, bool AllowSpinning, long SingleThreadStepFlops, int SegmentedStepRows, int LaneStepRows, string Source)
 {
     private static readonly IGpt.Inference.InferenceOptions Defaults = new();
 
@@ -19,8 +19,10 @@ internal sealed record ServiceSettings(int IntraOpThreads, bool AllowSpinning, l
             bool spinning = inference.TryGetProperty("AllowSpinning", out var a) && a.GetBoolean();
             long smallSteps = inference.TryGetProperty("SingleThreadStepFlops", out var f) ? f.GetInt64() : Defaults.SingleThreadStepFlops;
             int segmented = inference.TryGetProperty("SegmentedStepRows", out var g) ? g.GetInt32() : Defaults.SegmentedStepRows;
-            return new ServiceSettings(threads, spinning, smallSteps, segmented, Path.GetRelativePath(dir.FullName, path));
+            int lanes = inference.TryGetProperty("LaneStepRows", out var l) ? l.GetInt32() : Defaults.LaneStepRows;
+            return new ServiceSettings(threads, spinning, smallSteps, segmented, lanes, Path.GetRelativePath(dir.FullName, path));
         }
-        return new ServiceSettings(0, false, Defaults.SingleThreadStepFlops, Defaults.SegmentedStepRows, "library defaults: no appsettings.json found");
+        return new ServiceSettings(0, false, Defaults.SingleThreadStepFlops, Defaults.SegmentedStepRows, Defaults.LaneStepRows,
+            "library defaults: no appsettings.json found");
     }
 }

@@ -106,24 +106,26 @@ public sealed class IGptModel : IDisposable
             var session = CreatePackageSession(manifest, file.Path, options);
             var memory = new HostMemory();
             int smallRows = SmallStepRows(manifest, options);
-            InferenceSession? smallSession = null;
+            int threads = IntraOpThreadCount(options);
+            int laneRows = LaneStepRows(manifest, options);
+            InferenceSession? oneThread = null;
             InferenceSession[]? segments = null;
             try
             {
-                if (smallRows > 0) smallSession = CreatePackageSession(manifest, file.Path, options, intraOpThreads: 1);
+                if (smallRows > 0 || laneRows > 0) oneThread = CreatePackageSession(manifest, file.Path, options, intraOpThreads: 1);
                 var kvType = KvType(file);
                 if (UsesStepSegments(manifest, options, file, kvType))
                     segments = CreateSegmentSessions(manifest, file, options);
-                decoder = new KvCacheDecoder(session, manifest, options.MaxBatch, memory, kvType,
-                    smallStepSession: smallSession, smallStepRows: smallRows,
-                    stepSegments: segments, segmentedStepRows: options.SegmentedStepRows, attentionThreads: IntraOpThreadCount(options),
-                    vectorizedAttention: !options.PortableAttention, alwaysSegmented: options.AlwaysSegmentedSteps);
+                decoder = new KvCacheDecoder(session, manifest, options.MaxBatch, memory, kvType, cpu: new CpuSteps(
+                    oneThread, smallRows, laneRows, segments, options.SegmentedStepRows, threads,
+                    VectorizedAttention: !options.PortableAttention, AlwaysSegmented: options.AlwaysSegmentedSteps));
             }
             catch (Exception e)
             {
                 memory.Dispose();
                 session.Dispose();
-                smallSession?.Dispose();
+                oneThread?.Dispose();
+                foreach (var s in segments ?? []) s.Dispose();
                 if (e is ModelPackageException) throw new ModelPackageException($"{file.Path}: {e.Message}", e);
                 throw;
             }
@@ -162,9 +164,10 @@ public sealed class IGptModel : IDisposable
             decoder.Dispose();
             throw;
         }
-        logger.LogInformation("Model {ModelId}: execution provider {Provider} ({Reason}); KV cache {KvType}; classifier {Classifier}",
+        logger.LogInformation("Model {ModelId}: execution provider {Provider} ({Reason}); KV cache {KvType}; classifier {Classifier}; "
+            + "CPU steps: one-thread up to {SmallRows} rows, row lanes from {LaneRows}, step segments from {SegmentedRows} (0 = none)",
             manifest.Id, provider, reason, decoder.KvType == TensorElementType.Float16 ? "float16" : "float32",
-            classifier is null ? "none" : "loaded");
+            classifier is null ? "none" : "loaded", decoder.SmallStepRows, decoder.LaneStepRows, decoder.SegmentedStepRows);
         return new IGptModel(manifest, decoder, classifier, provider, reason, prefixCache, options.QueueCapacity, observer, logger);
     }
 
@@ -337,6 +340,19 @@ public sealed class IGptModel : IDisposable
             foreach (var s in sessions) s.Dispose();
             throw;
         }
+    }
+
+    /// <summary>
+    /// Steps of at least this many rows run as row lanes (each step thread runs its share of the rows through the one-thread
+    /// session): <see cref="InferenceOptions.LaneStepRows"/>, when there are several threads and the model's fp32 weights
+    /// are at most <see cref="InferenceOptions.LaneMaxWeightBytes"/> (every lane reads all of them); else 0.
+    /// </summary>
+    internal static int LaneStepRows(ModelManifest manifest, InferenceOptions options)
+    {
+        if (IntraOpThreadCount(options) <= 1 || options.LaneStepRows <= 1) return 0;
+        var a = manifest.Architecture;
+        long weightBytes = 4L * (12L * a.NLayer * a.NEmbd * a.NEmbd + (long)a.NEmbd * manifest.VocabSize);
+        return weightBytes <= options.LaneMaxWeightBytes ? options.LaneStepRows : 0;
     }
 
     /// <summary>ONNX Runtime intra-op threads per session: IntraOpThreads, or one per core when it is 0.</summary>

@@ -66,9 +66,9 @@ public sealed class InferenceOptions
     /// <summary>
     /// CPU decode steps of at most this many FLOPs (per row: 2 x the decoder's matmul weights, plus attention
     /// over a full cache, 4 x layers x width x n_positions) run on a second session of the decoder with one
-    /// intra-op thread, created only for models that have such steps. A step is about 70 ops; when they are
-    /// this small, handing each to another thread costs more than it saves. The second session holds its own
-    /// copy of the weights (with the default, only models under 2M parameters qualify: at most 8 MB).
+    /// intra-op thread, created only for models that have such steps or use row lanes (<see cref="LaneStepRows"/>).
+    /// A step is about 70 ops; when they are this small, handing each to another thread costs more than it saves.
+    /// The second session holds its own copy of the weights (with the defaults, at most 16 MiB of them).
     /// 0 = off. On the idle 2-core dev VM, fashion-mnist-14 at batch 1 (3.0 MFLOP) went from 0.210 to
     /// 0.164 ms a step; at batch 4 two threads stayed faster (0.25 vs 0.32 ms), and so did emoji-32 at
     /// batch 1 (5.6 MFLOP, long attention: 0.311 vs 0.323 ms).
@@ -84,6 +84,19 @@ public sealed class InferenceOptions
     /// </summary>
     [Range(0, 256)]
     public int SegmentedStepRows { get; set; } = 2;
+
+    /// <summary>
+    /// CPU decode steps of at least this many rows (and not run as segments) may run as row lanes: the rows are split
+    /// between threads, each running its share through a one-thread session of the decoder, concurrently, so that a step
+    /// hands work to another thread once instead of at each of its ~70 ops. Every lane reads all the weights, so only
+    /// models whose fp32 weights are at most <see cref="LaneMaxWeightBytes"/> use them. 0 = off.
+    /// </summary>
+    [Range(0, 256)]
+    public int LaneStepRows { get; set; } = 2;
+
+    /// <summary>Largest fp32 decoder weights (bytes) for which row lanes are used (see <see cref="LaneStepRows"/>).</summary>
+    [Range(0, long.MaxValue)]
+    public long LaneMaxWeightBytes { get; set; } = 16L * 1024 * 1024;
 
     /// <summary>KV slots per model: most images decoded together, across requests (the KV cache is sized for this many rows).</summary>
     [Range(1, 256)]
@@ -107,6 +120,8 @@ public sealed class InferenceOptions
         if (IntraOpThreads is < 0 or > 1024) throw new ArgumentException("Inference:IntraOpThreads must be 0..1024 (0 = one per core).");
         if (MaxBatch is < 1 or > 256) throw new ArgumentException("Inference:MaxBatch must be between 1 and 256.");
         if (QueueCapacity is < 1 or > 100_000) throw new ArgumentException("Inference:QueueCapacity must be between 1 and 100000.");
+        if (LaneStepRows is < 0 or > 256) throw new ArgumentException("Inference:LaneStepRows must be 0..256 (0 = off).");
+        if (LaneMaxWeightBytes < 0) throw new ArgumentException("Inference:LaneMaxWeightBytes must be >= 0.");
         if (SegmentedStepRows is < 0 or > 256) throw new ArgumentException("Inference:SegmentedStepRows must be 0..256 (0 = off).");
         if (SingleThreadStepFlops < 0) throw new ArgumentException("Inference:SingleThreadStepFlops must be >= 0 (0 = off).");
         if (PrefixCacheSizeLimit < 0) throw new ArgumentException("Inference:PrefixCacheSizeLimit must be >= 0.");

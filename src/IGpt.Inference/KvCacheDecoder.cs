@@ -43,6 +43,13 @@ internal sealed unsafe class KvCacheDecoder : IDisposable
     private readonly DecodeBinding?[] _decodeBindings; // by step batch size
     private readonly RunOptions _runOptions = new();  // prefill and reference runs: never a CUDA graph
     private readonly bool _graphs;
+    private readonly WorkerTeam? _team;                // the step threads: row lanes and segmented steps
+    private readonly InferenceSession? _laneSession;   // one intra-op thread, run concurrently by the lanes
+    private readonly int _laneRows;
+    private readonly Dictionary<(int First, int Count), DecodeBinding> _laneBindings = [];
+    private readonly Action<int, int>? _runLane;
+    private int _laneStepRows;
+    private long _laneSteps;
     private readonly SegmentedStep? _segmented;        // steps of at least _segmentedRows rows, when the package has step segments
     private readonly int _segmentedRows;
     private readonly bool _alwaysSegmented;
@@ -56,27 +63,17 @@ internal sealed unsafe class KvCacheDecoder : IDisposable
     /// shapes (one captured graph each, gpu_graph_id = the slot count) ever occur; the padding rows write a
     /// throwaway entry at position 0 of slots no sequence holds.
     /// </param>
-    /// <param name="smallStepSession">
-    /// Optional, owned: the decoder graph in a session with one intra-op thread, for steps over at most
-    /// <paramref name="smallStepRows"/> slots, whose ops are too small to gain from handing work to other threads.
-    /// </param>
-    /// <param name="stepSegments">
-    /// Optional, owned: the package's step segment sessions (CPU, fp32 KV only); steps of at least
-    /// <paramref name="segmentedStepRows"/> rows then run as segments with the library's own attention
-    /// (<see cref="SegmentedStep"/>), split between <paramref name="attentionThreads"/> threads, with the AVX-512 kernels where
-    /// the CPU has them and <paramref name="vectorizedAttention"/> is on (else portable loops); <paramref name="alwaysSegmented"/>
-    /// (tests) skips the check that the step is long enough to gain.
+    /// <param name="cpu">
+    /// Optional: how CPU steps may run besides the decoder session (<see cref="CpuSteps"/>). Its sessions are the
+    /// decoder's once it is constructed (disposed with it); if the constructor throws, the caller disposes them.
     /// </param>
     public KvCacheDecoder(InferenceSession session, ModelManifest manifest, int maxBatch, DecoderMemory memory,
-        TensorElementType kvType, bool fixedStepShapes = false, InferenceSession? smallStepSession = null, int smallStepRows = 0,
-        InferenceSession[]? stepSegments = null, int segmentedStepRows = 0, int attentionThreads = 1, bool vectorizedAttention = true,
-        bool alwaysSegmented = false)
+        TensorElementType kvType, bool fixedStepShapes = false, CpuSteps? cpu = null)
     {
         _session = session;
-        if (smallStepSession is not null && smallStepRows > 0)
-            (_smallStepSession, _smallStepRows) = (smallStepSession, Math.Min(smallStepRows, maxBatch));
-        else
-            smallStepSession?.Dispose();
+        cpu ??= new CpuSteps();
+        _smallStepSession = cpu.OneThreadSession;
+        _smallStepRows = cpu.OneThreadSession is null ? 0 : Math.Min(cpu.SmallStepRows, maxBatch);
         _memory = memory;
         _fixedStepShapes = fixedStepShapes;
         _graphs = fixedStepShapes && !memory.IsHost;
@@ -120,22 +117,31 @@ internal sealed unsafe class KvCacheDecoder : IDisposable
         }
         _decodeBindings = new DecodeBinding?[_maxBatch + 1];
 
-        if (stepSegments is not null)
+        if ((cpu.Segments is not null || cpu.LaneStepRows > 0) && (!memory.IsHost || fixedStepShapes))
+            throw new ArgumentException("row lanes and step segments run on the CPU provider", nameof(cpu));
+        if (cpu.Threads > 1 && (cpu.Segments is not null || (cpu.LaneStepRows > 1 && _smallStepSession is not null)))
+            _team = new WorkerTeam(cpu.Threads, "igpt-step");
+        if (_team is not null && cpu.LaneStepRows > 1 && _smallStepSession is not null)
         {
-            if (!memory.IsHost || kvType != TensorElementType.Float || segmentedStepRows < 1)
-                throw new ArgumentException("step segments run on the CPU provider with an fp32 KV cache, from one row up", nameof(stepSegments));
-            var attention = new CachedAttention(_heads, _headSize, _positions, _maxBatch, attentionThreads,
-                vectorizedAttention && CachedAttention.CanVectorize(_headSize));
-            try { _segmented = new SegmentedStep(stepSegments, manifest, _maxBatch, attention, _ids, _pos, _logits); }
+            (_laneSession, _laneRows) = (_smallStepSession, cpu.LaneStepRows);
+            _runLane = RunLane;
+        }
+        if (cpu.Segments is { } segments)
+        {
+            if (kvType != TensorElementType.Float || cpu.SegmentedStepRows < 1)
+                throw new ArgumentException("step segments run with an fp32 KV cache, from one row up", nameof(cpu));
+            var attention = new CachedAttention(_heads, _headSize, _positions, _maxBatch, _team?.Threads ?? 1,
+                cpu.VectorizedAttention && CachedAttention.CanVectorize(_headSize));
+            try { _segmented = new SegmentedStep(segments, manifest, _maxBatch, attention, _team, _ids, _pos, _logits); }
             catch
             {
                 attention.Dispose();
-                foreach (var s in stepSegments) s.Dispose();
-                FreeHostBuffers();  // the caller disposes the session and the memory it passed
+                _team?.Dispose();
+                FreeHostBuffers();  // the caller disposes the sessions and the memory it passed
                 throw;
             }
-            _segmentedRows = segmentedStepRows;
-            _alwaysSegmented = alwaysSegmented;
+            _segmentedRows = cpu.SegmentedStepRows;
+            _alwaysSegmented = cpu.AlwaysSegmented;
             long c = a.NEmbd;
             _weightBytes = 4L * (12L * _layers * c * c + c * _vocab);
         }
@@ -152,6 +158,10 @@ internal sealed unsafe class KvCacheDecoder : IDisposable
     public int SegmentedStepRows => _segmented is null ? 0 : _segmentedRows;
     /// <summary>Decode steps run as step segments so far.</summary>
     public long SegmentedSteps => _segmentedSteps;
+    /// <summary>Steps of at least this many rows (and not segmented) run as row lanes on the one-thread session; 0 when never.</summary>
+    public int LaneStepRows => _runLane is null ? 0 : _laneRows;
+    /// <summary>Decode steps run as row lanes so far.</summary>
+    public long LaneSteps => _laneSteps;
     /// <summary>Whether the KV cache lives on the host (CPU provider) rather than the device.</summary>
     public bool KvOnHost => _memory.IsHost;
     /// <summary>Elements of one batch row of one KV buffer: n_head * n_positions * head_size.</summary>
@@ -268,6 +278,12 @@ internal sealed unsafe class KvCacheDecoder : IDisposable
             _segmented.Run(rows, positions, groups, sharedLengths, _kv);
             return new ReadOnlySpan<float>(_logits, rows * _vocab);
         }
+        if (_runLane is not null && rows >= _laneRows)
+        {
+            _laneSteps++;
+            RunLanes(rows);
+            return new ReadOnlySpan<float>(_logits, rows * _vocab);
+        }
         var b = _decodeBindings[slots] ??= new DecodeBinding(this, slots);
         if (!_memory.IsHost)
         {
@@ -280,6 +296,39 @@ internal sealed unsafe class KvCacheDecoder : IDisposable
             _memory.Copy((IntPtr)_logits, _boundLogits, rows * 4L * _vocab, CopyDirection.DeviceToHost);
         }
         return new ReadOnlySpan<float>(_logits, rows * _vocab);
+    }
+
+    /// <summary>
+    /// Row lanes: the step's rows split between the step threads, each running its share through the one-thread
+    /// session of the decoder graph, concurrently. A step then hands work to another thread once, where a session
+    /// with a thread pool hands over each of its ~70 ops; each lane reads every weight, so it suits models whose
+    /// weights stay in the cache.
+    /// </summary>
+    private void RunLanes(int rows)
+    {
+        int lanes = Math.Min(rows, _team!.Threads);
+        for (int lane = 0; lane < lanes; lane++)
+        {
+            var (first, count) = LaneRows(rows, lanes, lane);
+            if (!_laneBindings.ContainsKey((first, count)))
+                _laneBindings[(first, count)] = new DecodeBinding(this, count, first, _laneSession);
+        }
+        _laneStepRows = rows;
+        _team.Run(lanes, _runLane!);
+    }
+
+    private void RunLane(int lane, int worker)
+    {
+        var (first, count) = LaneRows(_laneStepRows, Math.Min(_laneStepRows, _team!.Threads), lane);
+        var b = _laneBindings[(first, count)];
+        b.Session.RunWithBinding(b.RunOptions!, b.Binding);
+    }
+
+    /// <summary>Lane <paramref name="lane"/>'s rows of a step over <paramref name="rows"/> rows in <paramref name="lanes"/> lanes.</summary>
+    internal static (int First, int Count) LaneRows(int rows, int lanes, int lane)
+    {
+        int first = rows * lane / lanes;
+        return (first, rows * (lane + 1) / lanes - first);
     }
 
     /// <summary>
@@ -459,7 +508,9 @@ internal sealed unsafe class KvCacheDecoder : IDisposable
         if (_disposed) return;
         _disposed = true;
         foreach (var b in _decodeBindings) b?.Dispose();
+        foreach (var b in _laneBindings.Values) b.Dispose();
         _segmented?.Dispose();
+        _team?.Dispose();
         _memory.Dispose();   // device memory comes from the session's allocator: free it first
         FreeHostBuffers();
         _runOptions.Dispose();
@@ -487,20 +538,24 @@ internal sealed unsafe class KvCacheDecoder : IDisposable
         /// <summary>With CUDA graphs: this shape's graph (gpu_graph_id = slots); else null (the decoder's options).</summary>
         public RunOptions? RunOptions { get; }
 
-        public DecodeBinding(KvCacheDecoder d, int slots)
+        /// <param name="first">The first slot (row lanes bind a part of the step's rows; else 0).</param>
+        /// <param name="session">The session to run on; null: the one-thread session for small steps, else the decoder's.</param>
+        public DecodeBinding(KvCacheDecoder d, int slots, int first = 0, InferenceSession? session = null)
         {
             var info = d._memory.Info;
-            var ids = d._boundInputs;
-            var pos = ids + d._maxBatch * 8;
-            var mask = pos + d._maxBatch * 8;
+            var ids = d._boundInputs + first * 8;
+            var pos = d._boundInputs + (d._maxBatch + first) * 8;
+            var mask = d._boundInputs + 2 * d._maxBatch * 8 + (nint)((long)first * d._positions * 8);
             _ids = OrtValue.CreateTensorValueWithData(info, TensorElementType.Int64, [slots, 1], ids, slots * 8L);
             _pos = OrtValue.CreateTensorValueWithData(info, TensorElementType.Int64, [slots, 1], pos, slots * 8L);
             // The mask is always n_positions wide; a row's sum is its length (GQA reads only the sums).
             _mask = OrtValue.CreateTensorValueWithData(info, TensorElementType.Int64, [slots, d._positions], mask, slots * 8L * d._positions);
             // Last position only: [slots, 1, vocab].
-            _logits = OrtValue.CreateTensorValueWithData(info, TensorElementType.Float, [slots, 1, d._vocab], d._boundLogits, slots * 4L * d._vocab);
-            _kv = d.CreateKvViews(slots);
-            Session = slots <= d._smallStepRows ? d._smallStepSession! : d._session;
+            _logits = OrtValue.CreateTensorValueWithData(info, TensorElementType.Float, [slots, 1, d._vocab],
+                d._boundLogits + (nint)(first * 4L * d._vocab), slots * 4L * d._vocab);
+            _kv = d.CreateKvViews(slots, first);
+            Session = session ?? (slots <= d._smallStepRows ? d._smallStepSession! : d._session);
+            if (session is not null) RunOptions = new RunOptions();  // a lane's own: lanes run concurrently
             Binding = Session.CreateIoBinding();
             Binding.BindInput("input_ids", _ids);
             Binding.BindInput("position_ids", _pos);
@@ -513,7 +568,7 @@ internal sealed unsafe class KvCacheDecoder : IDisposable
             }
             if (d._graphs)
             {
-                RunOptions = new RunOptions();
+                RunOptions ??= new RunOptions();
                 RunOptions.AddRunConfigEntry("gpu_graph_id", slots.ToString(System.Globalization.CultureInfo.InvariantCulture));
             }
         }
@@ -530,3 +585,19 @@ internal sealed unsafe class KvCacheDecoder : IDisposable
         }
     }
 }
+
+/// <summary>
+/// How a CPU decoder may run steps besides its session (all optional; sessions owned by the decoder).
+/// </summary>
+/// <param name="OneThreadSession">The decoder graph in a session with one intra-op thread.</param>
+/// <param name="SmallStepRows">Steps over at most this many rows run on <paramref name="OneThreadSession"/> alone.</param>
+/// <param name="LaneStepRows">Steps of at least this many rows run as row lanes on <paramref name="OneThreadSession"/> (0 = never).</param>
+/// <param name="Segments">The package's step segment sessions (one intra-op thread each; fp32 KV only).</param>
+/// <param name="SegmentedStepRows">Steps of at least this many rows with long enough caches run as segments.</param>
+/// <param name="Threads">Step threads (the caller included) for lanes and segmented steps.</param>
+/// <param name="VectorizedAttention">The segments' attention uses AVX-512 where the CPU has it (else portable loops).</param>
+/// <param name="AlwaysSegmented">Tests: segment every step of at least <paramref name="SegmentedStepRows"/> rows.</param>
+internal sealed record CpuSteps(
+    InferenceSession? OneThreadSession = null, int SmallStepRows = 0, int LaneStepRows = 0,
+    InferenceSession[]? Segments = null, int SegmentedStepRows = 0, int Threads = 1,
+    bool VectorizedAttention = true, bool AlwaysSegmented = false);

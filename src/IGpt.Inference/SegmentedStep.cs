@@ -23,7 +23,7 @@ internal sealed unsafe class SegmentedStep : IDisposable
     private readonly int _layers, _embd, _vocab, _maxBatch;
     private readonly float* _hidden0, _hidden1, _qkv, _attn;  // [MaxBatch, C] x 2, [MaxBatch, 3C], [MaxBatch, C]
     private readonly Dictionary<(int First, int Count), Binding> _bindings = [];
-    private readonly WorkerTeam _team;
+    private readonly WorkerTeam? _team;
     private readonly Action<int, int> _runLane;
     private IntPtr[] _kv = [];
     private int _rows;
@@ -37,8 +37,9 @@ internal sealed unsafe class SegmentedStep : IDisposable
     /// <param name="ids">The decoder's token id input buffer ([MaxBatch] longs), read by segment 0.</param>
     /// <param name="positions">The decoder's position input buffer ([MaxBatch] longs).</param>
     /// <param name="logits">Where the last segment writes [rows, vocab] logits.</param>
+    /// <param name="team">The step threads (the decoder's; null: the caller alone); one lane per thread.</param>
     public SegmentedStep(InferenceSession[] segments, ModelManifest manifest, int maxBatch, CachedAttention attention,
-        long* ids, long* positions, float* logits)
+        WorkerTeam? team, long* ids, long* positions, float* logits)
     {
         var a = manifest.Architecture;
         (_layers, _embd, _vocab, _maxBatch) = (a.NLayer, a.NEmbd, manifest.VocabSize, maxBatch);
@@ -54,7 +55,7 @@ internal sealed unsafe class SegmentedStep : IDisposable
         _hidden1 = Alloc((long)maxBatch * _embd);
         _qkv = Alloc((long)maxBatch * 3 * _embd);
         _attn = Alloc((long)maxBatch * _embd);
-        _team = new WorkerTeam(attention.Lanes, "igpt-step");
+        _team = team;
         _runLane = RunLane;
     }
 
@@ -67,28 +68,24 @@ internal sealed unsafe class SegmentedStep : IDisposable
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
         _attention.CheckGroups(rows, positions, groups, sharedLengths);
-        int lanes = Math.Min(rows, _attention.Lanes);
+        int lanes = Math.Min(rows, Lanes);
         for (int lane = 0; lane < lanes; lane++)
         {
-            var (first, count) = LaneRows(rows, lanes, lane);
+            var (first, count) = KvCacheDecoder.LaneRows(rows, lanes, lane);
             _attention.Plan(lane, first, count, positions, groups, sharedLengths);
             if (!_bindings.ContainsKey((first, count))) _bindings[(first, count)] = new Binding(this, first, count);
         }
         _kv = kv;
         _rows = rows;
-        _team.Run(lanes, _runLane);
+        if (_team is null) RunLane(0, 0);
+        else _team.Run(lanes, _runLane);
     }
 
-    /// <summary>Lane <paramref name="lane"/>'s rows of a step over <paramref name="rows"/> rows in <paramref name="lanes"/> lanes.</summary>
-    private static (int First, int Count) LaneRows(int rows, int lanes, int lane)
-    {
-        int first = rows * lane / lanes;
-        return (first, rows * (lane + 1) / lanes - first);
-    }
+    private int Lanes => Math.Min(_team?.Threads ?? 1, _attention.Lanes);
 
     private void RunLane(int lane, int worker)
     {
-        var (first, count) = LaneRows(_rows, Math.Min(_rows, _attention.Lanes), lane);
+        var (first, count) = KvCacheDecoder.LaneRows(_rows, Math.Min(_rows, Lanes), lane);
         var b = _bindings[(first, count)];
         for (int i = 0; i <= _layers; i++)
         {
@@ -126,7 +123,6 @@ internal sealed unsafe class SegmentedStep : IDisposable
     {
         if (_disposed) return;
         _disposed = true;
-        _team.Dispose();
         foreach (var b in _bindings.Values) b.Dispose();
         foreach (var s in _segments) s.Dispose();
         _attention.Dispose();

@@ -46,11 +46,15 @@ internal sealed class WorkerTeam : IDisposable
     public void Run(int count, Action<int, int> work)
     {
         if (count <= 0) return;
+        // Close the last run's ticket first (a new generation with no claimable item), so that a helper still holding
+        // a ticket of it cannot claim an item while the work below is being replaced; then open this run's.
+        long generation = (Volatile.Read(ref _ticket) >> 32) + 1;
+        Interlocked.Exchange(ref _ticket, (generation << 32) | int.MaxValue);
         _work = work;
         _count = count;
         _failure = null;
         Volatile.Write(ref _done, 0);
-        long generation = (Volatile.Read(ref _ticket) >> 32) + 1;
+        generation++;
         Volatile.Write(ref _ticket, generation << 32);  // publishes the work above
         if (count > 1)
             for (int i = 0; i < _helpers.Length; i++)
@@ -65,13 +69,14 @@ internal sealed class WorkerTeam : IDisposable
     /// <summary>Claims and runs items of run <paramref name="generation"/> until none is left.</summary>
     private void Work(long generation, int worker)
     {
-        var work = _work;
-        int count = _count;
         while (true)
         {
             long ticket = Volatile.Read(ref _ticket);
-            int item = (int)(ticket & 0xFFFF_FFFF);
-            if (ticket >> 32 != generation || item >= count || work is null) return;
+            if (ticket >> 32 != generation) return;
+            // Read after the ticket: this run's work, or a later run's, whose closing has already made the claim below fail.
+            var work = _work;
+            int count = _count, item = (int)(ticket & 0xFFFF_FFFF);
+            if (item >= count || work is null) return;
             if (Interlocked.CompareExchange(ref _ticket, ticket + 1, ticket) != ticket) continue;
             try { work(item, worker); }
             catch (Exception e) { Interlocked.CompareExchange(ref _failure, e, null); }
