@@ -157,11 +157,27 @@ def machine_probe(workers: Dict[str, Worker], probe: Worker, reps: int, quick: b
         if dotnet:
             bw_cs += dotnet.call(op="bandwidth", mib=512, reps=2)["gbps"]
         bw_np += probe.call(op="bandwidth", mib=512, reps=2)["gbps"]
-    gemm = {"ort_mlas": med(ort), "torch": med(tor)}
-    bw = {"csharp_avx_all_cores": med(bw_cs), "numpy_1_thread": med(bw_np)}
-    return {"gemm_gflops": gemm, "dram_read_gbps": bw,
+    return summarize_probes({"ort_mlas": ort, "torch": tor, "csharp_avx_all_cores": bw_cs, "numpy_1_thread": bw_np})
+
+
+def summarize_probes(samples: Dict[str, List[float]]) -> dict:
+    """Medians of every probe so far (the machine's speed drifts on this VM: the roofline uses the run's median)."""
+    gemm = {k: med(samples[k]) for k in ("ort_mlas", "torch")}
+    bw = {k: med(samples[k]) for k in ("csharp_avx_all_cores", "numpy_1_thread")}
+    return {"gemm_gflops": gemm, "dram_read_gbps": bw, "samples": samples,
             "gemm_gflops_peak": max(v for v in gemm.values() if v == v),
             "dram_read_gbps_peak": max(v for v in bw.values() if v == v)}
+
+
+def probe_machine(methods: List[str], reps: int, quick: bool) -> dict:
+    probe = start("probe")
+    dotnet = start("igpt-loop") if any(m.startswith("igpt") for m in methods) else None
+    try:
+        return machine_probe({"igpt-loop": dotnet} if dotnet else {}, probe, reps, quick)
+    finally:
+        probe.close()
+        if dotnet:
+            dotnet.close()
 
 
 def machine_info() -> dict:
@@ -373,6 +389,16 @@ def fmt(x, nd=1):
     return f"{x:.{nd}f}"
 
 
+def probe_range(report: dict) -> str:
+    """'; medians of N probes through the run (C# DRAM a-b GB/s, ...)' when the run kept its samples."""
+    s = report.get("probe_samples")
+    if not s or not s.get("csharp_avx_all_cores"):
+        return ""
+    bw, g = s["csharp_avx_all_cores"], s.get("ort_mlas") or [float("nan")]
+    return (f"; medians of {len(bw)} probes spread through the run (before and after each package; "
+            f"C# DRAM read {fmt(min(bw))}-{fmt(max(bw))} GB/s, ORT GEMM {fmt(min(g))}-{fmt(max(g))} GFLOP/s)")
+
+
 def markdown(report: dict) -> str:
     m = report["machine"]
     lines = [f"**Not run**: {m}: {why}" for m, why in report.get("skipped_methods", {}).items()] + [
@@ -382,7 +408,8 @@ def markdown(report: dict) -> str:
         f"Machine: {m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB, caches {m['caches']}; "
         f"fp32 GEMM {fmt(report['gemm_gflops']['ort_mlas'])} GFLOP/s via ORT (MLAS), "
         f"{fmt(report['gemm_gflops']['torch'])} via torch; DRAM read {fmt(report['dram_read_gbps']['csharp_avx_all_cores'])} GB/s "
-        f"(C#, all cores), {fmt(report['dram_read_gbps']['numpy_1_thread'])} (numpy, 1 thread).",
+        f"(C#, all cores), {fmt(report['dram_read_gbps']['numpy_1_thread'])} (numpy, 1 thread)"
+        + probe_range(report) + ".",
         "",
         f"Rooflines use {fmt(report['roofline_peaks']['gemm_gflops'])} GFLOP/s and "
         f"{fmt(report['roofline_peaks']['dram_read_gbps'])} GB/s ({report['roofline_peaks'].get('note', 'measured')}).",
@@ -594,27 +621,25 @@ def main() -> int:
         finally:
             w.close()
 
-    probe = start("probe")
-    dotnet = start("igpt-loop") if any(m.startswith("igpt") for m in methods) else None
-    try:
-        machine = machine_probe({"igpt-loop": dotnet} if dotnet else {}, probe, 1 if args.quick else 3, args.quick)
-    finally:
-        probe.close()
-        if dotnet:
-            dotnet.close()
+    machine = probe_machine(methods, 1 if args.quick else 3, args.quick)
     print(f"machine: GEMM {machine['gemm_gflops']} GFLOP/s, DRAM read {machine['dram_read_gbps']} GB/s", flush=True)
 
     pkgs, hellos = [], {}
     for p in packages:
         res = run_package(os.path.abspath(p), methods, reps, batches, args.quick, budget,
                           [1] if args.quick else [1, 64])
-        machine["gemm_gflops_peak"] = args.peak_gflops or machine["gemm_gflops_peak"]
-        machine["dram_read_gbps_peak"] = args.peak_gbps or machine["dram_read_gbps_peak"]
+        hellos.update(res["workers"])
+        pkgs.append(res)
+        # Probe again after each package: the roofline uses the median of every probe of the run.
+        again = probe_machine(methods, 1, args.quick)["samples"]
+        machine = summarize_probes({k: v + again[k] for k, v in machine["samples"].items()})
+        print(f"machine (after {res['model']['id']}): DRAM read {machine['dram_read_gbps']} GB/s", flush=True)
+    machine["gemm_gflops_peak"] = args.peak_gflops or machine["gemm_gflops_peak"]
+    machine["dram_read_gbps_peak"] = args.peak_gbps or machine["dram_read_gbps_peak"]
+    for res in pkgs:
         for r in res["results"]:
             roofline(r, machine)
         res["goals"] = goals(res)
-        hellos.update(res["workers"])
-        pkgs.append(res)
     load_after = busy_processes()
     report = {
         "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
@@ -623,6 +648,7 @@ def main() -> int:
         "skipped_methods": skipped,
         "machine": machine_info(), "versions": versions(hellos),
         "gemm_gflops": machine["gemm_gflops"], "dram_read_gbps": machine["dram_read_gbps"],
+        "probe_samples": machine["samples"],
         "roofline_peaks": {"gemm_gflops": machine["gemm_gflops_peak"], "dram_read_gbps": machine["dram_read_gbps_peak"]},
         "model": [p["model"] for p in pkgs],
         "results": [dict(r, model=p["model"]["id"]) for p in pkgs for r in p["results"]],
