@@ -47,7 +47,7 @@ public sealed class CompletionHandle
 public sealed record SchedulerStats(
     int Slots, int ActiveSequences, int QueuedRequests, long Steps, int MaxRowsPerStep, long RowsStepped,
     long TokensGenerated, long CompletedRequests, long CancelledRequests, long Prefills,
-    long FailedRuns = 0, long FailedRequests = 0, int ConsecutiveFailures = 0);
+    long FailedRuns = 0, long FailedRequests = 0, int ConsecutiveFailures = 0, long LaneSteps = 0, long SegmentedSteps = 0);
 
 /// <summary>Told about every decode step (metrics); called on the scheduler's thread, so it must be quick.</summary>
 public interface IDecodeObserver
@@ -131,7 +131,8 @@ internal sealed class DecodeScheduler : IDisposable
             return new SchedulerStats(_slots, Volatile.Read(ref _activeCount), queued, Interlocked.Read(ref _steps),
                 Volatile.Read(ref _maxRows), Interlocked.Read(ref _rowsStepped), Interlocked.Read(ref _tokens),
                 Interlocked.Read(ref _completed), Interlocked.Read(ref _cancelled), Interlocked.Read(ref _prefills),
-                Interlocked.Read(ref _failedRuns), Interlocked.Read(ref _failedRequests), Volatile.Read(ref _consecutiveFailures));
+                Interlocked.Read(ref _failedRuns), Interlocked.Read(ref _failedRequests), Volatile.Read(ref _consecutiveFailures),
+                _decoder.LaneSteps, _decoder.SegmentedSteps);
         }
     }
 

@@ -157,11 +157,11 @@ internal sealed unsafe class KvCacheDecoder : IDisposable
     /// <summary>Steps of at least this many rows run as step segments with the library's attention; 0 when never.</summary>
     public int SegmentedStepRows => _segmented is null ? 0 : _segmentedRows;
     /// <summary>Decode steps run as step segments so far.</summary>
-    public long SegmentedSteps => _segmentedSteps;
+    public long SegmentedSteps => Interlocked.Read(ref _segmentedSteps);
     /// <summary>Steps of at least this many rows (and not segmented) run as row lanes on the one-thread session; 0 when never.</summary>
     public int LaneStepRows => _runLane is null ? 0 : _laneRows;
     /// <summary>Decode steps run as row lanes so far.</summary>
-    public long LaneSteps => _laneSteps;
+    public long LaneSteps => Interlocked.Read(ref _laneSteps);
     /// <summary>Whether the KV cache lives on the host (CPU provider) rather than the device.</summary>
     public bool KvOnHost => _memory.IsHost;
     /// <summary>Elements of one batch row of one KV buffer: n_head * n_positions * head_size.</summary>
@@ -274,13 +274,13 @@ internal sealed unsafe class KvCacheDecoder : IDisposable
         }
         if (_segmented is not null && rows >= _segmentedRows && (_alwaysSegmented || SegmentsPayOff(rows, positions)))
         {
-            _segmentedSteps++;
+            Interlocked.Increment(ref _segmentedSteps);  // read by metrics threads
             _segmented.Run(rows, positions, groups, sharedLengths, _kv);
             return new ReadOnlySpan<float>(_logits, rows * _vocab);
         }
         if (_runLane is not null && rows >= _laneRows)
         {
-            _laneSteps++;
+            Interlocked.Increment(ref _laneSteps);
             RunLanes(rows);
             return new ReadOnlySpan<float>(_logits, rows * _vocab);
         }

@@ -236,6 +236,14 @@ public sealed class ServingTests
         var text = await metrics.Content.ReadAsStringAsync();
         var m = $"model=\"{ModelsFolder.Tiny}\"";
         Assert.Contains($"igpt_decode_steps_total{{{m}}} 63", text);
+        // Every step ran one way: the counts by path add up to the steps.
+        long byPath = 0;
+        foreach (var path in new[] { "graph", "lanes", "segments" })
+        {
+            var line = text.Split('\n').Single(l => l.StartsWith($"igpt_decode_steps_by_path_total{{{m},path=\"{path}\"}}", StringComparison.Ordinal));
+            byPath += long.Parse(line.Split(' ')[1], System.Globalization.CultureInfo.InvariantCulture);
+        }
+        Assert.Equal(63, byPath);
         Assert.Contains($"igpt_tokens_generated_total{{{m}}} 384", text);
         Assert.Contains($"igpt_queue_depth{{{m}}} 0", text);
         Assert.Contains($"igpt_slots{{{m}}} 8", text);

@@ -18,7 +18,7 @@ public sealed class ServingMetrics : IDecodeObserver
     private static readonly double[] RowBuckets = [1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256];
 
     private readonly Gauge _queueDepth, _activeSequences, _slots;
-    private readonly Counter _steps, _tokens, _requests;
+    private readonly Counter _steps, _stepsByPath, _tokens, _requests;
     private readonly System.Collections.Concurrent.ConcurrentDictionary<string, (Histogram.Child Step, Histogram.Child Occupancy)> _stepChildren = new();
     private readonly Histogram _queueSeconds, _firstRowSeconds, _stepSeconds, _occupancy, _classificationBatch;
 
@@ -31,6 +31,9 @@ public sealed class ServingMetrics : IDecodeObserver
         _activeSequences = f.CreateGauge("igpt_active_sequences", "Sequences (images) holding a KV slot.", model);
         _slots = f.CreateGauge("igpt_slots", "KV slots (Inference:MaxBatch).", model);
         _steps = f.CreateCounter("igpt_decode_steps_total", "Decode steps run.", model);
+        _stepsByPath = f.CreateCounter("igpt_decode_steps_by_path_total",
+            "Decode steps by how they ran: graph (the decoder graph in one run), lanes (rows split between threads), "
+            + "segments (step segments with the library's attention).", ["model", "path"]);
         _tokens = f.CreateCounter("igpt_tokens_generated_total", "Pixels drawn (first pixels from prompt logits included).", model);
         _requests = f.CreateCounter("igpt_requests_total", "Generation and classification requests by outcome.", ["model", "endpoint", "outcome"]);
         _queueSeconds = f.CreateHistogram("igpt_queue_seconds", "Time from admission to the first KV slot.",
@@ -60,6 +63,9 @@ public sealed class ServingMetrics : IDecodeObserver
                 _activeSequences.WithLabels(id).Set(stats.ActiveSequences);
                 _slots.WithLabels(id).Set(stats.Slots);
                 _steps.WithLabels(id).IncTo(stats.Steps);
+                _stepsByPath.WithLabels(id, "graph").IncTo(stats.Steps - stats.LaneSteps - stats.SegmentedSteps);
+                _stepsByPath.WithLabels(id, "lanes").IncTo(stats.LaneSteps);
+                _stepsByPath.WithLabels(id, "segments").IncTo(stats.SegmentedSteps);
                 _tokens.WithLabels(id).IncTo(stats.TokensGenerated);
             }
         });
