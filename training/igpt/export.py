@@ -231,6 +231,9 @@ def write_step_segments(cfg: IGptConfig, weights: Dict[str, Any], out: str) -> L
     return names
 
 
+SEGMENTS_CARD_TEXT = "`decoder.step.*.onnx` (the decoder cut at attention, for CPU steps with the service's own attention), "
+
+
 def add_step_segments(package: str) -> List[str]:
     """Adds the step segments to a package exported before them, from its own decoder.onnx."""
     import onnx
@@ -249,6 +252,14 @@ def add_step_segments(package: str) -> List[str]:
     names = write_step_segments(cfg, weights, package)
     cpu["step_segments"] = names
     _write_json(manifest_path, manifest)
+    card = os.path.join(package, manifest["files"].get("model_card") or "MODEL_CARD.md")
+    if os.path.exists(card):  # the card's list of package files
+        with open(card, encoding="utf-8") as f:
+            text = f.read()
+        line = "`decoder.onnx` (fp32, CPU), "
+        if SEGMENTS_CARD_TEXT not in text and line in text:
+            with open(card, "w", encoding="utf-8") as f:
+                f.write(text.replace(line, line + SEGMENTS_CARD_TEXT, 1))
     return names
 
 
@@ -468,6 +479,7 @@ def build_model_card(cfg: IGptConfig, ckpt: Dict[str, Any], manifest: Dict[str, 
     lines += [body if body else "No metrics recorded in the checkpoint.", ""]
     lines += ["## Files", "",
               "Model package format version 1 (see `models/README.md`): `decoder.onnx` (fp32, CPU), "
+              + (SEGMENTS_CARD_TEXT if m["files"]["decoder"]["cpu"].get("step_segments") else "")
               + ("`decoder.fp16.onnx` (fp16, CUDA), " if "cuda" in m["files"]["decoder"] else "")
               + ("`classifier.onnx`, " if m["files"]["classifier"] else "")
               + ("`classifier.fp16.onnx` (CUDA), " if (m["files"]["classifier"] or {}).get("cuda") else "")

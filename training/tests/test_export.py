@@ -574,9 +574,13 @@ def test_segments_command_adds_them_to_an_older_package(tiny, tmp_path):
         os.remove(old / n)
     with open(old / "model.json", "w", encoding="utf-8") as f:
         json.dump(manifest, f)
+    card = (old / "MODEL_CARD.md").read_text(encoding="utf-8")
+    assert export.SEGMENTS_CARD_TEXT in card  # export lists them in the card's files
+    (old / "MODEL_CARD.md").write_text(card.replace(export.SEGMENTS_CARD_TEXT, ""), encoding="utf-8")
     p = argparse.ArgumentParser()
     segments_cmd.add_args(p)
     assert segments_cmd.main(p.parse_args([str(old)])) == 0
     assert _json(str(old), "model.json")["files"]["decoder"]["cpu"]["step_segments"] == names
+    assert (old / "MODEL_CARD.md").read_text(encoding="utf-8") == card  # and the command puts them back
     for n in names:
         assert open(old / n, "rb").read() == open(os.path.join(pkg, n), "rb").read(), n
