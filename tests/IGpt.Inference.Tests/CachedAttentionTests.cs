@@ -1,0 +1,82 @@
+namespace IGpt.Inference.Tests;
+
+/// <summary>The library's attention kernel against a double-precision reference, head sizes with and without the AVX-512 path.</summary>
+public unsafe class CachedAttentionTests
+{
+    [Theory]
+    [InlineData(8, false)]
+    [InlineData(16, true)]
+    [InlineData(32, true)]
+    [InlineData(48, true)]
+    [InlineData(64, true)]   // iGPT-S and the 512-wide benchmark model: the general 16-key reduction
+    [InlineData(96, true)]   // iGPT-L
+    [InlineData(64, false)]
+    public void AttentionMatchesTheReferenceWithSharedAndOwnEntries(int headSize, bool vectorized)
+    {
+        vectorized &= CachedAttention.CanVectorize(headSize);
+        const int heads = 3, positions = 70, rows = 4, shared = 37;
+        int embd = heads * headSize;
+        var rng = new Random(headSize);
+        var keys = new float[rows * heads * positions * headSize];
+        var values = new float[keys.Length];
+        for (int i = 0; i < keys.Length; i++) (keys[i], values[i]) = ((float)rng.NextDouble() - 0.5f, (float)rng.NextDouble() - 0.5f);
+        // Rows 0, 1 and 3 are one request's samples: identical entries at positions 0..shared-1. Row 2 is alone.
+        int Index(int row, int head, int pos) => ((row * heads + head) * positions + pos) * headSize;
+        foreach (int r in new[] { 1, 3 })
+            for (int h = 0; h < heads; h++)
+            {
+                Array.Copy(keys, Index(0, h, 0), keys, Index(r, h, 0), shared * headSize);
+                Array.Copy(values, Index(0, h, 0), values, Index(r, h, 0), shared * headSize);
+            }
+        var qkv = new float[rows * 3 * embd];
+        for (int i = 0; i < qkv.Length; i++) qkv[i] = (float)rng.NextDouble() * 2 - 1;
+        int[] position = [shared + 20, shared + 5, 60, shared], groups = [0, 0, 2, 0], sharedLengths = [shared, shared, 0, shared];
+
+        // Reference: write the new entries, then softmax(q.k / sqrt(d)) v over positions 0..position, in double.
+        var refKeys = (float[])keys.Clone();
+        var refValues = (float[])values.Clone();
+        var expected = new double[rows * embd];
+        for (int r = 0; r < rows; r++)
+            for (int h = 0; h < heads; h++)
+            {
+                Array.Copy(qkv, r * 3 * embd + embd + h * headSize, refKeys, Index(r, h, position[r]), headSize);
+                Array.Copy(qkv, r * 3 * embd + 2 * embd + h * headSize, refValues, Index(r, h, position[r]), headSize);
+                var s = new double[position[r] + 1];
+                for (int t = 0; t <= position[r]; t++)
+                {
+                    double dot = 0;
+                    for (int i = 0; i < headSize; i++) dot += qkv[r * 3 * embd + h * headSize + i] * (double)refKeys[Index(r, h, t) + i];
+                    s[t] = dot / Math.Sqrt(headSize);
+                }
+                double max = s.Max(), sum = 0;
+                for (int t = 0; t < s.Length; t++) sum += s[t] = Math.Exp(s[t] - max);
+                for (int i = 0; i < headSize; i++)
+                {
+                    double o = 0;
+                    for (int t = 0; t < s.Length; t++) o += s[t] / sum * refValues[Index(r, h, t) + i];
+                    expected[r * embd + h * headSize + i] = o;
+                }
+            }
+
+        foreach (bool grouped in new[] { true, false })
+        {
+            var k = (float[])keys.Clone();
+            var v = (float[])values.Clone();
+            var output = new float[rows * embd];
+            using var attention = new CachedAttention(heads, headSize, positions, rows, lanes: 2, vectorized);
+            attention.CheckGroups(rows, position, grouped ? groups : [], grouped ? sharedLengths : []);
+            // Two lanes, as a segmented step splits its rows: rows 0-1 and 2-3 (the group is split between them).
+            attention.Plan(0, 0, 2, position, grouped ? groups : [], grouped ? sharedLengths : []);
+            attention.Plan(1, 2, 2, position, grouped ? groups : [], grouped ? sharedLengths : []);
+            fixed (float* pq = qkv, pk = k, pv = v, po = output)
+            {
+                attention.Run(0, pq, pk, pv, po);
+                attention.Run(1, pq, pk, pv, po);
+            }
+            for (int i = 0; i < expected.Length; i++)
+                Assert.True(Math.Abs(expected[i] - output[i]) < 2e-5, $"grouped {grouped}, output {i}: {expected[i]} vs {output[i]}");
+            Assert.Equal(refKeys, k);
+            Assert.Equal(refValues, v);
+        }
+    }
+}
