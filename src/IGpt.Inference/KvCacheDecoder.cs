@@ -16,9 +16,12 @@ namespace IGpt.Inference;
 /// (host, or the CUDA device) and copies between them; the KV element type (fp32 or fp16) comes from
 /// the graph. On the device, a step uploads token ids, positions and the mask rows it runs and downloads
 /// the last position's logits of the rows asked for; the KV cache never leaves the device.
-/// On the CPU a second, one-thread session of the same graph may run the smallest steps (see
-/// <see cref="SmallStepRows"/>); both sessions bind the same buffers.
-/// Not thread-safe: one caller at a time (IGptModel serializes).
+/// On the CPU a step takes one of three paths (<see cref="CpuSteps"/>, benchmarks/README.md), all over the
+/// same buffers: the graph in one run (on a one-thread session for the smallest steps, see
+/// <see cref="SmallStepRows"/>); row lanes, the rows split between the step threads, each running the
+/// one-thread session (<see cref="LaneStepRows"/>); or the package's step segments with the library's
+/// attention when the caches are long (<see cref="SegmentedStepRows"/>, <see cref="SegmentedStep"/>).
+/// Not thread-safe: one caller at a time (IGptModel serializes); lanes run on the decoder's own threads.
 /// </summary>
 internal sealed unsafe class KvCacheDecoder : IDisposable
 {
@@ -72,6 +75,8 @@ internal sealed unsafe class KvCacheDecoder : IDisposable
     {
         _session = session;
         cpu ??= new CpuSteps();
+        if ((cpu.Segments is not null || cpu.LaneStepRows > 0) && (!memory.IsHost || fixedStepShapes))
+            throw new ArgumentException("row lanes and step segments run on the CPU provider", nameof(cpu));
         _smallStepSession = cpu.OneThreadSession;
         _smallStepRows = cpu.OneThreadSession is null ? 0 : Math.Min(cpu.SmallStepRows, maxBatch);
         _memory = memory;
@@ -117,8 +122,6 @@ internal sealed unsafe class KvCacheDecoder : IDisposable
         }
         _decodeBindings = new DecodeBinding?[_maxBatch + 1];
 
-        if ((cpu.Segments is not null || cpu.LaneStepRows > 0) && (!memory.IsHost || fixedStepShapes))
-            throw new ArgumentException("row lanes and step segments run on the CPU provider", nameof(cpu));
         if (cpu.Threads > 1 && (cpu.Segments is not null || (cpu.LaneStepRows > 1 && _smallStepSession is not null)))
             _team = new WorkerTeam(cpu.Threads, "igpt-step");
         if (_team is not null && cpu.LaneStepRows > 1 && _smallStepSession is not null)
