@@ -33,6 +33,7 @@ return Protocol.Serve(hello, request => (string?)request["op"] switch
     "profile" => Profile(request),
     "proto" => Proto(request),
     "bandwidth" => Bandwidth(request),
+    "attention" => Attention(request),
     var op => throw new ArgumentException($"unknown op {op}"),
 });
 
@@ -253,6 +254,70 @@ static JsonObject Gemm(JsonObject r)
 }
 
 // Streaming read: every core sums its share of a buffer far larger than the caches (AVX2 when present).
+// The library's attention kernel (CachedAttention) alone over synthetic fp32 caches of `layers` layers:
+// `rows` rows at cache length `length`, the first `shared` entries common to all rows (one request's
+// samples) or not, split into `lanes` lanes run concurrently as a segmented step runs them. Reports the
+// bytes of keys and values it had to read per step and the resulting GB/s.
+static unsafe JsonObject Attention(JsonObject r)
+{
+    int heads = (int)r["heads"]!, headSize = (int)r["head_size"]!, positions = (int)r["positions"]!, rows = (int)r["rows"]!;
+    int length = (int)r["length"]!, layers = (int?)r["layers"] ?? 8, shared = (int?)r["shared"] ?? 0;
+    int lanes = Math.Min(rows, (int?)r["lanes"] ?? Environment.ProcessorCount);
+    double seconds = (double?)r["seconds"] ?? 1.0;
+    bool vectorized = CachedAttention.CanVectorize(headSize) && ((bool?)r["vectorized"] ?? true);
+    long perLayer = (long)rows * heads * positions * headSize;
+    var buffers = new List<IntPtr>();
+    float* Alloc(long floats)
+    {
+        var p = (float*)NativeMemory.AlignedAlloc((nuint)(floats * 4), 64);
+        var rng = new Random(buffers.Count);
+        for (long i = 0; i < floats; i++) p[i] = (float)rng.NextDouble() - 0.5f;
+        buffers.Add((IntPtr)p);
+        return p;
+    }
+    try
+    {
+        var keys = new IntPtr[layers];
+        var values = new IntPtr[layers];
+        for (int l = 0; l < layers; l++) (keys[l], values[l]) = ((IntPtr)Alloc(perLayer), (IntPtr)Alloc(perLayer));
+        float* qkv = Alloc((long)rows * 3 * heads * headSize), output = Alloc((long)rows * heads * headSize);
+        var position = Enumerable.Repeat(length - 1, rows).ToArray();  // the new entry at length-1: `length` read per row
+        var groups = shared > 0 ? new int[rows] : [];
+        var sharedLengths = shared > 0 ? Enumerable.Repeat(shared, rows).ToArray() : [];
+        using var attention = new CachedAttention(heads, headSize, positions, rows, lanes, vectorized);
+        using var team = new WorkerTeam(lanes, "bench-attention");
+        attention.CheckGroups(rows, position, groups, sharedLengths);
+        for (int lane = 0; lane < lanes; lane++)
+        {
+            var (first, count) = KvCacheDecoder.LaneRows(rows, lanes, lane);
+            attention.Plan(lane, first, count, position, groups, sharedLengths);
+        }
+        Action<int, int> step = (lane, _) =>
+        {
+            for (int l = 0; l < layers; l++) attention.Run(lane, qkv, (float*)keys[l], (float*)values[l], output);
+        };
+        team.Run(lanes, step);  // warm up
+        var times = new List<double>();
+        var total = Stopwatch.StartNew();
+        while (total.Elapsed.TotalSeconds < seconds || times.Count < 3)
+        {
+            var sw = Stopwatch.StartNew();
+            team.Run(lanes, step);
+            times.Add(sw.Elapsed.TotalMilliseconds);
+        }
+        times.Sort();
+        double ms = times[times.Count / 2];
+        // Bytes read: each lane reads the shared entries once, and every row its own.
+        long entries = shared > 0 ? (long)lanes * shared + (long)rows * (length - shared) : (long)rows * length;
+        double bytes = 2.0 * 4 * layers * heads * headSize * entries;
+        return new JsonObject { ["ms"] = ms, ["bytes"] = bytes, ["gbps"] = bytes / ms / 1e6, ["vectorized"] = vectorized, ["lanes"] = lanes };
+    }
+    finally
+    {
+        foreach (var p in buffers) NativeMemory.AlignedFree((void*)p);
+    }
+}
+
 static unsafe JsonObject Bandwidth(JsonObject r)
 {
     long bytes = ((long?)r["mib"] ?? 1024) * 1024 * 1024;
