@@ -313,8 +313,8 @@ public sealed class IGptModel : IDisposable
     {
         if (IntraOpThreadCount(options) <= 1 || options.SingleThreadStepFlops <= 0) return 0;
         var a = manifest.Architecture;
-        long flopsPerRow = 2L * (12L * a.NLayer * a.NEmbd * a.NEmbd + (long)a.NEmbd * manifest.VocabSize)
-            + 4L * a.NLayer * a.NEmbd * a.NPositions;   // attention at the longest cache: the step's bound
+        // Attention at the longest cache: the step's bound.
+        long flopsPerRow = 2L * manifest.MatmulParameters + 4L * a.NLayer * a.NEmbd * a.NPositions;
         return (int)Math.Min(options.MaxBatch, options.SingleThreadStepFlops / flopsPerRow);
     }
 
@@ -350,9 +350,7 @@ public sealed class IGptModel : IDisposable
     internal static int LaneStepRows(ModelManifest manifest, InferenceOptions options)
     {
         if (IntraOpThreadCount(options) <= 1 || options.LaneStepRows <= 1) return 0;
-        var a = manifest.Architecture;
-        long weightBytes = 4L * (12L * a.NLayer * a.NEmbd * a.NEmbd + (long)a.NEmbd * manifest.VocabSize);
-        return weightBytes <= options.LaneMaxWeightBytes ? options.LaneStepRows : 0;
+        return 4L * manifest.MatmulParameters <= options.LaneMaxWeightBytes ? options.LaneStepRows : 0;
     }
 
     /// <summary>ONNX Runtime intra-op threads per session: IntraOpThreads, or one per core when it is 0.</summary>

@@ -145,8 +145,7 @@ internal sealed unsafe class KvCacheDecoder : IDisposable
             }
             _segmentedRows = cpu.SegmentedStepRows;
             _alwaysSegmented = cpu.AlwaysSegmented;
-            long c = a.NEmbd;
-            _weightBytes = 4L * (12L * _layers * c * c + c * _vocab);
+            _weightBytes = 4L * manifest.MatmulParameters;
         }
     }
 

@@ -56,6 +56,12 @@ public sealed partial record ModelManifest
     /// <summary>Pixels (= tokens) per image: Height * Width.</summary>
     public int TokensPerImage => Height * Width;
 
+    /// <summary>
+    /// Weights a decode step multiplies per row: 12 L C^2 in the blocks (c_attn, c_proj, c_fc, mlp.c_proj) plus
+    /// C V in the head; wte/wpe are gathered, not multiplied. Sizes the CPU step paths (FLOPs, bytes read).
+    /// </summary>
+    internal long MatmulParameters => 12L * Architecture.NLayer * Architecture.NEmbd * Architecture.NEmbd + (long)Architecture.NEmbd * VocabSize;
+
     public string ResolvePath(string relativePath) => System.IO.Path.Combine(PackageDirectory, relativePath);
 
     /// <summary>Reads and validates <c>packageDir/model.json</c>; throws <see cref="ModelPackageException"/> with the reason.</summary>
