@@ -322,14 +322,6 @@ internal sealed unsafe class CachedAttention : IDisposable
         return Avx512F.Shuffle4x128(x, y, 0b10_00_10_00) + Avx512F.Shuffle4x128(x, y, 0b11_01_11_01);
     }
 
-    private static float* Alloc(long count)
-    {
-        nuint bytes = (nuint)(count * sizeof(float));
-        var p = NativeMemory.AlignedAlloc(bytes, 64);
-        NativeMemory.Clear(p, bytes);
-        return (float*)p;
-    }
-
     public void Dispose()
     {
         if (_disposed) return;
@@ -340,10 +332,10 @@ internal sealed unsafe class CachedAttention : IDisposable
     /// <summary>One thread's rows and scratch buffers.</summary>
     private sealed class Lane(int maxBatch, int positions, int headSize) : IDisposable
     {
-        public readonly float* Scores = Alloc((long)maxBatch * (positions + 16));  // [rows, n_positions] scores, then probabilities
-        public readonly float* Queries = Alloc((long)maxBatch * headSize);         // [rows, head_size] scaled queries
-        public readonly float* Acc = Alloc((long)maxBatch * headSize);             // [rows, head_size] weighted values
-        public readonly float* Sums = Alloc(maxBatch);                             // [rows] softmax denominators
+        public readonly float* Scores = NativeBuffer.AllocZeroed<float>((long)maxBatch * (positions + 16));  // [rows, n_positions] scores, then probabilities
+        public readonly float* Queries = NativeBuffer.AllocZeroed<float>((long)maxBatch * headSize);         // [rows, head_size] scaled queries
+        public readonly float* Acc = NativeBuffer.AllocZeroed<float>((long)maxBatch * headSize);             // [rows, head_size] weighted values
+        public readonly float* Sums = NativeBuffer.AllocZeroed<float>(maxBatch);                             // [rows] softmax denominators
         public readonly int[] Members = new int[maxBatch];                          // step rows by group
         public readonly int[] GroupStart = new int[maxBatch + 1];                   // group g: Members[GroupStart[g]..GroupStart[g+1]]
         public readonly int[] SharedLength = new int[maxBatch];                     // by group

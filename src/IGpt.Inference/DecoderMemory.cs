@@ -37,8 +37,7 @@ internal sealed unsafe class HostMemory : DecoderMemory
 
     public override IntPtr Allocate(long bytes)
     {
-        var p = NativeMemory.AlignedAlloc((nuint)Math.Max(bytes, 1), 64);
-        NativeMemory.Clear(p, (nuint)bytes);
+        var p = NativeBuffer.AllocZeroed<byte>(Math.Max(bytes, 1));
         _blocks.Add((IntPtr)p);
         return (IntPtr)p;
     }

@@ -103,16 +103,16 @@ internal sealed unsafe class KvCacheDecoder : IDisposable
         _kv = new IntPtr[2 * _layers];
         for (int i = 0; i < _kv.Length; i++) _kv[i] = memory.Allocate((long)_maxBatch * RowStride * _elementSize);
 
-        _inputs = Alloc<long>(InputsLength(_maxBatch));
+        _inputs = NativeBuffer.AllocZeroed<long>(InputsLength(_maxBatch));
         _ids = _inputs;
         _pos = _inputs + _maxBatch;
         _mask = _inputs + 2 * _maxBatch;
-        _prefillIds = Alloc<long>(_maxBatch * (long)_positions);
-        _prefillPos = Alloc<long>(_maxBatch * (long)_positions);
-        _prefillMask = Alloc<long>(_maxBatch * (long)_positions);
+        _prefillIds = NativeBuffer.AllocZeroed<long>(_maxBatch * (long)_positions);
+        _prefillPos = NativeBuffer.AllocZeroed<long>(_maxBatch * (long)_positions);
+        _prefillMask = NativeBuffer.AllocZeroed<long>(_maxBatch * (long)_positions);
         // Prefill runs one row (the scheduler copies it to the others); a step returns one position per slot.
         _logitsCapacity = Math.Max((long)_positions, _maxBatch) * _vocab;
-        _logits = Alloc<float>(_logitsCapacity);
+        _logits = NativeBuffer.AllocZeroed<float>(_logitsCapacity);
         if (memory.IsHost)
             (_boundInputs, _boundLogits) = ((IntPtr)_inputs, (IntPtr)_logits);
         else
@@ -496,14 +496,6 @@ internal sealed unsafe class KvCacheDecoder : IDisposable
     }
 
     private static string DtypeName(Type t) => t == typeof(float) ? "float32" : t == typeof(Float16) ? "float16" : t.Name;
-
-    private static T* Alloc<T>(long count) where T : unmanaged
-    {
-        nuint bytes = (nuint)(count * sizeof(T));
-        var p = NativeMemory.AlignedAlloc(bytes, 64);
-        NativeMemory.Clear(p, bytes);
-        return (T*)p;
-    }
 
     public void Dispose()
     {

@@ -51,10 +51,10 @@ internal sealed unsafe class SegmentedStep : IDisposable
         _positions = positions;
         _logits = logits;
         CheckGraphs();
-        _hidden0 = Alloc((long)maxBatch * _embd);
-        _hidden1 = Alloc((long)maxBatch * _embd);
-        _qkv = Alloc((long)maxBatch * 3 * _embd);
-        _attn = Alloc((long)maxBatch * _embd);
+        _hidden0 = NativeBuffer.AllocZeroed<float>((long)maxBatch * _embd);
+        _hidden1 = NativeBuffer.AllocZeroed<float>((long)maxBatch * _embd);
+        _qkv = NativeBuffer.AllocZeroed<float>((long)maxBatch * 3 * _embd);
+        _attn = NativeBuffer.AllocZeroed<float>((long)maxBatch * _embd);
         _team = team;
         _runLane = RunLane;
     }
@@ -109,14 +109,6 @@ internal sealed unsafe class SegmentedStep : IDisposable
             if (i < _layers && outputs["qkv"].Dimensions is { Length: 3 } q && q[2] > 0 && q[2] != 3 * _embd)
                 throw new ModelPackageException($"step segment {i}: qkv is {q[2]} wide, expected 3 x n_embd = {3 * _embd}");
         }
-    }
-
-    private static float* Alloc(long count)
-    {
-        nuint bytes = (nuint)(count * sizeof(float));
-        var p = NativeMemory.AlignedAlloc(bytes, 64);
-        NativeMemory.Clear(p, bytes);
-        return (float*)p;
     }
 
     public void Dispose()
