@@ -47,11 +47,10 @@ internal sealed unsafe class KvCacheDecoder : IDisposable
     private readonly RunOptions _runOptions = new();  // prefill and reference runs: never a CUDA graph
     private readonly bool _graphs;
     private readonly WorkerTeam? _team;                // the step threads: row lanes and segmented steps
-    private readonly InferenceSession? _laneSession;   // one intra-op thread, run concurrently by the lanes
     private readonly int _laneRows;
-    private readonly Dictionary<(int First, int Count), DecodeBinding> _laneBindings = [];
+    private readonly Dictionary<(int First, int Count), DecodeBinding> _laneBindings = [];  // on the one-thread session
+    private readonly DecodeBinding[] _stepLanes = [];  // this step's lanes' bindings, by lane
     private readonly Action<int, int>? _runLane;
-    private int _laneStepRows;
     private long _laneSteps;
     private readonly SegmentedStep? _segmented;        // steps of at least _segmentedRows rows, when the package has step segments
     private readonly int _segmentedRows;
@@ -126,7 +125,8 @@ internal sealed unsafe class KvCacheDecoder : IDisposable
             _team = new WorkerTeam(cpu.Threads, "igpt-step");
         if (_team is not null && cpu.LaneStepRows > 1 && _smallStepSession is not null)
         {
-            (_laneSession, _laneRows) = (_smallStepSession, cpu.LaneStepRows);
+            _laneRows = cpu.LaneStepRows;
+            _stepLanes = new DecodeBinding[_team.Threads];
             _runLane = RunLane;
         }
         if (cpu.Segments is { } segments)
@@ -135,7 +135,7 @@ internal sealed unsafe class KvCacheDecoder : IDisposable
                 throw new ArgumentException("step segments run with an fp32 KV cache, from one row up", nameof(cpu));
             var attention = new CachedAttention(_heads, _headSize, _positions, _maxBatch, _team?.Threads ?? 1,
                 cpu.VectorizedAttention && CachedAttention.CanVectorize(_headSize));
-            try { _segmented = new SegmentedStep(segments, manifest, _maxBatch, attention, _team, _ids, _pos, _logits); }
+            try { _segmented = new SegmentedStep(segments, manifest, _maxBatch, attention, _team, _ids, _pos, _logits, _kv); }
             catch
             {
                 attention.Dispose();
@@ -277,7 +277,7 @@ internal sealed unsafe class KvCacheDecoder : IDisposable
         if (_segmented is not null && rows >= _segmentedRows && (_alwaysSegmented || SegmentsPayOff(rows, positions)))
         {
             Interlocked.Increment(ref _segmentedSteps);  // read by metrics threads
-            _segmented.Run(rows, positions, groups, sharedLengths, _kv);
+            _segmented.Run(rows, positions, groups, sharedLengths);
             return new ReadOnlySpan<float>(_logits, rows * _vocab);
         }
         if (_runLane is not null && rows >= _laneRows)
@@ -308,21 +308,20 @@ internal sealed unsafe class KvCacheDecoder : IDisposable
     /// </summary>
     private void RunLanes(int rows)
     {
-        int lanes = Math.Min(rows, _team!.Threads);
+        int lanes = Math.Min(rows, _stepLanes.Length);
         for (int lane = 0; lane < lanes; lane++)
         {
             var (first, count) = LaneRows(rows, lanes, lane);
-            if (!_laneBindings.ContainsKey((first, count)))
-                _laneBindings[(first, count)] = new DecodeBinding(this, count, first, _laneSession);
+            if (!_laneBindings.TryGetValue((first, count), out var b))
+                _laneBindings[(first, count)] = b = new DecodeBinding(this, count, first, _smallStepSession);
+            _stepLanes[lane] = b;
         }
-        _laneStepRows = rows;
-        _team.Run(lanes, _runLane!);
+        _team!.Run(lanes, _runLane!);
     }
 
     private void RunLane(int lane, int worker)
     {
-        var (first, count) = LaneRows(_laneStepRows, Math.Min(_laneStepRows, _team!.Threads), lane);
-        var b = _laneBindings[(first, count)];
+        var b = _stepLanes[lane];
         b.Session.RunWithBinding(b.RunOptions!, b.Binding);
     }
 

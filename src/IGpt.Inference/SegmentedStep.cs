@@ -23,10 +23,10 @@ internal sealed unsafe class SegmentedStep : IDisposable
     private readonly int _layers, _embd, _vocab, _maxBatch;
     private readonly float* _hidden0, _hidden1, _qkv, _attn;  // [MaxBatch, C] x 2, [MaxBatch, 3C], [MaxBatch, C]
     private readonly Dictionary<(int First, int Count), Binding> _bindings = [];
+    private readonly Binding[] _stepLanes;             // this step's lanes' bindings, by lane
     private readonly WorkerTeam? _team;
     private readonly Action<int, int> _runLane;
-    private IntPtr[] _kv = [];
-    private int _rows;
+    private readonly IntPtr[] _kv;                     // the decoder's cache: key 0, value 0, key 1, ...
     private readonly RunOptions _runOptions = new();
     private readonly long* _ids, _positions;
     private readonly float* _logits;
@@ -37,9 +37,10 @@ internal sealed unsafe class SegmentedStep : IDisposable
     /// <param name="ids">The decoder's token id input buffer ([MaxBatch] longs), read by segment 0.</param>
     /// <param name="positions">The decoder's position input buffer ([MaxBatch] longs).</param>
     /// <param name="logits">Where the last segment writes [rows, vocab] logits.</param>
+    /// <param name="kv">The decoder's KV buffers, 2 per layer: key 0, value 0, key 1, ...</param>
     /// <param name="team">The step threads (the decoder's; null: the caller alone); one lane per thread.</param>
     public SegmentedStep(InferenceSession[] segments, ModelManifest manifest, int maxBatch, CachedAttention attention,
-        WorkerTeam? team, long* ids, long* positions, float* logits)
+        WorkerTeam? team, long* ids, long* positions, float* logits, IntPtr[] kv)
     {
         var a = manifest.Architecture;
         (_layers, _embd, _vocab, _maxBatch) = (a.NLayer, a.NEmbd, manifest.VocabSize, maxBatch);
@@ -56,37 +57,34 @@ internal sealed unsafe class SegmentedStep : IDisposable
         _qkv = NativeBuffer.AllocZeroed<float>((long)maxBatch * 3 * _embd);
         _attn = NativeBuffer.AllocZeroed<float>((long)maxBatch * _embd);
         _team = team;
+        _kv = kv;
+        _stepLanes = new Binding[attention.Lanes];
         _runLane = RunLane;
     }
 
     /// <summary>
-    /// One step over rows 0..rows-1, whose token ids and positions are already in the decoder's input buffers;
-    /// keys[l] / values[l] are layer l's cache. Logits land in the decoder's logits buffer.
+    /// One step over rows 0..rows-1, whose token ids and positions are already in the decoder's input buffers.
+    /// Logits land in the decoder's logits buffer.
     /// </summary>
-    public void Run(int rows, ReadOnlySpan<int> positions, ReadOnlySpan<int> groups, ReadOnlySpan<int> sharedLengths,
-        IntPtr[] kv)
+    public void Run(int rows, ReadOnlySpan<int> positions, ReadOnlySpan<int> groups, ReadOnlySpan<int> sharedLengths)
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
         _attention.CheckGroups(rows, positions, groups, sharedLengths);
-        int lanes = Math.Min(rows, Lanes);
+        int lanes = Math.Min(rows, _stepLanes.Length);
         for (int lane = 0; lane < lanes; lane++)
         {
             var (first, count) = KvCacheDecoder.LaneRows(rows, lanes, lane);
             _attention.Plan(lane, first, count, positions, groups, sharedLengths);
-            if (!_bindings.ContainsKey((first, count))) _bindings[(first, count)] = new Binding(this, first, count);
+            if (!_bindings.TryGetValue((first, count), out var b)) _bindings[(first, count)] = b = new Binding(this, first, count);
+            _stepLanes[lane] = b;
         }
-        _kv = kv;
-        _rows = rows;
         if (_team is null) RunLane(0, 0);
         else _team.Run(lanes, _runLane);
     }
 
-    private int Lanes => Math.Min(_team?.Threads ?? 1, _attention.Lanes);
-
     private void RunLane(int lane, int worker)
     {
-        var (first, count) = KvCacheDecoder.LaneRows(_rows, Math.Min(_rows, Lanes), lane);
-        var b = _bindings[(first, count)];
+        var b = _stepLanes[lane];
         for (int i = 0; i <= _layers; i++)
         {
             _segments[i].RunWithBinding(_runOptions, b.Bindings[i]);
