@@ -66,9 +66,22 @@ public class DecoderTests
         using var model = IGptModel.Load(Fixture.PackageDir, o, Microsoft.Extensions.Logging.Abstractions.NullLogger.Instance);
         var d = model.Decoder;
         Assert.Equal(2, d.SmallStepRows);
+        AssertParityAtEachBatchSize(d, parity, maxRows: 4);
+    }
+
+    /// <summary>
+    /// For rows = 1..maxRows: prefills the parity prompt into slot 0, copies it to the other rows and decodes the parity
+    /// tokens in every row. Each row matches PyTorch, and after the first step at a size (which makes its bindings) a step
+    /// allocates nothing. sharePrompt: the step is told the rows are one request's samples (one group, the prompt shared);
+    /// afterStep(rows) runs after each step.
+    /// </summary>
+    internal static void AssertParityAtEachBatchSize(KvCacheDecoder d, Parity parity, int maxRows, bool sharePrompt = false,
+        Action<int>? afterStep = null)
+    {
         int v = d.VocabSize, s = parity.Prompt.Length;
-        int[] tokens = new int[4], positions = new int[4];
-        for (int rows = 1; rows <= 4; rows++)
+        int[] tokens = new int[maxRows], positions = new int[maxRows], groups = new int[maxRows], shared = new int[maxRows];
+        Array.Fill(shared, s);
+        for (int rows = 1; rows <= maxRows; rows++)
         {
             d.Prefill(parity.Prompt, 1);
             d.ReplicateSlot0(rows, s);
@@ -77,8 +90,11 @@ public class DecoderTests
                 Array.Fill(tokens, parity.DecodeTokens[j]);
                 Array.Fill(positions, s + j);
                 long before = GC.GetAllocatedBytesForCurrentThread();
-                var logits = d.Step(rows, tokens.AsSpan(0, rows), positions.AsSpan(0, rows));
+                var logits = sharePrompt
+                    ? d.Step(rows, tokens.AsSpan(0, rows), positions.AsSpan(0, rows), groups.AsSpan(0, rows), shared.AsSpan(0, rows))
+                    : d.Step(rows, tokens.AsSpan(0, rows), positions.AsSpan(0, rows));
                 if (j > 0) Assert.Equal(0, GC.GetAllocatedBytesForCurrentThread() - before);  // bindings are made once per size
+                afterStep?.Invoke(rows);
                 for (int r = 0; r < rows; r++)
                     AssertClose(parity.DecodeLogits[j], logits.Slice(r * v, v), parity.Tolerance, $"{rows} rows: row {r} decode[{j}]");
             }

@@ -105,27 +105,12 @@ public class SegmentedStepTests
         using var model = Load(Fixture.PackageDir, segmentedRows: 3, portable: true, maxBatch: 4);
         var d = model.Decoder;
         Assert.Equal(3, d.SegmentedStepRows);
-        int s = parity.Prompt.Length, v = d.VocabSize;
-        int[] tokens = new int[4], positions = new int[4], groups = [0, 0, 0, 0], shared = [s, s, s, s];
         long steps = 0;
-        for (int rows = 1; rows <= 4; rows++)
+        DecoderTests.AssertParityAtEachBatchSize(d, parity, maxRows: 4, sharePrompt: true, afterStep: rows =>
         {
-            d.Prefill(parity.Prompt, 1);
-            d.ReplicateSlot0(rows, s);
-            for (int j = 0; j < parity.DecodeTokens.Length; j++)
-            {
-                Array.Fill(tokens, parity.DecodeTokens[j]);
-                Array.Fill(positions, s + j);
-                long before = GC.GetAllocatedBytesForCurrentThread();
-                var logits = d.Step(rows, tokens.AsSpan(0, rows), positions.AsSpan(0, rows), groups.AsSpan(0, rows), shared.AsSpan(0, rows));
-                long allocated = GC.GetAllocatedBytesForCurrentThread() - before;
-                if (j > 0) Assert.Equal(0, allocated);  // the first step at a size creates its bindings
-                Assert.Equal(rows >= 3 ? steps + 1 : steps, d.SegmentedSteps);
-                steps = d.SegmentedSteps;
-                for (int r = 0; r < rows; r++)
-                    DecoderTests.AssertClose(parity.DecodeLogits[j], logits.Slice(r * v, v), parity.Tolerance, $"rows {rows} row {r} decode[{j}]");
-            }
-        }
+            Assert.Equal(rows >= 3 ? steps + 1 : steps, d.SegmentedSteps);
+            steps = d.SegmentedSteps;
+        });
     }
 
     [Fact]
