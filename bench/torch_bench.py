@@ -38,30 +38,20 @@ if __name__ == "__main__":
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from igpt.model import IGpt, IGptConfig  # noqa: E402
+from igpt.export import config_from_manifest  # noqa: E402
+from igpt.model import IGpt  # noqa: E402
+from igpt.onnx_graph import load_initializers  # noqa: E402
 from igpt.runtime import configure_threads  # noqa: E402
 from igpt.sample import pick_tokens  # noqa: E402
-
-
-def onnx_initializers(path: str) -> dict:
-    import onnx
-    from onnx import numpy_helper
-
-    model = onnx.load(path, load_external_data=True)
-    return {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
 
 
 def load_package_model(package: str) -> IGpt:
     """An fp32 IGpt whose weights are the package's decoder.onnx (and classifier.onnx) initializers."""
     with open(os.path.join(package, "model.json"), encoding="utf-8") as f:
         manifest = json.load(f)
-    a, img = manifest["architecture"], manifest["image"]
-    classes = len(manifest.get("classes") or [])
-    cfg = IGptConfig(palette_size=manifest["palette_size"], n_positions=a["n_positions"], n_embd=a["n_embd"],
-                     n_layer=a["n_layer"], n_head=a["n_head"], n_classes=classes, norm_eps=a.get("norm_eps", 1e-5),
-                     height=img["height"], width=img["width"], channels=img["channels"])
+    cfg = config_from_manifest(manifest)
     model = IGpt(cfg)
-    inits = onnx_initializers(os.path.join(package, manifest["files"]["decoder"]["cpu"]["path"]))
+    inits = load_initializers(os.path.join(package, manifest["files"]["decoder"]["cpu"]["path"]))
     state = {}
     for name in model.state_dict():
         if name == "lm_head.weight":
@@ -69,7 +59,7 @@ def load_package_model(package: str) -> IGpt:
             state[name] = torch.from_numpy(np.ascontiguousarray(padded[:, :cfg.palette_size].T))  # [palette, C]
         elif name == "score.weight":
             cls = manifest["files"]["classifier"]["cpu"]["path"]
-            score = onnx_initializers(os.path.join(package, cls))["score.weight_t"]  # [C, classes]
+            score = load_initializers(os.path.join(package, cls))["score.weight_t"]  # [C, classes]
             state[name] = torch.from_numpy(np.ascontiguousarray(score.T))
         else:
             state[name] = torch.from_numpy(np.array(inits[name], dtype=np.float32))

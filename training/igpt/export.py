@@ -234,22 +234,22 @@ def write_step_segments(cfg: IGptConfig, weights: Dict[str, Any], out: str) -> L
 SEGMENTS_CARD_TEXT = "`decoder.step.*.onnx` (the decoder cut at attention, for CPU steps with the service's own attention), "
 
 
+def config_from_manifest(manifest: Dict[str, Any]) -> IGptConfig:
+    """The model config a package's model.json describes (the inverse of build_manifest's shape fields)."""
+    a, img = manifest["architecture"], manifest["image"]
+    return IGptConfig(palette_size=manifest["palette_size"], n_positions=a["n_positions"], n_embd=a["n_embd"],
+                      n_layer=a["n_layer"], n_head=a["n_head"], n_classes=len(manifest.get("classes") or []),
+                      norm_eps=a.get("norm_eps", 1e-5), height=img["height"], width=img["width"], channels=img["channels"])
+
+
 def add_step_segments(package: str) -> List[str]:
     """Adds the step segments to a package exported before them, from its own decoder.onnx."""
-    import onnx
-    from onnx import numpy_helper
     manifest_path = os.path.join(package, "model.json")
     with open(manifest_path, encoding="utf-8") as f:
         manifest = json.load(f)
-    a = manifest["architecture"]
-    cfg = IGptConfig(palette_size=manifest["palette_size"], n_positions=a["n_positions"], n_embd=a["n_embd"],
-                     n_layer=a["n_layer"], n_head=a["n_head"], norm_eps=a["norm_eps"],
-                     height=manifest["image"]["height"], width=manifest["image"]["width"],
-                     channels=manifest["image"]["channels"])
     cpu = manifest["files"]["decoder"]["cpu"]
-    decoder = onnx.load(os.path.join(package, cpu["path"]))
-    weights = {t.name: numpy_helper.to_array(t) for t in decoder.graph.initializer}
-    names = write_step_segments(cfg, weights, package)
+    weights = onnx_graph.load_initializers(os.path.join(package, cpu["path"]))
+    names = write_step_segments(config_from_manifest(manifest), weights, package)
     cpu["step_segments"] = names
     _write_json(manifest_path, manifest)
     card = os.path.join(package, manifest["files"].get("model_card") or "MODEL_CARD.md")

@@ -317,6 +317,11 @@ def build_classifier(cfg: IGptConfig, state: Dict, fp16: bool = False) -> onnx.M
     return _model(g, "igpt_classifier", inputs, outputs, doc)
 
 
+def load_initializers(path: str) -> Dict[str, np.ndarray]:
+    """A saved graph's weights by name (external data resolved from the graph's folder)."""
+    return {t.name: numpy_helper.to_array(t) for t in onnx.load(path).graph.initializer}
+
+
 def save(model: onnx.ModelProto, path: str) -> None:
     """Write a graph; past protobuf's 2 GB limit the weights go to `<file>.data` beside it."""
     import os
