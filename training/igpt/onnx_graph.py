@@ -261,19 +261,17 @@ def save_step_segments(segments: List[onnx.ModelProto], decoder_path: str) -> Li
     import os
     folder = os.path.dirname(os.path.abspath(decoder_path))
     decoder = onnx.load(decoder_path, load_external_data=False)
-    where: Dict[str, tuple] = {}  # name -> (file, offset, length)
-    if any(t.data_location == TensorProto.EXTERNAL for t in decoder.graph.initializer):
-        for t in decoder.graph.initializer:
-            if t.data_location == TensorProto.EXTERNAL:
-                e = {kv.key: kv.value for kv in t.external_data}
-                where[t.name] = (e["location"], int(e.get("offset", 0)), int(e["length"]))
-    else:
-        blob = open(decoder_path, "rb").read()
-        for t in decoder.graph.initializer:
-            if len(t.raw_data) >= 1024:
-                offset = blob.find(t.raw_data)  # raw_data is stored verbatim in the protobuf
-                assert offset >= 0, t.name
-                where[t.name] = (os.path.basename(decoder_path), offset, len(t.raw_data))
+    with open(decoder_path, "rb") as f:
+        blob = f.read()
+    where: Dict[str, tuple] = {}  # name -> (file, offset, length); tensors under 1 KB stay inline
+    for t in decoder.graph.initializer:
+        if t.data_location == TensorProto.EXTERNAL:  # a decoder past 2 GB: its own `.data` file
+            e = {kv.key: kv.value for kv in t.external_data}
+            where[t.name] = (e["location"], int(e.get("offset", 0)), int(e["length"]))
+        elif len(t.raw_data) >= 1024:
+            offset = blob.find(t.raw_data)  # raw_data is stored verbatim in the protobuf
+            assert offset >= 0, t.name
+            where[t.name] = (os.path.basename(decoder_path), offset, len(t.raw_data))
     names = step_segment_names(len(segments) - 1)
     for model, name in zip(segments, names):
         for t in model.graph.initializer:

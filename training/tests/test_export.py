@@ -458,6 +458,14 @@ def test_large_graphs_use_external_data(tmp_path, monkeypatch):
     n = len(p["prompt"])
     got = run_steps(graph, model.config, [([p["prompt"]], [[1] * n], [list(range(n))])], 1, 64, np.float32)
     np.testing.assert_allclose(got[0][0], p["prefill_logits"], atol=1e-4, rtol=0)
+    # The step segments then point into decoder.onnx.data, at the same tensors.
+    weights = {t.name: numpy_helper.to_array(t) for t in graph.graph.initializer}
+    for name in _json(str(tmp_path), "model.json")["files"]["decoder"]["cpu"]["step_segments"]:
+        raw = onnx.load(str(tmp_path / name), load_external_data=False)
+        locations = {kv.value for t in raw.graph.initializer for kv in t.external_data if kv.key == "location"}
+        assert locations == {"decoder.onnx.data"}, name
+        for t in onnx.load(str(tmp_path / name)).graph.initializer:
+            np.testing.assert_array_equal(numpy_helper.to_array(t), weights[t.name])
 
 
 def test_bad_palette_is_rejected(tmp_path):
