@@ -253,7 +253,6 @@ static JsonObject Gemm(JsonObject r)
     return new JsonObject { ["gflops"] = Protocol.Array(gflops) };
 }
 
-// Streaming read: every core sums its share of a buffer far larger than the caches (AVX2 when present).
 // The library's attention kernel (CachedAttention) alone over synthetic fp32 caches of `layers` layers:
 // `rows` rows at cache length `length`, the first `shared` entries common to all rows (one request's
 // samples) or not, split into `lanes` lanes run concurrently as a segmented step runs them. Reports the
@@ -318,6 +317,7 @@ static unsafe JsonObject Attention(JsonObject r)
     }
 }
 
+// Streaming read: every core sums its share of a buffer far larger than the caches (AVX2 when present).
 static unsafe JsonObject Bandwidth(JsonObject r)
 {
     long bytes = ((long?)r["mib"] ?? 1024) * 1024 * 1024;
