@@ -45,4 +45,5 @@ echo "== pytest (training/) with $PYTHON"
 (cd training && "$PYTHON" -m pytest -q tests)
 
 echo "== dotnet test (IGpt.Api.sln)"
-dotnet test IGpt.Api.sln -c Release --nologo -v quiet
+# The console logger prints each failed test's message and stack (quiet alone prints only its name).
+dotnet test IGpt.Api.sln -c Release --nologo -v quiet --logger "console;verbosity=minimal"

@@ -1,6 +1,7 @@
 using Microsoft.AspNetCore.Hosting;
 using Microsoft.AspNetCore.Mvc.Testing;
 using Microsoft.Extensions.Configuration;
+using Microsoft.Extensions.Hosting;
 
 namespace IGpt.Api.Tests;
 
@@ -39,6 +40,18 @@ public class ApiFactory : WebApplicationFactory<Program>
         foreach (var (key, value) in _overrides) settings[key] = value;
         builder.ConfigureAppConfiguration((_, configuration) => configuration.AddInMemoryCollection(settings));
     }
+
+    /// <summary>
+    /// Builds and starts one host at a time across the test assembly; the tests themselves still run in parallel.
+    /// A host's start touches process-wide state (the hosting DiagnosticListener the factory intercepts the entry point
+    /// through, Serilog's static logger), and a CI run once failed a start-up test only when many hosts started at once.
+    /// </summary>
+    protected override IHost CreateHost(IHostBuilder builder)
+    {
+        lock (HostStartLock) return base.CreateHost(builder);
+    }
+
+    private static readonly Lock HostStartLock = new();
 
     protected override void Dispose(bool disposing)
     {
