@@ -35,7 +35,10 @@ public sealed class GuardedApiFactory : ApiFactory
 
     public GuardedApiFactory() : base(new ModelsFolder(tiny: true, noClassifier: false, broken: false), Settings)
     {
-        UseKestrel(0);
+        // The port comes from Urls (127.0.0.1:0) above, not UseKestrel(0): with a port, the factory rewrites the
+        // server's addresses after the entry point has built the app, racing the app's own start, and a loaded
+        // run failed with "Addresses cannot be modified after the server has started".
+        UseKestrel();
     }
 
     /// <summary>Every log event the service wrote (Serilog reads sinks registered as services).</summary>

@@ -176,8 +176,9 @@ public sealed class ServingTests
     public async Task AClientThatDisconnectsFreesItsSlotForTheNextRequest(bool stream)
     {
         // A real Kestrel server and socket: the client really goes away.
-        using var factory = Service(("Inference:MaxBatch", "2"), ("Api:HeartbeatSeconds", "0.05"));
-        factory.UseKestrel(0);
+        // The port comes from Urls, not UseKestrel(0), whose address rewrite races the app's own start (GuardedApiFactory).
+        using var factory = Service(("Inference:MaxBatch", "2"), ("Api:HeartbeatSeconds", "0.05"), ("Urls", "http://127.0.0.1:0"));
+        factory.UseKestrel();
         factory.StartServer();
         var address = factory.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses.First();
         using var client = new HttpClient { BaseAddress = new Uri(address) };

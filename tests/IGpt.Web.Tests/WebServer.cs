@@ -35,7 +35,9 @@ public sealed class WebServer : WebApplicationFactory<Program>
         File.WriteAllBytes(Path.Combine(broken, "decoder.onnx"), "this is not an ONNX graph"u8.ToArray());
         File.WriteAllBytes(Path.Combine(broken, "decoder.fp16.onnx"), "this is not an ONNX graph"u8.ToArray());
 
-        UseKestrel(0);
+        // The port comes from Urls (127.0.0.1:0, below), not UseKestrel(0): with a port, the factory rewrites the
+        // server's addresses after the entry point has built the app, racing the app's own start.
+        UseKestrel();
         StartServer();
         var addresses = Services.GetRequiredService<IServer>().Features.GetRequiredFeature<IServerAddressesFeature>();
         BaseAddress = new Uri(addresses.Addresses.First());
