@@ -35,6 +35,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 from igpt.model import IGpt, preset  # noqa: E402
 
 PROMPT = 512
+WARMUP = 8   # untimed steps before the timed ones
 BYTES = 2  # bf16
 
 
@@ -57,13 +58,21 @@ def copy_bandwidth(device: torch.device) -> float:
     return 2 * n / statistics.median(times) / 1e9
 
 
-def timed_steps(step, steps: int, warmup: int = 8) -> list:
-    """Milliseconds of each of `steps` calls of step(i) after `warmup` calls (CUDA events)."""
-    for i in range(warmup):
+def prefill_input(model: IGpt, batch: int, length: int, gen: torch.Generator = None) -> torch.Tensor:
+    """[SOS, a random prompt of `length` pixel tokens] per row: [batch, 1 + length], on the model's device."""
+    cfg = model.config
+    device = next(model.parameters()).device
+    prompt = torch.randint(cfg.palette_size, (batch, length), generator=gen, device=device)
+    return torch.cat([torch.full((batch, 1), cfg.sos_token_id, device=device), prompt], dim=1)
+
+
+def timed_steps(step, steps: int) -> list:
+    """Milliseconds of each of `steps` calls of step(i) after WARMUP calls (CUDA events)."""
+    for i in range(WARMUP):
         step(i)
     torch.cuda.synchronize()
     out = []
-    for i in range(warmup, warmup + steps):
+    for i in range(WARMUP, WARMUP + steps):
         start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
         start.record()
         step(i)
@@ -75,10 +84,7 @@ def timed_steps(step, steps: int, warmup: int = 8) -> list:
 
 @torch.no_grad()
 def eager(model: IGpt, batch: int, steps: int, gen: torch.Generator) -> dict:
-    cfg = model.config
-    device = next(model.parameters()).device
-    prompt = torch.randint(cfg.palette_size, (batch, PROMPT), generator=gen, device=device)
-    seq = torch.cat([torch.full((batch, 1), cfg.sos_token_id, device=device), prompt], dim=1)
+    seq = prefill_input(model, batch, PROMPT, gen)
     torch.cuda.synchronize()
     t0 = time.perf_counter()
     logits, past = model(seq)  # prefill
@@ -91,7 +97,7 @@ def eager(model: IGpt, batch: int, steps: int, gen: torch.Generator) -> dict:
         state["logits"], state["past"] = model(tok[:, None], past=state["past"], position_offset=PROMPT + 1 + i)
 
     ms = timed_steps(step, steps)
-    return {"prefill_ms": prefill_ms, "ms": ms, "kv_positions": PROMPT + 1 + 8 + steps / 2}
+    return {"prefill_ms": prefill_ms, "ms": ms, "kv_positions": PROMPT + 1 + WARMUP + steps / 2}
 
 
 class StaticDecoder:
@@ -142,10 +148,7 @@ class StaticDecoder:
 @torch.no_grad()
 def graphed(model: IGpt, batch: int, steps: int, gen: torch.Generator) -> dict:
     cfg = model.config
-    device = next(model.parameters()).device
-    prompt = torch.randint(cfg.palette_size, (batch, PROMPT), generator=gen, device=device)
-    seq = torch.cat([torch.full((batch, 1), cfg.sos_token_id, device=device), prompt], dim=1)
-    logits, past = model(seq)
+    logits, past = model(prefill_input(model, batch, PROMPT, gen))
     d = StaticDecoder(model, batch)
     d.fill(past)
     del past
@@ -191,23 +194,20 @@ def check() -> int:
     torch.manual_seed(0)
     cfg = preset("tiny")
     model = IGpt(cfg).eval()
-    global PROMPT
-    PROMPT = cfg.n_positions // 2
-    prompt = torch.randint(cfg.palette_size, (3, PROMPT))
-    seq = torch.cat([torch.full((3, 1), cfg.sos_token_id), prompt], dim=1)
-    logits, past = model(seq)
+    length = cfg.n_positions // 2
+    logits, past = model(prefill_input(model, 3, length))
     d = StaticDecoder(model, 3)
     d.fill(past)
     d.token.copy_(logits[:, -1].argmax(-1))
-    d.position.fill_(PROMPT + 1)
+    d.position.fill_(length + 1)
     worst = 0.0
-    for i in range(cfg.n_positions - PROMPT - 2):
+    for i in range(cfg.n_positions - length - 2):
         tok = logits[:, -1].argmax(-1)
-        logits, past = model(tok[:, None], past=past, position_offset=PROMPT + 1 + i)
+        logits, past = model(tok[:, None], past=past, position_offset=length + 1 + i)
         d.step()
         worst = max(worst, float((d.logits - logits[:, -1]).abs().max()))
         assert torch.equal(d.token, logits[:, -1].argmax(-1)), f"step {i}: tokens differ"
-    print(f"static decoder = eager over {cfg.n_positions - PROMPT - 2} steps (max |logit diff| {worst:.2e})")
+    print(f"static decoder = eager over {cfg.n_positions - length - 2} steps (max |logit diff| {worst:.2e})")
     return 0 if worst < 1e-4 else 1
 
 
