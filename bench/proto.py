@@ -19,7 +19,7 @@ import statistics
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from run import RAW, ROOT, Worker, IGPT_DLL, model_info  # noqa: E402
+from run import RAW, ROOT, Worker, IGPT_DLL, first_loader, model_info  # noqa: E402
 
 VARIANTS = {
     "proto-full": dict(tight_mask=False, allow_spinning=False),
@@ -44,9 +44,7 @@ def main() -> int:
     k = info["height"] // 2 * info["width"]
     rng = random.Random(6)
     prompt = [rng.randrange(info["palette_size"]) for _ in range(k)]
-    # The first live process to load a model runs slower (bench/run.py, run_package): a throwaway one loads it first.
-    ballast = Worker("proto-ballast", ["dotnet", IGPT_DLL, "--method", "igpt-loop"])
-    ballast.call(op="load", package=pkg)
+    ballast = first_loader(pkg, "proto-ballast")  # no timed worker may be the first to load the model
     lib = Worker("proto-lib", ["dotnet", IGPT_DLL, "--method", "igpt-loop"])
     proto = Worker("proto", ["dotnet", IGPT_DLL, "--method", "igpt-loop"])
     lib.call(op="load", package=pkg, allow_spinning=False)  # the library default, not the service's settings

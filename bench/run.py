@@ -97,6 +97,18 @@ class Worker:
         self.log.close()
 
 
+def first_loader(package: str, name: str = "ballast") -> Worker:
+    """A throwaway worker that loads the package and stays loaded, idle, while the timed workers run; close it after.
+
+    On this VM the first of several live processes to load a model ran every step 10-15% slower than the ones
+    loaded after it (identical igpt-loop workers, w512 b1: 4.86 ms against 3.94-4.28), for as long as it lived;
+    a loader that exited first did not help. With this one loading first, no timed worker is the first loader.
+    """
+    w = Worker(name, ["dotnet", IGPT_DLL, "--method", "igpt-loop"])
+    w.call(op="load", package=package)
+    return w
+
+
 def start(method: str) -> Worker:
     if method in ("igpt", "igpt-loop"):
         return Worker(method, ["dotnet", IGPT_DLL, "--method", method])
@@ -226,12 +238,7 @@ def run_package(package: str, methods: List[str], reps: int, batches: List[int],
     prompt = [rng.randrange(info["palette_size"]) for _ in range(k)]
     print(f"\n== {info['id']} ({package}): {info['n_layer']} x {info['n_embd']}, {info['n_head']} heads, "
           f"{total} positions, palette {info['palette_size']}; prompt {k} tokens, {total - k} to draw", flush=True)
-    # On this VM the first of several live processes to load a model ran every step 10-15% slower than the
-    # ones loaded after it (identical igpt-loop workers, w512 b1: 4.86 ms against 3.94-4.28), for as long as
-    # it lived; a loader that exited first did not help. So a throwaway worker loads the package first and
-    # stays loaded, idle, until the package is done: no timed method is the first loader.
-    ballast = Worker("ballast", ["dotnet", IGPT_DLL, "--method", "igpt-loop"])
-    ballast.call(op="load", package=package)
+    ballast = first_loader(package)
     workers = {m: start(m) for m in methods}
     hello = {m: w.hello for m, w in workers.items()}
     try:
