@@ -54,6 +54,7 @@ JsonObject Load(JsonObject r)
         LaneStepRows = (int?)r["lane_rows"] ?? service.LaneStepRows,
     };
     if (r["lane_max_weight_bytes"] is { } laneWeights) options.LaneMaxWeightBytes = (long)laneWeights;
+    if ((bool?)r["always_segmented"] == true) options.AlwaysSegmentedSteps = true;  // A/Bs: segment past the rule
     var sw = Stopwatch.StartNew();
     model = IGptModel.Load((string)r["package"]!, options);  // no prefix cache: every prefill is computed
     return new JsonObject

@@ -17,6 +17,7 @@ builder.Services.AddServing();
 builder.Services.AddApiDocumentation();
 
 var app = builder.Build();
+app.ValidateSettings();
 app.UseExceptionHandler();
 app.UseStatusCodePages();
 app.UseSerilogRequestLogging();

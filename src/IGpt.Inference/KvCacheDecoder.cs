@@ -335,10 +335,12 @@ internal sealed unsafe class KvCacheDecoder : IDisposable
     /// <summary>
     /// Whether a step over these rows runs faster as segments: the segmented step splits its rows between threads that
     /// each read every weight (twice the weight traffic with two threads) and run n_layer + 1 sessions, and gains in
-    /// attention, so it needs long caches. Measured on the 2-core dev VM (benchmarks/README.md): 1.65x at 8 x 128
-    /// wide, 784 positions, batch 4-16 (caches 3-6 MB a row, 3-12x the weights); 1.3x for 8 x 256 at batch 16 (6x);
-    /// slower at 8 x 256 batch 4 and 8 x 512 batch 4 (1-1.5x the weights) and for 6 x 128 over 196 positions
-    /// (caches of at most 1.2 MB a row, where a step is dispatch-bound).
+    /// attention: no per-(row, head) calls as in GroupQueryAttention, and a request's shared prompt read once per
+    /// lane. So it pays with many rows or long caches. Measured on the 2-core dev VM (benchmarks/README.md),
+    /// same-process A/Bs with greedy tokens identical: from 8 rows on, 1.4-1.7x for 6 x 128 over 196 positions,
+    /// 1.1x for 8 x 256 and 0.98-1.0x for 8 x 512 (caches 1.5-2x the weights); below 8 rows, 1.2-1.7x at 8 x 128
+    /// over 784 positions (caches 3-6 MB a row, 3-12x the weights), but slower with short caches: 6 x 128 at 2 rows
+    /// 0.67x (at 4, 1.0x), 8 x 256 at 4 0.9-1.0x and 8 x 512 at 4 0.73x (1-1.5x the weights).
     /// </summary>
     private bool SegmentsPayOff(int rows, ReadOnlySpan<int> positions) =>
         SegmentsPayOff(_layers, _heads * _headSize, _weightBytes, positions[..rows]);
@@ -346,12 +348,15 @@ internal sealed unsafe class KvCacheDecoder : IDisposable
     /// <summary>The rule above for a model <paramref name="layers"/> x <paramref name="embd"/> with these weight bytes.</summary>
     internal static bool SegmentsPayOff(int layers, int embd, long weightBytes, ReadOnlySpan<int> positions)
     {
+        if (positions.Length >= SegmentsMinRows) return true;
         long entries = 0;
         foreach (int p in positions) entries += p + 1;
         long kvBytes = 2L * 4 * layers * embd * entries;   // every row's whole cache, as GroupQueryAttention reads it
         return kvBytes >= SegmentsMinKvToWeights * weightBytes && kvBytes >= positions.Length * SegmentsMinKvBytesPerRow;
     }
 
+    /// <summary>Steps of at least this many rows run as segments whatever their caches (4 rows or more a lane).</summary>
+    internal const int SegmentsMinRows = 8;
     internal const long SegmentsMinKvToWeights = 3, SegmentsMinKvBytesPerRow = 2L << 20;
 
     /// <summary>Copies positions 0..length-1 of slot 0 into slots 1..rows-1.</summary>

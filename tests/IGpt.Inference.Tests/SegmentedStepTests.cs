@@ -149,12 +149,17 @@ public class SegmentedStepTests
     // (layers, width, vocab, rows, position): the shapes measured in benchmarks/README.md.
     [InlineData(8, 128, 17, 4, 588, true)]     // fashion-mnist-28, batch 4: 1.65x
     [InlineData(8, 128, 17, 16, 588, true)]
-    [InlineData(6, 128, 17, 16, 195, false)]   // fashion-mnist-14: 1.2 MB a row at most, dispatch-bound
+    [InlineData(6, 128, 17, 2, 195, false)]    // fashion-mnist-14, batch 2: 0.67x (short caches, few rows)
+    [InlineData(6, 128, 17, 4, 195, false)]    // batch 4: 1.0x
+    [InlineData(6, 128, 17, 8, 98, true)]      // batch 8: 1.5x, though its caches are short
+    [InlineData(6, 128, 17, 16, 195, true)]    // batch 16: 1.4-1.7x
     [InlineData(8, 256, 17, 4, 588, false)]    // 256-wide batch 4: caches 1.5x the weights
+    [InlineData(8, 256, 17, 8, 392, true)]     // 256-wide batch 8: 1.1x
     [InlineData(8, 256, 17, 16, 588, true)]    // 256-wide batch 16: 1.3x
-    [InlineData(8, 512, 513, 4, 768, false)]   // 512-wide batch 4
+    [InlineData(8, 512, 513, 4, 768, false)]   // 512-wide batch 4: 0.73x
+    [InlineData(8, 512, 513, 7, 512, false)]   // under 8 rows the caches decide: 1.2x the weights here
     [InlineData(8, 128, 17, 1, 783, false)]    // one row: its cache alone is under 3x the weights
-    public void SegmentsRunOnlyWhereTheCachesAreLongEnough(int layers, int width, int vocab, int rows, int position, bool expected)
+    public void SegmentsRunWhereRowsAreManyOrCachesLong(int layers, int width, int vocab, int rows, int position, bool expected)
     {
         long weights = 4L * (12L * layers * width * width + (long)width * vocab);
         var positions = Enumerable.Repeat(position, rows).ToArray();

@@ -1,3 +1,5 @@
+using Microsoft.Extensions.Options;
+
 namespace IGpt.Api.Hosting;
 
 public static class ConfigurationExtensions
@@ -23,5 +25,18 @@ public static class ConfigurationExtensions
         builder.Configuration.AddEnvironmentVariables();
         builder.Configuration.AddCommandLine(args);
         return builder;
+    }
+
+    /// <summary>
+    /// Checks every setting registered with ValidateOnStart now, right after Build, so that a bad setting stops the
+    /// entry point itself with the OptionsValidationException that names it. Left to the host's start, the failure
+    /// happens inside Run, which then disposes the host; WebApplicationFactory, which waits on that start from
+    /// another thread, could reach the disposed host first and report an ObjectDisposedException instead (a CI run
+    /// failed so). The host's start validates again, at no real cost.
+    /// </summary>
+    public static WebApplication ValidateSettings(this WebApplication app)
+    {
+        app.Services.GetService<IStartupValidator>()?.Validate();
+        return app;
     }
 }
