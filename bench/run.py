@@ -101,6 +101,22 @@ class Worker:
         self.log.close()
 
 
+LAUNCH_SETTINGS = os.path.join(ROOT, "src/IGpt.Api/Properties/launchSettings.json")
+
+
+def service_env() -> Dict[str, str]:
+    """The environment variables `dotnet run --project src/IGpt.Api` gives the service (its launchSettings.json:
+    GLIBC_TUNABLES=glibc.malloc.hugetlb=1, 2 MiB pages for malloc's memory, which holds ONNX Runtime's weights).
+    Every method's worker runs with them, so that this machine-level setting is the same for all."""
+    with open(LAUNCH_SETTINGS, encoding="utf-8") as f:
+        profiles = json.load(f)["profiles"]
+    return dict(next(iter(profiles.values())).get("environmentVariables", {}))
+
+
+def worker_env() -> Dict[str, str]:
+    return dict(os.environ, **service_env())
+
+
 def first_loader(package: str, name: str = "ballast") -> Worker:
     """A throwaway worker that loads the package and stays loaded, idle, while the timed workers run; close it after.
 
@@ -108,17 +124,18 @@ def first_loader(package: str, name: str = "ballast") -> Worker:
     loaded after it (identical igpt-loop workers, w512 b1: 4.86 ms against 3.94-4.28), for as long as it lived;
     a loader that exited first did not help. With this one loading first, no timed worker is the first loader.
     """
-    w = Worker(name, ["dotnet", IGPT_DLL, "--method", "igpt-loop"])
+    w = Worker(name, ["dotnet", IGPT_DLL, "--method", "igpt-loop"], env=worker_env())
     w.call(op="load", package=package)
     return w
 
 
 def start(method: str) -> Worker:
+    env = worker_env()
     if method in ("igpt", "igpt-loop"):
-        return Worker(method, ["dotnet", IGPT_DLL, "--method", method])
+        return Worker(method, ["dotnet", IGPT_DLL, "--method", method], env=env)
     if method == "ort-genai":
-        return Worker(method, ["dotnet", GENAI_DLL])
-    return Worker(method, [PY, os.path.join(ROOT, "bench/torch_bench.py"), "--method", method])
+        return Worker(method, ["dotnet", GENAI_DLL], env=env)
+    return Worker(method, [PY, os.path.join(ROOT, "bench/torch_bench.py"), "--method", method], env=env)
 
 
 def med(xs: List[float]) -> float:
@@ -443,6 +460,9 @@ def markdown(report: dict) -> str:
         "Versions: " + ", ".join(f"{k} {v}" for k, v in report["versions"].items()) + ".",
         "",
     ]
+    if report.get("worker_env"):
+        lines[-1:-1] = ["Every method's worker ran with the service's launchSettings.json environment: "
+                        + ", ".join(f"{k}={v}" for k, v in report["worker_env"].items()) + ".", ""]
     for pkg in report["packages"]:
         info = pkg["model"]
         lines += [
@@ -658,7 +678,7 @@ def main() -> int:
     if "igpt" in methods:
         # the service's path must answer on the tiny test package first; a broken build would hang the run
         tiny = os.path.join(ROOT, "tests/fixtures/tiny-package")
-        w = Worker("igpt-preflight", ["dotnet", IGPT_DLL, "--method", "igpt"], timeout_s=120)
+        w = Worker("igpt-preflight", ["dotnet", IGPT_DLL, "--method", "igpt"], env=worker_env(), timeout_s=120)
         try:
             w.call(op="load", package=tiny)
             w.call(op="complete", prompt=[0] * 32, batch=2)
@@ -694,7 +714,7 @@ def main() -> int:
         "quick": args.quick, "reps": reps, "wall_s": round(time.time() - t0, 1),
         "load": sorted(set(load_before + load_after)),
         "skipped_methods": skipped,
-        "machine": machine_info(), "versions": versions(hellos),
+        "machine": machine_info(), "versions": versions(hellos), "worker_env": service_env(),
         "gemm_gflops": machine["gemm_gflops"], "dram_read_gbps": machine["dram_read_gbps"],
         "probe_samples": machine["samples"],
         "roofline_peaks": {"gemm_gflops": machine["gemm_gflops_peak"], "dram_read_gbps": machine["dram_read_gbps_peak"]},
