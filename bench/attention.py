@@ -15,7 +15,7 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from run import IGPT_DLL, Worker, worker_env  # noqa: E402
+from run import IGPT_DLL, Worker  # noqa: E402
 
 SHAPES = [  # (name, layers, heads, head_size, positions)
     ("fashion-mnist-28 (8 x 128)", 8, 4, 32, 784),
@@ -28,7 +28,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seconds", type=float, default=1.0, help="timing per configuration")
     args = ap.parse_args()
-    w = Worker("igpt", ["dotnet", IGPT_DLL, "--method", "igpt"], env=worker_env())
+    w = Worker("igpt", ["dotnet", IGPT_DLL, "--method", "igpt"])
     try:
         print("| shape | rows | lanes | shared prompt | kernel | MB read / step | ms / step | GB/s |")
         print("|---|---|---|---|---|---|---|---|")

@@ -16,7 +16,7 @@ import random
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from run import RAW, ROOT, Worker, IGPT_DLL, model_info, worker_env  # noqa: E402
+from run import RAW, ROOT, Worker, IGPT_DLL, model_info  # noqa: E402
 
 
 def summarize(path: str, steps: int) -> dict:
@@ -50,7 +50,7 @@ def main() -> int:
     rng = random.Random(6)
     prompt = [rng.randrange(info["palette_size"]) for _ in range(k)]
     os.makedirs(RAW, exist_ok=True)
-    w = Worker("igpt-profile", ["dotnet", IGPT_DLL, "--method", "igpt-loop"], env=worker_env())
+    w = Worker("igpt-profile", ["dotnet", IGPT_DLL, "--method", "igpt-loop"])
     out = {}
     try:
         for b in (int(x) for x in args.batches.split(",")):

@@ -19,7 +19,7 @@ import statistics
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from run import RAW, ROOT, Worker, IGPT_DLL, first_loader, model_info, worker_env  # noqa: E402
+from run import RAW, ROOT, Worker, IGPT_DLL, first_loader, model_info  # noqa: E402
 
 VARIANTS = {
     "proto-full": dict(tight_mask=False, allow_spinning=False),
@@ -45,8 +45,8 @@ def main() -> int:
     rng = random.Random(6)
     prompt = [rng.randrange(info["palette_size"]) for _ in range(k)]
     ballast = first_loader(pkg, "proto-ballast")  # no timed worker may be the first to load the model
-    lib = Worker("proto-lib", ["dotnet", IGPT_DLL, "--method", "igpt-loop"], env=worker_env())
-    proto = Worker("proto", ["dotnet", IGPT_DLL, "--method", "igpt-loop"], env=worker_env())
+    lib = Worker("proto-lib", ["dotnet", IGPT_DLL, "--method", "igpt-loop"])
+    proto = Worker("proto", ["dotnet", IGPT_DLL, "--method", "igpt-loop"])
     lib.call(op="load", package=pkg, allow_spinning=False)  # the library default, not the service's settings
     variants = [v for v in args.variants.split(",") if v]
     out = {}

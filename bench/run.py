@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import functools
 import json
 import os
 import platform
@@ -54,15 +55,15 @@ FP32 = 4
 
 
 class Worker:
-    """One method's process, spoken to in JSON lines."""
+    """One method's process, spoken to in JSON lines; it runs with the service's environment (worker_env)."""
 
-    def __init__(self, method: str, cmd: List[str], env: Optional[dict] = None, timeout_s: float = 300):
+    def __init__(self, method: str, cmd: List[str], timeout_s: float = 300):
         os.makedirs(RAW, exist_ok=True)
         self.method = method
         self.timeout_s = timeout_s
         self.log = open(os.path.join(RAW, f"{method}.log"), "w")
         self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.log, text=True,
-                                     bufsize=1, cwd=ROOT, env=env)
+                                     bufsize=1, cwd=ROOT, env=worker_env())
         self.hello = self._read()
 
     def _read(self) -> dict:
@@ -104,6 +105,7 @@ class Worker:
 LAUNCH_SETTINGS = os.path.join(ROOT, "src/IGpt.Api/Properties/launchSettings.json")
 
 
+@functools.lru_cache(maxsize=None)
 def service_env() -> Dict[str, str]:
     """The environment variables `dotnet run --project src/IGpt.Api` gives the service (its launchSettings.json:
     GLIBC_TUNABLES=glibc.malloc.hugetlb=1, 2 MiB pages for malloc's memory, which holds ONNX Runtime's weights).
@@ -114,6 +116,7 @@ def service_env() -> Dict[str, str]:
 
 
 def worker_env() -> Dict[str, str]:
+    """Every worker's environment: this process's, plus the service's (service_env)."""
     return dict(os.environ, **service_env())
 
 
@@ -124,18 +127,17 @@ def first_loader(package: str, name: str = "ballast") -> Worker:
     loaded after it (identical igpt-loop workers, w512 b1: 4.86 ms against 3.94-4.28), for as long as it lived;
     a loader that exited first did not help. With this one loading first, no timed worker is the first loader.
     """
-    w = Worker(name, ["dotnet", IGPT_DLL, "--method", "igpt-loop"], env=worker_env())
+    w = Worker(name, ["dotnet", IGPT_DLL, "--method", "igpt-loop"])
     w.call(op="load", package=package)
     return w
 
 
 def start(method: str) -> Worker:
-    env = worker_env()
     if method in ("igpt", "igpt-loop"):
-        return Worker(method, ["dotnet", IGPT_DLL, "--method", method], env=env)
+        return Worker(method, ["dotnet", IGPT_DLL, "--method", method])
     if method == "ort-genai":
-        return Worker(method, ["dotnet", GENAI_DLL], env=env)
-    return Worker(method, [PY, os.path.join(ROOT, "bench/torch_bench.py"), "--method", method], env=env)
+        return Worker(method, ["dotnet", GENAI_DLL])
+    return Worker(method, [PY, os.path.join(ROOT, "bench/torch_bench.py"), "--method", method])
 
 
 def med(xs: List[float]) -> float:
@@ -678,7 +680,7 @@ def main() -> int:
     if "igpt" in methods:
         # the service's path must answer on the tiny test package first; a broken build would hang the run
         tiny = os.path.join(ROOT, "tests/fixtures/tiny-package")
-        w = Worker("igpt-preflight", ["dotnet", IGPT_DLL, "--method", "igpt"], env=worker_env(), timeout_s=120)
+        w = Worker("igpt-preflight", ["dotnet", IGPT_DLL, "--method", "igpt"], timeout_s=120)
         try:
             w.call(op="load", package=tiny)
             w.call(op="complete", prompt=[0] * 32, batch=2)
