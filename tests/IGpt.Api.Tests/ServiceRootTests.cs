@@ -32,6 +32,23 @@ public sealed class ServiceRootTests
         Assert.Equal(ApiFactory.MaxRequestBytes, factory.Services.GetRequiredService<IOptions<ApiOptions>>().Value.MaxRequestBytes);
     }
 
+    [Fact]
+    public void ValidateSettingsThrowsTheValidationErrorBeforeTheHostStarts()
+    {
+        // Program.cs calls it right after Build, so a bad setting never gets as far as starting (and disposing) the host.
+        var builder = Microsoft.AspNetCore.Builder.WebApplication.CreateBuilder();
+        builder.Services.AddOptions<ApiOptions>().Validate(_ => false, "Api is invalid: test").ValidateOnStart();
+        var app = builder.Build();
+        try
+        {
+            var error = Assert.Throws<OptionsValidationException>(() => app.ValidateSettings());
+            Assert.Contains("Api is invalid: test", error.Message);
+            var lifetime = app.Services.GetRequiredService<Microsoft.Extensions.Hosting.IHostApplicationLifetime>();
+            Assert.False(lifetime.ApplicationStarted.IsCancellationRequested);  // not started
+        }
+        finally { ((IDisposable)app).Dispose(); }
+    }
+
     [Theory]
     [InlineData("Inference:ModelsPath", "/no/such/folder", "Inference:ModelsPath")]
     [InlineData("Inference:MaxBatch", "0", "Inference:MaxBatch")]
