@@ -27,9 +27,39 @@ JsonObject Load(JsonObject r)
     using var manifest = JsonDocument.Parse(File.ReadAllText(Path.Combine(dir, "model.json")));
     positions = manifest.RootElement.GetProperty("architecture").GetProperty("n_positions").GetInt32();
     sos = manifest.RootElement.GetProperty("sos_token_id").GetInt32();
+    // Threads: the package's genai_config.json decides, as it does for a user; when run.py asks for more intra-op
+    // threads than that file sets (or it sets none: genai then lets ONNX Runtime pick one per physical core),
+    // they are added with genai's own config overlay, the documented way to change session options at load.
+    int requested = (int?)r["threads"] ?? 0;
+    int? configured = ConfiguredThreads(dir);
+    using var config = new Config(dir);
+    string source = configured is null ? "genai_config.json sets none" : "genai_config.json";
+    int? threads = configured;
+    if (requested > 0 && configured != requested)
+    {
+        config.Overlay(new JsonObject { ["model"] = new JsonObject { ["decoder"] = new JsonObject { ["session_options"] = new JsonObject { ["intra_op_num_threads"] = requested } } } }.ToJsonString());
+        threads = requested;
+        source = configured is null ? "config overlay; genai_config.json sets none" : $"config overlay; genai_config.json sets {configured}";
+    }
     var sw = Stopwatch.StartNew();
-    model = new Model(dir);
-    return new JsonObject { ["load_ms"] = sw.Elapsed.TotalMilliseconds, ["model_type"] = model.GetModelType() };
+    model = new Model(config);
+    return new JsonObject
+    {
+        ["load_ms"] = sw.Elapsed.TotalMilliseconds,
+        ["model_type"] = model.GetModelType(),
+        ["threads"] = threads,
+        ["process_threads"] = Process.GetCurrentProcess().Threads.Count,
+        ["settings"] = $"intra_op_num_threads={(threads?.ToString() ?? "ORT default (physical cores)")} ({source}), "
+            + "greedy, CPU provider, search options from genai_config.json",
+    };
+}
+
+// decoder.session_options.intra_op_num_threads in the package's genai_config.json, when it sets one (0 counts as none).
+static int? ConfiguredThreads(string dir)
+{
+    using var doc = JsonDocument.Parse(File.ReadAllText(Path.Combine(dir, "genai_config.json")));
+    return doc.RootElement.GetProperty("model").GetProperty("decoder").TryGetProperty("session_options", out var so)
+           && so.TryGetProperty("intra_op_num_threads", out var t) && t.GetInt32() > 0 ? t.GetInt32() : null;
 }
 
 // Greedy: [SOS, prompt] for every row, then tokens until max_length = n_positions, i.e. the image's
