@@ -1,8 +1,9 @@
 namespace IGpt.Inference;
 
 /// <summary>
-/// How the next pixel is chosen. Temperature &lt;= 0 is greedy (argmax, ties to the lowest index);
-/// TopK 0 = off; TopP in (0, 1], 1 = off.
+/// How the next pixel is chosen. Temperature 0 is greedy decoding, as in vLLM and the OpenAI API: the argmax
+/// (ties to the lowest index), so TopK, TopP and the random generator make no difference. TopK 0 = off;
+/// TopP in (0, 1], 1 = off.
 /// </summary>
 public sealed record SamplingOptions(float Temperature = 1, int TopK = 0, float TopP = 1)
 {
@@ -12,7 +13,8 @@ public sealed record SamplingOptions(float Temperature = 1, int TopK = 0, float 
     /// <summary>Throws <see cref="ArgumentException"/> naming the bad value.</summary>
     public void Validate()
     {
-        if (!float.IsFinite(Temperature) || Temperature < 0 || Temperature > 100)
+        // IsNegative also refuses -0, so that every negative input (even one that rounds to -0) is an error.
+        if (!float.IsFinite(Temperature) || float.IsNegative(Temperature) || Temperature > 100)
             throw new ArgumentException($"temperature must be 0..100 (0 = greedy), got {Temperature}");
         if (TopK < 0) throw new ArgumentException($"top_k must be >= 0 (0 = off), got {TopK}");
         if (!(TopP > 0 && TopP <= 1)) throw new ArgumentException($"top_p must be in (0, 1], got {TopP}");
@@ -73,7 +75,7 @@ public struct Xoshiro256StarStar
 
 /// <summary>
 /// Picks one token from a row of logits, in the order of training/igpt/sample.py: temperature
-/// (&lt;= 0: greedy), top-k (ties with the k-th kept), top-p (descending probability, ties by index;
+/// (&lt;= 0: greedy, the argmax without a draw), top-k (ties with the k-th kept), top-p (descending probability, ties by index;
 /// a token is kept while the mass before it is &lt; p), then one uniform draw against the cumulative
 /// distribution in palette order. Only the first <c>paletteSize</c> columns are candidates (SOS never is).
 /// One instance per thread: it reuses its scratch buffers, so picking allocates nothing.
@@ -104,7 +106,15 @@ public sealed class Sampler
 
         int v = _paletteSize;
         var scaled = _scaled.AsSpan();
-        for (int i = 0; i < v; i++) scaled[i] = row[i] / options.Temperature;
+        float largest = float.NegativeInfinity;
+        for (int i = 0; i < v; i++)
+        {
+            scaled[i] = row[i] / options.Temperature;
+            if (scaled[i] > largest) largest = scaled[i];
+        }
+        // A temperature just above 0 can overflow the largest logits to +inf, where softmax gives NaN (and the draw
+        // would always take token 0). Such a temperature is the greedy limit, so it is decoded greedily.
+        if (float.IsPositiveInfinity(largest)) return ArgMax(row);
 
         if (options.TopK > 0 && options.TopK < v)
         {

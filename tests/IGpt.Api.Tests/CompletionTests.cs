@@ -84,6 +84,26 @@ public sealed class CompletionTests(ApiFactory factory)
     }
 
     [Fact]
+    public async Task TemperatureZeroIsGreedyTheSameImagesWhateverTheSeedTopKAndTopP()
+    {
+        var input = TestImages.Png();
+        async Task<string[]> Complete(params (string, string)[] fields)
+        {
+            var response = await _client.PostAsync(Route, Http.Form(input, [("n", "3"), ("temperature", "0"), .. fields]));
+            Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+            return Http.Images(await response.ReadJsonAsync());
+        }
+
+        var greedy = await Complete(("seed", "1"));
+        Assert.Equal(3, greedy.Length);
+        Assert.Single(greedy.Distinct());
+        Assert.Equal(greedy, await Complete(("seed", "99")));
+        Assert.Equal(greedy, await Complete(("seed", "18446744073709551615"), ("top_k", "2"), ("top_p", "0.3")));
+        var json = await _client.PostAsync(Route, Http.Json(new { image = Convert.ToBase64String(input), n = 3, temperature = 0.0, seed = 5 }));
+        Assert.Equal(greedy, Http.Images(await json.ReadJsonAsync()));
+    }
+
+    [Fact]
     public async Task ARandomSeedIsChosenAndEchoed()
     {
         var input = TestImages.Png();

@@ -309,7 +309,7 @@ public sealed class HostileInputTests(ApiFactory factory)
     [InlineData("temperature", "\"Infinity\"")]
     [InlineData("temperature", "\"-Infinity\"")]
     [InlineData("temperature", "1e309")]
-    [InlineData("temperature", "1e-50")]
+    [InlineData("temperature", "-1e-50")]
     [InlineData("temperature", "100.5")]
     [InlineData("temperature", "\"1,5\"")]
     [InlineData("top_p", "\"∞\"")]

@@ -27,6 +27,35 @@ public class SamplerTests
     }
 
     [Fact]
+    public void TemperatureZeroIsTheArgMaxWhateverTheSeedTopKAndTopP()
+    {
+        var sampler = new Sampler(6);
+        float[] logits = [0.5f, -2f, 4f, 3.9f, 1f, 0f, 1e9f];
+        var options = new[] { SamplingOptions.Greedy, new SamplingOptions(0f, TopK: 3), new SamplingOptions(0f, TopP: 0.2f), new SamplingOptions(0f, 2, 0.5f) };
+        foreach (var o in options) o.Validate();
+        for (ulong seed = 0; seed < 50; seed++)
+        {
+            var rng = Xoshiro256StarStar.ForRow(seed, 0);
+            foreach (var o in options) Assert.Equal(2, sampler.Pick(logits, o, ref rng));
+        }
+    }
+
+    [Theory]
+    [InlineData(1e-30f)]
+    [InlineData(1e-39f)]           // subnormal: 3 / t overflows to +inf
+    [InlineData(float.Epsilon)]
+    public void TemperaturesJustAbove0DrawOnlyTheLargestLogits(float temperature)
+    {
+        var sampler = new Sampler(6);
+        var options = new SamplingOptions(temperature);
+        options.Validate();
+        var rng = new Xoshiro256StarStar(21);
+        var seen = new HashSet<int>();
+        for (int i = 0; i < 200; i++) seen.Add(sampler.Pick(Logits, options, ref rng));
+        Assert.Subset(new HashSet<int> { 1, 3 }, seen);  // tokens 1 and 3 share the largest logit, 3.0
+    }
+
+    [Fact]
     public void SosIsNeverSampled()
     {
         var sampler = new Sampler(6);
@@ -96,6 +125,7 @@ public class SamplerTests
 
     [Theory]
     [InlineData(-1f, 0, 1f)]
+    [InlineData(-0f, 0, 1f)]
     [InlineData(1f, -1, 1f)]
     [InlineData(1f, 0, 0f)]
     [InlineData(1f, 0, 1.5f)]

@@ -94,6 +94,50 @@ public sealed class WebPageTests(Browser browser, ITestOutputHelper output) : IC
     }
 
     [Fact]
+    public async Task A_first_visitor_completes_an_example_in_two_clicks_and_sees_it_beside_the_completions()
+    {
+        var web = await browser.OpenPageAsync();
+        var page = web.Page;
+        var examples = page.Locator("#examples .example");
+        await examples.First.WaitForAsync();
+        Assert.Equal(WebServer.Examples.Select(e => e.Name), await examples.EvaluateAllAsync<string[]>("bs => bs.map(b => b.dataset.name)"));
+        Assert.Equal(["dark", "light"], await examples.AllInnerTextsAsync());   // the classes the names end with
+        Assert.True(await page.IsHiddenAsync("#original"));
+
+        // The two clicks: an example, then Complete (every field at its default).
+        var example = WebServer.Examples[1];
+        await examples.Nth(1).ClickAsync();
+        await page.WaitForSelectorAsync("#examples .example[aria-pressed='true']");
+        await page.ClickAsync("#complete");
+        await page.WaitForSelectorAsync("#results[data-state='done']");
+
+        // The original beside the completions: the example's own pixels, all rows, not quantized.
+        Assert.True(await page.IsVisibleAsync("#original"));
+        Assert.Equal(example.Pixels, await ReadGreyAsync(page, "#original-image"));
+        // The completions (n = 4 and half the rows kept, the page's defaults) keep the example's top rows, quantized,
+        // and are the service's answer for the example and the seed the page shows.
+        var rows = Height / 2;
+        var canvases = await ReadCanvasesAsync(page);
+        Assert.Equal(4, canvases.Length);
+        Assert.All(canvases, canvas => Assert.Equal(example.Quantized[..(rows * Width)], canvas[..(rows * Width)]));
+        var seed = (await page.GetAttributeAsync("#results", "data-seed"))!;
+        using var form = new MultipartFormDataContent
+        {
+            { new ByteArrayContent(example.Png) { Headers = { ContentType = new MediaTypeHeaderValue("image/png") } }, "image", "example.png" },
+            { new StringContent(rows.ToString()), "rows" }, { new StringContent("4"), "n" }, { new StringContent(seed), "seed" },
+        };
+        Assert.Equal(await PostForImagesAsync($"/v1/models/{WebServer.Model}/completions", form), canvases);
+        await SaveScreenshotAsync(page, "web-page-example.png");
+
+        // Drawing over it makes the drawing the image: no example is marked any more.
+        var box = (await page.Locator("#drawing").BoundingBoxAsync())!;
+        await page.Mouse.ClickAsync(box.X + box.Width / 2, box.Y + box.Height / 2);
+        await page.WaitForFunctionAsync("() => document.getElementById('source-info').textContent.includes('drawing')");
+        Assert.Equal(0, await page.Locator("#examples .example[aria-pressed='true']").CountAsync());
+        Assert.Empty(web.Errors);
+    }
+
+    [Fact]
     public async Task Unconditional_samples_stream_into_one_canvas_each()
     {
         var web = await browser.OpenPageAsync();
@@ -104,6 +148,7 @@ public sealed class WebPageTests(Browser browser, ITestOutputHelper output) : IC
         await page.WaitForSelectorAsync("#results[data-state='done']");
 
         Assert.Equal("samples", await page.GetAttributeAsync("#results", "data-kind"));
+        Assert.True(await page.IsHiddenAsync("#original"));  // samples have no original
         Assert.Equal(3 * Height, int.Parse((await page.GetAttributeAsync("#results", "data-rows-received"))!));
         var canvases = await ReadCanvasesAsync(page);
         Assert.Equal(3, canvases.Length);
@@ -240,24 +285,33 @@ public sealed class WebPageTests(Browser browser, ITestOutputHelper output) : IC
         return (stream.ToArray(), quantized);
     }
 
+    /// <summary>The grey value of each pixel of one canvas (checking that it is opaque grey).</summary>
+    private static async Task<int[]> ReadGreyAsync(IPage page, string selector)
+    {
+        var data = await page.EvalOnSelectorAsync<int[]>(selector, "c => Array.from(c.getContext('2d').getImageData(0, 0, c.width, c.height).data)");
+        return ToGrey(data);
+    }
+
     /// <summary>The grey value of each pixel of each result canvas (checking that the canvases are opaque grey).</summary>
     private static async Task<int[][]> ReadCanvasesAsync(IPage page)
     {
         var rgba = await page.EvaluateAsync<int[][]>(
             "() => Array.from(document.querySelectorAll('#results canvas'), c => Array.from(c.getContext('2d').getImageData(0, 0, c.width, c.height).data))");
-        return [.. rgba.Select(data =>
+        return [.. rgba.Select(ToGrey)];
+    }
+
+    private static int[] ToGrey(int[] rgba)
+    {
+        Assert.Equal(Width * Height * 4, rgba.Length);
+        var grey = new int[Width * Height];
+        for (var i = 0; i < grey.Length; i++)
         {
-            Assert.Equal(Width * Height * 4, data.Length);
-            var grey = new int[Width * Height];
-            for (var i = 0; i < grey.Length; i++)
-            {
-                Assert.Equal(data[4 * i], data[4 * i + 1]);
-                Assert.Equal(data[4 * i], data[4 * i + 2]);
-                Assert.Equal(255, data[4 * i + 3]);
-                grey[i] = data[4 * i];
-            }
-            return grey;
-        })];
+            Assert.Equal(rgba[4 * i], rgba[4 * i + 1]);
+            Assert.Equal(rgba[4 * i], rgba[4 * i + 2]);
+            Assert.Equal(255, rgba[4 * i + 3]);
+            grey[i] = rgba[4 * i];
+        }
+        return grey;
     }
 
     private sealed record Bar(string Label, double Probability);

@@ -6,13 +6,15 @@ using Microsoft.AspNetCore.Http.Features;
 using Microsoft.AspNetCore.Mvc.Testing;
 using Microsoft.Extensions.Configuration;
 using Microsoft.Extensions.DependencyInjection;
+using SixLabors.ImageSharp;
+using SixLabors.ImageSharp.PixelFormats;
 
 namespace IGpt.Web.Tests;
 
 /// <summary>
 /// The real service on a loopback Kestrel port (WebApplicationFactory.UseKestrel), CPU only, over a temporary
-/// models folder holding the tiny test package (8x8 grey, palette 8, 3 classes) and a copy whose decoder is
-/// corrupt (a failed model the page must not offer).
+/// models folder holding the tiny test package (8x8 grey, palette 8, 3 classes) with two <see cref="Examples"/>,
+/// and a copy whose decoder is corrupt (a failed model the page must not offer).
 /// </summary>
 public sealed class WebServer : WebApplicationFactory<Program>
 {
@@ -30,7 +32,9 @@ public sealed class WebServer : WebApplicationFactory<Program>
     public WebServer(IReadOnlyDictionary<string, string?> settings)
     {
         _settings = settings;
-        CopyPackage(Model);
+        var model = CopyPackage(Model);
+        var examples = Directory.CreateDirectory(Path.Combine(model, "examples")).FullName;
+        foreach (var example in Examples) File.WriteAllBytes(Path.Combine(examples, example.Name + ".png"), example.Png);
         var broken = CopyPackage(Broken);
         File.WriteAllBytes(Path.Combine(broken, "decoder.onnx"), "this is not an ONNX graph"u8.ToArray());
         File.WriteAllBytes(Path.Combine(broken, "decoder.fp16.onnx"), "this is not an ONNX graph"u8.ToArray());
@@ -59,6 +63,33 @@ public sealed class WebServer : WebApplicationFactory<Program>
     public static int Height { get; } = Manifest()["image"]!["height"]!.GetValue<int>();
 
     public static int Width { get; } = Manifest()["image"]!["width"]!.GetValue<int>();
+
+    /// <summary>The test model's examples (its package's examples/ folder), named after its classes like the shipped ones.</summary>
+    public static IReadOnlyList<Example> Examples { get; } = [MakeExample("1-dark", 0, 3), MakeExample("2-light", 4, 7)];
+
+    /// <summary>An 8x8 grey PNG of palette levels plus noise (under half a palette step), its pixels and their quantized levels.</summary>
+    public sealed record Example(string Name, byte[] Png, int[] Pixels, int[] Quantized);
+
+    private static Example MakeExample(string name, int lowest, int highest)
+    {
+        var random = new Random(name.Length * 7919 + lowest);
+        var pixels = new int[Width * Height];
+        var quantized = new int[Width * Height];
+        using var image = new Image<L8>(Width, Height);
+        for (var y = 0; y < Height; y++)
+        {
+            for (var x = 0; x < Width; x++)
+            {
+                var level = Palette[random.Next(lowest, highest + 1)];
+                var value = Math.Clamp(level + random.Next(-8, 9), 0, 255);
+                image[x, y] = new L8((byte)value);
+                (pixels[y * Width + x], quantized[y * Width + x]) = (value, level);
+            }
+        }
+        using var stream = new MemoryStream();
+        image.SaveAsPng(stream);
+        return new Example(name, stream.ToArray(), pixels, quantized);
+    }
 
     protected override void ConfigureWebHost(IWebHostBuilder builder)
     {

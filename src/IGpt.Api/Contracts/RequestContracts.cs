@@ -11,7 +11,7 @@ public abstract record GenerationFields
     /// <summary>Number of images, 1 to Api:MaxImagesPerRequest (16 unless configured; default 1).</summary>
     public int? N { get; init; }
 
-    /// <summary>Sampling temperature, greater than 0 (default 1.0).</summary>
+    /// <summary>Sampling temperature, 0 to 100 (default 1.0). 0 is greedy decoding: every pixel takes its most probable colour, so seed, top_k and top_p make no difference and every image of the request is the same.</summary>
     public float? Temperature { get; init; }
 
     /// <summary>Sample only from the k most probable colours; 0 turns it off (default 0).</summary>

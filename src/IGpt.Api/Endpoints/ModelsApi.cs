@@ -5,7 +5,7 @@ using Microsoft.AspNetCore.Http.HttpResults;
 
 namespace IGpt.Api.Endpoints;
 
-/// <summary>GET /v1/models and /v1/models/{model}: what is served.</summary>
+/// <summary>GET /v1/models, /v1/models/{model} and /v1/models/{model}/examples: what is served.</summary>
 public static class ModelsApi
 {
     public static IEndpointRouteBuilder MapModelsApi(this IEndpointRouteBuilder app)
@@ -19,6 +19,12 @@ public static class ModelsApi
             .WithName("GetModel")
             .WithSummary("Describe one model")
             .ProducesProblem(StatusCodes.Status404NotFound);
+        group.MapGet("/{model}/examples", ListExamples)
+            .WithName("ListModelExamples")
+            .WithSummary("List a model's example images")
+            .WithDescription("Test-split images shipped with the model's package (its optional `examples/` folder), as base64 PNGs "
+                + "to post as they are to completions or classifications; empty when the package ships none. The web page shows them as thumbnails.")
+            .ProducesProblem(StatusCodes.Status404NotFound);
         return app;
     }
 
@@ -31,5 +37,15 @@ public static class ModelsApi
     public static Results<Ok<ModelResponse>, ProblemHttpResult> GetModel(string model, ModelCatalog catalog, CancellationToken cancellationToken) =>
         catalog.Describe(model) is { } found
             ? TypedResults.Ok(found)
-            : Problems.NotFound($"There is no model '{model}'. GET /v1/models lists the models.");
+            : UnknownModel(model);
+
+    /// <summary>List a model's example images.</summary>
+    /// <param name="model">Model id.</param>
+    public static Results<Ok<ModelExamplesResponse>, ProblemHttpResult> ListExamples(string model, ModelExamples examples, CancellationToken cancellationToken) =>
+        examples.For(model) is { } found
+            ? TypedResults.Ok(new ModelExamplesResponse { Model = model, Examples = found })
+            : UnknownModel(model);
+
+    private static ProblemHttpResult UnknownModel(string model) =>
+        Problems.NotFound($"There is no model '{model}'. GET /v1/models lists the models.");
 }

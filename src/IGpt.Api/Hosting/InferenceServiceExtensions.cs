@@ -28,6 +28,7 @@ public static class InferenceServiceExtensions
         services.AddSingleton<ImageCodec>();
         services.AddSingleton<ModelRegistry>();
         services.AddSingleton<ModelCatalog>();
+        services.AddSingleton<ModelExamples>();
         services.AddSingleton<ImageGenerator>();
         services.AddSingleton<ClassificationCache>();
         services.AddHostedService<ModelLoadingService>();

@@ -12,7 +12,8 @@ public sealed record GenerationParameters(int Count, SamplingOptions Sampling, u
     public static GenerationParameters From(RequestFields fields, int maxCount)
     {
         var count = fields.Int("n", 1, maxCount) ?? 1;
-        var temperature = fields.Float("temperature", t => t is > 0 and <= MaxTemperature, $"greater than 0 and at most {MaxTemperature}") ?? 1f;
+        // 0 is greedy decoding; IsNegative also refuses -0 (and "-1e-50", which parses to -0).
+        var temperature = fields.Float("temperature", t => !float.IsNegative(t) && t <= MaxTemperature, $"from 0 (greedy) to {MaxTemperature}") ?? 1f;
         var topK = fields.Int("top_k", 0, int.MaxValue) ?? 0;
         var topP = fields.Float("top_p", p => p is > 0 and <= 1, "greater than 0 and at most 1") ?? 1f;
         // A random seed stays below 2^53 so that JavaScript clients can echo it back exactly.

@@ -57,6 +57,13 @@ export async function getModels(signal) {
   return (await response.json()).models;
 }
 
+/** The model's example images: [{name, width, height, image (base64 PNG)}], empty when its package has none. */
+export async function getExamples(model, signal) {
+  const response = await fetch(`/v1/models/${encodeURIComponent(model)}/examples`, { headers: headers('application/json'), signal });
+  if (!response.ok) throw new ApiProblem(await problemFrom(response));
+  return (await response.json()).examples;
+}
+
 export async function classify(model, form, signal) {
   const response = await fetch(`/v1/models/${encodeURIComponent(model)}/classifications`, {
     method: 'POST', body: form, headers: headers('application/json'), signal,

@@ -1,6 +1,6 @@
-// The IGpt web page: pick a model, draw or upload an image, complete it (rows streamed in as they are drawn),
-// draw unconditional samples, classify.
-import { ApiProblem, apiKey, classify, generate, getModels, setApiKey } from './api.js';
+// The IGpt web page: pick a model, pick one of its examples, draw or upload an image, complete it (rows streamed in
+// as they are drawn, beside the original), draw unconditional samples, classify.
+import { ApiProblem, apiKey, classify, generate, getExamples, getModels, setApiKey } from './api.js';
 import { Drawing } from './drawing.js';
 
 const $ = (id) => document.getElementById(id);
@@ -13,7 +13,9 @@ const ui = {
   preview: $('preview'), previewCut: $('preview-cut'), previewShade: $('preview-shade'),
   rows: $('rows'), rowsValue: $('rows-value'),
   complete: $('complete'), samples: $('samples'), classify: $('classify'), stop: $('stop'),
+  examplesArea: $('examples-area'), examples: $('examples'),
   status: $('status'), results: $('results'), classesStatus: $('classes-status'), bars: $('bars'),
+  original: $('original'), originalImage: $('original-image'), originalCut: $('original-cut'),
   keyCard: $('key-card'), apiKey: $('api-key'), useKey: $('use-key'),
 };
 const samplingFields = ['n', 'temperature', 'top_k', 'top_p', 'seed'];
@@ -22,12 +24,13 @@ const fieldSlots = new Set(['model', 'image', 'rows', ...samplingFields]);
 
 let models = [];
 let model = null;          // the chosen model (a /v1/models entry)
-let upload = null;         // the uploaded File while it is the source, else null (the drawing is)
+let upload = null;         // the uploaded File (or chosen example) while it is the source, else null (the drawing is)
 let uploadImage = null;    // the uploaded file decoded, for the preview
 let running = null;        // AbortController of the request in flight
 
 const drawing = new Drawing(ui.drawing, () => {
   upload = null;
+  markExample(null);
   ui.sourceInfo.textContent = 'Using your drawing.';
   clearError('image');
   updatePreview();
@@ -157,6 +160,78 @@ function selectModel() {
   ui.classify.disabled = !model.has_classifier;
   ui.classify.title = model.has_classifier ? '' : 'This model has no classifier.';
   setBusy(false);
+  showExamples(model);
+}
+
+// ---- examples: a few test images shipped with the model's package, loaded into the image box in one click ----
+
+const examplesOf = new Map(); // model id -> its examples, fetched once
+
+async function showExamples(m) {
+  ui.examples.replaceChildren();
+  ui.examplesArea.hidden = true;
+  let examples = examplesOf.get(m.id);
+  if (!examples) {
+    try {
+      examples = await getExamples(m.id);
+    } catch {
+      return; // examples are a shortcut: without them the page still takes drawings and files
+    }
+    examplesOf.set(m.id, examples);
+  }
+  if (model !== m || !examples.length) return; // another model was picked meanwhile, or this one has none
+  ui.examples.replaceChildren(...examples.map((example) => exampleButton(m, example)));
+  ui.examplesArea.hidden = false;
+}
+
+function exampleButton(m, example) {
+  const label = exampleLabel(m, example.name);
+  const button = document.createElement('button');
+  button.type = 'button';
+  button.className = 'example';
+  button.dataset.name = example.name;
+  button.setAttribute('aria-pressed', 'false');
+  button.title = `${label} (${example.width}×${example.height}): use it as the image`;
+  const thumbnail = new Image();
+  thumbnail.alt = '';
+  thumbnail.src = `data:image/png;base64,${example.image}`;
+  const scale = Math.max(1, Math.round(96 / Math.max(example.width, example.height)));
+  thumbnail.width = example.width * scale;
+  thumbnail.height = example.height * scale;
+  const caption = document.createElement('span');
+  caption.textContent = label;
+  button.append(thumbnail, caption);
+  button.addEventListener('click', () => useExample(m, example, button));
+  return button;
+}
+
+/** "4-dress" -> "Dress": examples are named <n>-<class>, with the class as a slug; other names are shown as they are. */
+function exampleLabel(m, name) {
+  const slug = (text) => text.toLowerCase().replace(/[^a-z0-9]+/g, '-').replace(/^-|-$/g, '');
+  const rest = name.replace(/^\d+-/, '');
+  return m.classes.find((c) => slug(c) === rest) || rest.replace(/[-_]+/g, ' ');
+}
+
+async function useExample(m, example, button) {
+  clearError('image');
+  const file = new File([base64Blob(example.image)], `${example.name}.png`, { type: 'image/png' });
+  try {
+    uploadImage = await decode(file);
+  } catch {
+    showError('image', `The example ${example.name} could not be read as an image.`);
+    return;
+  }
+  upload = file;
+  ui.upload.value = '';
+  drawing.showImage(uploadImage);
+  markExample(button);
+  ui.sourceInfo.textContent = `Using the example ${exampleLabel(m, example.name)} (${uploadImage.naturalWidth}×${uploadImage.naturalHeight}) from the model's test set.`;
+  updatePreview();
+}
+
+/** Shows which example is the image (none once the user draws, uploads or clears). */
+function markExample(button) {
+  for (const b of ui.examples.querySelectorAll('.example')) b.setAttribute('aria-pressed', String(b === button));
 }
 
 /** Enlargement so that a 8-, 14-, 28- or 32-pixel image is comfortable to look at (nearest neighbour). */
@@ -212,6 +287,7 @@ async function onUpload() {
     upload = file;
     uploadImage = image;
     drawing.showImage(image);
+    markExample(null);
     ui.sourceInfo.textContent = `Using ${file.name} (${image.naturalWidth}×${image.naturalHeight}), sent as it is. Drawing on it uses the drawing instead.`;
     updatePreview();
   } catch {
@@ -282,6 +358,7 @@ async function runGeneration(kind, button) {
   const rows = kind === 'completions' ? Number(ui.rows.value) : 0;
   const n = Number(form.get('n') || 1);
   const canvases = makeSampleCanvases(m, Math.max(1, Math.min(16, Number.isFinite(n) ? n : 1)), rows);
+  showOriginal(m, kind === 'completions' ? rows : null);
   ui.results.dataset.state = 'streaming';
   ui.results.dataset.kind = kind;
   ui.results.dataset.rowsReceived = '0';
@@ -316,13 +393,30 @@ async function runGeneration(kind, button) {
       ui.status.textContent = 'Stopped.';
     } else {
       ui.status.textContent = 'The request failed.';
-      if (!received) ui.results.replaceChildren();
+      if (!received) {
+        ui.results.replaceChildren();
+        ui.original.hidden = true;
+      }
       showProblem(button, error);
     }
   } finally {
     running = null;
     setBusy(false);
   }
+}
+
+/** Beside the completions: the whole input as the model sees it, with the cut (hidden for samples: rows null). */
+function showOriginal(m, rows) {
+  ui.original.hidden = rows === null;
+  if (rows === null) return;
+  const canvas = ui.originalImage;
+  canvas.width = m.width;
+  canvas.height = m.height;
+  const scale = displayScale(m);
+  canvas.style.width = `${m.width * scale}px`;
+  canvas.style.height = `${m.height * scale}px`;
+  canvas.getContext('2d').drawImage(ui.preview, 0, 0);
+  ui.originalCut.style.top = `${(rows / m.height) * 100}%`;
 }
 
 const fmtMs = (ms) => (ms >= 1000 ? `${(ms / 1000).toFixed(2)} s` : `${Math.round(ms)} ms`);
@@ -465,7 +559,8 @@ ui.clear.addEventListener('click', () => {
   upload = null;
   ui.upload.value = '';
   drawing.clear();
-  ui.sourceInfo.textContent = 'Draw above, or upload an image.';
+  markExample(null);
+  ui.sourceInfo.textContent = 'Draw above, upload an image, or pick an example.';
   updatePreview();
 });
 ui.upload.addEventListener('change', onUpload);
