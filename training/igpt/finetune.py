@@ -268,9 +268,7 @@ def main(args) -> int:
         del metrics["test_bits_per_token"]  # not a likelihood: bidirectional attention sees the targets
     elif "test_bits_per_token" in (init.get("metrics") or {}):
         metrics["pretrain_test_bits_per_token"] = init["metrics"]["test_bits_per_token"]
-    state = {"step": step, "elapsed": elapsed, "best_acc": best_acc, "best_loss": best_loss,
-             "bad_checks": bad_checks, "checked_step": checked_step, "history": history, "images": images}
-    save(best_path, best, None, state, metrics, args, init, info)
+    save(best_path, best, None, {**state, "elapsed": elapsed}, metrics, args, init, info)  # state: the last check's
     print(f"\ntest accuracy {r['accuracy']:.4f} on {r['n']} images ({time.time() - t0:.0f}s), "
           f"bits per token {r['bits_per_token']:.4f}; best val accuracy {best_acc:.4f}\n")
     print(clf.confusion_table(r["confusion"], classes))
