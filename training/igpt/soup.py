@@ -51,12 +51,12 @@ def average_states(states: List[Dict[str, torch.Tensor]]) -> Dict[str, torch.Ten
 
 def main(args) -> int:
     from .checkpoint import load_checkpoint, save_checkpoint
-    from .finetune import _load_splits, confusion_table, evaluate
+    from .classifier import classification_metrics, confusion_table, load_splits
     from .runtime import configure_threads, pick_device
 
     configure_threads(args.threads)
     device = pick_device(args.device)
-    _, (xva, yva), (xte, yte) = _load_splits(args.data, 0, 0)
+    _, (xva, yva), (xte, yte) = load_splits(args.data, 0, 0)
     if args.val_limit > 0:
         xva, yva = xva[:args.val_limit], yva[:args.val_limit]
     loaded = [load_checkpoint(p) for p in args.ckpt]
@@ -71,7 +71,7 @@ def main(args) -> int:
     def val_accuracy(state: Dict[str, torch.Tensor]) -> float:
         m = IGpt(cfg)
         m.load_state_dict(state)
-        return evaluate(m.to(device), xva, yva, args.batch_size, device)["accuracy"]
+        return classification_metrics(m.to(device), xva, yva, args.batch_size)["accuracy"]
 
     t0 = time.time()
     scores = [val_accuracy(s) for s in states]
@@ -92,7 +92,7 @@ def main(args) -> int:
     soup = IGpt(cfg)
     soup.load_state_dict(average_states([states[i] for i in chosen]))
     soup = soup.to(device)
-    r = evaluate(soup, xte, yte, args.batch_size, device)  # fp32, like finetune's final numbers
+    r = classification_metrics(soup, xte, yte, args.batch_size)  # fp32, like finetune's final numbers
 
     first = loaded[chosen[0]][1]
     ingredients = [os.path.relpath(args.ckpt[i]) for i in chosen]

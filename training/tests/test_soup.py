@@ -12,7 +12,7 @@ sys.path.insert(0, TRAINING)
 from igpt.__main__ import build_parser  # noqa: E402
 from igpt.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
 from igpt.data import save_prepared  # noqa: E402
-from igpt.finetune import with_classifier  # noqa: E402
+from igpt.classifier import with_classifier  # noqa: E402
 from igpt.model import IGpt, preset  # noqa: E402
 from igpt.soup import average_states  # noqa: E402
 

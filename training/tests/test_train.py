@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from conftest import parse
-from igpt import checkpoint, train
+from igpt import checkpoint, loop, train
 from igpt.data import load_prepared, save_prepared
 from igpt.model import shift_inputs
 
@@ -95,32 +95,29 @@ def test_bert_objective_learns_masked_pixels(prepared, tmp_path):
     assert ckpt["metrics"]["val_bits_per_token"] < 2.5
 
 
-def test_lr_schedule_warms_up_then_decays():
-    a = parse(train, ["--data", "x", "--out", "y", "--lr", 1.0, "--warmup-steps", 10, "--max-steps", 110,
-                      "--min-lr-ratio", 0.1])
-    assert train.lr_at(0, 0, a) == pytest.approx(0.1) and train.lr_at(9, 0, a) == pytest.approx(1.0)
-    assert train.lr_at(60, 0, a) == pytest.approx(0.55) and train.lr_at(110, 0, a) == pytest.approx(0.1)
-    assert train.lr_at(20, 1.0, a) == pytest.approx(0.1)  # the time budget ends the schedule too
-
-
 def test_batches_cover_an_epoch_and_restore():
-    b = train.Batches(50, 8, rank=0, world=1, seed=3)
+    b = loop.Batches(50, 8, rank=0, world=1, seed=3, sort=True)
     seen = np.concatenate([b.next() for _ in range(6)])
     assert len(set(seen.tolist())) == 48
     state = b.state_dict()
     nxt = b.next()
-    c = train.Batches(50, 8, rank=0, world=1, seed=3)
+    c = loop.Batches(50, 8, rank=0, world=1, seed=3, sort=True)
     c.load_state_dict(state)
     assert np.array_equal(c.next(), nxt)
-    r0, r1 = train.Batches(50, 4, 0, 2, 3), train.Batches(50, 4, 1, 2, 3)
+    r0, r1 = loop.Batches(50, 4, 0, 2, 3), loop.Batches(50, 4, 1, 2, 3)
     assert not set(r0.next().tolist()) & set(r1.next().tolist())
+
+
+def test_too_few_examples_for_the_global_batch_is_a_clear_error(prepared, tmp_path):
+    with pytest.raises(ValueError, match="256 training examples < global batch 300"):
+        train.run(args_for(prepared, str(tmp_path / "big"), "--max-steps", 1, "--batch-size", 300))
 
 
 def test_plain_cuda_device_gets_an_index_for_set_device(monkeypatch):
     """`--device cuda` (or auto on a GPU machine): PyTorch 2.x's set_device rejects a device
     without an index, so a single process takes the current device's."""
     from igpt import runtime
-    from igpt.train import Dist
+    from igpt.loop import Dist
 
     chosen = []
     monkeypatch.setattr(runtime, "pick_device", lambda name: torch.device("cuda"))
