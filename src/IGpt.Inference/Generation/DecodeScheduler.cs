@@ -2,7 +2,7 @@ using System.Diagnostics;
 using System.Threading.Channels;
 using Microsoft.Extensions.Logging;
 
-namespace IGpt.Inference;
+namespace IGpt.Inference.Generation;
 
 /// <summary>The request queue of a model is full: nothing was started; try again later.</summary>
 public sealed class QueueFullException(string modelId, int capacity)

@@ -2,7 +2,7 @@ using Microsoft.Extensions.Caching.Memory;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Options;
 
-namespace IGpt.Inference;
+namespace IGpt.Inference.Packages;
 
 public enum ModelStatus { Ready, Failed }
 

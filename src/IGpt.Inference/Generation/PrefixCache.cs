@@ -1,6 +1,6 @@
 using Microsoft.Extensions.Caching.Memory;
 
-namespace IGpt.Inference;
+namespace IGpt.Inference.Generation;
 
 /// <summary>
 /// Prompt KV snapshots (and the logits after the prompt), so that a repeated prompt skips prefill.

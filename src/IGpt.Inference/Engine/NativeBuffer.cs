@@ -1,6 +1,6 @@
 using System.Runtime.InteropServices;
 
-namespace IGpt.Inference;
+namespace IGpt.Inference.Engine;
 
 /// <summary>The library's host buffers: 64-byte aligned (a cache line, an AVX-512 vector), zeroed; freed with NativeMemory.AlignedFree.</summary>
 internal static unsafe class NativeBuffer

@@ -1,4 +1,4 @@
-namespace IGpt.Inference;
+namespace IGpt.Inference.Generation;
 
 /// <summary>
 /// A model failed while running (ONNX Runtime threw during a prefill, a decode step or a classifier batch): a

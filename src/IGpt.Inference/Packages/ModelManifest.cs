@@ -3,7 +3,7 @@ using System.Text.Json.Nodes;
 using System.Text.Json.Serialization;
 using System.Text.RegularExpressions;
 
-namespace IGpt.Inference;
+namespace IGpt.Inference.Packages;
 
 /// <summary>The transformer's shape, from model.json "architecture".</summary>
 public sealed record ModelArchitecture(

@@ -1,4 +1,4 @@
-namespace IGpt.Inference;
+namespace IGpt.Inference.Images;
 
 /// <summary>An uploaded image that cannot be used; the subclass says why (the API maps each to a status code).</summary>
 public abstract class ImageDecodeException(string message, Exception? inner = null) : Exception(message, inner);

@@ -1,4 +1,4 @@
-namespace IGpt.Inference;
+namespace IGpt.Inference.Generation;
 
 /// <summary>
 /// How the next pixel is chosen. Temperature &lt;= 0 is greedy (argmax, ties to the lowest index);

@@ -1,6 +1,6 @@
 using System.ComponentModel.DataAnnotations;
 
-namespace IGpt.Inference;
+namespace IGpt.Inference.Images;
 
 /// <summary>What uploads the image codec accepts. Bound from configuration section "ImageLimits".</summary>
 public sealed class ImageLimits

@@ -1,7 +1,7 @@
 using System.Runtime.InteropServices;
 using Microsoft.ML.OnnxRuntime;
 
-namespace IGpt.Inference;
+namespace IGpt.Inference.Engine;
 
 internal enum CopyDirection { DeviceToDevice, HostToDevice, DeviceToHost }
 

@@ -1,4 +1,4 @@
-namespace IGpt.Inference;
+namespace IGpt.Inference.Engine;
 
 /// <summary>
 /// Threads that split a loop of work items with the calling thread: <see cref="Run"/> returns when every

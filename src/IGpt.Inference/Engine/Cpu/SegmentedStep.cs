@@ -2,7 +2,7 @@ using System.Runtime.InteropServices;
 using Microsoft.ML.OnnxRuntime;
 using Microsoft.ML.OnnxRuntime.Tensors;
 
-namespace IGpt.Inference;
+namespace IGpt.Inference.Engine.Cpu;
 
 /// <summary>
 /// A CPU decode step run as the package's step segments (files.decoder.cpu.step_segments, models/README.md):

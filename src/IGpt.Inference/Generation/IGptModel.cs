@@ -6,7 +6,7 @@ using Microsoft.Extensions.Logging.Abstractions;
 using Microsoft.ML.OnnxRuntime;
 using Microsoft.ML.OnnxRuntime.Tensors;
 
-namespace IGpt.Inference;
+namespace IGpt.Inference.Generation;
 
 /// <summary>
 /// One loaded model package: KV-cached image completion and classification. Completions of every

@@ -1,4 +1,4 @@
-namespace IGpt.Inference;
+namespace IGpt.Inference.Images;
 
 /// <summary>An 8-bit image: Height rows of Width pixels, Channels (1 grey, 3 RGB) interleaved bytes each.</summary>
 public sealed record PixelImage(int Width, int Height, int Channels, byte[] Pixels)

@@ -1,4 +1,4 @@
-namespace IGpt.Inference;
+namespace IGpt.Inference.Generation;
 
 /// <summary>
 /// Complete <see cref="Count"/> images from the same top rows. <see cref="PromptTokens"/> are pixel

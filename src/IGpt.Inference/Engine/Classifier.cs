@@ -1,6 +1,6 @@
 using Microsoft.ML.OnnxRuntime;
 
-namespace IGpt.Inference;
+namespace IGpt.Inference.Engine;
 
 /// <summary>classifier.onnx: [SOS, x0 .. x(n-2)] -> class logits -> softmax probabilities. Thread-safe.</summary>
 internal sealed class Classifier : IDisposable

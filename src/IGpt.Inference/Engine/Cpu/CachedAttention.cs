@@ -3,7 +3,7 @@ using System.Runtime.InteropServices;
 using System.Runtime.Intrinsics;
 using System.Runtime.Intrinsics.X86;
 
-namespace IGpt.Inference;
+namespace IGpt.Inference.Engine.Cpu;
 
 /// <summary>
 /// A decode step's attention for one layer, over the decoder's fp32 KV cache ([MaxBatch, n_head, n_positions,

@@ -3,7 +3,7 @@ using System.Runtime.InteropServices;
 using Microsoft.ML.OnnxRuntime;
 using Microsoft.ML.OnnxRuntime.Tensors;
 
-namespace IGpt.Inference;
+namespace IGpt.Inference.Engine;
 
 /// <summary>
 /// Runs a package's decoder graph with a KV cache that is allocated once: per layer one key and one

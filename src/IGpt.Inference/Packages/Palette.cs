@@ -1,4 +1,4 @@
-namespace IGpt.Inference;
+namespace IGpt.Inference.Packages;
 
 /// <summary>
 /// A model's colour palette. A pixel's token is the index of the nearest colour (squared Euclidean

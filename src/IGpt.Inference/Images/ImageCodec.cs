@@ -6,7 +6,7 @@ using SixLabors.ImageSharp.Formats.Png;
 using SixLabors.ImageSharp.PixelFormats;
 using SixLabors.ImageSharp.Processing;
 
-namespace IGpt.Inference;
+namespace IGpt.Inference.Images;
 
 /// <summary>
 /// Uploaded PNG/JPEG to model pixels, and model pixels to PNG. Only the PNG and JPEG decoders are
