@@ -16,7 +16,7 @@ internal abstract unsafe class DecoderMemory : IDisposable
     public abstract OrtMemoryInfo Info { get; }
     /// <summary>Whether the buffers are host memory (then the host and bound buffers can be the same).</summary>
     public abstract bool IsHost { get; }
-    /// <summary>Zeroed memory, freed when this is disposed.</summary>
+    /// <summary>Zeroed memory, freed when this is disposed (Dispose may be called more than once).</summary>
     public abstract IntPtr Allocate(long bytes);
     /// <summary>
     /// Copies <paramref name="height"/> rows of <paramref name="width"/> bytes, <paramref name="srcPitch"/>
@@ -27,19 +27,19 @@ internal abstract unsafe class DecoderMemory : IDisposable
     public abstract void Dispose();
 }
 
-/// <summary>The CPU provider's memory: aligned native buffers and memory copies.</summary>
+/// <summary>The CPU provider's memory: <see cref="NativeBuffer{T}"/> blocks and memory copies.</summary>
 internal sealed unsafe class HostMemory : DecoderMemory
 {
-    private readonly List<IntPtr> _blocks = [];
+    private readonly List<NativeBuffer<byte>> _blocks = [];
 
     public override OrtMemoryInfo Info => OrtMemoryInfo.DefaultInstance;
     public override bool IsHost => true;
 
     public override IntPtr Allocate(long bytes)
     {
-        var p = NativeBuffer.AllocZeroed<byte>(Math.Max(bytes, 1));
-        _blocks.Add((IntPtr)p);
-        return (IntPtr)p;
+        var block = new NativeBuffer<byte>(bytes);
+        _blocks.Add(block);
+        return block.Address;
     }
 
     public override void Copy2D(IntPtr dst, long dstPitch, IntPtr src, long srcPitch, long width, long height, CopyDirection direction)
@@ -50,7 +50,7 @@ internal sealed unsafe class HostMemory : DecoderMemory
 
     public override void Dispose()
     {
-        foreach (var p in _blocks) NativeMemory.AlignedFree((void*)p);
+        foreach (var block in _blocks) block.Dispose();
         _blocks.Clear();
     }
 }
@@ -73,6 +73,7 @@ internal sealed unsafe class CudaMemory : DecoderMemory
     private readonly OrtAllocator _allocator;
     private readonly List<OrtMemoryAllocation> _allocations = [];
     private readonly CudaRuntime _cuda;
+    private bool _disposed;
 
     public CudaMemory(InferenceSession session, int deviceId)
     {
@@ -122,6 +123,8 @@ internal sealed unsafe class CudaMemory : DecoderMemory
 
     public override void Dispose()
     {
+        if (_disposed) return;
+        _disposed = true;
         foreach (var a in _allocations) a.Dispose();
         _allocations.Clear();
         _allocator.Dispose();

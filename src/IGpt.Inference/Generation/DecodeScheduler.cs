@@ -4,57 +4,6 @@ using Microsoft.Extensions.Logging;
 
 namespace IGpt.Inference.Generation;
 
-/// <summary>The request queue of a model is full: nothing was started; try again later.</summary>
-public sealed class QueueFullException(string modelId, int capacity)
-    : Exception($"The model '{modelId}' has {capacity} requests waiting, its queue's limit; try again later.")
-{
-    public int Capacity { get; } = capacity;
-}
-
-/// <summary>One finished image row of one sample (generated rows only), streamed while the request runs.</summary>
-/// <param name="Sample">The sample index, 0..Count-1.</param>
-/// <param name="Row">The row index in the model-resolution image.</param>
-/// <param name="Tokens">The row's width palette tokens.</param>
-/// <param name="Elapsed">Time since the request was admitted.</param>
-public sealed record ImageRowEvent(int Sample, int Row, int[] Tokens, TimeSpan Elapsed);
-
-/// <summary>
-/// A completion running in (or queued for) a model's decode scheduler. <see cref="Rows"/> (when asked for)
-/// yields each generated image row as soon as it is finished and completes when the request ends;
-/// <see cref="Result"/> completes with the images, or faults / is cancelled.
-/// </summary>
-public sealed class CompletionHandle
-{
-    internal CompletionHandle(Task<CompletionResult> result, ChannelReader<ImageRowEvent>? rows, Func<bool> started)
-    {
-        Result = result;
-        Rows = rows;
-        _started = started;
-    }
-
-    private readonly Func<bool> _started;
-    public Task<CompletionResult> Result { get; }
-    /// <summary>Finished rows, in the order they were drawn; null when rows were not asked for.</summary>
-    public ChannelReader<ImageRowEvent>? Rows { get; }
-    /// <summary>Whether at least one sample holds a slot (false while the request waits in the queue).</summary>
-    public bool Started => _started();
-}
-
-/// <summary>A snapshot of a scheduler's counters (metrics and tests read them).</summary>
-/// <param name="FailedRuns">Prefills and decode steps that threw.</param>
-/// <param name="FailedRequests">Requests failed by those runs.</param>
-/// <param name="ConsecutiveFailures">Requests failed by a run since the last request that completed.</param>
-public sealed record SchedulerStats(
-    int Slots, int ActiveSequences, int QueuedRequests, long Steps, int MaxRowsPerStep, long RowsStepped,
-    long TokensGenerated, long CompletedRequests, long CancelledRequests, long Prefills,
-    long FailedRuns = 0, long FailedRequests = 0, int ConsecutiveFailures = 0, long LaneSteps = 0, long SegmentedSteps = 0);
-
-/// <summary>Told about every decode step (metrics); called on the scheduler's thread, so it must be quick.</summary>
-public interface IDecodeObserver
-{
-    void OnDecodeStep(string modelId, int rows, TimeSpan elapsed);
-}
-
 /// <summary>
 /// Continuous batching for one model. Each batch row of the decoder's preallocated KV buffer is a slot;
 /// one thread runs a loop that, between decode steps, drops cancelled sequences, admits queued requests
@@ -68,7 +17,7 @@ public interface IDecodeObserver
 /// the tests for ONNX Runtime's CPU kernels). Requests wait in a bounded FIFO queue; a request for more
 /// samples than there are free slots starts what fits and the rest as slots free up.
 /// </summary>
-internal sealed class DecodeScheduler : IDisposable
+internal sealed partial class DecodeScheduler : IDisposable
 {
     private readonly KvCacheDecoder _decoder;
     private readonly ModelManifest _manifest;
@@ -79,15 +28,15 @@ internal sealed class DecodeScheduler : IDisposable
     private readonly int _capacity, _slots, _width, _total, _vocab;
 
     private readonly Lock _lock = new();
-    private readonly LinkedList<Job> _queue = new();   // guarded by _lock
+    private readonly LinkedList<DecodeJob> _queue = new();   // guarded by _lock
     private readonly SemaphoreSlim _wake = new(0);
     private readonly CancellationTokenSource _stop = new();
     private readonly Thread _thread;
 
     // Scheduler-thread state.
-    private readonly Sequence?[] _active;               // by slot
+    private readonly DecodeSequence?[] _active;               // by slot
     private int _rows;                                  // slots 0.._rows-1 are stepped
-    private Job? _head;                                 // partly started job (out of _queue)
+    private DecodeJob? _head;                                 // partly started job (out of _queue)
     private readonly int[] _stepTokens, _stepPositions;
     private readonly int[] _stepGroups, _stepShared;     // rows of one request share their prompt's cache entries
 
@@ -96,11 +45,11 @@ internal sealed class DecodeScheduler : IDisposable
     private int _maxRows, _activeCount, _consecutiveFailures;
     private string? _lastFailure;
 
-    // Test hook: steps the loop may still run before it waits (-1 = no limit).
-    private long _stepBudget = -1;
+    private readonly StepGate? _gate;
+    private readonly IDisposable? _gateSubscription;
 
     public DecodeScheduler(KvCacheDecoder decoder, ModelManifest manifest, PrefixCache? prefixCache, int queueCapacity,
-        IDecodeObserver? observer, ILogger logger)
+        IDecodeObserver? observer, StepGate? gate, ILogger logger)
     {
         _decoder = decoder;
         _manifest = manifest;
@@ -113,11 +62,13 @@ internal sealed class DecodeScheduler : IDisposable
         _total = manifest.TokensPerImage;
         _vocab = decoder.VocabSize;
         _sampler = new Sampler(manifest.PaletteSize);
-        _active = new Sequence?[_slots];
+        _active = new DecodeSequence?[_slots];
         _stepTokens = new int[_slots];
         _stepPositions = new int[_slots];
         _stepGroups = new int[_slots];
         _stepShared = new int[_slots];
+        _gate = gate;
+        _gateSubscription = gate?.OnChange(() => _wake.Release());  // a held loop waits on _wake
         _thread = new Thread(Loop) { IsBackground = true, Name = $"igpt-decode-{manifest.Id}" };
         _thread.Start();
     }
@@ -149,7 +100,7 @@ internal sealed class DecodeScheduler : IDisposable
     public CompletionHandle Submit(CompletionRequest request, bool streamRows, CancellationToken cancellationToken)
     {
         cancellationToken.ThrowIfCancellationRequested();
-        var job = new Job(request, _manifest, streamRows, cancellationToken);
+        var job = new DecodeJob(request, _manifest, streamRows, cancellationToken);
         if (job.Prompt.Length == _total)
         {
             // Nothing to draw: the prompt is the whole image.
@@ -164,12 +115,12 @@ internal sealed class DecodeScheduler : IDisposable
             job.Node = _queue.AddLast(job);
         }
         if (cancellationToken.CanBeCanceled)
-            job.Registration = cancellationToken.Register(static state => ((Job)state!).Scheduler!.OnCancel((Job)state!), job.WithScheduler(this));
+            job.Registration = cancellationToken.Register(static state => ((DecodeJob)state!).Scheduler!.OnCancel((DecodeJob)state!), job.WithScheduler(this));
         _wake.Release();
         return job.Handle;
     }
 
-    private void OnCancel(Job job)
+    private void OnCancel(DecodeJob job)
     {
         bool wasQueued;
         lock (_lock)
@@ -185,13 +136,6 @@ internal sealed class DecodeScheduler : IDisposable
         else _wake.Release();   // running: the loop drops its sequences before the next step
     }
 
-    /// <summary>Test hook: let the loop run only <paramref name="steps"/> more decode steps (-1: no limit).</summary>
-    internal void SetStepBudget(long steps)
-    {
-        Interlocked.Exchange(ref _stepBudget, steps);
-        _wake.Release();
-    }
-
     private void Loop()
     {
         var token = _stop.Token;
@@ -201,13 +145,13 @@ internal sealed class DecodeScheduler : IDisposable
             {
                 DropCancelled();
                 Admit();
-                if (_activeCount == 0 || Interlocked.Read(ref _stepBudget) == 0)
+                if (_activeCount == 0 || _gate is { IsHeld: true })
                 {
                     _wake.Wait(token);
                     continue;
                 }
-                Step();
-                if (Interlocked.Read(ref _stepBudget) > 0) Interlocked.Decrement(ref _stepBudget);
+                StepActiveSequences();
+                _gate?.CountStep();
             }
             catch (OperationCanceledException) when (token.IsCancellationRequested)
             {
@@ -222,7 +166,7 @@ internal sealed class DecodeScheduler : IDisposable
         }
         var disposed = new ObjectDisposedException(nameof(IGptModel), "The model was disposed.");
         FailRunning(disposed);
-        List<Job> queued;
+        List<DecodeJob> queued;
         lock (_lock)
         {
             queued = [.. _queue];
@@ -239,7 +183,7 @@ internal sealed class DecodeScheduler : IDisposable
         {
             var seq = _active[slot];
             if (seq is null || !seq.Job.Token.IsCancellationRequested) continue;
-            FreeSlot(slot);
+            ReleaseSlot(slot);
             if (!seq.Job.Done) Cancel(seq.Job);
         }
         if (_head is { } head && head.Token.IsCancellationRequested)
@@ -292,12 +236,12 @@ internal sealed class DecodeScheduler : IDisposable
         }
     }
 
-    private void StartSamples(Job job, int count)
+    private void StartSamples(DecodeJob job, int count)
     {
         var clock = Stopwatch.StartNew();
         if (job.Started == 0) job.Queue = job.Clock.Elapsed;
         int length = job.PrefillTokens.Length;
-        var slots = FreeSlots(count);
+        var slots = TakeSlots(count);
 
         if (job.Snapshot is null && _prefixCache is not null && _prefixCache.TryGet(job.Prompt, out var cached))
         {
@@ -329,7 +273,7 @@ internal sealed class DecodeScheduler : IDisposable
 
         for (int i = 0; i < count; i++)
         {
-            var seq = new Sequence(job, job.Started, job.Request.Seed);
+            var seq = new DecodeSequence(job, job.Started, job.Request.Seed);
             Volatile.Write(ref job.Started, job.Started + 1);
             _active[slots[i]] = seq;
             _activeCount++;
@@ -339,10 +283,10 @@ internal sealed class DecodeScheduler : IDisposable
         }
         Interlocked.Add(ref _tokens, count);
         for (int i = count - 1; i >= 0; i--)
-            if (_active[slots[i]] is { } seq && seq.Filled == _total) FreeSlot(slots[i]);
+            if (_active[slots[i]] is { } seq && seq.Filled == _total) ReleaseSlot(slots[i]);
     }
 
-    private float[] PrefillOne(Job job, int slot)
+    private float[] PrefillOne(DecodeJob job, int slot)
     {
         Interlocked.Increment(ref _prefills);
         int length = job.PrefillTokens.Length;
@@ -350,7 +294,7 @@ internal sealed class DecodeScheduler : IDisposable
     }
 
     /// <summary>One decode step for every active sequence: sequence in slot r feeds its last pixel at its own length.</summary>
-    private void Step()
+    private void StepActiveSequences()
     {
         int rows = _rows;
         for (int r = 0; r < rows; r++)
@@ -397,39 +341,11 @@ internal sealed class DecodeScheduler : IDisposable
         _observer?.OnDecodeStep(_manifest.Id, produced, elapsed);
         // Finished sequences leave now; highest slot first, so compaction never moves a finished one.
         for (int r = rows - 1; r >= 0; r--)
-            if (_active[r] is { } seq && seq.Filled == _total) FreeSlot(r);
-    }
-
-    /// <summary>Stores a sampled pixel; streams the row it completes; completes the job when its last sample is done.</summary>
-    private void Accept(Sequence seq, int token)
-    {
-        var job = seq.Job;
-        seq.Image[seq.Filled++] = token;
-        if (seq.Filled % _width == 0 && !job.Done)
-        {
-            int row = seq.Filled / _width - 1;
-            if (job.FirstRow is null) job.FirstRow = job.Clock.Elapsed;
-            job.Rows?.Writer.TryWrite(new ImageRowEvent(seq.Index, row, seq.Image[(row * _width)..(seq.Filled)], job.Clock.Elapsed));
-        }
-        if (seq.Filled < _total) return;
-        if (--job.Running == 0 && job.Started == job.Request.Count && !job.Done)
-        {
-            job.DecodeClock.Stop();
-            job.Done = true;
-            job.Registration.Dispose();
-            job.Rows?.Writer.TryComplete();
-            Interlocked.Increment(ref _completed);
-            Volatile.Write(ref _consecutiveFailures, 0);
-            var result = new CompletionResult(job.Images, job.Prompt.Length, _total - job.Prompt.Length, job.Queue, job.Prefill,
-                job.DecodeClock.Elapsed, job.PrefixCacheHit) { FirstRow = job.FirstRow ?? TimeSpan.Zero };
-            _logger.LogDebug("Model {ModelId}: {Count} image(s) done, queue {Queue} ms, prefill {Prefill} ms, decode {Decode} ms",
-                _manifest.Id, job.Request.Count, job.Queue.TotalMilliseconds, job.Prefill.TotalMilliseconds, job.DecodeClock.Elapsed.TotalMilliseconds);
-            job.Result.TrySetResult(result);
-        }
+            if (_active[r] is { } seq && seq.Filled == _total) ReleaseSlot(r);
     }
 
     /// <summary>The lowest <paramref name="count"/> free slots (the caller fills them); steps then cover them.</summary>
-    private int[] FreeSlots(int count)
+    private int[] TakeSlots(int count)
     {
         var slots = new int[count];
         int found = 0;
@@ -441,7 +357,7 @@ internal sealed class DecodeScheduler : IDisposable
     }
 
     /// <summary>Frees a slot; the last active slot moves into it, keeping slots 0..active-1 dense.</summary>
-    private void FreeSlot(int slot)
+    private void ReleaseSlot(int slot)
     {
         _active[slot] = null;
         _activeCount--;
@@ -455,70 +371,6 @@ internal sealed class DecodeScheduler : IDisposable
         while (_rows > 0 && _active[_rows - 1] is null) _rows--;
     }
 
-    /// <summary>Counts a run that threw and wraps its exception for the requests it fails.</summary>
-    private ModelRunException RunFailed(string stage, Exception e)
-    {
-        var fault = e as ModelRunException ?? new ModelRunException(_manifest.Id, stage, e);
-        Interlocked.Increment(ref _failedRuns);
-        Volatile.Write(ref _lastFailure, fault.Message);
-        return fault;
-    }
-
-    private void CountFailedRequest()
-    {
-        Interlocked.Increment(ref _failedRequests);
-        Interlocked.Increment(ref _consecutiveFailures);
-    }
-
-    /// <summary>Fails one request: frees the slots of its running samples (the others keep theirs).</summary>
-    private void FailJob(Job job, Exception e)
-    {
-        for (int slot = _rows - 1; slot >= 0; slot--)
-            if (_active[slot] is { } seq && seq.Job == job) FreeSlot(slot);
-        // Slots taken by the start that failed were never filled.
-        while (_rows > 0 && _active[_rows - 1] is null) _rows--;
-        if (!job.Done) CountFailedRequest();
-        Fail(job, e);
-    }
-
-    private void FailRunning(Exception e)
-    {
-        for (int slot = _rows - 1; slot >= 0; slot--)
-        {
-            if (_active[slot] is not { } seq) continue;
-            FreeSlot(slot);
-            if (e is ModelRunException && !seq.Job.Done) CountFailedRequest();
-            Fail(seq.Job, e);
-        }
-        if (_head is { } head)
-        {
-            _head = null;
-            if (e is ModelRunException && !head.Done) CountFailedRequest();
-            Fail(head, e);
-        }
-        // Slots taken by a start that failed half-way were never filled.
-        while (_rows > 0 && _active[_rows - 1] is null) _rows--;
-    }
-
-    private void Cancel(Job job)
-    {
-        if (job.Done) return;
-        job.Done = true;
-        Interlocked.Increment(ref _cancelled);
-        job.Registration.Dispose();
-        job.Rows?.Writer.TryComplete();
-        job.Result.TrySetCanceled(job.Token.IsCancellationRequested ? job.Token : new CancellationToken(true));
-    }
-
-    private static void Fail(Job job, Exception e)
-    {
-        if (job.Done) return;
-        job.Done = true;
-        job.Registration.Dispose();
-        job.Rows?.Writer.TryComplete(e);
-        job.Result.TrySetException(e);
-    }
-
     public void Dispose()
     {
         lock (_lock)
@@ -527,63 +379,7 @@ internal sealed class DecodeScheduler : IDisposable
             _stop.Cancel();
         }
         _thread.Join();
+        _gateSubscription?.Dispose();
         // _stop and _wake stay undisposed: a late cancellation callback may still signal them (neither holds a handle).
-    }
-
-    /// <summary>One sample being drawn: its image, how much of it is known, its generator.</summary>
-    private sealed class Sequence(Job job, int index, ulong seed)
-    {
-        public Job Job { get; } = job;
-        public int Index { get; } = index;
-        public int[] Image { get; } = job.Images[index];
-        /// <summary>Pixels known; also the KV entries cached (SOS and x0..x(Filled-2)).</summary>
-        public int Filled = job.Prompt.Length;
-        public Xoshiro256StarStar Rng = Xoshiro256StarStar.ForRow(seed, index);
-    }
-
-    /// <summary>A request: its samples, its timings, its result; touched by the scheduler thread only (Node under the lock).</summary>
-    private sealed class Job
-    {
-        public Job(CompletionRequest request, ModelManifest manifest, bool streamRows, CancellationToken token)
-        {
-            Request = request;
-            Token = token;
-            Prompt = request.PromptTokens;
-            PrefillTokens = [manifest.SosTokenId, .. request.PromptTokens];
-            Images = new int[request.Count][];
-            for (int i = 0; i < request.Count; i++)
-            {
-                Images[i] = new int[manifest.TokensPerImage];
-                request.PromptTokens.CopyTo(Images[i], 0);
-            }
-            Rows = streamRows ? Channel.CreateUnbounded<ImageRowEvent>(new UnboundedChannelOptions { SingleReader = true, SingleWriter = true }) : null;
-            Handle = new CompletionHandle(Result.Task, Rows?.Reader, () => Volatile.Read(ref Started) > 0);
-        }
-
-        public CompletionRequest Request { get; }
-        public CancellationToken Token { get; }
-        public int[] Prompt { get; }
-        public int[] PrefillTokens { get; }
-        public int[][] Images { get; }
-        public Channel<ImageRowEvent>? Rows { get; }
-        public TaskCompletionSource<CompletionResult> Result { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
-        public CompletionHandle Handle { get; }
-        public DecodeScheduler? Scheduler { get; private set; }
-        public LinkedListNode<Job>? Node;
-        public CancellationTokenRegistration Registration;
-        public Stopwatch Clock { get; } = Stopwatch.StartNew();
-        public Stopwatch DecodeClock { get; } = new();
-        public TimeSpan Queue, Prefill;
-        public TimeSpan? FirstRow;
-        public int Started, Running;
-        public bool Done, PrefixCacheHit;
-        public PrefixEntry? Snapshot;
-        public float[]? PromptLogits;
-
-        public Job WithScheduler(DecodeScheduler scheduler)
-        {
-            Scheduler = scheduler;
-            return this;
-        }
     }
 }

@@ -2,7 +2,10 @@ using System.ComponentModel.DataAnnotations;
 
 namespace IGpt.Inference.Images;
 
-/// <summary>What uploads the image codec accepts. Bound from configuration section "ImageLimits".</summary>
+/// <summary>
+/// What uploads the image codec accepts. Bound from configuration section "ImageLimits"; validated by its
+/// attributes (<see cref="SettingsValidator{TOptions}"/>), at the service's start.
+/// </summary>
 public sealed class ImageLimits
 {
     public const string SectionName = "ImageLimits";
@@ -18,11 +21,6 @@ public sealed class ImageLimits
     [Range(1, 65535L * 65535)]
     public long MaxPixels { get; set; } = 4096L * 4096;
 
-    public void Validate()
-    {
-        if (MaxWidth is < 1 or > 65535) throw new ArgumentException("ImageLimits:MaxWidth must be 1..65535.");
-        if (MaxHeight is < 1 or > 65535) throw new ArgumentException("ImageLimits:MaxHeight must be 1..65535.");
-        if (MaxBytes < 1) throw new ArgumentException("ImageLimits:MaxBytes must be positive.");
-        if (MaxPixels < 1) throw new ArgumentException("ImageLimits:MaxPixels must be positive.");
-    }
+    /// <summary>Throws <see cref="ArgumentException"/> naming the first bad setting (the same rules the service checks at start).</summary>
+    public void Validate() => SettingsValidator<ImageLimits>.ThrowIfInvalid(this, SectionName);
 }

@@ -19,7 +19,7 @@ public sealed class ModelRegistry : IDisposable
     private readonly MemoryCache? _prefixCache;
     private readonly Dictionary<string, ModelEntry> _byId = new(StringComparer.Ordinal);
 
-    public ModelRegistry(IOptions<InferenceOptions> options, ILoggerFactory loggerFactory, IDecodeObserver? observer = null)
+    public ModelRegistry(IOptions<InferenceOptions> options, ILoggerFactory loggerFactory, IDecodeObserver? observer = null, StepGate? gate = null)
     {
         var o = options.Value;
         o.Validate();
@@ -39,7 +39,7 @@ public sealed class ModelRegistry : IDisposable
             {
                 var name = Path.GetFileName(dir);
                 if (name.StartsWith('.')) continue;
-                var entry = LoadOne(dir, name, o, loggerFactory, logger, observer);
+                var entry = LoadOne(dir, name, o, loggerFactory, logger, observer, gate);
                 entries.Add(entry);
                 _byId.TryAdd(entry.Id, entry);
             }
@@ -53,7 +53,8 @@ public sealed class ModelRegistry : IDisposable
 
     public ModelEntry? Find(string id) => _byId.GetValueOrDefault(id);
 
-    private ModelEntry LoadOne(string dir, string folderName, InferenceOptions o, ILoggerFactory loggerFactory, ILogger logger, IDecodeObserver? observer)
+    private ModelEntry LoadOne(string dir, string folderName, InferenceOptions o, ILoggerFactory loggerFactory, ILogger logger, IDecodeObserver? observer,
+        StepGate? gate)
     {
         string id = folderName;
         try
@@ -62,7 +63,7 @@ public sealed class ModelRegistry : IDisposable
             id = manifest.Id;
             if (_byId.ContainsKey(id))
                 throw new ModelPackageException($"id '{id}' is already served from {_byId[id].Directory}");
-            var model = IGptModel.Load(manifest, o, loggerFactory.CreateLogger($"IGpt.Inference.Model.{id}"), _prefixCache, observer);
+            var model = IGptModel.Load(manifest, o, loggerFactory.CreateLogger($"IGpt.Inference.Model.{id}"), _prefixCache, observer, gate);
             return new ModelEntry(id, dir, ModelStatus.Ready, null, model);
         }
         catch (Exception e)

@@ -329,25 +329,42 @@ internal sealed unsafe class CachedAttention : IDisposable
         foreach (var l in _lanes) l.Dispose();
     }
 
-    /// <summary>One thread's rows and scratch buffers.</summary>
-    private sealed class Lane(int maxBatch, int positions, int headSize) : IDisposable
+    /// <summary>One thread's rows and scratch buffers (the pointers are the buffers', which this lane owns).</summary>
+    private sealed class Lane : IDisposable
     {
-        public readonly float* Scores = NativeBuffer.AllocZeroed<float>((long)maxBatch * (positions + 16));  // [rows, n_positions] scores, then probabilities
-        public readonly float* Queries = NativeBuffer.AllocZeroed<float>((long)maxBatch * headSize);         // [rows, head_size] scaled queries
-        public readonly float* Acc = NativeBuffer.AllocZeroed<float>((long)maxBatch * headSize);             // [rows, head_size] weighted values
-        public readonly float* Sums = NativeBuffer.AllocZeroed<float>(maxBatch);                             // [rows] softmax denominators
-        public readonly int[] Members = new int[maxBatch];                          // step rows by group
-        public readonly int[] GroupStart = new int[maxBatch + 1];                   // group g: Members[GroupStart[g]..GroupStart[g+1]]
-        public readonly int[] SharedLength = new int[maxBatch];                     // by group
-        public readonly int[] Position = new int[maxBatch];                         // by step row
+        private readonly NativeBuffer<float> _scores, _queries, _acc, _sums;
+        public readonly float* Scores;   // [rows, n_positions] scores, then probabilities
+        public readonly float* Queries;  // [rows, head_size] scaled queries
+        public readonly float* Acc;      // [rows, head_size] weighted values
+        public readonly float* Sums;     // [rows] softmax denominators
+        public readonly int[] Members;       // step rows by group
+        public readonly int[] GroupStart;    // group g: Members[GroupStart[g]..GroupStart[g+1]]
+        public readonly int[] SharedLength;  // by group
+        public readonly int[] Position;      // by step row
         public int Groups;
+
+        public Lane(int maxBatch, int positions, int headSize)
+        {
+            _scores = new NativeBuffer<float>((long)maxBatch * (positions + 16));
+            _queries = new NativeBuffer<float>((long)maxBatch * headSize);
+            _acc = new NativeBuffer<float>((long)maxBatch * headSize);
+            _sums = new NativeBuffer<float>(maxBatch);
+            Scores = _scores.Pointer;
+            Queries = _queries.Pointer;
+            Acc = _acc.Pointer;
+            Sums = _sums.Pointer;
+            Members = new int[maxBatch];
+            GroupStart = new int[maxBatch + 1];
+            SharedLength = new int[maxBatch];
+            Position = new int[maxBatch];
+        }
 
         public void Dispose()
         {
-            NativeMemory.AlignedFree(Scores);
-            NativeMemory.AlignedFree(Queries);
-            NativeMemory.AlignedFree(Acc);
-            NativeMemory.AlignedFree(Sums);
+            _scores.Dispose();
+            _queries.Dispose();
+            _acc.Dispose();
+            _sums.Dispose();
         }
     }
 }

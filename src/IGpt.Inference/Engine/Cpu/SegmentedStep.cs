@@ -1,4 +1,3 @@
-using System.Runtime.InteropServices;
 using Microsoft.ML.OnnxRuntime;
 using Microsoft.ML.OnnxRuntime.Tensors;
 
@@ -8,58 +7,46 @@ namespace IGpt.Inference.Engine.Cpu;
 /// A CPU decode step run as the package's step segments (files.decoder.cpu.step_segments, models/README.md):
 /// segment 0 embeds the tokens and projects layer 0's q, k and v; <see cref="CachedAttention"/> runs the
 /// layer's attention over the decoder's KV cache; segment i+1 finishes layer i and projects layer i+1's
-/// q, k and v; the last one ends in the logits. The step's rows are split into lanes, one per thread, and
-/// each lane runs its rows through every segment and attention on its own: the segment sessions have one
-/// intra-op thread and are run concurrently, so a step hands work to another thread once, not once per op
-/// (with a thread pool per session, waking the pools' threads a dozen times a step cost more than it saved).
+/// q, k and v; the last one ends in the logits. The step's rows are split into lanes (<see cref="LaneRunner{TLane}"/>),
+/// and each lane runs its rows through every segment and attention on its own: the segment sessions have one
+/// intra-op thread and are run concurrently, so a step hands work to another thread once, not once per op.
 /// Pays off when attention's memory traffic dominates (several rows, long caches), above all when rows share
-/// a prompt. Every buffer is allocated once and every binding created once per (lane start, lane rows).
+/// a prompt (<see cref="SegmentCostRule"/>). Reads the step's ids and positions from, and writes the logits to,
+/// the decoder's <see cref="DecoderBuffers"/>; its own activations are allocated once.
 /// Owned by <see cref="KvCacheDecoder"/>; not thread-safe.
 /// </summary>
 internal sealed unsafe class SegmentedStep : IDisposable
 {
     private readonly InferenceSession[] _segments;
     private readonly CachedAttention _attention;
-    private readonly int _layers, _embd, _vocab, _maxBatch;
-    private readonly float* _hidden0, _hidden1, _qkv, _attn;  // [MaxBatch, C] x 2, [MaxBatch, 3C], [MaxBatch, C]
-    private readonly Dictionary<(int First, int Count), Binding> _bindings = [];
-    private readonly Binding[] _stepLanes;             // this step's lanes' bindings, by lane
-    private readonly WorkerTeam? _team;
-    private readonly Action<int, int> _runLane;
-    private readonly IntPtr[] _kv;                     // the decoder's cache: key 0, value 0, key 1, ...
+    private readonly DecoderBuffers _buffers;
+    private readonly int _layers, _embd, _vocab;
+    private readonly NativeBuffer<float> _hidden0, _hidden1, _qkv, _attn;  // [MaxBatch, C] x 2, [MaxBatch, 3C], [MaxBatch, C]
+    private readonly LaneRunner<Lane> _lanes;
     private readonly RunOptions _runOptions = new();
-    private readonly long* _ids, _positions;
-    private readonly float* _logits;
     private bool _disposed;
 
-    /// <param name="segments">The n_layer + 1 segment sessions (one intra-op thread each), in order; owned (disposed) by this object.</param>
-    /// <param name="attention">Owned; its lanes are the threads a step's rows are split between.</param>
-    /// <param name="ids">The decoder's token id input buffer ([MaxBatch] longs), read by segment 0.</param>
-    /// <param name="positions">The decoder's position input buffer ([MaxBatch] longs).</param>
-    /// <param name="logits">Where the last segment writes [rows, vocab] logits.</param>
-    /// <param name="kv">The decoder's KV buffers, 2 per layer: key 0, value 0, key 1, ...</param>
+    /// <param name="segments">The n_layer + 1 segment sessions (one intra-op thread each), in order; owned once this returns.</param>
+    /// <param name="buffers">The decoder's buffers (not owned): its KV cache, step inputs and logits.</param>
     /// <param name="team">The step threads (the decoder's; null: the caller alone); one lane per thread.</param>
-    public SegmentedStep(InferenceSession[] segments, ModelManifest manifest, int maxBatch, CachedAttention attention,
-        WorkerTeam? team, long* ids, long* positions, float* logits, IntPtr[] kv)
+    public SegmentedStep(InferenceSession[] segments, ModelManifest manifest, DecoderBuffers buffers, WorkerTeam? team,
+        AttentionKernel kernel)
     {
         var a = manifest.Architecture;
-        (_layers, _embd, _vocab, _maxBatch) = (a.NLayer, a.NEmbd, manifest.VocabSize, maxBatch);
+        (_layers, _embd, _vocab) = (a.NLayer, a.NEmbd, manifest.VocabSize);
         if (segments.Length != _layers + 1)
             throw new ModelPackageException($"step segments: {segments.Length} graphs for {_layers} layers (expected {_layers + 1})");
+        if (kernel == AttentionKernel.None) throw new ArgumentException("step segments need attention kernels", nameof(kernel));
         _segments = segments;
-        _attention = attention;
-        _ids = ids;
-        _positions = positions;
-        _logits = logits;
+        _buffers = buffers;
         CheckGraphs();
-        _hidden0 = NativeBuffer.AllocZeroed<float>((long)maxBatch * _embd);
-        _hidden1 = NativeBuffer.AllocZeroed<float>((long)maxBatch * _embd);
-        _qkv = NativeBuffer.AllocZeroed<float>((long)maxBatch * 3 * _embd);
-        _attn = NativeBuffer.AllocZeroed<float>((long)maxBatch * _embd);
-        _team = team;
-        _kv = kv;
-        _stepLanes = new Binding[attention.Lanes];
-        _runLane = RunLane;
+        int maxBatch = buffers.MaxBatch;
+        _attention = new CachedAttention(a.NHead, a.HeadSize, a.NPositions, maxBatch, team?.Threads ?? 1, kernel == AttentionKernel.Vectorized);
+        _hidden0 = new NativeBuffer<float>((long)maxBatch * _embd);
+        _hidden1 = new NativeBuffer<float>((long)maxBatch * _embd);
+        _qkv = new NativeBuffer<float>((long)maxBatch * 3 * _embd);
+        _attn = new NativeBuffer<float>((long)maxBatch * _embd);
+        _lanes = new LaneRunner<Lane>(team, (first, count) => new Lane(this, first, count));
     }
 
     /// <summary>
@@ -70,26 +57,13 @@ internal sealed unsafe class SegmentedStep : IDisposable
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
         _attention.CheckGroups(rows, positions, groups, sharedLengths);
-        int lanes = Math.Min(rows, _stepLanes.Length);
+        int lanes = _lanes.Prepare(rows);
         for (int lane = 0; lane < lanes; lane++)
         {
-            var (first, count) = KvCacheDecoder.LaneRows(rows, lanes, lane);
+            var (first, count) = LaneRunner.LaneRows(rows, lanes, lane);
             _attention.Plan(lane, first, count, positions, groups, sharedLengths);
-            if (!_bindings.TryGetValue((first, count), out var b)) _bindings[(first, count)] = b = new Binding(this, first, count);
-            _stepLanes[lane] = b;
         }
-        if (_team is null) RunLane(0, 0);
-        else _team.Run(lanes, _runLane);
-    }
-
-    private void RunLane(int lane, int worker)
-    {
-        var b = _stepLanes[lane];
-        for (int i = 0; i <= _layers; i++)
-        {
-            _segments[i].RunWithBinding(_runOptions, b.Bindings[i]);
-            if (i < _layers) _attention.Run(lane, _qkv, (float*)_kv[2 * i], (float*)_kv[2 * i + 1], _attn);
-        }
+        _lanes.Run(lanes);
     }
 
     private void CheckGraphs()
@@ -109,28 +83,31 @@ internal sealed unsafe class SegmentedStep : IDisposable
         }
     }
 
+    /// <summary>Frees the lanes' bindings, then the sessions they bind, the attention and the activations.</summary>
     public void Dispose()
     {
         if (_disposed) return;
         _disposed = true;
-        foreach (var b in _bindings.Values) b.Dispose();
+        _lanes.Dispose();
         foreach (var s in _segments) s.Dispose();
         _attention.Dispose();
         _runOptions.Dispose();
-        NativeMemory.AlignedFree(_hidden0);
-        NativeMemory.AlignedFree(_hidden1);
-        NativeMemory.AlignedFree(_qkv);
-        NativeMemory.AlignedFree(_attn);
+        _hidden0.Dispose();
+        _hidden1.Dispose();
+        _qkv.Dispose();
+        _attn.Dispose();
     }
 
     /// <summary>Every segment's binding for one lane's rows; the hidden state alternates between two buffers.</summary>
-    private sealed class Binding : IDisposable
+    private sealed class Lane : IStepLane
     {
+        private readonly SegmentedStep _step;
         private readonly List<OrtValue> _values = [];
-        public OrtIoBinding[] Bindings { get; }
+        private readonly OrtIoBinding[] _bindings;
 
-        public Binding(SegmentedStep s, int first, int rows)
+        public Lane(SegmentedStep s, int first, int rows)
         {
+            _step = s;
             var info = OrtMemoryInfo.DefaultInstance;
             long c = s._embd;
             // Views of rows first..first+rows-1 of [MaxBatch, ...] buffers.
@@ -138,17 +115,17 @@ internal sealed unsafe class SegmentedStep : IDisposable
                 Keep(OrtValue.CreateTensorValueWithData(info, TensorElementType.Float, [rows, 1, width], (IntPtr)(p + first * width), rows * width * 4));
             OrtValue Longs(long* p) =>
                 Keep(OrtValue.CreateTensorValueWithData(info, TensorElementType.Int64, [rows, 1], (IntPtr)(p + first), rows * 8L));
-            var hidden = new[] { Floats(s._hidden0, c), Floats(s._hidden1, c) };
-            var qkv = Floats(s._qkv, 3 * c);
-            var attn = Floats(s._attn, c);
-            Bindings = new OrtIoBinding[s._layers + 1];
+            var hidden = new[] { Floats(s._hidden0.Pointer, c), Floats(s._hidden1.Pointer, c) };
+            var qkv = Floats(s._qkv.Pointer, 3 * c);
+            var attn = Floats(s._attn.Pointer, c);
+            _bindings = new OrtIoBinding[s._layers + 1];
             for (int i = 0; i <= s._layers; i++)
             {
-                var b = Bindings[i] = s._segments[i].CreateIoBinding();
+                var b = _bindings[i] = s._segments[i].CreateIoBinding();
                 if (i == 0)
                 {
-                    b.BindInput("input_ids", Longs(s._ids));
-                    b.BindInput("position_ids", Longs(s._positions));
+                    b.BindInput("input_ids", Longs(s._buffers.Ids));
+                    b.BindInput("position_ids", Longs(s._buffers.StepPositions));
                 }
                 else
                 {
@@ -161,7 +138,18 @@ internal sealed unsafe class SegmentedStep : IDisposable
                     b.BindOutput("qkv", qkv);
                 }
                 else
-                    b.BindOutput("logits", Floats(s._logits, s._vocab));
+                    b.BindOutput("logits", Floats(s._buffers.Logits, s._vocab));
+            }
+        }
+
+        public void Run(int lane)
+        {
+            var s = _step;
+            var kv = s._buffers.Kv;
+            for (int i = 0; i <= s._layers; i++)
+            {
+                s._segments[i].RunWithBinding(s._runOptions, _bindings[i]);
+                if (i < s._layers) s._attention.Run(lane, s._qkv.Pointer, (float*)kv[2 * i], (float*)kv[2 * i + 1], s._attn.Pointer);
             }
         }
 
@@ -173,7 +161,7 @@ internal sealed unsafe class SegmentedStep : IDisposable
 
         public void Dispose()
         {
-            foreach (var b in Bindings) b.Dispose();
+            foreach (var b in _bindings) b.Dispose();
             foreach (var v in _values) v.Dispose();
         }
     }
