@@ -13,8 +13,7 @@ namespace IGpt.Inference.Engine.Cpu;
 /// <list type="bullet">
 /// <item>Rows that share a prompt (the samples of one completion request) hold identical keys and values for
 /// its positions: those are read once per lane instead of once per row, which is most of a step's memory
-/// traffic when a batch completes one half-image (at batch 16 in two lanes, 8 x 256, 392-token prompt:
-/// 64 MB a step instead of 154 MB, bench/attention.py).</item>
+/// traffic when a batch completes one half-image (bench/attention.py measures it; figures in benchmarks/README.md).</item>
 /// <item>Keys stream through AVX-512 dot products, sixteen at a time with one transposing reduction, instead
 /// of ONNX Runtime's one small GEMM per (row, head).</item>
 /// </list>
