@@ -40,21 +40,14 @@ internal sealed class DecodeBinding : Cpu.IStepLane
         _logits = OrtValue.CreateTensorValueWithData(info, TensorElementType.Float, [slots, 1, vocab],
             buffers.BoundLogits + (nint)(first * 4L * vocab), slots * 4L * vocab);
         _kv = graph.CreateKvViews(buffers, slots, first);
+        if (graphId is not null && runOptions is not null) throw new ArgumentException("a CUDA graph's binding runs with its own options", nameof(graphId));
         Session = session;
         _ownsRunOptions = runOptions is null;
         _runOptions = runOptions ?? new RunOptions();
         if (graphId is { } id)
             _runOptions.AddRunConfigEntry("gpu_graph_id", id.ToString(System.Globalization.CultureInfo.InvariantCulture));
         Binding = session.CreateIoBinding();
-        Binding.BindInput("input_ids", _ids);
-        Binding.BindInput("position_ids", _pos);
-        Binding.BindInput("attention_mask", _mask);
-        Binding.BindOutput("logits", _logits);
-        for (int i = 0; i < _kv.Length; i++)
-        {
-            Binding.BindInput(graph.PastNames[i], _kv[i]);
-            Binding.BindOutput(graph.PresentNames[i], _kv[i]);
-        }
+        graph.Bind(Binding, _ids, _pos, _mask, _logits, _kv);
     }
 
     /// <summary>Runs the bound step (or a lane's share of it; <paramref name="lane"/> is not needed).</summary>

@@ -55,6 +55,20 @@ internal sealed class DecoderGraph
         return views;
     }
 
+    /// <summary>Binds a run's inputs, its logits and the KV views, each view as both past and present (the cache is updated in place).</summary>
+    public void Bind(OrtIoBinding binding, OrtValue ids, OrtValue positions, OrtValue mask, OrtValue logits, OrtValue[] kv)
+    {
+        binding.BindInput("input_ids", ids);
+        binding.BindInput("position_ids", positions);
+        binding.BindInput("attention_mask", mask);
+        binding.BindOutput("logits", logits);
+        for (int i = 0; i < kv.Length; i++)
+        {
+            binding.BindInput(_pastNames[i], kv[i]);
+            binding.BindOutput(_presentNames[i], kv[i]);
+        }
+    }
+
     /// <summary>Throws <see cref="ModelPackageException"/> when the session's inputs and outputs do not match the manifest.</summary>
     public void Check(InferenceSession session)
     {

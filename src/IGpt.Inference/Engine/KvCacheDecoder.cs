@@ -52,12 +52,6 @@ internal sealed unsafe class KvCacheDecoder : IDisposable
         TensorElementType kvType, bool fixedStepShapes = false, CpuSteps? cpu = null)
     {
         var plan = cpu?.Plan ?? CpuStepPlan.GraphOnly;
-        if ((plan.UsesSegments || plan.UsesLanes) && (!memory.IsHost || fixedStepShapes))
-            throw new ArgumentException("row lanes and step segments run on the CPU provider", nameof(cpu));
-        if (plan.UsesOneThreadSession != (cpu?.OneThreadSession is not null) || plan.UsesSegments != (cpu?.Segments is not null))
-            throw new ArgumentException("the CPU step plan and its sessions disagree", nameof(cpu));
-        if (plan.UsesSegments && kvType != TensorElementType.Float)
-            throw new ArgumentException("step segments run with an fp32 KV cache", nameof(cpu));
         _session = session;
         _oneThreadSession = cpu?.OneThreadSession;
         _plan = plan;
@@ -66,6 +60,12 @@ internal sealed unsafe class KvCacheDecoder : IDisposable
         if (_graphs) _runOptions.AddRunConfigEntry("gpu_graph_id", "-1");  // variable shapes: run without capturing
         try
         {
+            if ((plan.UsesSegments || plan.UsesLanes) && (!memory.IsHost || fixedStepShapes))
+                throw new ArgumentException("row lanes and step segments run on the CPU provider", nameof(cpu));
+            if (plan.UsesOneThreadSession != (cpu?.OneThreadSession is not null) || plan.UsesSegments != (cpu?.Segments is not null))
+                throw new ArgumentException("the CPU step plan and its sessions disagree", nameof(cpu));
+            if (plan.UsesSegments && kvType != TensorElementType.Float)
+                throw new ArgumentException("step segments run with an fp32 KV cache", nameof(cpu));
             _graph = new DecoderGraph(manifest, kvType);
             (_positions, _vocab, _maxBatch) = (_graph.Positions, _graph.Vocab, maxBatch);
             (_heads, _headSize, _elementSize) = (_graph.Heads, _graph.HeadSize, _graph.ElementSize);
@@ -159,15 +159,7 @@ internal sealed unsafe class KvCacheDecoder : IDisposable
         try
         {
             using var binding = _session.CreateIoBinding();
-            binding.BindInput("input_ids", ids);
-            binding.BindInput("position_ids", pos);
-            binding.BindInput("attention_mask", mask);
-            binding.BindOutput("logits", logits);
-            for (int i = 0; i < kvViews.Length; i++)
-            {
-                binding.BindInput(_graph.PastNames[i], kvViews[i]);
-                binding.BindOutput(_graph.PresentNames[i], kvViews[i]);
-            }
+            _graph.Bind(binding, ids, pos, mask, logits, kvViews);
             _session.RunWithBinding(_runOptions, binding);
             if (!KvOnHost) binding.SynchronizeBoundOutputs();
         }
