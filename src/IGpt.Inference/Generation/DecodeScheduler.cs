@@ -1,5 +1,4 @@
 using System.Diagnostics;
-using System.Threading.Channels;
 using Microsoft.Extensions.Logging;
 
 namespace IGpt.Inference.Generation;
@@ -15,7 +14,8 @@ namespace IGpt.Inference.Generation;
 /// Each sample draws from its own generator (seed, sample index), so what else shares the batch does
 /// not change a seeded request's images as long as a row's logits do not depend on the batch (checked by
 /// the tests for ONNX Runtime's CPU kernels). Requests wait in a bounded FIFO queue; a request for more
-/// samples than there are free slots starts what fits and the rest as slots free up.
+/// samples than there are free slots starts what fits and the rest as slots free up. A <see cref="StepGate"/>,
+/// when given, can hold the loop between decode steps. Request outcomes: DecodeScheduler.Outcomes.cs.
 /// </summary>
 internal sealed partial class DecodeScheduler : IDisposable
 {
