@@ -54,9 +54,13 @@ JsonObject Load(JsonObject r)
         LaneStepRows = (int?)r["lane_rows"] ?? service.LaneStepRows,
     };
     if (r["lane_max_weight_bytes"] is { } laneWeights) options.LaneMaxWeightBytes = (long)laneWeights;
-    if ((bool?)r["always_segmented"] == true) options.AlwaysSegmentedSteps = true;  // A/Bs: segment past the rule
+    // A/Bs: segment past the cost rule (every step of at least SegmentedStepRows rows).
+    var planner = (bool?)r["always_segmented"] == true
+        ? new StepPlanner(options) { SegmentCost = new SegmentCostRule(MinRows: 1, MinKvToWeights: 0, MinKvBytesPerRow: 0) }
+        : new StepPlanner(options);
     var sw = Stopwatch.StartNew();
-    model = IGptModel.Load((string)r["package"]!, options);  // no prefix cache: every prefill is computed
+    options.Validate();
+    model = IGptModel.Load(ModelManifest.Load((string)r["package"]!), planner);  // no prefix cache: every prefill is computed
     return new JsonObject
     {
         ["load_ms"] = sw.Elapsed.TotalMilliseconds,
@@ -64,9 +68,9 @@ JsonObject Load(JsonObject r)
         ["threads"] = options.IntraOpThreads > 0 ? options.IntraOpThreads : Environment.ProcessorCount,
         ["settings"] = $"IntraOpThreads={options.IntraOpThreads}, AllowSpinning={options.AllowSpinning}, "
             + $"SingleThreadStepFlops={options.SingleThreadStepFlops}, SegmentedStepRows={options.SegmentedStepRows}, LaneStepRows={options.LaneStepRows} ({service.Source})",
-        ["small_step_rows"] = model.Decoder.SmallStepRows,
-        ["segmented_step_rows"] = model.Decoder.SegmentedStepRows,
-        ["lane_step_rows"] = model.Decoder.LaneStepRows,
+        ["small_step_rows"] = model.Decoder.Plan.SmallStepRows,
+        ["segmented_step_rows"] = model.Decoder.Plan.SegmentedStepRows,
+        ["lane_step_rows"] = model.Decoder.Plan.LaneStepRows,
     };
 }
 
@@ -170,27 +174,24 @@ JsonObject Classify(JsonObject r)
     return new JsonObject { ["ms"] = Protocol.Array(times) };
 }
 
-// ONNX Runtime's profiler over the decoder as the library drives it: a session made like
-// IGptModel's (same options), a KvCacheDecoder over it, a prefill of `prompt` then `steps` decode
-// steps at `batch`. Returns the profile's path (a Chrome trace JSON; bench/profile.py sums it per op).
+// ONNX Runtime's profiler over the decoder as the library drives it: the session made by the library's
+// StepPlanner (the service's session options) with profiling added, a KvCacheDecoder over it, a prefill of
+// `prompt` then `steps` decode steps at `batch`. Returns the profile's path (a Chrome trace JSON; bench/profile.py sums it per op).
 static JsonObject Profile(JsonObject r)
 {
     string package = (string)r["package"]!;
     var manifest = ModelManifest.Load(package);
     int batch = (int)r["batch"]!, steps = (int)r["steps"]!, threads = (int?)r["threads"] ?? 0;
     int[] prompt = Protocol.Ints(r["prompt"]);
-    using var so = new SessionOptions
+    var planner = new StepPlanner(new InferenceOptions
     {
-        GraphOptimizationLevel = GraphOptimizationLevel.ORT_ENABLE_ALL,
-        ExecutionMode = ExecutionMode.ORT_SEQUENTIAL,
-        IntraOpNumThreads = threads > 0 ? threads : Environment.ProcessorCount,
-        EnableCpuMemArena = true,
-        LogSeverityLevel = OrtLoggingLevel.ORT_LOGGING_LEVEL_ERROR,
-    };
-    if (!((bool?)r["allow_spinning"] ?? false)) so.AddSessionConfigEntry("session.intra_op.allow_spinning", "0");
-    so.EnableProfiling = true;
-    so.ProfileOutputPathPrefix = Path.Combine((string)r["out_dir"]!, $"ort_{manifest.Id}_b{batch}");
-    var session = new InferenceSession(manifest.ResolvePath(manifest.Files.Decoder.Cpu.Path), so);
+        UseCuda = false, IntraOpThreads = threads, AllowSpinning = (bool?)r["allow_spinning"] ?? false, MaxBatch = Math.Max(batch, 1),
+    });
+    var session = planner.CreateSession(manifest.ResolvePath(manifest.Files.Decoder.Cpu.Path), useCuda: false, cudaGraphs: false, configure: so =>
+    {
+        so.EnableProfiling = true;
+        so.ProfileOutputPathPrefix = Path.Combine((string)r["out_dir"]!, $"ort_{manifest.Id}_b{batch}");
+    });
     using var decoder = new KvCacheDecoder(session, manifest, Math.Max(batch, 1), new HostMemory(), Microsoft.ML.OnnxRuntime.Tensors.TensorElementType.Float);
     var prefill = new int[prompt.Length + 1];
     prefill[0] = manifest.SosTokenId;
@@ -290,7 +291,7 @@ static unsafe JsonObject Attention(JsonObject r)
         attention.CheckGroups(rows, position, groups, sharedLengths);
         for (int lane = 0; lane < lanes; lane++)
         {
-            var (first, count) = KvCacheDecoder.LaneRows(rows, lanes, lane);
+            var (first, count) = LaneRunner.LaneRows(rows, lanes, lane);
             attention.Plan(lane, first, count, position, groups, sharedLengths);
         }
         Action<int, int> step = (lane, _) =>

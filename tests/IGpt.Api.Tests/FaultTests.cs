@@ -233,7 +233,7 @@ public sealed class FaultTests
         var client = factory.CreateClient();
         var model = Model(factory);
         var drain = factory.Services.GetRequiredService<ShutdownDrain>();
-        model.Scheduler.SetStepBudget(0);
+        factory.Gate().Hold();
         var running = client.PostAsync(Samples, Http.Json(new { n = 2 }));
         var streamed = client.SendAsync(Post(Samples, Http.Json(new { n = 1, stream = true })), HttpCompletionOption.ResponseHeadersRead);
         await Until(() => model.SchedulerStats.ActiveSequences == 3, "both requests hold slots");
@@ -248,7 +248,7 @@ public sealed class FaultTests
         Assert.NotNull(refused.Headers.RetryAfter);
         Assert.False(stopping.IsCompleted);   // waits for the running requests
 
-        model.Scheduler.SetStepBudget(-1);
+        factory.Gate().Open();
         Assert.Equal(HttpStatusCode.OK, (await running.WaitAsync(Patience)).StatusCode);
         Assert.Equal("result", (await EventsAsync(await streamed.WaitAsync(Patience)))[^1].EventType);
         await stopping.WaitAsync(Patience);
@@ -265,7 +265,7 @@ public sealed class FaultTests
             new Dictionary<string, string?> { ["Api:ShutdownDrainSeconds"] = "1" });
         var client = factory.CreateClient();
         var model = Model(factory);
-        model.Scheduler.SetStepBudget(0);   // nothing finishes: the drain time must end the requests
+        factory.Gate().Hold();   // nothing finishes: the drain time must end the requests
         var running = client.PostAsync(Samples, Http.Json(new { n = 2 }));
         var streamed = client.SendAsync(Post(Samples, Http.Json(new { n = 1, stream = true })), HttpCompletionOption.ResponseHeadersRead);
         await Until(() => model.SchedulerStats.ActiveSequences == 3, "both requests hold slots");

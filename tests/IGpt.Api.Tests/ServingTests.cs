@@ -95,7 +95,7 @@ public sealed class ServingTests
         using var factory = Service(("Inference:MaxBatch", "1"), ("Api:HeartbeatSeconds", "0.05"));
         var client = factory.CreateClient();
         var model = Model(factory);
-        model.Scheduler.SetStepBudget(0);
+        factory.Gate().Hold();
         var first = client.PostAsync(Samples, Http.Json(new { n = 1 }));
         await Until(() => model.SchedulerStats.ActiveSequences == 1, "the first request holds the only slot");
 
@@ -108,7 +108,7 @@ public sealed class ServingTests
             if (e.EventType == "heartbeat" && events.Count == 1)
             {
                 Assert.Equal("queued", JsonNode.Parse(e.Data)!["state"]!.GetValue<string>());
-                model.Scheduler.SetStepBudget(-1);
+                factory.Gate().Open();
             }
         }
         Assert.Equal("heartbeat", events[0].EventType);
@@ -124,7 +124,7 @@ public sealed class ServingTests
         using var factory = Service(("Inference:MaxBatch", "1"), ("Inference:QueueCapacity", "1"), ("Api:RetryAfterSeconds", "2"));
         var client = factory.CreateClient();
         var model = Model(factory);
-        model.Scheduler.SetStepBudget(0);
+        factory.Gate().Hold();
         var running = client.PostAsync(Samples, Http.Json(new { n = 1 }));
         await Until(() => model.SchedulerStats.ActiveSequences == 1, "one request running");
         var waiting = client.PostAsync(Samples, Http.Json(new { n = 1 }));
@@ -137,7 +137,7 @@ public sealed class ServingTests
         var streamed = await client.PostAsync(Samples, Http.Json(new { n = 1, stream = true }));
         await streamed.AssertProblemAsync(HttpStatusCode.ServiceUnavailable);
 
-        model.Scheduler.SetStepBudget(-1);
+        factory.Gate().Open();
         Assert.Equal(HttpStatusCode.OK, (await running).StatusCode);
         Assert.Equal(HttpStatusCode.OK, (await waiting).StatusCode);
         var metrics = await client.GetStringAsync("/metrics");
@@ -151,7 +151,7 @@ public sealed class ServingTests
         using var factory = Service(("Api:RequestTimeoutSeconds", "0.3"));
         var client = factory.CreateClient();
         var model = Model(factory);
-        model.Scheduler.SetStepBudget(0);   // nothing finishes: the timeout must end the request
+        factory.Gate().Hold();   // nothing finishes: the timeout must end the request
 
         var response = await client.PostAsync(Samples, Http.Json(new { n = 2 }));
         await response.AssertProblemAsync(HttpStatusCode.GatewayTimeout);
@@ -183,7 +183,7 @@ public sealed class ServingTests
         var address = factory.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses.First();
         using var client = new HttpClient { BaseAddress = new Uri(address) };
         var model = Model(factory);
-        model.Scheduler.SetStepBudget(0);
+        factory.Gate().Hold();
 
         using var cts = new CancellationTokenSource();
         Task<HttpResponseMessage> leaving = client.SendAsync(Post(Samples, Http.Json(new { n = 2, stream })), HttpCompletionOption.ResponseHeadersRead, cts.Token);
@@ -209,7 +209,7 @@ public sealed class ServingTests
         await Until(() => model.SchedulerStats is { CancelledRequests: 1, QueuedRequests: 0, ActiveSequences: 2 },
             "the slots go to the next request", () => model.SchedulerStats);
         Assert.Equal(steps, model.SchedulerStats.Steps);   // freed without a decode step
-        model.Scheduler.SetStepBudget(-1);
+        factory.Gate().Open();
         Assert.Equal(HttpStatusCode.OK, (await next.WaitAsync(Patience)).StatusCode);
     }
 
@@ -219,10 +219,10 @@ public sealed class ServingTests
         using var factory = Service(("Inference:MaxBatch", "8"));
         var client = factory.CreateClient();
         var model = Model(factory);
-        model.Scheduler.SetStepBudget(0);
+        factory.Gate().Hold();
         var requests = Enumerable.Range(0, 3).Select(i => client.PostAsync(Samples, Http.Json(new { n = 2, seed = i }))).ToArray();
         await Until(() => model.SchedulerStats.ActiveSequences == 6, "six samples in slots");
-        model.Scheduler.SetStepBudget(-1);
+        factory.Gate().Open();
         var responses = await Task.WhenAll(requests).WaitAsync(Patience);
         Assert.All(responses, r => Assert.Equal(HttpStatusCode.OK, r.StatusCode));
         Assert.Equal(63, model.SchedulerStats.Steps);

@@ -65,7 +65,7 @@ public class DecoderTests
         o.SingleThreadStepFlops = 140_000;
         using var model = IGptModel.Load(Fixture.PackageDir, o, Microsoft.Extensions.Logging.Abstractions.NullLogger.Instance);
         var d = model.Decoder;
-        Assert.Equal(2, d.SmallStepRows);
+        Assert.Equal(2, d.Plan.SmallStepRows);
         AssertParityAtEachBatchSize(d, parity, maxRows: 4);
     }
 
@@ -113,7 +113,7 @@ public class DecoderTests
         var o = Fixture.CpuOptions(maxBatch);
         o.IntraOpThreads = threads;
         o.SingleThreadStepFlops = flops;
-        Assert.Equal(expected, IGptModel.SmallStepRows(ModelManifest.Load(Fixture.PackageDir), o));
+        Assert.Equal(expected, new StepPlanner(o).SmallStepRows(ModelManifest.Load(Fixture.PackageDir)));
     }
 
     [Fact]

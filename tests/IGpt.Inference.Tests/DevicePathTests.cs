@@ -14,18 +14,13 @@ namespace IGpt.Inference.Tests;
 /// </summary>
 public class DevicePathTests
 {
-    private static InferenceOptions Fp16CpuOptions(int maxBatch = 16)
-    {
-        var o = Fixture.CpuOptions(maxBatch);
-        o.Fp16OnCpu = true;
-        return o;
-    }
+    private static TestPlanner Fp16OnCpu(int maxBatch = 16) => new(Fixture.CpuOptions(maxBatch), fp16OnCpu: true);
 
     [Fact]
     public void Fp16GraphKeepsItsKvCacheInHalvesAndMatchesItsOwnUncachedForward()
     {
         var parity = Fixture.ReadParity();
-        using var model = IGptModel.Load(Fixture.PackageDir, Fp16CpuOptions(maxBatch: 4), NullLogger.Instance);
+        using var model = Fp16OnCpu(maxBatch: 4).Load(Fixture.PackageDir);
         var d = model.Decoder;
         Assert.Equal(TensorElementType.Float16, d.KvType);
         Assert.Equal(2L * 2 * 4 * 10 * 8 * 2, d.SnapshotBytes(10));   // 2 layers x (K, V) x 4 heads x 10 positions x 8 x 2 bytes
@@ -54,7 +49,7 @@ public class DevicePathTests
     public async Task Fp16SchedulerCopiesSlotsSnapshotsAndCompactsLikeFp32()
     {
         // Two slots for 3 + 2 samples: replication, host snapshots for the samples that wait, compaction when one ends.
-        using var model = IGptModel.Load(Fixture.PackageDir, Fp16CpuOptions(maxBatch: 2), NullLogger.Instance);
+        using var model = Fp16OnCpu(maxBatch: 2).Load(Fixture.PackageDir);
         Assert.Equal("CPU", model.ExecutionProvider);
         int[] prompt = [1, 2, 3, 4, 5, 6, 7, 0];
         var expected = DecoderTests.GreedyWithoutCache(model, prompt);
@@ -64,7 +59,7 @@ public class DevicePathTests
         foreach (var image in results[0].Images) Assert.Equal(expected, image);
 
         // Sampled images do not depend on what shared their steps: the same request alone gives the same images.
-        using var alone = IGptModel.Load(Fixture.PackageDir, Fp16CpuOptions(maxBatch: 1), NullLogger.Instance);
+        using var alone = Fp16OnCpu(maxBatch: 1).Load(Fixture.PackageDir);
         var again = await alone.CompleteAsync(new CompletionRequest([], 2, new SamplingOptions(1f), 7), CancellationToken.None);
         Assert.Equal(results[1].Images, again.Images);
     }
@@ -73,7 +68,7 @@ public class DevicePathTests
     public async Task Fp16ClassifierRunsWithTheFp16Decoder()
     {
         var images = Fixture.ReadParity().ClassifierImages();
-        using var model = IGptModel.Load(Fixture.PackageDir, Fp16CpuOptions(), NullLogger.Instance);
+        using var model = Fp16OnCpu().Load(Fixture.PackageDir);
         using var fp32 = Fixture.LoadCpu();
         var half = await model.ClassifyBatchAsync(images, CancellationToken.None);
         var full = await fp32.ClassifyBatchAsync(images, CancellationToken.None);
@@ -113,9 +108,9 @@ public class DevicePathTests
     public void GraphSelectionNeedsAnFp16CudaGraph()
     {
         var manifest = ModelManifest.Load(Fixture.PackageDir);
-        Assert.Equal("decoder.fp16.onnx", IGptModel.CudaDecoderFile(manifest, out _)!.Path);
-        Assert.Equal("decoder.onnx", IGptModel.CpuDecoderFile(manifest, Fixture.CpuOptions()).Path);
-        Assert.Equal("decoder.fp16.onnx", IGptModel.CpuDecoderFile(manifest, Fp16CpuOptions()).Path);
+        Assert.Equal("decoder.fp16.onnx", ModelLoader.CudaDecoderFile(manifest, out _)!.Path);
+        Assert.Equal("decoder.onnx", new StepPlanner(Fixture.CpuOptions()).CpuGraph(manifest.Files.Decoder).Path);
+        Assert.Equal("decoder.fp16.onnx", Fp16OnCpu().CpuGraph(manifest.Files.Decoder).Path);
 
         var dir = Fixture.CopyToTemp(out var root);
         try
@@ -123,7 +118,7 @@ public class DevicePathTests
             var json = JsonNode.Parse(File.ReadAllText(Path.Combine(dir, "model.json")))!.AsObject();
             json["files"]!["decoder"]!["cuda"]!["dtype"] = "float32";
             var fp32Cuda = ModelManifest.Parse(json.ToJsonString(), dir);
-            Assert.Null(IGptModel.CudaDecoderFile(fp32Cuda, out var reason));
+            Assert.Null(ModelLoader.CudaDecoderFile(fp32Cuda, out var reason));
             Assert.Contains("needs the float16 graph", reason);
             // UseCuda on, but nothing to run there: the CPU, with the reason (no CUDA attempt, so the same on any host).
             var options = Fixture.CpuOptions();
@@ -135,13 +130,13 @@ public class DevicePathTests
             }
 
             json["files"]!["decoder"]!["cuda"] = null;
-            Assert.Null(IGptModel.CudaDecoderFile(ModelManifest.Parse(json.ToJsonString(), dir), out reason));
+            Assert.Null(ModelLoader.CudaDecoderFile(ModelManifest.Parse(json.ToJsonString(), dir), out reason));
             Assert.Contains("no CUDA decoder", reason);
 
             // A graph whose KV dtype is not the manifest's fails clearly, naming the file.
             json["files"]!["decoder"]!["cuda"] = new JsonObject { ["path"] = "decoder.onnx", ["dtype"] = "float16" };
             var lying = ModelManifest.Parse(json.ToJsonString(), dir);
-            var e = Assert.Throws<ModelPackageException>(() => IGptModel.Load(lying, Fp16CpuOptions(), NullLogger.Instance));
+            var e = Assert.Throws<ModelPackageException>(() => IGptModel.Load(lying, Fp16OnCpu(), NullLogger.Instance));
             Assert.Contains("decoder.onnx", e.Message);
             Assert.Contains("is float32, but the manifest says float16", e.Message);
         }
@@ -171,13 +166,13 @@ public class DevicePathTests
     {
         var o = Fixture.CpuOptions();
         o.CudaDeviceId = 1;
-        var plain = IGptModel.CudaProviderOptions(o, cudaGraphs: false);
+        var plain = StepPlanner.CudaProviderOptions(o, cudaGraphs: false);
         Assert.Equal("1", plain["device_id"]);
         Assert.Equal("kSameAsRequested", plain["arena_extend_strategy"]);
         Assert.Equal("0", plain["enable_cuda_graph"]);
         Assert.False(plain.ContainsKey("gpu_mem_limit"));   // 0 = no limit: ORT's default (SIZE_MAX)
         o.CudaMemoryLimitBytes = 6L << 30;
-        var limited = IGptModel.CudaProviderOptions(o, cudaGraphs: true);
+        var limited = StepPlanner.CudaProviderOptions(o, cudaGraphs: true);
         Assert.Equal("6442450944", limited["gpu_mem_limit"]);
         Assert.Equal("1", limited["enable_cuda_graph"]);
     }

@@ -21,21 +21,21 @@ public class FaultTests
     }
 
     /// <summary>A copy of the tiny package whose decoder fails at run time once a position reaches 40.</summary>
-    private static IGptModel LoadFailing(out string modelsRoot, int slots = 4)
+    private static IGptModel LoadFailing(out string modelsRoot, int slots = 4, Generation.StepGate? gate = null)
     {
         var dir = Fixture.CopyToTemp(out modelsRoot);
         File.Copy(Path.Combine(AppContext.BaseDirectory, "fixtures", "faults", "decoder-fails-past-40.onnx"), Path.Combine(dir, "decoder.onnx"), overwrite: true);
-        return IGptModel.Load(dir, Fixture.CpuOptions(maxBatch: slots), NullLogger.Instance);
+        return IGptModel.Load(dir, Fixture.CpuOptions(maxBatch: slots), NullLogger.Instance, gate: gate);
     }
 
     [Fact]
     public async Task ARunThatThrowsFailsOnlyTheRequestsItRanAndTheSchedulerGoesOn()
     {
-        using var model = LoadFailing(out var root);
+        var gate = new Generation.StepGate();   // FaultTests.StepGate is the observer below
+        using var model = LoadFailing(out var root, gate: gate);
         try
         {
-            var s = model.Scheduler;
-            s.SetStepBudget(0);
+            gate.Hold();
             // A: an unconditional sample; its prefill (SOS at position 0) works, so it holds a slot.
             var a = model.CompleteAsync(new CompletionRequest([], 1, SamplingOptions.Default, 1), CancellationToken.None);
             await Until(() => model.SchedulerStats.ActiveSequences == 1, "A holds a slot", () => model.SchedulerStats);
@@ -50,7 +50,7 @@ public class FaultTests
             Assert.False(a.IsCompleted);
 
             // A decodes up to position 40, where the decode step throws: A fails, its slot is freed.
-            s.SetStepBudget(-1);
+            gate.Open();
             var e = await Assert.ThrowsAsync<ModelRunException>(() => a.WaitAsync(Patience));
             Assert.Equal("decode step", e.Stage);
             var stats = model.SchedulerStats;

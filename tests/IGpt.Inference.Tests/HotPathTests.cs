@@ -10,8 +10,7 @@ public class HotPathTests
     public void DecodeStepsAndSamplingAllocateNothing(bool fp16)
     {
         var o = Fixture.CpuOptions(maxBatch: 4);
-        o.Fp16OnCpu = fp16;
-        using var model = IGptModel.Load(Fixture.PackageDir, o, NullLogger.Instance);
+        using var model = new TestPlanner(o, fp16OnCpu: fp16).Load(Fixture.PackageDir);
         var d = model.Decoder;
         var sampler = new Sampler(model.Manifest.PaletteSize);
         var options = new SamplingOptions(1f, TopK: 5, TopP: 0.9f);

@@ -3,7 +3,7 @@ using Microsoft.Extensions.Logging.Abstractions;
 namespace IGpt.Inference.Tests;
 
 /// <summary>
-/// Row lanes (KvCacheDecoder.RunLanes): a step's rows split between threads, each running its share through the
+/// Row lanes (StepPath.Lanes, run by LaneRunner): a step's rows split between threads, each running its share through the
 /// one-thread session concurrently, compute what one run over all rows computes.
 /// </summary>
 public class RowLaneTests
@@ -23,8 +23,8 @@ public class RowLaneTests
     {
         using var single = Load(Fixture.PackageDir, laneRows: 0);
         using var lanes = Load(Fixture.PackageDir, laneRows: 2);
-        Assert.Equal(0, single.Decoder.LaneStepRows);
-        Assert.Equal(2, lanes.Decoder.LaneStepRows);
+        Assert.Equal(0, single.Decoder.Plan.LaneStepRows);
+        Assert.Equal(2, lanes.Decoder.Plan.LaneStepRows);
         var m = single.Manifest;
         int v = m.VocabSize, rows = 5;
         var rng = new Random(3);
@@ -65,14 +65,14 @@ public class RowLaneTests
         var o = Fixture.CpuOptions();
         o.IntraOpThreads = 2;
         o.LaneStepRows = 3;
-        Assert.Equal(3, IGptModel.LaneStepRows(manifest, o));
+        Assert.Equal(3, new StepPlanner(o).LaneStepRows(manifest));
         o.IntraOpThreads = 1;
-        Assert.Equal(0, IGptModel.LaneStepRows(manifest, o));
+        Assert.Equal(0, new StepPlanner(o).LaneStepRows(manifest));
         o.IntraOpThreads = 2;
         o.LaneMaxWeightBytes = 1000;  // the tiny model's matmul weights are ~100 KB
-        Assert.Equal(0, IGptModel.LaneStepRows(manifest, o));
+        Assert.Equal(0, new StepPlanner(o).LaneStepRows(manifest));
         o.LaneMaxWeightBytes = 16L << 20;
         o.LaneStepRows = 0;
-        Assert.Equal(0, IGptModel.LaneStepRows(manifest, o));
+        Assert.Equal(0, new StepPlanner(o).LaneStepRows(manifest));
     }
 }

@@ -10,11 +10,11 @@ public class SchedulerTests
 {
     private static readonly TimeSpan Patience = TimeSpan.FromSeconds(60);
 
-    private static IGptModel Load(int slots, int queue = 64)
+    private static IGptModel Load(int slots, int queue = 64, StepGate? gate = null)
     {
         var options = Fixture.CpuOptions(maxBatch: slots);
         options.QueueCapacity = queue;
-        return IGptModel.Load(Fixture.PackageDir, options, NullLogger.Instance);
+        return IGptModel.Load(Fixture.PackageDir, options, NullLogger.Instance, gate: gate);
     }
 
     private static Task Until(Func<bool> condition, string what) => Until(condition, what, () => "");
@@ -34,16 +34,16 @@ public class SchedulerTests
     [Fact]
     public async Task ConcurrentRequestsShareDecodeSteps()
     {
-        using var model = Load(slots: 8);
-        var s = model.Scheduler;
-        s.SetStepBudget(0);
+        var gate = new StepGate();
+        using var model = Load(slots: 8, gate: gate);
+        gate.Hold();
         var tasks = Enumerable.Range(0, 3)
             .Select(i => model.CompleteAsync(new CompletionRequest([], 2, SamplingOptions.Default, (ulong)i), CancellationToken.None))
             .ToArray();
         await Until(() => model.SchedulerStats.ActiveSequences == 6, "all six samples hold slots");
         var before = model.SchedulerStats;
         Assert.Equal(0, before.QueuedRequests);
-        s.SetStepBudget(-1);
+        gate.Open();
         var results = await Task.WhenAll(tasks).WaitAsync(Patience);
         var after = model.SchedulerStats;
         // 64 pixels per image: the first comes from the prompt's logits, 63 from decode steps, and all six
@@ -89,21 +89,21 @@ public class SchedulerTests
             alone = [await solo.CompleteAsync(a, default), await solo.CompleteAsync(b, default), await solo.CompleteAsync(c, default)];
         }
 
-        using var model = Load(slots: 5);   // 6 samples in 5 slots: one of c's waits for a slot
-        var s = model.Scheduler;
-        s.SetStepBudget(0);
+        var gate = new StepGate();
+        using var model = Load(slots: 5, gate: gate);   // 6 samples in 5 slots: one of c's waits for a slot
+        gate.Hold();
         var tb = model.CompleteAsync(b, default);
         await Until(() => model.SchedulerStats.ActiveSequences == 2, "b running");
         long steps = model.SchedulerStats.Steps;
-        s.SetStepBudget(7);
+        gate.Allow(7);
         await Until(() => model.SchedulerStats.Steps == steps + 7, "b seven steps ahead");
         var ta = model.CompleteAsync(a, default);
         await Until(() => model.SchedulerStats.ActiveSequences == 5, "a joined");
-        s.SetStepBudget(3);
+        gate.Allow(3);
         await Until(() => model.SchedulerStats.Steps == steps + 10, "three shared steps");
         var tc = model.CompleteAsync(c, default);
         await Until(() => model.SchedulerStats.QueuedRequests == 1, "c queued: no free slot");
-        s.SetStepBudget(-1);
+        gate.Open();
         var mixed = await Task.WhenAll(ta, tb, tc).WaitAsync(Patience);
 
         for (int i = 0; i < 3; i++) Assert.Equal(alone[i].Images, mixed[i].Images);
@@ -127,9 +127,9 @@ public class SchedulerTests
     [Fact]
     public async Task CancellingFreesTheSlotsWithoutAnotherStep()
     {
-        using var model = Load(slots: 4);
-        var s = model.Scheduler;
-        s.SetStepBudget(0);
+        var gate = new StepGate();
+        using var model = Load(slots: 4, gate: gate);
+        gate.Hold();
         using var cts = new CancellationTokenSource();
         var cancelled = model.CompleteAsync(new CompletionRequest([], 4, SamplingOptions.Default, 3), cts.Token);
         await Until(() => model.SchedulerStats.ActiveSequences == 4, "four samples running");
@@ -143,15 +143,16 @@ public class SchedulerTests
         await Until(() => model.SchedulerStats.ActiveSequences == 2 && model.SchedulerStats.QueuedRequests == 0, "slots reused", () => model.SchedulerStats);
         Assert.Equal(steps, model.SchedulerStats.Steps);
         Assert.Equal(1, model.SchedulerStats.CancelledRequests);
-        s.SetStepBudget(-1);
+        gate.Open();
         Assert.Equal(2, (await waiting.WaitAsync(Patience)).Images.Length);
     }
 
     [Fact]
     public async Task AFullQueueRefusesAtOnceAndACancelledWaiterLeavesIt()
     {
-        using var model = Load(slots: 1, queue: 2);
-        model.Scheduler.SetStepBudget(0);
+        var gate = new StepGate();
+        using var model = Load(slots: 1, queue: 2, gate: gate);
+        gate.Hold();
         var running = model.CompleteAsync(new CompletionRequest([], 1, SamplingOptions.Default, 1), default);
         await Until(() => model.SchedulerStats.ActiveSequences == 1, "first request running");
         using var cts = new CancellationTokenSource();
@@ -164,7 +165,7 @@ public class SchedulerTests
         cts.Cancel();
         await Assert.ThrowsAnyAsync<OperationCanceledException>(() => queued1.Result.WaitAsync(Patience));
         var queued3 = model.StartCompletion(new CompletionRequest([], 1, SamplingOptions.Default, 5), false, default);
-        model.Scheduler.SetStepBudget(-1);
+        gate.Open();
         await Task.WhenAll(running, queued2.Result, queued3.Result).WaitAsync(Patience);
     }
 
@@ -190,8 +191,9 @@ public class SchedulerTests
     [Fact]
     public async Task DisposingFailsWaitingRequestsInsteadOfHanging()
     {
-        var model = Load(slots: 1);
-        model.Scheduler.SetStepBudget(0);
+        var gate = new StepGate();
+        var model = Load(slots: 1, gate: gate);
+        gate.Hold();
         var running = model.CompleteAsync(new CompletionRequest([], 1, SamplingOptions.Default, 1), default);
         var queued = model.CompleteAsync(new CompletionRequest([], 1, SamplingOptions.Default, 2), default);
         await Until(() => model.SchedulerStats.ActiveSequences == 1 && model.SchedulerStats.QueuedRequests == 1, "one running, one queued");

@@ -16,9 +16,8 @@ public class SegmentedStepTests
         o.IntraOpThreads = threads;
         o.SingleThreadStepFlops = 0;
         o.SegmentedStepRows = segmentedRows;
-        o.PortableAttention = portable;
-        o.AlwaysSegmentedSteps = true;
-        return IGptModel.Load(dir, o, NullLogger.Instance);
+        // Segments past the cost rule, so that short test caches run them too.
+        return new TestPlanner(o, portableAttention: portable) { SegmentCost = TestPlanner.AlwaysSegments }.Load(dir);
     }
 
     public static TheoryData<string, bool> Packages()
@@ -39,8 +38,8 @@ public class SegmentedStepTests
     {
         using var single = Load(dir, segmentedRows: 0);
         using var segmented = Load(dir, segmentedRows: 1, portable);
-        Assert.Equal(0, single.Decoder.SegmentedStepRows);
-        Assert.Equal(1, segmented.Decoder.SegmentedStepRows);
+        Assert.Equal(0, single.Decoder.Plan.SegmentedStepRows);
+        Assert.Equal(1, segmented.Decoder.Plan.SegmentedStepRows);
         var m = single.Manifest;
         int v = m.VocabSize, p = m.Architecture.NPositions;
         var rng = new Random(7);
@@ -91,7 +90,7 @@ public class SegmentedStepTests
         {
             if (!File.Exists(Path.Combine(dir, "model.json"))) continue;
             using var model = Load(dir, segmentedRows: 1, portable: !CachedAttention.CanVectorize(32), maxBatch: 1);
-            Assert.Equal(1, model.Decoder.SegmentedStepRows);
+            Assert.Equal(1, model.Decoder.Plan.SegmentedStepRows);
             var parity = Fixture.ReadParity(dir);
             DecoderTests.AssertPrefillAndDecodeMatch(model.Decoder, parity, $"{Path.GetFileName(dir)} segmented ");
             Assert.Equal(parity.DecodeTokens.Length, model.Decoder.SegmentedSteps);
@@ -104,7 +103,7 @@ public class SegmentedStepTests
         var parity = Fixture.ReadParity();
         using var model = Load(Fixture.PackageDir, segmentedRows: 3, portable: true, maxBatch: 4);
         var d = model.Decoder;
-        Assert.Equal(3, d.SegmentedStepRows);
+        Assert.Equal(3, d.Plan.SegmentedStepRows);
         long steps = 0;
         DecoderTests.AssertParityAtEachBatchSize(d, parity, maxRows: 4, sharePrompt: true, afterStep: rows =>
         {
@@ -138,9 +137,9 @@ public class SegmentedStepTests
             node["files"]!["decoder"]!["cpu"]!.AsObject().Remove("step_segments");
             File.WriteAllText(Path.Combine(dir, "model.json"), node.ToJsonString());
             using (var model = Load(dir, segmentedRows: 1, portable: true))
-                Assert.Equal(0, model.Decoder.SegmentedStepRows);
+                Assert.Equal(0, model.Decoder.Plan.SegmentedStepRows);
             using (var model = Load(Fixture.PackageDir, segmentedRows: 0, portable: true))
-                Assert.Equal(0, model.Decoder.SegmentedStepRows);
+                Assert.Equal(0, model.Decoder.Plan.SegmentedStepRows);
         }
         finally { Directory.Delete(root, true); }
     }
@@ -163,6 +162,6 @@ public class SegmentedStepTests
     {
         long weights = 4L * (12L * layers * width * width + (long)width * vocab);
         var positions = Enumerable.Repeat(position, rows).ToArray();
-        Assert.Equal(expected, KvCacheDecoder.SegmentsPayOff(layers, width, weights, positions));
+        Assert.Equal(expected, SegmentCostRule.Default.PaysOff(layers, width, weights, positions));
     }
 }

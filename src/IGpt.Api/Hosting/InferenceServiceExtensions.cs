@@ -18,14 +18,18 @@ public static class InferenceServiceExtensions
             .BindConfiguration(InferenceOptions.SectionName)
             .PostConfigure<ServiceRoot>((options, root) => options.ModelsPath = root.Resolve(options.ModelsPath))
             .ValidateOnStart();
-        services.AddSingleton<IValidateOptions<InferenceOptions>, InferenceOptionsValidator>();
+        // The rules are the options' DataAnnotations, run by the library's validator (errors name the key).
+        services.AddSingleton<IValidateOptions<InferenceOptions>>(new SettingsValidator<InferenceOptions>(InferenceOptions.SectionName));
+        services.AddSingleton<IValidateOptions<InferenceOptions>, ModelsFolderValidator>();
 
         services.AddOptions<ImageLimits>()
             .BindConfiguration(ImageLimits.SectionName)
-            .Validate(options => Check(options.Validate) is null, "ImageLimits are invalid: MaxWidth, MaxHeight, MaxBytes and MaxPixels must be positive.")
             .ValidateOnStart();
+        services.AddSingleton<IValidateOptions<ImageLimits>>(new SettingsValidator<ImageLimits>(ImageLimits.SectionName));
 
         services.AddSingleton<ImageCodec>();
+        // Open unless someone holds it: decoding can be paused between steps without stopping the service.
+        services.AddSingleton<StepGate>();
         services.AddSingleton<ModelRegistry>();
         services.AddSingleton<ModelCatalog>();
         services.AddSingleton<ModelExamples>();
@@ -35,30 +39,12 @@ public static class InferenceServiceExtensions
         return services;
     }
 
-    internal static string? Check(Action validate)
+    /// <summary>The models folder must exist (where the settings point, not a rule on their values).</summary>
+    private sealed class ModelsFolderValidator : IValidateOptions<InferenceOptions>
     {
-        try
-        {
-            validate();
-            return null;
-        }
-        catch (ArgumentException e)
-        {
-            return e.Message;
-        }
-    }
-
-    /// <summary>Names the bad setting (InferenceOptions.Validate's message) or the missing models folder.</summary>
-    private sealed class InferenceOptionsValidator : IValidateOptions<InferenceOptions>
-    {
-        public ValidateOptionsResult Validate(string? name, InferenceOptions options)
-        {
-            if (Check(options.Validate) is { } error) return ValidateOptionsResult.Fail(error);
-            if (!Directory.Exists(options.ModelsPath))
-            {
-                return ValidateOptionsResult.Fail($"Inference:ModelsPath '{options.ModelsPath}' is not a folder.");
-            }
-            return ValidateOptionsResult.Success;
-        }
+        public ValidateOptionsResult Validate(string? name, InferenceOptions options) =>
+            string.IsNullOrWhiteSpace(options.ModelsPath) || Directory.Exists(options.ModelsPath)
+                ? ValidateOptionsResult.Success
+                : ValidateOptionsResult.Fail($"Inference:ModelsPath '{options.ModelsPath}' is not a folder.");
     }
 }

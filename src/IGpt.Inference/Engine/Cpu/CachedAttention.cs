@@ -1,0 +1,369 @@
+using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
+using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
+
+namespace IGpt.Inference.Engine.Cpu;
+
+/// <summary>
+/// A decode step's attention for one layer, over the decoder's fp32 KV cache ([MaxBatch, n_head, n_positions,
+/// head_size] per layer, the layout GroupQueryAttention reads and writes): writes each row's new key and value
+/// at its position, then attends its query to positions 0..position. Used when the decoder runs as step
+/// segments (<see cref="SegmentedStep"/>), for two reasons:
+/// <list type="bullet">
+/// <item>Rows that share a prompt (the samples of one completion request) hold identical keys and values for
+/// its positions: those are read once per lane instead of once per row, which is most of a step's memory
+/// traffic when a batch completes one half-image (bench/attention.py measures it; figures in benchmarks/README.md).</item>
+/// <item>Keys stream through AVX-512 dot products, sixteen at a time with one transposing reduction, instead
+/// of ONNX Runtime's one small GEMM per (row, head).</item>
+/// </list>
+/// A step's rows are split into lanes, one per thread (<see cref="SegmentedStep"/>): each lane plans and runs
+/// its own rows with its own buffers, so lanes run concurrently; one lane is not thread-safe.
+/// </summary>
+internal sealed unsafe class CachedAttention : IDisposable
+{
+    private readonly int _heads, _headSize, _positions, _embd, _maxBatch;
+    private readonly float _scale;
+    private readonly bool _vectorized;
+    private readonly Lane[] _lanes;
+    private bool _disposed;
+
+    /// <param name="lanes">Lanes (threads) a step's rows may be split into.</param>
+    /// <param name="vectorized">AVX-512 kernels (needs <see cref="CanVectorize"/>); false = portable scalar loops.</param>
+    public CachedAttention(int heads, int headSize, int positions, int maxBatch, int lanes, bool vectorized)
+    {
+        if (vectorized && !CanVectorize(headSize))
+            throw new ArgumentException("AVX-512 attention needs AVX-512F and a head size that is a multiple of 16", nameof(vectorized));
+        (_heads, _headSize, _positions, _maxBatch) = (heads, headSize, positions, maxBatch);
+        _embd = heads * headSize;
+        _scale = 1f / MathF.Sqrt(headSize);
+        _vectorized = vectorized;
+        _lanes = new Lane[Math.Max(1, lanes)];
+        for (int i = 0; i < _lanes.Length; i++) _lanes[i] = new Lane(maxBatch, positions, headSize);
+    }
+
+    /// <summary>Whether this CPU runs the AVX-512 kernels for <paramref name="headSize"/>.</summary>
+    public static bool CanVectorize(int headSize) =>
+        Avx512F.IsSupported && Vector512.IsHardwareAccelerated && headSize % 16 == 0 && headSize > 0;
+
+    public int Lanes => _lanes.Length;
+
+    /// <summary>
+    /// Checks a step's row groups: rows whose groups[r] is the same row (the group's first, groups[r] &lt;= r) hold
+    /// identical keys and values at positions 0..sharedLengths[r]-1. Empty spans: every row alone.
+    /// </summary>
+    public void CheckGroups(int rows, ReadOnlySpan<int> positions, ReadOnlySpan<int> groups, ReadOnlySpan<int> sharedLengths)
+    {
+        if (rows < 1 || rows > _maxBatch) throw new ArgumentOutOfRangeException(nameof(rows));
+        if (positions.Length < rows) throw new ArgumentException("positions needs a value per row");
+        for (int r = 0; r < rows; r++)
+            if ((uint)positions[r] >= (uint)_positions) throw new ArgumentOutOfRangeException(nameof(positions), positions[r], "position past n_positions");
+        if (groups.IsEmpty) return;
+        if (groups.Length < rows || sharedLengths.Length < rows) throw new ArgumentException("groups and sharedLengths need a value per row");
+        for (int r = 0; r < rows; r++)
+        {
+            int first = groups[r];
+            if ((uint)first > (uint)r || groups[first] != first || sharedLengths[r] != sharedLengths[first])
+                throw new ArgumentException($"row {r}: group {first} is not an earlier group's first row with the same shared length");
+        }
+    }
+
+    /// <summary>
+    /// Sets lane <paramref name="lane"/>'s rows for the coming step: rows firstRow..firstRow+count-1 of a step checked
+    /// by <see cref="CheckGroups"/>. A group split between lanes is read once per lane. Allocates nothing.
+    /// </summary>
+    public void Plan(int lane, int firstRow, int count, ReadOnlySpan<int> positions, ReadOnlySpan<int> groups, ReadOnlySpan<int> sharedLengths)
+    {
+        var l = _lanes[lane];
+        bool grouped = !groups.IsEmpty;
+        int end = firstRow + count, n = 0, g = 0;
+        for (int r = firstRow; r < end; r++) l.Position[r] = positions[r];
+        for (int leader = firstRow; leader < end; leader++)
+        {
+            // The lane's first row of each group leads it here.
+            bool leads = true;
+            if (grouped)
+                for (int before = firstRow; before < leader; before++)
+                    if (groups[before] == groups[leader]) { leads = false; break; }
+            if (!leads) continue;
+            l.GroupStart[g] = n;
+            int shared = grouped ? sharedLengths[leader] : 0;
+            for (int r = leader; r < end; r++)
+            {
+                if (r != leader && (!grouped || groups[r] != groups[leader])) continue;
+                l.Members[n++] = r;
+                shared = Math.Min(shared, positions[r]);  // a row's own key at its position is never shared
+            }
+            l.SharedLength[g++] = Math.Max(0, shared);
+        }
+        l.GroupStart[g] = n;
+        l.Groups = g;
+    }
+
+    /// <summary>
+    /// One layer for lane <paramref name="lane"/>'s rows: qkv [rows, 3 x n_embd] (packed q | k | v, head-major, indexed by
+    /// step row) in; each row's k and v written into the layer's cache at its position; attention output [rows, n_embd]
+    /// (heads concatenated) out. Runs on the calling thread.
+    /// </summary>
+    public void Run(int lane, float* qkv, float* keys, float* values, float* output)
+    {
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        var l = _lanes[lane];
+        for (int item = 0; item < l.Groups * _heads; item++) RunItem(l, item, qkv, keys, values, output);
+    }
+
+    private void RunItem(Lane l, int item, float* qkv, float* keys, float* values, float* output)
+    {
+        int g = item / _heads, head = item % _heads;
+        int first = l.GroupStart[g], count = l.GroupStart[g + 1] - first;
+        var rows = new ReadOnlySpan<int>(l.Members, first, count);
+        int d = _headSize, p = _positions;
+        float* queries = l.Queries, scores = l.Scores, acc = l.Acc, sums = l.Sums;
+        long stride = (long)p * d;   // one (slot, head) block of the cache
+
+        // New keys and values into the cache; queries scaled (GroupQueryAttention's scale, 1/sqrt(head_size)).
+        for (int j = 0; j < count; j++)
+        {
+            int r = rows[j];
+            float* q = qkv + (long)r * 3 * _embd + head * d;
+            long block = ((long)r * _heads + head) * stride + (long)l.Position[r] * d;
+            Buffer.MemoryCopy(q + _embd, keys + block, d * 4L, d * 4L);
+            Buffer.MemoryCopy(q + 2 * _embd, values + block, d * 4L, d * 4L);
+            for (int i = 0; i < d; i++) queries[j * d + i] = q[i] * _scale;
+        }
+
+        int shared = l.SharedLength[g];
+        long leader = ((long)rows[0] * _heads + head) * stride;
+        // Scores: the shared positions once for the group, then each row's own.
+        Scores(keys + leader, 0, shared, queries, count, scores);
+        for (int j = 0; j < count; j++)
+        {
+            long own = ((long)rows[j] * _heads + head) * stride;
+            Scores(keys + own, shared, l.Position[rows[j]] + 1, queries + j * d, 1, scores + (long)j * (p + 16));
+        }
+        // Softmax per row, left unnormalized: the output is divided by the sum.
+        for (int j = 0; j < count; j++) sums[j] = Exponentiate(scores + (long)j * (p + 16), l.Position[rows[j]] + 1);
+        new Span<float>(acc, count * d).Clear();
+        WeightedValues(values + leader, 0, shared, scores, count, acc);
+        for (int j = 0; j < count; j++)
+        {
+            long own = ((long)rows[j] * _heads + head) * stride;
+            WeightedValues(values + own, shared, l.Position[rows[j]] + 1, scores + (long)j * (p + 16), 1, acc + j * d);
+        }
+        for (int j = 0; j < count; j++)
+        {
+            float inverse = 1f / sums[j];
+            float* o = output + (long)rows[j] * _embd + head * d;
+            for (int i = 0; i < d; i++) o[i] = acc[j * d + i] * inverse;
+        }
+    }
+
+    /// <summary>scores[j][t] = q_j . k_t for t in [from, to), for <paramref name="count"/> queries (score rows n_positions+16 apart).</summary>
+    private void Scores(float* keys, int from, int to, float* queries, int count, float* scores)
+    {
+        int d = _headSize;
+        long pitch = _positions + 16;
+        int t = from;
+        if (_vectorized)
+        {
+            for (; t + 16 <= to; t += 16)
+                for (int j = 0; j < count; j++)
+                    Dot16(keys + (long)t * d, queries + j * d, d).Store(scores + j * pitch + t);
+        }
+        for (; t < to; t++)
+            for (int j = 0; j < count; j++)
+            {
+                float* k = keys + (long)t * d, q = queries + j * d;
+                float s = 0;
+                for (int i = 0; i < d; i++) s += k[i] * q[i];
+                scores[j * pitch + t] = s;
+            }
+    }
+
+    /// <summary>scores[t] = exp(scores[t] - max) for t in [0, n); returns their sum.</summary>
+    private float Exponentiate(float* scores, int n)
+    {
+        float max = float.NegativeInfinity;
+        int t = 0;
+        if (_vectorized && n >= 16)
+        {
+            var vmax = Vector512.Create(float.NegativeInfinity);
+            for (; t + 16 <= n; t += 16) vmax = Vector512.Max(vmax, Vector512.Load(scores + t));
+            for (int i = 0; i < 16; i++) max = MathF.Max(max, vmax[i]);
+        }
+        for (; t < n; t++) max = MathF.Max(max, scores[t]);
+        float sum = 0;
+        t = 0;
+        if (_vectorized)
+        {
+            var vm = Vector512.Create(max);
+            var vsum = Vector512<float>.Zero;
+            for (; t + 16 <= n; t += 16)
+            {
+                var e = Vector512.Exp(Vector512.Load(scores + t) - vm);
+                e.Store(scores + t);
+                vsum += e;
+            }
+            sum = Vector512.Sum(vsum);
+        }
+        for (; t < n; t++)
+        {
+            float e = MathF.Exp(scores[t] - max);
+            scores[t] = e;
+            sum += e;
+        }
+        return sum;
+    }
+
+    /// <summary>acc_j += sum over t in [from, to) of p_j[t] v_t, for <paramref name="count"/> rows (p rows n_positions+16 apart).</summary>
+    private void WeightedValues(float* values, int from, int to, float* probabilities, int count, float* acc)
+    {
+        int d = _headSize;
+        long pitch = _positions + 16;
+        if (_vectorized)
+        {
+            const int Block = 8;  // keys whose values stay in L1 while every row of the group takes them
+            for (int t0 = from; t0 < to; t0 += Block)
+            {
+                int t1 = Math.Min(to, t0 + Block);
+                for (int j = 0; j < count; j++)
+                {
+                    float* pj = probabilities + j * pitch;
+                    for (int c = 0; c < d; c += 16)
+                    {
+                        var a = Vector512.Load(acc + j * d + c);
+                        for (int t = t0; t < t1; t++)
+                            a = Vector512.FusedMultiplyAdd(Vector512.Create(pj[t]), Vector512.Load(values + (long)t * d + c), a);
+                        a.Store(acc + j * d + c);
+                    }
+                }
+            }
+            return;
+        }
+        for (int t = from; t < to; t++)
+            for (int j = 0; j < count; j++)
+            {
+                float w = probabilities[j * pitch + t];
+                float* v = values + (long)t * d, a = acc + j * d;
+                for (int i = 0; i < d; i++) a[i] += w * v[i];
+            }
+    }
+
+    /// <summary>The dot products of 16 consecutive keys with q: per key a vector of partial sums, then one transposing reduction.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector512<float> Dot16(float* k, float* q, int d)
+    {
+        var q0 = Vector512.Load(q);
+        if (d == 16)
+            return Reduce16(k, q0, 16);
+        if (d == 32)
+        {
+            var q1 = Vector512.Load(q + 16);
+            return Reduce16(k, q0, q1);
+        }
+        return Reduce16General(k, q, d);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector512<float> Partial(float* k, Vector512<float> q0, Vector512<float> q1) =>
+        Vector512.FusedMultiplyAdd(Vector512.Load(k + 16), q1, Vector512.Load(k) * q0);
+
+    private static Vector512<float> Reduce16(float* k, Vector512<float> q0, Vector512<float> q1) => Transpose16(
+        Partial(k, q0, q1), Partial(k + 32, q0, q1), Partial(k + 64, q0, q1), Partial(k + 96, q0, q1),
+        Partial(k + 128, q0, q1), Partial(k + 160, q0, q1), Partial(k + 192, q0, q1), Partial(k + 224, q0, q1),
+        Partial(k + 256, q0, q1), Partial(k + 288, q0, q1), Partial(k + 320, q0, q1), Partial(k + 352, q0, q1),
+        Partial(k + 384, q0, q1), Partial(k + 416, q0, q1), Partial(k + 448, q0, q1), Partial(k + 480, q0, q1));
+
+    private static Vector512<float> Reduce16(float* k, Vector512<float> q0, int d) => Transpose16(
+        Vector512.Load(k) * q0, Vector512.Load(k + d) * q0, Vector512.Load(k + 2 * d) * q0, Vector512.Load(k + 3 * d) * q0,
+        Vector512.Load(k + 4 * d) * q0, Vector512.Load(k + 5 * d) * q0, Vector512.Load(k + 6 * d) * q0, Vector512.Load(k + 7 * d) * q0,
+        Vector512.Load(k + 8 * d) * q0, Vector512.Load(k + 9 * d) * q0, Vector512.Load(k + 10 * d) * q0, Vector512.Load(k + 11 * d) * q0,
+        Vector512.Load(k + 12 * d) * q0, Vector512.Load(k + 13 * d) * q0, Vector512.Load(k + 14 * d) * q0, Vector512.Load(k + 15 * d) * q0);
+
+    private static Vector512<float> Reduce16General(float* k, float* q, int d)
+    {
+        var p = stackalloc Vector512<float>[16];
+        for (int key = 0; key < 16; key++)
+        {
+            var s = Vector512<float>.Zero;
+            float* kk = k + key * d;
+            for (int c = 0; c < d; c += 16) s = Vector512.FusedMultiplyAdd(Vector512.Load(kk + c), Vector512.Load(q + c), s);
+            p[key] = s;
+        }
+        return Transpose16(p[0], p[1], p[2], p[3], p[4], p[5], p[6], p[7], p[8], p[9], p[10], p[11], p[12], p[13], p[14], p[15]);
+    }
+
+    /// <summary>Lane i of the result is the sum of vi's 16 lanes.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector512<float> Transpose16(
+        Vector512<float> v0, Vector512<float> v1, Vector512<float> v2, Vector512<float> v3,
+        Vector512<float> v4, Vector512<float> v5, Vector512<float> v6, Vector512<float> v7,
+        Vector512<float> v8, Vector512<float> v9, Vector512<float> v10, Vector512<float> v11,
+        Vector512<float> v12, Vector512<float> v13, Vector512<float> v14, Vector512<float> v15)
+    {
+        // Per 128-bit lane: (a0+a2, b0+b2, a1+a3, b1+b3) for each pair (a, b).
+        var u0 = Avx512F.UnpackLow(v0, v1) + Avx512F.UnpackHigh(v0, v1);
+        var u1 = Avx512F.UnpackLow(v2, v3) + Avx512F.UnpackHigh(v2, v3);
+        var u2 = Avx512F.UnpackLow(v4, v5) + Avx512F.UnpackHigh(v4, v5);
+        var u3 = Avx512F.UnpackLow(v6, v7) + Avx512F.UnpackHigh(v6, v7);
+        var u4 = Avx512F.UnpackLow(v8, v9) + Avx512F.UnpackHigh(v8, v9);
+        var u5 = Avx512F.UnpackLow(v10, v11) + Avx512F.UnpackHigh(v10, v11);
+        var u6 = Avx512F.UnpackLow(v12, v13) + Avx512F.UnpackHigh(v12, v13);
+        var u7 = Avx512F.UnpackLow(v14, v15) + Avx512F.UnpackHigh(v14, v15);
+        // Per 128-bit lane: the lane's sums of four vectors.
+        var w0 = Avx512F.Shuffle(u0, u1, 0b01_00_01_00) + Avx512F.Shuffle(u0, u1, 0b11_10_11_10);
+        var w1 = Avx512F.Shuffle(u2, u3, 0b01_00_01_00) + Avx512F.Shuffle(u2, u3, 0b11_10_11_10);
+        var w2 = Avx512F.Shuffle(u4, u5, 0b01_00_01_00) + Avx512F.Shuffle(u4, u5, 0b11_10_11_10);
+        var w3 = Avx512F.Shuffle(u6, u7, 0b01_00_01_00) + Avx512F.Shuffle(u6, u7, 0b11_10_11_10);
+        // Across the four 128-bit lanes.
+        var x = Avx512F.Shuffle4x128(w0, w1, 0b10_00_10_00) + Avx512F.Shuffle4x128(w0, w1, 0b11_01_11_01);
+        var y = Avx512F.Shuffle4x128(w2, w3, 0b10_00_10_00) + Avx512F.Shuffle4x128(w2, w3, 0b11_01_11_01);
+        return Avx512F.Shuffle4x128(x, y, 0b10_00_10_00) + Avx512F.Shuffle4x128(x, y, 0b11_01_11_01);
+    }
+
+    public void Dispose()
+    {
+        if (_disposed) return;
+        _disposed = true;
+        foreach (var l in _lanes) l.Dispose();
+    }
+
+    /// <summary>One thread's rows and scratch buffers (the pointers are the buffers', which this lane owns).</summary>
+    private sealed class Lane : IDisposable
+    {
+        private readonly NativeBuffer<float> _scores, _queries, _acc, _sums;
+        public readonly float* Scores;   // [rows, n_positions] scores, then probabilities
+        public readonly float* Queries;  // [rows, head_size] scaled queries
+        public readonly float* Acc;      // [rows, head_size] weighted values
+        public readonly float* Sums;     // [rows] softmax denominators
+        public readonly int[] Members;       // step rows by group
+        public readonly int[] GroupStart;    // group g: Members[GroupStart[g]..GroupStart[g+1]]
+        public readonly int[] SharedLength;  // by group
+        public readonly int[] Position;      // by step row
+        public int Groups;
+
+        public Lane(int maxBatch, int positions, int headSize)
+        {
+            _scores = new NativeBuffer<float>((long)maxBatch * (positions + 16));
+            _queries = new NativeBuffer<float>((long)maxBatch * headSize);
+            _acc = new NativeBuffer<float>((long)maxBatch * headSize);
+            _sums = new NativeBuffer<float>(maxBatch);
+            Scores = _scores.Pointer;
+            Queries = _queries.Pointer;
+            Acc = _acc.Pointer;
+            Sums = _sums.Pointer;
+            Members = new int[maxBatch];
+            GroupStart = new int[maxBatch + 1];
+            SharedLength = new int[maxBatch];
+            Position = new int[maxBatch];
+        }
+
+        public void Dispose()
+        {
+            _scores.Dispose();
+            _queries.Dispose();
+            _acc.Dispose();
+            _sums.Dispose();
+        }
+    }
+}

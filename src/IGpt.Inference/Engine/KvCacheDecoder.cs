@@ -1,0 +1,337 @@
+using System.Numerics;
+using Microsoft.ML.OnnxRuntime;
+using Microsoft.ML.OnnxRuntime.Tensors;
+
+namespace IGpt.Inference.Engine;
+
+/// <summary>
+/// Runs a package's decoder graph with a KV cache that is allocated once (<see cref="DecoderBuffers"/>): per layer
+/// one key and one value buffer, bound as both past and present (GroupQueryAttention writes each row's new keys at
+/// that row's own length, taken from the attention mask). Batch rows are slots: a slot's length is its mask row's
+/// sum, so rows at different positions can share a step. A decode step binds OrtValues created once per batch size
+/// (<see cref="DecodeBinding"/>), so it allocates nothing.
+/// One code path for both providers: <see cref="DecoderMemory"/> says where the bound buffers live (host, or the
+/// CUDA device) and copies between them; the KV element type (fp32 or fp16) comes from the graph. On the device, a
+/// step uploads token ids, positions and the mask rows it runs and downloads the last position's logits of the rows
+/// asked for; the KV cache never leaves the device. On the CPU, <see cref="CpuStepPlan.Choose"/> picks each step's
+/// path (<see cref="StepPath"/>; decided by <see cref="StepPlanner"/>): the graph in one run, row lanes, or step
+/// segments (<see cref="Cpu.SegmentedStep"/>), the last two in lanes (<see cref="Cpu.LaneRunner{TLane}"/>).
+/// Not thread-safe: one caller at a time (the scheduler's thread); lanes run on the decoder's own threads.
+/// </summary>
+internal sealed unsafe class KvCacheDecoder : IDisposable
+{
+    private readonly InferenceSession _session;
+    private readonly InferenceSession? _oneThreadSession;
+    private readonly DecoderGraph _graph;
+    private readonly DecoderBuffers _buffers;
+    private readonly CpuStepPlan _plan;
+    private readonly bool _fixedStepShapes, _graphs;
+    private readonly int _positions, _vocab, _maxBatch, _heads, _headSize, _elementSize;
+    // The host input block and logits, read on every step (owned by _buffers).
+    private readonly long* _ids, _pos, _mask;
+    private readonly float* _logits;
+    private readonly DecodeBinding?[] _decodeBindings;  // whole steps, by step batch size
+    private readonly RunOptions _runOptions = new();   // prefill, reference and whole-step runs: never a CUDA graph
+    private readonly WorkerTeam? _team;                // the step threads: row lanes and segmented steps
+    private readonly Cpu.LaneRunner<DecodeBinding>? _rowLanes;  // on the one-thread session
+    private readonly Cpu.SegmentedStep? _segmented;
+    private long _laneSteps, _segmentedSteps;
+    private bool _disposed;
+
+    /// <param name="memory">Where the bound buffers live; owned (disposed) by the decoder, before the session, also when this throws.</param>
+    /// <param name="fixedStepShapes">
+    /// CUDA graphs: run each step at a power-of-two number of slots (capped at MaxBatch) so that only a few
+    /// shapes (one captured graph each, gpu_graph_id = the slot count) ever occur; the padding rows write a
+    /// throwaway entry at position 0 of slots no sequence holds.
+    /// </param>
+    /// <param name="cpu">
+    /// Optional: how CPU steps may run besides the decoder session (<see cref="CpuSteps"/>). Its sessions are the
+    /// decoder's once it is constructed (disposed with it); if the constructor throws, the caller disposes them.
+    /// </param>
+    public KvCacheDecoder(InferenceSession session, ModelManifest manifest, int maxBatch, DecoderMemory memory,
+        TensorElementType kvType, bool fixedStepShapes = false, CpuSteps? cpu = null)
+    {
+        var plan = cpu?.Plan ?? CpuStepPlan.GraphOnly;
+        _session = session;
+        _oneThreadSession = cpu?.OneThreadSession;
+        _plan = plan;
+        _fixedStepShapes = fixedStepShapes;
+        _graphs = fixedStepShapes && !memory.IsHost;
+        if (_graphs) _runOptions.AddRunConfigEntry("gpu_graph_id", "-1");  // variable shapes: run without capturing
+        try
+        {
+            if ((plan.UsesSegments || plan.UsesLanes) && (!memory.IsHost || fixedStepShapes))
+                throw new ArgumentException("row lanes and step segments run on the CPU provider", nameof(cpu));
+            if (plan.UsesOneThreadSession != (cpu?.OneThreadSession is not null) || plan.UsesSegments != (cpu?.Segments is not null))
+                throw new ArgumentException("the CPU step plan and its sessions disagree", nameof(cpu));
+            if (plan.UsesSegments && kvType != TensorElementType.Float)
+                throw new ArgumentException("step segments run with an fp32 KV cache", nameof(cpu));
+            _graph = new DecoderGraph(manifest, kvType);
+            (_positions, _vocab, _maxBatch) = (_graph.Positions, _graph.Vocab, maxBatch);
+            (_heads, _headSize, _elementSize) = (_graph.Heads, _graph.HeadSize, _graph.ElementSize);
+            _graph.Check(session);
+            _buffers = new DecoderBuffers(memory, _graph.Layers, _graph.RowStride, _graph.ElementSize, maxBatch, _positions, _vocab);
+        }
+        catch
+        {
+            memory.Dispose();
+            _runOptions.Dispose();
+            throw;
+        }
+        _ids = _buffers.Ids;
+        _pos = _buffers.StepPositions;
+        _mask = _buffers.Mask;
+        _logits = _buffers.Logits;
+        _decodeBindings = new DecodeBinding?[_maxBatch + 1];
+        try
+        {
+            if (plan.UsesStepThreads) _team = new WorkerTeam(plan.Threads, "igpt-step");
+            if (plan.UsesLanes)
+                _rowLanes = new Cpu.LaneRunner<DecodeBinding>(_team, (first, count) =>
+                    new DecodeBinding(_graph, _buffers, _oneThreadSession!, count, first, runOptions: null));
+            if (cpu?.Segments is { } segments)
+                _segmented = new Cpu.SegmentedStep(segments, manifest, _buffers, _team, plan.Attention);
+        }
+        catch
+        {
+            _team?.Dispose();
+            _buffers.Dispose();
+            _runOptions.Dispose();
+            throw;   // the caller disposes the sessions it passed
+        }
+    }
+
+    public int MaxBatch => _maxBatch;
+    public int Positions => _positions;
+    public int VocabSize => _vocab;
+    /// <summary>The KV cache's element type: float32 (Float) or float16 (Float16).</summary>
+    public TensorElementType KvType => _graph.KvType;
+    /// <summary>How CPU steps run (thresholds 0 when never).</summary>
+    public CpuStepPlan Plan => _plan;
+    /// <summary>Decode steps run as step segments so far.</summary>
+    public long SegmentedSteps => Interlocked.Read(ref _segmentedSteps);
+    /// <summary>Decode steps run as row lanes so far.</summary>
+    public long LaneSteps => Interlocked.Read(ref _laneSteps);
+    /// <summary>Whether the KV cache lives on the host (CPU provider) rather than the device.</summary>
+    public bool KvOnHost => _buffers.Memory.IsHost;
+
+    /// <summary>Bytes of a prompt snapshot of <paramref name="length"/> positions (all layers, keys and values).</summary>
+    public long SnapshotBytes(int length) => 2L * _graph.Layers * _graph.Heads * length * _graph.HeadSize * _graph.ElementSize;
+
+    /// <summary>
+    /// Slots a step over <paramref name="rows"/> slots runs: the rows themselves, or with fixed step shapes
+    /// (CUDA graphs) the next power of two, capped at <paramref name="maxBatch"/>: log2(MaxBatch)+1 graphs at
+    /// most, and at most twice the rows' work (padding rows attend to one position, so their cost is in the
+    /// weight matmuls, which are memory-bound and nearly free at these batch sizes).
+    /// </summary>
+    public static int StepSlots(int rows, int maxBatch, bool fixedStepShapes) =>
+        fixedStepShapes ? Math.Min(maxBatch, (int)BitOperations.RoundUpToPowerOf2((uint)rows)) : rows;
+
+    /// <summary>
+    /// Runs <paramref name="tokens"/> (SOS first) at positions 0..S-1 in slots firstSlot..firstSlot+rows-1
+    /// (each the same prompt) on an empty cache; other slots are untouched. Returns the logits
+    /// [rows, S, vocab] (valid until the next call).
+    /// </summary>
+    public ReadOnlySpan<float> Prefill(ReadOnlySpan<int> tokens, int rows, int firstSlot = 0)
+    {
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        int s = tokens.Length;
+        if (s < 1 || s > _positions) throw new ArgumentOutOfRangeException(nameof(tokens), s, $"prefill needs 1..{_positions} tokens");
+        if (firstSlot < 0 || rows < 1 || firstSlot + rows > _maxBatch || (long)rows * s * _vocab > _buffers.LogitsCapacity)
+            throw new ArgumentOutOfRangeException(nameof(rows), rows, "prefill rows outside the slots or the logits buffer");
+        long* prefillIds = _buffers.PrefillIds, prefillPos = _buffers.PrefillPositions, prefillMask = _buffers.PrefillMask;
+        for (int r = 0; r < rows; r++)
+            for (int i = 0; i < s; i++)
+            {
+                long o = (long)r * s + i;
+                prefillIds[o] = tokens[i];
+                prefillPos[o] = i;
+                prefillMask[o] = 1;
+            }
+        long[] shape = [rows, s];
+        long bytes = (long)rows * s * sizeof(long);
+        var host = OrtMemoryInfo.DefaultInstance;
+        using var ids = OrtValue.CreateTensorValueWithData(host, TensorElementType.Int64, shape, (IntPtr)prefillIds, bytes);
+        using var pos = OrtValue.CreateTensorValueWithData(host, TensorElementType.Int64, shape, (IntPtr)prefillPos, bytes);
+        using var mask = OrtValue.CreateTensorValueWithData(host, TensorElementType.Int64, shape, (IntPtr)prefillMask, bytes);
+        using var logits = OrtValue.CreateTensorValueWithData(host, TensorElementType.Float, [rows, s, _vocab], (IntPtr)_logits, (long)rows * s * _vocab * sizeof(float));
+        var kvViews = _graph.CreateKvViews(_buffers, rows, firstSlot);
+        try
+        {
+            using var binding = _session.CreateIoBinding();
+            _graph.Bind(binding, ids, pos, mask, logits, kvViews);
+            _session.RunWithBinding(_runOptions, binding);
+            if (!KvOnHost) binding.SynchronizeBoundOutputs();
+        }
+        finally
+        {
+            foreach (var v in kvViews) v.Dispose();
+        }
+        for (int r = 0; r < rows; r++) ResetSlot(firstSlot + r, s);
+        return new ReadOnlySpan<float>(_logits, checked(rows * s * _vocab));
+    }
+
+    /// <summary>Sets a slot's cached length (its mask row: <paramref name="length"/> ones, then zeros).</summary>
+    public void ResetSlot(int slot, int length)
+    {
+        if ((uint)slot >= (uint)_maxBatch) throw new ArgumentOutOfRangeException(nameof(slot));
+        if (length < 0 || length > _positions) throw new ArgumentOutOfRangeException(nameof(length));
+        var row = new Span<long>(_mask + (long)slot * _positions, _positions);
+        row[..length].Fill(1);
+        row[length..].Clear();
+    }
+
+    /// <summary>
+    /// One decode step for slots 0..rows-1: slot r gets token tokens[r] at position positions[r]
+    /// (its cache must hold exactly positions[r] entries). Returns logits [rows, vocab], valid until the next call.
+    /// With fixed step shapes, slots rows..<see cref="StepSlots"/>-1 run too (a throwaway token at position 0).
+    /// Optional <paramref name="groups"/> / <paramref name="sharedLengths"/> say which rows hold identical cache
+    /// entries (the samples of one prompt): groups[r] is the first row of r's group, and the group's rows are
+    /// identical at positions 0..sharedLengths[r]-1. A segmented step reads those once for the group.
+    /// </summary>
+    public ReadOnlySpan<float> Step(int rows, ReadOnlySpan<int> tokens, ReadOnlySpan<int> positions,
+        ReadOnlySpan<int> groups = default, ReadOnlySpan<int> sharedLengths = default)
+    {
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        if (rows < 1 || rows > _maxBatch) throw new ArgumentOutOfRangeException(nameof(rows));
+        int slots = StepSlots(rows, _maxBatch, _fixedStepShapes);
+        for (int r = 0; r < slots; r++)
+        {
+            int p = 0;
+            if (r < rows)
+            {
+                p = positions[r];
+                if ((uint)p >= (uint)_positions) throw new ArgumentOutOfRangeException(nameof(positions), p, "position past n_positions");
+                _ids[r] = tokens[r];
+            }
+            else
+            {
+                ResetSlot(r, 0);
+                _ids[r] = 0;
+            }
+            _pos[r] = p;
+            _mask[(long)r * _positions + p] = 1;
+        }
+        switch (_plan.Choose(rows, positions))
+        {
+            case StepPath.Segments:
+                Interlocked.Increment(ref _segmentedSteps);  // read by metrics threads
+                _segmented!.Run(rows, positions, groups, sharedLengths);
+                break;
+            case StepPath.Lanes:
+                Interlocked.Increment(ref _laneSteps);
+                _rowLanes!.Run(_rowLanes.Prepare(rows));
+                break;
+            case var path:
+                RunWholeStep(rows, slots, path == StepPath.OneThreadGraph ? _oneThreadSession! : _session);
+                break;
+        }
+        return new ReadOnlySpan<float>(_logits, rows * _vocab);
+    }
+
+    /// <summary>The decoder graph over all the step's slots in one run (the only path on CUDA).</summary>
+    private void RunWholeStep(int rows, int slots, InferenceSession session)
+    {
+        var b = _decodeBindings[slots] ??= new DecodeBinding(_graph, _buffers, session, slots, first: 0,
+            runOptions: _graphs ? null : _runOptions, graphId: _graphs ? slots : null);
+        if (!KvOnHost) _buffers.Memory.Copy(_buffers.BoundInputs, (IntPtr)_ids, _buffers.InputsLength(slots) * 8L, CopyDirection.HostToDevice);
+        b.Run(0);
+        if (!KvOnHost)
+        {
+            b.Binding.SynchronizeBoundOutputs();
+            _buffers.Memory.Copy((IntPtr)_logits, _buffers.BoundLogits, rows * 4L * _vocab, CopyDirection.DeviceToHost);
+        }
+    }
+
+    /// <summary>Copies positions 0..length-1 of slot 0 into slots 1..rows-1.</summary>
+    public void ReplicateSlot0(int rows, int length)
+    {
+        for (int r = 1; r < rows; r++) CopySlot(0, r, length);
+    }
+
+    /// <summary>Copies positions 0..length-1 of one slot into another, mask row included (a device copy on CUDA).</summary>
+    public void CopySlot(int source, int destination, int length)
+    {
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        CheckSlot(source, length);
+        CheckSlot(destination, length);
+        long chunk = (long)length * _headSize * _elementSize, pitch = (long)_positions * _headSize * _elementSize;
+        foreach (var baseAddress in _buffers.Kv)
+            _buffers.Memory.Copy2D(baseAddress + (nint)Offset(destination, 0), pitch, baseAddress + (nint)Offset(source, 0), pitch, chunk, _heads,
+                CopyDirection.DeviceToDevice);
+        ResetSlot(destination, length);
+    }
+
+    /// <summary>Copies positions 0..length-1 of a slot (every layer, keys and values) into a compact host snapshot.</summary>
+    public byte[] SaveSlot(int slot, int length)
+    {
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        CheckSlot(slot, length);
+        var snapshot = GC.AllocateUninitializedArray<byte>(checked((int)SnapshotBytes(length)));
+        long chunk = (long)length * _headSize * _elementSize, pitch = (long)_positions * _headSize * _elementSize;
+        fixed (byte* s = snapshot)
+        {
+            long o = 0;
+            foreach (var baseAddress in _buffers.Kv)
+            {
+                _buffers.Memory.Copy2D((IntPtr)(s + o), chunk, baseAddress + (nint)Offset(slot, 0), pitch, chunk, _heads, CopyDirection.DeviceToHost);
+                o += chunk * _heads;
+            }
+        }
+        return snapshot;
+    }
+
+    /// <summary>Loads a snapshot of <paramref name="length"/> positions into slots firstSlot..firstSlot+rows-1.</summary>
+    public void LoadSlots(byte[] snapshot, int length, int rows, int firstSlot = 0)
+    {
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        if (snapshot.Length != SnapshotBytes(length)) throw new ArgumentException("snapshot size does not match its length");
+        long chunk = (long)length * _headSize * _elementSize, pitch = (long)_positions * _headSize * _elementSize;
+        fixed (byte* s = snapshot)
+        {
+            for (int slot = firstSlot; slot < firstSlot + rows; slot++)
+            {
+                CheckSlot(slot, length);
+                long o = 0;
+                foreach (var baseAddress in _buffers.Kv)
+                {
+                    _buffers.Memory.Copy2D(baseAddress + (nint)Offset(slot, 0), pitch, (IntPtr)(s + o), chunk, chunk, _heads, CopyDirection.HostToDevice);
+                    o += chunk * _heads;
+                }
+                ResetSlot(slot, length);
+            }
+        }
+    }
+
+    /// <summary>Byte offset of (slot, head, position 0) in a KV buffer.</summary>
+    private long Offset(int slot, int head) => (((long)slot * _heads + head) * _positions) * _headSize * _elementSize;
+
+    private void CheckSlot(int slot, int length)
+    {
+        if ((uint)slot >= (uint)_maxBatch) throw new ArgumentOutOfRangeException(nameof(slot), slot, $"slots are 0..{_maxBatch - 1}");
+        if (length < 0 || length > _positions) throw new ArgumentOutOfRangeException(nameof(length), length, $"lengths are 0..{_positions}");
+    }
+
+    /// <summary>The whole sequence at batch 1 without the KV cache: the tests' reference (allocates).</summary>
+    public float[] ForwardWithoutCache(ReadOnlySpan<int> tokens) => _graph.ForwardWithoutCache(_session, _runOptions, tokens);
+
+    /// <summary>Frees what binds the buffers, then the step threads, then the buffers (device memory before its session), then the sessions.</summary>
+    public void Dispose()
+    {
+        if (_disposed) return;
+        _disposed = true;
+        foreach (var b in _decodeBindings) b?.Dispose();
+        _rowLanes?.Dispose();
+        _segmented?.Dispose();
+        _team?.Dispose();
+        _buffers.Dispose();
+        _runOptions.Dispose();
+        _session.Dispose();
+        _oneThreadSession?.Dispose();
+    }
+}
+
+/// <summary>How a CPU decoder runs its steps besides its session: the plan, and the sessions it needs (owned by the decoder).</summary>
+/// <param name="OneThreadSession">The decoder graph with one intra-op thread: small steps and row lanes.</param>
+/// <param name="Segments">The package's step segment sessions (one intra-op thread each; fp32 KV only).</param>
+internal sealed record CpuSteps(CpuStepPlan Plan, InferenceSession? OneThreadSession = null, InferenceSession[]? Segments = null);

@@ -1,0 +1,151 @@
+using System.Globalization;
+using Microsoft.ML.OnnxRuntime;
+using Microsoft.ML.OnnxRuntime.Tensors;
+
+namespace IGpt.Inference.Engine;
+
+/// <summary>
+/// The one owner of "how is a step run": creates every ONNX Runtime session the library runs (one set of session
+/// options, CPU or CUDA) and decides, once per model, which CPU step paths it gets (<see cref="CpuStepPlan"/>):
+/// the thresholds from <see cref="InferenceOptions"/>, whether the model is eligible for row lanes and step
+/// segments, and the segments' cost rule. The choices that depend on the machine or the package are virtual,
+/// so that a test can run a path this machine would not pick (fp16 graphs or portable attention on the CPU).
+/// </summary>
+internal class StepPlanner(InferenceOptions options)
+{
+    public InferenceOptions Options { get; } = options;
+
+    /// <summary>When segments beat the single graph; see <see cref="SegmentCostRule"/>.</summary>
+    public SegmentCostRule SegmentCost { get; init; } = SegmentCostRule.Default;
+
+    /// <summary>Says once per process why CUDA could not be used (see <see cref="ProviderFallbackLog"/>).</summary>
+    public ProviderFallbackLog Fallbacks { get; init; } = ProviderFallbackLog.Process;
+
+    /// <summary>ONNX Runtime intra-op threads per session: IntraOpThreads, or one per core when it is 0.</summary>
+    public int IntraOpThreads => Options.IntraOpThreads > 0 ? Options.IntraOpThreads : Environment.ProcessorCount;
+
+    /// <summary>The graph the CPU provider runs of a decoder or classifier: the fp32 one.</summary>
+    public virtual ModelFile CpuGraph(ModelGraphFiles files) => files.Cpu;
+
+    /// <summary>The attention kernels step segments would run with on this CPU; None keeps the model on the single graph.</summary>
+    public virtual AttentionKernel SegmentAttention(int headSize) =>
+        Cpu.CachedAttention.CanVectorize(headSize) ? AttentionKernel.Vectorized : AttentionKernel.None;
+
+    /// <summary>How the CPU decoder in <paramref name="file"/> runs its steps.</summary>
+    public CpuStepPlan PlanCpuSteps(ModelManifest manifest, ModelFile file, TensorElementType kvType)
+    {
+        var a = manifest.Architecture;
+        bool segments = UsesStepSegments(manifest, file, kvType);
+        return new CpuStepPlan(SmallStepRows(manifest), LaneStepRows(manifest), segments ? Options.SegmentedStepRows : 0, IntraOpThreads,
+            segments ? SegmentAttention(a.HeadSize) : AttentionKernel.None, SegmentCost, a.NLayer, a.NEmbd, 4L * manifest.MatmulParameters);
+    }
+
+    /// <summary>
+    /// How many slots a CPU decode step may hold and still run on a one-thread session: as many as keep the
+    /// step's FLOP bound, rows x (2 x matmul weights + 4 x layers x width x n_positions of attention), within
+    /// <see cref="InferenceOptions.SingleThreadStepFlops"/>. 0 = none (the option is off, or the sessions have
+    /// one thread anyway).
+    /// </summary>
+    public int SmallStepRows(ModelManifest manifest)
+    {
+        if (IntraOpThreads <= 1 || Options.SingleThreadStepFlops <= 0) return 0;
+        var a = manifest.Architecture;
+        // Attention at the longest cache: the step's bound.
+        long flopsPerRow = 2L * manifest.MatmulParameters + 4L * a.NLayer * a.NEmbd * a.NPositions;
+        return (int)Math.Min(Options.MaxBatch, Options.SingleThreadStepFlops / flopsPerRow);
+    }
+
+    /// <summary>
+    /// Steps of at least this many rows run as row lanes: <see cref="InferenceOptions.LaneStepRows"/>, when there are
+    /// several threads and the model's fp32 weights are at most <see cref="InferenceOptions.LaneMaxWeightBytes"/>
+    /// (every lane reads all of them); else 0.
+    /// </summary>
+    public int LaneStepRows(ModelManifest manifest)
+    {
+        if (IntraOpThreads <= 1 || Options.LaneStepRows <= 1) return 0;
+        return 4L * manifest.MatmulParameters <= Options.LaneMaxWeightBytes ? Options.LaneStepRows : 0;
+    }
+
+    /// <summary>
+    /// Whether CPU decode steps may run as the package's step segments with the library's attention: the package
+    /// has them, the option is on, the KV cache is fp32 and there are attention kernels for this CPU and head size.
+    /// </summary>
+    public bool UsesStepSegments(ModelManifest manifest, ModelFile file, TensorElementType kvType) =>
+        Options.SegmentedStepRows > 0 && file.StepSegments.Count > 0 && kvType == TensorElementType.Float
+        && SegmentAttention(manifest.Architecture.HeadSize) != AttentionKernel.None;
+
+    /// <summary>The package's step segment sessions, one intra-op thread each: a segmented step runs its lanes concurrently.</summary>
+    public InferenceSession[] CreateSegmentSessions(ModelManifest manifest, ModelFile file)
+    {
+        var sessions = new List<InferenceSession>();
+        try
+        {
+            foreach (var path in file.StepSegments) sessions.Add(CreatePackageSession(manifest, path, intraOpThreads: 1));
+            return [.. sessions];
+        }
+        catch
+        {
+            foreach (var s in sessions) s.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>A CPU session of a package file; a file ONNX Runtime cannot load is the package's fault.</summary>
+    public InferenceSession CreatePackageSession(ModelManifest manifest, string relativePath, int? intraOpThreads = null)
+    {
+        try { return CreateSession(manifest.ResolvePath(relativePath), useCuda: false, cudaGraphs: false, intraOpThreads); }
+        catch (OnnxRuntimeException e)
+        {
+            throw new ModelPackageException($"{relativePath}: cannot load: {FirstLine(e.Message)}", e);
+        }
+    }
+
+    /// <summary>
+    /// A session with the library's options; <paramref name="configure"/> may add to them (the benchmark's profiler).
+    /// With <paramref name="useCuda"/> it throws OnnxRuntimeException when the provider or the CUDA libraries it links cannot load.
+    /// </summary>
+    public InferenceSession CreateSession(string path, bool useCuda, bool cudaGraphs, int? intraOpThreads = null,
+        Action<SessionOptions>? configure = null)
+    {
+        using var so = new SessionOptions
+        {
+            GraphOptimizationLevel = GraphOptimizationLevel.ORT_ENABLE_ALL,
+            ExecutionMode = ExecutionMode.ORT_SEQUENTIAL,
+            IntraOpNumThreads = intraOpThreads ?? IntraOpThreads,
+            EnableCpuMemArena = true,
+            LogSeverityLevel = OrtLoggingLevel.ORT_LOGGING_LEVEL_ERROR,
+        };
+        if (!Options.AllowSpinning) so.AddSessionConfigEntry("session.intra_op.allow_spinning", "0");
+        // Spin between the ops of one run (a decode step is many sub-millisecond ops) but stop when the run
+        // ends, so idle models and the web server are not starved between steps.
+        else so.AddSessionConfigEntry("session.force_spinning_stop", "1");
+        configure?.Invoke(so);
+        if (!useCuda) return new InferenceSession(path, so);
+        using var cuda = new OrtCUDAProviderOptions();
+        cuda.UpdateOptions(CudaProviderOptions(Options, cudaGraphs));
+        so.AppendExecutionProvider_CUDA(cuda);
+        return new InferenceSession(path, so);
+    }
+
+    /// <summary>The CUDA provider's settings (ONNX Runtime's names and value formats).</summary>
+    public static Dictionary<string, string> CudaProviderOptions(InferenceOptions options, bool cudaGraphs)
+    {
+        var o = new Dictionary<string, string>
+        {
+            ["device_id"] = options.CudaDeviceId.ToString(CultureInfo.InvariantCulture),
+            // Grow the arena by what is asked for, not the next power of two: the KV cache is one large request
+            // per layer, and power-of-two growth would reserve up to twice it.
+            ["arena_extend_strategy"] = "kSameAsRequested",
+            ["do_copy_in_default_stream"] = "1",
+            ["enable_cuda_graph"] = cudaGraphs ? "1" : "0",
+        };
+        if (options.CudaMemoryLimitBytes > 0) o["gpu_mem_limit"] = options.CudaMemoryLimitBytes.ToString(CultureInfo.InvariantCulture);
+        return o;
+    }
+
+    public static string FirstLine(string message)
+    {
+        int i = message.IndexOfAny(['\r', '\n']);
+        return i < 0 ? message : message[..i];
+    }
+}

@@ -1,0 +1,164 @@
+using Microsoft.Extensions.Logging;
+using Microsoft.ML.OnnxRuntime;
+using Microsoft.ML.OnnxRuntime.Tensors;
+
+namespace IGpt.Inference.Generation;
+
+/// <summary>What <see cref="ModelLoader"/> set up for one package: its decoder and classifier, on which provider and why.</summary>
+internal sealed record LoadedModel(KvCacheDecoder Decoder, Classifier? Classifier, string Provider, string Reason, string Summary);
+
+/// <summary>
+/// Sets up a package's runs: the CUDA provider first when enabled (the fp16 decoder), else the CPU with the step
+/// paths <see cref="StepPlanner"/> chooses; then the classifier on the same provider. Every session comes from the
+/// planner; what is created is disposed again if a later part fails.
+/// </summary>
+internal static class ModelLoader
+{
+    public static LoadedModel Load(ModelManifest manifest, StepPlanner planner, ILogger logger)
+    {
+        var options = planner.Options;
+        var cuda = options.UseCuda ? TryLoadCudaDecoder(manifest, planner, logger) : new CudaSetup(null, null, false, "UseCuda is off");
+        if (options.UseCuda && cuda.Session is null && !cuda.ProviderFailed)
+            logger.LogWarning("Model {ModelId}: running on the CPU provider: {Reason}", manifest.Id, cuda.Reason);
+        string provider = cuda.Session is null ? "CPU" : "CUDA";
+        var decoder = cuda.Session is { } session ? CudaDecoder(manifest, options, session, cuda) : CpuDecoder(manifest, planner);
+        Classifier? classifier;
+        try { classifier = LoadClassifier(manifest, planner, provider, logger); }
+        catch
+        {
+            decoder.Dispose();
+            throw;
+        }
+        // The provider's reason once: the fallback's full text is at Debug and in the model's ProviderReason.
+        string summary = cuda.ProviderFailed ? "CUDA provider unavailable" : cuda.Reason;
+        logger.LogInformation("Model {ModelId}: execution provider {Provider} ({Reason}); KV cache {KvType}; classifier {Classifier}; "
+            + "CPU steps: one-thread up to {SmallRows} rows, row lanes from {LaneRows}, step segments from {SegmentedRows} (0 = none)",
+            manifest.Id, provider, summary, decoder.KvType == TensorElementType.Float16 ? "float16" : "float32",
+            classifier is null ? "none" : "loaded", decoder.Plan.SmallStepRows, decoder.Plan.LaneStepRows, decoder.Plan.SegmentedStepRows);
+        return new LoadedModel(decoder, classifier, provider, cuda.Reason, summary);
+    }
+
+    /// <summary>
+    /// The package's CUDA decoder graph, which must be fp16 (GroupQueryAttention on CUDA runs only in fp16/bf16:
+    /// an fp32 graph would put attention back on the CPU), or null with the reason.
+    /// </summary>
+    public static ModelFile? CudaDecoderFile(ModelManifest manifest, out string reason)
+    {
+        var cuda = manifest.Files.Decoder.Cuda;
+        reason = cuda switch
+        {
+            null => "the package has no CUDA decoder (files.decoder.cuda)",
+            { Dtype: not "float16" } => $"files.decoder.cuda ({cuda.Path}) is {cuda.Dtype}; the CUDA provider needs the float16 graph",
+            _ => "",
+        };
+        return reason.Length == 0 ? cuda : null;
+    }
+
+    internal static TensorElementType KvType(ModelFile file) => file.Dtype == "float16" ? TensorElementType.Float16 : TensorElementType.Float;
+
+    /// <summary>A decoder session on the CUDA provider with its device memory, or (Session null) why there is none.</summary>
+    private sealed record CudaSetup(InferenceSession? Session, DecoderMemory? Memory, bool Graphs, string Reason, bool ProviderFailed = false);
+
+    private static CudaSetup TryLoadCudaDecoder(ModelManifest manifest, StepPlanner planner, ILogger logger)
+    {
+        var options = planner.Options;
+        if (CudaDecoderFile(manifest, out var why) is not { } file) return new CudaSetup(null, null, false, why);
+        var path = manifest.ResolvePath(file.Path);
+        InferenceSession? session = null;
+        bool graphs = options.CudaGraphs;
+        string note = "";
+        try
+        {
+            if (graphs)
+            {
+                // A graph with nodes outside the CUDA provider cannot be captured; plain CUDA runs are still worth having.
+                try { session = planner.CreateSession(path, useCuda: true, cudaGraphs: true); }
+                catch (OnnxRuntimeException e)
+                {
+                    graphs = false;
+                    note = $"; CUDA graphs unavailable: {StepPlanner.FirstLine(e.Message)}";
+                }
+            }
+            session ??= planner.CreateSession(path, useCuda: true, cudaGraphs: false);
+            if (options.CudaGraphs && !graphs)
+                logger.LogWarning("Model {ModelId}: CUDA graphs are on but the decoder cannot be captured; running without{Note}", manifest.Id, note);
+            var memory = new CudaMemory(session, options.CudaDeviceId);
+            string limit = options.CudaMemoryLimitBytes > 0 ? $", arena limit {options.CudaMemoryLimitBytes} bytes" : "";
+            return new CudaSetup(session, memory, graphs,
+                $"CUDA provider loaded on device {options.CudaDeviceId} ({file.Path}, {file.Dtype}{limit}; CUDA graphs {(graphs ? "on" : "off")}{note})");
+        }
+        catch (Exception e) when (IsProviderLoadFailure(e))
+        {
+            session?.Dispose();
+            planner.Fallbacks.Report(logger, manifest.Id, e.Message);
+            return new CudaSetup(null, null, false, $"CUDA provider unavailable, using CPU: {StepPlanner.FirstLine(e.Message)}", ProviderFailed: true);
+        }
+    }
+
+    /// <summary>What a missing or unusable CUDA installation throws (the provider library, its CUDA libraries, the CUDA runtime).</summary>
+    private static bool IsProviderLoadFailure(Exception e) =>
+        e is OnnxRuntimeException or DllNotFoundException or EntryPointNotFoundException or BadImageFormatException;
+
+    private static KvCacheDecoder CudaDecoder(ModelManifest manifest, InferenceOptions options, InferenceSession session, CudaSetup cuda)
+    {
+        var file = manifest.Files.Decoder.Cuda!;
+        try { return new KvCacheDecoder(session, manifest, options.MaxBatch, cuda.Memory!, KvType(file), cuda.Graphs); }
+        catch (Exception e)
+        {
+            cuda.Memory!.Dispose();
+            session.Dispose();
+            // The provider loaded, so this is the package (wrong dtype) or the device (e.g. the KV cache over CudaMemoryLimitBytes).
+            if (e is ModelPackageException) throw new ModelPackageException($"{file.Path}: {e.Message}", e);
+            throw new ModelPackageException($"{file.Path}: cannot set up the decoder on CUDA device {options.CudaDeviceId}: {StepPlanner.FirstLine(e.Message)}", e);
+        }
+    }
+
+    private static KvCacheDecoder CpuDecoder(ModelManifest manifest, StepPlanner planner)
+    {
+        var file = planner.CpuGraph(manifest.Files.Decoder);
+        var kvType = KvType(file);
+        var plan = planner.PlanCpuSteps(manifest, file, kvType);
+        var session = planner.CreatePackageSession(manifest, file.Path);
+        var memory = new HostMemory();
+        InferenceSession? oneThread = null;
+        InferenceSession[]? segments = null;
+        try
+        {
+            if (plan.UsesOneThreadSession) oneThread = planner.CreatePackageSession(manifest, file.Path, intraOpThreads: 1);
+            if (plan.UsesSegments) segments = planner.CreateSegmentSessions(manifest, file);
+            return new KvCacheDecoder(session, manifest, planner.Options.MaxBatch, memory, kvType, cpu: new CpuSteps(plan, oneThread, segments));
+        }
+        catch (Exception e)
+        {
+            memory.Dispose();
+            session.Dispose();
+            oneThread?.Dispose();
+            foreach (var s in segments ?? []) s.Dispose();
+            if (e is ModelPackageException) throw new ModelPackageException($"{file.Path}: {e.Message}", e);
+            throw;
+        }
+    }
+
+    private static Classifier? LoadClassifier(ModelManifest manifest, StepPlanner planner, string provider, ILogger logger)
+    {
+        if (manifest.Files.Classifier is not { } files) return null;
+        // On CUDA the classifier's fp16 graph runs there too (falling back to the CPU graph if it cannot load).
+        InferenceSession? session = null;
+        if (provider == "CUDA" && files.Cuda is not null)
+        {
+            try { session = planner.CreateSession(manifest.ResolvePath(files.Cuda.Path), useCuda: true, cudaGraphs: false); }
+            catch (Exception e) when (IsProviderLoadFailure(e))
+            {
+                logger.LogWarning("Model {ModelId}: CUDA classifier {Path} failed to load, using the CPU one: {Reason}",
+                    manifest.Id, files.Cuda.Path, StepPlanner.FirstLine(e.Message));
+            }
+        }
+        session ??= planner.CreatePackageSession(manifest, (provider == "CPU" ? planner.CpuGraph(files) : files.Cpu).Path);
+        try { return new Classifier(session, manifest, planner.Options.MaxBatch); }
+        catch
+        {
+            session.Dispose();
+            throw;
+        }
+    }
+}

@@ -1,0 +1,280 @@
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using System.Text.Json.Serialization;
+using System.Text.RegularExpressions;
+
+namespace IGpt.Inference.Packages;
+
+/// <summary>The transformer's shape, from model.json "architecture".</summary>
+public sealed record ModelArchitecture(
+    int NLayer, int NHead, int NEmbd, int HeadSize, int NPositions, double NormEps, string Activation);
+
+/// <summary>One ONNX file of a package: path relative to the package folder, and its float type.</summary>
+public sealed record ModelFile(string Path, string Dtype)
+{
+    /// <summary>
+    /// The CPU decoder's step segments (files.decoder.cpu.step_segments; optional): n_layer + 1 graphs of a
+    /// one-token step cut at attention, which the library then runs itself. Empty when the package has none.
+    /// </summary>
+    public IReadOnlyList<string> StepSegments { get; init; } = [];
+}
+
+/// <summary>A graph with a CPU variant (fp32, required) and an optional CUDA variant (fp16).</summary>
+public sealed record ModelGraphFiles(ModelFile Cpu, ModelFile? Cuda);
+
+/// <summary>model.json "files".</summary>
+public sealed record ModelFiles(
+    ModelGraphFiles Decoder, ModelGraphFiles? Classifier, string? GenaiConfig, string? Parity, string? ModelCard);
+
+/// <summary>
+/// A model package's manifest (models/README.md, format version 1), validated on load.
+/// </summary>
+public sealed partial record ModelManifest
+{
+    public const int SupportedFormatVersion = 1;
+    public const string FileName = "model.json";
+
+    public required int FormatVersion { get; init; }
+    public required string Id { get; init; }
+    public required string Description { get; init; }
+    public required int Height { get; init; }
+    public required int Width { get; init; }
+    public required int Channels { get; init; }
+    public required int PaletteSize { get; init; }
+    public required int SosTokenId { get; init; }
+    public required int VocabSize { get; init; }
+    public required ModelArchitecture Architecture { get; init; }
+    public required IReadOnlyList<string> Classes { get; init; }
+    public required ModelFiles Files { get; init; }
+    public required JsonObject Training { get; init; }
+    public required JsonObject Metrics { get; init; }
+    /// <summary>The authoritative palette (PaletteSize colours of Channels bytes).</summary>
+    public required Palette Palette { get; init; }
+    /// <summary>Absolute path of the package folder.</summary>
+    public required string PackageDirectory { get; init; }
+
+    /// <summary>Pixels (= tokens) per image: Height * Width.</summary>
+    public int TokensPerImage => Height * Width;
+
+    /// <summary>
+    /// Weights a decode step multiplies per row: 12 L C^2 in the blocks (c_attn, c_proj, c_fc, mlp.c_proj) plus
+    /// C V in the head; wte/wpe are gathered, not multiplied. Sizes the CPU step paths (FLOPs, bytes read).
+    /// </summary>
+    internal long MatmulParameters => 12L * Architecture.NLayer * Architecture.NEmbd * Architecture.NEmbd + (long)Architecture.NEmbd * VocabSize;
+
+    public string ResolvePath(string relativePath) => System.IO.Path.Combine(PackageDirectory, relativePath);
+
+    /// <summary>Reads and validates <c>packageDir/model.json</c>; throws <see cref="ModelPackageException"/> with the reason.</summary>
+    public static ModelManifest Load(string packageDir)
+    {
+        var dir = System.IO.Path.GetFullPath(packageDir);
+        var path = System.IO.Path.Combine(dir, FileName);
+        if (!File.Exists(path)) throw new ModelPackageException($"{FileName} not found in {dir}");
+        string json;
+        try { json = File.ReadAllText(path); }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            throw new ModelPackageException($"{FileName}: cannot read: {e.Message}", e);
+        }
+        return Parse(json, dir);
+    }
+
+    /// <summary>Parses and validates manifest JSON; file references are checked against <paramref name="packageDir"/>.</summary>
+    public static ModelManifest Parse(string json, string packageDir)
+    {
+        RawManifest raw;
+        try
+        {
+            raw = JsonSerializer.Deserialize<RawManifest>(json, JsonOptions)
+                  ?? throw new ModelPackageException($"{FileName}: the document is null");
+        }
+        catch (JsonException e)
+        {
+            throw new ModelPackageException($"{FileName}: invalid JSON: {e.Message}", e);
+        }
+        return Validate(raw, System.IO.Path.GetFullPath(packageDir));
+    }
+
+    private static readonly JsonSerializerOptions JsonOptions = new()
+    {
+        PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower,
+        ReadCommentHandling = JsonCommentHandling.Skip,
+        AllowTrailingCommas = true,
+        NumberHandling = JsonNumberHandling.Strict,
+    };
+
+    [GeneratedRegex("^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")]
+    private static partial Regex IdPattern();
+
+    private static ModelManifest Validate(RawManifest r, string dir)
+    {
+        static ModelPackageException Bad(string what) => new($"{FileName}: {what}");
+
+        if (r.FormatVersion is null) throw Bad("format_version is missing");
+        if (r.FormatVersion != SupportedFormatVersion)
+            throw Bad($"format_version {r.FormatVersion} is not supported (this service reads version {SupportedFormatVersion})");
+        if (string.IsNullOrWhiteSpace(r.Id) || !IdPattern().IsMatch(r.Id))
+            throw Bad($"id '{r.Id}' must be 1-128 letters, digits, '.', '_' or '-'");
+        var image = r.Image ?? throw Bad("image is missing");
+        if (image.Height is not (>= 1 and <= 4096)) throw Bad($"image.height {image.Height} must be 1..4096");
+        if (image.Width is not (>= 1 and <= 4096)) throw Bad($"image.width {image.Width} must be 1..4096");
+        if (image.Channels is not (1 or 3)) throw Bad($"image.channels {image.Channels} must be 1 (grey) or 3 (RGB)");
+        int channels = image.Channels.Value;
+        if (r.PaletteSize is not (>= 2 and <= 65535)) throw Bad($"palette_size {r.PaletteSize} must be 2..65535");
+        int paletteSize = r.PaletteSize.Value;
+        var paletteRows = r.Palette ?? throw Bad("palette is missing");
+        if (paletteRows.Length != paletteSize)
+            throw Bad($"palette has {paletteRows.Length} entries but palette_size is {paletteSize}");
+        var colors = new byte[paletteSize * channels];
+        for (int i = 0; i < paletteSize; i++)
+        {
+            var row = paletteRows[i];
+            if (row is null || row.Length != channels)
+                throw Bad($"palette[{i}] must have {channels} value(s)");
+            for (int c = 0; c < channels; c++)
+            {
+                if (row[c] is < 0 or > 255) throw Bad($"palette[{i}][{c}] = {row[c]} is outside 0..255");
+                colors[i * channels + c] = (byte)row[c];
+            }
+        }
+        if (r.SosTokenId != paletteSize) throw Bad($"sos_token_id {r.SosTokenId} must equal palette_size {paletteSize}");
+        if (r.VocabSize != paletteSize + 1) throw Bad($"vocab_size {r.VocabSize} must equal palette_size + 1 = {paletteSize + 1}");
+
+        var a = r.Architecture ?? throw Bad("architecture is missing");
+        if (a.NLayer is not (>= 1 and <= 1024)) throw Bad($"architecture.n_layer {a.NLayer} must be 1..1024");
+        if (a.NHead is not (>= 1 and <= 1024)) throw Bad($"architecture.n_head {a.NHead} must be 1..1024");
+        if (a.NEmbd is not >= 1) throw Bad($"architecture.n_embd {a.NEmbd} must be positive");
+        int headSize = a.HeadSize ?? a.NEmbd.Value / a.NHead.Value;
+        if (headSize * a.NHead != a.NEmbd)
+            throw Bad($"architecture: n_head {a.NHead} x head_size {headSize} must equal n_embd {a.NEmbd}");
+        int tokens = image.Height.Value * image.Width.Value;
+        if (a.NPositions is null || a.NPositions < tokens)
+            throw Bad($"architecture.n_positions {a.NPositions} must be at least height*width = {tokens}");
+        var arch = new ModelArchitecture(a.NLayer.Value, a.NHead.Value, a.NEmbd.Value, headSize, a.NPositions.Value,
+            a.NormEps ?? 1e-5, a.Activation ?? "quick_gelu");
+
+        var classes = r.Classes ?? [];
+        for (int i = 0; i < classes.Length; i++)
+            if (string.IsNullOrWhiteSpace(classes[i])) throw Bad($"classes[{i}] is empty");
+
+        var f = r.Files ?? throw Bad("files is missing");
+        var decoder = Graph(f.Decoder, "files.decoder", dir) ?? throw Bad("files.decoder is missing");
+        var classifier = Graph(f.Classifier, "files.classifier", dir);
+        if (decoder.Cpu.StepSegments.Count is int segments and not 0 && segments != arch.NLayer + 1)
+            throw Bad($"files.decoder.cpu.step_segments lists {segments} graphs; n_layer {arch.NLayer} needs {arch.NLayer + 1}");
+        if (classifier is not null && classes.Length == 0)
+            throw Bad("files.classifier is set but classes is empty");
+
+        return new ModelManifest
+        {
+            FormatVersion = r.FormatVersion.Value,
+            Id = r.Id,
+            Description = r.Description ?? "",
+            Height = image.Height.Value,
+            Width = image.Width.Value,
+            Channels = channels,
+            PaletteSize = paletteSize,
+            SosTokenId = paletteSize,
+            VocabSize = paletteSize + 1,
+            Architecture = arch,
+            Classes = classes,
+            Files = new ModelFiles(decoder, classifier, f.GenaiConfig, f.Parity, f.ModelCard),
+            Training = r.Training ?? [],
+            Metrics = r.Metrics ?? [],
+            Palette = new Palette(colors, channels),
+            PackageDirectory = dir,
+        };
+    }
+
+    private static ModelGraphFiles? Graph(RawGraph? g, string name, string dir)
+    {
+        if (g is null) return null;
+        var cpu = FileRef(g.Cpu, name + ".cpu", dir) ?? throw new ModelPackageException($"{FileName}: {name}.cpu is missing");
+        if (cpu.Dtype != "float32") throw new ModelPackageException($"{FileName}: {name}.cpu.dtype must be float32, not {cpu.Dtype}");
+        var cuda = FileRef(g.Cuda, name + ".cuda", dir);
+        if (cuda is not null && cuda.Dtype is not ("float16" or "float32"))
+            throw new ModelPackageException($"{FileName}: {name}.cuda.dtype must be float16 or float32, not {cuda.Dtype}");
+        return new ModelGraphFiles(cpu, cuda);
+    }
+
+    private static ModelFile? FileRef(RawFile? f, string name, string dir)
+    {
+        if (f is null) return null;
+        if (string.IsNullOrWhiteSpace(f.Path)) throw new ModelPackageException($"{FileName}: {name}.path is missing");
+        var full = System.IO.Path.GetFullPath(System.IO.Path.Combine(dir, f.Path));
+        if (!full.StartsWith(dir + System.IO.Path.DirectorySeparatorChar, StringComparison.Ordinal))
+            throw new ModelPackageException($"{FileName}: {name}.path '{f.Path}' leaves the package folder");
+        if (!System.IO.File.Exists(full))
+            throw new ModelPackageException($"{FileName}: {name}.path '{f.Path}' does not exist");
+        var segments = f.StepSegments ?? [];
+        foreach (var segment in segments)
+        {
+            if (string.IsNullOrWhiteSpace(segment)) throw new ModelPackageException($"{FileName}: {name}.step_segments has an empty path");
+            var path = System.IO.Path.GetFullPath(System.IO.Path.Combine(dir, segment));
+            // Beside the decoder: their weights are external data inside it, which ONNX Runtime resolves from their folder.
+            if (System.IO.Path.GetDirectoryName(path) != System.IO.Path.GetDirectoryName(full))
+                throw new ModelPackageException($"{FileName}: {name}.step_segments '{segment}' is not in the decoder's folder");
+            if (!System.IO.File.Exists(path))
+                throw new ModelPackageException($"{FileName}: {name}.step_segments '{segment}' does not exist");
+        }
+        return new ModelFile(f.Path, f.Dtype ?? "float32") { StepSegments = segments };
+    }
+
+    // The JSON as written (snake_case); nullable so that missing fields get clear messages.
+    private sealed class RawManifest
+    {
+        public int? FormatVersion { get; set; }
+        public string? Id { get; set; }
+        public string? Description { get; set; }
+        public RawImage? Image { get; set; }
+        public int? PaletteSize { get; set; }
+        public int[][]? Palette { get; set; }
+        public int? SosTokenId { get; set; }
+        public int? VocabSize { get; set; }
+        public RawArchitecture? Architecture { get; set; }
+        public string[]? Classes { get; set; }
+        public RawFiles? Files { get; set; }
+        public JsonObject? Training { get; set; }
+        public JsonObject? Metrics { get; set; }
+    }
+
+    private sealed class RawImage
+    {
+        public int? Height { get; set; }
+        public int? Width { get; set; }
+        public int? Channels { get; set; }
+    }
+
+    private sealed class RawArchitecture
+    {
+        public int? NLayer { get; set; }
+        public int? NHead { get; set; }
+        public int? NEmbd { get; set; }
+        public int? HeadSize { get; set; }
+        public int? NPositions { get; set; }
+        public double? NormEps { get; set; }
+        public string? Activation { get; set; }
+    }
+
+    private sealed class RawFiles
+    {
+        public RawGraph? Decoder { get; set; }
+        public RawGraph? Classifier { get; set; }
+        public string? GenaiConfig { get; set; }
+        public string? Parity { get; set; }
+        public string? ModelCard { get; set; }
+    }
+
+    private sealed class RawGraph
+    {
+        public RawFile? Cpu { get; set; }
+        public RawFile? Cuda { get; set; }
+    }
+
+    private sealed class RawFile
+    {
+        public string? Path { get; set; }
+        public string? Dtype { get; set; }
+        public string[]? StepSegments { get; set; }
+    }
+}

@@ -1,0 +1,8 @@
+// The inference library's namespaces, one per folder of src/IGpt.Inference.
+global using IGpt.Inference;
+global using IGpt.Inference.Generation;
+global using IGpt.Inference.Images;
+global using IGpt.Inference.Packages;
+// Internal engine types the tests drive directly.
+global using IGpt.Inference.Engine;
+global using IGpt.Inference.Engine.Cpu;
