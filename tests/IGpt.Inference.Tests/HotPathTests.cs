@@ -1,4 +1,5 @@
 using Microsoft.Extensions.Logging.Abstractions;
+using Microsoft.ML.OnnxRuntime;
 
 namespace IGpt.Inference.Tests;
 
@@ -40,13 +41,40 @@ public class HotPathTests
     [Fact]
     public async Task CudaIsTriedFirstAndFallsBackToCpuWithAReason()
     {
+        // The oracle, asked of ONNX Runtime directly: can its CUDA provider open the package's CUDA graph here? Without a
+        // GPU, or without the CUDA libraries the provider links, it cannot, and says why.
+        string? cudaError = null;
+        try
+        {
+            using var cudaOptions = SessionOptions.MakeSessionOptionWithCudaProvider(0);
+            using var session = new InferenceSession(Path.Combine(Fixture.PackageDir, "decoder.fp16.onnx"), cudaOptions);
+        }
+        catch (Exception e) when (e is OnnxRuntimeException or DllNotFoundException or EntryPointNotFoundException)
+        {
+            cudaError = e.Message.Split('\n')[0].Trim();
+        }
+
         var options = Fixture.CpuOptions();
         options.UseCuda = true;
         using var model = IGptModel.Load(Fixture.PackageDir, options, NullLogger.Instance);
-        if (model.ExecutionProvider == "CPU")
-            Assert.StartsWith("CUDA provider unavailable", model.ProviderReason);
-        else
+        if (cudaError is null)
+        {
             Assert.Equal("CUDA", model.ExecutionProvider);
+            Assert.StartsWith("CUDA provider loaded", model.ProviderReason);
+        }
+        else
+        {
+            // The model tried CUDA first: its reason is ONNX Runtime's own failure, not a setting that skipped the try.
+            Assert.Equal("CPU", model.ExecutionProvider);
+            Assert.StartsWith("CUDA provider unavailable", model.ProviderReason);
+            Assert.Contains(cudaError, model.ProviderReason);
+        }
+
+        // UseCuda off never tries: the same machine gives CPU with a reason that says so.
+        using var cpu = IGptModel.Load(Fixture.PackageDir, Fixture.CpuOptions(), NullLogger.Instance);
+        Assert.Equal("CPU", cpu.ExecutionProvider);
+        Assert.DoesNotContain("CUDA provider", cpu.ProviderReason);
+
         var result = await model.CompleteAsync(new CompletionRequest([1, 2, 3, 4, 5, 6, 7, 0], 2, SamplingOptions.Greedy, 0), CancellationToken.None);
         Assert.Equal(result.Images[0], result.Images[1]);
         Assert.Equal([1, 2, 3, 4, 5, 6, 7, 0], result.Images[0][..8]);

@@ -1,5 +1,5 @@
 using IGpt.Api.Contracts;
-using IGpt.Api.Models;
+using IGpt.Api.Catalog;
 using IGpt.Api.Serving;
 using Microsoft.AspNetCore.Http.HttpResults;
 

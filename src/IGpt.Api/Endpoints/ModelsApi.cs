@@ -1,6 +1,6 @@
 using IGpt.Api.Contracts;
 using IGpt.Api.Errors;
-using IGpt.Api.Models;
+using IGpt.Api.Catalog;
 using Microsoft.AspNetCore.Http.HttpResults;
 
 namespace IGpt.Api.Endpoints;

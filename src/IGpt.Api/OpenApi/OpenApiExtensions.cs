@@ -29,6 +29,7 @@ public static class OpenApiExtensions
             options.MapType<JsonObject>(() => new OpenApiSchema { Type = JsonSchemaType.Object, AdditionalPropertiesAllowed = true });
             options.SupportNonNullableReferenceTypes();
             options.OperationFilter<RequestBodyOperationFilter>();
+            options.OperationFilter<ResponseDocsOperationFilter>();
             ApiKeySecurityFilter.AddSchemes(options);
         });
         return services;
@@ -36,7 +37,10 @@ public static class OpenApiExtensions
 
     public static WebApplication UseApiDocumentation(this WebApplication app)
     {
-        app.UseSwagger();
+        // The server is the one the document was asked from: generated clients get a working base address, and
+        // Swagger UI keeps calling the host it was loaded from.
+        app.UseSwagger(options => options.PreSerializeFilters.Add((document, request) =>
+            document.Servers = [new OpenApiServer { Url = $"{request.Scheme}://{request.Host.Value}{request.PathBase}" }]));
         app.UseSwaggerUI(options =>
         {
             options.SwaggerEndpoint("/swagger/v1/swagger.json", "IGpt API v1");
