@@ -28,6 +28,7 @@ public static class OpenApiExtensions
             if (File.Exists(xml)) options.IncludeXmlComments(xml);
             options.MapType<JsonObject>(() => new OpenApiSchema { Type = JsonSchemaType.Object, AdditionalPropertiesAllowed = true });
             options.SupportNonNullableReferenceTypes();
+            options.DocumentFilter<TagDescriptionsFilter>();
             options.OperationFilter<RequestBodyOperationFilter>();
             options.OperationFilter<ResponseDocsOperationFilter>();
             ApiKeySecurityFilter.AddSchemes(options);
