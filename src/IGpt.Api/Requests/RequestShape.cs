@@ -32,12 +32,9 @@ public static class FieldSpecs
         "The image: PNG or JPEG, a file in a multipart form, base64 in JSON (a data: URL prefix is allowed). It is converted to the "
         + "model's channels and resized to the model's resolution (completions with partial=true: only the width is matched).");
 
-    public static readonly FieldSpec Rows = new("rows", FieldKind.Integer,
+    public static readonly FieldSpec Rows = Integer("rows", 1, null, null,
         "Rows of the model-resolution image kept as the prompt, 1 to height-1 (default: half the height; partial=true: all posted rows).")
-    {
-        Minimum = 1,
-        Example = 7,
-    };
+        with { Example = 7 };
 
     public static readonly FieldSpec Partial = new("partial", FieldKind.Boolean,
         "true when the posted image is only the top part of a picture: it is scaled to the model's width and keeps its aspect ratio (default false).")
@@ -45,55 +42,25 @@ public static class FieldSpecs
         Default = false,
     };
 
-    public static readonly FieldSpec N = new("n", FieldKind.Integer,
+    public static readonly FieldSpec N = Integer("n", 1, null, DefaultCount,
         "Number of images, 1 to Api:MaxImagesPerRequest (16 unless configured; default 1).")
-    {
-        Minimum = 1,
-        ConfiguredMaximum = api => api.MaxImagesPerRequest,
-        Default = DefaultCount,
-    };
+        with { ConfiguredMaximum = api => api.MaxImagesPerRequest };
 
-    public static readonly FieldSpec Temperature = new("temperature", FieldKind.Number,
-        $"Sampling temperature, greater than 0 and at most {MaxTemperature} (default 1.0).")
-    {
-        Minimum = 0,
-        MinimumExclusive = true,
-        Maximum = MaxTemperature,
-        Default = DefaultTemperature,
-    };
+    public static readonly FieldSpec Temperature = Positive("temperature", MaxTemperature, DefaultTemperature,
+        $"Sampling temperature, greater than 0 and at most {MaxTemperature} (default 1.0).");
 
-    public static readonly FieldSpec TopK = new("top_k", FieldKind.Integer,
-        "Sample only from the k most probable colours; 0 turns it off (default 0).")
-    {
-        Minimum = 0,
-        Maximum = int.MaxValue,
-        Default = DefaultTopK,
-    };
+    public static readonly FieldSpec TopK = Integer("top_k", 0, int.MaxValue, DefaultTopK,
+        "Sample only from the k most probable colours; 0 turns it off (default 0).");
 
-    public static readonly FieldSpec TopP = new("top_p", FieldKind.Number,
-        "Nucleus sampling: the smallest set of colours whose probability reaches p, 0 < p <= 1 (default 1).")
-    {
-        Minimum = 0,
-        MinimumExclusive = true,
-        Maximum = 1,
-        Default = DefaultTopP,
-    };
+    public static readonly FieldSpec TopP = Positive("top_p", 1, DefaultTopP,
+        "Nucleus sampling: the smallest set of colours whose probability reaches p, 0 < p <= 1 (default 1).");
 
-    public static readonly FieldSpec Seed = new("seed", FieldKind.Integer,
+    public static readonly FieldSpec Seed = Integer("seed", 0, MaxSeed, null,
         $"Random seed, 0 to {MaxSeed} (2^53-1; default: a random one, echoed in the response and the X-Seed header).")
-    {
-        Minimum = 0,
-        Maximum = MaxSeed,
-        Example = 42,
-    };
+        with { Example = 42 };
 
-    public static readonly FieldSpec Scale = new("scale", FieldKind.Integer,
-        $"Nearest-neighbour enlargement of the returned images, 1 to {MaxScale} (default 1).")
-    {
-        Minimum = 1,
-        Maximum = MaxScale,
-        Default = DefaultScale,
-    };
+    public static readonly FieldSpec Scale = Integer("scale", 1, MaxScale, DefaultScale,
+        $"Nearest-neighbour enlargement of the returned images, 1 to {MaxScale} (default 1).");
 
     public static readonly FieldSpec Stream = new("stream", FieldKind.Boolean,
         "true: answer with server-sent events (a `row` event per finished image row, `heartbeat`s, then `result` or `error`); "
@@ -102,14 +69,18 @@ public static class FieldSpecs
         Default = false,
     };
 
-    public static readonly FieldSpec Top = new("top", FieldKind.Integer,
-        "How many classes to return, 1 or more (default 5; at most the model's class count are returned).")
-    {
-        Minimum = 1,
-        Maximum = int.MaxValue,
-        Default = DefaultTop,
-    };
+    public static readonly FieldSpec Top = Integer("top", 1, int.MaxValue, DefaultTop,
+        "How many classes to return, 1 or more (default 5; at most the model's class count are returned).");
 
     /// <summary>The fields completions and samples share.</summary>
     public static readonly FieldSpec[] Sampling = [N, Temperature, TopK, TopP, Seed, Scale, Stream];
+
+    /// <param name="maximum">Null where a setting or the model sets it.</param>
+    /// <param name="fallback">The value of a missing field; null where it depends on the model or is random.</param>
+    private static FieldSpec Integer(string name, int minimum, long? maximum, int? fallback, string description) =>
+        new(name, FieldKind.Integer, description) { Minimum = minimum, Maximum = maximum, Default = fallback };
+
+    /// <summary>A number greater than 0 and at most <paramref name="maximum"/>.</summary>
+    private static FieldSpec Positive(string name, float maximum, float fallback, string description) =>
+        new(name, FieldKind.Number, description) { Minimum = 0, MinimumExclusive = true, Maximum = maximum, Default = fallback };
 }
