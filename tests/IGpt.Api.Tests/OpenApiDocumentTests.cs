@@ -29,8 +29,7 @@ public sealed class OpenApiDocumentTests(ApiFactory factory)
     public async Task TheReaderReadsItWithoutErrorsAndItNamesAServer()
     {
         var document = await ReadAsync();
-        Assert.NotEmpty(document.Servers ?? []);
-        Assert.All(document.Servers!, server => Assert.StartsWith("http", server.Url));
+        Assert.Equal(["/"], document.Servers!.Select(server => server.Url));
     }
 
     [Fact]

@@ -24,6 +24,9 @@ public static class OpenApiExtensions
                 Description = "Image GPT: complete the top of an image, draw unconditional samples and classify images "
                     + "with the models under models/. Errors are RFC 9457 problem+json.",
             });
+            // Relative: the server that serves the document. An absolute address taken from the request would be the
+            // proxy's backend address (http, an internal host) behind a TLS-terminating proxy, and Swagger UI would call it.
+            options.AddServer(new OpenApiServer { Url = "/", Description = "The service that serves this document" });
             var xml = Path.Combine(AppContext.BaseDirectory, "IGpt.Api.xml");
             if (File.Exists(xml)) options.IncludeXmlComments(xml);
             options.MapType<JsonObject>(() => new OpenApiSchema { Type = JsonSchemaType.Object, AdditionalPropertiesAllowed = true });
@@ -38,10 +41,7 @@ public static class OpenApiExtensions
 
     public static WebApplication UseApiDocumentation(this WebApplication app)
     {
-        // The server is the one the document was asked from: generated clients get a working base address, and
-        // Swagger UI keeps calling the host it was loaded from.
-        app.UseSwagger(options => options.PreSerializeFilters.Add((document, request) =>
-            document.Servers = [new OpenApiServer { Url = $"{request.Scheme}://{request.Host.Value}{request.PathBase}" }]));
+        app.UseSwagger();
         app.UseSwaggerUI(options =>
         {
             options.SwaggerEndpoint("/swagger/v1/swagger.json", "IGpt API v1");
