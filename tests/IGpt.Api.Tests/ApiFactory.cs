@@ -1,18 +1,14 @@
-using Microsoft.AspNetCore.Hosting;
-using Microsoft.AspNetCore.Mvc.Testing;
-using Microsoft.Extensions.Configuration;
-using Microsoft.Extensions.Hosting;
+using IGpt.Api.Catalog;
+using IGpt.Inference;
+using Microsoft.Extensions.DependencyInjection;
 
 namespace IGpt.Api.Tests;
 
 /// <summary>The service over a temporary models folder, CPU only, with small body limits so 413 is cheap to reach.</summary>
-public class ApiFactory : WebApplicationFactory<Program>
+public class ApiFactory : ServiceFactory
 {
     public const long MaxRequestBytes = 256 * 1024;
     public const long MaxImageBytes = 128 * 1024;
-
-    private readonly ModelsFolder _models;
-    private readonly IReadOnlyDictionary<string, string?> _overrides;
 
     public ApiFactory() : this(new ModelsFolder())
     {
@@ -20,43 +16,24 @@ public class ApiFactory : WebApplicationFactory<Program>
 
     /// <param name="models">The models folder (disposed with the factory).</param>
     /// <param name="overrides">Settings on top of the test defaults.</param>
-    protected ApiFactory(ModelsFolder models, IReadOnlyDictionary<string, string?>? overrides = null)
+    /// <param name="kestrel">Serve on a free loopback port (real sockets).</param>
+    protected ApiFactory(ModelsFolder models, IReadOnlyDictionary<string, string?>? overrides = null, bool kestrel = false)
+        : base(models, WithLimits(overrides), kestrel)
     {
-        _models = models;
-        _overrides = overrides ?? new Dictionary<string, string?>();
     }
 
-    protected override void ConfigureWebHost(IWebHostBuilder builder)
+    /// <summary>The loaded model <paramref name="id"/> (the host is started first).</summary>
+    public IGptModel Model(string id = ModelsFolder.Tiny) => Services.GetRequiredService<ModelLoader>().Registry.Find(id)!.Model!;
+
+    private static Dictionary<string, string?> WithLimits(IReadOnlyDictionary<string, string?>? overrides)
     {
         var settings = new Dictionary<string, string?>
         {
-            ["Inference:ModelsPath"] = _models.Path,
-            ["Inference:UseCuda"] = "false",
-            ["Inference:IntraOpThreads"] = "1",
             ["Api:MaxRequestBytes"] = MaxRequestBytes.ToString(),
             ["ImageLimits:MaxBytes"] = MaxImageBytes.ToString(),
-            ["Serilog:MinimumLevel:Default"] = "Warning",
         };
-        foreach (var (key, value) in _overrides) settings[key] = value;
-        builder.ConfigureAppConfiguration((_, configuration) => configuration.AddInMemoryCollection(settings));
-    }
-
-    /// <summary>
-    /// Builds and starts one host at a time across the test assembly; the tests themselves still run in parallel.
-    /// A host's start touches process-wide state (the hosting DiagnosticListener the factory intercepts the entry point
-    /// through, Serilog's static logger), and a CI run once failed a start-up test only when many hosts started at once.
-    /// </summary>
-    protected override IHost CreateHost(IHostBuilder builder)
-    {
-        lock (HostStartLock) return base.CreateHost(builder);
-    }
-
-    private static readonly Lock HostStartLock = new();
-
-    protected override void Dispose(bool disposing)
-    {
-        base.Dispose(disposing);
-        if (disposing) _models.Dispose();
+        foreach (var (key, value) in overrides ?? new Dictionary<string, string?>()) settings[key] = value;
+        return settings;
     }
 }
 

@@ -27,6 +27,7 @@ public sealed class ErrorTests(ApiFactory factory)
     [InlineData("scale", "0")]
     [InlineData("scale", "17")]
     [InlineData("seed", "-1")]
+    [InlineData("seed", "9007199254740992")]
     [InlineData("seed", "18446744073709551616")]
     [InlineData("rows", "0")]
     [InlineData("rows", "8")]

@@ -1,7 +1,7 @@
 using System.Net;
 using System.Text.Json.Nodes;
 using System.Text.RegularExpressions;
-using IGpt.Api.Models;
+using IGpt.Api.Catalog;
 using IGpt.Inference;
 using Microsoft.Extensions.Logging.Abstractions;
 using Microsoft.Extensions.Options;

@@ -1,3 +1,4 @@
+using static IGpt.Tests.Shared.Poll;
 using System.Diagnostics;
 using System.Net;
 using System.Net.ServerSentEvents;
@@ -31,34 +32,6 @@ public sealed class FaultTests
 {
     private const string Faulty = "tiny-faulty";
     private const string Samples = $"/v1/models/{ModelsFolder.Tiny}/samples";
-    private static readonly TimeSpan Patience = TimeSpan.FromSeconds(60);
-
-    private static IGptModel Model(ApiFactory factory, string id = ModelsFolder.Tiny) =>
-        factory.Services.GetRequiredService<ModelRegistry>().Find(id)!.Model!;
-
-    private static async Task Until(Func<bool> condition, string what, Func<object>? state = null)
-    {
-        var deadline = DateTime.UtcNow + Patience;
-        while (!condition())
-        {
-            if (DateTime.UtcNow > deadline) throw new TimeoutException($"waited {Patience.TotalSeconds} s for: {what} {state?.Invoke()}");
-            await Task.Delay(5);
-        }
-    }
-
-    /// <summary>Copies the tiny package into the models folder as <paramref name="id"/>, with <paramref name="decoder"/> as its CPU decoder.</summary>
-    private static string AddPackage(ModelsFolder folder, string id, string? decoder = null)
-    {
-        var dir = Path.Combine(folder.Path, id);
-        Directory.CreateDirectory(dir);
-        foreach (var file in Directory.GetFiles(ModelsFolder.FixturePackage)) File.Copy(file, Path.Combine(dir, Path.GetFileName(file)));
-        if (decoder is not null) File.Copy(decoder, Path.Combine(dir, "decoder.onnx"), overwrite: true);
-        var manifestPath = Path.Combine(dir, "model.json");
-        var manifest = JsonNode.Parse(File.ReadAllText(manifestPath))!.AsObject();
-        manifest["id"] = id;
-        File.WriteAllText(manifestPath, manifest.ToJsonString());
-        return dir;
-    }
 
     private static string FailingDecoder => Path.Combine(ModelsFolder.RepoRoot, "tests", "fixtures", "faults", "decoder-fails-past-40.onnx");
     private static string FailingClassifier => Path.Combine(ModelsFolder.RepoRoot, "tests", "fixtures", "faults", "classifier-fails-on-light-pixels.onnx");
@@ -125,7 +98,7 @@ public sealed class FaultTests
     public async Task ACorruptPackageAtStartIsFailedItsRoutesAnswer503AndTheOthersServe()
     {
         var folder = new ModelsFolder(tiny: true, noClassifier: false, broken: true);
-        var garbage = AddPackage(folder, "tiny-garbage");
+        var garbage = folder.AddPackage("tiny-garbage");
         File.WriteAllText(Path.Combine(garbage, "model.json"), "{ this is not json");
         using var factory = new ConfiguredApiFactory(folder, new Dictionary<string, string?>());
         var client = factory.CreateClient();
@@ -149,10 +122,10 @@ public sealed class FaultTests
     public async Task AnOrtRunThatThrowsFailsItsRequestsWith500AndTheModelIsReportedFailing()
     {
         var folder = new ModelsFolder(tiny: true, noClassifier: false, broken: false);
-        AddPackage(folder, Faulty, FailingDecoder);
+        folder.AddPackage(Faulty, FailingDecoder);
         using var factory = new ConfiguredApiFactory(folder, new Dictionary<string, string?> { ["Inference:MaxBatch"] = "4" });
         var client = factory.CreateClient();
-        var faulty = Model(factory, Faulty);
+        var faulty = factory.Model(Faulty);
 
         // A sample decodes rows 0..4 (positions up to 39), then the decode step at position 40 throws.
         var problem = await (await client.PostAsync($"/v1/models/{Faulty}/samples", Http.Json(new { n = 2 }))).AssertProblemAsync(HttpStatusCode.InternalServerError);
@@ -197,7 +170,7 @@ public sealed class FaultTests
     public async Task AClassifierRunThatThrowsIs500ForThatImageOnlyAndTheModelRecovers()
     {
         var folder = new ModelsFolder(tiny: true, noClassifier: false, broken: false);
-        var dir = AddPackage(folder, Faulty);
+        var dir = folder.AddPackage(Faulty);
         File.Copy(FailingClassifier, Path.Combine(dir, "classifier.onnx"), overwrite: true);
         using var factory = new ConfiguredApiFactory(folder, new Dictionary<string, string?> { ["Api:ClassificationCacheEntries"] = "0" });
         var client = factory.CreateClient();
@@ -231,7 +204,7 @@ public sealed class FaultTests
         using var factory = new StoppableApiFactory(new ModelsFolder(tiny: true, noClassifier: false, broken: false),
             new Dictionary<string, string?> { ["Api:ShutdownDrainSeconds"] = "30" });
         var client = factory.CreateClient();
-        var model = Model(factory);
+        var model = factory.Model();
         var drain = factory.Services.GetRequiredService<ShutdownDrain>();
         factory.Gate().Hold();
         var running = client.PostAsync(Samples, Http.Json(new { n = 2 }));
@@ -264,7 +237,7 @@ public sealed class FaultTests
         using var factory = new StoppableApiFactory(new ModelsFolder(tiny: true, noClassifier: false, broken: false),
             new Dictionary<string, string?> { ["Api:ShutdownDrainSeconds"] = "1" });
         var client = factory.CreateClient();
-        var model = Model(factory);
+        var model = factory.Model();
         factory.Gate().Hold();   // nothing finishes: the drain time must end the requests
         var running = client.PostAsync(Samples, Http.Json(new { n = 2 }));
         var streamed = client.SendAsync(Post(Samples, Http.Json(new { n = 1, stream = true })), HttpCompletionOption.ResponseHeadersRead);

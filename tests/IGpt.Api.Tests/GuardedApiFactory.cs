@@ -23,7 +23,6 @@ public sealed class GuardedApiFactory : ApiFactory
 
     private static readonly Dictionary<string, string?> Settings = new()
     {
-        ["Urls"] = "http://127.0.0.1:0",
         ["Api:Keys:0"] = KeyOne,
         ["Api:Keys:1"] = KeyTwo,
         ["Api:MaxConcurrentRequestsPerClient"] = PerClient.ToString(),
@@ -33,12 +32,8 @@ public sealed class GuardedApiFactory : ApiFactory
         ["Serilog:MinimumLevel:Override:Microsoft.AspNetCore"] = "Debug",
     };
 
-    public GuardedApiFactory() : base(new ModelsFolder(tiny: true, noClassifier: false, broken: false), Settings)
+    public GuardedApiFactory() : base(new ModelsFolder(tiny: true, noClassifier: false, broken: false), Settings, kestrel: true)
     {
-        // The port comes from Urls (127.0.0.1:0) above, not UseKestrel(0): with a port, the factory rewrites the
-        // server's addresses after the entry point has built the app, racing the app's own start, and a loaded
-        // run failed with "Addresses cannot be modified after the server has started".
-        UseKestrel();
     }
 
     /// <summary>Every log event the service wrote (Serilog reads sinks registered as services).</summary>

@@ -1,5 +1,8 @@
+using System.Diagnostics.Metrics;
 using System.Net;
 using System.Net.Http.Headers;
+using Microsoft.Extensions.DependencyInjection;
+using static IGpt.Tests.Shared.Poll;
 
 namespace IGpt.Api.Tests;
 
@@ -17,15 +20,14 @@ public sealed class RateLimitTests(GuardedApiFactory factory)
         var two = factory.CreateClient(GuardedApiFactory.KeyTwo);
         var gate = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
         // Requests whose bodies have not finished arriving hold their client's places. They are known to hold them
-        // when their endpoint runs (after the limiter): the samples endpoint, which nothing else here calls meanwhile.
-        static bool SamplesRuns(string text) => text.StartsWith("Executing endpoint", StringComparison.Ordinal) && text.Contains("/samples");
-        var samplesBefore = factory.Logs.Texts().Count(SamplesRuns);
+        // once the limiter has leased them, which ASP.NET Core's rate limiting meter counts; nothing else runs meanwhile.
+        using var leases = new ActiveLeases(factory.Services.GetRequiredService<IMeterFactory>());
         var holders = Enumerable.Range(0, GuardedApiFactory.PerClient)
             .Select(i => one.PostAsync($"{Samples}?holder={i}", new HeldBody(gate.Task, "{\"n\": 1, \"seed\": 1}"u8.ToArray())))
             .ToArray();
         try
         {
-            Assert.True(await factory.Logs.WaitForAsync(SamplesRuns, samplesBefore + holders.Length), "the holders did not reach their endpoint");
+            await Until(() => leases.Count >= holders.Length, "the holders hold their client's places", () => leases.Count);
             HttpResponseMessage? rejected = null;
             var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(20);
             while (rejected is null && DateTime.UtcNow < deadline)
@@ -51,6 +53,34 @@ public sealed class RateLimitTests(GuardedApiFactory factory)
         }
         foreach (var holder in holders) Assert.Equal(HttpStatusCode.OK, (await holder).StatusCode);
         Assert.Equal(HttpStatusCode.OK, (await one.GetAsync(Models)).StatusCode);
+    }
+
+    /// <summary>
+    /// Requests holding a rate limiter lease now, on this host: the sum of ASP.NET Core's
+    /// aspnetcore.rate_limiting.active_request_leases up-down counter since this listener started.
+    /// </summary>
+    private sealed class ActiveLeases : IDisposable
+    {
+        private readonly MeterListener _listener = new();
+        private long _count;
+
+        public ActiveLeases(IMeterFactory host)
+        {
+            _listener.InstrumentPublished = (instrument, listener) =>
+            {
+                if (instrument.Meter.Scope == host && instrument.Meter.Name == "Microsoft.AspNetCore.RateLimiting"
+                    && instrument.Name == "aspnetcore.rate_limiting.active_request_leases")
+                {
+                    listener.EnableMeasurementEvents(instrument);
+                }
+            };
+            _listener.SetMeasurementEventCallback<long>((_, change, _, _) => Interlocked.Add(ref _count, change));
+            _listener.Start();
+        }
+
+        public long Count => Interlocked.Read(ref _count);
+
+        public void Dispose() => _listener.Dispose();
     }
 
     /// <summary>A JSON body whose last bytes are sent only when <paramref name="release"/> completes.</summary>

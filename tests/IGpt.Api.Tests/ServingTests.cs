@@ -1,3 +1,4 @@
+using static IGpt.Tests.Shared.Poll;
 using System.Net;
 using System.Net.Http.Headers;
 using System.Net.ServerSentEvents;
@@ -19,23 +20,9 @@ public sealed class ServingTests
 {
     private const string Samples = $"/v1/models/{ModelsFolder.Tiny}/samples";
     private const string Completions = $"/v1/models/{ModelsFolder.Tiny}/completions";
-    private static readonly TimeSpan Patience = TimeSpan.FromSeconds(60);
 
     private static ConfiguredApiFactory Service(params (string Key, string Value)[] settings) =>
         new(new ModelsFolder(tiny: true, noClassifier: false, broken: false), settings.ToDictionary(s => s.Key, s => (string?)s.Value));
-
-    private static IGptModel Model(ApiFactory factory) =>
-        factory.Services.GetRequiredService<ModelRegistry>().Find(ModelsFolder.Tiny)!.Model!;
-
-    private static async Task Until(Func<bool> condition, string what, Func<object>? state = null)
-    {
-        var deadline = DateTime.UtcNow + Patience;
-        while (!condition())
-        {
-            if (DateTime.UtcNow > deadline) throw new TimeoutException($"waited {Patience.TotalSeconds} s for: {what} {state?.Invoke()}");
-            await Task.Delay(5);
-        }
-    }
 
     private static HttpRequestMessage Post(string route, HttpContent? content, string? accept = null)
     {
@@ -94,7 +81,7 @@ public sealed class ServingTests
     {
         using var factory = Service(("Inference:MaxBatch", "1"), ("Api:HeartbeatSeconds", "0.05"));
         var client = factory.CreateClient();
-        var model = Model(factory);
+        var model = factory.Model();
         factory.Gate().Hold();
         var first = client.PostAsync(Samples, Http.Json(new { n = 1 }));
         await Until(() => model.SchedulerStats.ActiveSequences == 1, "the first request holds the only slot");
@@ -123,7 +110,7 @@ public sealed class ServingTests
     {
         using var factory = Service(("Inference:MaxBatch", "1"), ("Inference:QueueCapacity", "1"), ("Api:RetryAfterSeconds", "2"));
         var client = factory.CreateClient();
-        var model = Model(factory);
+        var model = factory.Model();
         factory.Gate().Hold();
         var running = client.PostAsync(Samples, Http.Json(new { n = 1 }));
         await Until(() => model.SchedulerStats.ActiveSequences == 1, "one request running");
@@ -150,7 +137,7 @@ public sealed class ServingTests
     {
         using var factory = Service(("Api:RequestTimeoutSeconds", "0.3"));
         var client = factory.CreateClient();
-        var model = Model(factory);
+        var model = factory.Model();
         factory.Gate().Hold();   // nothing finishes: the timeout must end the request
 
         var response = await client.PostAsync(Samples, Http.Json(new { n = 2 }));
@@ -182,7 +169,7 @@ public sealed class ServingTests
         factory.StartServer();
         var address = factory.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses.First();
         using var client = new HttpClient { BaseAddress = new Uri(address) };
-        var model = Model(factory);
+        var model = factory.Model();
         factory.Gate().Hold();
 
         using var cts = new CancellationTokenSource();
@@ -218,7 +205,7 @@ public sealed class ServingTests
     {
         using var factory = Service(("Inference:MaxBatch", "8"));
         var client = factory.CreateClient();
-        var model = Model(factory);
+        var model = factory.Model();
         factory.Gate().Hold();
         var requests = Enumerable.Range(0, 3).Select(i => client.PostAsync(Samples, Http.Json(new { n = 2, seed = i }))).ToArray();
         await Until(() => model.SchedulerStats.ActiveSequences == 6, "six samples in slots");
@@ -269,7 +256,7 @@ public sealed class ServingTests
         Assert.Equal((1L, 3L, 3), stats);
 
         // The batch gives each image the probabilities it gets alone.
-        var model = Model(factory);
+        var model = factory.Model();
         for (int i = 0; i < 3; i++)
         {
             var body = await responses[i].ReadJsonAsync();

@@ -108,7 +108,7 @@ public class DevicePathTests
     public void GraphSelectionNeedsAnFp16CudaGraph()
     {
         var manifest = ModelManifest.Load(Fixture.PackageDir);
-        Assert.Equal("decoder.fp16.onnx", ModelLoader.CudaDecoderFile(manifest, out _)!.Path);
+        Assert.Equal("decoder.fp16.onnx", SessionLoader.CudaDecoderFile(manifest, out _)!.Path);
         Assert.Equal("decoder.onnx", new StepPlanner(Fixture.CpuOptions()).CpuGraph(manifest.Files.Decoder).Path);
         Assert.Equal("decoder.fp16.onnx", Fp16OnCpu().CpuGraph(manifest.Files.Decoder).Path);
 
@@ -118,7 +118,7 @@ public class DevicePathTests
             var json = JsonNode.Parse(File.ReadAllText(Path.Combine(dir, "model.json")))!.AsObject();
             json["files"]!["decoder"]!["cuda"]!["dtype"] = "float32";
             var fp32Cuda = ModelManifest.Parse(json.ToJsonString(), dir);
-            Assert.Null(ModelLoader.CudaDecoderFile(fp32Cuda, out var reason));
+            Assert.Null(SessionLoader.CudaDecoderFile(fp32Cuda, out var reason));
             Assert.Contains("needs the float16 graph", reason);
             // UseCuda on, but nothing to run there: the CPU, with the reason (no CUDA attempt, so the same on any host).
             var options = Fixture.CpuOptions();
@@ -130,7 +130,7 @@ public class DevicePathTests
             }
 
             json["files"]!["decoder"]!["cuda"] = null;
-            Assert.Null(ModelLoader.CudaDecoderFile(ModelManifest.Parse(json.ToJsonString(), dir), out reason));
+            Assert.Null(SessionLoader.CudaDecoderFile(ModelManifest.Parse(json.ToJsonString(), dir), out reason));
             Assert.Contains("no CUDA decoder", reason);
 
             // A graph whose KV dtype is not the manifest's fails clearly, naming the file.

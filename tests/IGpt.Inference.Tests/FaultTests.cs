@@ -1,4 +1,5 @@
 using Microsoft.Extensions.Logging.Abstractions;
+using static IGpt.Tests.Shared.Poll;
 
 namespace IGpt.Inference.Tests;
 
@@ -8,18 +9,6 @@ namespace IGpt.Inference.Tests;
 /// </summary>
 public class FaultTests
 {
-    private static readonly TimeSpan Patience = TimeSpan.FromSeconds(60);
-
-    private static async Task Until(Func<bool> condition, string what, Func<object> state)
-    {
-        var deadline = DateTime.UtcNow + Patience;
-        while (!condition())
-        {
-            if (DateTime.UtcNow > deadline) throw new TimeoutException($"waited {Patience.TotalSeconds} s for: {what} ({state()})");
-            await Task.Delay(5);
-        }
-    }
-
     /// <summary>A copy of the tiny package whose decoder fails at run time once a position reaches 40.</summary>
     private static IGptModel LoadFailing(out string modelsRoot, int slots = 4, Generation.StepGate? gate = null)
     {

@@ -1,4 +1,5 @@
 using Microsoft.Extensions.Logging.Abstractions;
+using Microsoft.ML.OnnxRuntime;
 
 namespace IGpt.Inference.Tests;
 
@@ -39,13 +40,43 @@ public class HotPathTests
     [Fact]
     public async Task CudaIsTriedFirstAndFallsBackToCpuWithAReason()
     {
+        // The oracle, asked of ONNX Runtime directly: can its CUDA provider open the package's CUDA graph here? Without a
+        // GPU, or without the CUDA libraries the provider links, it cannot.
+        bool cudaRuns = true;
+        try
+        {
+            using var cuda = new OrtCUDAProviderOptions();
+            using var sessionOptions = new SessionOptions();
+            sessionOptions.AppendExecutionProvider_CUDA(cuda);
+            using var session = new InferenceSession(Path.Combine(Fixture.PackageDir, "decoder.fp16.onnx"), sessionOptions);
+        }
+        catch (Exception e) when (e is OnnxRuntimeException or DllNotFoundException or EntryPointNotFoundException)
+        {
+            cudaRuns = false;
+        }
+
         var options = Fixture.CpuOptions();
         options.UseCuda = true;
         using var model = IGptModel.Load(Fixture.PackageDir, options, NullLogger.Instance);
-        if (model.ExecutionProvider == "CPU")
-            Assert.StartsWith("CUDA provider unavailable", model.ProviderReason);
-        else
+        if (cudaRuns)
+        {
             Assert.Equal("CUDA", model.ExecutionProvider);
+            Assert.StartsWith("CUDA provider loaded", model.ProviderReason);
+        }
+        else
+        {
+            // The model tried CUDA first: its reason is ONNX Runtime's own failure (the wording differs from try to
+            // try), not a setting that skipped the try.
+            Assert.Equal("CPU", model.ExecutionProvider);
+            Assert.StartsWith("CUDA provider unavailable", model.ProviderReason);
+            Assert.Contains("[ErrorCode:", model.ProviderReason);
+        }
+
+        // UseCuda off never tries: the same machine gives CPU with a reason that says so.
+        using var cpu = IGptModel.Load(Fixture.PackageDir, Fixture.CpuOptions(), NullLogger.Instance);
+        Assert.Equal("CPU", cpu.ExecutionProvider);
+        Assert.DoesNotContain("CUDA provider", cpu.ProviderReason);
+
         var result = await model.CompleteAsync(new CompletionRequest([1, 2, 3, 4, 5, 6, 7, 0], 2, SamplingOptions.Greedy, 0), CancellationToken.None);
         Assert.Equal(result.Images[0], result.Images[1]);
         Assert.Equal([1, 2, 3, 4, 5, 6, 7, 0], result.Images[0][..8]);

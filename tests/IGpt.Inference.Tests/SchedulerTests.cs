@@ -1,4 +1,5 @@
 using Microsoft.Extensions.Logging.Abstractions;
+using static IGpt.Tests.Shared.Poll;
 
 namespace IGpt.Inference.Tests;
 
@@ -8,25 +9,11 @@ namespace IGpt.Inference.Tests;
 /// </summary>
 public class SchedulerTests
 {
-    private static readonly TimeSpan Patience = TimeSpan.FromSeconds(60);
-
     private static IGptModel Load(int slots, int queue = 64, StepGate? gate = null)
     {
         var options = Fixture.CpuOptions(maxBatch: slots);
         options.QueueCapacity = queue;
         return IGptModel.Load(Fixture.PackageDir, options, NullLogger.Instance, gate: gate);
-    }
-
-    private static Task Until(Func<bool> condition, string what) => Until(condition, what, () => "");
-
-    private static async Task Until(Func<bool> condition, string what, Func<object> state)
-    {
-        var deadline = DateTime.UtcNow + Patience;
-        while (!condition())
-        {
-            if (DateTime.UtcNow > deadline) throw new TimeoutException($"waited {Patience.TotalSeconds} s for: {what} ({state()})");
-            await Task.Delay(5);
-        }
     }
 
     private static int[] Prompt(int rows, int salt) => Enumerable.Range(0, rows * 8).Select(i => (i * 3 + salt) % 8).ToArray();

@@ -6,8 +6,8 @@ public sealed record GenerationResponse
     /// <summary>The model that drew the images.</summary>
     public required string Model { get; init; }
 
-    /// <summary>The sampling seed used (the one sent, or a random one when none was sent); the same seed and fields give the same images.</summary>
-    public required ulong Seed { get; init; }
+    /// <summary>The sampling seed used (the one sent, or a random one when none was sent), 0 to 2^53-1; the same seed and fields give the same images.</summary>
+    public required long Seed { get; init; }
 
     /// <summary>Rows of the model-resolution image kept from the prompt (0 for unconditional samples).</summary>
     public required int Rows { get; init; }

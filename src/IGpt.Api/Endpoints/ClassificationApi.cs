@@ -3,7 +3,7 @@ using IGpt.Api.Caching;
 using IGpt.Api.Contracts;
 using IGpt.Api.Errors;
 using IGpt.Api.Hosting;
-using IGpt.Api.Models;
+using IGpt.Api.Catalog;
 using IGpt.Api.OpenApi;
 using IGpt.Api.Requests;
 using IGpt.Api.Serving;
@@ -16,7 +16,8 @@ namespace IGpt.Api.Endpoints;
 /// <summary>POST /v1/models/{model}/classifications: the model's classification head on a posted image.</summary>
 public static class ClassificationApi
 {
-    public const int DefaultTop = 5;
+    /// <summary>The endpoint label of the route's metrics.</summary>
+    private const string Classifications = "classifications";
 
     public static IEndpointRouteBuilder MapClassificationApi(this IEndpointRouteBuilder app)
     {
@@ -27,70 +28,51 @@ public static class ClassificationApi
             .WithDescription("Resizes the image to the model's resolution, quantizes it to the palette and runs the classification head. "
                 + "Results are cached by (model, image bytes): the X-Cache header and the `cached` field say whether the cache answered. "
                 + "404 for a model without a classification head.")
-            .WithMetadata(new RequestBodyDocs(typeof(ClassificationForm), typeof(ClassificationJsonRequest),
-                $$"""{"image": "{{RequestBodyDocs.ExampleImage}}", "top": 5}""", Required: true, OffersPng: false))
+            .WithMetadata(new RequestBodyDocs(RequestShape.Classification, "ClassificationRequest",
+                $$"""{"image": "{{RequestBodyDocs.ExampleImage}}", "top": 5}""", Required: true, Generates: false))
+            .WithOutcomes(Classifications)
             .WithProblems();
         return app;
     }
 
     /// <summary>Classify an image.</summary>
     /// <param name="model">Model id (GET /v1/models lists them; the model must have classes).</param>
-    public static async Task<Results<Ok<ClassificationResponse>, ProblemHttpResult>> ClassifyAsync(
+    public static async Task<Ok<ClassificationResponse>> ClassifyAsync(
         string model, HttpContext context, ModelCatalog catalog, ImageCodec codec, ClassificationCache cache,
         ClassificationBatcher batcher, ServingMetrics metrics, IOptions<ApiOptions> options, CancellationToken cancellationToken)
     {
-        var label = catalog.Describe(model) is null ? "unknown" : model;
-        try
+        var loaded = catalog.GetReady(model);
+        if (!loaded.HasClassifier)
         {
-            var loaded = catalog.GetReady(model);
-            if (!loaded.HasClassifier)
-            {
-                return Problems.NotFound($"The model '{model}' has no classification head.");
-            }
-            var fields = await RequestReader.ReadAsync(context.Request, RequestShape.Classification,
-                options.Value.MaxRequestBytes, codec.Limits.MaxBytes, cancellationToken);
-            var top = fields.Int("top", 1, int.MaxValue) ?? DefaultTop;
-            var bytes = fields.RequireImage();
+            throw new ApiProblemException(StatusCodes.Status404NotFound, "Not found", $"The model '{model}' has no classification head.");
+        }
+        var fields = await RequestReader.ReadAsync(context.Request, RequestShape.Classification,
+            options.Value.MaxRequestBytes, codec.Limits.MaxBytes, cancellationToken);
+        var top = fields.Int(FieldSpecs.Top) ?? FieldSpecs.DefaultTop;
+        var bytes = fields.RequireImage();
 
-            var hash = Convert.ToHexString(SHA256.HashData(bytes));
-            var cached = cache.TryGet(model, hash, out var probabilities);
-            if (!cached)
-            {
-                var image = codec.DecodeForModel(bytes, loaded.Manifest, partial: false);
-                probabilities = await batcher.ClassifyAsync(model, loaded, image.ToTokens(loaded.Palette), cancellationToken);
-                cache.Set(model, hash, probabilities);
-            }
+        var hash = Convert.ToHexString(SHA256.HashData(bytes));
+        var cached = cache.TryGet(model, hash, out var probabilities);
+        if (!cached)
+        {
+            var image = codec.DecodeForModel(bytes, loaded.Manifest, partial: false);
+            probabilities = await batcher.ClassifyAsync(model, loaded, image.ToTokens(loaded.Palette), cancellationToken);
+            cache.Set(model, hash, probabilities);
+        }
 
-            context.Response.Headers["X-Cache"] = cached ? "hit" : "miss";
-            var classes = loaded.Manifest.Classes;
-            var predictions = probabilities
-                .Select((probability, index) => new Prediction
-                {
-                    Label = index < classes.Count ? classes[index] : $"class {index}",
-                    Index = index,
-                    Probability = Math.Round(probability, 6),
-                })
-                .OrderByDescending(p => p.Probability).ThenBy(p => p.Index)
-                .Take(top)
-                .ToArray();
-            metrics.Request(label, "classifications", RequestOutcome.Ok);
-            return TypedResults.Ok(new ClassificationResponse { Model = model, Predictions = predictions, Cached = cached });
-        }
-        catch (Exception e) when (Problems.From(e, context) is { } problem)
-        {
-            metrics.Request(label, "classifications", problem.Status == Problems.ClientClosedRequest ? RequestOutcome.Cancelled : RequestOutcome.Rejected);
-            return TypedResults.Problem(problem);
-        }
-        catch (Exception e) when (Problems.ServerFault(e, context) is { } problem)
-        {
-            context.RequestServices.GetRequiredService<ILoggerFactory>().CreateLogger(typeof(ClassificationApi)).LogError(e, "Classification on model {Model} failed", model);
-            metrics.Request(label, "classifications", RequestOutcome.Failed);
-            return TypedResults.Problem(problem);
-        }
-        catch
-        {
-            metrics.Request(label, "classifications", RequestOutcome.Failed);
-            throw;
-        }
+        context.Response.Headers[ResponseHeaders.Cache] = cached ? "hit" : "miss";
+        var classes = loaded.Manifest.Classes;
+        var predictions = probabilities
+            .Select((probability, index) => new Prediction
+            {
+                Label = index < classes.Count ? classes[index] : $"class {index}",
+                Index = index,
+                Probability = Math.Round(probability, 6),
+            })
+            .OrderByDescending(p => p.Probability).ThenBy(p => p.Index)
+            .Take(top)
+            .ToArray();
+        metrics.Request(model, Classifications, RequestOutcome.Ok);
+        return TypedResults.Ok(new ClassificationResponse { Model = model, Predictions = predictions, Cached = cached });
     }
 }

@@ -1,7 +1,7 @@
 using IGpt.Api.Contracts;
-using IGpt.Api.Errors;
 using IGpt.Api.Hosting;
-using IGpt.Api.Models;
+using IGpt.Api.Catalog;
+using IGpt.Api.Generation;
 using IGpt.Api.OpenApi;
 using IGpt.Api.Requests;
 using IGpt.Api.Serving;
@@ -16,6 +16,9 @@ namespace IGpt.Api.Endpoints;
 /// <summary>POST /v1/models/{model}/completions and /samples: images drawn pixel by pixel.</summary>
 public static class GenerationApi
 {
+    /// <summary>The endpoint label of the routes' metrics.</summary>
+    private const string Completions = "completions", Samples = "samples";
+
     public static IEndpointRouteBuilder MapGenerationApi(this IEndpointRouteBuilder app)
     {
         var group = app.MapGroup("/v1/models/{model}").WithTags("Generation");
@@ -27,9 +30,10 @@ public static class GenerationApi
                 + "and lets the model draw the rest, n times. Send the image as a multipart file or as base64 in JSON. "
                 + "With `Accept: image/png` the answer is one PNG of the n results side by side; with `\"stream\": true` (or "
                 + "`Accept: text/event-stream`) server-sent events: a `row` event per finished image row, `heartbeat`s, then `result` or `error`.")
-            .WithMetadata(new RequestBodyDocs(typeof(CompletionForm), typeof(CompletionJsonRequest),
-                $$"""{"image": "{{RequestBodyDocs.ExampleImage}}", "n": 4, "temperature": 1.0, "top_k": 0, "top_p": 1.0, "scale": 4}""",
-                Required: true, OffersPng: true))
+            .WithMetadata(new RequestBodyDocs(RequestShape.Completion, "CompletionRequest",
+                $$"""{"image": "{{RequestBodyDocs.ExampleImage}}", "n": 4, "temperature": 1.0, "top_k": 0, "top_p": 1.0, "scale": 4, "stream": false}""",
+                Required: true, Generates: true))
+            .WithOutcomes(Completions)
             .WithProblems();
 
         group.MapPost("/samples", SampleAsync)
@@ -37,8 +41,9 @@ public static class GenerationApi
             .WithSummary("Draw unconditional samples")
             .WithDescription("The model draws n whole images from nothing. Same answer as completions (rows = 0); "
                 + "`Accept: image/png` gives one PNG of the n samples side by side; `\"stream\": true` streams rows as server-sent events.")
-            .WithMetadata(new RequestBodyDocs(null, typeof(SampleRequest),
-                """{"n": 4, "temperature": 1.0, "top_k": 0, "top_p": 1.0, "scale": 4}""", Required: false, OffersPng: true))
+            .WithMetadata(new RequestBodyDocs(RequestShape.Samples, "SampleRequest",
+                """{"n": 4, "temperature": 1.0, "top_k": 0, "top_p": 1.0, "scale": 4, "stream": false}""", Required: false, Generates: true))
+            .WithOutcomes(Samples)
             .WithProblems();
 
         return app;
@@ -46,105 +51,73 @@ public static class GenerationApi
 
     /// <summary>Complete the top of an image.</summary>
     /// <param name="model">Model id (GET /v1/models lists them).</param>
-    public static Task<Results<ServerSentEventsResult<string>, Ok<GenerationResponse>, FileContentHttpResult, ProblemHttpResult>> CompleteAsync(
+    public static Task<Results<ServerSentEventsResult<string>, Ok<GenerationResponse>, FileContentHttpResult>> CompleteAsync(
         string model, HttpContext context, ModelCatalog catalog, ImageGenerator generator, ServingMetrics metrics,
         IOptions<ApiOptions> options, ShutdownDrain drain, CancellationToken cancellationToken) =>
-        GenerateAsync(model, "completions", RequestShape.Completion, generator.PlanCompletion, context, catalog, generator, metrics,
+        GenerateAsync(model, Completions, RequestShape.Completion, generator.PlanCompletion, context, catalog, generator, metrics,
             options.Value, drain, cancellationToken);
 
     /// <summary>Draw unconditional samples.</summary>
     /// <param name="model">Model id (GET /v1/models lists them).</param>
-    public static Task<Results<ServerSentEventsResult<string>, Ok<GenerationResponse>, FileContentHttpResult, ProblemHttpResult>> SampleAsync(
+    public static Task<Results<ServerSentEventsResult<string>, Ok<GenerationResponse>, FileContentHttpResult>> SampleAsync(
         string model, HttpContext context, ModelCatalog catalog, ImageGenerator generator, ServingMetrics metrics,
         IOptions<ApiOptions> options, ShutdownDrain drain, CancellationToken cancellationToken) =>
-        GenerateAsync(model, "samples", RequestShape.Samples, generator.PlanSamples, context, catalog, generator, metrics,
+        GenerateAsync(model, Samples, RequestShape.Samples, generator.PlanSamples, context, catalog, generator, metrics,
             options.Value, drain, cancellationToken);
 
     /// <summary>
     /// Reads and checks the request, takes the model's queue place (or answers 503 at once), then either waits for
-    /// the images (JSON or PNG, with Server-Timing) or streams them as server-sent events.
+    /// the images (JSON or PNG, with Server-Timing) or streams them as server-sent events. Failures are thrown: the
+    /// route's <see cref="ModelRouteOutcomes"/> filter answers them.
     /// </summary>
-    private static async Task<Results<ServerSentEventsResult<string>, Ok<GenerationResponse>, FileContentHttpResult, ProblemHttpResult>> GenerateAsync(
+    private static async Task<Results<ServerSentEventsResult<string>, Ok<GenerationResponse>, FileContentHttpResult>> GenerateAsync(
         string model, string endpoint, RequestShape shape, Func<string, IGptModel, RequestFields, GenerationPlan> plan,
         HttpContext context, ModelCatalog catalog, ImageGenerator generator, ServingMetrics metrics, ApiOptions options,
         ShutdownDrain drain, CancellationToken cancellationToken)
     {
-        var label = catalog.Describe(model) is null ? "unknown" : model;
+        var loaded = catalog.GetReady(model);
+        var fields = await RequestReader.ReadAsync(context.Request, shape, options.MaxRequestBytes, generator.Codec.Limits.MaxBytes, cancellationToken);
+        var stream = fields.Bool(FieldSpecs.Stream) ?? ResponseFormat.WantsEventStream(context.Request);
+        var checkedPlan = plan(model, loaded, fields);
+        if (!stream && ResponseFormat.WantsPng(context.Request)) ImageGenerator.EnsurePngStripFits(checkedPlan);
+
+        // Ends the request at its timeout, or when shutdown's drain time is over; the filter and the stream read which.
+        var deadline = new RequestDeadline(options.RequestTimeout, cancellationToken, drain.Abort);
+        context.Features.Set(deadline);
+        CompletionHandle handle;
         try
         {
-            var loaded = catalog.GetReady(model);
-            var fields = await RequestReader.ReadAsync(context.Request, shape, options.MaxRequestBytes, generator.Codec.Limits.MaxBytes, cancellationToken);
-            var stream = fields.Bool("stream") ?? ResponseFormat.WantsEventStream(context.Request);
-            var checkedPlan = plan(model, loaded, fields);
-            if (!stream && ResponseFormat.WantsPng(context.Request)) ImageGenerator.EnsurePngStripFits(checkedPlan);
-
-            // Ends the request at its timeout, or when shutdown's drain time is over.
-            var timeout = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken, drain.Abort);
-            timeout.CancelAfter(options.RequestTimeout);
-            CompletionHandle handle;
-            try
-            {
-                handle = loaded.StartCompletion(checkedPlan.Request, stream, timeout.Token);
-            }
-            catch
-            {
-                timeout.Dispose();
-                throw;
-            }
-            context.Response.Headers["X-Seed"] = checkedPlan.Parameters.Seed.ToString(CultureInfo.InvariantCulture);
-            if (stream)
-            {
-                var json = context.RequestServices.GetRequiredService<IOptions<JsonOptions>>().Value.SerializerOptions;
-                var events = new GenerationEventStream(context, checkedPlan, handle, timeout, drain.Abort, options.Heartbeat, generator, metrics, endpoint, json);
-                return TypedResults.ServerSentEvents(events.ReadAllAsync(cancellationToken));
-            }
-
-            CompletionResult result;
-            using (timeout)
-            {
-                try
-                {
-                    result = await handle.Result;
-                }
-                catch (OperationCanceledException) when (drain.Abort.IsCancellationRequested && !cancellationToken.IsCancellationRequested)
-                {
-                    metrics.Request(label, endpoint, RequestOutcome.Cancelled);
-                    return TypedResults.Problem(Problems.Stopping(context));
-                }
-                catch (OperationCanceledException) when (timeout.IsCancellationRequested && !cancellationToken.IsCancellationRequested)
-                {
-                    metrics.Request(label, endpoint, RequestOutcome.TimedOut);
-                    return TypedResults.Problem(Problems.TimedOut(context));
-                }
-            }
-            metrics.Completed(model, result);
-            metrics.Request(label, endpoint, RequestOutcome.Ok);
-            return Respond(context, generator, ImageGenerator.Output(checkedPlan, result));
-        }
-        catch (Exception e) when (Problems.From(e, context) is { } problem)
-        {
-            metrics.Request(label, endpoint, problem.Status == Problems.ClientClosedRequest ? RequestOutcome.Cancelled : RequestOutcome.Rejected);
-            return TypedResults.Problem(problem);
-        }
-        catch (Exception e) when (Problems.ServerFault(e, context) is { } problem)
-        {
-            context.RequestServices.GetRequiredService<ILoggerFactory>().CreateLogger(typeof(GenerationApi)).LogError(e, "Generation on model {Model} failed", model);
-            metrics.Request(label, endpoint, RequestOutcome.Failed);
-            return TypedResults.Problem(problem);
+            handle = loaded.StartCompletion(checkedPlan.Request, stream, deadline.Token);
         }
         catch
         {
-            metrics.Request(label, endpoint, RequestOutcome.Failed);
+            deadline.Dispose();
             throw;
         }
+        context.Response.Headers[ResponseHeaders.Seed] = checkedPlan.Parameters.Seed.ToString(CultureInfo.InvariantCulture);
+        if (stream)
+        {
+            var json = context.RequestServices.GetRequiredService<IOptions<JsonOptions>>().Value.SerializerOptions;
+            var events = new GenerationEventStream(context, checkedPlan, handle, deadline, options.Heartbeat, generator, metrics, endpoint, json);
+            return TypedResults.ServerSentEvents(events.ReadAllAsync(cancellationToken));
+        }
+
+        CompletionResult result;
+        using (deadline)
+        {
+            result = await handle.Result;
+        }
+        metrics.Completed(model, result);
+        metrics.Request(model, endpoint, RequestOutcome.Ok);
+        return Respond(context, generator, ImageGenerator.Output(checkedPlan, result));
     }
 
-    private static Results<ServerSentEventsResult<string>, Ok<GenerationResponse>, FileContentHttpResult, ProblemHttpResult> Respond(
+    private static Results<ServerSentEventsResult<string>, Ok<GenerationResponse>, FileContentHttpResult> Respond(
         HttpContext context, ImageGenerator generator, GenerationOutput output)
     {
         var r = output.Result;
-        context.Response.Headers["X-Cache"] = r.PrefixCacheHit ? "hit" : "miss";
-        context.Response.Headers["Server-Timing"] = string.Create(CultureInfo.InvariantCulture,
+        context.Response.Headers[ResponseHeaders.Cache] = r.PrefixCacheHit ? "hit" : "miss";
+        context.Response.Headers[ResponseHeaders.ServerTiming] = string.Create(CultureInfo.InvariantCulture,
             $"queue;dur={r.Queue.TotalMilliseconds:0.###}, prefill;dur={r.Prefill.TotalMilliseconds:0.###}, decode;dur={r.Decode.TotalMilliseconds:0.###}");
         if (ResponseFormat.WantsPng(context.Request))
         {

@@ -1,5 +1,5 @@
 using IGpt.Api.Contracts;
-using IGpt.Api.Models;
+using IGpt.Api.Catalog;
 using IGpt.Api.Serving;
 using Microsoft.AspNetCore.Http.HttpResults;
 
@@ -18,10 +18,13 @@ public static class HealthApi
         var group = app.MapGroup("/health").WithTags("Health");
         group.MapGet("/live", Live)
             .WithName("Live")
-            .WithSummary("Liveness: the process answers");
+            .WithSummary("Liveness: the process answers")
+            .WithDescription("200 while the process runs, with each model's status; it does not say whether a model is ready.");
         group.MapGet("/ready", Ready)
             .WithName("Ready")
             .WithSummary("Readiness: at least one model is served (200 ready or degraded), else 503 (unavailable, or stopping)")
+            .WithDescription("A failed package makes the status degraded (still 200): restarting would not fix it, and the other "
+                + "models still serve. 503 when no model is ready, and from the start of shutdown.")
             .Produces<HealthResponse>(StatusCodes.Status503ServiceUnavailable);
         return app;
     }

@@ -1,6 +1,6 @@
+using IGpt.Api.Catalog;
 using IGpt.Api.Contracts;
 using IGpt.Api.Errors;
-using IGpt.Api.Models;
 using Microsoft.AspNetCore.Http.HttpResults;
 
 namespace IGpt.Api.Endpoints;
@@ -18,6 +18,7 @@ public static class ModelsApi
         group.MapGet("/{model}", GetModel)
             .WithName("GetModel")
             .WithSummary("Describe one model")
+            .WithDescription("The package's geometry, palette size, classes, execution provider and measured quality; 404 when there is no such package.")
             .ProducesProblem(StatusCodes.Status404NotFound);
         group.MapGet("/{model}/examples", ListExamples)
             .WithName("ListModelExamples")

@@ -3,25 +3,15 @@ using Microsoft.AspNetCore.Diagnostics;
 namespace IGpt.Api.Errors;
 
 /// <summary>
-/// The last line of defence: an exception caused by the request that escaped a handler still becomes a 4xx problem,
-/// a known server fault (a model run that threw, a model disposed while stopping) its 5xx problem. Anything else is
-/// left to the default handler (a 500 problem without internals).
+/// The last line of defence for exceptions outside the model routes (whose filter answers their own): one caused by
+/// the request still becomes its 4xx problem, a known server fault its 5xx problem, both through
+/// <see cref="RequestFailure"/>. Anything else is left to the default handler (a 500 problem without internals).
 /// </summary>
-public sealed class ApiExceptionHandler(IProblemDetailsService problemDetails, ILogger<ApiExceptionHandler> logger) : IExceptionHandler
+public sealed class ApiExceptionHandler(IProblemDetailsService problemDetails) : IExceptionHandler
 {
     public async ValueTask<bool> TryHandleAsync(HttpContext httpContext, Exception exception, CancellationToken cancellationToken)
     {
-        var problem = Problems.From(exception, httpContext);
-        if (problem is not null)
-        {
-            logger.LogInformation("Request rejected with {Status}: {Detail}", problem.Status, problem.Detail);
-        }
-        else
-        {
-            problem = Problems.ServerFault(exception, httpContext);
-            if (problem is null) return false;
-            logger.LogError(exception, "Request failed with {Status}: {Title}", problem.Status, problem.Title);
-        }
+        if (RequestFailure.From(exception, httpContext) is not { Problem: var problem }) return false;
         httpContext.Response.StatusCode = problem.Status ?? StatusCodes.Status400BadRequest;
         return await problemDetails.TryWriteAsync(new ProblemDetailsContext
         {

@@ -1,5 +1,6 @@
 using IGpt.Api.Caching;
-using IGpt.Api.Models;
+using IGpt.Api.Catalog;
+using IGpt.Api.Generation;
 using IGpt.Inference;
 using Microsoft.Extensions.Options;
 
@@ -8,8 +9,9 @@ namespace IGpt.Api.Hosting;
 public static class InferenceServiceExtensions
 {
     /// <summary>
-    /// The inference library (options "Inference" and "ImageLimits", validated at start; the model registry, which loads
-    /// every package under Inference:ModelsPath when the host starts) and the API's model services.
+    /// The inference library (options "Inference" and "ImageLimits", validated at start) and the API's model services:
+    /// <see cref="ModelLoader"/> loads every package under Inference:ModelsPath when the host starts, and the catalog
+    /// (the API's view of them) comes from it.
     /// A relative ModelsPath is resolved against the service root (the repository root in a checkout).
     /// </summary>
     public static IServiceCollection AddInference(this IServiceCollection services)
@@ -30,12 +32,12 @@ public static class InferenceServiceExtensions
         services.AddSingleton<ImageCodec>();
         // Open unless someone holds it: decoding can be paused between steps without stopping the service.
         services.AddSingleton<StepGate>();
-        services.AddSingleton<ModelRegistry>();
-        services.AddSingleton<ModelCatalog>();
+        services.AddSingleton<ModelLoader>();
+        services.AddHostedService(sp => sp.GetRequiredService<ModelLoader>());
+        services.AddSingleton(sp => sp.GetRequiredService<ModelLoader>().Catalog);
         services.AddSingleton<ModelExamples>();
         services.AddSingleton<ImageGenerator>();
         services.AddSingleton<ClassificationCache>();
-        services.AddHostedService<ModelLoadingService>();
         return services;
     }
 

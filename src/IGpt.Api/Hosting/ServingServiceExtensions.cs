@@ -1,3 +1,4 @@
+using IGpt.Api.Catalog;
 using IGpt.Api.Serving;
 using IGpt.Inference;
 using Microsoft.Extensions.Options;
@@ -28,8 +29,9 @@ public static class ServingServiceExtensions
     public static IEndpointRouteBuilder MapServingMetrics(this IEndpointRouteBuilder app)
     {
         var metrics = app.ServiceProvider.GetRequiredService<ServingMetrics>();
-        var registry = app.ServiceProvider.GetRequiredService<ModelRegistry>();
-        metrics.Watch(registry.Entries.Where(e => e.Model is not null).Select(e => (e.Id, e.Model!)));
+        var loader = app.ServiceProvider.GetRequiredService<ModelLoader>();
+        // The models load when the host starts, after the routes are mapped: the scrape reads them then.
+        metrics.Watch(() => loader.Registry.Entries.Where(e => e.Model is not null).Select(e => (e.Id, e.Model!)));
         app.MapMetrics("/metrics", metrics.Registry).ExcludeFromDescription();
         return app;
     }

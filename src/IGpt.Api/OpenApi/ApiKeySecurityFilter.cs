@@ -1,3 +1,4 @@
+using IGpt.Api.Contracts;
 using IGpt.Api.Security;
 using Microsoft.OpenApi;
 using Swashbuckle.AspNetCore.SwaggerGen;
@@ -35,7 +36,12 @@ public sealed class ApiKeySecurityFilter : IOperationFilter
     public void Apply(OpenApiOperation operation, OperationFilterContext context)
     {
         var path = "/" + (context.ApiDescription.RelativePath ?? "");
-        if (!ApiKeys.Guards(path)) return;
+        if (!ApiKeys.Guards(path))
+        {
+            // Said outright: no key is needed here (health), rather than left for a reader to guess.
+            operation.Security = [];
+            return;
+        }
         // Two requirements: either scheme will do (one requirement naming both would ask for both).
         operation.Security =
         [
@@ -44,6 +50,13 @@ public sealed class ApiKeySecurityFilter : IOperationFilter
         ];
         operation.Responses ??= new OpenApiResponses();
         operation.Responses.TryAdd("401", new OpenApiResponse { Description = "No API key, or not a valid one (only when the service has keys)." });
-        operation.Responses.TryAdd("429", new OpenApiResponse { Description = "The client has Api:MaxConcurrentRequestsPerClient requests in flight already." });
+        operation.Responses.TryAdd("429", new OpenApiResponse
+        {
+            Description = "The client has Api:MaxConcurrentRequestsPerClient requests in flight already.",
+            Headers = new Dictionary<string, IOpenApiHeader>
+            {
+                [ResponseHeaders.RetryAfter] = ResponseDocsOperationFilter.RetryAfter("with every 429"),
+            },
+        });
     }
 }

@@ -24,11 +24,16 @@ public static class OpenApiExtensions
                 Description = "Image GPT: complete the top of an image, draw unconditional samples and classify images "
                     + "with the models under models/. Errors are RFC 9457 problem+json.",
             });
+            // Relative: the server that serves the document. An absolute address taken from the request would be the
+            // proxy's backend address (http, an internal host) behind a TLS-terminating proxy, and Swagger UI would call it.
+            options.AddServer(new OpenApiServer { Url = "/", Description = "The service that serves this document" });
             var xml = Path.Combine(AppContext.BaseDirectory, "IGpt.Api.xml");
             if (File.Exists(xml)) options.IncludeXmlComments(xml);
             options.MapType<JsonObject>(() => new OpenApiSchema { Type = JsonSchemaType.Object, AdditionalPropertiesAllowed = true });
             options.SupportNonNullableReferenceTypes();
+            options.DocumentFilter<TagDescriptionsFilter>();
             options.OperationFilter<RequestBodyOperationFilter>();
+            options.OperationFilter<ResponseDocsOperationFilter>();
             ApiKeySecurityFilter.AddSchemes(options);
         });
         return services;

@@ -1,11 +1,14 @@
+using IGpt.Api.Requests;
+
 namespace IGpt.Api.OpenApi;
 
 /// <summary>
-/// Endpoint metadata describing a body that the handler reads itself (RequestReader): the multipart form
-/// (shown in Swagger UI with a file input) and the JSON alternative with an example Swagger UI can send as it is,
-/// and whether Accept: image/png is offered.
+/// Endpoint metadata describing a body that the handler reads itself (RequestReader) from its declared fields
+/// (<paramref name="Shape"/>): JSON as the component <paramref name="SchemaName"/> with an example Swagger UI can send
+/// as it is, and the same fields as a multipart form. <paramref name="Generates"/>: the route draws images, so it also
+/// answers image/png and text/event-stream, with the generation headers.
 /// </summary>
-public sealed record RequestBodyDocs(Type? FormType, Type JsonType, string JsonExample, bool Required, bool OffersPng)
+public sealed record RequestBodyDocs(RequestShape Shape, string SchemaName, string JsonExample, bool Required, bool Generates)
 {
     /// <summary>An 8x8 grey gradient PNG, base64: a working example image for any model (it is resized).</summary>
     public const string ExampleImage =

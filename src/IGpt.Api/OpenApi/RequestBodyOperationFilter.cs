@@ -1,98 +1,102 @@
 using System.Text.Json.Nodes;
+using IGpt.Api.Hosting;
+using IGpt.Api.Requests;
+using Microsoft.Extensions.Options;
 using Microsoft.OpenApi;
 using Swashbuckle.AspNetCore.SwaggerGen;
 
 namespace IGpt.Api.OpenApi;
 
 /// <summary>
-/// Writes the request body of endpoints carrying <see cref="RequestBodyDocs"/>: multipart/form-data with the
-/// form's properties inline (so Swagger UI draws a form with a file input for <c>image</c>) and application/json
-/// with a working example; adds image/png to the 200 response where the endpoint can answer with a PNG.
+/// Writes the request body of endpoints carrying <see cref="RequestBodyDocs"/> from the route's declared fields
+/// (<see cref="FieldSpec"/>): application/json first, as a named component with a working example, then
+/// multipart/form-data with the same fields inline (Swagger UI draws a form with a file input for <c>image</c>).
+/// JSON comes first because generators take the first body they can build: Kiota's C# client can send JSON but not
+/// a multipart body it generated for the form.
 /// </summary>
-public sealed class RequestBodyOperationFilter : IOperationFilter
+public sealed class RequestBodyOperationFilter(IOptions<ApiOptions> options) : IOperationFilter
 {
-    // Swagger UI fills form inputs from examples, else with 0 / true: each field gets its default (JSON),
-    // or "" (an empty input, which is not sent) where the default depends on the model or is random.
-    private static readonly Dictionary<string, string> FormExamples = new()
-    {
-        ["rows"] = "\"\"",
-        ["partial"] = "false",
-        ["n"] = "1",
-        ["temperature"] = "1.0",
-        ["top_k"] = "0",
-        ["top_p"] = "1.0",
-        ["seed"] = "\"\"",
-        ["scale"] = "1",
-        ["top"] = "5",
-    };
-
     public void Apply(OpenApiOperation operation, OperationFilterContext context)
     {
         var docs = context.ApiDescription.ActionDescriptor.EndpointMetadata.OfType<RequestBodyDocs>().FirstOrDefault();
         if (docs is null) return;
 
-        var content = new Dictionary<string, OpenApiMediaType>();
-        if (docs.FormType is not null)
+        if (!context.SchemaRepository.Schemas.ContainsKey(docs.SchemaName))
         {
-            content["multipart/form-data"] = new OpenApiMediaType
-            {
-                Schema = Inline(context.SchemaGenerator.GenerateSchema(docs.FormType, context.SchemaRepository), context.SchemaRepository),
-                Encoding = new Dictionary<string, OpenApiEncoding> { ["image"] = new OpenApiEncoding { ContentType = "image/png, image/jpeg" } },
-            };
+            context.SchemaRepository.AddDefinition(docs.SchemaName, ObjectSchema(docs.Shape, multipart: false));
         }
-        content["application/json"] = new OpenApiMediaType
+        var content = new Dictionary<string, OpenApiMediaType>
         {
-            Schema = context.SchemaGenerator.GenerateSchema(docs.JsonType, context.SchemaRepository),
-            Example = JsonNode.Parse(docs.JsonExample),
+            ["application/json"] = new()
+            {
+                Schema = new OpenApiSchemaReference(docs.SchemaName, context.Document),
+                Example = JsonNode.Parse(docs.JsonExample),
+            },
+            ["multipart/form-data"] = new()
+            {
+                Schema = ObjectSchema(docs.Shape, multipart: true),
+                Encoding = docs.Shape.HasImage
+                    ? new Dictionary<string, OpenApiEncoding> { [FieldSpecs.Image.Name] = new() { ContentType = "image/png, image/jpeg" } }
+                    : null,
+            },
         };
         operation.RequestBody = new OpenApiRequestBody
         {
             Required = docs.Required,
-            Description = docs.FormType is null
-                ? "JSON fields (an empty body takes every default)."
-                : "The image and fields as multipart/form-data (image is a file), or as JSON (image is base64).",
+            Description = docs.Shape.HasImage
+                ? "The image and fields as JSON (image is base64) or as multipart/form-data (image is a file)."
+                : "The fields as JSON or as multipart/form-data; an empty body takes every default.",
             Content = content,
         };
-
-        if (docs.OffersPng && operation.Responses?.TryGetValue("200", out var ok) == true && ok is OpenApiResponse response)
-        {
-            response.Content ??= new Dictionary<string, OpenApiMediaType>();
-            response.Content["image/png"] = new OpenApiMediaType
-            {
-                Schema = new OpenApiSchema { Type = JsonSchemaType.String, Format = "binary" },
-            };
-            response.Description = "The images as JSON (base64 PNGs), or with Accept: image/png one PNG of the n images side by side "
-                + "(n*width*scale x height*scale). Headers: X-Seed (the seed used), X-Cache (hit or miss of the prompt prefix cache).";
-        }
     }
 
-    /// <summary>The properties of a schema written in place of its $ref, with form-friendly examples.</summary>
-    private static IOpenApiSchema Inline(IOpenApiSchema schema, SchemaRepository repository)
+    private OpenApiSchema ObjectSchema(RequestShape shape, bool multipart) => new()
     {
-        if (schema is not OpenApiSchemaReference reference || reference.Reference.Id is not { } id
-            || !repository.Schemas.TryGetValue(id, out var target))
+        Type = JsonSchemaType.Object,
+        Properties = shape.Fields.ToDictionary(f => f.Name, f => (IOpenApiSchema)FieldSchema(f, multipart)),
+        Required = shape.HasImage ? new HashSet<string> { FieldSpecs.Image.Name } : null,
+    };
+
+    /// <summary>A field's schema: its type, range, default and an example of that type (Swagger UI fills the form from it).</summary>
+    private OpenApiSchema FieldSchema(FieldSpec field, bool multipart)
+    {
+        var maximum = field.Maximum ?? field.ConfiguredMaximum?.Invoke(options.Value);
+        var schema = new OpenApiSchema { Description = field.Description };
+        switch (field.Kind)
         {
-            return schema;
+            case FieldKind.Image:
+                schema.Type = JsonSchemaType.String;
+                schema.Format = multipart ? "binary" : "byte";
+                break;
+            case FieldKind.Integer:
+                schema.Type = JsonSchemaType.Integer;
+                schema.Format = maximum > int.MaxValue ? "int64" : "int32";
+                break;
+            case FieldKind.Number:
+                schema.Type = JsonSchemaType.Number;
+                schema.Format = "float";
+                break;
+            case FieldKind.Boolean:
+                schema.Type = JsonSchemaType.Boolean;
+                break;
         }
-        var properties = new Dictionary<string, IOpenApiSchema>();
-        foreach (var (name, property) in target.Properties ?? new Dictionary<string, IOpenApiSchema>())
+        if (field.Minimum is { } min)
         {
-            properties[name] = property is OpenApiSchema concrete && FormExamples.TryGetValue(name, out var example)
-                ? new OpenApiSchema
-                {
-                    Type = concrete.Type,
-                    Format = concrete.Format,
-                    Description = concrete.Description,
-                    Example = JsonNode.Parse(example),
-                }
-                : property;
+            if (field.MinimumExclusive) schema.ExclusiveMinimum = FieldSpec.Text(min);
+            else schema.Minimum = FieldSpec.Text(min);
         }
-        return new OpenApiSchema
-        {
-            Type = JsonSchemaType.Object,
-            Description = target.Description,
-            Properties = properties,
-            Required = target.Required is null ? null : new HashSet<string>(target.Required),
-        };
+        if (maximum is { } max) schema.Maximum = FieldSpec.Text(max);
+        if (Json(field.Default) is { } defaultValue) schema.Default = defaultValue;
+        if (Json(field.Example ?? field.Default) is { } example) schema.Example = example;
+        return schema;
     }
+
+    private static JsonNode? Json(object? value) => value switch
+    {
+        int i => JsonValue.Create(i),
+        long l => JsonValue.Create(l),
+        float f => JsonValue.Create(f),
+        bool b => JsonValue.Create(b),
+        _ => null,
+    };
 }

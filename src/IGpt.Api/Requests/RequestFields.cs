@@ -15,11 +15,15 @@ public sealed class RequestFields(IReadOnlyDictionary<string, string> values, by
     public byte[]? Image { get; } = image;
 
     public byte[] RequireImage() =>
-        Image ?? throw ApiProblemException.BadField("image", "The field 'image' is required: a PNG or JPEG file (multipart) or its base64 (JSON).");
+        Image ?? throw ApiProblemException.BadField(FieldSpecs.Image.Name, "The field 'image' is required: a PNG or JPEG file (multipart) or its base64 (JSON).");
 
-    public int? Int(string name, int min, int max)
+    /// <summary>An integer within <paramref name="spec"/>'s range; <paramref name="maximum"/> where a setting or the model sets it.</summary>
+    public int? Int(FieldSpec spec, int? maximum = null)
     {
+        var name = spec.Name;
         if (!values.TryGetValue(name, out var text)) return null;
+        var min = (int)(spec.Minimum ?? int.MinValue);
+        var max = maximum ?? (int)(spec.Maximum ?? int.MaxValue);
         if (HasNul(text) || !int.TryParse(text, NumberStyles.AllowLeadingSign, CultureInfo.InvariantCulture, out var value))
         {
             throw ApiProblemException.BadField(name, $"The field '{name}' must be an integer from {min} to {max}; got '{Shorten(text)}'.");
@@ -31,33 +35,43 @@ public sealed class RequestFields(IReadOnlyDictionary<string, string> values, by
         return value;
     }
 
-    public ulong? ULong(string name)
+    /// <summary>A seed: an integer from 0 to <paramref name="spec"/>'s maximum.</summary>
+    public ulong? Seed(FieldSpec spec)
     {
+        var name = spec.Name;
         if (!values.TryGetValue(name, out var text)) return null;
+        var max = (ulong)(spec.Maximum ?? ulong.MaxValue);
         if (HasNul(text) || !ulong.TryParse(text, NumberStyles.None, CultureInfo.InvariantCulture, out var value))
         {
-            throw ApiProblemException.BadField(name, $"The field '{name}' must be an integer from 0 to {ulong.MaxValue}; got '{Shorten(text)}'.");
+            throw ApiProblemException.BadField(name, $"The field '{name}' must be an integer from 0 to {max}; got '{Shorten(text)}'.");
+        }
+        if (value > max)
+        {
+            throw ApiProblemException.BadField(name, $"The field '{name}' must be from 0 to {max}; got {value}.");
         }
         return value;
     }
 
-    /// <summary>A finite number with <paramref name="isValid"/> true; <paramref name="range"/> says which in the error.</summary>
-    public float? Float(string name, Func<float, bool> isValid, string range)
+    /// <summary>A finite number within <paramref name="spec"/>'s range.</summary>
+    public float? Float(FieldSpec spec)
     {
+        var name = spec.Name;
         if (!values.TryGetValue(name, out var text)) return null;
+        var range = spec.RangeText();
         if (HasNul(text) || !float.TryParse(text, NumberStyles.Float, CultureInfo.InvariantCulture, out var value) || !float.IsFinite(value))
         {
             throw ApiProblemException.BadField(name, $"The field '{name}' must be a number {range}; got '{Shorten(text)}'.");
         }
-        if (!isValid(value))
+        if (!spec.InRange(value))
         {
             throw ApiProblemException.BadField(name, $"The field '{name}' must be {range}; got {value.ToString(CultureInfo.InvariantCulture)}.");
         }
         return value;
     }
 
-    public bool? Bool(string name)
+    public bool? Bool(FieldSpec spec)
     {
+        var name = spec.Name;
         if (!values.TryGetValue(name, out var text)) return null;
         return text.Trim().ToLowerInvariant() switch
         {

@@ -11,7 +11,7 @@ namespace IGpt.Api.Requests;
 /// </summary>
 public static class RequestReader
 {
-    private const string ImageField = "image";
+    private static readonly string ImageField = FieldSpecs.Image.Name;
 
     public static async Task<RequestFields> ReadAsync(
         HttpRequest request, RequestShape shape, long maxRequestBytes, long maxImageBytes, CancellationToken cancellationToken)
@@ -71,7 +71,7 @@ public static class RequestReader
             var text = value.ToString();
             if (text.Length == 0) continue; // an empty form input means "not set" (Swagger UI sends them)
             if (key == ImageField && shape.HasImage) image = DecodeBase64(text, maxImageBytes);
-            else if (shape.Fields.Contains(key)) values[key] = text;
+            else if (shape.Find(key) is not null) values[key] = text;
             else throw UnknownField(key, shape);
         }
         foreach (var file in form.Files)
@@ -127,7 +127,7 @@ public static class RequestReader
                     }
                     image = DecodeBase64(value.GetString()!, maxImageBytes);
                 }
-                else if (shape.Fields.Contains(key))
+                else if (shape.Find(key) is not null)
                 {
                     if (value.ValueKind == JsonValueKind.String && value.GetString()!.Length == 0) continue; // "" = not set, as in forms
                     values[key] = value.ValueKind switch
@@ -196,7 +196,8 @@ public static class RequestReader
 
     private static ApiProblemException UnknownField(string key, RequestShape shape)
     {
-        var known = string.Join(", ", (shape.HasImage ? [ImageField] : Array.Empty<string>()).Concat(shape.Fields.Order()));
+        var image = shape.HasImage ? [ImageField] : Array.Empty<string>();
+        var known = string.Join(", ", image.Concat(shape.Fields.Where(f => f.Kind != FieldKind.Image).Select(f => f.Name).Order(StringComparer.Ordinal)));
         return ApiProblemException.BadField(key, $"Unknown field '{key}'; this route takes: {known}.");
     }
 }

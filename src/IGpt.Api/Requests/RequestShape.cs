@@ -1,11 +1,90 @@
 namespace IGpt.Api.Requests;
 
-/// <summary>Which fields a route's body may hold, and whether it carries an image.</summary>
-public sealed record RequestShape(IReadOnlySet<string> Fields, bool HasImage)
+/// <summary>Which fields a route's body may hold; the OpenAPI document describes the same list.</summary>
+public sealed record RequestShape(IReadOnlyList<FieldSpec> Fields)
 {
-    private static readonly string[] SamplingFields = ["n", "temperature", "top_k", "top_p", "seed", "scale", "stream"];
+    public bool HasImage => Fields.Contains(FieldSpecs.Image);
 
-    public static RequestShape Completion { get; } = new(new HashSet<string>([.. SamplingFields, "rows", "partial"]), HasImage: true);
-    public static RequestShape Samples { get; } = new(new HashSet<string>(SamplingFields), HasImage: false);
-    public static RequestShape Classification { get; } = new(new HashSet<string>(["top"]), HasImage: true);
+    public FieldSpec? Find(string name) => Fields.FirstOrDefault(f => f.Name == name);
+
+    public static RequestShape Completion { get; } = new([FieldSpecs.Image, FieldSpecs.Rows, FieldSpecs.Partial, .. FieldSpecs.Sampling]);
+    public static RequestShape Samples { get; } = new(FieldSpecs.Sampling);
+    public static RequestShape Classification { get; } = new([FieldSpecs.Image, FieldSpecs.Top]);
+}
+
+/// <summary>Every request body field of the API, with its range and default.</summary>
+public static class FieldSpecs
+{
+    /// <summary>
+    /// The largest seed: 2^53-1, the largest integer that every client holds exactly (a JavaScript number, a C# long),
+    /// so that a seed echoed in a response can always be sent back.
+    /// </summary>
+    public const long MaxSeed = (1L << 53) - 1;
+
+    public const int MaxScale = 16;
+    public const float MaxTemperature = 100;
+
+    // The values of missing fields, for the parsers and the document alike.
+    public const int DefaultCount = 1, DefaultTopK = 0, DefaultScale = 1, DefaultTop = 5;
+    public const float DefaultTemperature = 1f, DefaultTopP = 1f;
+
+    public static readonly FieldSpec Image = new("image", FieldKind.Image,
+        "The image: PNG or JPEG, a file in a multipart form, base64 in JSON (a data: URL prefix is allowed). It is converted to the "
+        + "model's channels and resized to the model's resolution (completions with partial=true: only the width is matched).");
+
+    public static readonly FieldSpec Rows = Integer("rows", 1, null, null,
+        "Rows of the model-resolution image kept as the prompt, 1 to height-1 (default: half the height; partial=true: all posted rows).")
+        with { Example = 7 };
+
+    public static readonly FieldSpec Partial = new("partial", FieldKind.Boolean,
+        "true when the posted image is only the top part of a picture: it is scaled to the model's width and keeps its aspect ratio (default false).")
+    {
+        Default = false,
+    };
+
+    public static readonly FieldSpec N = Integer("n", 1, null, DefaultCount,
+        "Number of images, 1 to Api:MaxImagesPerRequest (16 unless configured; default 1).")
+        with { ConfiguredMaximum = api => api.MaxImagesPerRequest };
+
+    public static readonly FieldSpec Temperature = new("temperature", FieldKind.Number,
+        $"Sampling temperature, 0 to {MaxTemperature} (default 1.0). 0 is greedy decoding: every pixel takes its most probable "
+        + "colour, so seed, top_k and top_p make no difference and every image of the request is the same.")
+    {
+        Minimum = 0, Maximum = MaxTemperature, Default = DefaultTemperature,
+    };
+
+    public static readonly FieldSpec TopK = Integer("top_k", 0, int.MaxValue, DefaultTopK,
+        "Sample only from the k most probable colours; 0 turns it off (default 0).");
+
+    public static readonly FieldSpec TopP = Positive("top_p", 1, DefaultTopP,
+        "Nucleus sampling: the smallest set of colours whose probability reaches p, 0 < p <= 1 (default 1).");
+
+    public static readonly FieldSpec Seed = Integer("seed", 0, MaxSeed, null,
+        $"Random seed, 0 to {MaxSeed} (2^53-1; default: a random one, echoed in the response and the X-Seed header).")
+        with { Example = 42 };
+
+    public static readonly FieldSpec Scale = Integer("scale", 1, MaxScale, DefaultScale,
+        $"Nearest-neighbour enlargement of the returned images, 1 to {MaxScale} (default 1).");
+
+    public static readonly FieldSpec Stream = new("stream", FieldKind.Boolean,
+        "true: answer with server-sent events (a `row` event per finished image row, `heartbeat`s, then `result` or `error`); "
+        + "Accept: text/event-stream does the same (default false).")
+    {
+        Default = false,
+    };
+
+    public static readonly FieldSpec Top = Integer("top", 1, int.MaxValue, DefaultTop,
+        "How many classes to return, 1 or more (default 5; at most the model's class count are returned).");
+
+    /// <summary>The fields completions and samples share.</summary>
+    public static readonly FieldSpec[] Sampling = [N, Temperature, TopK, TopP, Seed, Scale, Stream];
+
+    /// <param name="maximum">Null where a setting or the model sets it.</param>
+    /// <param name="fallback">The value of a missing field; null where it depends on the model or is random.</param>
+    private static FieldSpec Integer(string name, int minimum, long? maximum, int? fallback, string description) =>
+        new(name, FieldKind.Integer, description) { Minimum = minimum, Maximum = maximum, Default = fallback };
+
+    /// <summary>A number greater than 0 and at most <paramref name="maximum"/>.</summary>
+    private static FieldSpec Positive(string name, float maximum, float fallback, string description) =>
+        new(name, FieldKind.Number, description) { Minimum = 0, MinimumExclusive = true, Maximum = maximum, Default = fallback };
 }

@@ -4,20 +4,20 @@ using System.Runtime.CompilerServices;
 using System.Text.Json;
 using IGpt.Api.Contracts;
 using IGpt.Api.Errors;
-using IGpt.Api.Models;
+using IGpt.Api.Generation;
 using IGpt.Inference;
-using Microsoft.AspNetCore.Mvc;
 
 namespace IGpt.Api.Serving;
 
 /// <summary>
 /// The server-sent events of a streamed generation: "row" per finished image row per sample, "heartbeat" after
 /// a quiet interval (while queued, or between rows of a slow model), then "result" (the non-streamed answer's
-/// body) or "error" (a problem object). The stream owns the request's timeout source: when it ends for any
-/// reason the request is cancelled, so the scheduler frees its slots.
+/// body) or "error" (the problem <see cref="RequestFailure"/> maps the failure to, as a non-streamed answer would
+/// get it). The stream owns the request's deadline: when it ends for any reason the request is cancelled, so the
+/// scheduler frees its slots.
 /// </summary>
 internal sealed class GenerationEventStream(
-    HttpContext context, GenerationPlan plan, CompletionHandle handle, CancellationTokenSource timeout, CancellationToken shutdown,
+    HttpContext context, GenerationPlan plan, CompletionHandle handle, RequestDeadline deadline,
     TimeSpan heartbeat, ImageGenerator generator, ServingMetrics metrics, string endpoint, JsonSerializerOptions json)
 {
     public const string RowEvent = "row", HeartbeatEvent = "heartbeat", ResultEvent = "result", ErrorEvent = "error";
@@ -42,9 +42,9 @@ internal sealed class GenerationEventStream(
             if (!handle.Result.IsCompleted)
             {
                 metrics.Request(plan.Model, endpoint, RequestOutcome.Cancelled);
-                await timeout.CancelAsync();
+                await deadline.CancelAsync();
             }
-            timeout.Dispose();
+            deadline.Dispose();
         }
     }
 
@@ -81,29 +81,19 @@ internal sealed class GenerationEventStream(
         }
         catch (Exception e)
         {
-            ProblemDetails problem;
-            RequestOutcome outcome;
-            if (e is OperationCanceledException && shutdown.IsCancellationRequested)
+            // A timeout, the service stopping, a model run that threw or a model disposed under the stream: mapped as
+            // any answer is. Anything else is a bug, still answered with a problem (the status line is long sent).
+            var failure = RequestFailure.From(e, context);
+            if (failure is null)
             {
-                (problem, outcome) = (Problems.Stopping(context), RequestOutcome.Cancelled);
-            }
-            else if (e is OperationCanceledException && timeout.IsCancellationRequested)
-            {
-                (problem, outcome) = (Problems.TimedOut(context), RequestOutcome.TimedOut);
-            }
-            else
-            {
-                // A model run that threw (500 "Model run failed"), a model disposed under the stream (503), or a bug (500).
-                if (e is not ObjectDisposedException)
-                {
-                    context.RequestServices.GetRequiredService<ILogger<GenerationEventStream>>()
-                        .LogError(e, "Streamed generation on model {Model} failed", plan.Model);
-                }
-                (problem, outcome) = (Problems.ServerFault(e, context) ?? Problems.Create(StatusCodes.Status500InternalServerError,
+                context.RequestServices.GetRequiredService<ILogger<GenerationEventStream>>()
+                    .LogError(e, "Streamed generation on model {Model} failed", plan.Model);
+                failure = new RequestFailure(Problems.Create(StatusCodes.Status500InternalServerError,
                     "Generation failed", "The model failed while drawing the images."), RequestOutcome.Failed);
             }
+            var problem = failure.Problem;
             problem.Instance ??= $"{context.Request.Method} {context.Request.Path}";
-            metrics.Request(plan.Model, endpoint, outcome);
+            metrics.Request(plan.Model, endpoint, failure.Outcome);
             return (new SseItem<string>(JsonSerializer.Serialize(problem, json), ErrorEvent), true);
         }
     }

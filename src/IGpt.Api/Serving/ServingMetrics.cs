@@ -50,13 +50,12 @@ public sealed class ServingMetrics : IDecodeObserver
 
     public CollectorRegistry Registry { get; }
 
-    /// <summary>Reads the schedulers' gauges and totals before each scrape.</summary>
-    public void Watch(IEnumerable<(string Id, IGptModel Model)> models)
+    /// <summary>Reads the schedulers' gauges and totals of <paramref name="models"/> (asked at each scrape) before each scrape.</summary>
+    public void Watch(Func<IEnumerable<(string Id, IGptModel Model)>> models)
     {
-        var list = models.ToArray();
         Registry.AddBeforeCollectCallback(() =>
         {
-            foreach (var (id, model) in list)
+            foreach (var (id, model) in models())
             {
                 var stats = model.SchedulerStats;
                 _queueDepth.WithLabels(id).Set(stats.QueuedRequests);

@@ -1,7 +1,9 @@
 // The IGpt web page: pick a model, pick one of its examples, draw or upload an image, complete it (rows streamed in
 // as they are drawn, beside the original), draw unconditional samples, classify.
-import { ApiProblem, apiKey, classify, generate, getExamples, getModels, setApiKey } from './api.js';
+import { apiKey, classify, generate, getExamples, getModels, setApiKey } from './api.js';
 import { Drawing } from './drawing.js';
+import { clearError, clearFieldErrors, showError, showFieldProblem } from './errors.js';
+import { base64Blob, classBar, decode, drawRow } from './pixels.js';
 
 const $ = (id) => document.getElementById(id);
 const ui = {
@@ -36,55 +38,8 @@ const drawing = new Drawing(ui.drawing, () => {
   updatePreview();
 });
 
-// ---- errors next to their controls ----
-
-function showError(slot, message) {
-  const el = $(`error-${slot}`);
-  el.textContent = message;
-  el.hidden = false;
-  const control = $(slot);
-  if (control && control.tagName !== 'BUTTON') control.setAttribute('aria-invalid', 'true');
-}
-
-function clearError(slot) {
-  const el = $(`error-${slot}`);
-  el.textContent = '';
-  el.hidden = true;
-  $(slot)?.removeAttribute('aria-invalid');
-}
-
-function clearErrors(button) {
-  for (const slot of fieldSlots) clearError(slot);
-  clearError(button);
-}
-
-/** Field errors next to their fields; the title, detail and any other errors next to the button. */
-function showProblem(button, error) {
-  if (error instanceof ApiProblem && error.needsKey) askForKey(error);
-  if (!(error instanceof ApiProblem)) {
-    showError(button, error.name === 'TypeError' ? `Could not reach the service (${error.message}).` : String(error.message || error));
-    return;
-  }
-  const problem = error.problem || {};
-  const rest = [];
-  const shown = [];
-  for (const [key, messages] of Object.entries(problem.errors || {})) {
-    const text = [].concat(messages).join(' ');
-    if (fieldSlots.has(key)) {
-      showError(key, text);
-      shown.push(text);
-    } else {
-      rest.push(`${key}: ${text}`);
-    }
-  }
-  // The title, and the detail unless it only repeats a message already shown at its field.
-  const detail = problem.detail && shown.some((text) => text.includes(problem.detail)) ? null : problem.detail;
-  const parts = [problem.title, detail, ...rest].filter(Boolean);
-  let message = parts.filter((p, i) => parts.indexOf(p) === i).map((p) => p.replace(/[.\s]+$/, '')).join('. ');
-  if (shown.length) message += `. See the message${shown.length > 1 ? 's' : ''} next to the field${shown.length > 1 ? 's' : ''}.`;
-  else if (message) message += '.';
-  showError(button, message || 'The request failed.');
-}
+const clearErrors = (button) => clearFieldErrors(fieldSlots, button);
+const showProblem = (button, error) => showFieldProblem(fieldSlots, button, error, askForKey);
 
 // ---- API key (shown only once the service answers 401) ----
 
@@ -295,16 +250,6 @@ async function onUpload() {
   }
 }
 
-function decode(blob) {
-  return new Promise((resolve, reject) => {
-    const url = URL.createObjectURL(blob);
-    const image = new Image();
-    image.onload = () => { URL.revokeObjectURL(url); resolve(image); };
-    image.onerror = () => { URL.revokeObjectURL(url); reject(new Error('undecodable')); };
-    image.src = url;
-  });
-}
-
 async function imageBlob() {
   if (upload) return [upload, upload.name];
   return [await drawing.toBlob(), 'drawing.png'];
@@ -458,23 +403,6 @@ function addSampleCanvas(m, index, rows) {
   return canvas;
 }
 
-function drawRow(canvas, m, row, pixels) {
-  const ctx = canvas.getContext('2d');
-  const line = ctx.createImageData(m.width, 1);
-  const d = line.data;
-  for (let x = 0; x < m.width; x++) {
-    if (m.channels === 1) {
-      d[4 * x] = d[4 * x + 1] = d[4 * x + 2] = pixels[x];
-    } else {
-      d[4 * x] = pixels[3 * x];
-      d[4 * x + 1] = pixels[3 * x + 1];
-      d[4 * x + 2] = pixels[3 * x + 2];
-    }
-    d[4 * x + 3] = 255;
-  }
-  ctx.putImageData(line, 0, row);
-}
-
 /** The result's PNGs replace the streamed canvases: the prompt rows are now the quantized input. */
 async function showResult(m, result, canvases, rows) {
   const images = await Promise.all(result.images.map((b64) => decode(base64Blob(b64))));
@@ -495,11 +423,6 @@ async function showResult(m, result, canvases, rows) {
 
 const b64Of = (result, i) => result.images[i];
 
-function base64Blob(b64) {
-  const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
-  return new Blob([bytes], { type: 'image/png' });
-}
-
 async function runClassify() {
   if (!model || running) return;
   clearErrors('classify');
@@ -514,7 +437,7 @@ async function runClassify() {
     form.set('image', blob, name);
     form.set('top', '5');
     const answer = await classify(m.id, form, running.signal);
-    ui.bars.replaceChildren(...answer.predictions.map(bar));
+    ui.bars.replaceChildren(...answer.predictions.map(classBar));
     ui.classesStatus.textContent = `Most probable classes for the image (${m.id})${answer.cached ? ', from the cache' : ''}:`;
     ui.bars.dataset.state = 'done';
   } catch (error) {
@@ -526,27 +449,6 @@ async function runClassify() {
     running = null;
     setBusy(false);
   }
-}
-
-function bar(prediction) {
-  const li = document.createElement('li');
-  const percent = (prediction.probability * 100).toFixed(1);
-  const label = document.createElement('span');
-  label.className = 'label';
-  label.textContent = prediction.label;
-  const track = document.createElement('span');
-  track.className = 'track';
-  track.setAttribute('aria-hidden', 'true');
-  const fill = document.createElement('span');
-  fill.className = 'fill';
-  fill.style.width = `${Math.max(0.5, prediction.probability * 100)}%`;
-  track.append(fill);
-  const value = document.createElement('span');
-  value.className = 'value';
-  value.textContent = `${percent}%`;
-  li.dataset.probability = String(prediction.probability);
-  li.append(label, track, value);
-  return li;
 }
 
 // ---- wiring ----

@@ -92,7 +92,7 @@ public sealed class IGptModel : IDisposable
         IDecodeObserver? observer = null, StepGate? gate = null)
     {
         logger ??= NullLogger.Instance;
-        var loaded = ModelLoader.Load(manifest, planner, logger);
+        var loaded = SessionLoader.Load(manifest, planner, logger);
         return new IGptModel(manifest, loaded, prefixCache, planner.Options.QueueCapacity, observer, gate, logger);
     }
 

@@ -1,10 +1,11 @@
 using System.Text.Json.Nodes;
 
-namespace IGpt.Api.Tests;
+namespace IGpt.Tests.Shared;
 
 /// <summary>
 /// A temporary models folder built from the tiny test package (tests/fixtures/tiny-package, 8x8 grey, palette 8,
-/// 3 classes): the package itself, a copy without a classification head, and a package with a corrupt decoder.
+/// 3 classes): the package itself, a copy without a classification head, and a package with a corrupt decoder (a
+/// failed model), each as the test asks; more copies with <see cref="AddPackage"/>.
 /// </summary>
 public sealed class ModelsFolder : IDisposable
 {
@@ -15,10 +16,10 @@ public sealed class ModelsFolder : IDisposable
     public ModelsFolder(bool tiny = true, bool noClassifier = true, bool broken = true)
     {
         Path = Directory.CreateTempSubdirectory("igpt-api-tests-").FullName;
-        if (tiny) CopyPackage(Tiny);
+        if (tiny) AddPackage(Tiny);
         if (noClassifier)
         {
-            var dir = CopyPackage(NoClassifier);
+            var dir = AddPackage(NoClassifier);
             EditManifest(dir, manifest =>
             {
                 manifest["classes"] = new JsonArray();
@@ -28,7 +29,7 @@ public sealed class ModelsFolder : IDisposable
         }
         if (broken)
         {
-            var dir = CopyPackage(Broken);
+            var dir = AddPackage(Broken);
             File.WriteAllBytes(System.IO.Path.Combine(dir, "decoder.onnx"), "this is not an ONNX graph"u8.ToArray());
             File.WriteAllBytes(System.IO.Path.Combine(dir, "decoder.fp16.onnx"), "this is not an ONNX graph"u8.ToArray());
         }
@@ -41,10 +42,13 @@ public sealed class ModelsFolder : IDisposable
     public static string FixturePackage => System.IO.Path.Combine(RepoRoot, "tests", "fixtures", "tiny-package");
 
     /// <summary>The fixture's class names, in index order.</summary>
-    public static string[] FixtureClasses { get; } =
-        [.. JsonNode.Parse(File.ReadAllText(System.IO.Path.Combine(FixturePackage, "model.json")))!["classes"]!.AsArray().Select(c => c!.GetValue<string>())];
+    public static string[] FixtureClasses { get; } = [.. FixtureManifest()["classes"]!.AsArray().Select(c => c!.GetValue<string>())];
 
-    private string CopyPackage(string id)
+    /// <summary>The fixture's manifest (model.json).</summary>
+    public static JsonNode FixtureManifest() => JsonNode.Parse(File.ReadAllText(System.IO.Path.Combine(FixturePackage, "model.json")))!;
+
+    /// <summary>Copies the tiny package into the folder as <paramref name="id"/>, with <paramref name="decoder"/> as its CPU decoder when given.</summary>
+    public string AddPackage(string id, string? decoder = null)
     {
         var dir = System.IO.Path.Combine(Path, id);
         Directory.CreateDirectory(dir);
@@ -52,6 +56,7 @@ public sealed class ModelsFolder : IDisposable
         {
             File.Copy(file, System.IO.Path.Combine(dir, System.IO.Path.GetFileName(file)));
         }
+        if (decoder is not null) File.Copy(decoder, System.IO.Path.Combine(dir, "decoder.onnx"), overwrite: true);
         EditManifest(dir, manifest => manifest["id"] = id);
         return dir;
     }

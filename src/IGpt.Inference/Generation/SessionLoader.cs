@@ -4,7 +4,7 @@ using Microsoft.ML.OnnxRuntime.Tensors;
 
 namespace IGpt.Inference.Generation;
 
-/// <summary>What <see cref="ModelLoader"/> set up for one package: its decoder and classifier, on which provider and why.</summary>
+/// <summary>What <see cref="SessionLoader"/> set up for one package: its decoder and classifier, on which provider and why.</summary>
 internal sealed record LoadedModel(KvCacheDecoder Decoder, Classifier? Classifier, string Provider, string Reason, string Summary);
 
 /// <summary>
@@ -12,7 +12,7 @@ internal sealed record LoadedModel(KvCacheDecoder Decoder, Classifier? Classifie
 /// paths <see cref="StepPlanner"/> chooses; then the classifier on the same provider. Every session comes from the
 /// planner; what is created is disposed again if a later part fails.
 /// </summary>
-internal static class ModelLoader
+internal static class SessionLoader
 {
     public static LoadedModel Load(ModelManifest manifest, StepPlanner planner, ILogger logger)
     {

@@ -2,7 +2,7 @@ using IGpt.Api.Contracts;
 using IGpt.Api.Errors;
 using IGpt.Inference;
 
-namespace IGpt.Api.Models;
+namespace IGpt.Api.Catalog;
 
 /// <summary>The API's view of the model registry: descriptions for /v1/models and the checks every model route makes.</summary>
 public sealed class ModelCatalog

@@ -1,7 +1,7 @@
 using IGpt.Api.Contracts;
 using IGpt.Inference;
 
-namespace IGpt.Api.Models;
+namespace IGpt.Api.Catalog;
 
 /// <summary>
 /// The example images of every package: the PNGs of its optional <c>examples/</c> folder (a few test-split images, which
@@ -16,9 +16,9 @@ public sealed class ModelExamples
 
     private readonly Dictionary<string, IReadOnlyList<ExampleImage>> _byModel;
 
-    public ModelExamples(ModelRegistry registry, ImageCodec codec, ILogger<ModelExamples> logger)
+    public ModelExamples(ModelLoader loader, ImageCodec codec, ILogger<ModelExamples> logger)
     {
-        _byModel = registry.Entries.ToDictionary(e => e.Id, e => Load(e.Directory, codec, logger), StringComparer.Ordinal);
+        _byModel = loader.Registry.Entries.ToDictionary(e => e.Id, e => Load(e.Directory, codec, logger), StringComparer.Ordinal);
     }
 
     /// <summary>The examples of model <paramref name="id"/> (empty when its package has none); null when there is no such model.</summary>

@@ -5,7 +5,7 @@ using IGpt.Api.Requests;
 using IGpt.Inference;
 using Microsoft.Extensions.Options;
 
-namespace IGpt.Api.Models;
+namespace IGpt.Api.Generation;
 
 /// <summary>The images a generation request produced, before they are encoded for the response.</summary>
 public sealed record GenerationOutput(
@@ -33,8 +33,8 @@ public sealed class ImageGenerator(ImageCodec codec, IOptions<ApiOptions> option
     {
         var manifest = model.Manifest;
         var maxRows = Math.Max(1, manifest.Height - 1);
-        var partial = fields.Bool("partial") ?? false;
-        var requestedRows = fields.Int("rows", 1, maxRows);
+        var partial = fields.Bool(FieldSpecs.Partial) ?? false;
+        var requestedRows = fields.Int(FieldSpecs.Rows, maxRows);
         var parameters = GenerationParameters.From(fields, _maxImages);
 
         var image = codec.DecodeForModel(fields.RequireImage(), manifest, partial);
@@ -45,7 +45,7 @@ public sealed class ImageGenerator(ImageCodec codec, IOptions<ApiOptions> option
             rows = requestedRows ?? Math.Min(image.Height, maxRows);
             if (rows > image.Height)
             {
-                throw ApiProblemException.BadField("rows",
+                throw ApiProblemException.BadField(FieldSpecs.Rows.Name,
                     $"The field 'rows' is {rows}, but the posted part is only {image.Height} rows tall at the model's width of {manifest.Width}.");
             }
         }
@@ -69,7 +69,7 @@ public sealed class ImageGenerator(ImageCodec codec, IOptions<ApiOptions> option
     public GenerationResponse ToResponse(GenerationOutput output) => new()
     {
         Model = output.Model,
-        Seed = output.Seed,
+        Seed = (long)output.Seed,
         Rows = output.Rows,
         Images = [.. output.Images.Select(image => Convert.ToBase64String(codec.EncodePng(image, output.Scale)))],
         Usage = new UsageInfo { PromptTokens = output.PromptTokens, GeneratedTokens = output.GeneratedTokens },
@@ -93,7 +93,7 @@ public sealed class ImageGenerator(ImageCodec codec, IOptions<ApiOptions> option
         long width = (long)manifest.Width * scale * plan.Parameters.Count;
         if (width > MaxPngSide || (long)manifest.Height * scale > MaxPngSide)
         {
-            throw ApiProblemException.BadField("scale",
+            throw ApiProblemException.BadField(FieldSpecs.Scale.Name,
                 $"The PNG of {plan.Parameters.Count} images at scale {scale} would be {width} pixels wide; at most {MaxPngSide} fit. Ask for fewer images or a smaller scale.");
         }
     }
