@@ -1,4 +1,4 @@
-"""Hand-built ONNX graphs for iGPT (model package format v1, see models/README.md).
+"""Hand-built ONNX graphs for iGPT (model packages, see models/README.md).
 
 The graphs are written node by node with onnx.helper from the PyTorch weights (no torch.onnx
 tracing), using the ONNX Runtime contrib ops that onnxruntime-genai's own builder emits:
