@@ -22,6 +22,7 @@ public sealed class IGptModel : IDisposable
     private readonly Classifier? _classifier;
     private readonly PrefixCache? _prefixCache;
     private readonly DecodeScheduler _scheduler;
+    private readonly PackageWeights? _weights;  // the CPU sessions' shared initializers: freed after the sessions
     private int _disposed, _classifierFailures;
     private string? _classifierFailure;
 
@@ -29,9 +30,10 @@ public sealed class IGptModel : IDisposable
     public const int FailingAfter = 3;
 
     private IGptModel(ModelManifest manifest, KvCacheDecoder decoder, Classifier? classifier, string provider, string reason,
-        IMemoryCache? prefixCache, int queueCapacity, IDecodeObserver? observer, ILogger logger)
+        IMemoryCache? prefixCache, int queueCapacity, IDecodeObserver? observer, ILogger logger, PackageWeights? weights)
     {
         Manifest = manifest;
+        _weights = weights;
         _decoder = decoder;
         _classifier = classifier;
         ExecutionProvider = provider;
@@ -85,7 +87,18 @@ public sealed class IGptModel : IDisposable
         if (options.UseCuda && cuda.Session is null)
             logger.LogWarning("Model {ModelId}: running on the CPU provider: {Reason}", manifest.Id, cuda.Reason);
         string provider = cuda.Session is null ? "CPU" : "CUDA", reason = cuda.Reason;
+        var weights = PackageWeights.For(manifest);
+        try { return Load(manifest, options, logger, prefixCache, observer, cuda, provider, reason, weights); }
+        catch
+        {
+            weights?.Dispose();
+            throw;
+        }
+    }
 
+    private static IGptModel Load(ModelManifest manifest, InferenceOptions options, ILogger logger, IMemoryCache? prefixCache,
+        IDecodeObserver? observer, CudaSetup cuda, string provider, string reason, PackageWeights? weights)
+    {
         KvCacheDecoder decoder;
         if (cuda.Session is { } cudaSession)
         {
@@ -103,7 +116,7 @@ public sealed class IGptModel : IDisposable
         else
         {
             var file = CpuDecoderFile(manifest, options);
-            var session = CreatePackageSession(manifest, file.Path, options);
+            var session = CreatePackageSession(manifest, file.Path, options, weights);
             var memory = new HostMemory();
             int smallRows = SmallStepRows(manifest, options);
             int threads = IntraOpThreadCount(options);
@@ -112,10 +125,10 @@ public sealed class IGptModel : IDisposable
             InferenceSession[]? segments = null;
             try
             {
-                if (smallRows > 0 || laneRows > 0) oneThread = CreatePackageSession(manifest, file.Path, options, intraOpThreads: 1);
+                if (smallRows > 0 || laneRows > 0) oneThread = CreatePackageSession(manifest, file.Path, options, weights, intraOpThreads: 1);
                 var kvType = KvType(file);
                 if (UsesStepSegments(manifest, options, file, kvType))
-                    segments = CreateSegmentSessions(manifest, file, options);
+                    segments = CreateSegmentSessions(manifest, file, options, weights);
                 decoder = new KvCacheDecoder(session, manifest, options.MaxBatch, memory, kvType, cpu: new CpuSteps(
                     oneThread, smallRows, laneRows, segments, options.SegmentedStepRows, threads,
                     VectorizedAttention: !options.PortableAttention, AlwaysSegmented: options.AlwaysSegmentedSteps));
@@ -149,8 +162,8 @@ public sealed class IGptModel : IDisposable
                     }
                 }
                 else if (provider == "CPU" && options.Fp16OnCpu && files.Cuda is not null)
-                    cls = CreatePackageSession(manifest, files.Cuda.Path, options);
-                cls ??= CreatePackageSession(manifest, files.Cpu.Path, options);
+                    cls = CreatePackageSession(manifest, files.Cuda.Path, options, weights);
+                cls ??= CreatePackageSession(manifest, files.Cpu.Path, options, weights);
                 try { classifier = new Classifier(cls, manifest, options.MaxBatch); }
                 catch
                 {
@@ -168,7 +181,7 @@ public sealed class IGptModel : IDisposable
             + "CPU steps: one-thread up to {SmallRows} rows, row lanes from {LaneRows}, step segments from {SegmentedRows} (0 = none)",
             manifest.Id, provider, reason, decoder.KvType == TensorElementType.Float16 ? "float16" : "float32",
             classifier is null ? "none" : "loaded", decoder.SmallStepRows, decoder.LaneStepRows, decoder.SegmentedStepRows);
-        return new IGptModel(manifest, decoder, classifier, provider, reason, prefixCache, options.QueueCapacity, observer, logger);
+        return new IGptModel(manifest, decoder, classifier, provider, reason, prefixCache, options.QueueCapacity, observer, logger, weights);
     }
 
     /// <summary>A decoder session on the CUDA provider with its device memory, or (Session null) why there is none.</summary>
@@ -326,13 +339,13 @@ public sealed class IGptModel : IDisposable
         options.SegmentedStepRows > 0 && file.StepSegments.Count > 0 && kvType == TensorElementType.Float
         && (CachedAttention.CanVectorize(manifest.Architecture.HeadSize) || options.PortableAttention);
 
-    private static InferenceSession[] CreateSegmentSessions(ModelManifest manifest, ModelFile file, InferenceOptions options)
+    private static InferenceSession[] CreateSegmentSessions(ModelManifest manifest, ModelFile file, InferenceOptions options, PackageWeights? weights)
     {
         var sessions = new List<InferenceSession>();
         try
         {
             // One intra-op thread each: SegmentedStep runs a step's lanes on its own threads, concurrently.
-            foreach (var path in file.StepSegments) sessions.Add(CreatePackageSession(manifest, path, options, intraOpThreads: 1));
+            foreach (var path in file.StepSegments) sessions.Add(CreatePackageSession(manifest, path, options, weights, intraOpThreads: 1));
             return [.. sessions];
         }
         catch
@@ -357,10 +370,15 @@ public sealed class IGptModel : IDisposable
     private static int IntraOpThreadCount(InferenceOptions options) =>
         options.IntraOpThreads > 0 ? options.IntraOpThreads : Environment.ProcessorCount;
 
+    /// <summary>A CPU session of one of the package's graphs, with the package's weights shared with its other sessions (format 2).</summary>
     private static InferenceSession CreatePackageSession(ModelManifest manifest, string relativePath, InferenceOptions options,
-        int? intraOpThreads = null)
+        PackageWeights? weights, int? intraOpThreads = null)
     {
-        try { return CreateSession(manifest.ResolvePath(relativePath), options, useCuda: false, cudaGraphs: false, intraOpThreads); }
+        try
+        {
+            return CreateSession(manifest.ResolvePath(relativePath), options, useCuda: false, cudaGraphs: false, intraOpThreads,
+                weights is null ? null : so => weights.AddTo(so, relativePath), weights?.PrePacked);
+        }
         catch (OnnxRuntimeException e)
         {
             throw new ModelPackageException($"{relativePath}: cannot load: {FirstLine(e.Message)}", e);
@@ -368,7 +386,7 @@ public sealed class IGptModel : IDisposable
     }
 
     private static InferenceSession CreateSession(string path, InferenceOptions options, bool useCuda, bool cudaGraphs,
-        int? intraOpThreads = null)
+        int? intraOpThreads = null, Action<SessionOptions>? addWeights = null, PrePackedWeightsContainer? prePacked = null)
     {
         using var so = new SessionOptions
         {
@@ -382,7 +400,8 @@ public sealed class IGptModel : IDisposable
         // Spin between the ops of one run (a decode step is many sub-millisecond ops) but stop when the run
         // ends, so idle models and the web server are not starved between steps.
         else so.AddSessionConfigEntry("session.force_spinning_stop", "1");
-        if (!useCuda) return new InferenceSession(path, so);
+        addWeights?.Invoke(so);
+        if (!useCuda) return prePacked is null ? new InferenceSession(path, so) : new InferenceSession(path, so, prePacked);
         // Throws OnnxRuntimeException when the provider or the CUDA libraries it links cannot load.
         using var cuda = new OrtCUDAProviderOptions();
         cuda.UpdateOptions(CudaProviderOptions(options, cudaGraphs));
@@ -418,5 +437,6 @@ public sealed class IGptModel : IDisposable
         _scheduler.Dispose();   // stops the loop (failing what is still queued or running) before the decoder goes
         _decoder.Dispose();
         _classifier?.Dispose();
+        _weights?.Dispose();
     }
 }
