@@ -16,7 +16,7 @@ internal sealed unsafe class PackageWeights : IDisposable
 {
     private readonly ModelManifest _manifest;
     private readonly Dictionary<string, (nint Data, long Bytes)> _files = [];
-    private readonly Dictionary<(string File, long Offset), OrtValue> _values = [];
+    private readonly Dictionary<(string File, long Offset, TensorElementType Type, string Shape), OrtValue> _values = [];  // one per tensor
     private readonly Dictionary<string, List<(string Name, OrtValue Value)>> _byGraph = [];
     private int _disposed;
 
@@ -80,10 +80,11 @@ internal sealed unsafe class PackageWeights : IDisposable
             int size = t.ElementType == TensorElementType.Float16 ? 2 : t.ElementType == TensorElementType.Float ? 4 : 0;
             if (size == 0 || t.Offset < 0 || t.Length != elements * size || t.Offset > file.Bytes - t.Length)
                 throw new ModelPackageException($"{relativePath}: initializer '{t.Name}' ({t.Length} bytes at {t.Offset}) does not fit '{t.Location}' ({file.Bytes} bytes)");
-            if (!_values.TryGetValue((t.Location, t.Offset), out var value))
+            var key = (t.Location, t.Offset, t.ElementType, string.Join(',', t.Dims));
+            if (!_values.TryGetValue(key, out var value))
             {
                 value = OrtValue.CreateTensorValueWithData(OrtMemoryInfo.DefaultInstance, t.ElementType, t.Dims, file.Data + (nint)t.Offset, t.Length);
-                _values[(t.Location, t.Offset)] = value;
+                _values[key] = value;
             }
             found.Add((t.Name, value));
         }
