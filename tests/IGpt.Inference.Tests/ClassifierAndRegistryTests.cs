@@ -64,13 +64,20 @@ public class ModelRegistryTests
                 File.WriteAllBytes(path, bytes[..(bytes.Length / 3)]);
             });
             Variant("future-format", dir =>
-                File.WriteAllText(Path.Combine(dir, "model.json"), File.ReadAllText(Path.Combine(dir, "model.json")).Replace("\"format_version\": 1", "\"format_version\": 7")));
+                File.WriteAllText(Path.Combine(dir, "model.json"), File.ReadAllText(Path.Combine(dir, "model.json")).Replace("\"format_version\": 2", "\"format_version\": 7")));
+            Variant("truncated-weights", dir =>
+            {
+                var path = Path.Combine(dir, "weights.data");
+                var bytes = File.ReadAllBytes(path);
+                File.WriteAllBytes(path, bytes[..(bytes.Length / 3)]);
+            });
+            Variant("missing-weights", dir => File.Delete(Path.Combine(dir, "weights.fp16.data")));
             Directory.CreateDirectory(Path.Combine(root, "no-manifest"));
             Variant("z-duplicate", dir =>
                 File.WriteAllText(Path.Combine(dir, "model.json"), File.ReadAllText(Path.Combine(dir, "model.json")).Replace("\"z-duplicate\"", "\"tiny-test\"")));
 
             using var registry = Open(root);
-            Assert.Equal(6, registry.Entries.Count);
+            Assert.Equal(8, registry.Entries.Count);
             var ok = registry.Find("tiny-test");
             Assert.NotNull(ok);
             Assert.Equal(ModelStatus.Ready, ok!.Status);
@@ -85,6 +92,11 @@ public class ModelRegistryTests
             Assert.Contains("decoder.onnx", truncated.Error);
             Assert.Null(truncated.Model);
             Assert.Contains("format_version 7", registry.Find("future-format")!.Error);
+            var shortWeights = registry.Find("truncated-weights")!;
+            Assert.Equal(ModelStatus.Failed, shortWeights.Status);
+            Assert.Contains("weights file 'weights.data' has", shortWeights.Error);
+            Assert.Contains("truncated", shortWeights.Error);
+            Assert.Contains("weights file 'weights.fp16.data' does not exist", registry.Find("missing-weights")!.Error);
             Assert.Contains("model.json not found", registry.Find("no-manifest")!.Error);
             Assert.Null(registry.Find("nope"));
             var duplicate = registry.Entries.Single(e => e.Directory.EndsWith("z-duplicate", StringComparison.Ordinal));

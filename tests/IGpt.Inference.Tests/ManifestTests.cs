@@ -31,8 +31,40 @@ public class ManifestTests
     }
 
     [Fact]
-    public void RejectsUnknownFormatVersion() =>
-        Assert.Contains("format_version 2 is not supported", Reject(j => j["format_version"] = 2).Message);
+    public void RejectsUnknownFormatVersion()
+    {
+        Assert.Contains("format_version 3 is not supported", Reject(j => j["format_version"] = 3).Message);
+        Assert.Contains("format_version 0 is not supported", Reject(j => j["format_version"] = 0).Message);
+    }
+
+    [Fact]
+    public void ReadsTheWeightsFilesOfVersion2AndVersion1WithoutThem()
+    {
+        var m = ModelManifest.Load(Fixture.PackageDir);
+        Assert.Equal(2, m.FormatVersion);
+        Assert.Equal(["weights.data", "weights.fp16.data"], m.Files.Weights.Select(w => w.Path));
+        Assert.Equal(["float32", "float16"], m.Files.Weights.Select(w => w.Dtype));
+        Assert.Equal(new FileInfo(Path.Combine(Fixture.PackageDir, "weights.data")).Length, m.Files.Weights[0].Bytes);
+
+        var json = FixtureJson();
+        json["format_version"] = 1;
+        json["files"]!.AsObject().Remove("weights");
+        var v1 = ModelManifest.Parse(json.ToJsonString(), Fixture.PackageDir);
+        Assert.Equal(1, v1.FormatVersion);
+        Assert.Empty(v1.Files.Weights);
+    }
+
+    [Fact]
+    public void RejectsMissingTruncatedOrEscapingWeights()
+    {
+        Assert.Contains("files.weights is missing", Reject(j => j["files"]!.AsObject().Remove("weights")).Message);
+        Assert.Contains("weights file 'gone.data' does not exist", Reject(j => j["files"]!["weights"]![0]!["path"] = "gone.data").Message);
+        Assert.Contains("leaves the package folder", Reject(j => j["files"]!["weights"]![0]!["path"] = "../weights.data").Message);
+        Assert.Contains("dtype must be float32 or float16", Reject(j => j["files"]!["weights"]![1]!["dtype"] = "int8").Message);
+        var truncated = Reject(j => j["files"]!["weights"]![0]!["bytes"] = j["files"]!["weights"]![0]!["bytes"]!.GetValue<long>() + 64);
+        Assert.Contains("'weights.data' has", truncated.Message);
+        Assert.Contains("truncated", truncated.Message);
+    }
 
     [Fact]
     public void RejectsInconsistentPaletteAndVocab()

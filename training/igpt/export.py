@@ -1,8 +1,9 @@
-"""`python3 -m igpt export`: a checkpoint -> a model package (models/README.md, format version 1).
+"""`python3 -m igpt export`: a checkpoint -> a model package (models/README.md, format version 2).
 
-Writes decoder.onnx (fp32), decoder.fp16.onnx (unless --no-fp16), classifier.onnx and
-classifier.fp16.onnx (when the checkpoint has a `score` head), genai_config.json, parity.json,
-MODEL_CARD.md and, last, model.json (so a half-written folder is never a package).
+Writes decoder.onnx (fp32) and its step segments, decoder.fp16.onnx (unless --no-fp16), classifier.onnx
+and classifier.fp16.onnx (when the checkpoint has a `score` head), their weights (weights.data, fp32, and
+weights.fp16.data, each weight stored once), genai_config.json, parity.json, MODEL_CARD.md and, last,
+model.json (so a half-written folder is never a package).
 """
 from __future__ import annotations
 
@@ -15,11 +16,13 @@ from typing import Any, Dict, List, Optional
 
 import torch
 
-from . import onnx_graph
+from . import onnx_graph, weights_file
 from .checkpoint import load_checkpoint
+from .genai_config import build_genai_config
 from .model import IGpt, IGptConfig
+from .model_card import SEGMENTS_CARD_TEXT, build_model_card
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 PARITY_TOLERANCE = 1e-4
 PARITY_PROMPT_LEN = 8      # SOS + 7 pixels (capped by n_positions)
 PARITY_DECODE_STEPS = 4
@@ -62,7 +65,7 @@ def export_package(model: IGpt, ckpt: Dict[str, Any], out: str, model_id: Option
     cfg: IGptConfig = model.config
     if getattr(cfg, "bidirectional", False):
         raise ValueError("a bidirectional (BERT-objective) model has no causal KV-cache decoder, which a "
-                         "model package (format v1) requires; fine-tune it causally or export a causal model")
+                         "model package requires; fine-tune it causally or export a causal model")
     model = model.float().cpu().eval()
     model_id = model_id or os.path.basename(os.path.normpath(out))
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", model_id):
@@ -83,34 +86,46 @@ def export_package(model: IGpt, ckpt: Dict[str, Any], out: str, model_id: Option
     if os.path.exists(manifest_path):
         os.remove(manifest_path)  # the folder is not a package until the new manifest is written
 
-    written = []
-    onnx_graph.save(onnx_graph.build_decoder(cfg, state, fp16=False), os.path.join(out, "decoder.onnx"))
-    written.append("decoder.onnx")
-    written += write_step_segments(cfg, onnx_graph.decoder_weights(cfg, state), out)
-    if fp16:
-        onnx_graph.save(onnx_graph.build_decoder(cfg, state, fp16=True), os.path.join(out, "decoder.fp16.onnx"))
-        written.append("decoder.fp16.onnx")
-    if has_classifier:
-        onnx_graph.save(onnx_graph.build_classifier(cfg, state), os.path.join(out, "classifier.onnx"))
-        written.append("classifier.onnx")
-        if fp16:
-            onnx_graph.save(onnx_graph.build_classifier(cfg, state, fp16=True),
-                            os.path.join(out, "classifier.fp16.onnx"))
-            written.append("classifier.fp16.onnx")
-    stale = {"decoder.fp16.onnx", "classifier.onnx", "classifier.fp16.onnx"} - set(written)
-    for name in stale:  # left from an earlier export: they would not match these weights
-        for path in (os.path.join(out, name), os.path.join(out, name + ".data")):
-            if os.path.exists(path):
-                os.remove(path)
+    written = write_graphs(cfg, state, out, fp16, has_classifier)
 
     manifest = build_manifest(cfg, ckpt, model_id, description, palette, classes, fp16, has_classifier,
-                              model.num_params())
+                              model.num_params(), weights_entries(out, fp16))
     _write_json(os.path.join(out, "genai_config.json"), build_genai_config(cfg))
     _write_json(os.path.join(out, "parity.json"), build_parity(model, has_classifier))
     with open(os.path.join(out, "MODEL_CARD.md"), "w", encoding="utf-8") as f:
         f.write(build_model_card(cfg, ckpt, manifest, model.num_params(), card_extra))
     _write_json(manifest_path, manifest)
     return written + ["genai_config.json", "parity.json", "MODEL_CARD.md", "model.json"]
+
+
+def write_graphs(cfg: IGptConfig, state: Dict[str, Any], out: str, fp16: bool, has_classifier: bool) -> List[str]:
+    """The ONNX graphs and their weights files (each weight once per precision: weights_file.py); files of an
+    earlier export that these would not match are removed. Returns the file names written."""
+    fp32 = {"decoder.onnx": onnx_graph.build_decoder(cfg, state, fp16=False)}
+    fp32.update(zip(onnx_graph.step_segment_names(cfg.n_layer),
+                    onnx_graph.build_step_segments(cfg, onnx_graph.decoder_weights(cfg, state))))
+    half = {"decoder.fp16.onnx": onnx_graph.build_decoder(cfg, state, fp16=True)} if fp16 else {}
+    if has_classifier:
+        fp32["classifier.onnx"] = onnx_graph.build_classifier(cfg, state)
+        if fp16:
+            half["classifier.fp16.onnx"] = onnx_graph.build_classifier(cfg, state, fp16=True)
+    written = list(fp32) + [weights_file.FP32_FILE] + (list(half) + [weights_file.FP16_FILE] if half else [])
+    for name in os.listdir(out):
+        optional = re.fullmatch(r"(decoder\.step\.\d+|decoder\.fp16|classifier(\.fp16)?)\.onnx", name)
+        if (optional or name.endswith(".onnx.data") or name == weights_file.FP16_FILE) and name not in written:
+            os.remove(os.path.join(out, name))  # format v1's per-graph data, or a graph these weights do not match
+    weights_file.save_graphs(list(fp32.values()), [os.path.join(out, n) for n in fp32], weights_file.FP32_FILE)
+    if half:
+        weights_file.save_graphs(list(half.values()), [os.path.join(out, n) for n in half], weights_file.FP16_FILE)
+    return written
+
+
+def weights_entries(package: str, fp16: bool) -> List[Dict[str, Any]]:
+    """model.json's files.weights: the weights files and their sizes."""
+    entries = [weights_file.manifest_entry(package, weights_file.FP32_FILE, "float32")]
+    if fp16:
+        entries.append(weights_file.manifest_entry(package, weights_file.FP16_FILE, "float16"))
+    return entries
 
 
 def _dumps(obj: Any, indent: int = 1) -> str:
@@ -180,7 +195,7 @@ def _scalars(d: Any, prefix: str = "", depth: int = 0) -> Dict[str, Any]:
 
 def build_manifest(cfg: IGptConfig, ckpt: Dict[str, Any], model_id: str, description: str,
                    palette: List[List[int]], classes: List[str], fp16: bool, has_classifier: bool,
-                   n_params: int) -> Dict[str, Any]:
+                   n_params: int, weights: List[Dict[str, Any]]) -> Dict[str, Any]:
     dataset = ckpt.get("dataset") or {}
     decoder = {"cpu": {"path": "decoder.onnx", "dtype": "float32",
                        "step_segments": onnx_graph.step_segment_names(cfg.n_layer)}}
@@ -211,6 +226,7 @@ def build_manifest(cfg: IGptConfig, ckpt: Dict[str, Any], model_id: str, descrip
         },
         "classes": classes,
         "files": {
+            "weights": weights,
             "decoder": decoder,
             "classifier": classifier if has_classifier else None,
             "genai_config": "genai_config.json",
@@ -229,9 +245,6 @@ def write_step_segments(cfg: IGptConfig, weights: Dict[str, Any], out: str) -> L
         if re.fullmatch(r"decoder\.step\.\d+\.onnx", name) and name not in names:
             os.remove(os.path.join(out, name))
     return names
-
-
-SEGMENTS_CARD_TEXT = "`decoder.step.*.onnx` (the decoder cut at attention, for CPU steps with the service's own attention), "
 
 
 def config_from_manifest(manifest: Dict[str, Any]) -> IGptConfig:
@@ -261,63 +274,6 @@ def add_step_segments(package: str) -> List[str]:
             with open(card, "w", encoding="utf-8") as f:
                 f.write(text.replace(line, line + SEGMENTS_CARD_TEXT, 1))
     return names
-
-
-# --------------------------------------------------------------------------------------------
-# genai_config.json
-
-
-def build_genai_config(cfg: IGptConfig) -> Dict[str, Any]:
-    """onnxruntime-genai's config: "llama" is its generic decoder-only model (input_ids,
-    attention_mask, position_ids, per-layer BNSH past/present)."""
-    sos = cfg.sos_token_id
-    return {
-        "model": {
-            "bos_token_id": sos,
-            "context_length": cfg.n_positions,
-            "decoder": {
-                "session_options": {"log_id": "onnxruntime-genai", "provider_options": []},
-                "filename": "decoder.onnx",
-                "head_size": cfg.head_size,
-                "hidden_size": cfg.n_embd,
-                "inputs": {
-                    "input_ids": "input_ids",
-                    "attention_mask": "attention_mask",
-                    "position_ids": "position_ids",
-                    "past_key_names": "past_key_values.%d.key",
-                    "past_value_names": "past_key_values.%d.value",
-                },
-                "outputs": {
-                    "logits": "logits",
-                    "present_key_names": "present.%d.key",
-                    "present_value_names": "present.%d.value",
-                },
-                "num_attention_heads": cfg.n_head,
-                "num_hidden_layers": cfg.n_layer,
-                "num_key_value_heads": cfg.n_head,
-            },
-            "eos_token_id": sos,
-            "pad_token_id": sos,
-            "type": "llama",
-            "vocab_size": cfg.vocab_size,
-        },
-        "search": {
-            "diversity_penalty": 0.0,
-            "do_sample": True,
-            "early_stopping": False,
-            "length_penalty": 1.0,
-            "max_length": cfg.n_positions,
-            "min_length": 0,
-            "no_repeat_ngram_size": 0,
-            "num_beams": 1,
-            "num_return_sequences": 1,
-            "past_present_share_buffer": True,
-            "repetition_penalty": 1.0,
-            "temperature": 1.0,
-            "top_k": 0,
-            "top_p": 1.0,
-        },
-    }
 
 
 # --------------------------------------------------------------------------------------------
@@ -363,127 +319,3 @@ def build_parity(model: IGpt, has_classifier: bool, seed: int = 1234) -> Dict[st
         class_logits, _ = model.classify(rows)
         parity["classifier"] = {"input_ids": rows.tolist(), "logits": class_logits.float().tolist()}
     return parity
-
-
-# --------------------------------------------------------------------------------------------
-# MODEL_CARD.md
-
-
-def _fmt(v: Any) -> str:
-    if isinstance(v, bool):
-        return str(v).lower()
-    if isinstance(v, float):
-        return f"{v:.4g}" if abs(v) < 1e6 else f"{v:.3e}"
-    return str(v).replace("|", "\\|").replace("\n", " ")
-
-
-def _is_scalar(v: Any) -> bool:
-    return isinstance(v, (int, float, str, bool))
-
-
-def _is_matrix(v: Any) -> bool:
-    return (isinstance(v, (list, tuple)) and len(v) > 0 and all(isinstance(r, (list, tuple)) for r in v)
-            and all(_is_scalar(x) for r in v for x in r))
-
-
-def _table(header: List[str], rows: List[List[Any]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(_fmt(x) for x in r) + " |" for r in rows]
-    return "\n".join(lines) + "\n"
-
-
-def _metrics_sections(metrics: Dict[str, Any], classes: List[str]) -> str:
-    """Scalars as one table; dicts of scalars (e.g. per-layer probe accuracy) as key/value tables;
-    square matrices as confusion matrices (rows = true class, columns = predicted); other lists
-    of scalars as a row."""
-    out = []
-    scalars = [[k, v] for k, v in metrics.items() if _is_scalar(v)]
-    if scalars:
-        out.append(_table(["metric", "value"], scalars))
-    for k, v in metrics.items():
-        if _is_scalar(v):
-            continue
-        title = k.replace("_", " ")
-        if isinstance(v, dict) and v and all(_is_scalar(x) for x in v.values()):
-            label = "layer" if any(s in k for s in ("layer", "probe")) else "key"
-            out.append(f"#### {title}\n\n" + _table([label, "value"], [[kk, vv] for kk, vv in v.items()]))
-        elif isinstance(v, dict) and v and all(isinstance(x, dict) for x in v.values()):
-            cols = list(dict.fromkeys(c for x in v.values() for c in x if _is_scalar(x[c])))
-            rows = [[kk] + [x.get(c, "") for c in cols] for kk, x in v.items()]
-            label = "layer" if any(s in k for s in ("layer", "probe")) else "key"
-            out.append(f"#### {title}\n\n" + _table([label] + cols, rows))
-        elif isinstance(v, (list, tuple)) and v and all(isinstance(x, dict) for x in v):
-            cols = sorted({c for x in v for c in x if _is_scalar(x[c])})
-            out.append(f"#### {title}\n\n" + _table(cols, [[x.get(c, "") for c in cols] for x in v]))
-        elif _is_matrix(v) and len(v) == len(v[0]):
-            names = classes if len(classes) == len(v) else [str(i) for i in range(len(v))]
-            rows = [[names[i]] + list(r) for i, r in enumerate(v)]
-            out.append(f"#### {title}\n\nRows: true class; columns: predicted class.\n\n"
-                       + _table(["true \\ predicted"] + names, rows))
-        elif _is_matrix(v):
-            out.append(f"#### {title}\n\n" + _table([str(i) for i in range(len(v[0]))], [list(r) for r in v]))
-        elif isinstance(v, (list, tuple)) and v and all(_is_scalar(x) for x in v):
-            out.append(f"#### {title}\n\n" + _table([str(i) for i in range(len(v))], [list(v)]))
-        elif isinstance(v, dict):
-            sub = _metrics_sections(v, classes)
-            if sub:
-                out.append(f"#### {title}\n\n{sub}")
-    return "\n".join(out)
-
-
-def build_model_card(cfg: IGptConfig, ckpt: Dict[str, Any], manifest: Dict[str, Any], n_params: int,
-                     extra: Optional[str] = None) -> str:
-    m = manifest
-    ds = ckpt.get("dataset") or {}
-    lines = [f"# {m['id']}", "", m["description"], ""]
-    lines += ["## Model", "",
-              "iGPT (Chen et al. 2020, \"Generative Pretraining from Pixels\"): a GPT-2-style decoder-only "
-              "transformer that predicts an image's pixels one at a time in raster order, with iGPT's RMS "
-              "norm (no mean subtraction, no bias), quick_gelu, learned positions and an untied output "
-              "head over the colour palette.", "",
-              _table(["", ""], [
-                  ["image", f"{cfg.height} x {cfg.width} x {cfg.channels} ({'grey' if cfg.channels == 1 else 'RGB'})"],
-                  ["layers", cfg.n_layer], ["heads", cfg.n_head], ["width (n_embd)", cfg.n_embd],
-                  ["head size", cfg.head_size], ["context (n_positions)", cfg.n_positions],
-                  ["palette", f"{cfg.palette_size} colours (SOS token = {cfg.sos_token_id})"],
-                  ["parameters", f"{n_params:,}"],
-                  ["classification head", f"{cfg.n_classes} classes" if m["classes"] else "none"],
-              ])]
-    lines += ["## Palette", "",
-              f"{cfg.palette_size} entries of {cfg.channels} channel value(s) 0-255; a pixel's token is its "
-              "nearest entry (squared Euclidean distance, ties to the lowest index).", "",
-              "```", "\n".join(f"{i:4d}: {tuple(e) if len(e) > 1 else e[0]}" for i, e in enumerate(m["palette"])),
-              "```", ""]
-    if m["classes"]:
-        lines += ["## Classes", "", ", ".join(f"{i}: {c}" for i, c in enumerate(m["classes"])), ""]
-    lines += ["## Data", ""]
-    if ds:
-        lines += [_table(["", ""], [[k, v] for k, v in ds.items() if _is_scalar(v)])]
-        splits = ds.get("splits") or ds.get("split_sizes")
-        if isinstance(splits, dict):
-            lines += [_table(["split", "images"], [[k, v] for k, v in splits.items()])]
-    else:
-        lines += ["No dataset recorded in the checkpoint.", ""]
-    lines += ["## Training", ""]
-    tr = [["step", f"{int(ckpt.get('step', 0) or 0):,}"], ["tokens seen", f"{int(ckpt.get('tokens_seen', 0) or 0):,}"],
-          ["wall time", f"{float(ckpt.get('wall_time_s', 0) or 0) / 3600:.2f} h"],
-          ["hardware", ckpt.get("hardware", "unknown")]]
-    lines += [_table(["", ""], tr)]
-    args = ckpt.get("train_args") or {}
-    if isinstance(args, dict) and args:
-        lines += ["Arguments:", "", _table(["argument", "value"],
-                                           [[k, v if _is_scalar(v) else json.dumps(v)] for k, v in args.items()])]
-    lines += ["## Metrics", ""]
-    metrics = ckpt.get("metrics") or {}
-    body = _metrics_sections(metrics, m["classes"]) if isinstance(metrics, dict) else ""
-    lines += [body if body else "No metrics recorded in the checkpoint.", ""]
-    lines += ["## Files", "",
-              "Model package format version 1 (see `models/README.md`): `decoder.onnx` (fp32, CPU), "
-              + (SEGMENTS_CARD_TEXT if m["files"]["decoder"]["cpu"].get("step_segments") else "")
-              + ("`decoder.fp16.onnx` (fp16, CUDA), " if "cuda" in m["files"]["decoder"] else "")
-              + ("`classifier.onnx`, " if m["files"]["classifier"] else "")
-              + ("`classifier.fp16.onnx` (CUDA), " if (m["files"]["classifier"] or {}).get("cuda") else "")
-              + "`genai_config.json` (onnxruntime-genai), `parity.json` (PyTorch reference logits).", ""]
-    if extra:
-        lines += [extra.rstrip(), ""]
-    return "\n".join(lines)

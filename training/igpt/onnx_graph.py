@@ -1,4 +1,4 @@
-"""Hand-built ONNX graphs for iGPT (model package format v1, see models/README.md).
+"""Hand-built ONNX graphs for iGPT (model packages, see models/README.md).
 
 The graphs are written node by node with onnx.helper from the PyTorch weights (no torch.onnx
 tracing), using the ONNX Runtime contrib ops that onnxruntime-genai's own builder emits:
@@ -31,7 +31,6 @@ MS_DOMAIN = "com.microsoft"
 OPSET = 17
 IR_VERSION = 8           # onnx 1.12's IR; ONNX Runtime 1.x reads it
 SOS_LOGIT = -1e9
-EXTERNAL_DATA_BYTES = 1_800_000_000  # weights past this go to external data (protobuf stops at 2 GB)
 
 
 class _Graph:
@@ -256,8 +255,9 @@ def build_step_segments(cfg: IGptConfig, w: Dict[str, np.ndarray]) -> List[onnx.
 
 
 def save_step_segments(segments: List[onnx.ModelProto], decoder_path: str) -> List[str]:
-    """Write the segments beside decoder.onnx, their weights as external data pointing into decoder.onnx's
-    own bytes (the same tensors, so nothing is stored twice). Returns the file names written."""
+    """Write the segments beside decoder.onnx, their weights as external data pointing at the decoder's own bytes
+    (the same tensors, so nothing is stored twice): where decoder.onnx's external data puts them (weights.data), or,
+    for a graph holding its weights (format version 1), inside decoder.onnx. Returns the file names written."""
     import os
     folder = os.path.dirname(os.path.abspath(decoder_path))
     decoder = onnx.load(decoder_path, load_external_data=False)
@@ -318,17 +318,3 @@ def build_classifier(cfg: IGptConfig, state: Dict, fp16: bool = False) -> onnx.M
 def load_initializers(path: str) -> Dict[str, np.ndarray]:
     """A saved graph's weights by name (external data resolved from the graph's folder)."""
     return {t.name: numpy_helper.to_array(t) for t in onnx.load(path).graph.initializer}
-
-
-def save(model: onnx.ModelProto, path: str) -> None:
-    """Write a graph; past protobuf's 2 GB limit the weights go to `<file>.data` beside it."""
-    import os
-    weight_bytes = sum(len(t.raw_data) for t in model.graph.initializer)
-    data_path = path + ".data"
-    if os.path.exists(data_path):
-        os.remove(data_path)
-    if weight_bytes > EXTERNAL_DATA_BYTES:
-        onnx.save_model(model, path, save_as_external_data=True, all_tensors_to_one_file=True,
-                        location=os.path.basename(data_path), size_threshold=1024)
-    else:
-        onnx.save_model(model, path)

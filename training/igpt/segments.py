@@ -1,8 +1,9 @@
 """`python3 -m igpt segments <package>`: add the decoder's step segments to an exported package.
 
 Packages exported before the segments existed have decoder.onnx only; this writes
-decoder.step.0..n_layer.onnx from decoder.onnx's own weights (they point into it, nothing is
-copied) and lists them in model.json. `export` writes them itself.
+decoder.step.0..n_layer.onnx from decoder.onnx's own weights (they point at the same bytes, in
+weights.data, or inside decoder.onnx in a format version 1 package: nothing is copied) and lists
+them in model.json. `export` writes them itself.
 """
 from __future__ import annotations
 

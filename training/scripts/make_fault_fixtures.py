@@ -1,8 +1,8 @@
 """Writes tests/fixtures/faults/: graphs of the tiny package that fail at run time, for the service's fault tests.
 
 decoder-fails-past-40.onnx is tests/fixtures/tiny-package/decoder.onnx with one extra path: a Gather of
-position_ids from a table of 40 zeros, added to the logits. Loading, checking and running it at positions
-0..39 work exactly as the original (the added term is zero); any run with a position of 40 or more makes
+position_ids from a table of 40 zeros, added to the logits (its weights stay in the package's weights.data).
+Loading, checking and running it at positions 0..39 work exactly as the original (the added term is zero); any run with a position of 40 or more makes
 ONNX Runtime throw ("indices element out of data bounds"). So prefills of short prompts succeed and
 decoding fails mid-image.
 
@@ -42,8 +42,15 @@ def rename_output(graph: onnx.GraphProto, name: str, new_name: str) -> None:
                 node.output[i] = new_name
 
 
-def save(model: onnx.ModelProto, out: str, what: str) -> None:
+def save(model: onnx.ModelProto, src: str, out: str, what: str) -> None:
+    """Checks the graph with its weights, then points them back into the package's weights file (format version 2):
+    the tests copy the fault graph over the graph of the same name in a copy of the tiny package."""
     onnx.checker.check_model(model)
+    external = {t.name: t for t in onnx.load(src, load_external_data=False).graph.initializer
+                if t.data_location == onnx.TensorProto.EXTERNAL}
+    for t in model.graph.initializer:
+        if t.name in external:
+            t.CopyFrom(external[t.name])
     os.makedirs(os.path.dirname(out), exist_ok=True)
     onnx.save(model, out)
     print(f"wrote {out} ({os.path.getsize(out)} bytes): {what}")
@@ -61,7 +68,7 @@ def failing_decoder(src: str, out: str, positions: int) -> None:
         helper.make_node("Unsqueeze", ["fault_zeros", "fault_axes"], ["fault_zeros_3d"], name="fault_unsqueeze"),       # [B, S, 1]
         helper.make_node("Add", ["logits_inner", "fault_zeros_3d"], ["logits"], name="fault_add"),                       # [B, S, vocab]
     ])
-    save(model, out, f"runs fail at positions >= {positions}")
+    save(model, src, out, f"runs fail at positions >= {positions}")
 
 
 def failing_classifier(src: str, out: str, tokens: int, palette_size: int = 8) -> None:
@@ -79,7 +86,7 @@ def failing_classifier(src: str, out: str, tokens: int, palette_size: int = 8) -
         helper.make_node("ReduceSum", ["fault_zeros", "fault_sum_axes"], ["fault_sum"], name="fault_sum", keepdims=1),         # [B, 1]
         helper.make_node("Add", ["logits_inner", "fault_sum"], ["logits"], name="fault_add"),                                  # [B, classes]
     ])
-    save(model, out, f"runs fail for tokens >= {tokens}")
+    save(model, src, out, f"runs fail for tokens >= {tokens}")
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-"""The ONNX export (igpt/export.py, igpt/onnx_graph.py) against models/README.md (format v1).
+"""The ONNX export (igpt/export.py, igpt/onnx_graph.py, igpt/weights_file.py) and `convert` against
+models/README.md (format v2).
 
 ONNX Runtime has no Python build here, so the graphs are also evaluated by a small numpy
 interpreter of the ops they use (GroupQueryAttention with the shared past/present buffer
@@ -23,7 +24,7 @@ ROOT = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, os.path.join(ROOT, "training"))
 sys.path.insert(0, os.path.join(ROOT, "training", "scripts"))
 
-from igpt import export, onnx_graph  # noqa: E402
+from igpt import convert, export, onnx_graph, weights_file  # noqa: E402
 from igpt.checkpoint import save_checkpoint  # noqa: E402
 from igpt.model import IGpt, preset  # noqa: E402
 import make_test_package  # noqa: E402
@@ -241,7 +242,7 @@ def test_parity_json_shape_and_pytorch_logits(tiny):
     model, _, pkg = tiny
     cfg = model.config
     p = _json(pkg, "parity.json")
-    assert p["format_version"] == 1 and p["tolerance"] == 1e-4
+    assert p["format_version"] == 2 and p["tolerance"] == 1e-4
     prompt, decode = p["prompt"], p["decode_tokens"]
     assert prompt[0] == cfg.sos_token_id and all(0 <= t < cfg.palette_size for t in prompt[1:] + decode)
     assert np.array(p["prefill_logits"]).shape == (len(prompt), cfg.vocab_size)
@@ -358,7 +359,7 @@ def test_manifest(tiny):
     model, ckpt, pkg = tiny
     cfg = model.config
     m = _json(pkg, "model.json")
-    assert m["format_version"] == 1 and m["id"] == "tiny-test"
+    assert m["format_version"] == 2 and m["id"] == "tiny-test"
     assert m["image"] == {"height": 8, "width": 8, "channels": 1}
     assert m["palette_size"] == 8 and m["sos_token_id"] == 8 and m["vocab_size"] == 9
     assert m["palette"] == [[0], [36], [73], [109], [146], [182], [219], [255]] == ckpt["palette"]
@@ -366,6 +367,9 @@ def test_manifest(tiny):
                                  "norm_eps": 1e-5, "activation": "quick_gelu"}
     assert m["classes"] == ["dark", "mid", "light"]
     assert m["files"] == {
+        "weights": [{"path": "weights.data", "dtype": "float32", "bytes": os.path.getsize(os.path.join(pkg, "weights.data"))},
+                    {"path": "weights.fp16.data", "dtype": "float16",
+                     "bytes": os.path.getsize(os.path.join(pkg, "weights.fp16.data"))}],
         "decoder": {"cpu": {"path": "decoder.onnx", "dtype": "float32",
                             "step_segments": ["decoder.step.0.onnx", "decoder.step.1.onnx", "decoder.step.2.onnx"]},
                     "cuda": {"path": "decoder.fp16.onnx", "dtype": "float16"}},
@@ -448,24 +452,104 @@ def test_export_without_classifier(tmp_path):
     np.testing.assert_allclose(got[0][0], p["prefill_logits"], atol=1e-4, rtol=0)
 
 
-def test_large_graphs_use_external_data(tmp_path, monkeypatch):
-    monkeypatch.setattr(onnx_graph, "EXTERNAL_DATA_BYTES", 0)
+def _external(pkg, name):
+    """{initializer name: (location, offset, length)} of a graph's external data, and its inline float initializers."""
+    raw = onnx.load(os.path.join(pkg, name), load_external_data=False)
+    where, inline = {}, []
+    for t in raw.graph.initializer:
+        if t.data_location == TensorProto.EXTERNAL:
+            e = {kv.key: kv.value for kv in t.external_data}
+            where[t.name] = (e["location"], int(e["offset"]), int(e["length"]))
+        elif t.data_type in (TensorProto.FLOAT, TensorProto.FLOAT16):
+            inline.append(t.name)
+    return where, inline
+
+
+def test_each_weight_is_stored_once(tiny):
+    """Every float weight is external data in the weights file of its precision; graphs that hold the same tensor
+    point at the same bytes, and each weights file is no larger than its distinct tensors (plus alignment)."""
+    model, _, pkg = tiny
+    groups = {"weights.data": ["decoder.onnx", "decoder.step.0.onnx", "decoder.step.1.onnx", "decoder.step.2.onnx",
+                               "classifier.onnx"],
+              "weights.fp16.data": ["decoder.fp16.onnx", "classifier.fp16.onnx"]}
+    for data_file, names in groups.items():
+        blob = open(os.path.join(pkg, data_file), "rb").read()
+        seen = {}
+        for name in names:
+            where, inline = _external(pkg, name)
+            assert where and not inline, name
+            assert os.path.getsize(os.path.join(pkg, name)) < 20_000, name
+            graph = onnx.load(os.path.join(pkg, name))  # the data resolved from the folder
+            for t in graph.graph.initializer:
+                if t.name in where:
+                    location, offset, length = where[t.name]
+                    assert location == data_file and offset % weights_file.ALIGNMENT == 0
+                    assert blob[offset:offset + length] == numpy_helper.from_array(numpy_helper.to_array(t)).raw_data
+                    assert seen.setdefault(t.name, (offset, length)) == (offset, length), (name, t.name)
+        distinct = sum(length for _, length in seen.values())
+        assert distinct <= len(blob) < distinct + weights_file.ALIGNMENT * len(seen), data_file
+    # the fp32 graphs hold the checkpoint's weights (the decoder's head padded with the SOS column)
+    state = onnx_graph.decoder_weights(model.config, model.state_dict())
+    for t in onnx.load(os.path.join(pkg, "decoder.onnx")).graph.initializer:
+        if t.name in state:
+            np.testing.assert_array_equal(numpy_helper.to_array(t), state[t.name])
+
+
+def test_export_removes_what_an_earlier_export_left(tmp_path):
     model = make_test_package.make_model(n_classes=0)
-    export.export_package(model, make_test_package.make_checkpoint(model, []), str(tmp_path), model_id="ext", fp16=False)
-    assert os.path.getsize(tmp_path / "decoder.onnx") < 20_000 and os.path.isfile(tmp_path / "decoder.onnx.data")
-    graph = onnx.load(str(tmp_path / "decoder.onnx"))  # pulls the weights back in from decoder.onnx.data
-    p = _json(str(tmp_path), "parity.json")
-    n = len(p["prompt"])
-    got = run_steps(graph, model.config, [([p["prompt"]], [[1] * n], [list(range(n))])], 1, 64, np.float32)
-    np.testing.assert_allclose(got[0][0], p["prefill_logits"], atol=1e-4, rtol=0)
-    # The step segments then point into decoder.onnx.data, at the same tensors.
-    weights = {t.name: numpy_helper.to_array(t) for t in graph.graph.initializer}
-    for name in _json(str(tmp_path), "model.json")["files"]["decoder"]["cpu"]["step_segments"]:
-        raw = onnx.load(str(tmp_path / name), load_external_data=False)
-        locations = {kv.value for t in raw.graph.initializer for kv in t.external_data if kv.key == "location"}
-        assert locations == {"decoder.onnx.data"}, name
-        for t in onnx.load(str(tmp_path / name)).graph.initializer:
-            np.testing.assert_array_equal(numpy_helper.to_array(t), weights[t.name])
+    for stale in ("decoder.onnx.data", "classifier.onnx", "weights.fp16.data", "decoder.step.9.onnx"):
+        (tmp_path / stale).write_bytes(b"old")
+    export.export_package(model, make_test_package.make_checkpoint(model, []), str(tmp_path), model_id="re", fp16=False)
+    assert sorted(os.listdir(tmp_path)) == ["MODEL_CARD.md", "decoder.onnx", "decoder.step.0.onnx", "decoder.step.1.onnx",
+                                            "decoder.step.2.onnx", "genai_config.json", "model.json", "parity.json",
+                                            "weights.data"]
+    assert _json(str(tmp_path), "model.json")["files"]["weights"] == [
+        {"path": "weights.data", "dtype": "float32", "bytes": os.path.getsize(tmp_path / "weights.data")}]
+
+
+def _as_version_1(pkg, out):
+    """The package as format version 1 wrote it: every graph holds its weights, the segments point into
+    decoder.onnx's bytes, no files.weights."""
+    import shutil
+    shutil.copytree(pkg, out)
+    manifest = _json(str(out), "model.json")
+    files = manifest["files"]
+    for entry in files.pop("weights"):
+        os.remove(out / entry["path"])
+    for name in ("decoder.onnx", "decoder.fp16.onnx", "classifier.onnx", "classifier.fp16.onnx"):
+        onnx.save_model(onnx.load(os.path.join(pkg, name)), str(out / name))
+    segments = [onnx.load(os.path.join(pkg, n)) for n in files["decoder"]["cpu"]["step_segments"]]
+    onnx_graph.save_step_segments(segments, str(out / "decoder.onnx"))
+    manifest["format_version"] = 1
+    export._write_json(str(out / "model.json"), manifest)
+    parity = (out / "parity.json").read_text(encoding="utf-8")
+    (out / "parity.json").write_text(parity.replace('"format_version": 2', '"format_version": 1', 1), encoding="utf-8")
+    card = (out / "MODEL_CARD.md").read_text(encoding="utf-8")
+    card = card.replace("format version 2", "format version 1").replace(convert.weights_card_text(True), "")
+    (out / "MODEL_CARD.md").write_text(card, encoding="utf-8")
+
+
+def test_convert_writes_what_export_writes(tiny, tmp_path):
+    """`igpt convert` on a version 1 package gives the version 2 package byte for byte: the same graphs, the same
+    weights (once each), the same parity logits; a second run leaves it alone."""
+    _, _, pkg = tiny
+    old = tmp_path / "v1"
+    _as_version_1(pkg, old)
+    assert os.path.getsize(old / "decoder.onnx") > 50_000 and not os.path.exists(old / "weights.data")
+    where, _ = _external(str(old), "decoder.step.1.onnx")
+    assert {location for location, _, _ in where.values()} == {"decoder.onnx"}
+    p = argparse.ArgumentParser()
+    convert.add_args(p)
+    assert convert.main(p.parse_args([str(old)])) == 0
+    assert sorted(os.listdir(old)) == sorted(os.listdir(pkg))
+    for name in os.listdir(pkg):
+        assert open(old / name, "rb").read() == open(os.path.join(pkg, name), "rb").read(), name
+    assert convert.convert_package(str(old)) == []
+    manifest = _json(str(old), "model.json")
+    manifest["format_version"] = 3
+    export._write_json(str(old / "model.json"), manifest)
+    with pytest.raises(ValueError, match="format_version 3"):
+        convert.convert_package(str(old))
 
 
 def test_bad_palette_is_rejected(tmp_path):
@@ -521,23 +605,19 @@ def _segments(pkg):
     return names, [onnx.load(os.path.join(pkg, n)) for n in names]  # external data resolved from the folder
 
 
-def test_step_segments_are_listed_small_and_point_into_the_decoder(tiny):
+def test_step_segments_are_listed_small_and_point_into_the_decoders_weights(tiny):
     model, _, pkg = tiny
     names, segments = _segments(pkg)
     assert names == [f"decoder.step.{i}.onnx" for i in range(model.config.n_layer + 1)]
     decoder = onnx.load(os.path.join(pkg, "decoder.onnx"))
     weights = {t.name: numpy_helper.to_array(t) for t in decoder.graph.initializer}
-    blob = open(os.path.join(pkg, "decoder.onnx"), "rb").read()
+    decoder_where, _ = _external(pkg, "decoder.onnx")
     for name, seg in zip(names, segments):
         onnx.checker.check_model(seg)
-        raw = onnx.load(os.path.join(pkg, name), load_external_data=False)
-        external = [t for t in raw.graph.initializer if t.data_location == TensorProto.EXTERNAL]
-        assert external, name  # the weights are not stored twice
-        for t in external:
-            e = {kv.key: kv.value for kv in t.external_data}
-            assert e["location"] == "decoder.onnx"
-            off, n = int(e["offset"]), int(e["length"])
-            assert blob[off:off + n] == numpy_helper.from_array(weights[t.name]).raw_data, t.name
+        where, inline = _external(pkg, name)
+        assert where and not inline, name  # the weights are not stored twice
+        for tensor, place in where.items():
+            assert place == decoder_where[tensor], tensor  # the decoder's own bytes in weights.data
         assert os.path.getsize(os.path.join(pkg, name)) < 20_000
         for t in seg.graph.initializer:  # loaded through the external data: the decoder's own tensors
             np.testing.assert_array_equal(numpy_helper.to_array(t), weights[t.name])

@@ -75,12 +75,12 @@ internal class StepPlanner(InferenceOptions options)
         && SegmentAttention(manifest.Architecture.HeadSize) != AttentionKernel.None;
 
     /// <summary>The package's step segment sessions, one intra-op thread each: a segmented step runs its lanes concurrently.</summary>
-    public InferenceSession[] CreateSegmentSessions(ModelManifest manifest, ModelFile file)
+    public InferenceSession[] CreateSegmentSessions(ModelManifest manifest, ModelFile file, PackageWeights? weights)
     {
         var sessions = new List<InferenceSession>();
         try
         {
-            foreach (var path in file.StepSegments) sessions.Add(CreatePackageSession(manifest, path, intraOpThreads: 1));
+            foreach (var path in file.StepSegments) sessions.Add(CreatePackageSession(manifest, path, weights, intraOpThreads: 1));
             return [.. sessions];
         }
         catch
@@ -90,10 +90,18 @@ internal class StepPlanner(InferenceOptions options)
         }
     }
 
-    /// <summary>A CPU session of a package file; a file ONNX Runtime cannot load is the package's fault.</summary>
-    public InferenceSession CreatePackageSession(ModelManifest manifest, string relativePath, int? intraOpThreads = null)
+    /// <summary>
+    /// A CPU session of a package file, with the package's weights shared with its other sessions (format 2; null for a
+    /// format 1 package, whose graphs hold their own); a file ONNX Runtime cannot load is the package's fault.
+    /// </summary>
+    public InferenceSession CreatePackageSession(ModelManifest manifest, string relativePath, PackageWeights? weights,
+        int? intraOpThreads = null)
     {
-        try { return CreateSession(manifest.ResolvePath(relativePath), useCuda: false, cudaGraphs: false, intraOpThreads); }
+        try
+        {
+            return CreateSession(manifest.ResolvePath(relativePath), useCuda: false, cudaGraphs: false, intraOpThreads,
+                weights is null ? null : so => weights.AddTo(so, relativePath), weights?.PrePacked);
+        }
         catch (OnnxRuntimeException e)
         {
             throw new ModelPackageException($"{relativePath}: cannot load: {FirstLine(e.Message)}", e);
@@ -105,7 +113,7 @@ internal class StepPlanner(InferenceOptions options)
     /// With <paramref name="useCuda"/> it throws OnnxRuntimeException when the provider or the CUDA libraries it links cannot load.
     /// </summary>
     public InferenceSession CreateSession(string path, bool useCuda, bool cudaGraphs, int? intraOpThreads = null,
-        Action<SessionOptions>? configure = null)
+        Action<SessionOptions>? configure = null, PrePackedWeightsContainer? prePacked = null)
     {
         using var so = new SessionOptions
         {
@@ -120,7 +128,7 @@ internal class StepPlanner(InferenceOptions options)
         // ends, so idle models and the web server are not starved between steps.
         else so.AddSessionConfigEntry("session.force_spinning_stop", "1");
         configure?.Invoke(so);
-        if (!useCuda) return new InferenceSession(path, so);
+        if (!useCuda) return prePacked is null ? new InferenceSession(path, so) : new InferenceSession(path, so, prePacked);
         using var cuda = new OrtCUDAProviderOptions();
         cuda.UpdateOptions(CudaProviderOptions(Options, cudaGraphs));
         so.AppendExecutionProvider_CUDA(cuda);

@@ -19,6 +19,7 @@ public sealed class IGptModel : IDisposable
     private readonly Classifier? _classifier;
     private readonly PrefixCache? _prefixCache;
     private readonly DecodeScheduler _scheduler;
+    private readonly PackageWeights? _weights;  // the CPU sessions' shared initializers: freed after the sessions
     private int _disposed, _classifierFailures;
     private string? _classifierFailure;
 
@@ -31,6 +32,7 @@ public sealed class IGptModel : IDisposable
         Manifest = manifest;
         var decoder = _decoder = loaded.Decoder;
         _classifier = loaded.Classifier;
+        _weights = loaded.Weights;
         ExecutionProvider = loaded.Provider;
         ProviderReason = loaded.Reason;
         ProviderSummary = loaded.Summary;
@@ -168,5 +170,6 @@ public sealed class IGptModel : IDisposable
         _scheduler.Dispose();   // stops the loop (failing what is still queued or running) before the decoder goes
         _decoder.Dispose();
         _classifier?.Dispose();
+        _weights?.Dispose();
     }
 }

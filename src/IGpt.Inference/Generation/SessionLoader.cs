@@ -5,7 +5,9 @@ using Microsoft.ML.OnnxRuntime.Tensors;
 namespace IGpt.Inference.Generation;
 
 /// <summary>What <see cref="SessionLoader"/> set up for one package: its decoder and classifier, on which provider and why.</summary>
-internal sealed record LoadedModel(KvCacheDecoder Decoder, Classifier? Classifier, string Provider, string Reason, string Summary);
+/// <remarks><see cref="Weights"/> (format 2 packages on the CPU) must outlive the sessions that share them.</remarks>
+internal sealed record LoadedModel(KvCacheDecoder Decoder, Classifier? Classifier, string Provider, string Reason, string Summary,
+    PackageWeights? Weights);
 
 /// <summary>
 /// Sets up a package's runs: the CUDA provider first when enabled (the fp16 decoder), else the CPU with the step
@@ -21,12 +23,18 @@ internal static class SessionLoader
         if (options.UseCuda && cuda.Session is null && !cuda.ProviderFailed)
             logger.LogWarning("Model {ModelId}: running on the CPU provider: {Reason}", manifest.Id, cuda.Reason);
         string provider = cuda.Session is null ? "CPU" : "CUDA";
-        var decoder = cuda.Session is { } session ? CudaDecoder(manifest, options, session, cuda) : CpuDecoder(manifest, planner);
+        var weights = PackageWeights.For(manifest);
+        KvCacheDecoder? decoder = null;
         Classifier? classifier;
-        try { classifier = LoadClassifier(manifest, planner, provider, logger); }
+        try
+        {
+            decoder = cuda.Session is { } session ? CudaDecoder(manifest, options, session, cuda) : CpuDecoder(manifest, planner, weights);
+            classifier = LoadClassifier(manifest, planner, provider, weights, logger);
+        }
         catch
         {
-            decoder.Dispose();
+            decoder?.Dispose();
+            weights?.Dispose();  // after every session that shares them
             throw;
         }
         // The provider's reason once: the fallback's full text is at Debug and in the model's ProviderReason.
@@ -35,7 +43,7 @@ internal static class SessionLoader
             + "CPU steps: one-thread up to {SmallRows} rows, row lanes from {LaneRows}, step segments from {SegmentedRows} (0 = none)",
             manifest.Id, provider, summary, decoder.KvType == TensorElementType.Float16 ? "float16" : "float32",
             classifier is null ? "none" : "loaded", decoder.Plan.SmallStepRows, decoder.Plan.LaneStepRows, decoder.Plan.SegmentedStepRows);
-        return new LoadedModel(decoder, classifier, provider, cuda.Reason, summary);
+        return new LoadedModel(decoder, classifier, provider, cuda.Reason, summary, weights);
     }
 
     /// <summary>
@@ -113,19 +121,19 @@ internal static class SessionLoader
         }
     }
 
-    private static KvCacheDecoder CpuDecoder(ModelManifest manifest, StepPlanner planner)
+    private static KvCacheDecoder CpuDecoder(ModelManifest manifest, StepPlanner planner, PackageWeights? weights)
     {
         var file = planner.CpuGraph(manifest.Files.Decoder);
         var kvType = KvType(file);
         var plan = planner.PlanCpuSteps(manifest, file, kvType);
-        var session = planner.CreatePackageSession(manifest, file.Path);
+        var session = planner.CreatePackageSession(manifest, file.Path, weights);
         var memory = new HostMemory();
         InferenceSession? oneThread = null;
         InferenceSession[]? segments = null;
         try
         {
-            if (plan.UsesOneThreadSession) oneThread = planner.CreatePackageSession(manifest, file.Path, intraOpThreads: 1);
-            if (plan.UsesSegments) segments = planner.CreateSegmentSessions(manifest, file);
+            if (plan.UsesOneThreadSession) oneThread = planner.CreatePackageSession(manifest, file.Path, weights, intraOpThreads: 1);
+            if (plan.UsesSegments) segments = planner.CreateSegmentSessions(manifest, file, weights);
             return new KvCacheDecoder(session, manifest, planner.Options.MaxBatch, memory, kvType, cpu: new CpuSteps(plan, oneThread, segments));
         }
         catch (Exception e)
@@ -139,7 +147,8 @@ internal static class SessionLoader
         }
     }
 
-    private static Classifier? LoadClassifier(ModelManifest manifest, StepPlanner planner, string provider, ILogger logger)
+    private static Classifier? LoadClassifier(ModelManifest manifest, StepPlanner planner, string provider, PackageWeights? weights,
+        ILogger logger)
     {
         if (manifest.Files.Classifier is not { } files) return null;
         // On CUDA the classifier's fp16 graph runs there too (falling back to the CPU graph if it cannot load).
@@ -153,7 +162,7 @@ internal static class SessionLoader
                     manifest.Id, files.Cuda.Path, StepPlanner.FirstLine(e.Message));
             }
         }
-        session ??= planner.CreatePackageSession(manifest, (provider == "CPU" ? planner.CpuGraph(files) : files.Cpu).Path);
+        session ??= planner.CreatePackageSession(manifest, (provider == "CPU" ? planner.CpuGraph(files) : files.Cpu).Path, weights);
         try { return new Classifier(session, manifest, planner.Options.MaxBatch); }
         catch
         {

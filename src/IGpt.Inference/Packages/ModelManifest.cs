@@ -22,16 +22,27 @@ public sealed record ModelFile(string Path, string Dtype)
 /// <summary>A graph with a CPU variant (fp32, required) and an optional CUDA variant (fp16).</summary>
 public sealed record ModelGraphFiles(ModelFile Cpu, ModelFile? Cuda);
 
+/// <summary>
+/// A weights file (model.json files.weights, format version 2): ONNX external data that the graphs of one precision
+/// point into, each weight stored once; Bytes is its size, checked on load so that a truncated copy is named as such.
+/// </summary>
+public sealed record WeightsFile(string Path, string Dtype, long Bytes);
+
 /// <summary>model.json "files".</summary>
 public sealed record ModelFiles(
-    ModelGraphFiles Decoder, ModelGraphFiles? Classifier, string? GenaiConfig, string? Parity, string? ModelCard);
+    ModelGraphFiles Decoder, ModelGraphFiles? Classifier, string? GenaiConfig, string? Parity, string? ModelCard)
+{
+    /// <summary>The weights files (format version 2); empty for a version 1 package, whose graphs hold their own weights.</summary>
+    public IReadOnlyList<WeightsFile> Weights { get; init; } = [];
+}
 
 /// <summary>
-/// A model package's manifest (models/README.md, format version 1), validated on load.
+/// A model package's manifest (models/README.md, format versions 1 and 2), validated on load.
 /// </summary>
 public sealed partial record ModelManifest
 {
-    public const int SupportedFormatVersion = 1;
+    /// <summary>The newest format this service reads; it also reads every version from 1.</summary>
+    public const int SupportedFormatVersion = 2;
     public const string FileName = "model.json";
 
     public required int FormatVersion { get; init; }
@@ -111,8 +122,8 @@ public sealed partial record ModelManifest
         static ModelPackageException Bad(string what) => new($"{FileName}: {what}");
 
         if (r.FormatVersion is null) throw Bad("format_version is missing");
-        if (r.FormatVersion != SupportedFormatVersion)
-            throw Bad($"format_version {r.FormatVersion} is not supported (this service reads version {SupportedFormatVersion})");
+        if (r.FormatVersion is not (>= 1 and <= SupportedFormatVersion))
+            throw Bad($"format_version {r.FormatVersion} is not supported (this service reads versions 1 to {SupportedFormatVersion})");
         if (string.IsNullOrWhiteSpace(r.Id) || !IdPattern().IsMatch(r.Id))
             throw Bad($"id '{r.Id}' must be 1-128 letters, digits, '.', '_' or '-'");
         var image = r.Image ?? throw Bad("image is missing");
@@ -158,6 +169,8 @@ public sealed partial record ModelManifest
             if (string.IsNullOrWhiteSpace(classes[i])) throw Bad($"classes[{i}] is empty");
 
         var f = r.Files ?? throw Bad("files is missing");
+        var weights = Weights(f.Weights, dir);
+        if (r.FormatVersion >= 2 && weights.Length == 0) throw Bad("files.weights is missing (format version 2 keeps the graphs' weights there)");
         var decoder = Graph(f.Decoder, "files.decoder", dir) ?? throw Bad("files.decoder is missing");
         var classifier = Graph(f.Classifier, "files.classifier", dir);
         if (decoder.Cpu.StepSegments.Count is int segments and not 0 && segments != arch.NLayer + 1)
@@ -178,12 +191,35 @@ public sealed partial record ModelManifest
             VocabSize = paletteSize + 1,
             Architecture = arch,
             Classes = classes,
-            Files = new ModelFiles(decoder, classifier, f.GenaiConfig, f.Parity, f.ModelCard),
+            Files = new ModelFiles(decoder, classifier, f.GenaiConfig, f.Parity, f.ModelCard) { Weights = weights },
             Training = r.Training ?? [],
             Metrics = r.Metrics ?? [],
             Palette = new Palette(colors, channels),
             PackageDirectory = dir,
         };
+    }
+
+    private static WeightsFile[] Weights(RawWeightsFile[]? files, string dir)
+    {
+        static ModelPackageException Bad(string what) => new($"{FileName}: {what}");
+        var found = new WeightsFile[files?.Length ?? 0];
+        for (int i = 0; i < found.Length; i++)
+        {
+            var w = files![i] ?? throw Bad($"files.weights[{i}] is null");
+            if (string.IsNullOrWhiteSpace(w.Path)) throw Bad($"files.weights[{i}].path is missing");
+            if (w.Dtype is not ("float32" or "float16")) throw Bad($"files.weights[{i}].dtype must be float32 or float16, not {w.Dtype}");
+            if (w.Bytes is not >= 0) throw Bad($"files.weights[{i}].bytes {w.Bytes} must be a size in bytes");
+            var full = System.IO.Path.GetFullPath(System.IO.Path.Combine(dir, w.Path));
+            if (!full.StartsWith(dir + System.IO.Path.DirectorySeparatorChar, StringComparison.Ordinal))
+                throw Bad($"files.weights[{i}].path '{w.Path}' leaves the package folder");
+            var info = new FileInfo(full);
+            if (!info.Exists) throw Bad($"weights file '{w.Path}' does not exist (the graphs keep their weights in it)");
+            // ONNX Runtime would read past the end of a short file only when a graph is loaded, with a less helpful message.
+            if (info.Length != w.Bytes)
+                throw Bad($"weights file '{w.Path}' has {info.Length} bytes, not the {w.Bytes} the manifest names: it is truncated or from another export");
+            found[i] = new WeightsFile(w.Path, w.Dtype, w.Bytes.Value);
+        }
+        return found;
     }
 
     private static ModelGraphFiles? Graph(RawGraph? g, string name, string dir)
@@ -258,6 +294,7 @@ public sealed partial record ModelManifest
 
     private sealed class RawFiles
     {
+        public RawWeightsFile[]? Weights { get; set; }
         public RawGraph? Decoder { get; set; }
         public RawGraph? Classifier { get; set; }
         public string? GenaiConfig { get; set; }
@@ -269,6 +306,13 @@ public sealed partial record ModelManifest
     {
         public RawFile? Cpu { get; set; }
         public RawFile? Cuda { get; set; }
+    }
+
+    private sealed class RawWeightsFile
+    {
+        public string? Path { get; set; }
+        public string? Dtype { get; set; }
+        public long? Bytes { get; set; }
     }
 
     private sealed class RawFile

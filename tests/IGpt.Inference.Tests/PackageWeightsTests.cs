@@ -1,0 +1,70 @@
+using System.Text.Json.Nodes;
+using Microsoft.Extensions.Logging.Abstractions;
+using Microsoft.ML.OnnxRuntime.Tensors;
+
+namespace IGpt.Inference.Tests;
+
+/// <summary>Format version 2's weights files: read from the graphs' external data, held in memory, checked against the files.</summary>
+public class PackageWeightsTests
+{
+    [Fact]
+    public void ReadsTheGraphsExternalInitializers()
+    {
+        var decoder = OnnxInitializers.External(File.ReadAllBytes(Path.Combine(Fixture.PackageDir, "decoder.onnx")), "decoder.onnx");
+        var wte = Assert.Single(decoder, t => t.Name == "transformer.wte.weight");
+        Assert.Equal(("weights.data", TensorElementType.Float, 9L * 32 * 4), (wte.Location, wte.ElementType, wte.Length));
+        Assert.Equal([9L, 32L], wte.Dims);
+        Assert.All(decoder, t => Assert.Equal(0, t.Offset % 64));
+        // The classifier points at the decoder's bytes for the weights they share; the fp16 graphs into their own file.
+        var classifier = OnnxInitializers.External(File.ReadAllBytes(Path.Combine(Fixture.PackageDir, "classifier.onnx")), "classifier.onnx");
+        var (d, c) = (decoder.Single(t => t.Name == "transformer.h.1.mlp.c_fc.weight"), classifier.Single(t => t.Name == "transformer.h.1.mlp.c_fc.weight"));
+        Assert.Equal((d.Location, d.Offset, d.Length), (c.Location, c.Offset, c.Length));
+        var fp16 = OnnxInitializers.External(File.ReadAllBytes(Path.Combine(Fixture.PackageDir, "decoder.fp16.onnx")), "decoder.fp16.onnx");
+        Assert.Equal(TensorElementType.Float16, fp16.Single(t => t.Name == "transformer.wte.weight").ElementType);
+        Assert.Contains("not an ONNX graph", Assert.Throws<ModelPackageException>(() => OnnxInitializers.External([0x3a, 0x7f], "x.onnx")).Message);
+    }
+
+    [Fact]
+    public void ServedModelKeepsItsWeightsInMemoryNotMappedFromTheFile()
+    {
+        var dir = Fixture.CopyToTemp(out var root);
+        try
+        {
+            var parity = Fixture.ReadParity(dir);
+            using var model = IGptModel.Load(dir, Fixture.CpuOptions(), NullLogger.Instance);
+            Assert.DoesNotContain(Path.Combine(dir, "weights.data"), File.ReadAllText("/proc/self/maps"));
+            // A weights file truncated in place under a mapping would fault on the next read of a mapped page.
+            File.WriteAllBytes(Path.Combine(dir, "weights.data"), []);
+            var full = model.ForwardWithoutCache([.. parity.Prompt]);
+            int v = model.Manifest.VocabSize;
+            for (int i = 0; i < parity.Prompt.Length; i++)
+                DecoderTests.AssertClose(parity.PrefillLogits[i], full.AsSpan(i * v, v), parity.Tolerance, $"prefill[{i}]");
+        }
+        finally
+        {
+            Directory.Delete(root, recursive: true);
+        }
+    }
+
+    [Fact]
+    public void AWeightPastTheEndOfItsFileIsAPackageError()
+    {
+        var dir = Fixture.CopyToTemp(out var root);
+        try
+        {
+            // A shorter weights file that the manifest agrees with: the graphs still point past its end.
+            var path = Path.Combine(dir, "weights.data");
+            var bytes = File.ReadAllBytes(path);
+            File.WriteAllBytes(path, bytes[..(bytes.Length / 2)]);
+            var manifest = JsonNode.Parse(File.ReadAllText(Path.Combine(dir, "model.json")))!;
+            manifest["files"]!["weights"]![0]!["bytes"] = bytes.Length / 2;
+            File.WriteAllText(Path.Combine(dir, "model.json"), manifest.ToJsonString());
+            var e = Assert.Throws<ModelPackageException>(() => IGptModel.Load(dir, Fixture.CpuOptions(), NullLogger.Instance));
+            Assert.Contains("does not fit 'weights.data'", e.Message);
+        }
+        finally
+        {
+            Directory.Delete(root, recursive: true);
+        }
+    }
+}

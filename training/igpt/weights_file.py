@@ -1,0 +1,93 @@
+"""A package's weights files (models/README.md, format version 2): each weight stored once.
+
+Every floating-point initializer of a package's graphs is ONNX external data in one file per
+precision: `weights.data` for the fp32 graphs (decoder.onnx, the step segments, classifier.onnx)
+and `weights.fp16.data` for the fp16 ones (decoder.fp16.onnx, classifier.fp16.onnx). A tensor that
+several graphs hold (by name: the transformer's weights in the decoder, its segments and the
+classifier) is written once and every graph points at the same offset. Integer constants (a few
+bytes each) stay inside their graphs.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+from typing import Dict, List, Sequence, Tuple
+
+import onnx
+from onnx import TensorProto, numpy_helper
+
+FP32_FILE = "weights.data"
+FP16_FILE = "weights.fp16.data"
+ALIGNMENT = 64  # every tensor starts on a 64-byte boundary (a cache line; SIMD loads of mapped data)
+FLOAT_TYPES = (TensorProto.FLOAT, TensorProto.FLOAT16)
+
+
+def tensor_bytes(t: onnx.TensorProto) -> bytes:
+    """The tensor's little-endian bytes, as external data stores them."""
+    if t.data_location == TensorProto.EXTERNAL:
+        raise ValueError(f"{t.name}: load the graph with its external data first")
+    return t.raw_data if t.HasField("raw_data") else numpy_helper.to_array(t).tobytes()
+
+
+def _point(t: onnx.TensorProto, location: str, offset: int, length: int) -> None:
+    t.ClearField("raw_data")
+    for field in ("float_data", "int32_data"):  # numpy_helper never fills these for floats, others may
+        t.ClearField(field)
+    t.data_location = TensorProto.EXTERNAL
+    del t.external_data[:]
+    for k, v in (("location", location), ("offset", str(offset)), ("length", str(length))):
+        entry = t.external_data.add()
+        entry.key, entry.value = k, v
+
+
+def write_weights(models: Sequence[onnx.ModelProto], folder: str, file_name: str) -> int:
+    """Moves the floating-point initializers of `models` (loaded with their data) into `folder/file_name`,
+    each name once, and points the graphs at it (the protos are changed in place; save them after).
+    The same name must hold the same bytes in every graph. Returns the file's size in bytes."""
+    where: Dict[str, Tuple[int, int, bytes]] = {}  # name -> (offset, length, digest)
+    path = os.path.join(folder, file_name)
+    tmp = path + ".tmp"
+    with open(tmp, "wb") as f:
+        for model in models:
+            for t in model.graph.initializer:
+                if t.data_type not in FLOAT_TYPES:
+                    continue
+                data = tensor_bytes(t)
+                digest = hashlib.sha256(data).digest()
+                if t.name not in where:
+                    f.write(b"\0" * (-f.tell() % ALIGNMENT))
+                    where[t.name] = (f.tell(), len(data), digest)
+                    f.write(data)
+                offset, length, known = where[t.name]
+                if known != digest:
+                    raise ValueError(f"initializer {t.name!r} differs between the graphs sharing {file_name}")
+                _point(t, file_name, offset, length)
+        size = f.tell()
+    os.replace(tmp, path)
+    return size
+
+
+def save_graphs(models: Sequence[onnx.ModelProto], paths: Sequence[str], file_name: str) -> int:
+    """write_weights into the graphs' folder, then the graphs themselves. Returns the weights file's size."""
+    folder = os.path.dirname(os.path.abspath(paths[0]))
+    assert all(os.path.dirname(os.path.abspath(p)) == folder for p in paths), "one folder"
+    size = write_weights(models, folder, file_name)
+    for model, path in zip(models, paths):
+        onnx.save_model(model, path)
+    return size
+
+
+def external_locations(model: onnx.ModelProto) -> List[str]:
+    """The external data files a graph (loaded without its data) points into."""
+    found = []
+    for t in model.graph.initializer:
+        if t.data_location == TensorProto.EXTERNAL:
+            location = {kv.key: kv.value for kv in t.external_data}["location"]
+            if location not in found:
+                found.append(location)
+    return found
+
+
+def manifest_entry(folder: str, file_name: str, dtype: str) -> Dict[str, object]:
+    """model.json's files.weights entry: a reader checks the size before it loads a graph."""
+    return {"path": file_name, "dtype": dtype, "bytes": os.path.getsize(os.path.join(folder, file_name))}
