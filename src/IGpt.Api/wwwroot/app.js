@@ -1,9 +1,11 @@
 // The IGpt web page: pick a model, pick one of its examples, draw or upload an image, complete it (rows streamed in
 // as they are drawn, beside the original), draw unconditional samples, classify.
-import { apiKey, classify, generate, getExamples, getModels, setApiKey } from './api.js';
+import { apiKey, classify, generate, getModels, setApiKey } from './api.js';
 import { Drawing } from './drawing.js';
+import { ExamplePicker, exampleLabel } from './examples.js';
 import { clearError, clearFieldErrors, showError, showFieldProblem } from './errors.js';
-import { base64Blob, classBar, decode, drawRow } from './pixels.js';
+import { base64Blob, classBar, decode, displayScale, drawRow } from './pixels.js';
+import { ResultsView } from './results.js';
 
 const $ = (id) => document.getElementById(id);
 const ui = {
@@ -20,6 +22,8 @@ const ui = {
   original: $('original'), originalImage: $('original-image'), originalCut: $('original-cut'),
   keyCard: $('key-card'), apiKey: $('api-key'), useKey: $('use-key'),
 };
+const results = new ResultsView(ui.results, ui.preview, ui.original, ui.originalImage, ui.originalCut);
+const examplePicker = new ExamplePicker(ui.examplesArea, ui.examples, useExample);
 const samplingFields = ['n', 'temperature', 'top_k', 'top_p', 'seed'];
 /** Which error slot a problem's `errors` key goes to; keys not here go next to the button. */
 const fieldSlots = new Set(['model', 'image', 'rows', ...samplingFields]);
@@ -32,7 +36,7 @@ let running = null;        // AbortController of the request in flight
 
 const drawing = new Drawing(ui.drawing, () => {
   upload = null;
-  markExample(null);
+  examplePicker.mark(null);
   ui.sourceInfo.textContent = 'Using your drawing.';
   clearError('image');
   updatePreview();
@@ -115,57 +119,10 @@ function selectModel() {
   ui.classify.disabled = !model.has_classifier;
   ui.classify.title = model.has_classifier ? '' : 'This model has no classifier.';
   setBusy(false);
-  showExamples(model);
+  examplePicker.show(model, (m) => m === model);
 }
 
-// ---- examples: a few test images shipped with the model's package, loaded into the image box in one click ----
-
-const examplesOf = new Map(); // model id -> its examples, fetched once
-
-async function showExamples(m) {
-  ui.examples.replaceChildren();
-  ui.examplesArea.hidden = true;
-  let examples = examplesOf.get(m.id);
-  if (!examples) {
-    try {
-      examples = await getExamples(m.id);
-    } catch {
-      return; // examples are a shortcut: without them the page still takes drawings and files
-    }
-    examplesOf.set(m.id, examples);
-  }
-  if (model !== m || !examples.length) return; // another model was picked meanwhile, or this one has none
-  ui.examples.replaceChildren(...examples.map((example) => exampleButton(m, example)));
-  ui.examplesArea.hidden = false;
-}
-
-function exampleButton(m, example) {
-  const label = exampleLabel(m, example.name);
-  const button = document.createElement('button');
-  button.type = 'button';
-  button.className = 'example';
-  button.dataset.name = example.name;
-  button.setAttribute('aria-pressed', 'false');
-  button.title = `${label} (${example.width}×${example.height}): use it as the image`;
-  const thumbnail = new Image();
-  thumbnail.alt = '';
-  thumbnail.src = `data:image/png;base64,${example.image}`;
-  const scale = Math.max(1, Math.round(96 / Math.max(example.width, example.height)));
-  thumbnail.width = example.width * scale;
-  thumbnail.height = example.height * scale;
-  const caption = document.createElement('span');
-  caption.textContent = label;
-  button.append(thumbnail, caption);
-  button.addEventListener('click', () => useExample(m, example, button));
-  return button;
-}
-
-/** "4-dress" -> "Dress": examples are named <n>-<class>, with the class as a slug; other names are shown as they are. */
-function exampleLabel(m, name) {
-  const slug = (text) => text.toLowerCase().replace(/[^a-z0-9]+/g, '-').replace(/^-|-$/g, '');
-  const rest = name.replace(/^\d+-/, '');
-  return m.classes.find((c) => slug(c) === rest) || rest.replace(/[-_]+/g, ' ');
-}
+// ---- examples ----
 
 async function useExample(m, example, button) {
   clearError('image');
@@ -179,19 +136,9 @@ async function useExample(m, example, button) {
   upload = file;
   ui.upload.value = '';
   drawing.showImage(uploadImage);
-  markExample(button);
+  examplePicker.mark(button);
   ui.sourceInfo.textContent = `Using the example ${exampleLabel(m, example.name)} (${uploadImage.naturalWidth}×${uploadImage.naturalHeight}) from the model's test set.`;
   updatePreview();
-}
-
-/** Shows which example is the image (none once the user draws, uploads or clears). */
-function markExample(button) {
-  for (const b of ui.examples.querySelectorAll('.example')) b.setAttribute('aria-pressed', String(b === button));
-}
-
-/** Enlargement so that a 8-, 14-, 28- or 32-pixel image is comfortable to look at (nearest neighbour). */
-function displayScale(m) {
-  return Math.max(2, Math.min(28, Math.round(192 / Math.max(m.width, m.height))));
 }
 
 // ---- input image and preview ----
@@ -242,7 +189,7 @@ async function onUpload() {
     upload = file;
     uploadImage = image;
     drawing.showImage(image);
-    markExample(null);
+    examplePicker.mark(null);
     ui.sourceInfo.textContent = `Using ${file.name} (${image.naturalWidth}×${image.naturalHeight}), sent as it is. Drawing on it uses the drawing instead.`;
     updatePreview();
   } catch {
@@ -302,8 +249,8 @@ async function runGeneration(kind, button) {
   const m = model;
   const rows = kind === 'completions' ? Number(ui.rows.value) : 0;
   const n = Number(form.get('n') || 1);
-  const canvases = makeSampleCanvases(m, Math.max(1, Math.min(16, Number.isFinite(n) ? n : 1)), rows);
-  showOriginal(m, kind === 'completions' ? rows : null);
+  const canvases = results.makeCanvases(m, Math.max(1, Math.min(16, Number.isFinite(n) ? n : 1)), rows);
+  results.showOriginal(m, kind === 'completions' ? rows : null);
   ui.results.dataset.state = 'streaming';
   ui.results.dataset.kind = kind;
   ui.results.dataset.rowsReceived = '0';
@@ -315,7 +262,7 @@ async function runGeneration(kind, button) {
   try {
     const result = await generate(m.id, kind, form, (event, data) => {
       if (event === 'row') {
-        const canvas = canvases[data.sample] || (canvases[data.sample] = addSampleCanvas(m, data.sample, rows));
+        const canvas = canvases[data.sample] || (canvases[data.sample] = results.addCanvas(m, data.sample, rows));
         drawRow(canvas, m, data.row, data.pixels);
         received += 1;
         ui.results.dataset.rowsReceived = String(received);
@@ -325,7 +272,7 @@ async function runGeneration(kind, button) {
         ui.status.textContent = data.state === 'queued' ? 'Waiting for a free slot…' : 'Drawing…';
       }
     }, running.signal);
-    await showResult(m, result, canvases, rows);
+    await results.show(m, result, canvases, rows);
     const seconds = ((performance.now() - started) / 1000).toFixed(1);
     const t = result.timings || {};
     ui.status.textContent = `${result.images.length} image${result.images.length > 1 ? 's' : ''} in ${seconds} s · seed ${result.seed}`
@@ -350,78 +297,7 @@ async function runGeneration(kind, button) {
   }
 }
 
-/** Beside the completions: the whole input as the model sees it, with the cut (hidden for samples: rows null). */
-function showOriginal(m, rows) {
-  ui.original.hidden = rows === null;
-  if (rows === null) return;
-  const canvas = ui.originalImage;
-  canvas.width = m.width;
-  canvas.height = m.height;
-  const scale = displayScale(m);
-  canvas.style.width = `${m.width * scale}px`;
-  canvas.style.height = `${m.height * scale}px`;
-  canvas.getContext('2d').drawImage(ui.preview, 0, 0);
-  ui.originalCut.style.top = `${(rows / m.height) * 100}%`;
-}
-
 const fmtMs = (ms) => (ms >= 1000 ? `${(ms / 1000).toFixed(2)} s` : `${Math.round(ms)} ms`);
-
-function makeSampleCanvases(m, n, rows) {
-  ui.results.replaceChildren();
-  return Array.from({ length: n }, (_, i) => addSampleCanvas(m, i, rows));
-}
-
-/** A sample's canvas at model resolution, shown enlarged; a completion starts with the prompt rows. */
-function addSampleCanvas(m, index, rows) {
-  const figure = document.createElement('figure');
-  figure.className = 'sample';
-  const frame = document.createElement('div');
-  frame.className = 'pixel-frame';
-  const canvas = document.createElement('canvas');
-  canvas.className = 'pixels';
-  canvas.width = m.width;
-  canvas.height = m.height;
-  const scale = displayScale(m);
-  canvas.style.width = `${m.width * scale}px`;
-  canvas.style.height = `${m.height * scale}px`;
-  canvas.dataset.sample = String(index);
-  canvas.setAttribute('role', 'img');
-  canvas.setAttribute('aria-label', `Image ${index + 1}`);
-  frame.append(canvas);
-  if (rows > 0) {
-    canvas.getContext('2d').drawImage(ui.preview, 0, 0, m.width, rows, 0, 0, m.width, rows);
-    const cut = document.createElement('div');
-    cut.className = 'cut';
-    cut.style.top = `${(rows / m.height) * 100}%`;
-    cut.setAttribute('aria-hidden', 'true');
-    frame.append(cut);
-  }
-  const caption = document.createElement('figcaption');
-  caption.textContent = `#${index + 1}`;
-  figure.append(frame, caption);
-  ui.results.append(figure);
-  return canvas;
-}
-
-/** The result's PNGs replace the streamed canvases: the prompt rows are now the quantized input. */
-async function showResult(m, result, canvases, rows) {
-  const images = await Promise.all(result.images.map((b64) => decode(base64Blob(b64))));
-  images.forEach((image, i) => {
-    const canvas = canvases[i] || (canvases[i] = addSampleCanvas(m, i, rows));
-    const ctx = canvas.getContext('2d');
-    ctx.clearRect(0, 0, canvas.width, canvas.height);
-    ctx.imageSmoothingEnabled = false;
-    ctx.drawImage(image, 0, 0, canvas.width, canvas.height);
-    const link = document.createElement('a');
-    link.href = `data:image/png;base64,${b64Of(result, i)}`;
-    link.download = `${m.id}-${result.seed}-${i + 1}.png`;
-    link.textContent = 'PNG';
-    link.setAttribute('aria-label', `Download image ${i + 1} as PNG`);
-    canvas.closest('figure').querySelector('figcaption').append(' ', link);
-  });
-}
-
-const b64Of = (result, i) => result.images[i];
 
 async function runClassify() {
   if (!model || running) return;
@@ -461,7 +337,7 @@ ui.clear.addEventListener('click', () => {
   upload = null;
   ui.upload.value = '';
   drawing.clear();
-  markExample(null);
+  examplePicker.mark(null);
   ui.sourceInfo.textContent = 'Draw above, upload an image, or pick an example.';
   updatePreview();
 });

@@ -56,3 +56,8 @@ export function classBar(prediction) {
   li.append(label, track, value);
   return li;
 }
+
+/** Enlargement so that a 8-, 14-, 28- or 32-pixel image is comfortable to look at (nearest neighbour). */
+export function displayScale(m) {
+  return Math.max(2, Math.min(28, Math.round(192 / Math.max(m.width, m.height))));
+}
