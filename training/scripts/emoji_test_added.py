@@ -33,21 +33,26 @@ from igpt.model import IGpt, shift_inputs  # noqa: E402
 
 
 @torch.no_grad()
-def measure(model: IGpt, tokens: np.ndarray, labels: np.ndarray, batch_size: int, device: torch.device) -> Dict[str, float]:
-    """Bits per token of the images, and classification accuracy when the model has a head."""
+def per_image(model: IGpt, tokens: np.ndarray, batch_size: int, device: torch.device):
+    """(nats of each image summed over its tokens, predicted class or -1 without a head)."""
     model.eval()
-    nats, correct = 0.0, 0
+    nats, pred = np.zeros(len(tokens)), np.full(len(tokens), -1)
     for s in range(0, len(tokens), batch_size):
         x = torch.from_numpy(tokens[s:s + batch_size].astype(np.int64)).to(device)
         h, _ = model.hidden(shift_inputs(x, model.config.sos_token_id))
         logits = model.lm_head(h).float()
-        nats += float(F.cross_entropy(logits.reshape(-1, logits.size(-1)), x.reshape(-1), reduction="sum"))
+        loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)), x.reshape(-1), reduction="none")
+        nats[s:s + len(x)] = loss.reshape(len(x), -1).sum(1).cpu().numpy()
         if model.score is not None:
-            pred = model.score(h.mean(dim=1)).argmax(-1).cpu().numpy()
-            correct += int((pred == labels[s:s + batch_size]).sum())
-    out = {"images": int(len(tokens)), "bits_per_token": round(nats / tokens.size / math.log(2), 5)}
-    if model.score is not None:
-        out["classification_accuracy"] = round(correct / max(len(tokens), 1), 5)
+            pred[s:s + len(x)] = model.score(h.mean(dim=1)).argmax(-1).cpu().numpy()
+    return nats, pred
+
+
+def summary(nats: np.ndarray, pred: np.ndarray, labels: np.ndarray, tokens_per_image: int) -> Dict[str, float]:
+    out = {"images": int(len(nats)), "bits_per_token": round(float(nats.sum()) / max(nats.size * tokens_per_image, 1)
+                                                             / math.log(2), 5)}
+    if (pred >= 0).all():
+        out["classification_accuracy"] = round(float((pred == labels).mean()) if len(pred) else 0.0, 5)
     return out
 
 
@@ -62,12 +67,16 @@ def added_metrics(model: IGpt, data_dir: str, batch_size: int, device: torch.dev
     if sum(per_set.values()) != len(labels):
         raise ValueError(f"{data_dir}: meta.json counts {sum(per_set.values())} added test images, test_added.npz "
                          f"holds {len(labels)}")
-    total = measure(model, tokens, labels, batch_size, device)
-    metrics: Dict[str, object] = {f"test_added_{k}": v for k, v in total.items()}
+    nats, pred = per_image(model, tokens, batch_size, device)
+    if model.score is None:
+        pred[:] = -1
+    n = tokens.shape[1]
+    metrics: Dict[str, object] = {f"test_added_{k}": v for k, v in summary(nats, pred, labels, n).items()}
     by_set, start = {}, 0
-    for name, n in per_set.items():  # the added sets' images lie in set order
-        by_set[name] = measure(model, tokens[start:start + n], labels[start:start + n], batch_size, device)
-        start += n
+    for name, count in per_set.items():  # the added sets' images lie in set order
+        part = slice(start, start + count)
+        by_set[name] = summary(nats[part], pred[part], labels[part], n)
+        start += count
     metrics["test_added_by_set"] = by_set
     return metrics
 

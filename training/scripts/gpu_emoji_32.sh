@@ -53,7 +53,7 @@ EOF
 }
 
 added_test() {  # the added emoji sets' test images under their own metric keys, into the checkpoint
-  "$PY" "$HERE/emoji_test_added.py" --ckpt "$1" --data "$DATA" --device "$DEVICE" --batch-size 256 --write
+  "$PY" "$HERE/emoji_test_added.py" --ckpt "$1" --data "$DATA" --device "$DEVICE" --batch-size 64 --write
 }
 
 if [ "${SMOKE:-1}" = 1 ]; then

@@ -16,6 +16,7 @@ from igpt.model import IGpt, IGptConfig
 from test_emoji import N_GOOGLE, N_TWITTER, write_package
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "scripts"))
+import compress_prepared  # noqa: E402
 import emoji_test_added  # noqa: E402
 
 needs_rsvg = pytest.mark.skipif(shutil.which("rsvg-convert") is None,
@@ -188,6 +189,21 @@ def test_prepare_writes_added_test_images_apart_and_the_script_measures_them(cac
     assert 3.0 < m["test_added_bits_per_token"] < 5.0  # an untrained model: about log2(16) bits
     assert 0.0 <= m["test_added_classification_accuracy"] <= 1.0
     assert {k: v["images"] for k, v in m["test_added_by_set"].items()} == added
+    n = {k: v["images"] for k, v in m["test_added_by_set"].items()}
+    total = sum(v["bits_per_token"] * n[k] for k, v in m["test_added_by_set"].items()) / sum(n.values())
+    assert abs(total - m["test_added_bits_per_token"]) < 1e-4  # the sets' figures add up to the total
+    generative_only = emoji_test_added.added_metrics(IGpt(IGptConfig(**{**cfg.to_dict(), "n_classes": 0})), str(out),
+                                                     batch_size=4, device=torch.device("cpu"))
+    assert "test_added_classification_accuracy" not in generative_only
+
+    small = tmp_path / "carry"
+    size = compress_prepared.compress(str(out), str(small))
+    assert size < sum(os.path.getsize(out / f) for f in os.listdir(out))
+    for split in ("train", "val", "test"):
+        for a, b in zip(data.load_prepared(str(out), split), data.load_prepared(str(small), split)):
+            assert np.array_equal(a, b)
+    with np.load(out / "test_added.npz") as a, np.load(small / "test_added.npz") as b:
+        assert np.array_equal(a["tokens"], b["tokens"]) and np.array_equal(a["labels"], b["labels"])
 
 
 def test_extract_keeps_only_the_loader_files(tmp_path):
