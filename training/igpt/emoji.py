@@ -25,7 +25,7 @@ import shutil
 import subprocess
 import tarfile
 import tempfile
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -51,20 +51,12 @@ def is_fetched(cache: str, emoji_set: str) -> bool:
             and os.path.isdir(_image_dir(cache, emoji_set)))
 
 
-def fetch(cache: str, emoji_set: str, version: Optional[str] = None, npm: str = "npm") -> str:
-    """`npm pack emoji-datasource-<set>[@version]` into the cache and extract what the loader reads.
-
-    Returns the package folder. Does nothing when it is already there."""
-    if emoji_set not in SETS:
-        raise ValueError(f"emoji set {emoji_set!r}: one of {SETS}")
-    dest = package_dir(cache, emoji_set)
-    if is_fetched(cache, emoji_set):
-        return dest
+def npm_pack(cache: str, spec: str, dest: str, extract: Callable[[str, str], object], npm: str = "npm") -> str:
+    """`npm pack SPEC` in a staging folder of the cache, `extract(tarball, folder)`, then the folder
+    replaces dest. Returns dest."""
     if shutil.which(npm) is None:
-        raise FileNotFoundError(f"npm is needed to download emoji-datasource-{emoji_set} (or put the package "
-                                f"extracted at {dest})")
+        raise FileNotFoundError(f"npm is needed to download {spec} (or put the package extracted at {dest})")
     os.makedirs(cache, exist_ok=True)
-    spec = f"emoji-datasource-{emoji_set}" + (f"@{version}" if version else "")
     with tempfile.TemporaryDirectory(dir=cache, prefix=".fetch-") as tmp:
         print(f"emoji: npm pack {spec} -> {cache}", flush=True)
         r = subprocess.run([npm, "pack", spec, "--silent"], cwd=tmp, capture_output=True, text=True)
@@ -72,11 +64,40 @@ def fetch(cache: str, emoji_set: str, version: Optional[str] = None, npm: str = 
         if r.returncode != 0 or len(tgz) != 1:
             raise RuntimeError(f"npm pack {spec} failed ({r.returncode}): {(r.stderr or r.stdout).strip()[-500:]}")
         staging = os.path.join(tmp, "package")
-        extract_package(os.path.join(tmp, tgz[0]), staging, emoji_set)
+        extract(os.path.join(tmp, tgz[0]), staging)
         if os.path.exists(dest):
             shutil.rmtree(dest)
         os.replace(staging, dest)
     return dest
+
+
+def extract_files(tgz: str, out: str, wanted: Callable[[str], bool]) -> int:
+    """The files of an npm tarball (entries under `package/`) whose entry name `wanted` accepts,
+    into out; no path that leaves it. Returns the files written."""
+    n = 0
+    with tarfile.open(tgz, "r:gz") as tar:
+        for m in tar:
+            if not m.isfile() or ".." in m.name.split("/") or not m.name.startswith("package/") or not wanted(m.name):
+                continue
+            path = os.path.join(out, m.name[len("package/"):])
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            with tar.extractfile(m) as src, open(path, "wb") as dst:
+                shutil.copyfileobj(src, dst)
+            n += 1
+    return n
+
+
+def fetch(cache: str, emoji_set: str, version: Optional[str] = None, npm: str = "npm") -> str:
+    """`npm pack emoji-datasource-<set>[@version]` into the cache and extract what the loader reads.
+
+    Returns the package folder. Does nothing when it is already there."""
+    if emoji_set not in SETS:
+        raise ValueError(f"emoji set {emoji_set!r}: one of {SETS}")
+    if is_fetched(cache, emoji_set):
+        return package_dir(cache, emoji_set)
+    spec = f"emoji-datasource-{emoji_set}" + (f"@{version}" if version else "")
+    return npm_pack(cache, spec, package_dir(cache, emoji_set),
+                    lambda tgz, out: extract_package(tgz, out, emoji_set), npm)
 
 
 def extract_package(tgz: str, out: str, emoji_set: str) -> int:
@@ -84,21 +105,8 @@ def extract_package(tgz: str, out: str, emoji_set: str) -> int:
     under `package/`); nothing else, and no path that leaves `out`. Returns the files written."""
     keep = {"package/emoji.json", "package/LICENSE", "package/package.json"}
     img_prefix = f"package/img/{emoji_set}/{IMAGE_SIZE}/"
-    n = 0
-    with tarfile.open(tgz, "r:gz") as tar:
-        for m in tar:
-            name = m.name
-            if not m.isfile() or ".." in name.split("/"):
-                continue
-            wanted = name in keep or (name.startswith(img_prefix) and name.endswith(".png")
-                                      and "/" not in name[len(img_prefix):])
-            if not wanted:
-                continue
-            path = os.path.join(out, name[len("package/"):])
-            os.makedirs(os.path.dirname(path), exist_ok=True)
-            with tar.extractfile(m) as src, open(path, "wb") as dst:
-                shutil.copyfileobj(src, dst)
-            n += 1
+    n = extract_files(tgz, out, lambda name: name in keep or (
+        name.startswith(img_prefix) and name.endswith(".png") and "/" not in name[len(img_prefix):]))
     if not os.path.isfile(os.path.join(out, "emoji.json")):
         raise RuntimeError(f"{tgz}: no package/emoji.json")
     return n
@@ -269,9 +277,7 @@ def load_emoji(cache: Optional[str], height: int, width: int, channels: int, set
     new_only = ~np.isin(added, list(base_all))
     is_test[n_base:] = np.isin(added, list(base_test))
     is_test[n_base:][new_only] = _hold_out(added[new_only], test_fraction, seed)
-    order = np.arange(len(images))
-    test_idx = np.concatenate([order[:n_base][is_test[:n_base]], order[n_base:][is_test[n_base:]]])
-    train_idx = order[~is_test]
+    test_idx, train_idx = np.flatnonzero(is_test), np.flatnonzero(~is_test)  # datasource sets first, as loaded
     everything = data.RawSplit(np.stack(images), np.asarray(labels, dtype=np.int64), groups_arr)
     origin_arr = np.asarray(origin)
     info = {"cache": os.path.abspath(cache), "sets": sets, "skin_tones": skin_tones, "emoji": len(group_ids),

@@ -23,11 +23,11 @@ import os
 import re
 import shutil
 import subprocess
-import tarfile
-import tempfile
 import unicodedata
 from concurrent.futures import ThreadPoolExecutor
 from typing import Dict, List, Optional, Sequence, Tuple
+
+from . import emoji
 
 SETS = ("openmoji", "fluent")
 PACKAGES = {"openmoji": "openmoji", "fluent": "fluentui-emoji"}
@@ -75,16 +75,7 @@ def _wanted(name: str, emoji_set: str) -> bool:
 def extract_package(tgz: str, out: str, emoji_set: str) -> int:
     """The loader's files of an npm tarball (entries under `package/`): metadata, licence and the
     SVGs of the chosen style; no path that leaves `out`. Returns the files written."""
-    n = 0
-    with tarfile.open(tgz, "r:gz") as tar:
-        for m in tar:
-            if not m.isfile() or ".." in m.name.split("/") or not _wanted(m.name, emoji_set):
-                continue
-            path = os.path.join(out, m.name[len("package/"):])
-            os.makedirs(os.path.dirname(path), exist_ok=True)
-            with tar.extractfile(m) as src, open(path, "wb") as dst:
-                shutil.copyfileobj(src, dst)
-            n += 1
+    n = emoji.extract_files(tgz, out, lambda name: _wanted(name, emoji_set))
     if not os.path.isdir(os.path.join(out, *_svg_subdir(emoji_set).split("/"))):
         raise RuntimeError(f"{tgz}: no package/{_svg_subdir(emoji_set)}/*.svg")
     return n
@@ -95,25 +86,11 @@ def fetch(cache: str, emoji_set: str, version: Optional[str] = None, npm: str = 
     package folder; does nothing when it is already there."""
     if emoji_set not in SETS:
         raise ValueError(f"emoji set {emoji_set!r}: one of {SETS}")
-    dest = package_dir(cache, emoji_set)
     if is_fetched(cache, emoji_set):
-        return dest
-    if shutil.which(npm) is None:
-        raise FileNotFoundError(f"npm is needed to download {PACKAGES[emoji_set]} (or put the package extracted at {dest})")
-    os.makedirs(cache, exist_ok=True)
+        return package_dir(cache, emoji_set)
     spec = f"{PACKAGES[emoji_set]}@{version or VERSIONS[emoji_set]}"
-    with tempfile.TemporaryDirectory(dir=cache, prefix=".fetch-") as tmp:
-        print(f"emoji: npm pack {spec} -> {cache}", flush=True)
-        r = subprocess.run([npm, "pack", spec, "--silent"], cwd=tmp, capture_output=True, text=True)
-        tgz = [f for f in os.listdir(tmp) if f.endswith(".tgz")]
-        if r.returncode != 0 or len(tgz) != 1:
-            raise RuntimeError(f"npm pack {spec} failed ({r.returncode}): {(r.stderr or r.stdout).strip()[-500:]}")
-        staging = os.path.join(tmp, "package")
-        extract_package(os.path.join(tmp, tgz[0]), staging, emoji_set)
-        if os.path.exists(dest):
-            shutil.rmtree(dest)
-        os.replace(staging, dest)
-    return dest
+    return emoji.npm_pack(cache, spec, package_dir(cache, emoji_set),
+                          lambda tgz, out: extract_package(tgz, out, emoji_set), npm)
 
 
 # ----------------------------------------------------------------------------- names -> code points

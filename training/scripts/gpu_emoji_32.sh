@@ -26,17 +26,13 @@
 # many passes a wider model with dropout uses the time better than the old 1.45M one, and the
 # validation loss in pretrain.log says whether it overfits (lower N_EMBD or raise DROPOUT then).
 set -euo pipefail
-DATA=${1:?DATA}
-WORK=${2:?WORK}
-OUT=${3:?OUT}
-PY=${PYTHON:-python3}
-PRETRAIN_MIN=${PRETRAIN_MIN:-5.5}
-FINETUNE_MIN=${FINETUNE_MIN:-2.5}
-DEVICE=${DEVICE:-auto}
-BATCH=${BATCH:-128}
+[ $# -eq 3 ] || { echo "usage: $0 DATA WORK OUT" >&2; exit 2; }
+DATA=$1 WORK=$2 OUT=$3
+PY=${PYTHON:-python3} DEVICE=${DEVICE:-auto} BATCH=${BATCH:-128}
+PRETRAIN_MIN=${PRETRAIN_MIN:-5.5} FINETUNE_MIN=${FINETUNE_MIN:-2.5}
 mkdir -p "$WORK" "$OUT"
 export PYTHONUNBUFFERED=1
-HERE=$(cd "$(dirname "$0")" && pwd)
+HERE=$(cd "$(dirname "$0")" && pwd)  # the scripts, wherever the call runs from
 
 MODEL=(--preset emoji32 --n-layer "${N_LAYER:-8}" --n-embd "${N_EMBD:-192}" --n-head "${N_HEAD:-6}"
        --dropout "${DROPOUT:-0.1}")
@@ -44,12 +40,7 @@ FT=(--data "$DATA" --init "$WORK/pretrain/last.pt" --amp --device "$DEVICE" --ba
     --head-lr 1e-3 --eval-batch-size 256 --val-limit 0 --patience 0 --epochs 30 --head-init-images 4000)
 
 weights_only() {  # pretraining checkpoint without optimizer / RNG state: what the export, soup and card need
-  "$PY" - "$1" "$2" <<'EOF'
-import sys
-from igpt.checkpoint import load_checkpoint, save_checkpoint
-model, ck = load_checkpoint(sys.argv[1])
-save_checkpoint(sys.argv[2], model, **{k: v for k, v in ck.items() if k not in ("config", "model", "optimizer", "rng")})
-EOF
+  "$PY" "$HERE/weights_only.py" "$1" "$2"
 }
 
 added_test() {  # the added emoji sets' test images under their own metric keys, into the checkpoint
@@ -83,21 +74,23 @@ weights_only "$WORK/pretrain/last.pt" "$OUT/pretrain.pt"
 added_test "$OUT/pretrain.pt"
 
 # L_CLF + 0.5 L_GEN from the pretrained model, without and with mirroring; pick by validation later.
-"$PY" -m igpt finetune "${FT[@]}" --out "$WORK/finetuneA" --seed 1 --max-minutes "$FINETUNE_MIN" \
-    --eval-every 100 > "$OUT/finetuneA.log" 2>&1 &
-A=$!
-"$PY" -m igpt finetune "${FT[@]}" --out "$WORK/finetuneB" --seed 1 --hflip --max-minutes "$FINETUNE_MIN" \
-    --eval-every 100 > "$OUT/finetuneB.log" 2>&1 &
-B=$!
+finetune() {  # NAME [options]: one fine-tune in the background, its log in OUT/NAME.log
+  "$PY" -m igpt finetune "${FT[@]}" --out "$WORK/$1" --seed 1 --max-minutes "$FINETUNE_MIN" --eval-every 100 \
+      "${@:2}" > "$OUT/$1.log" 2>&1 &
+}
+declare -A RUNS
+finetune finetuneA
+RUNS[finetuneA]=$!
+finetune finetuneB --hflip
+RUNS[finetuneB]=$!
 "$PY" -m igpt probe --data "$DATA" --ckpt "$WORK/pretrain/last.pt" --json "$OUT/probe.json" --amp \
     --device "$DEVICE" --batch-size 256 > "$OUT/probe.log" 2>&1 &
-P=$!
+PROBE=$!
 rc=0
-wait $A || rc=1
-cp "$WORK/finetuneA/best.pt" "$OUT/finetuneA.pt" && added_test "$OUT/finetuneA.pt" || rc=1  # best.pt: no optimizer state
-wait $B || rc=1
-cp "$WORK/finetuneB/best.pt" "$OUT/finetuneB.pt" && added_test "$OUT/finetuneB.pt" || rc=1
-wait $P || rc=1
+for name in finetuneA finetuneB; do  # finetune's best.pt holds no optimizer state
+  { wait "${RUNS[$name]}" && cp "$WORK/$name/best.pt" "$OUT/$name.pt" && added_test "$OUT/$name.pt"; } || rc=1
+done
+wait $PROBE || rc=1
 tail -n 25 "$OUT/finetuneA.log" "$OUT/finetuneB.log" "$OUT/probe.log"
 ls -l "$OUT"
 exit $rc
