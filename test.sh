@@ -4,8 +4,9 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 
+# librsvg2-bin: rsvg-convert, which renders the SVG emoji sets (training/igpt/emoji_svg.py)
 PY_DEBS=(python3-torch python3-onnx python3-numpy python3-pil python3-tqdm python3-pytest
-         libopenblas0-pthread dataset-fashion-mnist)
+         libopenblas0-pthread dataset-fashion-mnist librsvg2-bin)
 
 install_python_side() {
   if command -v apt-get >/dev/null 2>&1 && command -v dpkg-query >/dev/null 2>&1; then

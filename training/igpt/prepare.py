@@ -23,7 +23,8 @@ def add_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--limit-test", type=int, default=0, help="use a random subset of test (0 = all)")
     p.add_argument("--test-fraction", type=float, default=0.1, help="folder without test/, emoji: held-out fraction")
     p.add_argument("--emoji-sets", default="google",
-                   help="emoji: comma-separated emoji-datasource sets (google, twitter); --data is their npm cache")
+                   help="emoji: comma-separated sets: emoji-datasource PNGs (google, twitter) and SVGs (openmoji, "
+                        "fluent); --data is their npm cache")
     p.add_argument("--emoji-no-skin-tones", action="store_true", help="emoji: leave out the skin-tone variants")
     p.add_argument("--palette-samples", type=int, default=300_000, help="pixels sampled for RGB k-means")
     p.add_argument("--seed", type=int, default=0)
@@ -37,7 +38,12 @@ def prepare(args) -> dict:
                         emoji_sets=[s for s in args.emoji_sets.split(",") if s],
                         emoji_skin_tones=not args.emoji_no_skin_tones)
     train = data.subset(raw.train, args.limit_train, args.seed + 2)
-    test = data.subset(raw.test, args.limit_test, args.seed + 3)
+    # emoji with SVG sets: test.npz keeps the datasource sets' test images (the figures every card
+    # compares), the added sets' test images go to test_added.npz with their own metrics
+    n_base = int(raw.info.get("test_base_images", len(raw.test.labels)))
+    every_test = np.arange(len(raw.test.labels))
+    test = data.subset(raw.test.take(every_test[:n_base]), args.limit_test, args.seed + 3)
+    test_added = raw.test.take(every_test[n_base:])
     n_val = int(round(args.val * len(train.labels))) if 0 < args.val < 1 else int(args.val)
     if n_val > 0:
         train, val = data.split_off(train, n_val, args.seed)
@@ -47,11 +53,12 @@ def prepare(args) -> dict:
     def images(split):
         return data.preprocess(split.images, args.height, args.width, args.channels)
 
-    tr, va, te = images(train), images(val), images(test)
+    tr, va, te, ta = images(train), images(val), images(test), images(test_added)
     palette = pal.fit_palette(tr, args.palette_size, max_samples=args.palette_samples, seed=args.seed)
     n = args.height * args.width
     splits = {}
-    for name, imgs, split in (("train", tr, train), ("val", va, val), ("test", te, test)):
+    named = [("train", tr, train), ("val", va, val), ("test", te, test)] + ([("test_added", ta, test_added)] if len(ta) else [])
+    for name, imgs, split in named:
         tokens = pal.quantize(imgs, palette).reshape(len(imgs), n).astype(np.uint16)
         splits[name] = (tokens, split.labels)
     test_psnr = pal.reconstruction_psnr(te, palette) if len(te) else float("nan")
@@ -67,13 +74,15 @@ def prepare(args) -> dict:
         "classes": list(raw.classes),
         "splits": {k: int(len(v[1])) for k, v in splits.items()},
         "palette_psnr_db": round(test_psnr, 3) if math.isfinite(test_psnr) else None,
+        **({"test_added_palette_psnr_db": round(pal.reconstruction_psnr(ta, palette), 3)} if len(ta) else {}),
         "seed": args.seed,
         "resize": "PIL bicubic (antialiased)",
         "grey": "ITU-R BT.601 luma",
     }
     data.save_prepared(args.out, meta, splits)
     print(f"prepared {raw.name} {args.height}x{args.width}x{args.channels} -> {args.out}: "
-          f"train {meta['splits']['train']}, val {meta['splits']['val']}, test {meta['splits']['test']}; "
+          f"train {meta['splits']['train']}, val {meta['splits']['val']}, test {meta['splits']['test']}"
+          f"{', test_added %d' % meta['splits']['test_added'] if 'test_added' in meta['splits'] else ''}; "
           f"palette {len(palette)} colours, test reconstruction PSNR {test_psnr:.2f} dB "
           f"({time.time() - t0:.1f} s)", flush=True)
     return meta

@@ -27,12 +27,7 @@ FT=(--data "$DATA" --init "$WORK/pretrain/last.pt" --amp --device "$DEVICE" --ba
     --eval-batch-size 500 --val-limit 0 --patience 0)
 
 weights_only() {  # pretraining checkpoint without optimizer / RNG state: what the export, soup and card need
-  "$PY" - "$1" "$2" <<'EOF'
-import sys
-from igpt.checkpoint import load_checkpoint, save_checkpoint
-model, ck = load_checkpoint(sys.argv[1])
-save_checkpoint(sys.argv[2], model, **{k: v for k, v in ck.items() if k not in ("config", "model", "optimizer", "rng")})
-EOF
+  "$PY" "$(dirname "$0")/weights_only.py" "$1" "$2"
 }
 
 if [ "${SMOKE:-1}" = 1 ]; then
