@@ -104,6 +104,30 @@ public class DevicePathTests
         Assert.Equal(before.AsSpan(perHead, 3 * perHead).ToArray(), after.AsSpan(perHead, 3 * perHead).ToArray());
     }
 
+    [Theory]
+    [InlineData("decoder.fp16.onnx", "lm_head.sos_mask")]
+    [InlineData("classifier.fp16.onnx", "score.weight_t")]
+    public void Fp16GraphsCastWeightsDataThatOnnxRuntimeFoldsIntoFp16Weights(string graph, string keptInFp32)
+    {
+        // The fp16 graphs hold weights.data's fp32 tensors, each cast to float16; constant folding, a basic optimization
+        // that runs before the graph is partitioned between providers, must leave none of them to cast at run time.
+        var before = OnnxInitializers.External(File.ReadAllBytes(Path.Combine(Fixture.PackageDir, graph)), graph);
+        Assert.True(before.Count > 10 && before.All(t => t.ElementType == TensorElementType.Float && t.Location == "weights.data"));
+        var optimized = Path.Combine(Path.GetTempPath(), $"igpt-folded-{Guid.NewGuid():N}.onnx");
+        try
+        {
+            using (var so = new SessionOptions { GraphOptimizationLevel = GraphOptimizationLevel.ORT_ENABLE_BASIC, OptimizedModelFilePath = optimized })
+            using (new InferenceSession(Path.Combine(Fixture.PackageDir, graph), so)) { }
+            // What still points into weights.data is what the graph reads as fp32; the folded weights are the session's own.
+            var after = OnnxInitializers.External(File.ReadAllBytes(optimized), graph);
+            Assert.Equal([keptInFp32], after.Select(t => t.Name));
+        }
+        finally
+        {
+            File.Delete(optimized);
+        }
+    }
+
     [Fact]
     public void GraphSelectionNeedsAnFp16CudaGraph()
     {
