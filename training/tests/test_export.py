@@ -27,6 +27,7 @@ sys.path.insert(0, os.path.join(ROOT, "training", "scripts"))
 from igpt import convert, export, onnx_graph, weights_file  # noqa: E402
 from igpt.checkpoint import save_checkpoint  # noqa: E402
 from igpt.model import IGpt, preset  # noqa: E402
+import make_fp16_file_fixture  # noqa: E402
 import make_test_package  # noqa: E402
 
 FIXTURE = os.path.join(ROOT, "tests", "fixtures", "tiny-package")
@@ -533,7 +534,7 @@ def _as_version_1(pkg, out):
         os.remove(out / entry["path"])
     for name in ("decoder.onnx", "decoder.fp16.onnx", "classifier.onnx", "classifier.fp16.onnx"):
         graph = onnx.load(os.path.join(pkg, name))
-        onnx.save_model(_uncast(graph) if ".fp16." in name else graph, str(out / name))
+        onnx.save_model(make_fp16_file_fixture.uncast(graph) if ".fp16." in name else graph, str(out / name))
     segments = [onnx.load(os.path.join(pkg, n)) for n in files["decoder"]["cpu"]["step_segments"]]
     onnx_graph.save_step_segments(segments, str(out / "decoder.onnx"))
     manifest["format_version"] = 1
@@ -545,28 +546,11 @@ def _as_version_1(pkg, out):
     (out / "MODEL_CARD.md").write_text(card, encoding="utf-8")
 
 
-def _uncast(m):
-    """An fp16 graph as format 2 first wrote it: its own float16 weights, no Casts (the inverse of cast_from_fp32)."""
-    casts = {n.output[0]: n.input[0] for n in m.graph.node if n.name.startswith("/weights/")}
-    halves = set(casts.values())
-    kept = [n for n in m.graph.node if not n.name.startswith("/weights/")]
-    for n in kept:
-        n.input[:] = [casts.get(x, x) for x in n.input]
-    del m.graph.node[:]
-    m.graph.node.extend(kept)
-    for t in m.graph.initializer:
-        if t.name in halves:
-            t.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(t).astype(np.float16), t.name))
-    return m
-
-
 def _as_fp16_file_layout(pkg, out):
     """The package as format 2's first exports wrote it: the fp16 graphs' weights in weights.fp16.data."""
     import shutil
     shutil.copytree(pkg, out)
-    half = ["decoder.fp16.onnx", "classifier.fp16.onnx"]
-    size = weights_file.save_graphs([_uncast(onnx.load(os.path.join(pkg, n))) for n in half], [str(out / n) for n in half],
-                                    weights_file.FP16_FILE)
+    size = make_fp16_file_fixture.write(pkg, str(out))
     manifest = _json(str(out), "model.json")
     manifest["files"]["weights"].append({"path": weights_file.FP16_FILE, "dtype": "float16", "bytes": size})
     export._write_json(str(out / "model.json"), manifest)
@@ -596,7 +580,7 @@ def test_convert_from_the_fp16_weights_file_writes_what_export_writes(tiny, tmp_
 def test_cast_from_fp32_refuses_weights_that_are_not_the_fp32_ones_rounded(tiny):
     _, _, pkg = tiny
     fp32 = {t.name: t for t in onnx.load(os.path.join(pkg, "decoder.onnx")).graph.initializer}
-    half = _uncast(onnx.load(os.path.join(pkg, "decoder.fp16.onnx")))
+    half = make_fp16_file_fixture.uncast(onnx.load(os.path.join(pkg, "decoder.fp16.onnx")))
     w = next(t for t in half.graph.initializer if t.name == "transformer.h.0.mlp.c_fc.weight")
     a = numpy_helper.to_array(w).copy()
     a.flat[0] = -a.flat[0] + np.float16(1)
@@ -605,7 +589,7 @@ def test_cast_from_fp32_refuses_weights_that_are_not_the_fp32_ones_rounded(tiny)
         weights_file.cast_from_fp32(half, fp32)
     del fp32["transformer.wte.weight"]
     with pytest.raises(ValueError, match="wte.weight: no fp32 tensor"):
-        weights_file.cast_from_fp32(_uncast(onnx.load(os.path.join(pkg, "decoder.fp16.onnx"))), fp32)
+        weights_file.cast_from_fp32(make_fp16_file_fixture.uncast(onnx.load(os.path.join(pkg, "decoder.fp16.onnx"))), fp32)
 
 
 def test_convert_writes_what_export_writes(tiny, tmp_path):
@@ -673,6 +657,16 @@ def test_committed_fixture_is_current_and_small(tiny):
         for s, t in zip(x.graph.initializer, y.graph.initializer):
             np.testing.assert_allclose(numpy_helper.to_array(s).astype(np.float32),
                                        numpy_helper.to_array(t).astype(np.float32), atol=1e-6)
+
+
+def test_committed_fp16_weights_file_fixture_is_current(tmp_path):
+    """tests/fixtures/fp16-weights-file is the committed tiny package's fp16 graphs in the older layout, as
+    make_fp16_file_fixture.py writes them (the service's tests check that layout against the current one)."""
+    make_fp16_file_fixture.write(FIXTURE, str(tmp_path))
+    committed = os.path.join(ROOT, "tests", "fixtures", "fp16-weights-file")
+    assert sorted(os.listdir(committed)) == sorted(os.listdir(tmp_path))
+    for name in os.listdir(tmp_path):
+        assert open(os.path.join(committed, name), "rb").read() == open(tmp_path / name, "rb").read(), name
 
 
 # ---------------------------------------------------------------------------------------------
