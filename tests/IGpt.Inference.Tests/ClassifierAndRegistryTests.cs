@@ -71,7 +71,7 @@ public class ModelRegistryTests
                 var bytes = File.ReadAllBytes(path);
                 File.WriteAllBytes(path, bytes[..(bytes.Length / 3)]);
             });
-            Variant("missing-weights", dir => File.Delete(Path.Combine(dir, "weights.fp16.data")));
+            Variant("missing-weights", dir => File.Delete(Path.Combine(dir, "weights.data")));
             Directory.CreateDirectory(Path.Combine(root, "no-manifest"));
             Variant("z-duplicate", dir =>
                 File.WriteAllText(Path.Combine(dir, "model.json"), File.ReadAllText(Path.Combine(dir, "model.json")).Replace("\"z-duplicate\"", "\"tiny-test\"")));
@@ -96,7 +96,7 @@ public class ModelRegistryTests
             Assert.Equal(ModelStatus.Failed, shortWeights.Status);
             Assert.Contains("weights file 'weights.data' has", shortWeights.Error);
             Assert.Contains("truncated", shortWeights.Error);
-            Assert.Contains("weights file 'weights.fp16.data' does not exist", registry.Find("missing-weights")!.Error);
+            Assert.Contains("weights file 'weights.data' does not exist", registry.Find("missing-weights")!.Error);
             Assert.Contains("model.json not found", registry.Find("no-manifest")!.Error);
             Assert.Null(registry.Find("nope"));
             var duplicate = registry.Entries.Single(e => e.Directory.EndsWith("z-duplicate", StringComparison.Ordinal));

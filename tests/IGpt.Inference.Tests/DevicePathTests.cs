@@ -104,6 +104,63 @@ public class DevicePathTests
         Assert.Equal(before.AsSpan(perHead, 3 * perHead).ToArray(), after.AsSpan(perHead, 3 * perHead).ToArray());
     }
 
+    [Theory]
+    [InlineData("decoder.fp16.onnx", "lm_head.sos_mask")]
+    [InlineData("classifier.fp16.onnx", "score.weight_t")]
+    public void Fp16GraphsCastWeightsDataThatOnnxRuntimeFoldsIntoFp16Weights(string graph, string keptInFp32)
+    {
+        // The fp16 graphs hold weights.data's fp32 tensors, each cast to float16; constant folding, a basic optimization
+        // that runs before the graph is partitioned between providers, must leave none of them to cast at run time.
+        var before = OnnxInitializers.External(File.ReadAllBytes(Path.Combine(Fixture.PackageDir, graph)), graph);
+        Assert.True(before.Count > 10 && before.All(t => t.ElementType == TensorElementType.Float && t.Location == "weights.data"));
+        var optimized = Path.Combine(Path.GetTempPath(), $"igpt-folded-{Guid.NewGuid():N}.onnx");
+        try
+        {
+            using (var so = new SessionOptions { GraphOptimizationLevel = GraphOptimizationLevel.ORT_ENABLE_BASIC, OptimizedModelFilePath = optimized })
+            using (new InferenceSession(Path.Combine(Fixture.PackageDir, graph), so)) { }
+            // What still points into weights.data is what the graph reads as fp32; the folded weights are the session's own.
+            var after = OnnxInitializers.External(File.ReadAllBytes(optimized), graph);
+            Assert.Equal([keptInFp32], after.Select(t => t.Name));
+        }
+        finally
+        {
+            File.Delete(optimized);
+        }
+    }
+
+    [Fact]
+    public async Task Fp16GraphsWithTheirOwnWeightsFileStillLoadAndGiveTheSameNumbers()
+    {
+        // Format 2 packages exported before the fp16 graphs cast weights.data kept fp16 copies in weights.fp16.data.
+        var dir = Fixture.CopyToTemp(out var root);
+        try
+        {
+            var older = Path.Combine(AppContext.BaseDirectory, "fixtures", "fp16-weights-file");
+            foreach (var f in Directory.GetFiles(older)) File.Copy(f, Path.Combine(dir, Path.GetFileName(f)), overwrite: true);
+            var json = JsonNode.Parse(File.ReadAllText(Path.Combine(dir, "model.json")))!;
+            json["files"]!["weights"]!.AsArray().Add(new JsonObject
+            {
+                ["path"] = "weights.fp16.data", ["dtype"] = "float16", ["bytes"] = new FileInfo(Path.Combine(dir, "weights.fp16.data")).Length,
+            });
+            File.WriteAllText(Path.Combine(dir, "model.json"), json.ToJsonString());
+
+            var parity = Fixture.ReadParity();
+            using var cast = Fp16OnCpu(maxBatch: 2).Load(Fixture.PackageDir);
+            using var own = Fp16OnCpu(maxBatch: 2).Load(dir);
+            Assert.Equal(["weights.data", "weights.fp16.data"], own.Manifest.Files.Weights.Select(w => w.Path));
+            // The folded casts are the fp16 weights the older graphs hold: the same bits out, not just close.
+            Assert.Equal(cast.ForwardWithoutCache(parity.Prompt), own.ForwardWithoutCache(parity.Prompt));
+            var request = new CompletionRequest([1, 2, 3, 4, 5, 6, 7, 0], 2, new SamplingOptions(1f), 11);  // one row, two samples
+            Assert.Equal((await cast.CompleteAsync(request, CancellationToken.None)).Images, (await own.CompleteAsync(request, CancellationToken.None)).Images);
+            var images = parity.ClassifierImages();
+            Assert.Equal(await cast.ClassifyBatchAsync(images, CancellationToken.None), await own.ClassifyBatchAsync(images, CancellationToken.None));
+        }
+        finally
+        {
+            Directory.Delete(root, recursive: true);
+        }
+    }
+
     [Fact]
     public void GraphSelectionNeedsAnFp16CudaGraph()
     {

@@ -15,12 +15,13 @@ public class PackageWeightsTests
         Assert.Equal(("weights.data", TensorElementType.Float, 9L * 32 * 4), (wte.Location, wte.ElementType, wte.Length));
         Assert.Equal([9L, 32L], wte.Dims);
         Assert.All(decoder, t => Assert.Equal(0, t.Offset % 64));
-        // The classifier points at the decoder's bytes for the weights they share; the fp16 graphs into their own file.
+        // The classifier and the fp16 graphs (which cast them) point at the decoder's bytes for the weights they share.
         var classifier = OnnxInitializers.External(File.ReadAllBytes(Path.Combine(Fixture.PackageDir, "classifier.onnx")), "classifier.onnx");
         var (d, c) = (decoder.Single(t => t.Name == "transformer.h.1.mlp.c_fc.weight"), classifier.Single(t => t.Name == "transformer.h.1.mlp.c_fc.weight"));
         Assert.Equal((d.Location, d.Offset, d.Length), (c.Location, c.Offset, c.Length));
         var fp16 = OnnxInitializers.External(File.ReadAllBytes(Path.Combine(Fixture.PackageDir, "decoder.fp16.onnx")), "decoder.fp16.onnx");
-        Assert.Equal(TensorElementType.Float16, fp16.Single(t => t.Name == "transformer.wte.weight").ElementType);
+        var (h, w) = (fp16.Single(t => t.Name == "transformer.wte.weight"), wte);
+        Assert.Equal((w.Location, w.Offset, w.Length, TensorElementType.Float), (h.Location, h.Offset, h.Length, h.ElementType));
         Assert.Contains("not an ONNX graph", Assert.Throws<ModelPackageException>(() => OnnxInitializers.External([0x3a, 0x7f], "x.onnx")).Message);
     }
 

@@ -1,10 +1,12 @@
-"""`python3 -m igpt convert <package>...`: rewrite a format version 1 package as version 2.
+"""`python3 -m igpt convert <package>...`: bring a package to the current layout of format version 2.
 
 Version 1 stored each graph's weights inside the graph (decoder.onnx, classifier.onnx and their fp16
-twins each carried a copy); version 2 stores every weight once per precision, in weights.data and
-weights.fp16.data (weights_file.py, models/README.md). The graphs, their weights' bytes, parity.json's
-logits and every other file stay as they are, so the service's answers do not change. A version 2
-package is left alone.
+twins each carried a copy). Version 2 stores every weight once, in weights.data; its first exports kept
+the fp16 graphs' fp16 copies in weights.fp16.data, where the fp16 graphs now cast weights.data's fp32
+tensors (weights_file.cast_from_fp32, models/README.md). Both are rewritten to what `export` writes today:
+the same graphs, the same weights' bytes (the fp16 ones checked to be the fp32 ones rounded), parity.json's
+logits and every other file as they are, so the service's answers do not change. A package already in
+the current layout is left alone.
 """
 from __future__ import annotations
 
@@ -18,7 +20,7 @@ import onnx
 
 from . import weights_file
 from .export import FORMAT_VERSION, _write_json
-from .model_card import FILES_INTRO, GENAI_CARD_TEXT, weights_card_text
+from .model_card import FILES_INTRO, FP16_FILE_CARD_TEXT, GENAI_CARD_TEXT, weights_card_text
 
 
 def add_args(p: argparse.ArgumentParser) -> None:
@@ -29,7 +31,7 @@ def main(args) -> int:
     for package in args.package:
         written = convert_package(package)
         if not written:
-            print(f"{package}: already format version {FORMAT_VERSION}")
+            print(f"{package}: already format version {FORMAT_VERSION}, current layout")
         for name in written:
             print(f"{os.path.join(package, name)}  {os.path.getsize(os.path.join(package, name)):,} bytes")
     return 0
@@ -46,46 +48,49 @@ def _graphs(files: Dict, dtype: str) -> List[str]:
 
 
 def convert_package(package: str) -> List[str]:
-    """Converts `package` in place; returns the file names written (none when it is already version 2)."""
+    """Converts `package` in place; returns the file names written (none when it is already current)."""
     manifest_path = os.path.join(package, "model.json")
     with open(manifest_path, encoding="utf-8") as f:
         manifest = json.load(f)
     version = manifest.get("format_version")
-    if version == FORMAT_VERSION:
-        return []
-    if version != 1:
-        raise ValueError(f"{manifest_path}: format_version {version!r} (convert reads version 1)")
+    if version not in (1, FORMAT_VERSION):
+        raise ValueError(f"{manifest_path}: format_version {version!r} (convert reads versions 1 and {FORMAT_VERSION})")
     files = manifest["files"]
-    groups = {weights_file.FP32_FILE: _graphs(files, "float32"), weights_file.FP16_FILE: _graphs(files, "float16")}
+    if version == FORMAT_VERSION and [w["path"] for w in files.get("weights") or []] == [weights_file.FP32_FILE]:
+        return []
+    fp32, fp16 = _graphs(files, "float32"), _graphs(files, "float16")
     # Everything is read before anything is written: the v1 segments point into decoder.onnx's own bytes.
-    loaded = {name: onnx.load(os.path.join(package, name)) for names in groups.values() for name in names}
+    loaded = {name: onnx.load(os.path.join(package, name)) for name in fp32 + fp16}
     old_data = {loc for name in loaded for loc in
                 weights_file.external_locations(onnx.load(os.path.join(package, name), load_external_data=False))}
+    tensors = {t.name: t for name in fp32 for t in loaded[name].graph.initializer}
+    for name in fp16:
+        weights_file.cast_from_fp32(loaded[name], tensors)
     os.remove(manifest_path)  # the folder is not a package until the new manifest is written
-    written: List[str] = []
-    entries = []
-    for data_file, names in groups.items():
-        if names:
-            weights_file.save_graphs([loaded[n] for n in names], [os.path.join(package, n) for n in names], data_file)
-            entries.append(weights_file.manifest_entry(package, data_file, "float16" if data_file == weights_file.FP16_FILE
-                                                       else "float32"))
-            written += names + [data_file]
-    for location in old_data - set(groups) - set(loaded):  # v1's `<graph>.data` of a graph past 2 GB
+    names = fp32 + fp16
+    weights_file.save_graphs([loaded[n] for n in names], [os.path.join(package, n) for n in names], weights_file.FP32_FILE)
+    for location in old_data - {weights_file.FP32_FILE} - set(loaded):  # weights.fp16.data; v1's `<graph>.data`
         os.remove(os.path.join(package, location))
 
-    _set_format_version(os.path.join(package, files.get("parity") or "parity.json"))
+    if version == 1:
+        _set_format_version(os.path.join(package, files.get("parity") or "parity.json"))
     card = os.path.join(package, files.get("model_card") or "MODEL_CARD.md")
     if os.path.exists(card):
         with open(card, encoding="utf-8") as f:
             text = f.read()
-        text = text.replace(FILES_INTRO.format(1), FILES_INTRO.format(FORMAT_VERSION), 1)
-        text = text.replace(GENAI_CARD_TEXT, weights_card_text(bool(groups[weights_file.FP16_FILE])) + GENAI_CARD_TEXT, 1)
+        words = weights_card_text(bool(fp16))
+        if version == 1:
+            text = text.replace(FILES_INTRO.format(1), FILES_INTRO.format(FORMAT_VERSION), 1)
+            text = text.replace(GENAI_CARD_TEXT, words + GENAI_CARD_TEXT, 1)
+        else:
+            text = text.replace(FP16_FILE_CARD_TEXT, words, 1)
         with open(card, "w", encoding="utf-8") as f:
             f.write(text)
     manifest["format_version"] = FORMAT_VERSION
-    manifest["files"] = {"weights": entries, **files}
+    files.pop("weights", None)
+    manifest["files"] = {"weights": [weights_file.manifest_entry(package, weights_file.FP32_FILE, "float32")], **files}
     _write_json(manifest_path, manifest)
-    return written + ["model.json"]
+    return names + [weights_file.FP32_FILE, "model.json"]
 
 
 def _set_format_version(path: str) -> None:

@@ -1,8 +1,8 @@
 """`python3 -m igpt export`: a checkpoint -> a model package (models/README.md, format version 2).
 
 Writes decoder.onnx (fp32) and its step segments, decoder.fp16.onnx (unless --no-fp16), classifier.onnx
-and classifier.fp16.onnx (when the checkpoint has a `score` head), their weights (weights.data, fp32, and
-weights.fp16.data, each weight stored once), genai_config.json, parity.json, MODEL_CARD.md and, last,
+and classifier.fp16.onnx (when the checkpoint has a `score` head), their weights (weights.data, each weight
+stored once; the fp16 graphs cast them to float16), genai_config.json, parity.json, MODEL_CARD.md and, last,
 model.json (so a half-written folder is never a package).
 """
 from __future__ import annotations
@@ -89,7 +89,7 @@ def export_package(model: IGpt, ckpt: Dict[str, Any], out: str, model_id: Option
     written = write_graphs(cfg, state, out, fp16, has_classifier)
 
     manifest = build_manifest(cfg, ckpt, model_id, description, palette, classes, fp16, has_classifier,
-                              model.num_params(), weights_entries(out, fp16))
+                              model.num_params(), weights_entries(out))
     _write_json(os.path.join(out, "genai_config.json"), build_genai_config(cfg))
     _write_json(os.path.join(out, "parity.json"), build_parity(model, has_classifier))
     with open(os.path.join(out, "MODEL_CARD.md"), "w", encoding="utf-8") as f:
@@ -99,8 +99,8 @@ def export_package(model: IGpt, ckpt: Dict[str, Any], out: str, model_id: Option
 
 
 def write_graphs(cfg: IGptConfig, state: Dict[str, Any], out: str, fp16: bool, has_classifier: bool) -> List[str]:
-    """The ONNX graphs and their weights files (each weight once per precision: weights_file.py); files of an
-    earlier export that these would not match are removed. Returns the file names written."""
+    """The ONNX graphs and their weights file (each weight once, the fp16 graphs casting the fp32 tensors:
+    weights_file.py); files of an earlier export that these would not match are removed. Returns the file names written."""
     fp32 = {"decoder.onnx": onnx_graph.build_decoder(cfg, state, fp16=False)}
     fp32.update(zip(onnx_graph.step_segment_names(cfg.n_layer),
                     onnx_graph.build_step_segments(cfg, onnx_graph.decoder_weights(cfg, state))))
@@ -109,23 +109,22 @@ def write_graphs(cfg: IGptConfig, state: Dict[str, Any], out: str, fp16: bool, h
         fp32["classifier.onnx"] = onnx_graph.build_classifier(cfg, state)
         if fp16:
             half["classifier.fp16.onnx"] = onnx_graph.build_classifier(cfg, state, fp16=True)
-    written = list(fp32) + [weights_file.FP32_FILE] + (list(half) + [weights_file.FP16_FILE] if half else [])
+    written = list(fp32) + list(half) + [weights_file.FP32_FILE]
     for name in os.listdir(out):
         optional = re.fullmatch(r"(decoder\.step\.\d+|decoder\.fp16|classifier(\.fp16)?)\.onnx", name)
         if (optional or name.endswith(".onnx.data") or name == weights_file.FP16_FILE) and name not in written:
-            os.remove(os.path.join(out, name))  # format v1's per-graph data, or a graph these weights do not match
-    weights_file.save_graphs(list(fp32.values()), [os.path.join(out, n) for n in fp32], weights_file.FP32_FILE)
-    if half:
-        weights_file.save_graphs(list(half.values()), [os.path.join(out, n) for n in half], weights_file.FP16_FILE)
+            os.remove(os.path.join(out, name))  # earlier layouts' weights files, or a graph these weights do not match
+    tensors = {t.name: t for m in fp32.values() for t in m.graph.initializer}
+    for m in half.values():
+        weights_file.cast_from_fp32(m, tensors)
+    graphs = {**fp32, **half}
+    weights_file.save_graphs(list(graphs.values()), [os.path.join(out, n) for n in graphs], weights_file.FP32_FILE)
     return written
 
 
-def weights_entries(package: str, fp16: bool) -> List[Dict[str, Any]]:
-    """model.json's files.weights: the weights files and their sizes."""
-    entries = [weights_file.manifest_entry(package, weights_file.FP32_FILE, "float32")]
-    if fp16:
-        entries.append(weights_file.manifest_entry(package, weights_file.FP16_FILE, "float16"))
-    return entries
+def weights_entries(package: str) -> List[Dict[str, Any]]:
+    """model.json's files.weights: the weights file and its size (the fp16 graphs read it too)."""
+    return [weights_file.manifest_entry(package, weights_file.FP32_FILE, "float32")]
 
 
 def _dumps(obj: Any, indent: int = 1) -> str:

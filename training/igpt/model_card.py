@@ -12,9 +12,13 @@ GENAI_CARD_TEXT = "`genai_config.json` (onnxruntime-genai)"
 
 
 def weights_card_text(fp16: bool) -> str:
-    """The card's words for the weights files (format version 2)."""
-    return ("`weights.data` (the fp32 graphs' weights, each stored once), "
-            + ("`weights.fp16.data` (the fp16 graphs' weights), " if fp16 else ""))
+    """The card's words for the weights file (format version 2)."""
+    return ("`weights.data` (the graphs' weights, each stored once"
+            + ("; the fp16 graphs cast them to float16 when loaded" if fp16 else "") + "), ")
+
+
+# What cards of format 2 packages with a separate fp16 weights file said instead (`igpt convert` rewrites it).
+FP16_FILE_CARD_TEXT = "`weights.data` (the fp32 graphs' weights, each stored once), `weights.fp16.data` (the fp16 graphs' weights), "
 
 
 def _fmt(v: Any) -> str:

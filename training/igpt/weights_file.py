@@ -1,11 +1,11 @@
-"""A package's weights files (models/README.md, format version 2): each weight stored once.
+"""A package's weights file (models/README.md, format version 2): each weight stored once.
 
-Every floating-point initializer of a package's graphs is ONNX external data in one file per
-precision: `weights.data` for the fp32 graphs (decoder.onnx, the step segments, classifier.onnx)
-and `weights.fp16.data` for the fp16 ones (decoder.fp16.onnx, classifier.fp16.onnx). A tensor that
-several graphs hold (by name: the transformer's weights in the decoder, its segments and the
-classifier) is written once and every graph points at the same offset. Integer constants (a few
-bytes each) stay inside their graphs.
+Every floating-point initializer of a package's graphs is ONNX external data in `weights.data`. A tensor
+that several graphs hold (by name: the transformer's weights in the decoder, its segments, the classifier
+and the fp16 graphs) is written once and every graph points at the same offset. The fp16 graphs hold the
+fp32 tensors and cast them (cast_from_fp32), which ONNX Runtime folds into fp16 initializers when it
+creates a session. Integer constants (a few bytes each) stay inside their graphs. Packages written
+before kept the fp16 graphs' own fp16 weights in `weights.fp16.data` (FP16_FILE; `igpt convert`).
 """
 from __future__ import annotations
 
@@ -13,11 +13,12 @@ import hashlib
 import os
 from typing import Dict, List, Sequence, Tuple
 
+import numpy as np
 import onnx
-from onnx import TensorProto, numpy_helper
+from onnx import TensorProto, helper, numpy_helper
 
 FP32_FILE = "weights.data"
-FP16_FILE = "weights.fp16.data"
+FP16_FILE = "weights.fp16.data"  # packages exported before the fp16 graphs cast weights.data's tensors
 ALIGNMENT = 64  # every tensor starts on a 64-byte boundary (a cache line; SIMD loads of mapped data)
 FLOAT_TYPES = (TensorProto.FLOAT, TensorProto.FLOAT16)
 
@@ -27,6 +28,37 @@ def tensor_bytes(t: onnx.TensorProto) -> bytes:
     if t.data_location == TensorProto.EXTERNAL:
         raise ValueError(f"{t.name}: load the graph with its external data first")
     return t.raw_data if t.HasField("raw_data") else numpy_helper.to_array(t).tobytes()
+
+
+def cast_from_fp32(model: onnx.ModelProto, fp32: Dict[str, onnx.TensorProto]) -> None:
+    """Replaces an fp16 graph's float16 initializers with the fp32 tensors of the same names (`fp32`: the fp32 graphs'
+    initializers, loaded with their data), each cast to float16 by a Cast at the start of the graph, so that the fp16
+    graphs share weights.data instead of storing a half-size copy. ONNX Runtime's constant folding (a basic graph
+    optimization, run before the graph is partitioned between providers) turns each Cast into a float16 initializer
+    when it creates a session. numpy and ONNX Runtime both round to nearest even, so the folded tensor is the one the
+    graph held before: checked here against the graph's own fp16 bytes. The graph is changed in place."""
+    renamed: Dict[str, str] = {}
+    casts = []
+    for t in model.graph.initializer:
+        if t.data_type != TensorProto.FLOAT16:
+            continue
+        source = fp32.get(t.name)
+        if source is None or source.data_type != TensorProto.FLOAT:
+            raise ValueError(f"{t.name}: no fp32 tensor of that name for the fp16 graph to cast")
+        half = numpy_helper.to_array(source).astype(np.float16)
+        if list(half.shape) != list(t.dims) or half.tobytes() != tensor_bytes(t):
+            raise ValueError(f"{t.name}: the fp16 tensor is not the fp32 one rounded to float16")
+        renamed[t.name] = f"{t.name}/fp16"
+        casts.append(helper.make_node("Cast", [t.name], [renamed[t.name]], name=f"/weights/{t.name}/Cast",
+                                      to=TensorProto.FLOAT16))
+        t.CopyFrom(source)
+    for node in model.graph.node:
+        for i, name in enumerate(node.input):
+            if name in renamed:
+                node.input[i] = renamed[name]
+    nodes = casts + list(model.graph.node)
+    del model.graph.node[:]
+    model.graph.node.extend(nodes)
 
 
 def _point(t: onnx.TensorProto, location: str, offset: int, length: int) -> None:

@@ -1,5 +1,5 @@
 """The ONNX export (igpt/export.py, igpt/onnx_graph.py, igpt/weights_file.py) and `convert` against
-models/README.md (format v2).
+models/README.md (format v2: one weights file, which the fp16 graphs cast).
 
 ONNX Runtime has no Python build here, so the graphs are also evaluated by a small numpy
 interpreter of the ops they use (GroupQueryAttention with the shared past/present buffer
@@ -27,6 +27,7 @@ sys.path.insert(0, os.path.join(ROOT, "training", "scripts"))
 from igpt import convert, export, onnx_graph, weights_file  # noqa: E402
 from igpt.checkpoint import save_checkpoint  # noqa: E402
 from igpt.model import IGpt, preset  # noqa: E402
+import make_fp16_file_fixture  # noqa: E402
 import make_test_package  # noqa: E402
 
 FIXTURE = os.path.join(ROOT, "tests", "fixtures", "tiny-package")
@@ -201,12 +202,30 @@ def test_decoder_io_matches_the_format(tiny, fp16):
     assert [i.name for i in m.graph.input][:3] == ["input_ids", "attention_mask", "position_ids"]
 
 
+def _cast_weights(m):
+    """{initializer: its Cast's output} of an fp16 graph, whose float initializers are fp32 (weights.data's tensors)
+    and cast to float16 by Casts at the start of the graph, which nothing else precedes."""
+    floats = {t.name: t.data_type for t in m.graph.initializer if t.data_type in (TensorProto.FLOAT, TensorProto.FLOAT16)}
+    assert set(floats.values()) == {TensorProto.FLOAT}
+    casts = {}
+    for n in m.graph.node[:len([x for x in m.graph.node if x.name.startswith("/weights/")])]:
+        assert n.op_type == "Cast" and helper.get_attribute_value(n.attribute[0]) == TensorProto.FLOAT16
+        casts[n.input[0]] = n.output[0]
+    used = {x for n in m.graph.node if n.op_type != "Cast" or n.input[0] not in casts for x in n.input}
+    assert not used & set(casts), "a weight is read before its cast"
+    return floats, casts
+
+
 def test_fp16_variant_dtypes(tiny):
     m = onnx.load(os.path.join(tiny[2], "decoder.fp16.onnx"))
-    floats = {t.name: t.data_type for t in m.graph.initializer
-              if t.data_type in (TensorProto.FLOAT, TensorProto.FLOAT16)}
-    assert floats.pop("lm_head.sos_mask") == TensorProto.FLOAT  # -1e9 does not fit fp16
-    assert set(floats.values()) == {TensorProto.FLOAT16}
+    floats, casts = _cast_weights(m)
+    assert "lm_head.sos_mask" not in casts  # -1e9 does not fit fp16
+    assert set(casts) == set(floats) - {"lm_head.sos_mask"}
+    # the cast weights are the fp32 graph's, which the fp16 ones were rounded from
+    fp32 = {t.name: numpy_helper.to_array(t) for t in onnx.load(os.path.join(tiny[2], "decoder.onnx")).graph.initializer}
+    for t in m.graph.initializer:
+        if t.name in floats:
+            np.testing.assert_array_equal(numpy_helper.to_array(t), fp32[t.name])
     last = m.graph.node[-2:]
     assert [n.op_type for n in last] == ["Cast", "Add"] and last[1].output == ["logits"]
     gqa = [n for n in m.graph.node if n.op_type == "GroupQueryAttention"]
@@ -332,9 +351,8 @@ def test_fp16_graph_math_is_close(tiny):
 def test_fp16_classifier_dtypes_and_math(tiny):
     model, _, pkg = tiny
     m = onnx.load(os.path.join(pkg, "classifier.fp16.onnx"))
-    floats = {t.name: t.data_type for t in m.graph.initializer
-              if t.data_type in (TensorProto.FLOAT, TensorProto.FLOAT16)}
-    assert floats.pop("score.weight_t") == TensorProto.FLOAT and set(floats.values()) == {TensorProto.FLOAT16}
+    floats, casts = _cast_weights(m)
+    assert set(casts) == set(floats) - {"score.weight_t"}  # the head stays fp32
     p = _json(pkg, "parity.json")["classifier"]
     out = run_graph(m, {"input_ids": np.array(p["input_ids"])})
     assert out["logits"].dtype == np.float32 and out["features"].dtype == np.float32
@@ -367,9 +385,7 @@ def test_manifest(tiny):
                                  "norm_eps": 1e-5, "activation": "quick_gelu"}
     assert m["classes"] == ["dark", "mid", "light"]
     assert m["files"] == {
-        "weights": [{"path": "weights.data", "dtype": "float32", "bytes": os.path.getsize(os.path.join(pkg, "weights.data"))},
-                    {"path": "weights.fp16.data", "dtype": "float16",
-                     "bytes": os.path.getsize(os.path.join(pkg, "weights.fp16.data"))}],
+        "weights": [{"path": "weights.data", "dtype": "float32", "bytes": os.path.getsize(os.path.join(pkg, "weights.data"))}],
         "decoder": {"cpu": {"path": "decoder.onnx", "dtype": "float32",
                             "step_segments": ["decoder.step.0.onnx", "decoder.step.1.onnx", "decoder.step.2.onnx"]},
                     "cuda": {"path": "decoder.fp16.onnx", "dtype": "float16"}},
@@ -466,12 +482,12 @@ def _external(pkg, name):
 
 
 def test_each_weight_is_stored_once(tiny):
-    """Every float weight is external data in the weights file of its precision; graphs that hold the same tensor
-    point at the same bytes, and each weights file is no larger than its distinct tensors (plus alignment)."""
+    """Every float weight is external data in weights.data (the fp16 graphs' too, which cast them); graphs that hold the
+    same tensor point at the same bytes, and the file is no larger than its distinct tensors (plus alignment)."""
     model, _, pkg = tiny
     groups = {"weights.data": ["decoder.onnx", "decoder.step.0.onnx", "decoder.step.1.onnx", "decoder.step.2.onnx",
-                               "classifier.onnx"],
-              "weights.fp16.data": ["decoder.fp16.onnx", "classifier.fp16.onnx"]}
+                               "classifier.onnx", "decoder.fp16.onnx", "classifier.fp16.onnx"]}
+    assert not os.path.exists(os.path.join(pkg, weights_file.FP16_FILE))
     for data_file, names in groups.items():
         blob = open(os.path.join(pkg, data_file), "rb").read()
         seen = {}
@@ -517,7 +533,8 @@ def _as_version_1(pkg, out):
     for entry in files.pop("weights"):
         os.remove(out / entry["path"])
     for name in ("decoder.onnx", "decoder.fp16.onnx", "classifier.onnx", "classifier.fp16.onnx"):
-        onnx.save_model(onnx.load(os.path.join(pkg, name)), str(out / name))
+        graph = onnx.load(os.path.join(pkg, name))
+        onnx.save_model(make_fp16_file_fixture.uncast(graph) if ".fp16." in name else graph, str(out / name))
     segments = [onnx.load(os.path.join(pkg, n)) for n in files["decoder"]["cpu"]["step_segments"]]
     onnx_graph.save_step_segments(segments, str(out / "decoder.onnx"))
     manifest["format_version"] = 1
@@ -527,6 +544,52 @@ def _as_version_1(pkg, out):
     card = (out / "MODEL_CARD.md").read_text(encoding="utf-8")
     card = card.replace("format version 2", "format version 1").replace(convert.weights_card_text(True), "")
     (out / "MODEL_CARD.md").write_text(card, encoding="utf-8")
+
+
+def _as_fp16_file_layout(pkg, out):
+    """The package as format 2's first exports wrote it: the fp16 graphs' weights in weights.fp16.data."""
+    import shutil
+    shutil.copytree(pkg, out)
+    size = make_fp16_file_fixture.write(pkg, str(out))
+    manifest = _json(str(out), "model.json")
+    manifest["files"]["weights"].append({"path": weights_file.FP16_FILE, "dtype": "float16", "bytes": size})
+    export._write_json(str(out / "model.json"), manifest)
+    card = (out / "MODEL_CARD.md").read_text(encoding="utf-8")
+    (out / "MODEL_CARD.md").write_text(card.replace(convert.weights_card_text(True), convert.FP16_FILE_CARD_TEXT),
+                                       encoding="utf-8")
+
+
+def test_convert_from_the_fp16_weights_file_writes_what_export_writes(tiny, tmp_path):
+    """A format 2 package with weights.fp16.data becomes, byte for byte, what export writes: the fp16 graphs cast
+    weights.data's tensors (the same values they held), weights.data is unchanged, weights.fp16.data is gone."""
+    _, _, pkg = tiny
+    old = tmp_path / "fp16-file"
+    _as_fp16_file_layout(pkg, old)
+    assert open(old / "weights.data", "rb").read() == open(os.path.join(pkg, "weights.data"), "rb").read()
+    assert {loc for loc, _, _ in _external(str(old), "decoder.fp16.onnx")[0].values()} == {weights_file.FP16_FILE}
+    assert "weights.fp16.data" in (old / "MODEL_CARD.md").read_text(encoding="utf-8")
+    assert convert.convert_package(str(old)) == ["decoder.onnx", "decoder.step.0.onnx", "decoder.step.1.onnx",
+                                                 "decoder.step.2.onnx", "classifier.onnx", "decoder.fp16.onnx",
+                                                 "classifier.fp16.onnx", "weights.data", "model.json"]
+    assert sorted(os.listdir(old)) == sorted(os.listdir(pkg))
+    for name in os.listdir(pkg):
+        assert open(old / name, "rb").read() == open(os.path.join(pkg, name), "rb").read(), name
+    assert convert.convert_package(str(old)) == []
+
+
+def test_cast_from_fp32_refuses_weights_that_are_not_the_fp32_ones_rounded(tiny):
+    _, _, pkg = tiny
+    fp32 = {t.name: t for t in onnx.load(os.path.join(pkg, "decoder.onnx")).graph.initializer}
+    half = make_fp16_file_fixture.uncast(onnx.load(os.path.join(pkg, "decoder.fp16.onnx")))
+    w = next(t for t in half.graph.initializer if t.name == "transformer.h.0.mlp.c_fc.weight")
+    a = numpy_helper.to_array(w).copy()
+    a.flat[0] = -a.flat[0] + np.float16(1)
+    w.CopyFrom(numpy_helper.from_array(a, w.name))
+    with pytest.raises(ValueError, match="c_fc.weight: the fp16 tensor is not the fp32 one rounded"):
+        weights_file.cast_from_fp32(half, fp32)
+    del fp32["transformer.wte.weight"]
+    with pytest.raises(ValueError, match="wte.weight: no fp32 tensor"):
+        weights_file.cast_from_fp32(make_fp16_file_fixture.uncast(onnx.load(os.path.join(pkg, "decoder.fp16.onnx"))), fp32)
 
 
 def test_convert_writes_what_export_writes(tiny, tmp_path):
@@ -548,7 +611,7 @@ def test_convert_writes_what_export_writes(tiny, tmp_path):
     manifest = _json(str(old), "model.json")
     manifest["format_version"] = 3
     export._write_json(str(old / "model.json"), manifest)
-    with pytest.raises(ValueError, match="format_version 3"):
+    with pytest.raises(ValueError, match="format_version 3 .convert reads versions 1 and 2"):
         convert.convert_package(str(old))
 
 
@@ -594,6 +657,16 @@ def test_committed_fixture_is_current_and_small(tiny):
         for s, t in zip(x.graph.initializer, y.graph.initializer):
             np.testing.assert_allclose(numpy_helper.to_array(s).astype(np.float32),
                                        numpy_helper.to_array(t).astype(np.float32), atol=1e-6)
+
+
+def test_committed_fp16_weights_file_fixture_is_current(tmp_path):
+    """tests/fixtures/fp16-weights-file is the committed tiny package's fp16 graphs in the older layout, as
+    make_fp16_file_fixture.py writes them (the service's tests check that layout against the current one)."""
+    make_fp16_file_fixture.write(FIXTURE, str(tmp_path))
+    committed = os.path.join(ROOT, "tests", "fixtures", "fp16-weights-file")
+    assert sorted(os.listdir(committed)) == sorted(os.listdir(tmp_path))
+    for name in os.listdir(tmp_path):
+        assert open(os.path.join(committed, name), "rb").read() == open(tmp_path / name, "rb").read(), name
 
 
 # ---------------------------------------------------------------------------------------------

@@ -29,8 +29,10 @@ internal sealed unsafe class PackageWeights : IDisposable
     private NativeBuffer<byte>? File(string location)
     {
         if (_files.TryGetValue(location, out var read)) return read;
-        // fp32 only: ONNX Runtime's fp16 CPU kernels (SkipSimplifiedLayerNormalization) pre-pack their weights without
-        // the shared cache and refuse a shared initializer; the fp16 graphs run on CUDA, which copies weights to the device.
+        // fp32 only. A package's fp16 graphs read weights.data too, through a Cast per weight that ONNX Runtime folds into
+        // a float16 initializer of the session's own (shared initializers are folded like the others). Packages exported
+        // before kept fp16 copies in weights.fp16.data, left to ONNX Runtime: its fp16 CPU kernels
+        // (SkipSimplifiedLayerNormalization) pre-pack their weights without the shared cache and refuse a shared initializer.
         if (_manifest.Files.Weights.FirstOrDefault(w => w.Path == location && w.Dtype == "float32") is not { } file) return null;
         var data = new NativeBuffer<byte>(file.Bytes);
         _files[file.Path] = data;  // owned from here: Dispose frees it whatever happens below
