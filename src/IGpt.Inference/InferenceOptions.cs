@@ -38,6 +38,15 @@ public sealed class InferenceOptions : IValidatableObject
     /// <summary>The smallest nonzero <see cref="CudaMemoryLimitBytes"/> (64 MiB): less is a unit mistake.</summary>
     public const long MinCudaMemoryLimitBytes = 64L * 1024 * 1024;
 
+    /// <summary>
+    /// Read a format 2 package's weights.data once into memory and hand the same tensors to all of its CPU sessions
+    /// (shared initializers, with one pre-packed weights container): about 35 MiB less resident for the three shipped
+    /// models, and a served model keeps running when its files are overwritten in place. Off: each session loads
+    /// the file itself (ONNX Runtime maps it), so replace a served package's files by writing new ones and renaming,
+    /// never in place. The speed of either is measured in benchmarks/README.md ("Shared weights").
+    /// </summary>
+    public bool ShareWeights { get; set; } = true;
+
     /// <summary>ONNX Runtime intra-op threads; 0 = one per core.</summary>
     [Range(0, 1024)]
     public int IntraOpThreads { get; set; }

@@ -48,6 +48,28 @@ public class PackageWeightsTests
     }
 
     [Fact]
+    public void WithoutSharedWeightsEachSessionLoadsTheFileItselfAndComputesTheSame()
+    {
+        var dir = Fixture.CopyToTemp(out var root);
+        try
+        {
+            var parity = Fixture.ReadParity(dir);
+            var options = Fixture.CpuOptions();
+            options.ShareWeights = false;
+            using var model = IGptModel.Load(dir, options, NullLogger.Instance);
+            Assert.Contains(Path.Combine(dir, "weights.data"), File.ReadAllText("/proc/self/maps"));  // ONNX Runtime's own mapping
+            var full = model.ForwardWithoutCache([.. parity.Prompt]);
+            int v = model.Manifest.VocabSize;
+            for (int i = 0; i < parity.Prompt.Length; i++)
+                DecoderTests.AssertClose(parity.PrefillLogits[i], full.AsSpan(i * v, v), parity.Tolerance, $"prefill[{i}]");
+        }
+        finally
+        {
+            Directory.Delete(root, recursive: true);
+        }
+    }
+
+    [Fact]
     public void AWeightPastTheEndOfItsFileIsAPackageError()
     {
         var dir = Fixture.CopyToTemp(out var root);

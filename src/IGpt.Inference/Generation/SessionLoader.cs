@@ -23,7 +23,7 @@ internal static class SessionLoader
         if (options.UseCuda && cuda.Session is null && !cuda.ProviderFailed)
             logger.LogWarning("Model {ModelId}: running on the CPU provider: {Reason}", manifest.Id, cuda.Reason);
         string provider = cuda.Session is null ? "CPU" : "CUDA";
-        var weights = PackageWeights.For(manifest);
+        var weights = options.ShareWeights ? PackageWeights.For(manifest) : null;
         KvCacheDecoder? decoder = null;
         Classifier? classifier;
         try
