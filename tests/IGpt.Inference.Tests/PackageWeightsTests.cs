@@ -26,68 +26,52 @@ public class PackageWeightsTests
     }
 
     [Fact]
-    public void ServedModelKeepsItsWeightsInMemoryNotMappedFromTheFile()
+    public void ServedModelKeepsItsWeightsInMemoryNotMappedFromTheFile() => InTempPackage(dir =>
+    {
+        using var model = IGptModel.Load(dir, Fixture.CpuOptions(), NullLogger.Instance);
+        Assert.DoesNotContain(Path.Combine(dir, "weights.data"), File.ReadAllText("/proc/self/maps"));
+        // A weights file truncated in place under a mapping would fault on the next read of a mapped page.
+        File.WriteAllBytes(Path.Combine(dir, "weights.data"), []);
+        AssertPrefillParity(model, dir);
+    });
+
+    [Fact]
+    public void WithoutSharedWeightsEachSessionLoadsTheFileItselfAndComputesTheSame() => InTempPackage(dir =>
+    {
+        var options = Fixture.CpuOptions();
+        options.ShareWeights = false;
+        using var model = IGptModel.Load(dir, options, NullLogger.Instance);
+        Assert.Contains(Path.Combine(dir, "weights.data"), File.ReadAllText("/proc/self/maps"));  // ONNX Runtime's own mapping
+        AssertPrefillParity(model, dir);
+    });
+
+    private static void InTempPackage(Action<string> test)
     {
         var dir = Fixture.CopyToTemp(out var root);
-        try
-        {
-            var parity = Fixture.ReadParity(dir);
-            using var model = IGptModel.Load(dir, Fixture.CpuOptions(), NullLogger.Instance);
-            Assert.DoesNotContain(Path.Combine(dir, "weights.data"), File.ReadAllText("/proc/self/maps"));
-            // A weights file truncated in place under a mapping would fault on the next read of a mapped page.
-            File.WriteAllBytes(Path.Combine(dir, "weights.data"), []);
-            var full = model.ForwardWithoutCache([.. parity.Prompt]);
-            int v = model.Manifest.VocabSize;
-            for (int i = 0; i < parity.Prompt.Length; i++)
-                DecoderTests.AssertClose(parity.PrefillLogits[i], full.AsSpan(i * v, v), parity.Tolerance, $"prefill[{i}]");
-        }
-        finally
-        {
-            Directory.Delete(root, recursive: true);
-        }
+        try { test(dir); }
+        finally { Directory.Delete(root, recursive: true); }
+    }
+
+    private static void AssertPrefillParity(IGptModel model, string dir)
+    {
+        var parity = Fixture.ReadParity(dir);
+        var full = model.ForwardWithoutCache([.. parity.Prompt]);
+        int v = model.Manifest.VocabSize;
+        for (int i = 0; i < parity.Prompt.Length; i++)
+            DecoderTests.AssertClose(parity.PrefillLogits[i], full.AsSpan(i * v, v), parity.Tolerance, $"prefill[{i}]");
     }
 
     [Fact]
-    public void WithoutSharedWeightsEachSessionLoadsTheFileItselfAndComputesTheSame()
+    public void AWeightPastTheEndOfItsFileIsAPackageError() => InTempPackage(dir =>
     {
-        var dir = Fixture.CopyToTemp(out var root);
-        try
-        {
-            var parity = Fixture.ReadParity(dir);
-            var options = Fixture.CpuOptions();
-            options.ShareWeights = false;
-            using var model = IGptModel.Load(dir, options, NullLogger.Instance);
-            Assert.Contains(Path.Combine(dir, "weights.data"), File.ReadAllText("/proc/self/maps"));  // ONNX Runtime's own mapping
-            var full = model.ForwardWithoutCache([.. parity.Prompt]);
-            int v = model.Manifest.VocabSize;
-            for (int i = 0; i < parity.Prompt.Length; i++)
-                DecoderTests.AssertClose(parity.PrefillLogits[i], full.AsSpan(i * v, v), parity.Tolerance, $"prefill[{i}]");
-        }
-        finally
-        {
-            Directory.Delete(root, recursive: true);
-        }
-    }
-
-    [Fact]
-    public void AWeightPastTheEndOfItsFileIsAPackageError()
-    {
-        var dir = Fixture.CopyToTemp(out var root);
-        try
-        {
-            // A shorter weights file that the manifest agrees with: the graphs still point past its end.
-            var path = Path.Combine(dir, "weights.data");
-            var bytes = File.ReadAllBytes(path);
-            File.WriteAllBytes(path, bytes[..(bytes.Length / 2)]);
-            var manifest = JsonNode.Parse(File.ReadAllText(Path.Combine(dir, "model.json")))!;
-            manifest["files"]!["weights"]![0]!["bytes"] = bytes.Length / 2;
-            File.WriteAllText(Path.Combine(dir, "model.json"), manifest.ToJsonString());
-            var e = Assert.Throws<ModelPackageException>(() => IGptModel.Load(dir, Fixture.CpuOptions(), NullLogger.Instance));
-            Assert.Contains("does not fit 'weights.data'", e.Message);
-        }
-        finally
-        {
-            Directory.Delete(root, recursive: true);
-        }
-    }
+        // A shorter weights file that the manifest agrees with: the graphs still point past its end.
+        var path = Path.Combine(dir, "weights.data");
+        var bytes = File.ReadAllBytes(path);
+        File.WriteAllBytes(path, bytes[..(bytes.Length / 2)]);
+        var manifest = JsonNode.Parse(File.ReadAllText(Path.Combine(dir, "model.json")))!;
+        manifest["files"]!["weights"]![0]!["bytes"] = bytes.Length / 2;
+        File.WriteAllText(Path.Combine(dir, "model.json"), manifest.ToJsonString());
+        var e = Assert.Throws<ModelPackageException>(() => IGptModel.Load(dir, Fixture.CpuOptions(), NullLogger.Instance));
+        Assert.Contains("does not fit 'weights.data'", e.Message);
+    });
 }
