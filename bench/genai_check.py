@@ -13,32 +13,21 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 from typing import List, Optional
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-GENAI_DLL = os.path.join(ROOT, "bench/IGpt.Bench.Genai/bin/Release/net10.0/IGpt.Bench.Genai.dll")
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from run import GENAI_DLL, Worker  # noqa: E402
 
 
 def greedy_tokens(package: str, prompt: List[int]) -> List[int]:
     """genai's greedy tokens after [SOS] + prompt, up to n_positions (one worker process per package)."""
-    proc = subprocess.Popen(["dotnet", GENAI_DLL], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=ROOT)
+    worker = Worker("genai-check", ["dotnet", GENAI_DLL])
     try:
-        json.loads(proc.stdout.readline())  # hello
-        replies = []
-        for request in ({"op": "load", "package": os.path.abspath(package)}, {"op": "complete", "prompt": prompt, "batch": 1}):
-            proc.stdin.write(json.dumps(request) + "\n")
-            proc.stdin.flush()
-            reply = json.loads(proc.stdout.readline() or "{}")
-            if not reply.get("ok"):
-                raise SystemExit(f"FAIL {package}: {request['op']}: {reply.get('error', 'the worker exited')}")
-            replies.append(reply)
-        return replies[1]["tokens"]
+        worker.call(op="load", package=os.path.abspath(package))
+        return worker.call(op="complete", prompt=prompt, batch=1)["tokens"]
     finally:
-        proc.stdin.write(json.dumps({"op": "quit"}) + "\n")
-        proc.stdin.close()
-        proc.wait(timeout=60)
+        worker.close()
 
 
 def check(package: str, same_as: Optional[str]) -> None:

@@ -65,7 +65,7 @@ JsonObject Load(JsonObject r)
     {
         ["load_ms"] = sw.Elapsed.TotalMilliseconds,
         ["provider"] = model.ExecutionProvider,
-        ["threads"] = options.IntraOpThreads > 0 ? options.IntraOpThreads : Environment.ProcessorCount,
+        ["threads"] = planner.IntraOpThreads,
         ["settings"] = $"IntraOpThreads={options.IntraOpThreads}, AllowSpinning={options.AllowSpinning}, "
             + $"SingleThreadStepFlops={options.SingleThreadStepFlops}, SegmentedStepRows={options.SegmentedStepRows}, LaneStepRows={options.LaneStepRows} ({service.Source})",
         ["small_step_rows"] = model.Decoder.Plan.SmallStepRows,
