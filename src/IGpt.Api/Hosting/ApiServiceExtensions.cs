@@ -13,8 +13,9 @@ public static class ApiServiceExtensions
     {
         services.AddOptions<ApiOptions>()
             .BindConfiguration(ApiOptions.SectionName)
-            .ValidateDataAnnotations()
             .ValidateOnStart();
+        // The same validator as the Inference and ImageLimits sections: the DataAnnotations, errors naming the key.
+        services.AddSingleton<IValidateOptions<ApiOptions>>(new SettingsValidator<ApiOptions>(ApiOptions.SectionName));
 
         services.ConfigureHttpJsonOptions(options =>
         {
