@@ -4,7 +4,7 @@ using Microsoft.Extensions.Options;
 namespace IGpt.Api.Catalog;
 
 /// <summary>
-/// Loads every model package when the host starts, before the server takes requests, and logs where each one runs.
+/// Loads every model package when the host starts, before the server takes requests.
 /// Until then there is no <see cref="Registry"/> or <see cref="Catalog"/>: nothing that only wires the app (mapping
 /// routes, building the pipeline) loads a model as a side effect of resolving a service. Owns the loaded models: they
 /// are disposed with the container, after the shutdown drain has let running requests answer.
@@ -28,19 +28,7 @@ public sealed class ModelLoader(
         // A package that cannot be served becomes a failed entry (its routes answer 503); loading itself never throws.
         _registry = new ModelRegistry(options, loggerFactory, observer, gate);
         _catalog = new ModelCatalog(_registry);
-        foreach (var entry in _registry.Entries)
-        {
-            if (entry.Model is { } model)
-            {
-                // The summary only names a CUDA provider that could not load: the library says why once per process.
-                logger.LogInformation("Model {Model} ready on {ExecutionProvider}: {ProviderSummary}",
-                    entry.Id, model.ExecutionProvider, model.ProviderSummary);
-            }
-            else
-            {
-                logger.LogError("Model {Model} failed to load and answers 503: {Error}", entry.Id, entry.Error);
-            }
-        }
+        // Each model's line (its provider, or why it failed) is the library's; this only adds what the API makes of none.
         if (_registry.Entries.Count == 0) logger.LogWarning("No model packages found; /health/ready answers 503");
         return Task.CompletedTask;
     }
