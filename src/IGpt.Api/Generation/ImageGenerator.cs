@@ -35,7 +35,7 @@ public sealed class ImageGenerator(ImageCodec codec, IOptions<ApiOptions> option
         var maxRows = Math.Max(1, manifest.Height - 1);
         var partial = fields.Bool(FieldSpecs.Partial) ?? false;
         var requestedRows = fields.Int(FieldSpecs.Rows, maxRows);
-        var parameters = GenerationParameters.From(fields, _maxImages);
+        var parameters = GenerationParameters.From(fields, _maxImages, model.Manifest.Sampling);
 
         var image = codec.DecodeForModel(fields.RequireImage(), manifest, partial);
         int rows;
@@ -62,7 +62,7 @@ public sealed class ImageGenerator(ImageCodec codec, IOptions<ApiOptions> option
     /// <summary>Checks a samples request (an empty prompt).</summary>
     public GenerationPlan PlanSamples(string id, IGptModel model, RequestFields fields)
     {
-        var parameters = GenerationParameters.From(fields, _maxImages);
+        var parameters = GenerationParameters.From(fields, _maxImages, model.Manifest.Sampling);
         return new GenerationPlan(id, model, 0, parameters, new CompletionRequest([], parameters.Count, parameters.Sampling, parameters.Seed));
     }
 
