@@ -67,6 +67,21 @@ public sealed class SamplingDefaultsTests(SamplingDefaultsFactory factory) : ICl
     }
 
     [Fact]
+    public async Task AnswersNameTheSettingsTheImagesWereDrawnWith()
+    {
+        async Task<(float, int, float)> Used(object body)
+        {
+            var response = await _client.PostAsync($"/v1/models/{WithDefaults}/samples", Http.Json(body));
+            Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+            return Settings((await response.ReadJsonAsync())["sampling"]!.AsObject());
+        }
+
+        Assert.Equal((Defaults.Temperature, Defaults.TopK, Defaults.TopP), await Used(new { n = 1 }));
+        Assert.Equal((1.5f, Defaults.TopK, Defaults.TopP), await Used(new { n = 1, temperature = 1.5 }));
+        Assert.Equal((1f, 0, 1f), await Used(new { n = 1, temperature = 1, top_k = 0, top_p = 1 }));
+    }
+
+    [Fact]
     public async Task ExplicitSettingsOverrideTheDefaults()
     {
         var global = new { n = 4, seed = 11, temperature = 1f, top_k = 0, top_p = 1f };
