@@ -46,7 +46,8 @@ def main(args) -> int:
     model, ckpt = load(args.ckpt)
     extra = open(args.card_extra, encoding="utf-8").read() if args.card_extra else None
     files = export_package(model, ckpt, args.out, model_id=args.id, description=args.description,
-                           fp16=not args.no_fp16, card_extra=extra, sampling=args.sampling)
+                           fp16=not args.no_fp16, card_extra=extra,
+                           sampling=getattr(args, "sampling", None))  # scripts build their own Namespace without it
     for name in sorted(files):
         print(f"{os.path.join(args.out, name)}  {os.path.getsize(os.path.join(args.out, name)):,} bytes")
     return 0
