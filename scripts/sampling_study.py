@@ -8,7 +8,7 @@ N test images (a seeded pick from the test split of the model's data set, `prepa
 POST /v1/models/{model}/completions with `rows` = half the height, n completions per image, for every setting of the
 grid (temperature x top_p x top_k). Image i has seed --seed + i under every setting, so the settings are compared on
 the same random draws. A row "model defaults" sends no sampling field at all (what a request gets from the package's
-`sampling`); it is added when the package has them.
+`sampling`); it is added when the service serves the model with defaults other than its global ones.
 
 Measured on the drawn half (the rows below the kept ones), against the same rows of the true images:
 
@@ -40,9 +40,10 @@ from typing import Dict, List, Optional
 
 import numpy as np
 
-from service_client import REPO, add_test_set_args, decode_png, load_test_set, png_bytes, post_image, running_service
+from service_client import (REPO, add_test_set_args, decode_png, load_test_set, png_bytes, post_image, request,
+                            running_service)
 
-SAMPLING_KEYS = ("temperature", "top_k", "top_p")
+GLOBAL_SAMPLING = {"temperature": 1, "top_k": 0, "top_p": 1}  # the service's, for a package that names none
 ALIKE = 32          # colours alike: every channel within this (0-255)
 
 
@@ -189,6 +190,8 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="emoji-32")
     p.add_argument("--url", help="a running service; default: start one on a free loopback port")
+    p.add_argument("--package", help="the package folder (default models/<model>); a service this script starts serves "
+                                     "its parent folder")
     add_test_set_args(p)
     p.set_defaults(dataset=None)  # the package's training.dataset
     p.add_argument("--images", type=int, default=16, help="test images (a seeded pick)")
@@ -207,7 +210,7 @@ def main() -> int:
     from igpt.data import preprocess
     from igpt.palette import quantize
 
-    package = os.path.join(REPO, "models", args.model)
+    package = args.package or os.path.join(REPO, "models", args.model)
     with open(os.path.join(package, "model.json"), encoding="utf-8") as f:
         manifest = json.load(f)
     h, w, c = (manifest["image"][k] for k in ("height", "width", "channels"))
@@ -223,18 +226,23 @@ def main() -> int:
 
     likelihood = None if args.no_likelihood else Likelihood(package)
     settings: List[Optional[Dict[str, float]]] = grid(args.temperatures, args.top_p, args.top_k)
-    if manifest.get("sampling"):
-        settings.insert(0, None)
-    named = manifest.get("sampling")
-    print(f"{args.model}: {len(picks)} test images of {args.dataset} ({len(test_images)} in the split), {args.n} "
-          f"completions each per setting, rows {rows}/{h} kept, streaks of {length}+ pixels; package defaults: {json.dumps(named) if named else 'none'}"
-          + (f"; PyTorch rebuild within {likelihood.parity:.2g} of parity.json" if likelihood else ""), flush=True)
 
     results = []
     sheet_rows = [("true images (quantized)", truth_pixels)]
     truth = measure(truth_pixels[:, None], truth_pixels, truth_tokens.reshape(len(picks), 1, -1), rows, length, likelihood)
     truth.update(spread=float("nan"), diff_truth=0.0)
-    with running_service(args.url) as base:
+    with running_service(args.url, os.path.dirname(os.path.abspath(package)) if args.package else None) as base:
+        # The defaults the service serves (the package's `sampling` over its global ones), not the file's: what users get.
+        status, _, body = request(f"{base}/v1/models/{args.model}")
+        if status != 200:
+            raise RuntimeError(f"GET /v1/models/{args.model}: HTTP {status} {body[:300]!r}")
+        served = json.loads(body).get("sampling")
+        if served and served != GLOBAL_SAMPLING:
+            settings.insert(0, None)
+        print(f"{args.model}: {len(picks)} test images of {args.dataset} ({len(test_images)} in the split), {args.n} "
+              f"completions each per setting, rows {rows}/{h} kept, streaks of {length}+ pixels; served defaults: "
+              f"{json.dumps(served)}" + (f"; PyTorch rebuild within {likelihood.parity:.2g} of parity.json" if likelihood else ""),
+              flush=True)
         for s in settings:
             drawn = complete_all(base, args.model, images, rows, args.n, args.seed, s, args.concurrency)
             drawn_tokens = quantize(drawn, palette).reshape(len(picks), args.n, -1)
@@ -257,7 +265,7 @@ def main() -> int:
     if args.json:
         with open(args.json, "w", encoding="utf-8") as f:
             json.dump({"model": args.model, "dataset": args.dataset, "images": [int(i) for i in picks], "n": args.n,
-                       "seed": args.seed, "rows": rows, "package_sampling": named, "true_images": truth,
+                       "seed": args.seed, "rows": rows, "served_sampling": served, "true_images": truth,
                        "results": results}, f, indent=1)
         print(f"wrote {args.json}")
     return 0
