@@ -7,7 +7,8 @@
 Left: 8 test images (one per class, the first 8 classes), each posted whole to
 POST /v1/models/{model}/completions with `rows` = half the height, then 4 completions beside the
 original. Right: 16 unconditional samples from POST /v1/models/{model}/samples. Written to
-models/<model>/samples.png unless --out says otherwise.
+models/<model>/samples.png unless --out says otherwise. The requests name no sampling setting (unless --temperature
+is given), so the sheet shows what users get: the model's default sampling settings (model.json `sampling`).
 """
 from __future__ import annotations
 
@@ -28,7 +29,8 @@ def main() -> int:
     p.add_argument("--url", help="a running service; default: start one on a free loopback port")
     add_test_set_args(p)
     p.add_argument("--seed", type=int, default=2026)
-    p.add_argument("--temperature", type=float, default=1.0)
+    p.add_argument("--temperature", type=float, default=None,
+                   help="default: none sent, so the model's default sampling settings apply (GET /v1/models/{model})")
     p.add_argument("--scale", type=int, default=4, help="nearest-neighbour enlargement")
     p.add_argument("--out", default=None)
     args = p.parse_args()
@@ -44,19 +46,19 @@ def main() -> int:
     originals = preprocess(test_images[picks], h, w, c)
 
     s, pad = args.scale, 6
+    sampling = {} if args.temperature is None else {"temperature": args.temperature}
     cell_w, cell_h = w * s, h * s
     with running_service(args.url) as base:
         rows = []
         for i, img in enumerate(originals):
             status, _, body = post_image(f"{base}/v1/models/{args.model}/completions", png_bytes(img),
-                                         {"rows": h // 2, "n": 4, "seed": args.seed + i,
-                                          "temperature": args.temperature, "scale": s})
+                                         {"rows": h // 2, "n": 4, "seed": args.seed + i, "scale": s, **sampling})
             if status != 200:
                 print(f"completion {i}: HTTP {status} {body[:300]!r}")
                 return 1
             rows.append([decode_png(b).convert("RGB") for b in json.loads(body)["images"]])
         status, _, body = post_json(f"{base}/v1/models/{args.model}/samples",
-                                    {"n": 16, "seed": args.seed, "temperature": args.temperature, "scale": s})
+                                    {"n": 16, "seed": args.seed, "scale": s, **sampling})
         if status != 200:
             print(f"samples: HTTP {status} {body[:300]!r}")
             return 1

@@ -105,6 +105,30 @@ public sealed class OpenApiDocumentTests(ApiFactory factory)
     }
 
     [Fact]
+    public async Task SamplingFieldsDefaultToTheModelsSettings()
+    {
+        var document = await ReadAsync();
+        foreach (var route in GenerationRoutes)
+        {
+            foreach (var (type, media) in Post(document, route).RequestBody!.Content!)
+            {
+                foreach (var name in new[] { "temperature", "top_k", "top_p" })
+                {
+                    var field = media.Schema!.Properties![name];
+                    // A default or example would be filled into Swagger UI's form and sent, overriding the model's setting.
+                    Assert.True(field.Default is null && field.Example is null, $"{route} {type}: {name} has a fixed default or example");
+                    Assert.Contains("GET /v1/models/{model}", field.Description);
+                }
+            }
+            Assert.False(Post(document, route).RequestBody!.Content!["application/json"].Example!.AsObject().ContainsKey("temperature"),
+                $"{route}: the JSON example sends a temperature, overriding the model's");
+        }
+        var sampling = document.Components!.Schemas!["ModelResponse"].Properties!["sampling"];
+        Assert.NotNull(sampling);
+        Assert.Contains("sampling", document.Paths["/v1/models/{model}"].Operations![HttpMethod.Get].Description);
+    }
+
+    [Fact]
     public async Task SeedIsAnInt64InTheRangeEveryClientHolds()
     {
         var document = await ReadAsync();

@@ -31,6 +31,36 @@ public class ManifestTests
     }
 
     [Fact]
+    public void SamplingDefaultsAreThePackagesOverTheGlobalOnes()
+    {
+        Assert.Equal(SamplingOptions.Default, ModelManifest.Load(Fixture.PackageDir).Sampling); // the fixture names none
+
+        var json = FixtureJson();
+        json["sampling"] = new JsonObject { ["temperature"] = 0.8, ["top_k"] = 40, ["top_p"] = 0.95 };
+        Assert.Equal(new SamplingOptions(0.8f, 40, 0.95f), ModelManifest.Parse(json.ToJsonString(), Fixture.PackageDir).Sampling);
+
+        // A setting the package leaves out is the global one; null is the same as no object.
+        json["sampling"] = new JsonObject { ["top_p"] = 0.9 };
+        Assert.Equal(new SamplingOptions(1, 0, 0.9f), ModelManifest.Parse(json.ToJsonString(), Fixture.PackageDir).Sampling);
+        json["sampling"] = null;
+        Assert.Equal(SamplingOptions.Default, ModelManifest.Parse(json.ToJsonString(), Fixture.PackageDir).Sampling);
+    }
+
+    [Fact]
+    public void RejectsSamplingDefaultsNoRequestCouldSend()
+    {
+        Assert.Contains("sampling: top_p must be in (0, 1]", Reject(j => j["sampling"] = new JsonObject { ["top_p"] = 0 }).Message);
+        Assert.Contains("sampling: top_p must be in (0, 1]", Reject(j => j["sampling"] = new JsonObject { ["top_p"] = 1.5 }).Message);
+        Assert.Contains("sampling: temperature must be 0..100", Reject(j => j["sampling"] = new JsonObject { ["temperature"] = -0.5 }).Message);
+        Assert.Contains("sampling: temperature must be 0..100", Reject(j => j["sampling"] = new JsonObject { ["temperature"] = 101 }).Message);
+        Assert.Contains("sampling: top_k must be >= 0", Reject(j => j["sampling"] = new JsonObject { ["top_k"] = -1 }).Message);
+        // Wrong types are invalid JSON for the manifest, named by their path.
+        Assert.Contains("$.sampling.top_k", Reject(j => j["sampling"] = new JsonObject { ["top_k"] = 2.5 }).Message);
+        Assert.Contains("$.sampling.temperature", Reject(j => j["sampling"] = new JsonObject { ["temperature"] = "0.9" }).Message);
+        Assert.Contains("$.sampling", Reject(j => j["sampling"] = 0.9).Message);
+    }
+
+    [Fact]
     public void RejectsUnknownFormatVersion()
     {
         Assert.Contains("format_version 3 is not supported", Reject(j => j["format_version"] = 3).Message);

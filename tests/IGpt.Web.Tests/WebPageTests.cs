@@ -24,6 +24,9 @@ public sealed class WebPageTests(Browser browser, ITestOutputHelper output) : IC
         var options = await web.Page.EvalOnSelectorAllAsync<string[]>("#model option", "os => os.map(o => o.value)");
         Assert.Equal([WebServer.Model], options);
         Assert.Contains("8×8", await web.Page.TextContentAsync("#model-info"));
+        // The sampling fields start at the model's defaults (GET /v1/models' `sampling`), not the service's 1, 0, 1.
+        Assert.Equal(WebServer.Sampling, (await web.Page.InputValueAsync("#temperature"), await web.Page.InputValueAsync("#top_k"),
+            await web.Page.InputValueAsync("#top_p")));
 
         using var client = new HttpClient { BaseAddress = browser.Server.BaseAddress };
         var script = await client.GetAsync("/app.js");

@@ -1,3 +1,5 @@
+using System.Globalization;
+using System.Text.Json.Nodes;
 using Microsoft.AspNetCore.Hosting.Server;
 using Microsoft.AspNetCore.Hosting.Server.Features;
 using Microsoft.AspNetCore.Http.Features;
@@ -9,8 +11,8 @@ namespace IGpt.Web.Tests;
 
 /// <summary>
 /// The real service on a loopback Kestrel port, CPU only, over a temporary models folder holding the tiny test
-/// package (8x8 grey, palette 8, 3 classes) with two <see cref="Examples"/>, and a copy whose decoder is corrupt
-/// (a failed model the page must not offer).
+/// package (8x8 grey, palette 8, 3 classes) with two <see cref="Examples"/> and default sampling settings
+/// (<see cref="Sampling"/>), and a copy whose decoder is corrupt (a failed model the page must not offer).
 /// </summary>
 public sealed class WebServer : ServiceFactory
 {
@@ -44,6 +46,12 @@ public sealed class WebServer : ServiceFactory
 
     public static int Width { get; } = ModelsFolder.FixtureManifest()["image"]!["width"]!.GetValue<int>();
 
+    /// <summary>
+    /// The test model's default sampling settings (model.json "sampling"): the page fills its fields with them, and
+    /// the tests that compare its images with the service's answer to a request without them check they agree.
+    /// </summary>
+    public static readonly (string Temperature, string TopK, string TopP) Sampling = ("0.75", "5", "0.9");
+
     /// <summary>The test model's examples (its package's examples/ folder), named after its classes like the shipped ones.</summary>
     public static IReadOnlyList<Example> Examples { get; } = [MakeExample("1-dark", 0, 3), MakeExample("2-light", 4, 7)];
 
@@ -54,6 +62,12 @@ public sealed class WebServer : ServiceFactory
     {
         var examples = Directory.CreateDirectory(Path.Combine(models.Path, Model, "examples")).FullName;
         foreach (var example in Examples) File.WriteAllBytes(Path.Combine(examples, example.Name + ".png"), example.Png);
+        ModelsFolder.EditManifest(Path.Combine(models.Path, Model), manifest => manifest["sampling"] = new JsonObject
+        {
+            ["temperature"] = double.Parse(Sampling.Temperature, CultureInfo.InvariantCulture),
+            ["top_k"] = int.Parse(Sampling.TopK, CultureInfo.InvariantCulture),
+            ["top_p"] = double.Parse(Sampling.TopP, CultureInfo.InvariantCulture),
+        });
         return models;
     }
 

@@ -61,7 +61,8 @@ public sealed class ModelsFolder : IDisposable
         return dir;
     }
 
-    private static void EditManifest(string dir, Action<JsonObject> edit)
+    /// <summary>Rewrites the model.json of the package in <paramref name="dir"/> after <paramref name="edit"/>.</summary>
+    public static void EditManifest(string dir, Action<JsonObject> edit)
     {
         var path = System.IO.Path.Combine(dir, "model.json");
         var manifest = JsonNode.Parse(File.ReadAllText(path))!.AsObject();

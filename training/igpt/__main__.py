@@ -14,6 +14,7 @@ COMMANDS = {
     "sample": ("sample", "sample or complete images with a checkpoint"),
     "export": ("export", "write a model package (ONNX graphs, manifest, parity data)"),
     "segments": ("segments", "add the decoder step segments to a package exported before them"),
+    "sampling": ("sampling_defaults", "show or set a package's default sampling settings (model.json \"sampling\")"),
     "convert": ("convert", "rewrite a format version 1 package as version 2 (each weight stored once)"),
     "import-hf": ("import_hf", "convert a HuggingFace ImageGPT checkpoint"),
     "pipeline": ("pipeline", "prepare -> pretrain -> fine-tune -> export from a config file"),

@@ -21,6 +21,7 @@ from .checkpoint import load_checkpoint
 from .genai_config import build_genai_config
 from .model import IGpt, IGptConfig
 from .model_card import SEGMENTS_CARD_TEXT, build_model_card
+from .sampling_defaults import argument as sampling_argument, with_sampling
 
 FORMAT_VERSION = 2
 PARITY_TOLERANCE = 1e-4
@@ -36,13 +37,17 @@ def add_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--description", default=None, help="one line for the manifest and the card")
     p.add_argument("--no-fp16", action="store_true", help="skip the fp16 graphs (the CUDA variants)")
     p.add_argument("--card-extra", default=None, help="markdown file appended to MODEL_CARD.md")
+    p.add_argument("--sampling", type=sampling_argument, default=None, metavar="JSON",
+                   help='default sampling settings for the manifest, any of temperature, top_k, top_p, e.g. '
+                        '\'{"temperature": 0.9, "top_p": 0.95}\' (python3 -m igpt sampling sets them later)')
 
 
 def main(args) -> int:
     model, ckpt = load(args.ckpt)
     extra = open(args.card_extra, encoding="utf-8").read() if args.card_extra else None
     files = export_package(model, ckpt, args.out, model_id=args.id, description=args.description,
-                           fp16=not args.no_fp16, card_extra=extra)
+                           fp16=not args.no_fp16, card_extra=extra,
+                           sampling=getattr(args, "sampling", None))  # scripts build their own Namespace without it
     for name in sorted(files):
         print(f"{os.path.join(args.out, name)}  {os.path.getsize(os.path.join(args.out, name)):,} bytes")
     return 0
@@ -60,8 +65,9 @@ def load(path: str):
 
 def export_package(model: IGpt, ckpt: Dict[str, Any], out: str, model_id: Optional[str] = None,
                    description: Optional[str] = None, fp16: bool = True,
-                   card_extra: Optional[str] = None) -> List[str]:
-    """Write every package file into `out`; returns the file names written."""
+                   card_extra: Optional[str] = None, sampling: Optional[Dict[str, Any]] = None) -> List[str]:
+    """Write every package file into `out`; returns the file names written. `sampling`: the manifest's default
+    sampling settings (igpt/sampling_defaults.py), none when None."""
     cfg: IGptConfig = model.config
     if getattr(cfg, "bidirectional", False):
         raise ValueError("a bidirectional (BERT-objective) model has no causal KV-cache decoder, which a "
@@ -90,6 +96,7 @@ def export_package(model: IGpt, ckpt: Dict[str, Any], out: str, model_id: Option
 
     manifest = build_manifest(cfg, ckpt, model_id, description, palette, classes, fp16, has_classifier,
                               model.num_params(), weights_entries(out))
+    manifest = with_sampling(manifest, sampling)
     _write_json(os.path.join(out, "genai_config.json"), build_genai_config(cfg))
     _write_json(os.path.join(out, "parity.json"), build_parity(model, has_classifier))
     with open(os.path.join(out, "MODEL_CARD.md"), "w", encoding="utf-8") as f:

@@ -129,6 +129,9 @@ def build_model_card(cfg: IGptConfig, ckpt: Dict[str, Any], manifest: Dict[str, 
     metrics = ckpt.get("metrics") or {}
     body = _metrics_sections(metrics, m["classes"]) if isinstance(metrics, dict) else ""
     lines += [body if body else "No metrics recorded in the checkpoint.", ""]
+    if m.get("sampling"):
+        from .sampling_defaults import card_section
+        lines += [card_section(m["sampling"])]
     lines += ["## Files", "",
               FILES_INTRO.format(m["format_version"]) + "`decoder.onnx` (fp32, CPU), "
               + (SEGMENTS_CARD_TEXT if m["files"]["decoder"]["cpu"].get("step_segments") else "")

@@ -64,6 +64,7 @@ public sealed class ModelCatalog
             HasClassifier = model?.HasClassifier ?? false,
             ExecutionProvider = model?.ExecutionProvider,
             ProviderReason = model?.ProviderReason,
+            Sampling = manifest is null ? null : SamplingSettings.From(manifest.Sampling),
             Metrics = manifest?.Metrics,
             Training = manifest?.Training,
         };

@@ -9,6 +9,13 @@ public sealed record GenerationResponse
     /// <summary>The sampling seed used (the one sent, or a random one when none was sent), 0 to 2^53-1; the same seed and fields give the same images.</summary>
     public required long Seed { get; init; }
 
+    /// <summary>
+    /// The sampling settings the images were drawn with: those the request named, and the model's defaults for the
+    /// others (GET /v1/models/{model} <c>sampling</c>). With the seed they reproduce the images, even after the
+    /// package's defaults change.
+    /// </summary>
+    public required SamplingSettings Sampling { get; init; }
+
     /// <summary>Rows of the model-resolution image kept from the prompt (0 for unconditional samples).</summary>
     public required int Rows { get; init; }
 

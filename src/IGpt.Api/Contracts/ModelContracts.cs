@@ -51,9 +51,32 @@ public sealed record ModelResponse
     /// <summary>Why that provider was chosen (for example why CUDA could not be used).</summary>
     public string? ProviderReason { get; init; }
 
+    /// <summary>
+    /// The sampling settings a completion or samples request gets for each of temperature, top_k and top_p it leaves out:
+    /// the package's defaults (model.json <c>sampling</c>), else the service's (temperature 1, top_k 0, top_p 1). Null when
+    /// the manifest could not be read.
+    /// </summary>
+    public SamplingSettings? Sampling { get; init; }
+
     /// <summary>Measured quality from the manifest (free-form numbers, e.g. test_bits_per_token), shown as they are.</summary>
     public JsonObject? Metrics { get; init; }
 
     /// <summary>How the model was trained, from the manifest (dataset, tokens_seen, wall_time_s, hardware).</summary>
     public JsonObject? Training { get; init; }
+}
+
+/// <summary>A model's default sampling settings (the request fields of the same names).</summary>
+public sealed record SamplingSettings
+{
+    /// <summary>Sampling temperature; 0 is greedy decoding.</summary>
+    public required float Temperature { get; init; }
+
+    /// <summary>Sample only from the k most probable colours; 0 = off.</summary>
+    public required int TopK { get; init; }
+
+    /// <summary>Nucleus sampling threshold, 0 &lt; p &lt;= 1; 1 = off.</summary>
+    public required float TopP { get; init; }
+
+    public static SamplingSettings From(SamplingOptions options) =>
+        new() { Temperature = options.Temperature, TopK = options.TopK, TopP = options.TopP };
 }

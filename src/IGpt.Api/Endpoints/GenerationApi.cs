@@ -31,7 +31,7 @@ public static class GenerationApi
                 + "With `Accept: image/png` the answer is one PNG of the n results side by side; with `\"stream\": true` (or "
                 + "`Accept: text/event-stream`) server-sent events: a `row` event per finished image row, `heartbeat`s, then `result` or `error`.")
             .WithMetadata(new RequestBodyDocs(RequestShape.Completion, "CompletionRequest",
-                $$"""{"image": "{{RequestBodyDocs.ExampleImage}}", "n": 4, "temperature": 1.0, "top_k": 0, "top_p": 1.0, "scale": 4, "stream": false}""",
+                $$"""{"image": "{{RequestBodyDocs.ExampleImage}}", "n": 4, "scale": 4, "stream": false}""",
                 Required: true, Generates: true))
             .WithOutcomes(Completions)
             .WithProblems();
@@ -42,7 +42,7 @@ public static class GenerationApi
             .WithDescription("The model draws n whole images from nothing. Same answer as completions (rows = 0); "
                 + "`Accept: image/png` gives one PNG of the n samples side by side; `\"stream\": true` streams rows as server-sent events.")
             .WithMetadata(new RequestBodyDocs(RequestShape.Samples, "SampleRequest",
-                """{"n": 4, "temperature": 1.0, "top_k": 0, "top_p": 1.0, "scale": 4, "stream": false}""", Required: false, Generates: true))
+                """{"n": 4, "scale": 4, "stream": false}""", Required: false, Generates: true))
             .WithOutcomes(Samples)
             .WithProblems();
 

@@ -14,11 +14,14 @@ public static class ModelsApi
         group.MapGet("", ListModels)
             .WithName("ListModels")
             .WithSummary("List the models")
-            .WithDescription("Every package under the models folder, with its status: failed packages are listed with the reason.");
+            .WithDescription("Every package under the models folder, with its status (failed packages are listed with the reason) and, "
+                + "as for one model, its default sampling settings.");
         group.MapGet("/{model}", GetModel)
             .WithName("GetModel")
             .WithSummary("Describe one model")
-            .WithDescription("The package's geometry, palette size, classes, execution provider and measured quality; 404 when there is no such package.")
+            .WithDescription("The package's geometry, palette size, classes, execution provider, default sampling settings (`sampling`: what "
+                + "completions and samples use for temperature, top_k and top_p when a request leaves them out) and measured quality; "
+                + "404 when there is no such package.")
             .ProducesProblem(StatusCodes.Status404NotFound);
         group.MapGet("/{model}/examples", ListExamples)
             .WithName("ListModelExamples")

@@ -9,7 +9,7 @@ namespace IGpt.Api.Generation;
 
 /// <summary>The images a generation request produced, before they are encoded for the response.</summary>
 public sealed record GenerationOutput(
-    string Model, ulong Seed, int Rows, int Scale, IReadOnlyList<PixelImage> Images, CompletionResult Result)
+    string Model, ulong Seed, SamplingOptions Sampling, int Rows, int Scale, IReadOnlyList<PixelImage> Images, CompletionResult Result)
 {
     /// <summary>Prompt pixels, shared by every image.</summary>
     public int PromptTokens => Rows * (Images.Count > 0 ? Images[0].Width : 0);
@@ -35,7 +35,7 @@ public sealed class ImageGenerator(ImageCodec codec, IOptions<ApiOptions> option
         var maxRows = Math.Max(1, manifest.Height - 1);
         var partial = fields.Bool(FieldSpecs.Partial) ?? false;
         var requestedRows = fields.Int(FieldSpecs.Rows, maxRows);
-        var parameters = GenerationParameters.From(fields, _maxImages);
+        var parameters = GenerationParameters.From(fields, _maxImages, model.Manifest.Sampling);
 
         var image = codec.DecodeForModel(fields.RequireImage(), manifest, partial);
         int rows;
@@ -62,7 +62,7 @@ public sealed class ImageGenerator(ImageCodec codec, IOptions<ApiOptions> option
     /// <summary>Checks a samples request (an empty prompt).</summary>
     public GenerationPlan PlanSamples(string id, IGptModel model, RequestFields fields)
     {
-        var parameters = GenerationParameters.From(fields, _maxImages);
+        var parameters = GenerationParameters.From(fields, _maxImages, model.Manifest.Sampling);
         return new GenerationPlan(id, model, 0, parameters, new CompletionRequest([], parameters.Count, parameters.Sampling, parameters.Seed));
     }
 
@@ -70,6 +70,7 @@ public sealed class ImageGenerator(ImageCodec codec, IOptions<ApiOptions> option
     {
         Model = output.Model,
         Seed = (long)output.Seed,
+        Sampling = SamplingSettings.From(output.Sampling),
         Rows = output.Rows,
         Images = [.. output.Images.Select(image => Convert.ToBase64String(codec.EncodePng(image, output.Scale)))],
         Usage = new UsageInfo { PromptTokens = output.PromptTokens, GeneratedTokens = output.GeneratedTokens },
@@ -108,7 +109,7 @@ public sealed class ImageGenerator(ImageCodec codec, IOptions<ApiOptions> option
         var model = plan.Loaded;
         var width = model.Manifest.Width;
         var images = result.Images.Select(tokens => PixelImage.FromTokens(tokens, width, model.Palette)).ToArray();
-        return new GenerationOutput(plan.Model, plan.Parameters.Seed, plan.Rows, plan.Parameters.Scale, images, result);
+        return new GenerationOutput(plan.Model, plan.Parameters.Seed, plan.Parameters.Sampling, plan.Rows, plan.Parameters.Scale, images, result);
     }
 
     /// <summary>An image row's pixel values (interleaved channels) from its palette tokens.</summary>

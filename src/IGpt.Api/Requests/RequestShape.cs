@@ -24,9 +24,14 @@ public static class FieldSpecs
     public const int MaxScale = 16;
     public const float MaxTemperature = 100;
 
-    // The values of missing fields, for the parsers and the document alike.
-    public const int DefaultCount = 1, DefaultTopK = 0, DefaultScale = 1, DefaultTop = 5;
-    public const float DefaultTemperature = 1f, DefaultTopP = 1f;
+    // The values of missing fields, for the parsers and the document alike. Temperature, top_k and top_p have none
+    // here: a missing one takes the model's default (model.json "sampling", shown by GET /v1/models/{model}).
+    public const int DefaultCount = 1, DefaultScale = 1, DefaultTop = 5;
+
+    /// <summary>How a sampling field's default is described; <paramref name="global"/> is the value for a package that sets none.</summary>
+    private static string ModelDefault(string global) =>
+        $"default: the model's, `sampling` in GET /v1/models/{{model}}: {global} unless its package sets another; "
+        + "a field left out takes the model's value even when other sampling fields are sent";
 
     public static readonly FieldSpec Image = new("image", FieldKind.Image,
         "The image: PNG or JPEG, a file in a multipart form, base64 in JSON (a data: URL prefix is allowed). It is converted to the "
@@ -46,18 +51,22 @@ public static class FieldSpecs
         "Number of images, 1 to Api:MaxImagesPerRequest (16 unless configured; default 1).")
         with { ConfiguredMaximum = api => api.MaxImagesPerRequest };
 
+    // No Default and no Example: Swagger UI would fill its form with either and send it, overriding the model's default.
     public static readonly FieldSpec Temperature = new("temperature", FieldKind.Number,
-        $"Sampling temperature, 0 to {MaxTemperature} (default 1.0). 0 is greedy decoding: every pixel takes its most probable "
-        + "colour, so seed, top_k and top_p make no difference and every image of the request is the same.")
+        $"Sampling temperature, 0 to {MaxTemperature} ({ModelDefault("1.0")}). 0 is greedy decoding: "
+        + "every pixel takes its most probable colour, so seed, top_k and top_p make no difference and every image of the request is the same.")
     {
-        Minimum = 0, Maximum = MaxTemperature, Default = DefaultTemperature,
+        Minimum = 0, Maximum = MaxTemperature,
     };
 
-    public static readonly FieldSpec TopK = Integer("top_k", 0, int.MaxValue, DefaultTopK,
-        "Sample only from the k most probable colours; 0 turns it off (default 0).");
+    public static readonly FieldSpec TopK = Integer("top_k", 0, int.MaxValue, null,
+        $"Sample only from the k most probable colours; 0 turns it off ({ModelDefault("0")}).");
 
-    public static readonly FieldSpec TopP = Positive("top_p", 1, DefaultTopP,
-        "Nucleus sampling: the smallest set of colours whose probability reaches p, 0 < p <= 1 (default 1).");
+    public static readonly FieldSpec TopP = new("top_p", FieldKind.Number,
+        $"Nucleus sampling: the smallest set of colours whose probability reaches p, 0 < p <= 1; 1 turns it off ({ModelDefault("1")}).")
+    {
+        Minimum = 0, MinimumExclusive = true, Maximum = 1,
+    };
 
     public static readonly FieldSpec Seed = Integer("seed", 0, MaxSeed, null,
         $"Random seed, 0 to {MaxSeed} (2^53-1; default: a random one, echoed in the response and the X-Seed header).")
@@ -83,8 +92,4 @@ public static class FieldSpecs
     /// <param name="fallback">The value of a missing field; null where it depends on the model or is random.</param>
     private static FieldSpec Integer(string name, int minimum, long? maximum, int? fallback, string description) =>
         new(name, FieldKind.Integer, description) { Minimum = minimum, Maximum = maximum, Default = fallback };
-
-    /// <summary>A number greater than 0 and at most <paramref name="maximum"/>.</summary>
-    private static FieldSpec Positive(string name, float maximum, float fallback, string description) =>
-        new(name, FieldKind.Number, description) { Minimum = 0, MinimumExclusive = true, Maximum = maximum, Default = fallback };
 }

@@ -114,6 +114,10 @@ function selectModel() {
   ui.preview.style.height = `${model.height * previewScale}px`;
   ui.rows.max = String(model.height - 1);
   ui.rows.value = String(Math.floor(model.height / 2));
+  // The model's default sampling settings, which a request without these fields would get anyway.
+  if (model.sampling) {
+    for (const name of ['temperature', 'top_k', 'top_p']) $(name).value = String(model.sampling[name]);
+  }
   updateRows();
   updatePreview();
   ui.classify.disabled = !model.has_classifier;

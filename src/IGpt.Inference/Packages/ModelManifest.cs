@@ -64,6 +64,12 @@ public sealed partial record ModelManifest
     /// <summary>Absolute path of the package folder.</summary>
     public required string PackageDirectory { get; init; }
 
+    /// <summary>
+    /// The sampling settings a request gets for the ones it leaves out: the manifest's optional "sampling" object, each
+    /// setting it does not name taken from <see cref="SamplingOptions.Default"/> (temperature 1, top_k 0, top_p 1).
+    /// </summary>
+    public SamplingOptions Sampling { get; init; } = SamplingOptions.Default;
+
     /// <summary>Pixels (= tokens) per image: Height * Width.</summary>
     public int TokensPerImage => Height * Width;
 
@@ -177,6 +183,7 @@ public sealed partial record ModelManifest
             throw Bad($"files.decoder.cpu.step_segments lists {segments} graphs; n_layer {arch.NLayer} needs {arch.NLayer + 1}");
         if (classifier is not null && classes.Length == 0)
             throw Bad("files.classifier is set but classes is empty");
+        var sampling = DefaultSampling(r.Sampling);
 
         return new ModelManifest
         {
@@ -196,7 +203,26 @@ public sealed partial record ModelManifest
             Metrics = r.Metrics ?? [],
             Palette = new Palette(colors, channels),
             PackageDirectory = dir,
+            Sampling = sampling,
         };
+    }
+
+    /// <summary>The package's default sampling settings over the global ones; out-of-range values fail the package.</summary>
+    private static SamplingOptions DefaultSampling(RawSampling? s)
+    {
+        if (s is null) return SamplingOptions.Default;
+        var global = SamplingOptions.Default;
+        var options = new SamplingOptions(s.Temperature ?? global.Temperature, s.TopK ?? global.TopK, s.TopP ?? global.TopP);
+        try
+        {
+            options.Validate();
+        }
+        catch (ArgumentException e)
+        {
+            // The same ranges as the request fields, so that every default is a value a request could have sent.
+            throw new ModelPackageException($"{FileName}: sampling: {e.Message}", e);
+        }
+        return options;
     }
 
     private static WeightsFile[] Weights(RawWeightsFile[]? files, string dir)
@@ -272,6 +298,14 @@ public sealed partial record ModelManifest
         public RawFiles? Files { get; set; }
         public JsonObject? Training { get; set; }
         public JsonObject? Metrics { get; set; }
+        public RawSampling? Sampling { get; set; }
+    }
+
+    private sealed class RawSampling
+    {
+        public float? Temperature { get; set; }
+        public int? TopK { get; set; }
+        public float? TopP { get; set; }
     }
 
     private sealed class RawImage
