@@ -61,6 +61,26 @@ public class AnalysisTests
     }
 
     [Fact]
+    public void AGraphThatIsNotAnAnalysisGraphFailsTheLoadNamingIt()
+    {
+        // The classifier in analysis.onnx's place: loadable, but without the outputs the service reads.
+        var dir = Fixture.CopyToTemp(out var root);
+        try
+        {
+            File.Copy(Path.Combine(dir, "classifier.onnx"), Path.Combine(dir, "analysis.onnx"), overwrite: true);
+            var e = Assert.Throws<ModelPackageException>(() => IGptModel.Load(dir, Fixture.CpuOptions()));
+            Assert.Contains("analysis.onnx", e.Message);
+            Assert.Contains("output 'token_bits' is missing", e.Message);  // its 'features' are the pooled final norm only
+            File.WriteAllText(Path.Combine(dir, "analysis.onnx"), "not an ONNX graph");
+            Assert.StartsWith("analysis.onnx: ", Assert.Throws<ModelPackageException>(() => IGptModel.Load(dir, Fixture.CpuOptions())).Message);
+        }
+        finally
+        {
+            Directory.Delete(root, recursive: true);
+        }
+    }
+
+    [Fact]
     public void CompressorBitsAreZlibOfThePalettesBytes()
     {
         var palette = new Palette([0, 0, 0, 255, 0, 0, 0, 255, 0, 0, 0, 255], channels: 3);

@@ -32,7 +32,7 @@ internal static class SessionLoader
         {
             decoder = cuda.Session is { } session ? CudaDecoder(manifest, options, session, cuda) : CpuDecoder(manifest, planner, weights);
             classifier = LoadClassifier(manifest, planner, provider, weights, logger);
-            analyzer = LoadAnalyzer(manifest, planner, weights);
+            analyzer = LoadAnalyzer(manifest, planner, weights, logger);
         }
         catch
         {
@@ -179,9 +179,14 @@ internal static class SessionLoader
     /// The analysis graph (embeddings and likelihoods), or null when the package has none. The package ships it in fp32
     /// only, so it runs on the CPU even beside a CUDA decoder, sharing the CPU sessions' weights.
     /// </summary>
-    private static Analyzer? LoadAnalyzer(ModelManifest manifest, StepPlanner planner, PackageWeights? weights)
+    private static Analyzer? LoadAnalyzer(ModelManifest manifest, StepPlanner planner, PackageWeights? weights, ILogger logger)
     {
         if (manifest.Analysis is not { } analysis) return null;
+        if (analysis.Ood is { } ood && OodScore.CalibrationOf(manifest) is null)
+        {
+            logger.LogWarning("Model {ModelId}: analysis.ood is calibrated for the score '{Score}', not '{Served}': likelihoods come without a verdict",
+                manifest.Id, ood.Score, OodScore.Name);
+        }
         var session = planner.CreatePackageSession(manifest, analysis.Cpu.Path, weights);
         try { return new Analyzer(session, manifest, planner.Options.MaxBatch); }
         catch (Exception e)
