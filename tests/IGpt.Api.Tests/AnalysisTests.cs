@@ -52,7 +52,6 @@ public sealed class AnalysisTests(ApiFactory factory)
         }
         // Each layer's features are its own (a route that ignored the field would answer the same three times).
         Assert.Equal(3, layers.Select(l => string.Join(",", l)).Distinct().Count());
-        // Layer n_layer is the final norm's output: rms-normalized, so its mean square is far from zero.
         Assert.All(layers, l => Assert.All(l, v => Assert.True(float.IsFinite(v))));
     }
 
