@@ -1,4 +1,3 @@
-using System.IO.Compression;
 using System.Net;
 using System.Net.Http.Headers;
 using System.Text.Json.Nodes;
@@ -82,10 +81,7 @@ public sealed class AnalysisTests(ApiFactory factory)
         Assert.Equal(expected.TokenBits.Average(b => (double)b), bits, 5);
 
         // The compressor's bits, computed here from the test's own quantization of the image.
-        var pixels = Quantizer.Quantize(TestImages.ReadGrey(image).Pixels);
-        var compressed = new MemoryStream();
-        using (var zlib = new ZLibStream(compressed, CompressionLevel.SmallestSize)) zlib.Write(pixels);
-        var compressor = 8.0 * compressed.ToArray().Length / 64;
+        var compressor = ContextModelBits(Quantizer.Tokens(TestImages.ReadGrey(image).Pixels), width: 8, palette: 8);
         Assert.Equal(compressor, body["compressor_bits_per_pixel"]!.GetValue<double>(), 5);
         Assert.Equal(bits - compressor, body["ood_score"]!.GetValue<double>(), 5);
         // The fixture has no calibration (no analysis.ood): the score comes without words.
@@ -174,6 +170,25 @@ public sealed class AnalysisTests(ApiFactory factory)
         var codec = factory.Services.GetRequiredService<ImageCodec>();
         var tokens = codec.DecodeForModel(image, model.Manifest, partial: false).ToTokens(model.Palette);
         return (await model.AnalyzeBatchAsync([tokens], CancellationToken.None))[0];
+    }
+
+    /// <summary>
+    /// The score's compressor written out again (models/README.md): counts per (left, up) context, K for "none", each
+    /// pixel -log2((count + 1/2) / (total + K/2)) before its count is added.
+    /// </summary>
+    private static double ContextModelBits(int[] tokens, int width, int palette)
+    {
+        var counts = new int[palette + 1, palette + 1, palette];
+        var totals = new int[palette + 1, palette + 1];
+        double bits = 0;
+        for (int p = 0; p < tokens.Length; p++)
+        {
+            int left = p % width == 0 ? palette : tokens[p - 1], up = p < width ? palette : tokens[p - width];
+            bits -= Math.Log2((counts[left, up, tokens[p]] + 0.5) / (totals[left, up] + 0.5 * palette));
+            counts[left, up, tokens[p]]++;
+            totals[left, up]++;
+        }
+        return bits / tokens.Length;
     }
 
     private static float[] Floats(JsonNode array) => [.. array.AsArray().Select(v => v!.GetValue<float>())];

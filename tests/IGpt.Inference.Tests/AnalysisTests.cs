@@ -1,5 +1,3 @@
-using System.IO.Compression;
-
 namespace IGpt.Inference.Tests;
 
 /// <summary>analysis.onnx through the library: PyTorch's features and bits (parity.json), and bits that agree with the decoder's own logits.</summary>
@@ -81,19 +79,21 @@ public class AnalysisTests
     }
 
     [Fact]
-    public void CompressorBitsAreZlibOfThePalettesBytes()
+    public void CompressorBitsAreTheContextModelsCodeLength()
     {
-        var palette = new Palette([0, 0, 0, 255, 0, 0, 0, 255, 0, 0, 0, 255], channels: 3);
+        // One row of four 0s, palette of 2: contexts (none, none), then (0, none) three times, learning as it goes.
+        // Bits: -log2(0.5/1) + -log2(0.5/1) + -log2(1.5/2) + -log2(2.5/3).
+        double expected = (1 + 1 - Math.Log2(1.5 / 2) - Math.Log2(2.5 / 3)) / 4;
+        Assert.Equal(expected, OodScore.CompressorBitsPerPixel([0, 0, 0, 0], width: 4, paletteSize: 2), 12);
+        // The same tokens as two rows: the second row's contexts have an upper neighbour, (none, 0) then (0, 0).
+        expected = (1 + 1 + 1 + 1) / 4.0;
+        Assert.Equal(expected, OodScore.CompressorBitsPerPixel([0, 0, 0, 0], width: 2, paletteSize: 2), 12);
+
         var flat = new int[256];
-        var busy = Enumerable.Range(0, 256).Select(i => (i * 7919 % 251) % 4 == 3 ? 3 : (i * 31 % 7) % 3).ToArray();
-        var flatBits = OodScore.CompressorBitsPerPixel(flat, palette);
-        var busyBits = OodScore.CompressorBitsPerPixel(busy, palette);
-        Assert.True(flatBits < busyBits, $"flat {flatBits} vs busy {busyBits}");
-        // The same bytes in the same zlib format: the inflated stream is the pixels, 3 bytes each.
-        var compressed = new MemoryStream();
-        using (var zlib = new ZLibStream(compressed, CompressionLevel.SmallestSize, leaveOpen: true))
-            zlib.Write(busy.SelectMany(t => palette[t].ToArray()).ToArray());
-        Assert.Equal(8.0 * compressed.Length / 256, busyBits);
+        var busy = Enumerable.Range(0, 256).Select(i => (i * 7919 % 251) % 16).ToArray();
+        Assert.True(OodScore.CompressorBitsPerPixel(flat, 16, 16) < OodScore.CompressorBitsPerPixel(busy, 16, 16));
+        Assert.Throws<ArgumentException>(() => OodScore.CompressorBitsPerPixel([0, 2], 2, 2));
+        Assert.Throws<ArgumentException>(() => OodScore.CompressorBitsPerPixel([0, 1, 0], 2, 2));
     }
 
     [Fact]

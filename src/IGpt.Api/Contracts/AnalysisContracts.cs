@@ -35,8 +35,9 @@ public sealed record LikelihoodResponse
     public required IReadOnlyList<double> Rows { get; init; }
 
     /// <summary>
-    /// What a generic compressor needs for the same image: 8 x its zlib size (smallest) over the quantized pixels' bytes,
-    /// per pixel. Simple images are cheap for both the model and the compressor.
+    /// What a generic compressor needs for the same image, in bits per pixel: an adaptive context model that predicts each
+    /// pixel's colour from its left and upper neighbours with counts learned on the image itself (the code length an
+    /// arithmetic coder reaches). Simple images are cheap for both the model and the compressor.
     /// </summary>
     public required double CompressorBitsPerPixel { get; init; }
 

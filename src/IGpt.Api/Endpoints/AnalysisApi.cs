@@ -43,7 +43,7 @@ public static class AnalysisApi
             .WithName("CreateLikelihood")
             .WithSummary("Score how likely an image is")
             .WithDescription("The model's negative log-likelihood of the quantized image in bits per pixel (overall and per row), and "
-                + "an out-of-distribution score: bits_per_pixel minus a generic compressor's bits per pixel, higher meaning less like "
+                + "an out-of-distribution score: bits_per_pixel minus a generic compressor's bits per pixel (an adaptive context model over the left and upper neighbours), higher meaning less like "
                 + "the training images, with a verdict in words from the test images' quantiles. With `Accept: image/png` the answer "
                 + "is the surprise map: each pixel's bits on a dark-to-bright colour ramp from 0 to log2(palette size), enlarged "
                 + "`scale` times. Cached by (model, image bytes) together with embeddings (X-Cache). 404 for a model without an analysis graph.")
@@ -149,7 +149,7 @@ public static class AnalysisApi
         if (cache.TryGet(model, hash, out var found)) return (found!, true);
         var tokens = codec.DecodeForModel(bytes, loaded.Manifest, partial: false).ToTokens(loaded.Palette);
         var analysis = await batcher.AnalyzeAsync(model, loaded, tokens, cancellationToken);
-        var image = new AnalyzedImage(analysis, OodScore.CompressorBitsPerPixel(tokens, loaded.Palette));
+        var image = new AnalyzedImage(analysis, OodScore.CompressorBitsPerPixel(tokens, loaded.Manifest.Width, loaded.Manifest.PaletteSize));
         cache.Set(model, hash, image);
         return (image, false);
     }
