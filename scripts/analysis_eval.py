@@ -11,7 +11,8 @@
     scripts/ood_sets.py (generated into its cache when missing) to POST /v1/models/{model}/likelihoods as JSON
     {"image": base64 PNG}. Prints the mean bits_per_pixel against the card's test_bits_per_token (goal: within 3%),
     and per OOD set the AUROC of the raw bits_per_pixel and of the service's ood_score (goal: >= 0.95 each). Also
-    checks that ood_score is bits_per_pixel minus zlib's bits per pixel of the quantized image (models/README.md).
+    checks that ood_score is bits_per_pixel minus the context model's bits per pixel of the quantized image
+    (models/README.md, "The out-of-distribution score").
 (b) Embeddings: posts --train training images and the test images to POST /v1/models/{model}/embeddings
     ({"model", "layer", "dimensions", "embedding"}) and fits a multinomial logistic regression on the training
     embeddings (standardized; L2 chosen on a fifth of them held out, then refitted on all), printing the test
@@ -76,7 +77,7 @@ def pytorch_backend(package: str):
         t = tokens_of(images)
         _, bits = analysis.analyse(model, t)
         bpp = bits.double().mean(1).numpy()
-        ood = analysis.ood_score(bpp, t, manifest["palette"])
+        ood = analysis.ood_score(bpp, t, manifest["palette_size"], manifest["image"]["width"])
         w = manifest["image"]["width"]
         rows = bits.double().reshape(len(t), -1, w).mean(2).numpy()
         return [{"bits_per_pixel": float(b), "ood_score": float(o), "rows": r.tolist()} for b, o, r in zip(bpp, ood, rows)]
@@ -189,10 +190,11 @@ def main() -> int:
             score = {k: np.array([r["ood_score"] for r in a]) for k, a in answers.items()}
             # the service's ood_score against the definition (its bits minus zlib of the quantized image)
             from igpt.palette import quantize
-            worst = 0.0
+            gaps = []
             for k, images in [("test", test_images)] + list(ood.items()):
                 tokens = quantize(images, np.asarray(manifest["palette"])).reshape(len(images), -1)
-                worst = max(worst, float(np.abs(score[k] - analysis.ood_score(bpp[k], tokens, manifest["palette"])).max()))
+                gaps.append(np.abs(score[k] - analysis.ood_score(bpp[k], tokens, manifest["palette_size"], w)))
+            gaps = np.concatenate(gaps)
             card = (manifest.get("metrics") or {}).get("test_bits_per_token")
             mean = float(bpp["test"].mean())
             print(f"(a) likelihoods: {n} images in {seconds:.1f} s ({n / seconds:.1f} images/s)")
@@ -200,8 +202,9 @@ def main() -> int:
             print(f"mean bits_per_pixel over {len(bpp['test'])} test images: {mean:.4f}; card's test_bits_per_token "
                   f"{card}; difference {diff:+.2f}% (goal: within {GOAL_BITS_PERCENT:g}%)")
             failed |= not abs(diff) <= GOAL_BITS_PERCENT
-            print(f"ood_score vs bits_per_pixel - zlib bits per pixel: largest difference {worst:.2e}\n")
-            failed |= worst > 1e-3
+            print(f"ood_score vs its definition (bits_per_pixel - the context model's bits per pixel of the quantized "
+                  f"image): largest difference {gaps.max():.2e}\n")
+            failed |= gaps.max() > 1e-3
             rows = []
             for name in ood:
                 raw_auc = analysis.auroc(bpp["test"], bpp[name])

@@ -88,6 +88,9 @@ def test_parity_rows_are_pytorch_features_and_bits(tiny):
         logits, _ = model(torch.cat([torch.full((len(x), 1), cfg.sos_token_id), x[:, :-1]], 1))
     nats = F.cross_entropy(logits.reshape(-1, cfg.palette_size), x.reshape(-1), reduction="none").reshape(x.shape)
     np.testing.assert_allclose((nats / math.log(2)).numpy(), p["token_bits"], atol=1e-5)
+    want = (nats / math.log(2)).double().mean(1).numpy() - analysis.context_model_bits_per_pixel(ids, cfg.palette_size,
+                                                                                                  cfg.width)
+    np.testing.assert_allclose(p["ood_score"], want, atol=1e-5)
 
 
 def test_features_last_entry_is_the_classifier_features(tiny):
@@ -182,8 +185,23 @@ def test_compressor_reads_the_palette_colours_in_raster_order():
     np.testing.assert_array_equal(analysis.pixel_bytes(np.array([[1, 0]]), rgb), [[4, 5, 6, 1, 2, 3]])
     want = 8 * len(zlib.compress(bytes([0, 128, 255, 255]), 9)) / 4
     assert analysis.zlib_bits_per_pixel(tokens, grey)[0] == want
+
+
+def test_context_model_code_length_by_hand():
+    """K = 3 (3 = no neighbour). The 2 x 2 image [[0, 0], [0, 1]] visits four new contexts, (none, none), (0, none),
+    (none, 0) and (0, 0): each pixel costs log2 3. The 1 x 3 image [2, 2, 2] codes 2 at 1/3 in (none, none), at 1/3
+    in (2, none), then in (2, none) again at (1 + 0.5) / (1 + 1.5)."""
+    np.testing.assert_allclose(analysis.context_model_bits_per_pixel(np.array([[0, 0, 0, 1]]), 3, 2), [math.log2(3)])
+    want = (math.log2(3) + math.log2(3) - math.log2(1.5 / 2.5)) / 3
+    np.testing.assert_allclose(analysis.context_model_bits_per_pixel(np.array([[2, 2, 2]]), 3, 3), [want])
+    # a constant image is cheap, noise costs about log2 K (3 bits) plus what learning the counts costs
+    flat = analysis.context_model_bits_per_pixel(np.zeros((1, 64), np.int64), 8, 8)[0]
+    noise = analysis.context_model_bits_per_pixel(np.random.default_rng(0).integers(0, 8, (1, 64)), 8, 8)[0]
+    assert flat < 1 and noise > 3
     bits = np.array([3.0, 1.0])
-    np.testing.assert_allclose(analysis.ood_score(bits, tokens, grey), bits - analysis.zlib_bits_per_pixel(tokens, grey))
+    tokens = np.array([[0, 0, 0, 1], [2, 2, 2, 2]])
+    np.testing.assert_allclose(analysis.ood_score(bits, tokens, 3, 2),
+                               bits - analysis.context_model_bits_per_pixel(tokens, 3, 2))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -226,9 +244,8 @@ def test_analysis_command_measures_the_package_and_writes_manifest_and_card(tiny
     with torch.no_grad():
         _, bits = analysis.analyse(model, tokens.astype(np.int64))
     bpp = bits.double().mean(1).numpy()
-    score = bpp - np.array([8 * len(zlib.compress(bytes(np.asarray(m["palette"], np.uint8)[t, 0]), 9)) / cfg.n_positions
-                            for t in tokens.astype(np.int64)])
-    assert m["analysis"]["ood"]["score"] == "bits_per_pixel_minus_zlib"
+    score = bpp - analysis.context_model_bits_per_pixel(tokens, cfg.palette_size, cfg.width)
+    assert m["analysis"]["ood"]["score"] == "bits_per_pixel_minus_context_model"
     for q, v in m["analysis"]["ood"]["test_quantiles"].items():
         assert v == pytest.approx(np.quantile(score, float(q)), abs=1e-4)
     assert report["mean_bits_per_pixel"] == pytest.approx(bpp.mean(), abs=1e-5)
