@@ -332,5 +332,7 @@ def build_parity(model: IGpt, has_classifier: bool, seed: int = 1234) -> Dict[st
     # analysis.onnx: image tokens without SOS; drawn last, so the entries above stay what they were before it
     images = torch.randint(0, cfg.palette_size, (PARITY_ANALYSIS_ROWS, n), generator=gen)
     features, bits = analysis.analyse(model, images.numpy())
-    parity["analysis"] = {"input_ids": images.tolist(), "features": features.tolist(), "token_bits": bits.tolist()}
+    scores = analysis.ood_score(bits.double().mean(1).numpy(), images.numpy(), cfg.palette_size, cfg.width)
+    parity["analysis"] = {"input_ids": images.tolist(), "features": features.tolist(), "token_bits": bits.tolist(),
+                          "ood_score": scores.tolist()}
     return parity

@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import argparse
+import json
 import math
+import os
 import time
 
 import numpy as np
@@ -27,6 +29,9 @@ def add_args(p: argparse.ArgumentParser) -> None:
                         "fluent); --data is their npm cache")
     p.add_argument("--emoji-no-skin-tones", action="store_true", help="emoji: leave out the skin-tone variants")
     p.add_argument("--palette-samples", type=int, default=300_000, help="pixels sampled for RGB k-means")
+    p.add_argument("--palette-from", default=None,
+                   help="quantize with this palette instead of fitting one: a package's model.json or a prepared "
+                        "meta.json (continued training of a model on new images keeps its palette)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True)
 
@@ -54,7 +59,8 @@ def prepare(args) -> dict:
         return data.preprocess(split.images, args.height, args.width, args.channels)
 
     tr, va, te, ta = images(train), images(val), images(test), images(test_added)
-    palette = pal.fit_palette(tr, args.palette_size, max_samples=args.palette_samples, seed=args.seed)
+    palette = (_palette_from(args.palette_from, args.channels) if args.palette_from else
+               pal.fit_palette(tr, args.palette_size, max_samples=args.palette_samples, seed=args.seed))
     n = args.height * args.width
     splits = {}
     named = [("train", tr, train), ("val", va, val), ("test", te, test)] + ([("test_added", ta, test_added)] if len(ta) else [])
@@ -76,6 +82,7 @@ def prepare(args) -> dict:
         "palette_psnr_db": round(test_psnr, 3) if math.isfinite(test_psnr) else None,
         **({"test_added_palette_psnr_db": round(pal.reconstruction_psnr(ta, palette), 3)} if len(ta) else {}),
         "seed": args.seed,
+        **({"palette_from": os.path.abspath(args.palette_from)} if args.palette_from else {}),
         "resize": "PIL bicubic (antialiased)",
         "grey": "ITU-R BT.601 luma",
     }
@@ -86,6 +93,15 @@ def prepare(args) -> dict:
           f"palette {len(palette)} colours, test reconstruction PSNR {test_psnr:.2f} dB "
           f"({time.time() - t0:.1f} s)", flush=True)
     return meta
+
+
+def _palette_from(path: str, channels: int) -> np.ndarray:
+    """The integer palette of a package manifest or prepared meta.json, checked against --channels."""
+    with open(path) as f:
+        palette = np.asarray(json.load(f)["palette"], dtype=np.int64)
+    if palette.ndim != 2 or palette.shape[1] != channels:
+        raise ValueError(f"{path}: a palette of {palette.shape[-1]} channels, the data has {channels}")
+    return palette
 
 
 def main(args) -> int:

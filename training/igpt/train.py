@@ -29,6 +29,7 @@ from . import checkpoint as ckp
 from . import data, loop, runtime
 from .loop import bits
 from .model import PRESETS, IGpt, IGptConfig, shift_inputs
+from .package_model import load_package_model
 
 
 def add_args(p: argparse.ArgumentParser) -> None:
@@ -64,6 +65,10 @@ def add_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ckpt-minutes", type=float, default=10)
     p.add_argument("--resume", action="store_true",
                    help="continue from OUT/last.pt if it exists (the model config comes from the checkpoint)")
+    p.add_argument("--init", default=None,
+                   help="start from these weights (a checkpoint .pt or a model package folder; its architecture "
+                        "wins over --preset) with a fresh optimizer and schedule: continued pretraining on new "
+                        "data quantized with the model's palette (prepare --palette-from)")
     p.add_argument("--seed", type=int, default=1337)
     p.add_argument("--threads", type=int, default=0, help="torch threads (0 = cores / local processes)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
@@ -148,7 +153,9 @@ def run(args) -> IGpt:
     # the model: OUT/last.pt's with --resume (its config wins), else a new one from --preset and the data
     resume_path = ckp.latest_checkpoint(args.out) if args.resume else None
     ckpt = ckp.torch_load(resume_path) if resume_path else None
-    cfg = IGptConfig.from_dict(ckpt["config"]) if ckpt else model_config(args, meta)
+    init_model = None if ckpt or not args.init else _init_model(args.init, meta, args.dropout)
+    cfg = (IGptConfig.from_dict(ckpt["config"]) if ckpt else
+           init_model.config if init_model is not None else model_config(args, meta))
     if cfg.n_positions != meta["height"] * meta["width"] or cfg.palette_size != meta["palette_size"]:
         raise ValueError(f"checkpoint {resume_path} does not match the data in {args.data}")
     if cfg.bidirectional != (args.objective == "bert"):
@@ -157,6 +164,9 @@ def run(args) -> IGpt:
     model = IGpt(cfg)
     if ckpt:
         model.load_state_dict(ckpt["model"])
+    elif init_model is not None:
+        model.load_state_dict(init_model.state_dict())
+        del init_model
     model.to(d.device)
     optimizer = loop.make_optimizer(model, args.lr, args.weight_decay)
     peak_lrs = [g["lr"] for g in optimizer.param_groups]  # before a resumed state replaces the groups
@@ -305,6 +315,24 @@ def run(args) -> IGpt:
     del net
     gc.collect()
     d.close()
+    return model
+
+
+def _init_model(path: str, meta: dict, dropout: Optional[float]) -> IGpt:
+    """--init's weights as a pretraining model: the init's architecture without a classification head,
+    dropout from --dropout (packages do not record one), checked against the data's palette."""
+    if os.path.isdir(path):
+        source, manifest = load_package_model(path)
+        palette = manifest["palette"]
+    else:
+        source, saved = ckp.load_checkpoint(path, strict=False)
+        palette = saved.get("palette") or meta["palette"]
+    if [list(map(int, c)) for c in palette] != [list(map(int, c)) for c in meta["palette"]]:
+        raise ValueError(f"--init {path}: its palette differs from the data's (prepare with --palette-from)")
+    cfg = IGptConfig.from_dict({**source.config.to_dict(), "n_classes": 0,
+                                **({"dropout": dropout} if dropout is not None else {})})
+    model = IGpt(cfg)
+    model.load_state_dict({k: v for k, v in source.state_dict().items() if not k.startswith("score.")})
     return model
 
 

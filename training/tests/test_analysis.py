@@ -88,6 +88,9 @@ def test_parity_rows_are_pytorch_features_and_bits(tiny):
         logits, _ = model(torch.cat([torch.full((len(x), 1), cfg.sos_token_id), x[:, :-1]], 1))
     nats = F.cross_entropy(logits.reshape(-1, cfg.palette_size), x.reshape(-1), reduction="none").reshape(x.shape)
     np.testing.assert_allclose((nats / math.log(2)).numpy(), p["token_bits"], atol=1e-5)
+    want = (nats / math.log(2)).double().mean(1).numpy() - analysis.context_model_bits_per_pixel(ids, cfg.palette_size,
+                                                                                                  cfg.width)
+    np.testing.assert_allclose(p["ood_score"], want, atol=1e-5)
 
 
 def test_features_last_entry_is_the_classifier_features(tiny):
@@ -182,5 +185,92 @@ def test_compressor_reads_the_palette_colours_in_raster_order():
     np.testing.assert_array_equal(analysis.pixel_bytes(np.array([[1, 0]]), rgb), [[4, 5, 6, 1, 2, 3]])
     want = 8 * len(zlib.compress(bytes([0, 128, 255, 255]), 9)) / 4
     assert analysis.zlib_bits_per_pixel(tokens, grey)[0] == want
+
+
+def test_context_model_code_length_by_hand():
+    """K = 3 (3 = no neighbour). The 2 x 2 image [[0, 0], [0, 1]] visits four new contexts, (none, none), (0, none),
+    (none, 0) and (0, 0): each pixel costs log2 3. The 1 x 3 image [2, 2, 2] codes 2 at 1/3 in (none, none), at 1/3
+    in (2, none), then in (2, none) again at (1 + 0.5) / (1 + 1.5)."""
+    np.testing.assert_allclose(analysis.context_model_bits_per_pixel(np.array([[0, 0, 0, 1]]), 3, 2), [math.log2(3)])
+    want = (math.log2(3) + math.log2(3) - math.log2(1.5 / 2.5)) / 3
+    np.testing.assert_allclose(analysis.context_model_bits_per_pixel(np.array([[2, 2, 2]]), 3, 3), [want])
+    # a constant image is cheap, noise costs about log2 K (3 bits) plus what learning the counts costs
+    flat = analysis.context_model_bits_per_pixel(np.zeros((1, 64), np.int64), 8, 8)[0]
+    noise = analysis.context_model_bits_per_pixel(np.random.default_rng(0).integers(0, 8, (1, 64)), 8, 8)[0]
+    assert flat < 1 and noise > 3
     bits = np.array([3.0, 1.0])
-    np.testing.assert_allclose(analysis.ood_score(bits, tokens, grey), bits - analysis.zlib_bits_per_pixel(tokens, grey))
+    tokens = np.array([[0, 0, 0, 1], [2, 2, 2, 2]])
+    np.testing.assert_allclose(analysis.ood_score(bits, tokens, 3, 2),
+                               bits - analysis.context_model_bits_per_pixel(tokens, 3, 2))
+
+
+# ---------------------------------------------------------------------------------------------
+# `igpt analysis` and scripts/ood_sets.py
+
+
+def _prepared(tmp_path, cfg):
+    from igpt.data import save_prepared
+
+    rng = np.random.default_rng(5)
+    # three classes of images a probe can tell apart: dark, mid and light tokens
+    def split(n):
+        labels = rng.integers(0, 3, n)
+        lo = labels * (cfg.palette_size // 3)
+        return (lo[:, None] + rng.integers(0, cfg.palette_size // 3 + 1, (n, cfg.n_positions))).clip(0, cfg.palette_size - 1), labels
+    save_prepared(str(tmp_path / "data"), {"dataset": "test"}, {"train": split(90), "val": split(30), "test": split(40)})
+    ood = tmp_path / "ood"
+    ood.mkdir()
+    np.savez(ood / "flat.npz", images=np.full((12, cfg.height, cfg.width, 1), 255, np.uint8))
+    return str(tmp_path / "data"), str(ood)
+
+
+def test_analysis_command_measures_the_package_and_writes_manifest_and_card(tiny, tmp_path):
+    from igpt import __main__ as cli
+    from igpt.data import load_prepared
+
+    model, _, pkg = tiny
+    cfg = model.config
+    package = tmp_path / "pkg"
+    shutil.copytree(pkg, package)
+    data, ood = _prepared(tmp_path, cfg)
+    args = [str(package), "--data", data, "--ood-sets", ood, "--cache", str(tmp_path / "cache"), "--max-test", "40"]
+    assert cli.main(["analysis"] + args) == 0
+    m = _json(str(package), "model.json")
+    report = json.load(open(tmp_path / "cache" / "tiny-test" / "report.json"))
+    best = max(report["probe"], key=lambda r: r["val_accuracy"])
+    assert m["analysis"]["embedding_layer"] == best["layer"] == report["embedding_layer"]
+    # the quantiles are the OOD score's over the test images, computed here from the definition
+    tokens, _ = load_prepared(data, "test")
+    with torch.no_grad():
+        _, bits = analysis.analyse(model, tokens.astype(np.int64))
+    bpp = bits.double().mean(1).numpy()
+    score = bpp - analysis.context_model_bits_per_pixel(tokens, cfg.palette_size, cfg.width)
+    assert m["analysis"]["ood"]["score"] == "bits_per_pixel_minus_context_model"
+    for q, v in m["analysis"]["ood"]["test_quantiles"].items():
+        assert v == pytest.approx(np.quantile(score, float(q)), abs=1e-4)
+    assert report["mean_bits_per_pixel"] == pytest.approx(bpp.mean(), abs=1e-5)
+    assert set(report["auroc"]) == {"flat"} and report["auroc"]["flat"]["images"] == 12
+    card = (package / "MODEL_CARD.md").read_text(encoding="utf-8")
+    assert card.count(analysis.CARD_SECTION) == 1 and f"default embedding layer is {best['layer']}" in card
+    # a second run (from the cache) replaces the section and keeps the rest of the card
+    assert cli.main(["analysis"] + args + ["--embedding-layer", "0"]) == 0
+    again = (package / "MODEL_CARD.md").read_text(encoding="utf-8")
+    assert again.count(analysis.CARD_SECTION) == 1 and "default embedding layer is 0" in again
+    assert again.split(analysis.CARD_SECTION)[0] == card.split(analysis.CARD_SECTION)[0]
+    assert _json(str(package), "model.json")["analysis"]["embedding_layer"] == 0
+
+
+def test_ood_sets_are_the_model_size_and_deterministic():
+    sys.path.insert(0, os.path.join(ROOT, "scripts"))
+    import ood_sets
+
+    digits = ood_sets.render_digits(20, seed=1)
+    assert digits.shape == (20, 28, 28) and digits.dtype == np.uint8
+    assert (digits[:, 0, :] < 40).all() and (digits.max(axis=(1, 2)) > 200).all()  # white on a black frame
+    assert 0.05 < (digits > 127).mean() < 0.4
+    np.testing.assert_array_equal(digits, ood_sets.render_digits(20, seed=1))
+    manifest = _json(FIXTURE, "model.json")
+    sets = ood_sets.make_sets(manifest, 10, 3, "/nonexistent", which=("digits", "noise"))
+    assert sets["digits"].shape == sets["noise"].shape == (10, 8, 8, 1)
+    palette_values = {v[0] for v in manifest["palette"]}
+    assert set(np.unique(sets["noise"])) <= palette_values
