@@ -19,6 +19,10 @@ public class AnalysisTests
                     DecoderTests.AssertClose(parity.AnalysisFeatures[r][layer], got.Layer(layer), parity.Tolerance, $"{what}row {r} layer {layer}");
                 DecoderTests.AssertClose(parity.AnalysisTokenBits![r], [.. got.TokenBits], parity.Tolerance, $"{what}row {r} bits");
             }
+            // The score as the export's reference computes it: the same context model, the same bits.
+            var manifest = model.Manifest;
+            var score = OodScore.Of(batch[r].BitsPerPixel, OodScore.CompressorBitsPerPixel(images[r], manifest.Width, manifest.PaletteSize));
+            Assert.True(Math.Abs(parity.AnalysisOodScores![r] - score) <= parity.Tolerance, $"{what}row {r} ood_score: {parity.AnalysisOodScores[r]} vs {score}");
         }
     }
 
