@@ -5,8 +5,9 @@ set -euo pipefail
 cd "$(dirname "$0")"
 
 # librsvg2-bin: rsvg-convert, which renders the SVG emoji sets (training/igpt/emoji_svg.py)
+# fonts-dejavu-core: the fonts scripts/ood_sets.py draws its out-of-distribution digits with
 PY_DEBS=(python3-torch python3-onnx python3-numpy python3-pil python3-tqdm python3-pytest
-         libopenblas0-pthread dataset-fashion-mnist librsvg2-bin)
+         libopenblas0-pthread dataset-fashion-mnist librsvg2-bin fonts-dejavu-core)
 
 install_python_side() {
   if command -v apt-get >/dev/null 2>&1 && command -v dpkg-query >/dev/null 2>&1; then

@@ -29,6 +29,7 @@ app.MapHealthApi();
 app.MapModelsApi();
 app.MapGenerationApi();
 app.MapClassificationApi();
+app.MapAnalysisApi();
 app.MapServingMetrics();
 app.Run();
 

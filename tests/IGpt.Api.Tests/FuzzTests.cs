@@ -20,7 +20,7 @@ public sealed class FuzzTests(ApiFactory factory, ITestOutputHelper output)
     private const int Workers = 4;
     private static readonly TimeSpan RequestTimeout = TimeSpan.FromSeconds(20);
     private static readonly string[] Models = [ModelsFolder.Tiny, ModelsFolder.Tiny, ModelsFolder.Tiny, ModelsFolder.NoClassifier, ModelsFolder.Broken];
-    private static readonly string[] Fields = ["image", "n", "rows", "partial", "temperature", "top_k", "top_p", "seed", "scale", "stream", "top"];
+    private static readonly string[] Fields = ["image", "n", "rows", "partial", "temperature", "top_k", "top_p", "seed", "scale", "stream", "top", "layer"];
     private static readonly string[] ContentTypes =
     [
         "application/json", "multipart/form-data; boundary=fuzz", "application/x-www-form-urlencoded", "text/plain", "image/png",
@@ -118,7 +118,9 @@ public sealed class FuzzTests(ApiFactory factory, ITestOutputHelper output)
             4 => (HttpMethod.Get, "/x" + RandomText(random, 0, 40, pathSafe: true)),
             5 or 6 or 7 or 8 or 9 => (HttpMethod.Post, $"/v1/models/{model}/completions"),
             10 or 11 or 12 => (HttpMethod.Post, $"/v1/models/{model}/samples"),
-            13 or 14 or 15 or 16 => (HttpMethod.Post, $"/v1/models/{model}/classifications"),
+            13 or 14 => (HttpMethod.Post, $"/v1/models/{model}/classifications"),
+            15 => (HttpMethod.Post, $"/v1/models/{model}/embeddings"),
+            16 => (HttpMethod.Post, $"/v1/models/{model}/likelihoods"),
             17 => (HttpMethod.Post, $"/v1/models/{model}/{RandomText(random, 1, 12, pathSafe: true)}"),
             _ => (HttpMethod.Post, $"/v1/models/{model}/completions?{RandomText(random, 0, 20, pathSafe: true)}"),
         };

@@ -18,7 +18,11 @@ public sealed class HostileInputTests(ApiFactory factory)
     private const string Completions = $"{Model}/completions";
     private const string Samples = $"{Model}/samples";
     private const string Classifications = $"{Model}/classifications";
-    private static readonly string[] ImageRoutes = [Completions, Classifications];
+    private const string Embeddings = $"{Model}/embeddings";
+    private const string Likelihoods = $"{Model}/likelihoods";
+    private static readonly string[] ImageRoutes = [Completions, Classifications, Embeddings, Likelihoods];
+    /// <summary>The routes that only read an image (every field optional): whatever decodes must be served by each.</summary>
+    private static readonly string[] ReadingRoutes = [Classifications, Embeddings, Likelihoods];
     private readonly HttpClient _client = factory.CreateClient();
 
     public static TheoryData<string, PngColorType, PngBitDepth, bool> PngKinds()
@@ -49,8 +53,7 @@ public sealed class HostileInputTests(ApiFactory factory)
         var response = await _client.PostAsync(Completions, Http.Form(png, ("rows", "7"), ("seed", "1")));
         Assert.True(response.StatusCode == HttpStatusCode.OK, $"{kind}: {(int)response.StatusCode} {await response.Content.ReadAsStringAsync()}");
         AssertHalvesKept(await response.ReadJsonAsync(), rows: 7, kind);
-        response = await _client.PostAsync(Classifications, Http.Form(png));
-        Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+        await AssertServedByReadingRoutes(png, kind);
     }
 
     [Theory]
@@ -73,7 +76,7 @@ public sealed class HostileInputTests(ApiFactory factory)
         Assert.True(response.StatusCode == HttpStatusCode.OK, $"{kind}: {(int)response.StatusCode} {await response.Content.ReadAsStringAsync()}");
         // Scaling 16 columns to 8 blurs the two middle columns: only the outer three on each side are checked.
         AssertHalvesKept(await response.ReadJsonAsync(), rows: 7, kind, tolerance: 60, margin: 1);
-        Assert.Equal(HttpStatusCode.OK, (await _client.PostAsync(Classifications, Http.Form(jpeg))).StatusCode);
+        await AssertServedByReadingRoutes(jpeg, kind);
     }
 
     [Fact]
@@ -104,7 +107,7 @@ public sealed class HostileInputTests(ApiFactory factory)
         Assert.True(response.StatusCode == HttpStatusCode.OK, $"{width}x{height}: {await response.Content.ReadAsStringAsync()}");
         var (w, h, _) = TestImages.ReadGrey(Convert.FromBase64String(Http.Images(await response.ReadJsonAsync())[0]));
         Assert.Equal((8, 8), (w, h));
-        Assert.Equal(HttpStatusCode.OK, (await _client.PostAsync(Classifications, Http.Form(png))).StatusCode);
+        await AssertServedByReadingRoutes(png, $"{width}x{height}");
     }
 
     [Theory]
@@ -132,7 +135,8 @@ public sealed class HostileInputTests(ApiFactory factory)
     public async Task HeadersDeclaringNoPixelsAre400()
     {
         await (await _client.PostAsync(Completions, Http.Form(OddImages.PngDeclaring(0, 8)))).AssertProblemAsync(HttpStatusCode.BadRequest, "image");
-        await (await _client.PostAsync(Classifications, Http.Form(OddImages.JpegDeclaring(8, 0)))).AssertProblemAsync(HttpStatusCode.BadRequest, "image");
+        foreach (var route in ReadingRoutes)
+            await (await _client.PostAsync(route, Http.Form(OddImages.JpegDeclaring(8, 0)))).AssertProblemAsync(HttpStatusCode.BadRequest, "image");
     }
 
     public static TheoryData<string, int> TruncatedImages()
@@ -216,7 +220,7 @@ public sealed class HostileInputTests(ApiFactory factory)
     [InlineData("application/json; charset=utf-32")]
     public async Task WrongContentTypesAre4xxOnEveryPostRoute(string contentType)
     {
-        foreach (var route in new[] { Completions, Samples, Classifications })
+        foreach (var route in new[] { Completions, Samples, Classifications, Embeddings, Likelihoods })
         {
             var content = new ByteArrayContent("{\"n\": 1}"u8.ToArray());
             content.Headers.TryAddWithoutValidation("Content-Type", contentType);
@@ -235,7 +239,7 @@ public sealed class HostileInputTests(ApiFactory factory)
     [InlineData(40_000)]
     public async Task DeeplyNestedJsonIs400(int depth)
     {
-        foreach (var route in new[] { Completions, Samples, Classifications })
+        foreach (var route in new[] { Completions, Samples, Classifications, Embeddings, Likelihoods })
         {
             var nested = new string('[', depth) + new string(']', depth);
             await (await _client.PostAsync(route, Http.RawJson($"{{\"n\": {nested}}}"))).AssertProblemAsync(HttpStatusCode.BadRequest);
@@ -287,7 +291,7 @@ public sealed class HostileInputTests(ApiFactory factory)
         foreach (var json in new[] { "{\"image\": \"\xB8\"}", "{\"\xC3\": 1}", "{\"seed\": \"1\xFF\"}" })
         {
             var bytes = json.Select(c => (byte)c).ToArray();
-            foreach (var route in new[] { Completions, Samples, Classifications })
+            foreach (var route in new[] { Completions, Samples, Classifications, Embeddings, Likelihoods })
             {
                 var content = new ByteArrayContent(bytes);
                 content.Headers.ContentType = new MediaTypeHeaderValue("application/json");
@@ -360,6 +364,33 @@ public sealed class HostileInputTests(ApiFactory factory)
     }
 
     [Theory]
+    [InlineData(Embeddings, "layer", "-1")]
+    [InlineData(Embeddings, "layer", "3")]
+    [InlineData(Embeddings, "layer", "2147483648")]
+    [InlineData(Embeddings, "layer", "1.5")]
+    [InlineData(Embeddings, "layer", "\"1\\u0000\"")]
+    [InlineData(Embeddings, "layer", "[1]")]
+    [InlineData(Embeddings, "top", "1")]
+    [InlineData(Embeddings, "scale", "2")]
+    [InlineData(Likelihoods, "scale", "0")]
+    [InlineData(Likelihoods, "scale", "17")]
+    [InlineData(Likelihoods, "scale", "\"NaN\"")]
+    [InlineData(Likelihoods, "layer", "1")]
+    [InlineData(Likelihoods, "__proto__", "{}")]
+    public async Task BadOrUnknownAnalysisFieldsAre400(string route, string field, string value)
+    {
+        var body = new System.Text.Json.Nodes.JsonObject
+        {
+            ["image"] = Convert.ToBase64String(TestImages.Png()),
+            [field] = System.Text.Json.Nodes.JsonNode.Parse(value),
+        };
+        await (await _client.PostAsync(route, Http.RawJson(body.ToJsonString()))).AssertProblemAsync(HttpStatusCode.BadRequest, field);
+        // The multipart form reads the same fields the same way.
+        var form = Http.Form(TestImages.Png(), (field, value.Trim('"').Replace("\\u0000", "\0")));
+        await (await _client.PostAsync(route, form)).AssertProblemAsync(HttpStatusCode.BadRequest, field);
+    }
+
+    [Theory]
     [InlineData("..%2F..%2F..%2Fetc%2Fpasswd")]
     [InlineData("%2e%2e")]
     [InlineData("..%5C..%5Cwindows")]
@@ -378,6 +409,8 @@ public sealed class HostileInputTests(ApiFactory factory)
         await (await _client.PostAsync($"/v1/models/{id}/samples", Http.RawJson("{}"))).AssertProblemAsync(HttpStatusCode.NotFound);
         await (await _client.PostAsync($"/v1/models/{id}/completions", Http.Form(TestImages.Png()))).AssertProblemAsync(HttpStatusCode.NotFound);
         await (await _client.PostAsync($"/v1/models/{id}/classifications", Http.Form(TestImages.Png()))).AssertProblemAsync(HttpStatusCode.NotFound);
+        await (await _client.PostAsync($"/v1/models/{id}/embeddings", Http.Form(TestImages.Png()))).AssertProblemAsync(HttpStatusCode.NotFound);
+        await (await _client.PostAsync($"/v1/models/{id}/likelihoods", Http.Form(TestImages.Png()))).AssertProblemAsync(HttpStatusCode.NotFound);
     }
 
     [Fact]
@@ -397,6 +430,15 @@ public sealed class HostileInputTests(ApiFactory factory)
         Assert.DoesNotContain("\"Inference\"", await response.Content.ReadAsStringAsync());
         var request = new HttpRequestMessage(HttpMethod.Get, "/v1/models/tiny-test/..%2F..%2Fmodel.json");
         await (await _client.SendAsync(request)).AssertProblemAsync(HttpStatusCode.NotFound);
+    }
+
+    private async Task AssertServedByReadingRoutes(byte[] image, string kind)
+    {
+        foreach (var route in ReadingRoutes)
+        {
+            var response = await _client.PostAsync(route, Http.Form(image));
+            Assert.True(response.StatusCode == HttpStatusCode.OK, $"{kind} on {route}: {(int)response.StatusCode} {await response.Content.ReadAsStringAsync()}");
+        }
     }
 
     private static void AssertHalvesKept(System.Text.Json.Nodes.JsonObject answer, int rows, string kind, int tolerance = 0, int margin = 0)

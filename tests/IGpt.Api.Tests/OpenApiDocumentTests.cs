@@ -12,7 +12,8 @@ namespace IGpt.Api.Tests;
 public sealed class OpenApiDocumentTests(ApiFactory factory)
 {
     private static readonly string[] GenerationRoutes = ["/v1/models/{model}/completions", "/v1/models/{model}/samples"];
-    private static readonly string[] BodyRoutes = [.. GenerationRoutes, "/v1/models/{model}/classifications"];
+    private static readonly string[] AnalysisRoutes = ["/v1/models/{model}/embeddings", "/v1/models/{model}/likelihoods"];
+    private static readonly string[] BodyRoutes = [.. GenerationRoutes, "/v1/models/{model}/classifications", .. AnalysisRoutes];
 
     private async Task<OpenApiDocument> ReadAsync()
     {
@@ -81,7 +82,36 @@ public sealed class OpenApiDocumentTests(ApiFactory factory)
             Assert.Contains("Retry-After", responses["503"].Headers!.Keys);
             Assert.Contains("Retry-After", responses["429"].Headers!.Keys);
         }
-        Assert.Contains("X-Cache", Post(document, "/v1/models/{model}/classifications").Responses!["200"].Headers!.Keys);
+        foreach (var route in (string[])["/v1/models/{model}/classifications", .. AnalysisRoutes])
+        {
+            Assert.Equal(["X-Cache"], Post(document, route).Responses!["200"].Headers!.Keys);
+        }
+    }
+
+    [Fact]
+    public async Task AnalysisRoutesDeclareTheirFieldsAnswersAndProblems()
+    {
+        var document = await ReadAsync();
+        var embeddings = Post(document, AnalysisRoutes[0]);
+        var likelihoods = Post(document, AnalysisRoutes[1]);
+        Assert.Equal(["image", "layer"], document.Components!.Schemas!["EmbeddingRequest"].Properties!.Keys);
+        Assert.Equal(["image", "scale"], document.Components.Schemas["LikelihoodRequest"].Properties!.Keys);
+        var layer = document.Components.Schemas["EmbeddingRequest"].Properties!["layer"];
+        Assert.Equal((JsonSchemaType.Integer, "0"), (layer.Type, layer.Minimum));
+        // Only the likelihoods draw a picture (the surprise map); both answer JSON first, with their own response schema.
+        Assert.Equal(["application/json"], embeddings.Responses!["200"].Content!.Keys);
+        Assert.Equal(["application/json", "image/png"], likelihoods.Responses!["200"].Content!.Keys);
+        Assert.Equal("EmbeddingResponse", (embeddings.Responses["200"].Content!["application/json"].Schema as OpenApiSchemaReference)?.Reference.Id);
+        Assert.Equal("LikelihoodResponse", (likelihoods.Responses["200"].Content!["application/json"].Schema as OpenApiSchemaReference)?.Reference.Id);
+        var response = document.Components.Schemas["LikelihoodResponse"].Properties!;
+        foreach (var field in new[] { "bits_per_pixel", "rows", "compressor_bits_per_pixel", "ood_score", "verdict", "calibration", "cached" })
+            Assert.True(response.ContainsKey(field), $"LikelihoodResponse lacks {field}");
+        foreach (var operation in new[] { embeddings, likelihoods })
+        {
+            Assert.Equal("Analysis", Assert.Single(operation.Tags!).Name);
+            foreach (var status in new[] { "400", "404", "413", "415", "503" })
+                Assert.Equal("application/problem+json", operation.Responses![status].Content!.Keys.Single());
+        }
     }
 
     [Fact]

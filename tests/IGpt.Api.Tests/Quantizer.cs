@@ -8,9 +8,12 @@ public static class Quantizer
     public static byte[] Palette { get; } = LoadPalette();
 
     /// <summary>Each grey value replaced by its nearest palette grey (ties to the lowest index).</summary>
-    public static byte[] Quantize(byte[] grey)
+    public static byte[] Quantize(byte[] grey) => [.. Tokens(grey).Select(t => Palette[t])];
+
+    /// <summary>Each grey value's nearest palette index (ties to the lowest).</summary>
+    public static int[] Tokens(byte[] grey)
     {
-        var result = new byte[grey.Length];
+        var result = new int[grey.Length];
         for (int i = 0; i < grey.Length; i++)
         {
             int best = 0, bestDistance = int.MaxValue;
@@ -23,7 +26,7 @@ public static class Quantizer
                     best = p;
                 }
             }
-            result[i] = Palette[best];
+            result[i] = best;
         }
         return result;
     }

@@ -43,8 +43,22 @@ internal static class Fixture
             clsIds = c.GetProperty("input_ids").EnumerateArray().Select(Ints).ToArray();
             clsLogits = Rows(c.GetProperty("logits"));
         }
+        int[][]? analysisIds = null;
+        float[][][]? features = null;
+        float[][]? bits = null;
+        double[]? ood = null;
+        if (r.TryGetProperty("analysis", out var a) && a.ValueKind == JsonValueKind.Object)
+        {
+            analysisIds = a.GetProperty("input_ids").EnumerateArray().Select(Ints).ToArray();
+            features = a.GetProperty("features").EnumerateArray().Select(Rows).ToArray();
+            bits = Rows(a.GetProperty("token_bits"));
+            ood = a.GetProperty("ood_score").EnumerateArray().Select(x => x.GetDouble()).ToArray();
+        }
         return new Parity(r.GetProperty("tolerance").GetDouble(), Ints(r.GetProperty("prompt")), Rows(r.GetProperty("prefill_logits")),
-            Ints(r.GetProperty("decode_tokens")), Rows(r.GetProperty("decode_logits")), clsIds, clsLogits);
+            Ints(r.GetProperty("decode_tokens")), Rows(r.GetProperty("decode_logits")), clsIds, clsLogits)
+        {
+            AnalysisInputIds = analysisIds, AnalysisFeatures = features, AnalysisTokenBits = bits, AnalysisOodScores = ood,
+        };
     }
 
     /// <summary>A copy of the package in a fresh temp folder (models/tiny-package) to break.</summary>
@@ -61,6 +75,15 @@ internal static class Fixture
 internal sealed record Parity(double Tolerance, int[] Prompt, float[][] PrefillLogits, int[] DecodeTokens, float[][] DecodeLogits,
     int[][]? ClassifierInputIds, float[][]? ClassifierLogits)
 {
+    /// <summary>The analysis rows (null for a package without the graph): images x0 .. x(n-1), no SOS.</summary>
+    public int[][]? AnalysisInputIds { get; init; }
+    /// <summary>PyTorch's pooled features per row: [n_layer + 1][n_embd].</summary>
+    public float[][][]? AnalysisFeatures { get; init; }
+    /// <summary>PyTorch's -log2 p of each pixel per row.</summary>
+    public float[][]? AnalysisTokenBits { get; init; }
+    /// <summary>PyTorch's bits per pixel minus the context model's, per row (the out-of-distribution score).</summary>
+    public double[]? AnalysisOodScores { get; init; }
+
     /// <summary>
     /// The classifier rows as the API takes them: parity rows are the graph's input [SOS, x0 .. x(n-2)]; an image
     /// is x0 .. x(n-1) (its last token is not seen, so any palette index stands in).

@@ -131,4 +131,46 @@ public class ManifestTests
         Assert.Null(m.Files.Classifier);
         Assert.Empty(m.Classes);
     }
+
+    [Fact]
+    public void ReadsTheAnalysisGraphAndItsCalibration()
+    {
+        var m = ModelManifest.Load(Fixture.PackageDir);
+        Assert.Equal("analysis.onnx", m.Analysis!.Cpu.Path);
+        Assert.Equal(1, m.Analysis.EmbeddingLayer);
+        Assert.Null(m.Analysis.Ood);  // the fixture is not calibrated
+
+        var json = FixtureJson();
+        json["analysis"]!["ood"] = new JsonObject
+        {
+            ["score"] = OodScore.Name,
+            ["test_quantiles"] = new JsonObject { ["0.99"] = 2.5, ["0.5"] = 0.25, ["0.95"] = 1.5 },
+        };
+        var ood = ModelManifest.Parse(json.ToJsonString(), Fixture.PackageDir).Analysis!.Ood!;
+        Assert.Equal(OodScore.Name, ood.Score);
+        Assert.Equal([0.5, 0.95, 0.99], ood.TestQuantiles.Keys);
+        Assert.Equal([0.25, 1.5, 2.5], ood.TestQuantiles.Values);
+
+        json.Remove("analysis");
+        Assert.Null(ModelManifest.Parse(json.ToJsonString(), Fixture.PackageDir).Analysis);
+    }
+
+    [Fact]
+    public void RejectsABrokenAnalysisEntry()
+    {
+        Assert.Contains("analysis.embedding_layer 3 must be 0..n_layer (2)", Reject(j => j["analysis"]!["embedding_layer"] = 3).Message);
+        Assert.Contains("analysis.embedding_layer -1", Reject(j => j["analysis"]!["embedding_layer"] = -1).Message);
+        Assert.Contains("analysis.embedding_layer is missing", Reject(j => j["analysis"]!.AsObject().Remove("embedding_layer")).Message);
+        Assert.Contains("analysis.cpu is missing", Reject(j => j["analysis"]!.AsObject().Remove("cpu")).Message);
+        Assert.Contains("'gone.onnx' does not exist", Reject(j => j["analysis"]!["cpu"]!["path"] = "gone.onnx").Message);
+        Assert.Contains("must be float32", Reject(j => j["analysis"]!["cpu"]!["dtype"] = "float16").Message);
+        static Action<JsonObject> Quantiles(JsonObject quantiles, string score = OodScore.Name) =>
+            j => j["analysis"]!["ood"] = new JsonObject { ["score"] = score, ["test_quantiles"] = quantiles };
+        Assert.Contains("lacks the 0.99 quantile", Reject(Quantiles(new JsonObject { ["0.95"] = 1.0 })).Message);
+        Assert.Contains("'1.5' is not a quantile", Reject(Quantiles(new JsonObject { ["0.95"] = 1.0, ["0.99"] = 2.0, ["1.5"] = 3.0 })).Message);
+        Assert.Contains("'half' is not a quantile", Reject(Quantiles(new JsonObject { ["half"] = 1.0 })).Message);
+        Assert.Contains("0.95 quantile is above the 0.99", Reject(Quantiles(new JsonObject { ["0.95"] = 3.0, ["0.99"] = 2.0 })).Message);
+        Assert.Contains("ood.score is missing", Reject(Quantiles(new JsonObject { ["0.95"] = 1.0, ["0.99"] = 2.0 }, " ")).Message);
+        Assert.Contains("invalid JSON", Reject(Quantiles(new JsonObject { ["0.95"] = "1", ["0.99"] = 2.0 })).Message);
+    }
 }

@@ -33,5 +33,7 @@ public class ShippedModelTests
             for (int c = 0; c < expected.Length; c++)
                 Assert.True(Math.Abs(expected[c] - probabilities[r][c]) <= parity.Tolerance, $"{id} row {r} class {c}: {expected[c]} vs {probabilities[r][c]}");
         }
+
+        await AnalysisTests.AssertAnalysisMatchesParity(model, parity, $"{id} ");
     }
 }

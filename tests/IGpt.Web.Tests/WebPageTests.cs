@@ -207,6 +207,59 @@ public sealed class WebPageTests(Browser browser, ITestOutputHelper output) : IC
     }
 
     [Fact]
+    public async Task Classify_and_score_shows_the_surprise_map_and_the_verdict_in_words()
+    {
+        var web = await browser.OpenPageAsync();
+        var page = web.Page;
+        Assert.True(await page.IsHiddenAsync("#surprise"));
+        var (png, _) = TestImage();
+        await page.SetInputFilesAsync("#upload", new FilePayload { Name = "input.png", MimeType = "image/png", Buffer = png });
+        await page.WaitForFunctionAsync("() => document.getElementById('source-info').textContent.includes('input.png')");
+        await page.ClickAsync("#classify");
+        await page.WaitForSelectorAsync("#surprise[data-state='done']");
+        await page.WaitForSelectorAsync("#bars[data-state='done']");
+        await page.WaitForFunctionAsync("() => { const i = document.getElementById('surprise-map'); return i.complete && i.naturalWidth > 0; }");
+
+        Assert.True(await page.IsVisibleAsync("#surprise"));
+        // The web server's calibration puts every score of the tiny model above the test images' 0.99 quantile.
+        Assert.Equal("This image looks unlike the training images to the model.", await page.TextContentAsync("#surprise-verdict"));
+        var detail = await page.TextContentAsync("#surprise-detail");
+        Assert.Contains("bits per pixel", detail);
+
+        // The page shows what the API answers for the same image: the score and, pixel for pixel, the map.
+        using var client = new HttpClient { BaseAddress = browser.Server.BaseAddress };
+        HttpContent Form() => new MultipartFormDataContent
+        {
+            { new ByteArrayContent(png) { Headers = { ContentType = new MediaTypeHeaderValue("image/png") } }, "image", "input.png" },
+        };
+        using (var json = JsonDocument.Parse(await (await client.PostAsync($"/v1/models/{WebServer.Model}/likelihoods", Form())).Content.ReadAsStringAsync()))
+        {
+            var score = json.RootElement.GetProperty("ood_score").GetDouble();
+            Assert.Equal(score, double.Parse((await page.GetAttributeAsync("#surprise", "data-ood"))!, System.Globalization.CultureInfo.InvariantCulture), 9);
+            Assert.Contains(score.ToString("0.00", System.Globalization.CultureInfo.InvariantCulture), detail);
+        }
+        var request = new HttpRequestMessage(HttpMethod.Post, $"/v1/models/{WebServer.Model}/likelihoods") { Content = Form() };
+        request.Headers.Accept.Add(new MediaTypeWithQualityHeaderValue("image/png"));
+        using var map = Image.Load<Rgb24>(await (await client.SendAsync(request)).Content.ReadAsByteArrayAsync());
+        Assert.Equal((Width, Height), (map.Width, map.Height));
+        var shown = await page.EvaluateAsync<int[]>(
+            "() => { const i = document.getElementById('surprise-map'); const c = document.createElement('canvas'); c.width = i.naturalWidth; "
+            + "c.height = i.naturalHeight; const x = c.getContext('2d'); x.drawImage(i, 0, 0); return Array.from(x.getImageData(0, 0, c.width, c.height).data); }");
+        Assert.Equal(Width * Height * 4, shown.Length);
+        for (var y = 0; y < Height; y++)
+        {
+            for (var x = 0; x < Width; x++)
+            {
+                var i = 4 * (y * Width + x);
+                Assert.Equal((map[x, y].R, map[x, y].G, map[x, y].B), ((byte)shown[i], (byte)shown[i + 1], (byte)shown[i + 2]));
+            }
+        }
+        // Brighter means more surprising: the map is not one flat colour for an image the model has never seen.
+        Assert.True(Enumerable.Range(0, Width * Height).Select(p => shown[4 * p]).Distinct().Count() > 1);
+        Assert.Empty(web.Errors);
+    }
+
+    [Fact]
     public async Task An_out_of_range_field_shows_the_service_message_next_to_it()
     {
         var web = await browser.OpenPageAsync();

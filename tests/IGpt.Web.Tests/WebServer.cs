@@ -11,8 +11,9 @@ namespace IGpt.Web.Tests;
 
 /// <summary>
 /// The real service on a loopback Kestrel port, CPU only, over a temporary models folder holding the tiny test
-/// package (8x8 grey, palette 8, 3 classes) with two <see cref="Examples"/> and default sampling settings
-/// (<see cref="Sampling"/>), and a copy whose decoder is corrupt (a failed model the page must not offer).
+/// package (8x8 grey, palette 8, 3 classes) with two <see cref="Examples"/>, default sampling settings
+/// (<see cref="Sampling"/>) and an out-of-distribution calibration (<see cref="Calibrate"/>), and a copy whose decoder
+/// is corrupt (a failed model the page must not offer).
 /// </summary>
 public sealed class WebServer : ServiceFactory
 {
@@ -58,8 +59,20 @@ public sealed class WebServer : ServiceFactory
     /// <summary>An 8x8 grey PNG of palette levels plus noise (under half a palette step), its pixels and their quantized levels.</summary>
     public sealed record Example(string Name, byte[] Png, int[] Pixels, int[] Quantized);
 
+    /// <summary>
+    /// Test quantiles far below any score the untrained tiny model gives (a few bits per pixel): every image it scores is
+    /// "unlike the training images", which the page must put in words.
+    /// </summary>
+    private static void Calibrate(string packageDir) => ModelsFolder.EditManifest(packageDir, manifest =>
+        manifest["analysis"]!["ood"] = new System.Text.Json.Nodes.JsonObject
+        {
+            ["score"] = IGpt.Inference.Analysis.OodScore.Name,
+            ["test_quantiles"] = new System.Text.Json.Nodes.JsonObject { ["0.5"] = -1002.0, ["0.95"] = -1001.0, ["0.99"] = -1000.0 },
+        });
+
     private static ModelsFolder WithExamples(ModelsFolder models)
     {
+        Calibrate(Path.Combine(models.Path, Model));
         var examples = Directory.CreateDirectory(Path.Combine(models.Path, Model, "examples")).FullName;
         foreach (var example in Examples) File.WriteAllBytes(Path.Combine(examples, example.Name + ".png"), example.Png);
         ModelsFolder.EditManifest(Path.Combine(models.Path, Model), manifest => manifest["sampling"] = new JsonObject

@@ -4,7 +4,8 @@ namespace IGpt.Tests.Shared;
 
 /// <summary>
 /// A temporary models folder built from the tiny test package (tests/fixtures/tiny-package, 8x8 grey, palette 8,
-/// 3 classes): the package itself, a copy without a classification head, and a package with a corrupt decoder (a
+/// 3 classes): the package itself, a copy without a classification head or analysis graph (a package exported
+/// before either), and a package with a corrupt decoder (a
 /// failed model), each as the test asks; more copies with <see cref="AddPackage"/>.
 /// </summary>
 public sealed class ModelsFolder : IDisposable
@@ -24,8 +25,9 @@ public sealed class ModelsFolder : IDisposable
             {
                 manifest["classes"] = new JsonArray();
                 ((JsonObject)manifest["files"]!)["classifier"] = null;
+                manifest.Remove("analysis");
             });
-            foreach (var classifier in Directory.GetFiles(dir, "classifier*.onnx")) File.Delete(classifier);
+            foreach (var graph in Directory.GetFiles(dir, "classifier*.onnx").Concat(Directory.GetFiles(dir, "analysis*.onnx"))) File.Delete(graph);
         }
         if (broken)
         {

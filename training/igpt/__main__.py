@@ -13,6 +13,7 @@ COMMANDS = {
     "probe": ("probe", "linear probes on a layer's mean-pooled features"),
     "sample": ("sample", "sample or complete images with a checkpoint"),
     "export": ("export", "write a model package (ONNX graphs, manifest, parity data)"),
+    "analysis": ("analysis", "add analysis.onnx to a package; measure probes, bits and the OOD score on its weights"),
     "segments": ("segments", "add the decoder step segments to a package exported before them"),
     "sampling": ("sampling_defaults", "show or set a package's default sampling settings (model.json \"sampling\")"),
     "convert": ("convert", "rewrite a format version 1 package as version 2 (each weight stored once)"),
@@ -39,7 +40,7 @@ def main(argv=None) -> int:
             print(f"\nunknown command {argv[0]!r}", file=sys.stderr)
             return 2
         return 0 if argv else 2
-    if argv[0] in ("train", "finetune", "probe", "sample", "pipeline"):
+    if argv[0] in ("train", "finetune", "probe", "sample", "pipeline", "analysis"):
         from .runtime import ensure_env
         ensure_env()  # allocator settings must be in the environment when the process starts
     args = build_parser(argv[0]).parse_args(argv[1:])

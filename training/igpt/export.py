@@ -1,7 +1,8 @@
 """`python3 -m igpt export`: a checkpoint -> a model package (models/README.md, format version 2).
 
 Writes decoder.onnx (fp32) and its step segments, decoder.fp16.onnx (unless --no-fp16), classifier.onnx
-and classifier.fp16.onnx (when the checkpoint has a `score` head), their weights (weights.data, each weight
+and classifier.fp16.onnx (when the checkpoint has a `score` head), analysis.onnx (per-layer embeddings and
+per-pixel bits; its OOD calibration and probe-chosen layer come from `igpt analysis`), their weights (weights.data, each weight
 stored once; the fp16 graphs cast them to float16), genai_config.json, parity.json, MODEL_CARD.md and, last,
 model.json (so a half-written folder is never a package).
 """
@@ -16,7 +17,7 @@ from typing import Any, Dict, List, Optional
 
 import torch
 
-from . import onnx_graph, weights_file
+from . import analysis, onnx_graph, weights_file
 from .checkpoint import load_checkpoint
 from .genai_config import build_genai_config
 from .model import IGpt, IGptConfig
@@ -28,6 +29,7 @@ PARITY_TOLERANCE = 1e-4
 PARITY_PROMPT_LEN = 8      # SOS + 7 pixels (capped by n_positions)
 PARITY_DECODE_STEPS = 4
 PARITY_CLASSIFIER_ROWS = 2
+PARITY_ANALYSIS_ROWS = 2
 
 
 def add_args(p: argparse.ArgumentParser) -> None:
@@ -40,6 +42,9 @@ def add_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--sampling", type=sampling_argument, default=None, metavar="JSON",
                    help='default sampling settings for the manifest, any of temperature, top_k, top_p, e.g. '
                         '\'{"temperature": 0.9, "top_p": 0.95}\' (python3 -m igpt sampling sets them later)')
+    p.add_argument("--embedding-layer", type=int, default=None,
+                   help="analysis.embedding_layer (0..n_layer; default: the checkpoint's best probe layer, else the "
+                        "middle; `python3 -m igpt analysis --data` measures it on the package)")
 
 
 def main(args) -> int:
@@ -47,7 +52,8 @@ def main(args) -> int:
     extra = open(args.card_extra, encoding="utf-8").read() if args.card_extra else None
     files = export_package(model, ckpt, args.out, model_id=args.id, description=args.description,
                            fp16=not args.no_fp16, card_extra=extra,
-                           sampling=getattr(args, "sampling", None))  # scripts build their own Namespace without it
+                           sampling=getattr(args, "sampling", None),  # scripts build their own Namespace
+                           embedding_layer=getattr(args, "embedding_layer", None))
     for name in sorted(files):
         print(f"{os.path.join(args.out, name)}  {os.path.getsize(os.path.join(args.out, name)):,} bytes")
     return 0
@@ -65,9 +71,10 @@ def load(path: str):
 
 def export_package(model: IGpt, ckpt: Dict[str, Any], out: str, model_id: Optional[str] = None,
                    description: Optional[str] = None, fp16: bool = True,
-                   card_extra: Optional[str] = None, sampling: Optional[Dict[str, Any]] = None) -> List[str]:
+                   card_extra: Optional[str] = None, sampling: Optional[Dict[str, Any]] = None,
+                   embedding_layer: Optional[int] = None) -> List[str]:
     """Write every package file into `out`; returns the file names written. `sampling`: the manifest's default
-    sampling settings (igpt/sampling_defaults.py), none when None."""
+    sampling settings (igpt/sampling_defaults.py), none when None; `embedding_layer`: analysis.embedding_layer."""
     cfg: IGptConfig = model.config
     if getattr(cfg, "bidirectional", False):
         raise ValueError("a bidirectional (BERT-objective) model has no causal KV-cache decoder, which a "
@@ -87,6 +94,10 @@ def export_package(model: IGpt, ckpt: Dict[str, Any], out: str, model_id: Option
               "using 'class 0' ..")
         classes = [f"class {i}" for i in range(cfg.n_classes)]
     description = description or _default_description(ckpt, cfg)
+    if embedding_layer is None:
+        embedding_layer = analysis.default_embedding_layer(cfg.n_layer, ckpt.get("metrics") or {})
+    if not 0 <= embedding_layer <= cfg.n_layer:
+        raise ValueError(f"embedding layer {embedding_layer}: the model has layers 0..{cfg.n_layer} (n_layer: ln_f)")
     os.makedirs(out, exist_ok=True)
     manifest_path = os.path.join(out, "model.json")
     if os.path.exists(manifest_path):
@@ -95,7 +106,7 @@ def export_package(model: IGpt, ckpt: Dict[str, Any], out: str, model_id: Option
     written = write_graphs(cfg, state, out, fp16, has_classifier)
 
     manifest = build_manifest(cfg, ckpt, model_id, description, palette, classes, fp16, has_classifier,
-                              model.num_params(), weights_entries(out))
+                              model.num_params(), weights_entries(out), embedding_layer)
     manifest = with_sampling(manifest, sampling)
     _write_json(os.path.join(out, "genai_config.json"), build_genai_config(cfg))
     _write_json(os.path.join(out, "parity.json"), build_parity(model, has_classifier))
@@ -116,6 +127,7 @@ def write_graphs(cfg: IGptConfig, state: Dict[str, Any], out: str, fp16: bool, h
         fp32["classifier.onnx"] = onnx_graph.build_classifier(cfg, state)
         if fp16:
             half["classifier.fp16.onnx"] = onnx_graph.build_classifier(cfg, state, fp16=True)
+    fp32[analysis.GRAPH_FILE] = onnx_graph.build_analysis(cfg, state)  # the decoder's tensors: nothing new stored
     written = list(fp32) + list(half) + [weights_file.FP32_FILE]
     for name in os.listdir(out):
         optional = re.fullmatch(r"(decoder\.step\.\d+|decoder\.fp16|classifier(\.fp16)?)\.onnx", name)
@@ -201,7 +213,7 @@ def _scalars(d: Any, prefix: str = "", depth: int = 0) -> Dict[str, Any]:
 
 def build_manifest(cfg: IGptConfig, ckpt: Dict[str, Any], model_id: str, description: str,
                    palette: List[List[int]], classes: List[str], fp16: bool, has_classifier: bool,
-                   n_params: int, weights: List[Dict[str, Any]]) -> Dict[str, Any]:
+                   n_params: int, weights: List[Dict[str, Any]], embedding_layer: int) -> Dict[str, Any]:
     dataset = ckpt.get("dataset") or {}
     decoder = {"cpu": {"path": "decoder.onnx", "dtype": "float32",
                        "step_segments": onnx_graph.step_segment_names(cfg.n_layer)}}
@@ -239,6 +251,7 @@ def build_manifest(cfg: IGptConfig, ckpt: Dict[str, Any], model_id: str, descrip
             "parity": "parity.json",
             "model_card": "MODEL_CARD.md",
         },
+        "analysis": analysis.manifest_entry(embedding_layer),
         "training": training,
         "metrics": _scalars(ckpt.get("metrics") or {}),
     }
@@ -324,4 +337,10 @@ def build_parity(model: IGpt, has_classifier: bool, seed: int = 1234) -> Dict[st
         rows[:, 0] = cfg.sos_token_id                       # [SOS, x0 .. x(n-2)]
         class_logits, _ = model.classify(rows)
         parity["classifier"] = {"input_ids": rows.tolist(), "logits": class_logits.float().tolist()}
+    # analysis.onnx: image tokens without SOS; drawn last, so the entries above stay what they were before it
+    images = torch.randint(0, cfg.palette_size, (PARITY_ANALYSIS_ROWS, n), generator=gen)
+    features, bits = analysis.analyse(model, images.numpy())
+    scores = analysis.ood_score(bits.double().mean(1).numpy(), images.numpy(), cfg.palette_size, cfg.width)
+    parity["analysis"] = {"input_ids": images.tolist(), "features": features.tolist(), "token_bits": bits.tolist(),
+                          "ood_score": scores.tolist()}
     return parity

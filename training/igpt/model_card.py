@@ -9,6 +9,7 @@ from .model import IGptConfig
 SEGMENTS_CARD_TEXT = "`decoder.step.*.onnx` (the decoder cut at attention, for CPU steps with the service's own attention), "
 FILES_INTRO = "Model package format version {} (see `models/README.md`): "
 GENAI_CARD_TEXT = "`genai_config.json` (onnxruntime-genai)"
+ANALYSIS_CARD_TEXT = "`analysis.onnx` (per-layer embeddings and per-pixel bits, fp32), "
 
 
 def weights_card_text(fp16: bool) -> str:
@@ -138,6 +139,7 @@ def build_model_card(cfg: IGptConfig, ckpt: Dict[str, Any], manifest: Dict[str, 
               + ("`decoder.fp16.onnx` (fp16, CUDA), " if "cuda" in m["files"]["decoder"] else "")
               + ("`classifier.onnx`, " if m["files"]["classifier"] else "")
               + ("`classifier.fp16.onnx` (CUDA), " if (m["files"]["classifier"] or {}).get("cuda") else "")
+              + (ANALYSIS_CARD_TEXT if m.get("analysis") else "")
               + weights_card_text("cuda" in m["files"]["decoder"])
               + GENAI_CARD_TEXT + ", `parity.json` (PyTorch reference logits).", ""]
     if extra:

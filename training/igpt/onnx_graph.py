@@ -88,11 +88,15 @@ def _embed(g: _Graph, w: Dict[str, np.ndarray], input_ids: str, position_ids: st
 
 
 def _attn_in(g: _Graph, cfg: IGptConfig, w: Dict[str, np.ndarray], i: int, residual: str, skip: str,
-             skip_bias: Optional[str], sum_name: Optional[str] = None, qkv_name: Optional[str] = None):
-    """ln_1 (adding the previous block's output to the residual) and c_attn: (qkv [B, S, 3C], residual)."""
+             skip_bias: Optional[str], sum_name: Optional[str] = None, qkv_name: Optional[str] = None,
+             ln_1_outputs: Optional[List[str]] = None):
+    """ln_1 (adding the previous block's output to the residual) and c_attn: (qkv [B, S, 3C], residual).
+    ln_1_outputs, when given, receives ln_1's output [B, S, C] (the probes' features of block i)."""
     b = f"transformer.h.{i}"
     n1, residual = _norm(g, f"/h.{i}/ln_1", residual, skip, g.init(f"{b}.ln_1.weight", w[f"{b}.ln_1.weight"]),
                          skip_bias, cfg.norm_eps, sum_name)
+    if ln_1_outputs is not None:
+        ln_1_outputs.append(n1)
     qkv = g.one("MatMul", [n1, g.init(f"{b}.attn.c_attn.weight", w[f"{b}.attn.c_attn.weight"])],
                 f"/h.{i}/attn/c_attn/MatMul")
     qkv = g.node("Add", [qkv, g.init(f"{b}.attn.c_attn.bias", w[f"{b}.attn.c_attn.bias"])],
@@ -122,14 +126,15 @@ def _final(g: _Graph, cfg: IGptConfig, w: Dict[str, np.ndarray], residual: str, 
 
 
 def _transformer(g: _Graph, cfg: IGptConfig, w: Dict[str, np.ndarray], input_ids: str, position_ids: str,
-                 seqlens_k: str, total_len: str, past: Optional[List[str]]):
-    """Embeddings, blocks and final norm. Returns (ln_f output [B,S,C], present names)."""
+                 seqlens_k: str, total_len: str, past: Optional[List[str]], ln_1_outputs: Optional[List[str]] = None):
+    """Embeddings, blocks and final norm. Returns (ln_f output [B,S,C], present names); ln_1_outputs, when given,
+    receives every block's ln_1 output."""
     H = cfg.n_head
     residual, skip = _embed(g, w, input_ids, position_ids)
     skip_bias: Optional[str] = None  # the first norm adds the embeddings
     presents: List[str] = []
     for i in range(cfg.n_layer):
-        qkv, residual = _attn_in(g, cfg, w, i, residual, skip, skip_bias)
+        qkv, residual = _attn_in(g, cfg, w, i, residual, skip, skip_bias, ln_1_outputs=ln_1_outputs)
         if past is not None:
             outs = [f"/h.{i}/attn/out", f"present.{i}.key", f"present.{i}.value"]
             ins = [qkv, "", "", past[2 * i], past[2 * i + 1], seqlens_k, total_len]
@@ -288,6 +293,17 @@ def save_step_segments(segments: List[onnx.ModelProto], decoder_path: str) -> Li
     return names
 
 
+def _full_rows(g: _Graph, ids: str):
+    """GQA's lengths and the positions 0..n-1 for rows that are all full length (no cache, no padding):
+    a mask of ones gives the lengths, its running sum the positions. Returns (seqlens_k, total, positions)."""
+    ones = g.one("ConstantOfShape", [g.one("Shape", [ids], "/ids/Shape")], "/mask/ones",
+                 value=helper.make_tensor("one", TensorProto.INT64, [1], [1]))          # [B, n]
+    seqlens_k, total = _lengths_from_mask(g, ones)
+    positions = g.one("CumSum", [ones, g.init("const_axis_1", np.array(1, np.int64))], "/positions/CumSum")
+    positions = g.one("Sub", [positions, g.init("const_one_pos", np.array(1, np.int64))], "/positions/Sub")
+    return seqlens_k, total, positions
+
+
 def build_classifier(cfg: IGptConfig, state: Dict, fp16: bool = False) -> onnx.ModelProto:
     """input_ids [B, n] -> logits [B, n_classes] (and features [B, C], the pooled ln_f states).
 
@@ -296,12 +312,7 @@ def build_classifier(cfg: IGptConfig, state: Dict, fp16: bool = False) -> onnx.M
     g = _Graph(np.float16 if fp16 else np.float32)
     w = _weights(state)
     ids = "input_ids"
-    # every row is full length: a mask of ones gives GQA's lengths, its running sum the positions
-    ones = g.one("ConstantOfShape", [g.one("Shape", [ids], "/ids/Shape")], "/mask/ones",
-                 value=helper.make_tensor("one", TensorProto.INT64, [1], [1]))          # [B, n]
-    seqlens_k, total = _lengths_from_mask(g, ones)
-    positions = g.one("CumSum", [ones, g.init("const_axis_1", np.array(1, np.int64))], "/positions/CumSum")
-    positions = g.one("Sub", [positions, g.init("const_one_pos", np.array(1, np.int64))], "/positions/Sub")
+    seqlens_k, total, positions = _full_rows(g, ids)
     h, _ = _transformer(g, cfg, w, ids, positions, seqlens_k, total, past=None)
     if fp16:
         h = g.one("Cast", [h], "/ln_f/Cast", to=TensorProto.FLOAT)
@@ -313,6 +324,49 @@ def build_classifier(cfg: IGptConfig, state: Dict, fp16: bool = False) -> onnx.M
                helper.make_tensor_value_info("features", TensorProto.FLOAT, ["batch_size", cfg.n_embd])]
     doc = f"iGPT classifier ({'fp16' if fp16 else 'fp32'}), {cfg.n_classes} classes, mean-pooled final-norm states of {cfg.n_layer} layers"
     return _model(g, "igpt_classifier", inputs, outputs, doc)
+
+
+def build_analysis(cfg: IGptConfig, state: Dict) -> onnx.ModelProto:
+    """The analysis graph (models/README.md, `analysis.onnx`), fp32: one teacher-forced pass over an image's tokens.
+
+    input_ids [B, n]: the image's tokens x0..x(n-1) (no SOS: the graph builds [SOS, x0..x(n-2)] itself)
+    -> features [B, n_layer + 1, C]: entry i < n_layer the mean over positions of ln_1 of block i (applied to
+       block i's input), entry n_layer the mean of the final norm's output (probe.layer_features exactly);
+    -> token_bits [B, n]: -log2 p(x_i | SOS, x0..x(i-1)).
+    Its weights are the decoder's (decoder_weights: the same names and bytes, the head with its SOS column),
+    so it adds no tensor to weights.data; its float constant is a Constant node for the same reason."""
+    g = _Graph(np.float32)
+    w = decoder_weights(cfg, state)
+    ids = "input_ids"
+    # [SOS, x0 .. x(n-2)]: a [B, 1] column of SOS before the tokens less the last
+    batch = g.one("Slice", [g.one("Shape", [ids], "/sos/Shape"), g.init("const_zero_1d", np.array([0], np.int64)),
+                            g.init("const_one_1d", np.array([1], np.int64))], "/sos/batch")          # [1] = [B]
+    column = g.one("Concat", [batch, "const_one_1d"], "/sos/shape", axis=0)                       # [2] = [B, 1]
+    sos = g.one("ConstantOfShape", [column], "/sos/column",
+                value=helper.make_tensor("sos", TensorProto.INT64, [1], [cfg.sos_token_id]))    # [B, 1]
+    previous = g.one("Slice", [ids, "const_zero_1d", g.init("const_minus_one_1d", np.array([-1], np.int64)),
+                               "const_one_1d"], "/shift/Slice")                                   # [B, n-1]
+    inputs = g.one("Concat", [sos, previous], "/shift/Concat", axis=1)                           # [B, n]
+    seqlens_k, total, positions = _full_rows(g, ids)
+    taps: List[str] = []
+    h, _ = _transformer(g, cfg, w, inputs, positions, seqlens_k, total, past=None, ln_1_outputs=taps)
+    pooled = [g.one("ReduceMean", [t], f"/features/{i}/ReduceMean", axes=[1], keepdims=1)         # [B, 1, C] each
+              for i, t in enumerate(taps + [h])]
+    g.node("Concat", pooled, ["features"], "/features/Concat", axis=1)                           # [B, L+1, C]
+    logits = _lm_head(g, w, h, "/lm_head/logits")                                                # [B, n, V]
+    log_p = g.one("LogSoftmax", [logits], "/bits/LogSoftmax", axis=-1)                          # SOS column: -1e9, p 0
+    index = g.one("Unsqueeze", [ids, g.init("const_axes_2", np.array([2], np.int64))], "/bits/index")  # [B, n, 1]
+    picked = g.one("GatherElements", [log_p, index], "/bits/GatherElements", axis=2)            # [B, n, 1] ln p(x_i)
+    picked = g.one("Squeeze", [picked, "const_axes_2"], "/bits/Squeeze")                        # [B, n]
+    to_bits = g.one("Constant", [], "/bits/minus_log2_e",
+                    value=helper.make_tensor("minus_log2_e", TensorProto.FLOAT, [], [-1.0 / math.log(2.0)]))
+    g.node("Mul", [picked, to_bits], ["token_bits"], "/bits/Mul")
+    n_in = helper.make_tensor_value_info(ids, TensorProto.INT64, ["batch_size", "sequence_length"])
+    outputs = [helper.make_tensor_value_info("features", TensorProto.FLOAT, ["batch_size", cfg.n_layer + 1, cfg.n_embd]),
+               helper.make_tensor_value_info("token_bits", TensorProto.FLOAT, ["batch_size", "sequence_length"])]
+    doc = (f"iGPT analysis (fp32): per-layer mean-pooled features [B, {cfg.n_layer + 1}, {cfg.n_embd}] and per-token "
+           f"bits of an image's tokens (input without SOS), {cfg.n_layer} layers")
+    return _model(g, "igpt_analysis", [n_in], outputs, doc)
 
 
 def load_initializers(path: str) -> Dict[str, np.ndarray]:

@@ -83,6 +83,18 @@ def _attrs(node):
     return {a.name: helper.get_attribute_value(a) for a in node.attribute}
 
 
+def _slice_args(x, starts, ends, axes):
+    """(axis, start, end) for every axis of x: the sliced ones from the inputs (negative ends count from the end)."""
+    axes = list(range(len(starts))) if axes is None else [int(a) % x.ndim for a in axes]
+    spec = {a: (int(s), int(e)) for a, s, e in zip(axes, starts, ends)}
+    return [(a, *spec.get(a, (0, x.shape[a]))) for a in range(x.ndim)]
+
+
+def _log_softmax(x, axis):
+    m = x.max(axis, keepdims=True)
+    return x - m - np.log(np.exp(x - m).sum(axis, keepdims=True))
+
+
 OPS = {
     "Gather": lambda n, d, i: np.take(d, i, axis=_attrs(n).get("axis", 0)),
     "MatMul": lambda n, a, b: (a.astype(np.float32) @ b.astype(np.float32)).astype(a.dtype),
@@ -97,6 +109,15 @@ OPS = {
     "QuickGelu": lambda n, x: (x.astype(np.float32) / (1 + np.exp(-_attrs(n)["alpha"] * x.astype(np.float32))))
     .astype(x.dtype),
     "SkipSimplifiedLayerNormalization": _ssln,
+    # analysis.onnx's shift, pooling and bits
+    "Slice": lambda n, x, starts, ends, axes=None: x[tuple(slice(s, e) for _, s, e in _slice_args(x, starts, ends, axes))],
+    "Concat": lambda n, *xs: np.concatenate(xs, axis=_attrs(n)["axis"]),
+    "Unsqueeze": lambda n, x, axes: np.expand_dims(x, tuple(int(a) for a in axes)),
+    "Squeeze": lambda n, x, axes: np.squeeze(x, tuple(int(a) for a in axes)),
+    "Constant": lambda n: numpy_helper.to_array(_attrs(n)["value"]),
+    "Mul": lambda n, a, b: (a * b).astype(a.dtype),
+    "LogSoftmax": lambda n, x: _log_softmax(x.astype(np.float64), _attrs(n).get("axis", -1)).astype(x.dtype),
+    "GatherElements": lambda n, x, i: np.take_along_axis(x, i, axis=_attrs(n).get("axis", 0)),
     "GroupQueryAttention": _gqa,
 }
 
@@ -486,7 +507,7 @@ def test_each_weight_is_stored_once(tiny):
     same tensor point at the same bytes, and the file is no larger than its distinct tensors (plus alignment)."""
     model, _, pkg = tiny
     groups = {"weights.data": ["decoder.onnx", "decoder.step.0.onnx", "decoder.step.1.onnx", "decoder.step.2.onnx",
-                               "classifier.onnx", "decoder.fp16.onnx", "classifier.fp16.onnx"]}
+                               "classifier.onnx", "analysis.onnx", "decoder.fp16.onnx", "classifier.fp16.onnx"]}
     assert not os.path.exists(os.path.join(pkg, weights_file.FP16_FILE))
     for data_file, names in groups.items():
         blob = open(os.path.join(pkg, data_file), "rb").read()
@@ -516,7 +537,7 @@ def test_export_removes_what_an_earlier_export_left(tmp_path):
     for stale in ("decoder.onnx.data", "classifier.onnx", "weights.fp16.data", "decoder.step.9.onnx"):
         (tmp_path / stale).write_bytes(b"old")
     export.export_package(model, make_test_package.make_checkpoint(model, []), str(tmp_path), model_id="re", fp16=False)
-    assert sorted(os.listdir(tmp_path)) == ["MODEL_CARD.md", "decoder.onnx", "decoder.step.0.onnx", "decoder.step.1.onnx",
+    assert sorted(os.listdir(tmp_path)) == ["MODEL_CARD.md", "analysis.onnx", "decoder.onnx", "decoder.step.0.onnx", "decoder.step.1.onnx",
                                             "decoder.step.2.onnx", "genai_config.json", "model.json", "parity.json",
                                             "weights.data"]
     assert _json(str(tmp_path), "model.json")["files"]["weights"] == [
@@ -651,7 +672,10 @@ def test_committed_fixture_is_current_and_small(tiny):
     np.testing.assert_allclose(a["prefill_logits"] + a["decode_logits"], b["prefill_logits"] + b["decode_logits"],
                                atol=1e-5)
     np.testing.assert_allclose(a["classifier"]["logits"], b["classifier"]["logits"], atol=1e-5)
-    for name in ("decoder.onnx", "decoder.fp16.onnx", "classifier.onnx", "classifier.fp16.onnx"):
+    assert a["analysis"]["input_ids"] == b["analysis"]["input_ids"]
+    for key in ("features", "token_bits"):
+        np.testing.assert_allclose(a["analysis"][key], b["analysis"][key], atol=1e-5)
+    for name in ("decoder.onnx", "decoder.fp16.onnx", "classifier.onnx", "classifier.fp16.onnx", "analysis.onnx"):
         x, y = onnx.load(os.path.join(FIXTURE, name)), onnx.load(os.path.join(pkg, name))
         assert [(n.op_type, list(n.input)) for n in x.graph.node] == [(n.op_type, list(n.input)) for n in y.graph.node]
         for s, t in zip(x.graph.initializer, y.graph.initializer):

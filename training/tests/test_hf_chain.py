@@ -116,7 +116,7 @@ def test_import_then_export_makes_a_package_that_matches_hf(tmp_path, weights, s
         (cfg["n_layer"], cfg["n_head"], cfg["n_embd"], cfg["n_positions"])
     assert m["classes"] == [] and m["files"]["classifier"] is None
     steps = [f"decoder.step.{i}.onnx" for i in range(a["n_layer"] + 1)]
-    assert sorted(os.listdir(pkg)) == sorted(["MODEL_CARD.md", "decoder.fp16.onnx", "decoder.onnx", "genai_config.json",
+    assert sorted(os.listdir(pkg)) == sorted(["MODEL_CARD.md", "analysis.onnx", "decoder.fp16.onnx", "decoder.onnx", "genai_config.json",
                                               "model.json", "parity.json", "weights.data"] + steps)
     assert m["training"]["dataset"] == f"hf:{mk.HF_NAME}"
 

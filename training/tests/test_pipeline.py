@@ -42,8 +42,8 @@ def test_tiny_pipeline_end_to_end(tmp_path):
 
 def test_every_command_dispatches_to_its_module():
     from igpt.__main__ import COMMANDS, build_parser
-    assert set(COMMANDS) == {"prepare", "train", "finetune", "soup", "probe", "sample", "export", "segments", "sampling", "convert",
-                             "import-hf", "pipeline"}
+    assert set(COMMANDS) == {"prepare", "train", "finetune", "soup", "probe", "sample", "export", "segments", "sampling",
+                             "convert", "import-hf", "pipeline", "analysis"}
     for name in COMMANDS:
         p = build_parser(name)
         assert callable(p.get_default("_main")), name

@@ -45,6 +45,15 @@ public sealed record ModelResponse
     /// <summary>Whether <c>POST /v1/models/{model}/classifications</c> is available.</summary>
     public bool HasClassifier { get; init; }
 
+    /// <summary>Whether <c>POST /v1/models/{model}/embeddings</c> and <c>/likelihoods</c> are available (the package has an analysis graph).</summary>
+    public bool HasAnalysis { get; init; }
+
+    /// <summary>The layers an embedding may come from, 0 to this (n_layer); null without an analysis graph.</summary>
+    public int? MaxLayer { get; init; }
+
+    /// <summary>The default embedding layer: the one whose features a linear probe read best; null without an analysis graph.</summary>
+    public int? EmbeddingLayer { get; init; }
+
     /// <summary>ONNX Runtime execution provider the model runs on: <c>CUDA</c> or <c>CPU</c> (null when failed).</summary>
     public string? ExecutionProvider { get; init; }
 

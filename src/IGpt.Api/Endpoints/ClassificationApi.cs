@@ -53,7 +53,7 @@ public static class ClassificationApi
 
         var hash = Convert.ToHexString(SHA256.HashData(bytes));
         var cached = cache.TryGet(model, hash, out var probabilities);
-        if (!cached)
+        if (probabilities is null)
         {
             var image = codec.DecodeForModel(bytes, loaded.Manifest, partial: false);
             probabilities = await batcher.ClassifyAsync(model, loaded, image.ToTokens(loaded.Palette), cancellationToken);

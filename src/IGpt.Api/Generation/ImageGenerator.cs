@@ -99,7 +99,8 @@ public sealed class ImageGenerator(ImageCodec codec, IOptions<ApiOptions> option
         }
     }
 
-    private const int MaxPngSide = 65535;
+    /// <summary>PNG's side limit as the codec writes it.</summary>
+    public const int MaxPngSide = 65535;
 
     /// <summary>One PNG holding the images side by side.</summary>
     public byte[] ToPngStrip(GenerationOutput output) => codec.EncodePngStrip(output.Images, output.Scale);

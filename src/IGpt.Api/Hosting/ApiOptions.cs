@@ -15,6 +15,13 @@ public sealed class ApiOptions : IValidatableObject
     [Range(0, 10_000_000)]
     public int ClassificationCacheEntries { get; set; } = 4096;
 
+    /// <summary>
+    /// How many analysis passes (embeddings and likelihoods) the API keeps, keyed by (model, image hash); 0 disables the
+    /// cache. An entry holds every layer's features and each pixel's bits (about 8 KB for fashion-mnist-28).
+    /// </summary>
+    [Range(0, 10_000_000)]
+    public int AnalysisCacheEntries { get; set; } = 1024;
+
     /// <summary>Longest a generation request may take, queue included; past it the answer is 504 (or an SSE error event).</summary>
     [Range(0.001, 86_400)]
     public double RequestTimeoutSeconds { get; set; } = 120;

@@ -38,6 +38,7 @@ public static class InferenceServiceExtensions
         services.AddSingleton<ModelExamples>();
         services.AddSingleton<ImageGenerator>();
         services.AddSingleton<ClassificationCache>();
+        services.AddSingleton<AnalysisCache>();
         return services;
     }
 

@@ -17,6 +17,7 @@ public static class ServingServiceExtensions
         services.AddSingleton<ServingMetrics>();
         services.AddSingleton<IDecodeObserver>(sp => sp.GetRequiredService<ServingMetrics>());
         services.AddSingleton<ClassificationBatcher>();
+        services.AddSingleton<AnalysisBatcher>();
         services.AddSingleton<ShutdownDrain>();
         services.AddHostedService(sp => sp.GetRequiredService<ShutdownDrain>());
         services.AddOptions<HostOptions>()

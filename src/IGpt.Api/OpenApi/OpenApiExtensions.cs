@@ -21,8 +21,8 @@ public static class OpenApiExtensions
             {
                 Title = "IGpt API",
                 Version = "v1",
-                Description = "Image GPT: complete the top of an image, draw unconditional samples and classify images "
-                    + "with the models under models/. Errors are RFC 9457 problem+json.",
+                Description = "Image GPT: complete the top of an image, draw unconditional samples, classify images, embed "
+                    + "them and score their likelihood with the models under models/. Errors are RFC 9457 problem+json.",
             });
             // Relative: the server that serves the document. An absolute address taken from the request would be the
             // proxy's backend address (http, an internal host) behind a TLS-terminating proxy, and Swagger UI would call it.

@@ -10,6 +10,9 @@ namespace IGpt.Api.OpenApi;
 /// </summary>
 public sealed record RequestBodyDocs(RequestShape Shape, string SchemaName, string JsonExample, bool Required, bool Generates)
 {
+    /// <summary>For a route that does not generate: what it answers to Accept: image/png (null when it answers only JSON).</summary>
+    public string? PngAnswer { get; init; }
+
     /// <summary>An 8x8 grey gradient PNG, base64: a working example image for any model (it is resized).</summary>
     public const string ExampleImage =
         "iVBORw0KGgoAAAANSUhEUgAAAAgAAAAICAAAAADhZOFXAAAAF0lEQVR42mNkUIAAJg4owM1ghzEYMBkAczwClyLb+HsAAAAASUVORK5CYII=";

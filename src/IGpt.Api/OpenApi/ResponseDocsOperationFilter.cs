@@ -1,5 +1,6 @@
 using System.Text.Json.Nodes;
 using IGpt.Api.Contracts;
+using IGpt.Api.Requests;
 using Microsoft.AspNetCore.Mvc;
 using Microsoft.OpenApi;
 using Swashbuckle.AspNetCore.SwaggerGen;
@@ -8,8 +9,8 @@ namespace IGpt.Api.OpenApi;
 
 /// <summary>
 /// What the model routes answer beyond their handlers' return types, declared so that generated clients expose it:
-/// generation's image/png and text/event-stream answers (the events' data schemas), the response headers X-Seed,
-/// X-Cache and Server-Timing, and Retry-After on 503.
+/// generation's image/png and text/event-stream answers (the events' data schemas), the likelihoods' image/png answer,
+/// the response headers X-Seed, X-Cache and Server-Timing, and Retry-After on 503.
 /// </summary>
 public sealed class ResponseDocsOperationFilter : IOperationFilter
 {
@@ -37,7 +38,14 @@ public sealed class ResponseDocsOperationFilter : IOperationFilter
             }
             else
             {
-                ok.Headers[ResponseHeaders.Cache] = CacheHeader("whether the classification cache answered (same model, same image bytes)");
+                ok.Headers[ResponseHeaders.Cache] = CacheHeader(docs.Shape == RequestShape.Classification
+                    ? "whether the classification cache answered (same model, same image bytes)"
+                    : "whether the analysis cache answered (same model, same image bytes; embeddings and likelihoods share it)");
+                if (docs.PngAnswer is { } png)
+                {
+                    ok.Description = $"The answer as JSON; {png}";
+                    ok.Content["image/png"] = new OpenApiMediaType { Schema = new OpenApiSchema { Type = JsonSchemaType.String, Format = "binary" } };
+                }
             }
         }
         if (operation.Responses.TryGetValue("503", out var busy) && busy is OpenApiResponse unavailable)

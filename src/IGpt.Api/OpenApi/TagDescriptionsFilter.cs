@@ -12,6 +12,8 @@ public sealed class TagDescriptionsFilter : IDocumentFilter
         ["Models"] = "The model packages the service found, ready or failed, with their geometry, palette and classes.",
         ["Generation"] = "Images drawn pixel by pixel: completions of a posted image, and unconditional samples.",
         ["Classification"] = "The model's classification head on a posted image.",
+        ["Analysis"] = "What the model knows about a posted image: embeddings from its layers, and likelihoods with a surprise map "
+            + "and an out-of-distribution score.",
     };
 
     public void Apply(OpenApiDocument document, DocumentFilterContext context)

@@ -10,6 +10,8 @@ public sealed record RequestShape(IReadOnlyList<FieldSpec> Fields)
     public static RequestShape Completion { get; } = new([FieldSpecs.Image, FieldSpecs.Rows, FieldSpecs.Partial, .. FieldSpecs.Sampling]);
     public static RequestShape Samples { get; } = new(FieldSpecs.Sampling);
     public static RequestShape Classification { get; } = new([FieldSpecs.Image, FieldSpecs.Top]);
+    public static RequestShape Embeddings { get; } = new([FieldSpecs.Image, FieldSpecs.Layer]);
+    public static RequestShape Likelihoods { get; } = new([FieldSpecs.Image, FieldSpecs.Scale]);
 }
 
 /// <summary>Every request body field of the API, with its range and default.</summary>
@@ -84,6 +86,11 @@ public static class FieldSpecs
 
     public static readonly FieldSpec Top = Integer("top", 1, int.MaxValue, DefaultTop,
         "How many classes to return, 1 or more (default 5; at most the model's class count are returned).");
+
+    public static readonly FieldSpec Layer = Integer("layer", 0, null, null,
+        "Which layer's features to return, 0 to n_layer: layer i < n_layer is the input of block i after its first norm, "
+        + "n_layer the final norm's output (default: the layer whose features a linear probe read best, GET /v1/models' embedding_layer).")
+        with { Example = 1 };
 
     /// <summary>The fields completions and samples share.</summary>
     public static readonly FieldSpec[] Sampling = [N, Temperature, TopK, TopP, Seed, Scale, Stream];

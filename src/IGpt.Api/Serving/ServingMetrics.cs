@@ -20,7 +20,7 @@ public sealed class ServingMetrics : IDecodeObserver
     private readonly Gauge _queueDepth, _activeSequences, _slots;
     private readonly Counter _steps, _stepsByPath, _tokens, _requests;
     private readonly System.Collections.Concurrent.ConcurrentDictionary<string, (Histogram.Child Step, Histogram.Child Occupancy)> _stepChildren = new();
-    private readonly Histogram _queueSeconds, _firstRowSeconds, _stepSeconds, _occupancy, _classificationBatch;
+    private readonly Histogram _queueSeconds, _firstRowSeconds, _stepSeconds, _occupancy, _classificationBatch, _analysisBatch;
 
     public ServingMetrics()
     {
@@ -35,7 +35,7 @@ public sealed class ServingMetrics : IDecodeObserver
             "Decode steps by how they ran: graph (the decoder graph in one run), lanes (rows split between threads), "
             + "segments (step segments with the library's attention).", ["model", "path"]);
         _tokens = f.CreateCounter("igpt_tokens_generated_total", "Pixels drawn (first pixels from prompt logits included).", model);
-        _requests = f.CreateCounter("igpt_requests_total", "Generation and classification requests by outcome.", ["model", "endpoint", "outcome"]);
+        _requests = f.CreateCounter("igpt_requests_total", "Generation, classification, embedding and likelihood requests by outcome.", ["model", "endpoint", "outcome"]);
         _queueSeconds = f.CreateHistogram("igpt_queue_seconds", "Time from admission to the first KV slot.",
             new HistogramConfiguration { LabelNames = model, Buckets = SecondsBuckets });
         _firstRowSeconds = f.CreateHistogram("igpt_time_to_first_row_seconds", "Time from admission to the first finished image row.",
@@ -45,6 +45,8 @@ public sealed class ServingMetrics : IDecodeObserver
         _occupancy = f.CreateHistogram("igpt_batch_occupancy", "Sequences per decode step.",
             new HistogramConfiguration { LabelNames = model, Buckets = RowBuckets });
         _classificationBatch = f.CreateHistogram("igpt_classification_batch_size", "Images per classification batch.",
+            new HistogramConfiguration { LabelNames = model, Buckets = RowBuckets });
+        _analysisBatch = f.CreateHistogram("igpt_analysis_batch_size", "Images per analysis batch (embeddings and likelihoods).",
             new HistogramConfiguration { LabelNames = model, Buckets = RowBuckets });
     }
 
@@ -88,6 +90,8 @@ public sealed class ServingMetrics : IDecodeObserver
         _requests.WithLabels(model, endpoint, OutcomeName(outcome)).Inc();
 
     public void ClassificationBatch(string model, int size) => _classificationBatch.WithLabels(model).Observe(size);
+
+    public void AnalysisBatch(string model, int size) => _analysisBatch.WithLabels(model).Observe(size);
 
     public static string OutcomeName(RequestOutcome outcome) => outcome switch
     {

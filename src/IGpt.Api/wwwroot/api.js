@@ -72,6 +72,24 @@ export async function classify(model, form, signal) {
   return response.json();
 }
 
+/** How likely the model finds the image: bits per pixel, the out-of-distribution score and its verdict. */
+export async function likelihood(model, form, signal) {
+  const response = await fetch(`/v1/models/${encodeURIComponent(model)}/likelihoods`, {
+    method: 'POST', body: form, headers: headers('application/json'), signal,
+  });
+  if (!response.ok) throw new ApiProblem(await problemFrom(response));
+  return response.json();
+}
+
+/** The surprise map of the image: a PNG Blob at model resolution, each pixel's bits on a dark-to-bright ramp. */
+export async function surpriseMap(model, form, signal) {
+  const response = await fetch(`/v1/models/${encodeURIComponent(model)}/likelihoods`, {
+    method: 'POST', body: form, headers: headers('image/png'), signal,
+  });
+  if (!response.ok) throw new ApiProblem(await problemFrom(response));
+  return response.blob();
+}
+
 /**
  * Posts a generation request (completions or samples) as a stream and calls onEvent(name, data) for each
  * server-sent event. Resolves with the `result` data; rejects with an ApiProblem for an error answer or an

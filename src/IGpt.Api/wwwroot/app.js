@@ -1,6 +1,7 @@
 // The IGpt web page: pick a model, pick one of its examples, draw or upload an image, complete it (rows streamed in
-// as they are drawn, beside the original), draw unconditional samples, classify.
-import { apiKey, classify, generate, getModels, setApiKey } from './api.js';
+// as they are drawn, beside the original), draw unconditional samples, classify, and show how surprising the model
+// finds the image (a surprise map and a verdict in words).
+import { apiKey, classify, generate, getModels, likelihood, setApiKey, surpriseMap } from './api.js';
 import { Drawing } from './drawing.js';
 import { ExamplePicker, exampleLabel } from './examples.js';
 import { clearError, clearFieldErrors, showError, showFieldProblem } from './errors.js';
@@ -20,6 +21,7 @@ const ui = {
   examplesArea: $('examples-area'), examples: $('examples'),
   status: $('status'), results: $('results'), classesStatus: $('classes-status'), bars: $('bars'),
   original: $('original'), originalImage: $('original-image'), originalCut: $('original-cut'),
+  surprise: $('surprise'), surpriseMap: $('surprise-map'), surpriseVerdict: $('surprise-verdict'), surpriseDetail: $('surprise-detail'),
   keyCard: $('key-card'), apiKey: $('api-key'), useKey: $('use-key'),
 };
 const results = new ResultsView(ui.results, ui.preview, ui.original, ui.originalImage, ui.originalCut);
@@ -100,6 +102,7 @@ function selectModel() {
   const grey = model.channels === 1;
   const info = [`${model.width}×${model.height} pixels, ${grey ? 'grey' : 'colour'}, ${model.palette_size} colours`,
     model.has_classifier ? `${model.classes.length} classes` : 'no classifier',
+    model.has_analysis ? null : 'no likelihoods',
     model.execution_provider ? `runs on ${model.execution_provider}` : null, ui.modelInfo.dataset.failed].filter(Boolean);
   ui.modelInfo.textContent = (model.description ? `${model.description}. ` : '') + info.join(' · ');
   ui.greyTool.hidden = !grey;
@@ -120,8 +123,10 @@ function selectModel() {
   }
   updateRows();
   updatePreview();
-  ui.classify.disabled = !model.has_classifier;
-  ui.classify.title = model.has_classifier ? '' : 'This model has no classifier.';
+  ui.classify.disabled = !canClassify(model);
+  ui.classify.title = canClassify(model) ? '' : 'This model has neither a classifier nor an analysis graph.';
+  ui.classify.textContent = model.has_analysis ? (model.has_classifier ? 'Classify and score' : 'Score') : 'Classify';
+  ui.surprise.hidden = true;
   setBusy(false);
   examplePicker.show(model, (m) => m === model);
 }
@@ -228,7 +233,7 @@ function setBusy(busy) {
   const idle = !busy && !!model;
   ui.complete.disabled = !idle;
   ui.samples.disabled = !idle;
-  ui.classify.disabled = !idle || !model.has_classifier;
+  ui.classify.disabled = !idle || !canClassify(model);
   ui.model.disabled = busy || !models.some((m) => m.status === 'ready');
   ui.stop.hidden = !running;
 }
@@ -303,32 +308,79 @@ async function runGeneration(kind, button) {
 
 const fmtMs = (ms) => (ms >= 1000 ? `${(ms / 1000).toFixed(2)} s` : `${Math.round(ms)} ms`);
 
+const canClassify = (m) => m.has_classifier || m.has_analysis;
+
+/** The classes (when the model has a head) and the surprise map with its verdict (when it has an analysis graph), side by side. */
 async function runClassify() {
   if (!model || running) return;
   clearErrors('classify');
   const m = model;
   running = new AbortController();
+  const signal = running.signal;
   setBusy(true);
   ui.bars.dataset.state = 'running';
-  ui.classesStatus.textContent = 'Classifying…';
+  ui.surprise.dataset.state = 'running';
+  ui.classesStatus.textContent = m.has_classifier ? 'Classifying…' : 'Scoring…';
   try {
     const form = new FormData();
     const [blob, name] = await imageBlob();
     form.set('image', blob, name);
-    form.set('top', '5');
-    const answer = await classify(m.id, form, running.signal);
-    ui.bars.replaceChildren(...answer.predictions.map(classBar));
-    ui.classesStatus.textContent = `Most probable classes for the image (${m.id})${answer.cached ? ', from the cache' : ''}:`;
+    const classes = m.has_classifier ? showClasses(m, form, signal) : Promise.resolve(null);
+    const surprise = m.has_analysis ? showSurprise(m, form, signal) : Promise.resolve(null);
+    const [classesDone, surpriseDone] = await Promise.allSettled([classes, surprise]);
+    if (!m.has_classifier) ui.bars.replaceChildren();
+    ui.surprise.hidden = !m.has_analysis || surpriseDone.status === 'rejected';
+    const failed = [classesDone, surpriseDone].find((r) => r.status === 'rejected');
+    if (failed) throw failed.reason;
+    const cached = classesDone.value?.cached || surpriseDone.value?.cached;
+    ui.classesStatus.textContent = m.has_classifier
+      ? `Most probable classes for the image (${m.id})${cached ? ', from the cache' : ''}:`
+      : `How the model (${m.id}) sees the image${cached ? ', from the cache' : ''}:`;
     ui.bars.dataset.state = 'done';
   } catch (error) {
     ui.bars.dataset.state = 'error';
+    ui.surprise.dataset.state = 'error';
     ui.bars.replaceChildren();
+    ui.surprise.hidden = true;
     ui.classesStatus.textContent = error.name === 'AbortError' ? 'Stopped.' : 'Classification failed.';
     if (error.name !== 'AbortError') showProblem('classify', error);
   } finally {
     running = null;
     setBusy(false);
   }
+}
+
+async function showClasses(m, form, signal) {
+  const top = new FormData();
+  for (const [key, value] of form) top.set(key, value);
+  top.set('top', '5');
+  const answer = await classify(m.id, top, signal);
+  ui.bars.replaceChildren(...answer.predictions.map(classBar));
+  return answer;
+}
+
+/** The likelihood in words and the surprise map (the second request is answered from the service's analysis cache). */
+async function showSurprise(m, form, signal) {
+  const answer = await likelihood(m.id, form, signal);
+  const map = await surpriseMap(m.id, form, signal);
+  const previous = ui.surpriseMap.src;
+  ui.surpriseMap.src = URL.createObjectURL(map);
+  if (previous.startsWith('blob:')) URL.revokeObjectURL(previous);
+  const scale = displayScale(m);
+  ui.surpriseMap.style.width = `${m.width * scale}px`;
+  ui.surpriseMap.style.height = `${m.height * scale}px`;
+  ui.surpriseVerdict.textContent = answer.verdict
+    ? `This image looks ${answer.verdict} to the model.`
+    : 'This model has no calibration to put the score in words.';
+  const fixed = (x) => x.toFixed(2);
+  const q95 = answer.calibration?.test_quantiles?.['0.95'];
+  ui.surpriseDetail.textContent = `The model needs ${fixed(answer.bits_per_pixel)} bits per pixel, a generic compressor `
+    + `${fixed(answer.compressor_bits_per_pixel)}: surprise score ${fixed(answer.ood_score)}`
+    + (q95 === undefined ? '.' : ` (19 in 20 of the test images score ${fixed(q95)} or less).`);
+  ui.surprise.dataset.ood = String(answer.ood_score);
+  ui.surprise.dataset.verdict = answer.verdict || '';
+  ui.surprise.dataset.state = 'done';
+  return answer;
 }
 
 // ---- wiring ----

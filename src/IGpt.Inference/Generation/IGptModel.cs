@@ -6,10 +6,10 @@ using Microsoft.ML.OnnxRuntime;
 namespace IGpt.Inference.Generation;
 
 /// <summary>
-/// One loaded model package: KV-cached image completion and classification. Completions of every
-/// request share the model's decode scheduler (continuous batching over MaxBatch KV slots, a bounded
-/// queue of QueueCapacity requests; see <see cref="DecodeScheduler"/>); classification runs
-/// concurrently. The CUDA provider is tried first when enabled (fp16 decoder), else CPU (fp32).
+/// One loaded model package: KV-cached image completion, classification and analysis (embeddings and
+/// likelihoods). Completions of every request share the model's decode scheduler (continuous batching over
+/// MaxBatch KV slots, a bounded queue of QueueCapacity requests; see <see cref="DecodeScheduler"/>);
+/// classification and analysis run concurrently with it. The CUDA provider is tried first when enabled (fp16 decoder), else CPU (fp32).
 /// </summary>
 public sealed class IGptModel : IDisposable
 {
@@ -17,13 +17,14 @@ public sealed class IGptModel : IDisposable
 
     private readonly KvCacheDecoder _decoder;
     private readonly Classifier? _classifier;
+    private readonly Analyzer? _analyzer;
     private readonly PrefixCache? _prefixCache;
     private readonly DecodeScheduler _scheduler;
     private readonly PackageWeights? _weights;  // the CPU sessions' shared initializers: freed after the sessions
-    private int _disposed, _classifierFailures;
-    private string? _classifierFailure;
+    private int _disposed, _graphFailures;
+    private string? _graphFailure;
 
-    /// <summary>Generation requests (or classifier batches) in a row that a model run must fail before the model reports itself failing.</summary>
+    /// <summary>Generation requests (or classifier or analysis batches) in a row that a model run must fail before the model reports itself failing.</summary>
     public const int FailingAfter = 3;
 
     private IGptModel(ModelManifest manifest, LoadedModel loaded, IMemoryCache? prefixCache, int queueCapacity,
@@ -32,6 +33,7 @@ public sealed class IGptModel : IDisposable
         Manifest = manifest;
         var decoder = _decoder = loaded.Decoder;
         _classifier = loaded.Classifier;
+        _analyzer = loaded.Analyzer;
         _weights = loaded.Weights;
         ExecutionProvider = loaded.Provider;
         ProviderReason = loaded.Reason;
@@ -56,6 +58,8 @@ public sealed class IGptModel : IDisposable
     /// </summary>
     public string ProviderSummary { get; }
     public bool HasClassifier => _classifier is not null;
+    /// <summary>Whether the package has the analysis graph behind <see cref="AnalyzeBatchAsync"/> (manifest "analysis").</summary>
+    public bool HasAnalysis => _analyzer is not null;
     /// <summary>KV slots: sequences (images) decoded together, whatever requests they belong to.</summary>
     public int MaxBatch => _decoder.MaxBatch;
     /// <summary>Requests that may wait for a slot; one more is refused with <see cref="QueueFullException"/>.</summary>
@@ -65,13 +69,13 @@ public sealed class IGptModel : IDisposable
     public SchedulerStats SchedulerStats => _scheduler.Stats;
 
     /// <summary>
-    /// Whether the model's last <see cref="FailingAfter"/> generation requests (or classifier batches) were all failed by a
+    /// Whether the model's last <see cref="FailingAfter"/> generation requests (or classifier or analysis batches) were all failed by a
     /// model run that threw: it still takes requests (one that completes clears this), but readiness reports it as failing.
     /// </summary>
-    public bool IsFailing => _scheduler.ConsecutiveFailures >= FailingAfter || Volatile.Read(ref _classifierFailures) >= FailingAfter;
+    public bool IsFailing => _scheduler.ConsecutiveFailures >= FailingAfter || Volatile.Read(ref _graphFailures) >= FailingAfter;
 
     /// <summary>Why the last failed run failed (null before any failure).</summary>
-    public string? LastFailure => Volatile.Read(ref _classifierFailure) is { } c && Volatile.Read(ref _classifierFailures) > 0 ? c : _scheduler.LastFailure;
+    public string? LastFailure => Volatile.Read(ref _graphFailure) is { } c && Volatile.Read(ref _graphFailures) > 0 ? c : _scheduler.LastFailure;
 
     /// <summary>Whether <see cref="Dispose"/> ran: the decode thread has stopped and the ONNX Runtime sessions are released.</summary>
     public bool IsDisposed => Volatile.Read(ref _disposed) != 0;
@@ -127,23 +131,38 @@ public sealed class IGptModel : IDisposable
     {
         ObjectDisposedException.ThrowIf(Volatile.Read(ref _disposed) != 0, this);
         var classifier = _classifier ?? throw new InvalidOperationException($"model '{Manifest.Id}' has no classifier");
-        return Task.Run(() =>
+        return RunGraphAsync("classifier", () => classifier.Classify(images, cancellationToken), cancellationToken);
+    }
+
+    /// <summary>
+    /// One teacher-forced pass per image (height*width palette tokens): every layer's pooled features and each pixel's
+    /// bits, run in batches of up to MaxBatch. Throws <see cref="InvalidOperationException"/> when <see cref="HasAnalysis"/> is false.
+    /// </summary>
+    public Task<ImageAnalysis[]> AnalyzeBatchAsync(IReadOnlyList<int[]> images, CancellationToken cancellationToken)
+    {
+        ObjectDisposedException.ThrowIf(Volatile.Read(ref _disposed) != 0, this);
+        var analyzer = _analyzer ?? throw new InvalidOperationException($"model '{Manifest.Id}' has no analysis graph");
+        return RunGraphAsync("analysis", () => analyzer.Analyze(images, cancellationToken), cancellationToken);
+    }
+
+    /// <summary>A run of a graph beside the decoder (classifier, analysis) off the caller's thread; its failures count towards <see cref="IsFailing"/>.</summary>
+    private Task<T> RunGraphAsync<T>(string stage, Func<T> run, CancellationToken cancellationToken) =>
+        Task.Run(() =>
         {
             try
             {
-                var probabilities = classifier.Classify(images, cancellationToken);
-                Volatile.Write(ref _classifierFailures, 0);
-                return probabilities;
+                var result = run();
+                Volatile.Write(ref _graphFailures, 0);
+                return result;
             }
             catch (OnnxRuntimeException e)
             {
-                var fault = new ModelRunException(Manifest.Id, "classifier", e);
-                Volatile.Write(ref _classifierFailure, fault.Message);
-                Interlocked.Increment(ref _classifierFailures);
+                var fault = new ModelRunException(Manifest.Id, stage, e);
+                Volatile.Write(ref _graphFailure, fault.Message);
+                Interlocked.Increment(ref _graphFailures);
                 throw fault;
             }
         }, cancellationToken);
-    }
 
     private void Validate(CompletionRequest request)
     {
@@ -170,6 +189,7 @@ public sealed class IGptModel : IDisposable
         _scheduler.Dispose();   // stops the loop (failing what is still queued or running) before the decoder goes
         _decoder.Dispose();
         _classifier?.Dispose();
+        _analyzer?.Dispose();
         _weights?.Dispose();
     }
 }

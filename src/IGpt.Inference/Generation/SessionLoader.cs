@@ -6,12 +6,13 @@ namespace IGpt.Inference.Generation;
 
 /// <summary>What <see cref="SessionLoader"/> set up for one package: its decoder and classifier, on which provider and why.</summary>
 /// <remarks><see cref="Weights"/> (format 2 packages on the CPU) must outlive the sessions that share them.</remarks>
-internal sealed record LoadedModel(KvCacheDecoder Decoder, Classifier? Classifier, string Provider, string Reason, string Summary,
-    PackageWeights? Weights);
+internal sealed record LoadedModel(KvCacheDecoder Decoder, Classifier? Classifier, Analyzer? Analyzer, string Provider, string Reason,
+    string Summary, PackageWeights? Weights);
 
 /// <summary>
 /// Sets up a package's runs: the CUDA provider first when enabled (the fp16 decoder), else the CPU with the step
-/// paths <see cref="StepPlanner"/> chooses; then the classifier on the same provider. Every session comes from the
+/// paths <see cref="StepPlanner"/> chooses; then the classifier on the same provider, and the analysis graph on the CPU.
+/// Every session comes from the
 /// planner; what is created is disposed again if a later part fails.
 /// </summary>
 internal static class SessionLoader
@@ -25,25 +26,28 @@ internal static class SessionLoader
         string provider = cuda.Session is null ? "CPU" : "CUDA";
         var weights = options.ShareWeights ? PackageWeights.For(manifest) : null;
         KvCacheDecoder? decoder = null;
-        Classifier? classifier;
+        Classifier? classifier = null;
+        Analyzer? analyzer;
         try
         {
             decoder = cuda.Session is { } session ? CudaDecoder(manifest, options, session, cuda) : CpuDecoder(manifest, planner, weights);
             classifier = LoadClassifier(manifest, planner, provider, weights, logger);
+            analyzer = LoadAnalyzer(manifest, planner, weights, logger);
         }
         catch
         {
+            classifier?.Dispose();
             decoder?.Dispose();
             weights?.Dispose();  // after every session that shares them
             throw;
         }
         // The provider's reason once: the fallback's full text is at Debug and in the model's ProviderReason.
         string summary = cuda.ProviderFailed ? "CUDA provider unavailable" : cuda.Reason;
-        logger.LogInformation("Model {ModelId}: execution provider {Provider} ({Reason}); KV cache {KvType}; classifier {Classifier}; "
+        logger.LogInformation("Model {ModelId}: execution provider {Provider} ({Reason}); KV cache {KvType}; classifier {Classifier}; analysis {Analysis}; "
             + "CPU steps: one-thread up to {SmallRows} rows, row lanes from {LaneRows}, step segments from {SegmentedRows} (0 = none)",
             manifest.Id, provider, summary, decoder.KvType == TensorElementType.Float16 ? "float16" : "float32",
-            classifier is null ? "none" : "loaded", decoder.Plan.SmallStepRows, decoder.Plan.LaneStepRows, decoder.Plan.SegmentedStepRows);
-        return new LoadedModel(decoder, classifier, provider, cuda.Reason, summary, weights);
+            classifier is null ? "none" : "loaded", analyzer is null ? "none" : "loaded", decoder.Plan.SmallStepRows, decoder.Plan.LaneStepRows, decoder.Plan.SegmentedStepRows);
+        return new LoadedModel(decoder, classifier, analyzer, provider, cuda.Reason, summary, weights);
     }
 
     /// <summary>
@@ -167,6 +171,28 @@ internal static class SessionLoader
         catch
         {
             session.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>
+    /// The analysis graph (embeddings and likelihoods), or null when the package has none. The package ships it in fp32
+    /// only, so it runs on the CPU even beside a CUDA decoder, sharing the CPU sessions' weights.
+    /// </summary>
+    private static Analyzer? LoadAnalyzer(ModelManifest manifest, StepPlanner planner, PackageWeights? weights, ILogger logger)
+    {
+        if (manifest.Analysis is not { } analysis) return null;
+        if (analysis.Ood is { } ood && OodScore.CalibrationOf(manifest) is null)
+        {
+            logger.LogWarning("Model {ModelId}: analysis.ood is calibrated for the score '{Score}', not '{Served}': likelihoods come without a verdict",
+                manifest.Id, ood.Score, OodScore.Name);
+        }
+        var session = planner.CreatePackageSession(manifest, analysis.Cpu.Path, weights);
+        try { return new Analyzer(session, manifest, planner.Options.MaxBatch); }
+        catch (Exception e)
+        {
+            session.Dispose();
+            if (e is ModelPackageException) throw new ModelPackageException($"{analysis.Cpu.Path}: {e.Message}", e);
             throw;
         }
     }

@@ -28,6 +28,27 @@ public sealed record ModelGraphFiles(ModelFile Cpu, ModelFile? Cuda);
 /// </summary>
 public sealed record WeightsFile(string Path, string Dtype, long Bytes);
 
+/// <summary>
+/// model.json "analysis" (optional): the graph behind embeddings and likelihoods, the layer whose features serve as the
+/// embedding by default (the best linear probe's), and the out-of-distribution score's quantiles over the test images.
+/// </summary>
+/// <param name="Cpu">analysis.onnx: image tokens -> per-layer mean-pooled features and each token's bits (fp32, CPU).</param>
+/// <param name="EmbeddingLayer">0..n_layer: i &lt; n_layer is block i's input after its first norm, n_layer the final norm's output.</param>
+/// <param name="Ood">The score's calibration; null when the package has none (the score is given without a verdict).</param>
+public sealed record ModelAnalysis(ModelFile Cpu, int EmbeddingLayer, OodCalibration? Ood);
+
+/// <summary>
+/// model.json analysis.ood: which score the quantiles are of, and its quantiles over the in-distribution test images
+/// (at least 0.95 and 0.99), from which a score is put in words.
+/// </summary>
+public sealed record OodCalibration(string Score, IReadOnlyDictionary<double, double> TestQuantiles)
+{
+    /// <summary>The quantile whose value bounds scores "like the training images".</summary>
+    public const double Usual = 0.95;
+    /// <summary>The quantile above whose value a score is "unlike the training images".</summary>
+    public const double Rare = 0.99;
+}
+
 /// <summary>model.json "files".</summary>
 public sealed record ModelFiles(
     ModelGraphFiles Decoder, ModelGraphFiles? Classifier, string? GenaiConfig, string? Parity, string? ModelCard)
@@ -59,6 +80,8 @@ public sealed partial record ModelManifest
     public required ModelFiles Files { get; init; }
     public required JsonObject Training { get; init; }
     public required JsonObject Metrics { get; init; }
+    /// <summary>The analysis graph and its calibration (embeddings, likelihoods); null for a package exported without it.</summary>
+    public ModelAnalysis? Analysis { get; init; }
     /// <summary>The authoritative palette (PaletteSize colours of Channels bytes).</summary>
     public required Palette Palette { get; init; }
     /// <summary>Absolute path of the package folder.</summary>
@@ -201,6 +224,7 @@ public sealed partial record ModelManifest
             Files = new ModelFiles(decoder, classifier, f.GenaiConfig, f.Parity, f.ModelCard) { Weights = weights },
             Training = r.Training ?? [],
             Metrics = r.Metrics ?? [],
+            Analysis = ReadAnalysis(r.Analysis, arch, dir),
             Palette = new Palette(colors, channels),
             PackageDirectory = dir,
             Sampling = sampling,
@@ -223,6 +247,36 @@ public sealed partial record ModelManifest
             throw new ModelPackageException($"{FileName}: sampling: {e.Message}", e);
         }
         return options;
+    }
+
+    private static ModelAnalysis? ReadAnalysis(RawAnalysis? a, ModelArchitecture arch, string dir)
+    {
+        static ModelPackageException Bad(string what) => new($"{FileName}: analysis.{what}");
+        if (a is null) return null;
+        var cpu = FileRef(a.Cpu, "analysis.cpu", dir) ?? throw Bad("cpu is missing");
+        if (cpu.Dtype != "float32") throw Bad($"cpu.dtype must be float32, not {cpu.Dtype}");
+        if (a.EmbeddingLayer is not { } layer) throw Bad("embedding_layer is missing");
+        if (layer < 0 || layer > arch.NLayer) throw Bad($"embedding_layer {layer} must be 0..n_layer ({arch.NLayer})");
+        OodCalibration? ood = null;
+        if (a.Ood is { } o)
+        {
+            if (string.IsNullOrWhiteSpace(o.Score)) throw Bad("ood.score is missing");
+            var quantiles = new SortedDictionary<double, double>();
+            foreach (var (key, value) in o.TestQuantiles ?? [])
+            {
+                if (!double.TryParse(key, System.Globalization.NumberStyles.Float, System.Globalization.CultureInfo.InvariantCulture, out var q)
+                    || q is not (> 0 and < 1))
+                    throw Bad($"ood.test_quantiles key '{key}' is not a quantile between 0 and 1");
+                if (!double.IsFinite(value)) throw Bad($"ood.test_quantiles['{key}'] is not a finite number");
+                quantiles[q] = value;
+            }
+            foreach (var needed in new[] { OodCalibration.Usual, OodCalibration.Rare })
+                if (!quantiles.ContainsKey(needed)) throw Bad($"ood.test_quantiles lacks the {needed} quantile");
+            if (quantiles[OodCalibration.Usual] > quantiles[OodCalibration.Rare])
+                throw Bad("ood.test_quantiles: the 0.95 quantile is above the 0.99 one");
+            ood = new OodCalibration(o.Score, quantiles);
+        }
+        return new ModelAnalysis(cpu, layer, ood);
     }
 
     private static WeightsFile[] Weights(RawWeightsFile[]? files, string dir)
@@ -299,6 +353,7 @@ public sealed partial record ModelManifest
         public JsonObject? Training { get; set; }
         public JsonObject? Metrics { get; set; }
         public RawSampling? Sampling { get; set; }
+        public RawAnalysis? Analysis { get; set; }
     }
 
     private sealed class RawSampling
@@ -306,6 +361,19 @@ public sealed partial record ModelManifest
         public float? Temperature { get; set; }
         public int? TopK { get; set; }
         public float? TopP { get; set; }
+    }
+
+    private sealed class RawAnalysis
+    {
+        public RawFile? Cpu { get; set; }
+        public int? EmbeddingLayer { get; set; }
+        public RawOod? Ood { get; set; }
+    }
+
+    private sealed class RawOod
+    {
+        public string? Score { get; set; }
+        public Dictionary<string, double>? TestQuantiles { get; set; }
     }
 
     private sealed class RawImage

@@ -7,13 +7,12 @@ using Microsoft.Extensions.Options;
 namespace IGpt.Api.Serving;
 
 /// <summary>
-/// Micro-batches classification requests per model: the first waiting image opens a window of
-/// Api:ClassificationBatchWindowMs; whatever arrives within it (at most Api:ClassificationMaxBatch images)
-/// runs as one IGptModel.ClassifyBatchAsync call. A caller that gives up is answered no more; its image may
-/// still be classified with the others.
+/// Micro-batches one kind of whole-image run per model (classification, analysis): the first waiting image opens a
+/// window of Api:ClassificationBatchWindowMs; whatever arrives within it (at most Api:ClassificationMaxBatch images)
+/// runs as one <see cref="RunBatchAsync"/> call. A caller that gives up is answered no more; its image may still run
+/// with the others.
 /// </summary>
-public sealed class ClassificationBatcher(IOptions<ApiOptions> options, ServingMetrics metrics, ILogger<ClassificationBatcher> logger)
-    : IAsyncDisposable
+public abstract class ModelBatcher<TResult>(IOptions<ApiOptions> options, ServingMetrics metrics, ILogger logger) : IAsyncDisposable
 {
     private readonly ConcurrentDictionary<IGptModel, Lazy<Lane>> _lanes = new();
     private readonly CancellationTokenSource _stop = new();
@@ -23,11 +22,21 @@ public sealed class ClassificationBatcher(IOptions<ApiOptions> options, ServingM
     /// <summary>Batches run so far, images in them and the largest batch (tests and logs).</summary>
     public (long Batches, long Images, int Largest) Stats => (Interlocked.Read(ref _batches), Interlocked.Read(ref _images), Volatile.Read(ref _largest));
 
-    public Task<float[]> ClassifyAsync(string modelId, IGptModel model, int[] imageTokens, CancellationToken cancellationToken)
+    /// <summary>What the batch's images are run for, in log lines ("Classification", "Analysis").</summary>
+    protected abstract string Kind { get; }
+
+    /// <summary>Records a batch of <paramref name="size"/> images in the route's histogram.</summary>
+    protected abstract void CountBatch(ServingMetrics metrics, string modelId, int size);
+
+    /// <summary>The model's run over a batch of images: one result per image, in order.</summary>
+    protected abstract Task<TResult[]> RunBatchAsync(IGptModel model, IReadOnlyList<int[]> images, CancellationToken cancellationToken);
+
+    /// <summary>The image's result, from a batch shared with whoever asked for the same model meanwhile.</summary>
+    protected Task<TResult> RunAsync(string modelId, IGptModel model, int[] imageTokens, CancellationToken cancellationToken)
     {
         var lane = _lanes.GetOrAdd(model, m => new Lazy<Lane>(() => new Lane(this, modelId, m))).Value;
         var item = new Item(imageTokens, cancellationToken);
-        if (!lane.Queue.Writer.TryWrite(item)) throw new ObjectDisposedException(nameof(ClassificationBatcher));
+        if (!lane.Queue.Writer.TryWrite(item)) throw new ObjectDisposedException(GetType().Name);
         return item.Result.Task;
     }
 
@@ -66,15 +75,15 @@ public sealed class ClassificationBatcher(IOptions<ApiOptions> options, ServingM
                 Interlocked.Increment(ref _batches);
                 Interlocked.Add(ref _images, batch.Count);
                 if (batch.Count > _largest) Volatile.Write(ref _largest, batch.Count);
-                metrics.ClassificationBatch(lane.ModelId, batch.Count);
+                CountBatch(metrics, lane.ModelId, batch.Count);
                 try
                 {
-                    var probabilities = await lane.Model.ClassifyBatchAsync([.. batch.Select(i => i.Tokens)], _stop.Token);
-                    for (int i = 0; i < batch.Count; i++) batch[i].Result.TrySetResult(probabilities[i]);
+                    var results = await RunBatchAsync(lane.Model, [.. batch.Select(i => i.Tokens)], _stop.Token);
+                    for (int i = 0; i < batch.Count; i++) batch[i].Result.TrySetResult(results[i]);
                 }
                 catch (Exception e) when (!_stop.IsCancellationRequested)
                 {
-                    logger.LogError(e, "Classification batch of {Count} failed on model {Model}", batch.Count, lane.ModelId);
+                    logger.LogError(e, "{Kind} batch of {Count} failed on model {Model}", Kind, batch.Count, lane.ModelId);
                     foreach (var item in batch) item.Result.TrySetException(e);
                 }
             }
@@ -98,7 +107,7 @@ public sealed class ClassificationBatcher(IOptions<ApiOptions> options, ServingM
 
     private sealed class Lane
     {
-        public Lane(ClassificationBatcher owner, string modelId, IGptModel model)
+        public Lane(ModelBatcher<TResult> owner, string modelId, IGptModel model)
         {
             ModelId = modelId;
             Model = model;
@@ -123,6 +132,41 @@ public sealed class ClassificationBatcher(IOptions<ApiOptions> options, ServingM
         }
 
         public int[] Tokens { get; }
-        public TaskCompletionSource<float[]> Result { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
+        public TaskCompletionSource<TResult> Result { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
     }
+}
+
+/// <summary>Classification requests, micro-batched per model (<see cref="ModelBatcher{TResult}"/>).</summary>
+public sealed class ClassificationBatcher(IOptions<ApiOptions> options, ServingMetrics metrics, ILogger<ClassificationBatcher> logger)
+    : ModelBatcher<float[]>(options, metrics, logger)
+{
+    protected override string Kind => "Classification";
+
+    protected override void CountBatch(ServingMetrics metrics, string modelId, int size) => metrics.ClassificationBatch(modelId, size);
+
+    /// <summary>Softmax class probabilities of the image.</summary>
+    public Task<float[]> ClassifyAsync(string modelId, IGptModel model, int[] imageTokens, CancellationToken cancellationToken) =>
+        RunAsync(modelId, model, imageTokens, cancellationToken);
+
+    protected override Task<float[][]> RunBatchAsync(IGptModel model, IReadOnlyList<int[]> images, CancellationToken cancellationToken) =>
+        model.ClassifyBatchAsync(images, cancellationToken);
+}
+
+/// <summary>
+/// Analysis passes (embeddings, likelihoods), micro-batched per model like classification and with the same settings:
+/// the analysis graph is a prefill of the whole image, about a classification's cost.
+/// </summary>
+public sealed class AnalysisBatcher(IOptions<ApiOptions> options, ServingMetrics metrics, ILogger<AnalysisBatcher> logger)
+    : ModelBatcher<ImageAnalysis>(options, metrics, logger)
+{
+    protected override string Kind => "Analysis";
+
+    protected override void CountBatch(ServingMetrics metrics, string modelId, int size) => metrics.AnalysisBatch(modelId, size);
+
+    /// <summary>The image's per-layer features and per-pixel bits.</summary>
+    public Task<ImageAnalysis> AnalyzeAsync(string modelId, IGptModel model, int[] imageTokens, CancellationToken cancellationToken) =>
+        RunAsync(modelId, model, imageTokens, cancellationToken);
+
+    protected override Task<ImageAnalysis[]> RunBatchAsync(IGptModel model, IReadOnlyList<int[]> images, CancellationToken cancellationToken) =>
+        model.AnalyzeBatchAsync(images, cancellationToken);
 }
