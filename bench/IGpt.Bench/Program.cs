@@ -79,7 +79,7 @@ JsonObject Load(JsonObject r)
         ["lane_step_rows"] = d.Plan.LaneStepRows,
         // The roofline's KV bytes: a step reads kv_bytes_per_position for every cached position of every row.
         ["kv_cache_type"] = d.CacheType,
-        ["kv_element_bytes"] = d.CacheElement.Size(),
+        ["kv_element_bytes"] = (double)d.CacheElement.EntryBytes(model.Manifest.Architecture.HeadSize) / model.Manifest.Architecture.HeadSize,
         ["kv_bytes_per_position"] = d.KvBytesPerPosition,
         ["kv_cache_bytes"] = d.KvCacheBytes,
         ["rss_mib"] = ResidentMib(),
@@ -348,8 +348,10 @@ static unsafe JsonObject Attention(JsonObject r)
         IntPtr Cache()
         {
             var p = Alloc(perLayer);
-            if (element == KvElement.Float16) HalfConversion.ToHalf(p, (ushort*)p, checked((int)perLayer));  // in place: a ushort never overtakes its float
-            return (IntPtr)p;
+            if (element == KvElement.Float32) return (IntPtr)p;
+            var c = Alloc(perLayer);   // as many bytes as fp32: room for any entry type
+            KvCodec.Encode(element, p, (byte*)c, checked((int)(perLayer / headSize)), headSize);
+            return (IntPtr)c;
         }
         for (int l = 0; l < layers; l++) (keys[l], values[l]) = (Cache(), Cache());
         float* qkv = Alloc((long)rows * 3 * heads * headSize), output = Alloc((long)rows * heads * headSize);
@@ -381,7 +383,7 @@ static unsafe JsonObject Attention(JsonObject r)
         double ms = times[times.Count / 2];
         // Bytes read: each lane reads the shared entries once, and every row its own.
         long entries = shared > 0 ? (long)lanes * shared + (long)rows * (length - shared) : (long)rows * length;
-        double bytes = 2.0 * element.Size() * layers * heads * headSize * entries;
+        double bytes = 2.0 * element.EntryBytes(headSize) * layers * heads * entries;
         return new JsonObject
         {
             ["ms"] = ms, ["bytes"] = bytes, ["gbps"] = bytes / ms / 1e6, ["vectorized"] = vectorized, ["lanes"] = lanes,

@@ -93,15 +93,16 @@ public sealed class InferenceOptions : IValidatableObject
     public long LaneMaxWeightBytes { get; set; } = 16L * 1024 * 1024;
 
     /// <summary>
-    /// How the CPU decoder stores its KV cache: "float32", or "float16" (half the bytes a decode step reads and half the
-    /// memory per slot). A compressed cache is read and written by the library's attention (the package's step
+    /// How the CPU decoder stores its KV cache: "float32"; "float16" (half the bytes a decode step reads and half the
+    /// memory per slot); or "int8" (each head's key or value at a position as head_size signed bytes and one fp32 scale,
+    /// its largest magnitude / 127: 36 bytes instead of 128 for a head size of 32). A compressed cache is read and written by the library's attention (the package's step
     /// segments, <see cref="SegmentedStepRows"/>), so with it every CPU decode step runs as segments and the prompt's
     /// prefill runs the decoder graph in fp32 and then stores its keys and values compressed; a package without step
     /// segments keeps float32 (logged). Ignored on the CUDA provider, whose fp16 graph has an fp16 cache anyway.
     /// The quality figures (logit drift, bits per token) are in benchmarks/README.md ("Compressed KV cache").
     /// </summary>
     [Required(AllowEmptyStrings = false)]
-    [AllowedValues(KvCacheTypes.Float32, KvCacheTypes.Float16, ErrorMessage = "{0} must be \"float32\" or \"float16\".")]
+    [AllowedValues(KvCacheTypes.Float32, KvCacheTypes.Float16, KvCacheTypes.Int8, ErrorMessage = "{0} must be \"float32\", \"float16\" or \"int8\".")]
     public string KvCacheType { get; set; } = KvCacheTypes.Default;
 
     /// <summary>KV slots per model: most images decoded together, across requests (the KV cache is sized for this many rows).</summary>
@@ -141,6 +142,7 @@ public static class KvCacheTypes
 {
     public const string Float32 = "float32";
     public const string Float16 = "float16";
+    public const string Int8 = "int8";
 
     /// <summary>The cache type a service gets when it sets none.</summary>
     public const string Default = Float32;
@@ -149,8 +151,14 @@ public static class KvCacheTypes
     {
         Float32 => Engine.KvElement.Float32,
         Float16 => Engine.KvElement.Float16,
+        Int8 => Engine.KvElement.Int8,
         _ => throw new ArgumentException($"unknown KV cache type \"{value}\"", nameof(value)),
     };
 
-    internal static string Name(Engine.KvElement element) => element == Engine.KvElement.Float16 ? Float16 : Float32;
+    internal static string Name(Engine.KvElement element) => element switch
+    {
+        Engine.KvElement.Float16 => Float16,
+        Engine.KvElement.Int8 => Int8,
+        _ => Float32,
+    };
 }

@@ -18,22 +18,26 @@ internal sealed unsafe class DecoderBuffers : IDisposable
 
     /// <param name="memory">Where the KV cache and the bound copies live; owned (disposed) from here on.</param>
     /// <param name="rowStride">Elements of one slot of one KV buffer (n_head * n_positions * head_size).</param>
+    /// <param name="headSize">Elements of one entry (one head at one position): entries of <paramref name="element"/> are
+    /// <see cref="KvElementExtensions.EntryBytes"/> bytes.</param>
     /// <param name="fp32PrefillRow">
     /// The cache is compressed but the decoder graph's is fp32: also one fp32 slot of every KV buffer (on the host),
     /// which a prefill runs the graph on before its keys and values are stored compressed.
     /// </param>
-    public DecoderBuffers(DecoderMemory memory, int layers, long rowStride, KvElement element, int maxBatch, int positions, int vocab,
-        bool fp32PrefillRow = false)
+    public DecoderBuffers(DecoderMemory memory, int layers, long rowStride, int headSize, KvElement element, int maxBatch, int positions,
+        int vocab, bool fp32PrefillRow = false)
     {
         Memory = memory;
         MaxBatch = maxBatch;
         Positions = positions;
         Element = element;
+        RowBytes = rowStride / headSize * element.EntryBytes(headSize);
+        PrefillRowBytes = fp32PrefillRow ? rowStride * 4 : 0;
         _prefillKvViews = [];
         try
         {
             _kv = new IntPtr[2 * layers];
-            for (int i = 0; i < _kv.Length; i++) _kv[i] = memory.Allocate(maxBatch * rowStride * element.Size());
+            for (int i = 0; i < _kv.Length; i++) _kv[i] = memory.Allocate(maxBatch * RowBytes);
             if (fp32PrefillRow)
             {
                 if (!memory.IsHost) throw new ArgumentException("a compressed cache with an fp32 prefill row is a CPU cache", nameof(fp32PrefillRow));
@@ -71,8 +75,12 @@ internal sealed unsafe class DecoderBuffers : IDisposable
     /// <summary>The fp32 prefill row of every KV buffer, in <see cref="Kv"/>'s order (empty unless the cache is compressed).</summary>
     public ReadOnlySpan<IntPtr> PrefillKv => _prefillKvViews;
 
+    /// <summary>Bytes of one slot of one KV buffer, and of the fp32 prefill row's (0 when there is none).</summary>
+    public long RowBytes { get; }
+    public long PrefillRowBytes { get; }
+
     /// <summary>Bytes of the KV cache (every slot, layer, key and value) and of the fp32 prefill row.</summary>
-    public long KvBytes(long rowStride) => _kv.Length * (MaxBatch * rowStride * Element.Size() + (_prefillKv is null ? 0 : rowStride * 4));
+    public long KvBytes => _kv.Length * (MaxBatch * RowBytes + PrefillRowBytes);
 
     /// <summary>Host decode inputs: token ids [MaxBatch], then positions [MaxBatch], then the mask [MaxBatch, n_positions].</summary>
     public long* Ids => _inputs.Pointer;

@@ -29,7 +29,7 @@ internal sealed unsafe class KvCacheDecoder : IDisposable
     private readonly DecoderBuffers _buffers;
     private readonly CpuStepPlan _plan;
     private readonly bool _fixedStepShapes, _graphs, _compressed;
-    private readonly int _positions, _vocab, _maxBatch, _heads, _headSize, _elementSize;
+    private readonly int _positions, _vocab, _maxBatch, _heads, _headSize, _entryBytes;  // an entry: one head at one position
     // The host input block and logits, read on every step (owned by _buffers).
     private readonly long* _ids, _pos, _mask;
     private readonly float* _logits;
@@ -76,9 +76,9 @@ internal sealed unsafe class KvCacheDecoder : IDisposable
             _graph = new DecoderGraph(manifest, kvType);
             (_positions, _vocab, _maxBatch) = (_graph.Positions, _graph.Vocab, maxBatch);
             var element = plan.CompressedCache ?? (kvType == TensorElementType.Float16 ? KvElement.Float16 : KvElement.Float32);
-            (_heads, _headSize, _elementSize) = (_graph.Heads, _graph.HeadSize, element.Size());
+            (_heads, _headSize, _entryBytes) = (_graph.Heads, _graph.HeadSize, element.EntryBytes(_graph.HeadSize));
             _graph.Check(session);
-            _buffers = new DecoderBuffers(memory, _graph.Layers, _graph.RowStride, element, maxBatch, _positions, _vocab,
+            _buffers = new DecoderBuffers(memory, _graph.Layers, _graph.RowStride, _headSize, element, maxBatch, _positions, _vocab,
                 fp32PrefillRow: _compressed);
         }
         catch
@@ -117,12 +117,12 @@ internal sealed unsafe class KvCacheDecoder : IDisposable
     public TensorElementType KvType => _graph.KvType;
     /// <summary>What the KV cache is stored as (fp16 with an fp32 graph when the cache is compressed).</summary>
     public KvElement CacheElement => _buffers.Element;
-    /// <summary>"float32" or "float16": <see cref="CacheElement"/> as <see cref="InferenceOptions.KvCacheType"/> names it.</summary>
+    /// <summary>"float32", "float16" or "int8": <see cref="CacheElement"/> as <see cref="InferenceOptions.KvCacheType"/> names it.</summary>
     public string CacheType => KvCacheTypes.Name(_buffers.Element);
     /// <summary>Bytes of the KV cache (all slots, layers, keys and values; with a compressed cache its fp32 prefill row too).</summary>
-    public long KvCacheBytes => _buffers.KvBytes(_graph.RowStride);
+    public long KvCacheBytes => _buffers.KvBytes;
     /// <summary>Bytes a step reads per cached position of one row: keys and values of every layer, in the cache's element type.</summary>
-    public long KvBytesPerPosition => 2L * _graph.Layers * _heads * _headSize * _elementSize;
+    public long KvBytesPerPosition => 2L * _graph.Layers * _heads * _entryBytes;
     /// <summary>How CPU steps run (thresholds 0 when never).</summary>
     public CpuStepPlan Plan => _plan;
     /// <summary>Decode steps run as step segments so far.</summary>
@@ -133,7 +133,7 @@ internal sealed unsafe class KvCacheDecoder : IDisposable
     public bool KvOnHost => _buffers.Memory.IsHost;
 
     /// <summary>Bytes of a prompt snapshot of <paramref name="length"/> positions (all layers, keys and values).</summary>
-    public long SnapshotBytes(int length) => 2L * _graph.Layers * _graph.Heads * length * _graph.HeadSize * _elementSize;
+    public long SnapshotBytes(int length) => 2L * _graph.Layers * _graph.Heads * length * _entryBytes;
 
     /// <summary>
     /// Slots a step over <paramref name="rows"/> slots runs: the rows themselves, or with fixed step shapes
@@ -204,14 +204,9 @@ internal sealed unsafe class KvCacheDecoder : IDisposable
         var kv = _buffers.Kv;
         var prefill = _buffers.PrefillKv;
         long headFloats = (long)_positions * _headSize;
-        int count = checked(length * _headSize);
         for (int i = 0; i < kv.Length; i++)
             for (int head = 0; head < _heads; head++)
-            {
-                float* source = (float*)prefill[i] + head * headFloats;
-                var destination = (ushort*)(kv[i] + (nint)Offset(slot, head));
-                Cpu.HalfConversion.ToHalf(source, destination, count);
-            }
+                Cpu.KvCodec.Encode(_buffers.Element, (float*)prefill[i] + head * headFloats, (byte*)(kv[i] + (nint)Offset(slot, head)), length, _headSize);
     }
 
     /// <summary>Sets a slot's cached length (its mask row: <paramref name="length"/> ones, then zeros).</summary>
@@ -299,7 +294,7 @@ internal sealed unsafe class KvCacheDecoder : IDisposable
         ObjectDisposedException.ThrowIf(_disposed, this);
         CheckSlot(source, length);
         CheckSlot(destination, length);
-        long chunk = (long)length * _headSize * _elementSize, pitch = (long)_positions * _headSize * _elementSize;
+        long chunk = (long)length * _entryBytes, pitch = (long)_positions * _entryBytes;
         foreach (var baseAddress in _buffers.Kv)
             _buffers.Memory.Copy2D(baseAddress + (nint)Offset(destination, 0), pitch, baseAddress + (nint)Offset(source, 0), pitch, chunk, _heads,
                 CopyDirection.DeviceToDevice);
@@ -312,7 +307,7 @@ internal sealed unsafe class KvCacheDecoder : IDisposable
         ObjectDisposedException.ThrowIf(_disposed, this);
         CheckSlot(slot, length);
         var snapshot = GC.AllocateUninitializedArray<byte>(checked((int)SnapshotBytes(length)));
-        long chunk = (long)length * _headSize * _elementSize, pitch = (long)_positions * _headSize * _elementSize;
+        long chunk = (long)length * _entryBytes, pitch = (long)_positions * _entryBytes;
         fixed (byte* s = snapshot)
         {
             long o = 0;
@@ -330,7 +325,7 @@ internal sealed unsafe class KvCacheDecoder : IDisposable
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
         if (snapshot.Length != SnapshotBytes(length)) throw new ArgumentException("snapshot size does not match its length");
-        long chunk = (long)length * _headSize * _elementSize, pitch = (long)_positions * _headSize * _elementSize;
+        long chunk = (long)length * _entryBytes, pitch = (long)_positions * _entryBytes;
         fixed (byte* s = snapshot)
         {
             for (int slot = firstSlot; slot < firstSlot + rows; slot++)
@@ -348,7 +343,7 @@ internal sealed unsafe class KvCacheDecoder : IDisposable
     }
 
     /// <summary>Byte offset of (slot, head, position 0) in a KV buffer.</summary>
-    private long Offset(int slot, int head) => (((long)slot * _heads + head) * _positions) * _headSize * _elementSize;
+    private long Offset(int slot, int head) => (((long)slot * _heads + head) * _positions) * _entryBytes;
 
     private void CheckSlot(int slot, int length)
     {

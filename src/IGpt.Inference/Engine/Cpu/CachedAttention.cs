@@ -7,9 +7,9 @@ namespace IGpt.Inference.Engine.Cpu;
 
 /// <summary>
 /// A decode step's attention for one layer, over the decoder's KV cache ([MaxBatch, n_head, n_positions,
-/// head_size] per layer, the layout GroupQueryAttention reads and writes), stored as fp32 or fp16
+/// head_size] per layer, the layout GroupQueryAttention reads and writes), stored as fp32, fp16 or int8 entries
 /// (<see cref="KvElement"/>): writes each row's new key and value at its position, then attends its query to
-/// positions 0..position. An fp16 cache is converted back in chunks of <see cref="Chunk"/> positions into a lane's
+/// positions 0..position. A compressed cache is converted back in chunks of <see cref="Chunk"/> positions into a lane's
 /// scratch (L1-sized) and the fp32 kernels run on the chunk, so a group's shared entries are converted once for all
 /// its rows, as they are read once. Used when the decoder runs as step
 /// segments (<see cref="SegmentedStep"/>), for two reasons:
@@ -25,10 +25,10 @@ namespace IGpt.Inference.Engine.Cpu;
 /// </summary>
 internal sealed unsafe class CachedAttention : IDisposable
 {
-    /// <summary>Positions of an fp16 cache converted at a time (a multiple of 16: the vector kernels' block).</summary>
+    /// <summary>Positions of a compressed cache converted at a time (a multiple of 16: the vector kernels' block).</summary>
     private const int Chunk = 64;
 
-    private readonly int _heads, _headSize, _positions, _embd, _maxBatch, _elementSize;
+    private readonly int _heads, _headSize, _positions, _embd, _maxBatch, _entryBytes;
     private readonly KvElement _element;
     private readonly float _scale;
     private readonly bool _vectorized;
@@ -47,7 +47,7 @@ internal sealed unsafe class CachedAttention : IDisposable
         _embd = heads * headSize;
         _scale = 1f / MathF.Sqrt(headSize);
         _vectorized = vectorized;
-        (_element, _elementSize) = (element, element.Size());
+        (_element, _entryBytes) = (element, element.EntryBytes(headSize));
         _lanes = new Lane[Math.Max(1, lanes)];
         for (int i = 0; i < _lanes.Length; i++) _lanes[i] = new Lane(maxBatch, positions, headSize, element == KvElement.Float32 ? 0 : Chunk);
     }
@@ -130,14 +130,14 @@ internal sealed unsafe class CachedAttention : IDisposable
         var rows = new ReadOnlySpan<int>(l.Members, first, count);
         int d = _headSize, p = _positions;
         float* queries = l.Queries, scores = l.Scores, acc = l.Acc, sums = l.Sums;
-        long stride = (long)p * d * _elementSize;   // bytes of one (slot, head) block of the cache
+        long stride = (long)p * _entryBytes;   // bytes of one (slot, head) block of the cache
 
         // New keys and values into the cache; queries scaled (GroupQueryAttention's scale, 1/sqrt(head_size)).
         for (int j = 0; j < count; j++)
         {
             int r = rows[j];
             float* q = qkv + (long)r * 3 * _embd + head * d;
-            long entry = ((long)r * _heads + head) * stride + (long)l.Position[r] * d * _elementSize;
+            long entry = ((long)r * _heads + head) * stride + (long)l.Position[r] * _entryBytes;
             Store(q + _embd, keys + entry);
             Store(q + 2 * _embd, values + entry);
             for (int i = 0; i < d; i++) queries[j * d + i] = q[i] * _scale;
@@ -170,15 +170,11 @@ internal sealed unsafe class CachedAttention : IDisposable
     }
 
     /// <summary>One key or value (head_size floats) into the cache, in its element type.</summary>
-    private void Store(float* source, byte* entry)
-    {
-        if (_element == KvElement.Float16) HalfConversion.ToHalf(source, (ushort*)entry, _headSize);
-        else Buffer.MemoryCopy(source, entry, _headSize * 4L, _headSize * 4L);
-    }
+    private void Store(float* source, byte* entry) => KvCodec.Encode(_element, source, entry, 1, _headSize);
 
     /// <summary>
     /// <see cref="Scores(float*, int, int, float*, int, float*)"/> over a (slot, head) block of keys in the cache's element type:
-    /// fp32 read in place, fp16 converted a chunk at a time into the lane's scratch.
+    /// fp32 read in place, a compressed type converted a chunk at a time into the lane's scratch.
     /// </summary>
     private void Scores(Lane l, byte* keys, int from, int to, float* queries, int count, float* scores)
     {
@@ -191,7 +187,7 @@ internal sealed unsafe class CachedAttention : IDisposable
         for (int c0 = from; c0 < to; c0 += Chunk)
         {
             int c1 = Math.Min(to, c0 + Chunk);
-            HalfConversion.ToSingle((ushort*)keys + c0 * d, l.Block, (int)((c1 - c0) * d));
+            KvCodec.Decode(_element, keys + (long)c0 * _entryBytes, l.Block, c1 - c0, _headSize);
             Scores(l.Block - c0 * d, c0, c1, queries, count, scores);  // the chunk indexed by position, as the block is
         }
     }
@@ -208,7 +204,7 @@ internal sealed unsafe class CachedAttention : IDisposable
         for (int c0 = from; c0 < to; c0 += Chunk)
         {
             int c1 = Math.Min(to, c0 + Chunk);
-            HalfConversion.ToSingle((ushort*)values + c0 * d, l.Block, (int)((c1 - c0) * d));
+            KvCodec.Decode(_element, values + (long)c0 * _entryBytes, l.Block, c1 - c0, _headSize);
             WeightedValues(l.Block - c0 * d, c0, c1, probabilities, count, acc);
         }
     }
