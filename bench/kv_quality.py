@@ -79,9 +79,9 @@ def main() -> int:
             if t is not r["types"][0]:
                 worst = max(worst, abs(rel))
             card = f" (card: {r['card_test_bits_per_token']:.4f}, all test images)" if t is r["types"][0] and r.get("card_test_bits_per_token") else ""
-            print(f"| {r['model']} | {r['images']} | {t['kv_cache_type']} | {t['bits_per_token']:.5f}{card} | {rel:+.3f}% | "
+            print(f"| {r['model']} | {r['images']} | {t['kv_cache_type']} | {t['bits_per_token']:.5f}{card} | {rel:+.4f}% | "
                   f"{t['max_abs_logit_diff']:.3g} | {t['top1_agreement'] * 100:.2f}% |")
-    print(f"\nlargest |relative difference| from {types[0]}: {worst:.3f}% (goal: within 0.5%)")
+    print(f"\nlargest |relative difference| from {types[0]}: {worst:.4f}% (goal: within 0.5%)")
     if args.json:
         with open(args.json, "w", encoding="utf-8") as f:
             json.dump(results, f, indent=1)

@@ -170,6 +170,8 @@ public unsafe class KvCacheCompressionTests
         }
     }
 
+    private static float Round(float x) => (float)(Half)x;
+
     private static byte[] Encode(KvElement element, float[] x, int headSize)
     {
         var bytes = new byte[x.Length / headSize * element.EntryBytes(headSize)];
@@ -272,6 +274,58 @@ public unsafe class KvCacheCompressionTests
         Assert.True(worst < bound, $"largest logit difference from float32: {worst} (bound {bound})");
         Assert.True(worst > 0, "the compressed cache changed nothing: is it really compressed?");
         Assert.Equal(steps + 4, b.SegmentedSteps);   // one-row steps as well: the graph cannot read the cache
+    }
+
+    /// <summary>
+    /// Records what the decoder graph's own path would need for an fp16 cache: ONNX Runtime's CPU GroupQueryAttention reads
+    /// and writes an fp16 past/present under fp32 query, key and value (tests/fixtures/gqa-fp16-cache). The shipped graphs
+    /// declare their past/present fp32, so a compressed cache runs every step as segments until the exporter writes a
+    /// graph with fp16 past/present (benchmarks/README.md, "Compressed KV cache").
+    /// </summary>
+    [Fact]
+    public void OnnxRuntimesCpuGroupQueryAttentionReadsAnFp16CacheUnderAnFp32Graph()
+    {
+        const int heads = 4, d = 32, length = 16, past = 9;
+        var rng = new Random(11);
+        float[] Random(int n) => Enumerable.Range(0, n).Select(_ => (float)rng.NextDouble() - 0.5f).ToArray();
+        var (q, k, v) = (Random(heads * d), Random(heads * d), Random(heads * d));
+        var (pastKeys, pastValues) = (Random(heads * length * d), Random(heads * length * d));
+        Microsoft.ML.OnnxRuntime.Float16[] Halves(float[] x) => x.Select(a => new Microsoft.ML.OnnxRuntime.Float16(BitConverter.HalfToUInt16Bits((Half)a))).ToArray();
+        using var session = new Microsoft.ML.OnnxRuntime.InferenceSession(Path.Combine(AppContext.BaseDirectory, "fixtures", "gqa-fp16-cache", "gqa.fp16-cache.onnx"));
+        using var run = new Microsoft.ML.OnnxRuntime.RunOptions();
+        var inputs = new Dictionary<string, Microsoft.ML.OnnxRuntime.OrtValue>
+        {
+            ["query"] = Microsoft.ML.OnnxRuntime.OrtValue.CreateTensorValueFromMemory(q, [1, 1, heads * d]),
+            ["key"] = Microsoft.ML.OnnxRuntime.OrtValue.CreateTensorValueFromMemory(k, [1, 1, heads * d]),
+            ["value"] = Microsoft.ML.OnnxRuntime.OrtValue.CreateTensorValueFromMemory(v, [1, 1, heads * d]),
+            ["past_key"] = Microsoft.ML.OnnxRuntime.OrtValue.CreateTensorValueFromMemory(Halves(pastKeys), [1, heads, length, d]),
+            ["past_value"] = Microsoft.ML.OnnxRuntime.OrtValue.CreateTensorValueFromMemory(Halves(pastValues), [1, heads, length, d]),
+            ["seqlens_k"] = Microsoft.ML.OnnxRuntime.OrtValue.CreateTensorValueFromMemory(new[] { past }, [1]),   // the new token at position 9
+            ["total_sequence_length"] = Microsoft.ML.OnnxRuntime.OrtValue.CreateTensorValueFromMemory(new[] { past + 1 }, [1]),
+        };
+        try
+        {
+            using var outputs = session.Run(run, inputs, ["output", "present_key"]);
+            Assert.Equal(Microsoft.ML.OnnxRuntime.Tensors.TensorElementType.Float16, outputs[1].GetTensorTypeAndShape().ElementDataType);
+            var output = outputs[0].GetTensorDataAsSpan<float>().ToArray();
+            for (int h = 0; h < heads; h++)
+            {
+                // Positions 0..8 from the fp16 past, 9 the new key and value (stored as fp16 too).
+                float Key(int t, int i) => Round(t < past ? pastKeys[(h * length + t) * d + i] : k[h * d + i]);
+                float Value(int t, int i) => Round(t < past ? pastValues[(h * length + t) * d + i] : v[h * d + i]);
+                var s = Enumerable.Range(0, past + 1).Select(t => Enumerable.Range(0, d).Sum(i => (double)q[h * d + i] * Key(t, i)) / Math.Sqrt(d)).ToArray();
+                double max = s.Max(), sum = s.Sum(x => Math.Exp(x - max));
+                for (int i = 0; i < d; i++)
+                {
+                    double expected = Enumerable.Range(0, past + 1).Sum(t => Math.Exp(s[t] - max) / sum * Value(t, i));
+                    Assert.True(Math.Abs(expected - output[h * d + i]) < 1e-3, $"head {h} [{i}]: {expected} vs {output[h * d + i]}");
+                }
+            }
+        }
+        finally
+        {
+            foreach (var value in inputs.Values) value.Dispose();
+        }
     }
 
     [Fact]
