@@ -19,8 +19,8 @@ method's settings are printed beside its numbers.
 Methods (all on the same package, fp32 weights, CPU, greedy):
   igpt        the service's path: IGptModel.CompleteAsync (src/IGpt.Inference), with the service's KV cache type
   igpt-loop   the library's KvCacheDecoder driven directly (Prefill, ReplicateSlot0, Step, Sampler)
-  igpt-kv16, igpt-kv32, igpt-loop-kv16, igpt-loop-kv32
-              the same with Inference:KvCacheType float16 / float32 whatever appsettings.json says, so that one run
+  igpt-kv16, igpt-kv8, igpt-kv32 (and igpt-loop-kv16, ...)
+              the same with Inference:KvCacheType float16 / int8 / float32 whatever appsettings.json says, so that one run
               compares the cache types (each its own worker processes). A compressed cache may turn a near-tie of
               the greedy tokens the other way: its tokens are compared and the agreement printed, not required.
               MB/step and the roofline count its KV bytes at its element size (the worker reports it)
@@ -61,7 +61,7 @@ IGPT_DLL = os.path.join(ROOT, "bench/IGpt.Bench/bin/Release/net10.0/IGpt.Bench.d
 GENAI_DLL = os.path.join(ROOT, "bench/IGpt.Bench.Genai/bin/Release/net10.0/IGpt.Bench.Genai.dll")
 ALL_METHODS = ["igpt", "igpt-loop", "ort-genai", "torch-eager", "torch-naive"]
 # igpt methods with a fixed Inference:KvCacheType: "<igpt or igpt-loop>-<suffix>"
-KV_VARIANTS = {"kv16": "float16", "kv32": "float32"}
+KV_VARIANTS = {"kv16": "float16", "kv8": "int8", "kv32": "float32"}
 BUDGETED = {"torch-eager", "torch-naive"}  # decode a prefix of the half that fits the time budget
 # A budgeted method decodes the whole half, as the others do, when its probe says that takes at most this many
 # budgets: its ratios then compare the same positions (a prefix has shorter caches, so it flatters the method).
@@ -681,7 +681,7 @@ def chart(report: dict, path: str) -> None:
     from PIL import Image, ImageDraw, ImageFont
 
     pkgs = report["packages"]
-    colours = {"igpt": (31, 119, 180), "igpt-loop": (120, 170, 220), "igpt-kv16": (23, 190, 207),
+    colours = {"igpt": (31, 119, 180), "igpt-loop": (120, 170, 220), "igpt-kv16": (23, 190, 207), "igpt-kv8": (148, 103, 189),
                "igpt-loop-kv16": (158, 218, 229), "igpt-kv32": (57, 59, 121), "igpt-loop-kv32": (107, 110, 207),
                "ort-genai": (255, 127, 14), "torch-eager": (44, 160, 44), "torch-naive": (214, 39, 40)}
     pw, ph, margin = 560, 360, 60
@@ -795,7 +795,7 @@ def main() -> int:
     methods = [m for m in args.methods.split(",") if m]
     for m in methods:
         if base_method(m) not in ALL_METHODS:
-            raise SystemExit(f"unknown method {m}; choose from {ALL_METHODS}, or igpt / igpt-loop with -kv16 or -kv32")
+            raise SystemExit(f"unknown method {m}; choose from {ALL_METHODS}, or igpt / igpt-loop with -kv16, -kv8 or -kv32")
     packages = args.package or [p for p in (os.path.join(ROOT, "bench/packages/w256"),
                                             os.path.join(ROOT, "bench/packages/w512"),
                                             os.path.join(ROOT, "models/fashion-mnist-14"),
