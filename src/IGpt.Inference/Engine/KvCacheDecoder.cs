@@ -16,7 +16,7 @@ namespace IGpt.Inference.Engine;
 /// asked for; the KV cache never leaves the device. On the CPU, <see cref="CpuStepPlan.Choose"/> picks each step's
 /// path (<see cref="StepPath"/>; decided by <see cref="StepPlanner"/>): the graph in one run, row lanes, or step
 /// segments (<see cref="Cpu.SegmentedStep"/>), the last two in lanes (<see cref="Cpu.LaneRunner{TLane}"/>).
-/// A CPU cache may be stored compressed (fp16) while the graph is fp32 (<see cref="CpuStepPlan.CompressedCache"/>): then
+/// A CPU cache may be stored compressed (fp16 or int8 entries) while the graph is fp32 (<see cref="CpuStepPlan.CompressedCache"/>): then
 /// every step runs as segments, whose attention reads it, and a prefill runs the graph over an fp32 row of the cache
 /// and stores that row's keys and values compressed into its slots.
 /// Not thread-safe: one caller at a time (the scheduler's thread); lanes run on the decoder's own threads.
@@ -115,7 +115,7 @@ internal sealed unsafe class KvCacheDecoder : IDisposable
     public int VocabSize => _vocab;
     /// <summary>The decoder graph's KV element type: float32 (Float) or float16 (Float16).</summary>
     public TensorElementType KvType => _graph.KvType;
-    /// <summary>What the KV cache is stored as (fp16 with an fp32 graph when the cache is compressed).</summary>
+    /// <summary>What the KV cache is stored as (fp16 or int8 under an fp32 graph when the cache is compressed).</summary>
     public KvElement CacheElement => _buffers.Element;
     /// <summary>"float32", "float16" or "int8": <see cref="CacheElement"/> as <see cref="InferenceOptions.KvCacheType"/> names it.</summary>
     public string CacheType => KvCacheTypes.Name(_buffers.Element);

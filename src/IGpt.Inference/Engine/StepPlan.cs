@@ -51,9 +51,10 @@ internal sealed record SegmentCostRule(int MinRows, long MinKvToWeights, long Mi
 /// <param name="Threads">Step threads (the caller included) for lanes and segments.</param>
 /// <param name="Attention">The segments' attention kernels (None when segments are not used).</param>
 /// <param name="CompressedCache">
-/// What the KV cache is stored as when that is not the decoder graph's own type (an fp32 graph with an fp16 cache), else
-/// null. Only the library's attention reads such a cache, so then every step runs as segments (ONNX Runtime's CPU
-/// GroupQueryAttention takes past keys of the query's type: an fp32 graph cannot read an fp16 cache).
+/// What the KV cache is stored as when that is not the decoder graph's own type (an fp32 graph with an fp16 or int8
+/// cache), else null. Only the library's attention reads such a cache, so then every step runs as segments: the
+/// package's decoder graph declares its past/present fp32 (ONNX Runtime 1.31's CPU GroupQueryAttention could read an
+/// fp16 cache under fp32 inputs, but only in a graph that declares it so; benchmarks/README.md, "Compressed KV cache").
 /// </param>
 internal sealed record CpuStepPlan(
     int SmallStepRows, int LaneStepRows, int SegmentedStepRows, int Threads, AttentionKernel Attention,

@@ -83,8 +83,8 @@ internal class StepPlanner(InferenceOptions options)
 
     /// <summary>
     /// The compressed element type the CPU decoder in <paramref name="file"/> stores its KV cache in
-    /// (<see cref="InferenceOptions.KvCacheType"/>), or null: float32 asked for, the graph's cache is already of
-    /// that type (an fp16 graph), or it cannot be done, and then <paramref name="fallback"/> says why.
+    /// (<see cref="InferenceOptions.KvCacheType"/>), or null: float32 asked for, the graph's own cache is not fp32 (the
+    /// fp16 graph, which the CPU runs only in tests), or it cannot be done, and then <paramref name="fallback"/> says why.
     /// </summary>
     public KvElement? CompressedCache(ModelManifest manifest, ModelFile file, TensorElementType kvType, out string? fallback)
     {
