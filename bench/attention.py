@@ -1,8 +1,9 @@
 """The library's attention kernel (src/IGpt.Inference/CachedAttention.cs) alone: GB/s of keys and values read.
 
-    /usr/bin/python3 bench/attention.py [--seconds 1]
+    /usr/bin/python3 bench/attention.py [--seconds 1] [--types float32,float16,int8]
 
-Runs the IGpt.Bench worker's "attention" op over synthetic fp32 caches shaped like the benchmark's
+Runs the IGpt.Bench worker's "attention" op over synthetic caches (each KV cache type of --types; MB are the bytes
+of that type the kernel reads) shaped like the benchmark's
 models at the middle of a half-image completion (cache length 3/4 of n_positions, the prompt's half
 shared by the rows or not) and prints a table. Build the worker first (bench/run.sh does). Compare
 the GB/s with the DRAM read bandwidth bench/run.py measures (and with GroupQueryAttention's, from
@@ -27,22 +28,24 @@ SHAPES = [  # (name, layers, heads, head_size, positions)
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seconds", type=float, default=1.0, help="timing per configuration")
+    ap.add_argument("--types", default="float32", help="KV cache types (Inference:KvCacheType values), comma-separated")
     args = ap.parse_args()
     w = Worker("igpt", ["dotnet", IGPT_DLL, "--method", "igpt"])
     try:
-        print("| shape | rows | lanes | shared prompt | kernel | MB read / step | ms / step | GB/s |")
-        print("|---|---|---|---|---|---|---|---|")
+        print("| shape | KV cache | rows | lanes | shared prompt | kernel | MB read / step | ms / step | GB/s |")
+        print("|---|---|---|---|---|---|---|---|---|")
         for name, layers, heads, head_size, positions in SHAPES:
             length, prompt = positions * 3 // 4, positions // 2 + 1
             for rows, lanes in ((1, 1), (4, 2), (16, 1), (16, 2)):
                 for shared in (0, prompt):
                     if rows == 1 and shared:
                         continue
-                    for vectorized in (True, False) if (rows, lanes, shared) == (16, 2, 0) else (True,):
+                    for kv, vectorized in [(kv, v) for kv in args.types.split(",")
+                                           for v in ((True, False) if (rows, lanes, shared) == (16, 2, 0) else (True,))]:
                         r = w.call(op="attention", heads=heads, head_size=head_size, positions=positions, rows=rows,
                                    length=length, layers=layers, shared=shared, lanes=lanes, seconds=args.seconds,
-                                   vectorized=vectorized)
-                        print(f"| {name} | {rows} | {r['lanes']} | {'yes' if shared else 'no'} | "
+                                   vectorized=vectorized, kv_cache_type=kv)
+                        print(f"| {name} | {r['kv_cache_type']} | {rows} | {r['lanes']} | {'yes' if shared else 'no'} | "
                               f"{'AVX-512' if r['vectorized'] else 'portable'} | {r['bytes'] / 1e6:.1f} | "
                               f"{r['ms']:.2f} | {r['gbps']:.1f} |", flush=True)
     finally:

@@ -16,9 +16,14 @@ intra_op_num_threads from the package's genai_config.json or, where that sets fe
 genai's config overlay. A method that reports fewer threads than igpt stops the run. Each
 method's settings are printed beside its numbers.
 
-Methods (all on the same package, fp32, CPU, greedy):
-  igpt        the service's path: IGptModel.CompleteAsync (src/IGpt.Inference)
+Methods (all on the same package, fp32 weights, CPU, greedy):
+  igpt        the service's path: IGptModel.CompleteAsync (src/IGpt.Inference), with the service's KV cache type
   igpt-loop   the library's KvCacheDecoder driven directly (Prefill, ReplicateSlot0, Step, Sampler)
+  igpt-kv16, igpt-kv8, igpt-kv32 (and igpt-loop-kv16, ...)
+              the same with Inference:KvCacheType float16 / int8 / float32 whatever appsettings.json says, so that one run
+              compares the cache types (each its own worker processes). A compressed cache may turn a near-tie of
+              the greedy tokens the other way: its tokens are compared and the agreement printed, not required.
+              MB/step and the roofline count its KV bytes at its element size (the worker reports it)
   ort-genai   onnxruntime-genai 0.18 loading the package folder (genai_config.json)
   torch-eager PyTorch with a KV cache (training/igpt/sample.py's sampler)
   torch-naive PyTorch without a cache: a full forward over the growing prefix per token
@@ -55,6 +60,8 @@ PY = "/usr/bin/python3"
 IGPT_DLL = os.path.join(ROOT, "bench/IGpt.Bench/bin/Release/net10.0/IGpt.Bench.dll")
 GENAI_DLL = os.path.join(ROOT, "bench/IGpt.Bench.Genai/bin/Release/net10.0/IGpt.Bench.Genai.dll")
 ALL_METHODS = ["igpt", "igpt-loop", "ort-genai", "torch-eager", "torch-naive"]
+# igpt methods with a fixed Inference:KvCacheType: "<igpt or igpt-loop>-<suffix>"
+KV_VARIANTS = {"kv16": "float16", "kv8": "int8", "kv32": "float32"}
 BUDGETED = {"torch-eager", "torch-naive"}  # decode a prefix of the half that fits the time budget
 # A budgeted method decodes the whole half, as the others do, when its probe says that takes at most this many
 # budgets: its ratios then compare the same positions (a prefix has shorter caches, so it flatters the method).
@@ -150,9 +157,20 @@ def service_threads() -> int:
     return threads if threads > 0 else (os.cpu_count() or 1)
 
 
+def base_method(method: str) -> str:
+    """igpt-kv16 -> igpt, igpt-loop-kv32 -> igpt-loop; any other method is its own."""
+    head, _, suffix = method.rpartition("-")
+    return head if head in ("igpt", "igpt-loop") and suffix in KV_VARIANTS else method
+
+
+def kv_cache_type(method: str) -> Optional[str]:
+    """The Inference:KvCacheType a method fixes (None: the service's, or not an igpt method)."""
+    return KV_VARIANTS[method.rpartition("-")[2]] if base_method(method) != method else None
+
+
 def start(method: str) -> Worker:
-    if method in ("igpt", "igpt-loop"):
-        return Worker(method, ["dotnet", IGPT_DLL, "--method", method])
+    if base_method(method) in ("igpt", "igpt-loop"):
+        return Worker(method, ["dotnet", IGPT_DLL, "--method", base_method(method)])
     if method == "ort-genai":
         return Worker(method, ["dotnet", GENAI_DLL])
     return Worker(method, [PY, os.path.join(ROOT, "bench/torch_bench.py"), "--method", method,
@@ -163,10 +181,13 @@ def load(workers: Dict[str, Worker], package: str) -> Dict[str, dict]:
     """Loads the package in every worker; returns each method's settings, the threads it reports among them."""
     settings = {}
     for m, w in workers.items():
-        r = w.call(op="load", package=package, threads=service_threads())
+        kv = kv_cache_type(m)
+        r = w.call(op="load", package=package, threads=service_threads(), **({"kv_cache_type": kv} if kv else {}))
         threads = r.get("threads", w.hello.get("threads"))
         settings[m] = {"threads": threads,
-                       "settings": r.get("settings") or f"torch.set_num_threads({threads}), fp32, greedy"}
+                       "settings": r.get("settings") or f"torch.set_num_threads({threads}), fp32, greedy",
+                       # the KV cache's element size: igpt's as loaded; every peer keeps an fp32 cache
+                       "kv_element_bytes": r.get("kv_element_bytes", FP32), "kv_cache_type": r.get("kv_cache_type", "float32")}
         print(f"  {m}: loaded in {r['load_ms']:.0f} ms; {settings[m]['settings']}" +
               (f"; parity vs package {r['parity_max_abs_diff']:.2g}" if "parity_max_abs_diff" in r else ""), flush=True)
     check_threads(settings)
@@ -204,11 +225,11 @@ def model_info(package: str) -> dict:
             "weight_bytes_fp32": matmul_params * FP32, "has_classifier": bool(m.get("classes"))}
 
 
-def step_cost(info: dict, batch: int, kv_len: float) -> dict:
-    """One decode step of `batch` rows whose caches hold kv_len positions on average."""
+def step_cost(info: dict, batch: int, kv_len: float, kv_element_bytes: int = FP32) -> dict:
+    """One decode step of `batch` rows whose caches hold kv_len positions on average, in kv_element_bytes elements."""
     L, C = info["n_layer"], info["n_embd"]
     flops = batch * (2 * info["matmul_params"] + 4 * L * C * kv_len)   # GEMVs + QK^T and AV
-    kv_bytes = batch * 2 * L * C * kv_len * FP32                        # read every cached key and value once
+    kv_bytes = batch * 2 * L * C * kv_len * kv_element_bytes            # read every cached key and value once
     return {"flops": flops, "bytes": info["weight_bytes_fp32"] + kv_bytes, "kv_bytes": kv_bytes}
 
 
@@ -339,7 +360,8 @@ def run_package(package: str, methods: List[str], reps: int, processes: int, bat
         ms_step = decode / max(1, steps)
         # positions fed during the decode steps: k+1 .. k+steps, so the cache holds k+1 .. k+steps
         kv_avg = k + 1 + (steps - 1) / 2
-        cost = naive_step_cost(info, b, kv_avg + 1) if m == "torch-naive" else step_cost(info, b, kv_avg)
+        cost = (naive_step_cost(info, b, kv_avg + 1) if m == "torch-naive"
+                else step_cost(info, b, kv_avg, settings.get(m, {}).get("kv_element_bytes", FP32)))
         row = {
             "method": m, "batch": b, "prefill_ms": prefill, "ms_per_token": ms_step,
             "tokens_per_s": b * 1e3 / ms_step, "gflops": cost["flops"] / ms_step / 1e6,
@@ -348,6 +370,8 @@ def run_package(package: str, methods: List[str], reps: int, processes: int, bat
             "decoded_tokens": n_tokens, "decode_steps": steps, "whole_half": n_tokens >= total - k - 1,
             "completion_ms": total_ms if n_tokens >= total - k - 1 else None,
             "runs": len(rs), "processes": len({r["process"] for r in rs}), "peak_rss_mib": rss.get(m),
+            "kv_cache_type": settings.get(m, {}).get("kv_cache_type", "float32"),
+            "greedy_agreement": med([r["agreement"] for r in rs]) if "agreement" in rs[0] else None,
             "process_ms_per_token": [med([r["decode_ms"] for r in rs if r["process"] == p]) / max(1, steps)
                                      for p in sorted({r["process"] for r in rs})],
             "managed_alloc_bytes_per_step": (med([r["managed_alloc_bytes"] for r in rs]) / max(1, steps)
@@ -377,7 +401,10 @@ def warm_up_and_check(workers: Dict[str, Worker], methods: List[str], prompt: Li
     """Correctness and warm-up of fresh workers: greedy tokens at batch 1 agree with the reference (the first
     method's, on the first processes), and each budgeted method's window (how many tokens it decodes) is set
     once, on the first processes, so that every process times the same work. Returns the reference tokens."""
-    order = [m for m in ("igpt", "igpt-loop", "ort-genai") if m in methods] + [m for m in methods if m in BUDGETED]
+    # the reference first: an uncompressed method; the fixed-cache-type igpt methods after the peers
+    order = ([m for m in ("igpt", "igpt-loop", "ort-genai") if m in methods] + [m for m in methods if kv_cache_type(m)]
+             + [m for m in methods if m in BUDGETED])
+    agreement: Dict[str, float] = {}
     for m in order:
         # full-length methods: batch 1 here (correctness + warm-up); the timed runs check every batch
         for b in batches if m in BUDGETED and m != "torch-naive" else batches[:1]:
@@ -393,9 +420,14 @@ def warm_up_and_check(workers: Dict[str, Worker], methods: List[str], prompt: Li
                 r = workers[m].call(op="complete", prompt=prompt, batch=b)
                 windows[m][b] = len(r["tokens"])
             check_tokens(m, b, r, reference)
+            if "agreement" in r:
+                agreement[m] = r["agreement"]
             if reference is None:
                 reference = r["tokens"]
-    print("  greedy tokens agree: " + ", ".join(f"{m} ({min(windows[m].values())}+ tokens)" for m in order), flush=True)
+    print("  greedy tokens agree: " + ", ".join(
+        f"{m} ({min(windows[m].values())}+ tokens)" if m not in agreement
+        else f"{m} (a compressed cache: the reference's tokens for the first {agreement[m] * 100:.0f}%)" for m in order),
+        flush=True)
     return reference
 
 
@@ -458,6 +490,12 @@ def check_tokens(method: str, batch: int, r: dict, reference: Optional[List[int]
         return
     got = r["tokens"]
     n = min(len(got), len(reference))
+    if kv_cache_type(method) not in (None, "float32"):
+        # a compressed cache: the same model to within its quality bound (bench/kv_quality.py), so a near-tie may go
+        # the other way and the rest of the image follow it; the share of tokens up to the first difference is kept
+        first = next((i for i in range(n) if got[i] != reference[i]), n)
+        r["agreement"] = first / max(1, n)
+        return
     for i in range(n):
         if got[i] != reference[i]:
             raise SystemExit(f"FAIL: {method} at batch {batch}: greedy token {i} after the prompt is {got[i]}, "
@@ -484,7 +522,7 @@ def roofline(row: dict, machine: dict) -> None:
 def versions(hellos: Dict[str, dict]) -> dict:
     v = {}
     for m, h in hellos.items():
-        if m in ("igpt", "igpt-loop"):
+        if base_method(m) in ("igpt", "igpt-loop"):
             v["dotnet"] = h.get("dotnet")
             v["onnxruntime"] = h.get("onnxruntime")
         if m.startswith("torch"):
@@ -558,7 +596,7 @@ def markdown(report: dict) -> str:
             half_s = fmt(half) if half else (f"~{fmt(r['completion_ms_estimated'])} (est.)" if r.get("completion_ms_estimated") else "–")
             note = "" if r["whole_half"] else f" ({r['decoded_tokens']} tok)"
             lines.append(
-                f"| {r['method']}{note} | {r['batch']} | {fmt(r['prefill_ms'])} | {fmt(r['ms_per_token'], 2)} | "
+                f"| {r['method']}{kv_note(r)}{note} | {r['batch']} | {fmt(r['prefill_ms'])} | {fmt(r['ms_per_token'], 2)} | "
                 f"{fmt(r['tokens_per_s'])} | {fmt(r['tokens_per_s'] / te['tokens_per_s'], 2) if te else '–'} | "
                 f"{fmt(r['tokens_per_s'] / ge['tokens_per_s'], 2) if ge else '–'} | {half_s} | {fmt(r['gflops'])} | "
                 f"{fmt(r['bytes_per_step'] / 1e6)} | {r['roofline_fraction']:.2f} ({r['roofline_bound'][0]}) | {fmt(r['peak_rss_mib'])} |")
@@ -575,6 +613,14 @@ def markdown(report: dict) -> str:
                 f"{g['goal']}: {fmt(g['value'], 2)}{goal_range(g)} {'met' if g['met'] else '**missed**'}" for g in goals) + "."]
         lines.append("")
     return "\n".join(lines)
+
+
+def kv_note(r: dict) -> str:
+    """The KV cache type beside an igpt method's name, and how far a compressed cache's greedy tokens followed fp32's."""
+    if not r["method"].startswith("igpt"):
+        return ""
+    a = r.get("greedy_agreement")
+    return f" ({r.get('kv_cache_type', 'float32')} KV" + (f"; same tokens as fp32 for {a * 100:.0f}%" if a is not None and a < 1 else "") + ")"
 
 
 def goal_range(g: dict) -> str:
@@ -602,8 +648,15 @@ def goals(pkg: dict) -> List[dict]:
         a, o = spread(m, b), spread(other, b)
         return [o[0] / a[1], o[1] / a[0]] if a and o else None
 
-    # the service's path; the library's decoder loop stands in when igpt was not run
-    me = "igpt" if any(m == "igpt" for m, _ in by) else "igpt-loop"
+    # the service's path; the library's decoder loop stands in when igpt was not run; each fixed KV cache type too
+    mine = ["igpt" if any(m == "igpt" for m, _ in by) else "igpt-loop"] + sorted({m for m, _ in by if kv_cache_type(m)})
+    for me in mine:
+        out += method_goals(pkg, me, tps, spread, speedup_range, by)
+    return out
+
+
+def method_goals(pkg: dict, me: str, tps, spread, speedup_range, by) -> List[dict]:
+    out = []
     if tps(me, 1) and tps("torch-eager", 1):
         v = tps(me, 1) / tps("torch-eager", 1)
         out.append({"goal": f"{me} >= 4x torch-eager tokens/s at b1", "value": v, "met": v >= 4,
@@ -628,8 +681,9 @@ def chart(report: dict, path: str) -> None:
     from PIL import Image, ImageDraw, ImageFont
 
     pkgs = report["packages"]
-    colours = {"igpt": (31, 119, 180), "igpt-loop": (120, 170, 220), "ort-genai": (255, 127, 14),
-               "torch-eager": (44, 160, 44), "torch-naive": (214, 39, 40)}
+    colours = {"igpt": (31, 119, 180), "igpt-loop": (120, 170, 220), "igpt-kv16": (23, 190, 207), "igpt-kv8": (148, 103, 189),
+               "igpt-loop-kv16": (158, 218, 229), "igpt-kv32": (57, 59, 121), "igpt-loop-kv32": (107, 110, 207),
+               "ort-genai": (255, 127, 14), "torch-eager": (44, 160, 44), "torch-naive": (214, 39, 40)}
     pw, ph, margin = 560, 360, 60
     img = Image.new("RGB", (pw * len(pkgs), ph + 70), "white")
     d = ImageDraw.Draw(img)
@@ -646,6 +700,8 @@ def chart(report: dict, path: str) -> None:
                "decode tokens/s (log)", fill="black", font=big)
         res = pkg["results"]
         methods = [m for m in colours if any(r["method"] == m for r in res)]
+        colours.update({r["method"]: (127, 127, 127) for r in res if r["method"] not in colours})
+        methods += [m for m in dict.fromkeys(r["method"] for r in res) if m not in methods]
         batches = sorted({r["batch"] for r in res})
         vals = [r["tokens_per_s"] for r in res]
         lo = 10 ** math.floor(math.log10(max(min(vals), 1e-3)))
@@ -738,8 +794,8 @@ def main() -> int:
         return rerender(args)
     methods = [m for m in args.methods.split(",") if m]
     for m in methods:
-        if m not in ALL_METHODS:
-            raise SystemExit(f"unknown method {m}; choose from {ALL_METHODS}")
+        if base_method(m) not in ALL_METHODS:
+            raise SystemExit(f"unknown method {m}; choose from {ALL_METHODS}, or igpt / igpt-loop with -kv16, -kv8 or -kv32")
     packages = args.package or [p for p in (os.path.join(ROOT, "bench/packages/w256"),
                                             os.path.join(ROOT, "bench/packages/w512"),
                                             os.path.join(ROOT, "models/fashion-mnist-14"),

@@ -34,6 +34,8 @@ return Protocol.Serve(hello, request => (string?)request["op"] switch
     "proto" => Proto(request),
     "bandwidth" => Bandwidth(request),
     "attention" => Attention(request),
+    "kv_quality" => KvQuality.Run(request),
+    "memory" => Memory(request),
     var op => throw new ArgumentException($"unknown op {op}"),
 });
 
@@ -52,6 +54,7 @@ JsonObject Load(JsonObject r)
         SingleThreadStepFlops = (long?)r["small_step_flops"] ?? service.SingleThreadStepFlops,
         SegmentedStepRows = (int?)r["segmented_rows"] ?? service.SegmentedStepRows,
         LaneStepRows = (int?)r["lane_rows"] ?? service.LaneStepRows,
+        KvCacheType = (string?)r["kv_cache_type"] ?? service.KvCacheType,
     };
     if (r["lane_max_weight_bytes"] is { } laneWeights) options.LaneMaxWeightBytes = (long)laneWeights;
     // A/Bs: segment past the cost rule (every step of at least SegmentedStepRows rows).
@@ -61,17 +64,77 @@ JsonObject Load(JsonObject r)
     var sw = Stopwatch.StartNew();
     options.Validate();
     model = IGptModel.Load(ModelManifest.Load((string)r["package"]!), planner);  // no prefix cache: every prefill is computed
+    var d = model.Decoder;
     return new JsonObject
     {
         ["load_ms"] = sw.Elapsed.TotalMilliseconds,
         ["provider"] = model.ExecutionProvider,
         ["threads"] = planner.IntraOpThreads,
         ["settings"] = $"IntraOpThreads={options.IntraOpThreads}, AllowSpinning={options.AllowSpinning}, "
-            + $"SingleThreadStepFlops={options.SingleThreadStepFlops}, SegmentedStepRows={options.SegmentedStepRows}, LaneStepRows={options.LaneStepRows} ({service.Source})",
-        ["small_step_rows"] = model.Decoder.Plan.SmallStepRows,
-        ["segmented_step_rows"] = model.Decoder.Plan.SegmentedStepRows,
-        ["lane_step_rows"] = model.Decoder.Plan.LaneStepRows,
+            + $"SingleThreadStepFlops={options.SingleThreadStepFlops}, SegmentedStepRows={options.SegmentedStepRows}, LaneStepRows={options.LaneStepRows}, "
+            + $"KvCacheType={options.KvCacheType} (cache {d.CacheType}: {d.KvBytesPerPosition} bytes per cached position of a row, "
+            + $"{d.KvCacheBytes / 1048576.0:F1} MiB for MaxBatch {d.MaxBatch}) ({service.Source})",
+        ["small_step_rows"] = d.Plan.SmallStepRows,
+        ["segmented_step_rows"] = d.Plan.SegmentedStepRows,
+        ["lane_step_rows"] = d.Plan.LaneStepRows,
+        // The roofline's KV bytes: a step reads kv_bytes_per_position for every cached position of every row.
+        ["kv_cache_type"] = d.CacheType,
+        ["kv_element_bytes"] = (double)d.CacheElement.EntryBytes(model.Manifest.Architecture.HeadSize) / model.Manifest.Architecture.HeadSize,
+        ["kv_bytes_per_position"] = d.KvBytesPerPosition,
+        ["kv_cache_bytes"] = d.KvCacheBytes,
+        ["rss_mib"] = ResidentMib(),
     };
+}
+
+// Resident memory of the service's models: every package in `packages` loaded as the service loads them (one
+// process, the service's settings, `kv_cache_type`), the RSS after loading, then after a greedy completion of
+// MaxBatch images on each (every slot written; the cache is allocated zeroed, so its pages are resident from the
+// load on), and each decoder's KV cache bytes.
+JsonObject Memory(JsonObject r)
+{
+    model?.Dispose();
+    model = null;
+    var service = ServiceSettings.Read();
+    var options = new InferenceOptions
+    {
+        UseCuda = false, IntraOpThreads = service.IntraOpThreads, AllowSpinning = service.AllowSpinning,
+        SingleThreadStepFlops = service.SingleThreadStepFlops, SegmentedStepRows = service.SegmentedStepRows,
+        LaneStepRows = service.LaneStepRows, KvCacheType = (string?)r["kv_cache_type"] ?? service.KvCacheType,
+        MaxBatch = (int?)r["max_batch"] ?? new InferenceOptions().MaxBatch,
+    };
+    double before = ResidentMib();
+    var models = new List<IGptModel>();
+    try
+    {
+        foreach (var p in r["packages"]!.AsArray()) models.Add(IGptModel.Load((string)p!, options));
+        double afterLoad = ResidentMib();
+        var kv = new JsonObject();
+        foreach (var m in models)
+        {
+            int rows = m.Manifest.Height / 2 * m.Manifest.Width;
+            m.CompleteAsync(new CompletionRequest(new int[rows], options.MaxBatch, SamplingOptions.Greedy, 0), CancellationToken.None)
+                .GetAwaiter().GetResult();
+            kv[m.Manifest.Id] = m.Decoder.KvCacheBytes;
+        }
+        return new JsonObject
+        {
+            ["kv_cache_type"] = options.KvCacheType, ["max_batch"] = options.MaxBatch,
+            ["rss_mib_before_load"] = before, ["rss_mib_after_load"] = afterLoad, ["rss_mib_after_max_batch"] = ResidentMib(),
+            ["peak_rss_mib"] = ResidentMib("VmHWM:"), ["kv_cache_bytes"] = kv,
+        };
+    }
+    finally
+    {
+        foreach (var m in models) m.Dispose();
+    }
+}
+
+static double ResidentMib(string field = "VmRSS:")
+{
+    foreach (var line in File.ReadLines("/proc/self/status"))
+        if (line.StartsWith(field, StringComparison.Ordinal))
+            return long.Parse(line[field.Length..].Trim().Split(' ')[0], System.Globalization.CultureInfo.InvariantCulture) / 1024.0;
+    return double.NaN;
 }
 
 JsonObject Complete(JsonObject r)
@@ -256,7 +319,7 @@ static JsonObject Gemm(JsonObject r)
     return new JsonObject { ["gflops"] = Protocol.Array(gflops) };
 }
 
-// The library's attention kernel (CachedAttention) alone over synthetic fp32 caches of `layers` layers:
+// The library's attention kernel (CachedAttention) alone over synthetic caches (`kv_cache_type`: float32, or float16) of `layers` layers:
 // `rows` rows at cache length `length`, the first `shared` entries common to all rows (one request's
 // samples) or not, split into `lanes` lanes run concurrently as a segmented step runs them. Reports the
 // bytes of keys and values it had to read per step and the resulting GB/s.
@@ -267,6 +330,7 @@ static unsafe JsonObject Attention(JsonObject r)
     int lanes = Math.Min(rows, (int?)r["lanes"] ?? Environment.ProcessorCount);
     double seconds = (double?)r["seconds"] ?? 1.0;
     bool vectorized = CachedAttention.CanVectorize(headSize) && ((bool?)r["vectorized"] ?? true);
+    var element = KvCacheTypes.Parse((string?)r["kv_cache_type"] ?? KvCacheTypes.Float32);
     long perLayer = (long)rows * heads * positions * headSize;
     var buffers = new List<IntPtr>();
     float* Alloc(long floats)
@@ -281,12 +345,20 @@ static unsafe JsonObject Attention(JsonObject r)
     {
         var keys = new IntPtr[layers];
         var values = new IntPtr[layers];
-        for (int l = 0; l < layers; l++) (keys[l], values[l]) = ((IntPtr)Alloc(perLayer), (IntPtr)Alloc(perLayer));
+        IntPtr Cache()
+        {
+            var p = Alloc(perLayer);
+            if (element == KvElement.Float32) return (IntPtr)p;
+            var c = Alloc(perLayer);   // as many bytes as fp32: room for any entry type
+            KvCodec.Encode(element, p, (byte*)c, checked((int)(perLayer / headSize)), headSize);
+            return (IntPtr)c;
+        }
+        for (int l = 0; l < layers; l++) (keys[l], values[l]) = (Cache(), Cache());
         float* qkv = Alloc((long)rows * 3 * heads * headSize), output = Alloc((long)rows * heads * headSize);
         var position = Enumerable.Repeat(length - 1, rows).ToArray();  // the new entry at length-1: `length` read per row
         var groups = shared > 0 ? new int[rows] : [];
         var sharedLengths = shared > 0 ? Enumerable.Repeat(shared, rows).ToArray() : [];
-        using var attention = new CachedAttention(heads, headSize, positions, rows, lanes, vectorized);
+        using var attention = new CachedAttention(heads, headSize, positions, rows, lanes, vectorized, element);
         using var team = new WorkerTeam(lanes, "bench-attention");
         attention.CheckGroups(rows, position, groups, sharedLengths);
         for (int lane = 0; lane < lanes; lane++)
@@ -296,7 +368,7 @@ static unsafe JsonObject Attention(JsonObject r)
         }
         Action<int, int> step = (lane, _) =>
         {
-            for (int l = 0; l < layers; l++) attention.Run(lane, qkv, (float*)keys[l], (float*)values[l], output);
+            for (int l = 0; l < layers; l++) attention.Run(lane, qkv, (void*)keys[l], (void*)values[l], output);
         };
         team.Run(lanes, step);  // warm up
         var times = new List<double>();
@@ -311,8 +383,12 @@ static unsafe JsonObject Attention(JsonObject r)
         double ms = times[times.Count / 2];
         // Bytes read: each lane reads the shared entries once, and every row its own.
         long entries = shared > 0 ? (long)lanes * shared + (long)rows * (length - shared) : (long)rows * length;
-        double bytes = 2.0 * 4 * layers * heads * headSize * entries;
-        return new JsonObject { ["ms"] = ms, ["bytes"] = bytes, ["gbps"] = bytes / ms / 1e6, ["vectorized"] = vectorized, ["lanes"] = lanes };
+        double bytes = 2.0 * element.EntryBytes(headSize) * layers * heads * entries;
+        return new JsonObject
+        {
+            ["ms"] = ms, ["bytes"] = bytes, ["gbps"] = bytes / ms / 1e6, ["vectorized"] = vectorized, ["lanes"] = lanes,
+            ["kv_cache_type"] = KvCacheTypes.Name(element),
+        };
     }
     finally
     {

@@ -3,7 +3,8 @@ using System.Text.Json;
 namespace IGpt.Bench;
 
 /// <summary>The thread settings the service runs with: "Inference" in the repository's root appsettings.json.</summary>
-internal sealed record ServiceSettings(int IntraOpThreads, bool AllowSpinning, long SingleThreadStepFlops, int SegmentedStepRows, int LaneStepRows, string Source)
+internal sealed record ServiceSettings(int IntraOpThreads, bool AllowSpinning, long SingleThreadStepFlops, int SegmentedStepRows, int LaneStepRows, string Source,
+    string KvCacheType)
 {
     private static readonly IGpt.Inference.InferenceOptions Defaults = new();
 
@@ -20,9 +21,10 @@ internal sealed record ServiceSettings(int IntraOpThreads, bool AllowSpinning, l
             long smallSteps = inference.TryGetProperty("SingleThreadStepFlops", out var f) ? f.GetInt64() : Defaults.SingleThreadStepFlops;
             int segmented = inference.TryGetProperty("SegmentedStepRows", out var g) ? g.GetInt32() : Defaults.SegmentedStepRows;
             int lanes = inference.TryGetProperty("LaneStepRows", out var l) ? l.GetInt32() : Defaults.LaneStepRows;
-            return new ServiceSettings(threads, spinning, smallSteps, segmented, lanes, Path.GetRelativePath(dir.FullName, path));
+            string kv = inference.TryGetProperty("KvCacheType", out var k) ? k.GetString()! : Defaults.KvCacheType;
+            return new ServiceSettings(threads, spinning, smallSteps, segmented, lanes, Path.GetRelativePath(dir.FullName, path), kv);
         }
         return new ServiceSettings(0, false, Defaults.SingleThreadStepFlops, Defaults.SegmentedStepRows, Defaults.LaneStepRows,
-            "library defaults: no appsettings.json found");
+            "library defaults: no appsettings.json found", Defaults.KvCacheType);
     }
 }

@@ -92,6 +92,19 @@ public sealed class InferenceOptions : IValidatableObject
     [Range(0, long.MaxValue)]
     public long LaneMaxWeightBytes { get; set; } = 16L * 1024 * 1024;
 
+    /// <summary>
+    /// How the CPU decoder stores its KV cache: "float32"; "float16" (half the bytes a decode step reads and half the
+    /// memory per slot); or "int8" (each head's key or value at a position as head_size signed bytes and one fp32 scale,
+    /// its largest magnitude / 127: 36 bytes instead of 128 for a head size of 32). A compressed cache is read and written by the library's attention (the package's step
+    /// segments, <see cref="SegmentedStepRows"/>), so with it every CPU decode step runs as segments and the prompt's
+    /// prefill runs the decoder graph in fp32 and then stores its keys and values compressed; a package without step
+    /// segments keeps float32 (logged). Ignored on the CUDA provider, whose fp16 graph has an fp16 cache anyway.
+    /// The quality figures (logit drift, bits per token) are in benchmarks/README.md ("Compressed KV cache").
+    /// </summary>
+    [Required(AllowEmptyStrings = false)]
+    [AllowedValues(KvCacheTypes.Float32, KvCacheTypes.Float16, KvCacheTypes.Int8, ErrorMessage = "{0} must be \"float32\", \"float16\" or \"int8\".")]
+    public string KvCacheType { get; set; } = KvCacheTypes.Default;
+
     /// <summary>KV slots per model: most images decoded together, across requests (the KV cache is sized for this many rows).</summary>
     [Range(1, 256)]
     public int MaxBatch { get; set; } = 16;
@@ -104,6 +117,9 @@ public sealed class InferenceOptions : IValidatableObject
     [Range(0, long.MaxValue)]
     public long PrefixCacheSizeLimit { get; set; } = 256L * 1024 * 1024;
 
+    /// <summary><see cref="KvCacheType"/> parsed (after <see cref="Validate()"/>).</summary>
+    internal Engine.KvElement KvElement => KvCacheTypes.Parse(KvCacheType);
+
     /// <summary>Throws <see cref="ArgumentException"/> naming the first bad setting (the same rules the service checks at start).</summary>
     public void Validate() => SettingsValidator<InferenceOptions>.ThrowIfInvalid(this, SectionName);
 
@@ -113,5 +129,36 @@ public sealed class InferenceOptions : IValidatableObject
         if (CudaMemoryLimitBytes is > 0 and < MinCudaMemoryLimitBytes)
             yield return new ValidationResult(
                 $"{SectionName}:{nameof(CudaMemoryLimitBytes)} must be 0 (no limit) or at least {MinCudaMemoryLimitBytes} (64 MiB).", [nameof(CudaMemoryLimitBytes)]);
+        // Only the library's attention reads a compressed cache; switching the segments off would leave no step path for it.
+        if (KvCacheType != KvCacheTypes.Float32 && SegmentedStepRows == 0)
+            yield return new ValidationResult(
+                $"{SectionName}:{nameof(KvCacheType)} \"{KvCacheType}\" needs step segments: {SectionName}:{nameof(SegmentedStepRows)} must not be 0.",
+                [nameof(KvCacheType), nameof(SegmentedStepRows)]);
     }
+}
+
+/// <summary>The values of <see cref="InferenceOptions.KvCacheType"/>, and the default (set here only).</summary>
+public static class KvCacheTypes
+{
+    public const string Float32 = "float32";
+    public const string Float16 = "float16";
+    public const string Int8 = "int8";
+
+    /// <summary>The cache type a service gets when it sets none.</summary>
+    public const string Default = Float32;
+
+    internal static Engine.KvElement Parse(string value) => value switch
+    {
+        Float32 => Engine.KvElement.Float32,
+        Float16 => Engine.KvElement.Float16,
+        Int8 => Engine.KvElement.Int8,
+        _ => throw new ArgumentException($"unknown KV cache type \"{value}\"", nameof(value)),
+    };
+
+    internal static string Name(Engine.KvElement element) => element switch
+    {
+        Engine.KvElement.Float16 => Float16,
+        Engine.KvElement.Int8 => Int8,
+        _ => Float32,
+    };
 }

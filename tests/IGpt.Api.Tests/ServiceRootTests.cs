@@ -52,6 +52,7 @@ public sealed class ServiceRootTests
     [Theory]
     [InlineData("Inference:ModelsPath", "/no/such/folder", "Inference:ModelsPath")]
     [InlineData("Inference:MaxBatch", "0", "Inference:MaxBatch")]
+    [InlineData("Inference:KvCacheType", "fp16", "Inference:KvCacheType")]
     [InlineData("Api:MaxRequestBytes", "10", "Api:MaxRequestBytes")]
     [InlineData("ImageLimits:MaxBytes", "0", "ImageLimits:MaxBytes")]
     [InlineData("ImageLimits:MaxPixels", "0", "ImageLimits:MaxPixels")]

@@ -201,6 +201,25 @@ public sealed class ServingTests
     }
 
     [Fact]
+    public async Task ACompressedKvCacheServesWithEveryStepAsSegments()
+    {
+        using var factory = Service(("Inference:KvCacheType", "int8"), ("Inference:MaxBatch", "4"));
+        var client = factory.CreateClient();
+        var samples = await client.PostAsync(Samples, Http.Json(new { n = 2, seed = 3 }));
+        Assert.Equal(HttpStatusCode.OK, samples.StatusCode);
+        var completion = await client.PostAsync(Completions, Http.Form(TestImages.Png(), ("rows", "4"), ("n", "2"), ("seed", "3")));
+        Assert.Equal(HttpStatusCode.OK, completion.StatusCode);
+        Assert.Equal("int8", factory.Model().Decoder.CacheType);
+        var text = await (await client.GetAsync("/metrics")).Content.ReadAsStringAsync();
+        var m = $"model=\"{ModelsFolder.Tiny}\"";
+        string Count(string line) => text.Split('\n').Single(l => l.StartsWith(line, StringComparison.Ordinal)).Split(' ')[1];
+        // The graph cannot read the cache: every decode step ran as segments.
+        Assert.Equal(Count($"igpt_decode_steps_total{{{m}}}"), Count($"igpt_decode_steps_by_path_total{{{m},path=\"segments\"}}"));
+        Assert.Equal("0", Count($"igpt_decode_steps_by_path_total{{{m},path=\"graph\"}}"));
+        Assert.NotEqual("0", Count($"igpt_decode_steps_total{{{m}}}"));
+    }
+
+    [Fact]
     public async Task ConcurrentRequestsShareDecodeStepsAndMetricsShowIt()
     {
         using var factory = Service(("Inference:MaxBatch", "8"));

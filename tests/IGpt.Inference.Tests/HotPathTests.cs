@@ -6,11 +6,14 @@ namespace IGpt.Inference.Tests;
 public class HotPathTests
 {
     [Theory]
-    [InlineData(false)]
-    [InlineData(true)]   // the fp16 graph (the CUDA one) on the CPU: the same step code over a half-size KV cache
-    public void DecodeStepsAndSamplingAllocateNothing(bool fp16)
+    [InlineData(false, KvCacheTypes.Float32)]
+    [InlineData(true, KvCacheTypes.Float32)]   // the fp16 graph (the CUDA one) on the CPU: the same step code over a half-size KV cache
+    [InlineData(false, KvCacheTypes.Float16)]  // compressed caches: segments, with conversions on every step and a prefill row
+    [InlineData(false, KvCacheTypes.Int8)]
+    public void DecodeStepsAndSamplingAllocateNothing(bool fp16, string kvCacheType)
     {
         var o = Fixture.CpuOptions(maxBatch: 4);
+        o.KvCacheType = kvCacheType;
         using var model = new TestPlanner(o, fp16OnCpu: fp16).Load(Fixture.PackageDir);
         var d = model.Decoder;
         var sampler = new Sampler(model.Manifest.PaletteSize);
@@ -35,6 +38,7 @@ public class HotPathTests
         Decode(3, 20);  // warm-up: the first step at a batch size creates its bindings, once
         long allocated = Decode(3, 64);
         Assert.Equal(0, allocated);
+        if (kvCacheType != KvCacheTypes.Float32) Assert.Equal(17 + 61, d.SegmentedSteps);   // every step, as segments
     }
 
     [Fact]

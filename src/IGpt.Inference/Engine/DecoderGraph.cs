@@ -45,13 +45,17 @@ internal sealed class DecoderGraph
     public long RowStride => (long)Heads * Positions * HeadSize;
 
     /// <summary>OrtValues over slots firstSlot..firstSlot+rows-1 of every KV buffer (rows are contiguous: batch is outermost).</summary>
-    public OrtValue[] CreateKvViews(DecoderBuffers buffers, int rows, int firstSlot = 0)
+    public OrtValue[] CreateKvViews(DecoderBuffers buffers, int rows, int firstSlot = 0) =>
+        CreateKvViews(buffers.Kv, buffers.Memory.Info, rows, firstSlot);
+
+    /// <summary>OrtValues over slots firstSlot..firstSlot+rows-1 of KV buffers in the graph's element type (<paramref name="kv"/>: key 0, value 0, ...).</summary>
+    public OrtValue[] CreateKvViews(ReadOnlySpan<IntPtr> kv, OrtMemoryInfo info, int rows, int firstSlot = 0)
     {
-        var views = new OrtValue[buffers.Kv.Length];
+        var views = new OrtValue[kv.Length];
         long[] shape = [rows, Heads, Positions, HeadSize];
         long offset = firstSlot * RowStride * ElementSize;
         for (int i = 0; i < views.Length; i++)
-            views[i] = OrtValue.CreateTensorValueWithData(buffers.Memory.Info, KvType, shape, buffers.Kv[i] + (nint)offset, rows * RowStride * ElementSize);
+            views[i] = OrtValue.CreateTensorValueWithData(info, KvType, shape, kv[i] + (nint)offset, rows * RowStride * ElementSize);
         return views;
     }
 

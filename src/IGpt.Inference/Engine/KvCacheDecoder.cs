@@ -16,6 +16,9 @@ namespace IGpt.Inference.Engine;
 /// asked for; the KV cache never leaves the device. On the CPU, <see cref="CpuStepPlan.Choose"/> picks each step's
 /// path (<see cref="StepPath"/>; decided by <see cref="StepPlanner"/>): the graph in one run, row lanes, or step
 /// segments (<see cref="Cpu.SegmentedStep"/>), the last two in lanes (<see cref="Cpu.LaneRunner{TLane}"/>).
+/// A CPU cache may be stored compressed (fp16 or int8 entries) while the graph is fp32 (<see cref="CpuStepPlan.CompressedCache"/>): then
+/// every step runs as segments, whose attention reads it, and a prefill runs the graph over an fp32 row of the cache
+/// and stores that row's keys and values compressed into its slots.
 /// Not thread-safe: one caller at a time (the scheduler's thread); lanes run on the decoder's own threads.
 /// </summary>
 internal sealed unsafe class KvCacheDecoder : IDisposable
@@ -25,8 +28,8 @@ internal sealed unsafe class KvCacheDecoder : IDisposable
     private readonly DecoderGraph _graph;
     private readonly DecoderBuffers _buffers;
     private readonly CpuStepPlan _plan;
-    private readonly bool _fixedStepShapes, _graphs;
-    private readonly int _positions, _vocab, _maxBatch, _heads, _headSize, _elementSize;
+    private readonly bool _fixedStepShapes, _graphs, _compressed;
+    private readonly int _positions, _vocab, _maxBatch, _heads, _headSize, _entryBytes;  // an entry: one head at one position
     // The host input block and logits, read on every step (owned by _buffers).
     private readonly long* _ids, _pos, _mask;
     private readonly float* _logits;
@@ -66,11 +69,17 @@ internal sealed unsafe class KvCacheDecoder : IDisposable
                 throw new ArgumentException("the CPU step plan and its sessions disagree", nameof(cpu));
             if (plan.UsesSegments && kvType != TensorElementType.Float)
                 throw new ArgumentException("step segments run with an fp32 KV cache", nameof(cpu));
+            // A compressed cache is read by the segments' attention alone: no step may run the graph on it.
+            _compressed = plan.CompressedCache is not null;
+            if (_compressed && (!plan.UsesSegments || plan.UsesLanes || plan.UsesOneThreadSession))
+                throw new ArgumentException("a compressed KV cache runs every step as segments", nameof(cpu));
             _graph = new DecoderGraph(manifest, kvType);
             (_positions, _vocab, _maxBatch) = (_graph.Positions, _graph.Vocab, maxBatch);
-            (_heads, _headSize, _elementSize) = (_graph.Heads, _graph.HeadSize, _graph.ElementSize);
+            var element = plan.CompressedCache ?? (kvType == TensorElementType.Float16 ? KvElement.Float16 : KvElement.Float32);
+            (_heads, _headSize, _entryBytes) = (_graph.Heads, _graph.HeadSize, element.EntryBytes(_graph.HeadSize));
             _graph.Check(session);
-            _buffers = new DecoderBuffers(memory, _graph.Layers, _graph.RowStride, _graph.ElementSize, maxBatch, _positions, _vocab);
+            _buffers = new DecoderBuffers(memory, _graph.Layers, _graph.RowStride, _headSize, element, maxBatch, _positions, _vocab,
+                fp32PrefillRow: _compressed);
         }
         catch
         {
@@ -104,8 +113,16 @@ internal sealed unsafe class KvCacheDecoder : IDisposable
     public int MaxBatch => _maxBatch;
     public int Positions => _positions;
     public int VocabSize => _vocab;
-    /// <summary>The KV cache's element type: float32 (Float) or float16 (Float16).</summary>
+    /// <summary>The decoder graph's KV element type: float32 (Float) or float16 (Float16).</summary>
     public TensorElementType KvType => _graph.KvType;
+    /// <summary>What the KV cache is stored as (fp16 or int8 under an fp32 graph when the cache is compressed).</summary>
+    public KvElement CacheElement => _buffers.Element;
+    /// <summary>"float32", "float16" or "int8": <see cref="CacheElement"/> as <see cref="InferenceOptions.KvCacheType"/> names it.</summary>
+    public string CacheType => KvCacheTypes.Name(_buffers.Element);
+    /// <summary>Bytes of the KV cache (all slots, layers, keys and values; with a compressed cache its fp32 prefill row too).</summary>
+    public long KvCacheBytes => _buffers.KvBytes;
+    /// <summary>Bytes a step reads per cached position of one row: keys and values of every layer, in the cache's element type.</summary>
+    public long KvBytesPerPosition => 2L * _graph.Layers * _heads * _entryBytes;
     /// <summary>How CPU steps run (thresholds 0 when never).</summary>
     public CpuStepPlan Plan => _plan;
     /// <summary>Decode steps run as step segments so far.</summary>
@@ -116,7 +133,7 @@ internal sealed unsafe class KvCacheDecoder : IDisposable
     public bool KvOnHost => _buffers.Memory.IsHost;
 
     /// <summary>Bytes of a prompt snapshot of <paramref name="length"/> positions (all layers, keys and values).</summary>
-    public long SnapshotBytes(int length) => 2L * _graph.Layers * _graph.Heads * length * _graph.HeadSize * _graph.ElementSize;
+    public long SnapshotBytes(int length) => 2L * _graph.Layers * _graph.Heads * length * _entryBytes;
 
     /// <summary>
     /// Slots a step over <paramref name="rows"/> slots runs: the rows themselves, or with fixed step shapes
@@ -130,7 +147,8 @@ internal sealed unsafe class KvCacheDecoder : IDisposable
     /// <summary>
     /// Runs <paramref name="tokens"/> (SOS first) at positions 0..S-1 in slots firstSlot..firstSlot+rows-1
     /// (each the same prompt) on an empty cache; other slots are untouched. Returns the logits
-    /// [rows, S, vocab] (valid until the next call).
+    /// [rows, S, vocab] (valid until the next call). With a compressed cache the graph runs once, over the fp32
+    /// prefill row, and its keys and values are stored compressed into each slot.
     /// </summary>
     public ReadOnlySpan<float> Prefill(ReadOnlySpan<int> tokens, int rows, int firstSlot = 0)
     {
@@ -140,7 +158,8 @@ internal sealed unsafe class KvCacheDecoder : IDisposable
         if (firstSlot < 0 || rows < 1 || firstSlot + rows > _maxBatch || (long)rows * s * _vocab > _buffers.LogitsCapacity)
             throw new ArgumentOutOfRangeException(nameof(rows), rows, "prefill rows outside the slots or the logits buffer");
         long* prefillIds = _buffers.PrefillIds, prefillPos = _buffers.PrefillPositions, prefillMask = _buffers.PrefillMask;
-        for (int r = 0; r < rows; r++)
+        int graphRows = _compressed ? 1 : rows;   // identical prompts: one fp32 run serves every slot
+        for (int r = 0; r < graphRows; r++)
             for (int i = 0; i < s; i++)
             {
                 long o = (long)r * s + i;
@@ -148,14 +167,15 @@ internal sealed unsafe class KvCacheDecoder : IDisposable
                 prefillPos[o] = i;
                 prefillMask[o] = 1;
             }
-        long[] shape = [rows, s];
-        long bytes = (long)rows * s * sizeof(long);
+        long[] shape = [graphRows, s];
+        long bytes = (long)graphRows * s * sizeof(long);
         var host = OrtMemoryInfo.DefaultInstance;
         using var ids = OrtValue.CreateTensorValueWithData(host, TensorElementType.Int64, shape, (IntPtr)prefillIds, bytes);
         using var pos = OrtValue.CreateTensorValueWithData(host, TensorElementType.Int64, shape, (IntPtr)prefillPos, bytes);
         using var mask = OrtValue.CreateTensorValueWithData(host, TensorElementType.Int64, shape, (IntPtr)prefillMask, bytes);
-        using var logits = OrtValue.CreateTensorValueWithData(host, TensorElementType.Float, [rows, s, _vocab], (IntPtr)_logits, (long)rows * s * _vocab * sizeof(float));
-        var kvViews = _graph.CreateKvViews(_buffers, rows, firstSlot);
+        using var logits = OrtValue.CreateTensorValueWithData(host, TensorElementType.Float, [graphRows, s, _vocab], (IntPtr)_logits,
+            (long)graphRows * s * _vocab * sizeof(float));
+        var kvViews = _compressed ? _graph.CreateKvViews(_buffers.PrefillKv, host, 1) : _graph.CreateKvViews(_buffers, rows, firstSlot);
         try
         {
             using var binding = _session.CreateIoBinding();
@@ -167,8 +187,26 @@ internal sealed unsafe class KvCacheDecoder : IDisposable
         {
             foreach (var v in kvViews) v.Dispose();
         }
+        if (_compressed)
+        {
+            long rowLogits = (long)s * _vocab;
+            for (int r = 0; r < rows; r++) StoreCompressed(firstSlot + r, s);
+            for (int r = 1; r < rows; r++)
+                Buffer.MemoryCopy(_logits, _logits + r * rowLogits, rowLogits * 4, rowLogits * 4);
+        }
         for (int r = 0; r < rows; r++) ResetSlot(firstSlot + r, s);
         return new ReadOnlySpan<float>(_logits, checked(rows * s * _vocab));
+    }
+
+    /// <summary>Positions 0..length-1 of the fp32 prefill row, every layer, key and value, into a slot of the compressed cache.</summary>
+    private void StoreCompressed(int slot, int length)
+    {
+        var kv = _buffers.Kv;
+        var prefill = _buffers.PrefillKv;
+        long headFloats = (long)_positions * _headSize;
+        for (int i = 0; i < kv.Length; i++)
+            for (int head = 0; head < _heads; head++)
+                Cpu.KvCodec.Encode(_buffers.Element, (float*)prefill[i] + head * headFloats, (byte*)(kv[i] + (nint)Offset(slot, head)), length, _headSize);
     }
 
     /// <summary>Sets a slot's cached length (its mask row: <paramref name="length"/> ones, then zeros).</summary>
@@ -232,6 +270,7 @@ internal sealed unsafe class KvCacheDecoder : IDisposable
     /// <summary>The decoder graph over all the step's slots in one run (the only path on CUDA).</summary>
     private void RunWholeStep(int rows, int slots, InferenceSession session)
     {
+        if (_compressed) throw new InvalidOperationException("the decoder graph cannot read a compressed KV cache");
         var b = _decodeBindings[slots] ??= new DecodeBinding(_graph, _buffers, session, slots, first: 0,
             runOptions: _graphs ? null : _runOptions, graphId: _graphs ? slots : null);
         if (!KvOnHost) _buffers.Memory.Copy(_buffers.BoundInputs, (IntPtr)_ids, _buffers.InputsLength(slots) * 8L, CopyDirection.HostToDevice);
@@ -255,7 +294,7 @@ internal sealed unsafe class KvCacheDecoder : IDisposable
         ObjectDisposedException.ThrowIf(_disposed, this);
         CheckSlot(source, length);
         CheckSlot(destination, length);
-        long chunk = (long)length * _headSize * _elementSize, pitch = (long)_positions * _headSize * _elementSize;
+        long chunk = (long)length * _entryBytes, pitch = (long)_positions * _entryBytes;
         foreach (var baseAddress in _buffers.Kv)
             _buffers.Memory.Copy2D(baseAddress + (nint)Offset(destination, 0), pitch, baseAddress + (nint)Offset(source, 0), pitch, chunk, _heads,
                 CopyDirection.DeviceToDevice);
@@ -268,7 +307,7 @@ internal sealed unsafe class KvCacheDecoder : IDisposable
         ObjectDisposedException.ThrowIf(_disposed, this);
         CheckSlot(slot, length);
         var snapshot = GC.AllocateUninitializedArray<byte>(checked((int)SnapshotBytes(length)));
-        long chunk = (long)length * _headSize * _elementSize, pitch = (long)_positions * _headSize * _elementSize;
+        long chunk = (long)length * _entryBytes, pitch = (long)_positions * _entryBytes;
         fixed (byte* s = snapshot)
         {
             long o = 0;
@@ -286,7 +325,7 @@ internal sealed unsafe class KvCacheDecoder : IDisposable
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
         if (snapshot.Length != SnapshotBytes(length)) throw new ArgumentException("snapshot size does not match its length");
-        long chunk = (long)length * _headSize * _elementSize, pitch = (long)_positions * _headSize * _elementSize;
+        long chunk = (long)length * _entryBytes, pitch = (long)_positions * _entryBytes;
         fixed (byte* s = snapshot)
         {
             for (int slot = firstSlot; slot < firstSlot + rows; slot++)
@@ -304,7 +343,7 @@ internal sealed unsafe class KvCacheDecoder : IDisposable
     }
 
     /// <summary>Byte offset of (slot, head, position 0) in a KV buffer.</summary>
-    private long Offset(int slot, int head) => (((long)slot * _heads + head) * _positions) * _headSize * _elementSize;
+    private long Offset(int slot, int head) => (((long)slot * _heads + head) * _positions) * _entryBytes;
 
     private void CheckSlot(int slot, int length)
     {
@@ -333,5 +372,5 @@ internal sealed unsafe class KvCacheDecoder : IDisposable
 
 /// <summary>How a CPU decoder runs its steps besides its session: the plan, and the sessions it needs (owned by the decoder).</summary>
 /// <param name="OneThreadSession">The decoder graph with one intra-op thread: small steps and row lanes.</param>
-/// <param name="Segments">The package's step segment sessions (one intra-op thread each; fp32 KV only).</param>
+/// <param name="Segments">The package's step segment sessions (one intra-op thread each; fp32 graphs only, with an fp32 or compressed cache).</param>
 internal sealed record CpuSteps(CpuStepPlan Plan, InferenceSession? OneThreadSession = null, InferenceSession[]? Segments = null);

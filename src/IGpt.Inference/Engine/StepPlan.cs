@@ -50,9 +50,15 @@ internal sealed record SegmentCostRule(int MinRows, long MinKvToWeights, long Mi
 /// <param name="SegmentedStepRows">Steps of at least this many rows run as segments when <paramref name="SegmentCost"/> says they pay.</param>
 /// <param name="Threads">Step threads (the caller included) for lanes and segments.</param>
 /// <param name="Attention">The segments' attention kernels (None when segments are not used).</param>
+/// <param name="CompressedCache">
+/// What the KV cache is stored as when that is not the decoder graph's own type (an fp32 graph with an fp16 or int8
+/// cache), else null. Only the library's attention reads such a cache, so then every step runs as segments: the
+/// package's decoder graph declares its past/present fp32 (ONNX Runtime 1.31's CPU GroupQueryAttention could read an
+/// fp16 cache under fp32 inputs, but only in a graph that declares it so; benchmarks/README.md, "Compressed KV cache").
+/// </param>
 internal sealed record CpuStepPlan(
     int SmallStepRows, int LaneStepRows, int SegmentedStepRows, int Threads, AttentionKernel Attention,
-    SegmentCostRule SegmentCost, int Layers, int Embd, long WeightBytes)
+    SegmentCostRule SegmentCost, int Layers, int Embd, long WeightBytes, KvElement? CompressedCache = null)
 {
     /// <summary>Every step on the decoder's session: the CUDA provider, or a CPU model with nothing else enabled.</summary>
     public static CpuStepPlan GraphOnly { get; } = new(0, 0, 0, 1, AttentionKernel.None, SegmentCostRule.Default, 0, 0, 0);
@@ -65,6 +71,7 @@ internal sealed record CpuStepPlan(
     /// <summary>The path of a step over rows 0..rows-1 at these positions (allocates nothing).</summary>
     public StepPath Choose(int rows, ReadOnlySpan<int> positions)
     {
+        if (CompressedCache is not null) return StepPath.Segments;
         if (UsesSegments && rows >= SegmentedStepRows && SegmentCost.PaysOff(Layers, Embd, WeightBytes, positions[..rows]))
             return StepPath.Segments;
         if (UsesLanes && rows >= LaneStepRows) return StepPath.Lanes;

@@ -35,6 +35,13 @@ internal class StepPlanner(InferenceOptions options)
     public CpuStepPlan PlanCpuSteps(ModelManifest manifest, ModelFile file, TensorElementType kvType)
     {
         var a = manifest.Architecture;
+        if (CompressedCache(manifest, file, kvType, out _) is { } compressed)
+        {
+            // Every step as segments, on the AVX-512 kernels where the CPU has them, else the portable loops; no
+            // one-thread session or row lanes (they run the graph, which cannot read the cache).
+            var kernel = SegmentAttention(a.HeadSize) is var k && k != AttentionKernel.None ? k : AttentionKernel.Portable;
+            return new CpuStepPlan(0, 0, 1, IntraOpThreads, kernel, SegmentCost, a.NLayer, a.NEmbd, 4L * manifest.MatmulParameters, compressed);
+        }
         bool segments = UsesStepSegments(manifest, file, kvType);
         return new CpuStepPlan(SmallStepRows(manifest), LaneStepRows(manifest), segments ? Options.SegmentedStepRows : 0, IntraOpThreads,
             segments ? SegmentAttention(a.HeadSize) : AttentionKernel.None, SegmentCost, a.NLayer, a.NEmbd, 4L * manifest.MatmulParameters);
@@ -73,6 +80,24 @@ internal class StepPlanner(InferenceOptions options)
     public bool UsesStepSegments(ModelManifest manifest, ModelFile file, TensorElementType kvType) =>
         Options.SegmentedStepRows > 0 && file.StepSegments.Count > 0 && kvType == TensorElementType.Float
         && SegmentAttention(manifest.Architecture.HeadSize) != AttentionKernel.None;
+
+    /// <summary>
+    /// The compressed element type the CPU decoder in <paramref name="file"/> stores its KV cache in
+    /// (<see cref="InferenceOptions.KvCacheType"/>), or null: float32 asked for, the graph's own cache is not fp32 (the
+    /// fp16 graph, which the CPU runs only in tests), or it cannot be done, and then <paramref name="fallback"/> says why.
+    /// </summary>
+    public KvElement? CompressedCache(ModelManifest manifest, ModelFile file, TensorElementType kvType, out string? fallback)
+    {
+        fallback = null;
+        var wanted = Options.KvElement;
+        if (wanted == KvElement.Float32 || kvType != TensorElementType.Float) return null;
+        if (file.StepSegments.Count == 0)
+        {
+            fallback = $"the package has no step segments (files.decoder.cpu.step_segments), and only they read a {KvCacheTypes.Name(wanted)} cache";
+            return null;
+        }
+        return wanted;
+    }
 
     /// <summary>The package's step segment sessions, one intra-op thread each: a segmented step runs its lanes concurrently.</summary>
     public InferenceSession[] CreateSegmentSessions(ModelManifest manifest, ModelFile file, PackageWeights? weights)

@@ -30,7 +30,7 @@ internal static class SessionLoader
         Analyzer? analyzer;
         try
         {
-            decoder = cuda.Session is { } session ? CudaDecoder(manifest, options, session, cuda) : CpuDecoder(manifest, planner, weights);
+            decoder = cuda.Session is { } session ? CudaDecoder(manifest, options, session, cuda) : CpuDecoder(manifest, planner, weights, logger);
             classifier = LoadClassifier(manifest, planner, provider, weights, logger);
             analyzer = LoadAnalyzer(manifest, planner, weights, logger);
         }
@@ -45,7 +45,7 @@ internal static class SessionLoader
         string summary = cuda.ProviderFailed ? "CUDA provider unavailable" : cuda.Reason;
         logger.LogInformation("Model {ModelId}: execution provider {Provider} ({Reason}); KV cache {KvType}; classifier {Classifier}; analysis {Analysis}; "
             + "CPU steps: one-thread up to {SmallRows} rows, row lanes from {LaneRows}, step segments from {SegmentedRows} (0 = none)",
-            manifest.Id, provider, summary, decoder.KvType == TensorElementType.Float16 ? "float16" : "float32",
+            manifest.Id, provider, summary, decoder.CacheType,
             classifier is null ? "none" : "loaded", analyzer is null ? "none" : "loaded", decoder.Plan.SmallStepRows, decoder.Plan.LaneStepRows, decoder.Plan.SegmentedStepRows);
         return new LoadedModel(decoder, classifier, analyzer, provider, cuda.Reason, summary, weights);
     }
@@ -125,10 +125,12 @@ internal static class SessionLoader
         }
     }
 
-    private static KvCacheDecoder CpuDecoder(ModelManifest manifest, StepPlanner planner, PackageWeights? weights)
+    private static KvCacheDecoder CpuDecoder(ModelManifest manifest, StepPlanner planner, PackageWeights? weights, ILogger logger)
     {
         var file = planner.CpuGraph(manifest.Files.Decoder);
         var kvType = KvType(file);
+        if (planner.CompressedCache(manifest, file, kvType, out var fallback) is null && fallback is not null)
+            logger.LogWarning("Model {ModelId}: KV cache float32, not {KvCacheType}: {Reason}", manifest.Id, planner.Options.KvCacheType, fallback);
         var plan = planner.PlanCpuSteps(manifest, file, kvType);
         var session = planner.CreatePackageSession(manifest, file.Path, weights);
         var memory = new HostMemory();

@@ -6,9 +6,12 @@ using System.Runtime.Intrinsics.X86;
 namespace IGpt.Inference.Engine.Cpu;
 
 /// <summary>
-/// A decode step's attention for one layer, over the decoder's fp32 KV cache ([MaxBatch, n_head, n_positions,
-/// head_size] per layer, the layout GroupQueryAttention reads and writes): writes each row's new key and value
-/// at its position, then attends its query to positions 0..position. Used when the decoder runs as step
+/// A decode step's attention for one layer, over the decoder's KV cache ([MaxBatch, n_head, n_positions,
+/// head_size] per layer, the layout GroupQueryAttention reads and writes), stored as fp32, fp16 or int8 entries
+/// (<see cref="KvElement"/>): writes each row's new key and value at its position, then attends its query to
+/// positions 0..position. A compressed cache is converted back in chunks of <see cref="Chunk"/> positions into a lane's
+/// scratch (L1-sized) and the fp32 kernels run on the chunk, so a group's shared entries are converted once for all
+/// its rows, as they are read once. Used when the decoder runs as step
 /// segments (<see cref="SegmentedStep"/>), for two reasons:
 /// <list type="bullet">
 /// <item>Rows that share a prompt (the samples of one completion request) hold identical keys and values for
@@ -22,7 +25,11 @@ namespace IGpt.Inference.Engine.Cpu;
 /// </summary>
 internal sealed unsafe class CachedAttention : IDisposable
 {
-    private readonly int _heads, _headSize, _positions, _embd, _maxBatch;
+    /// <summary>Positions of a compressed cache converted at a time (a multiple of 16: the vector kernels' block).</summary>
+    private const int Chunk = 64;
+
+    private readonly int _heads, _headSize, _positions, _embd, _maxBatch, _entryBytes;
+    private readonly KvElement _element;
     private readonly float _scale;
     private readonly bool _vectorized;
     private readonly Lane[] _lanes;
@@ -30,7 +37,9 @@ internal sealed unsafe class CachedAttention : IDisposable
 
     /// <param name="lanes">Lanes (threads) a step's rows may be split into.</param>
     /// <param name="vectorized">AVX-512 kernels (needs <see cref="CanVectorize"/>); false = portable scalar loops.</param>
-    public CachedAttention(int heads, int headSize, int positions, int maxBatch, int lanes, bool vectorized)
+    /// <param name="element">What the cache's elements are stored as.</param>
+    public CachedAttention(int heads, int headSize, int positions, int maxBatch, int lanes, bool vectorized,
+        KvElement element = KvElement.Float32)
     {
         if (vectorized && !CanVectorize(headSize))
             throw new ArgumentException("AVX-512 attention needs AVX-512F and a head size that is a multiple of 16", nameof(vectorized));
@@ -38,8 +47,9 @@ internal sealed unsafe class CachedAttention : IDisposable
         _embd = heads * headSize;
         _scale = 1f / MathF.Sqrt(headSize);
         _vectorized = vectorized;
+        (_element, _entryBytes) = (element, element.EntryBytes(headSize));
         _lanes = new Lane[Math.Max(1, lanes)];
-        for (int i = 0; i < _lanes.Length; i++) _lanes[i] = new Lane(maxBatch, positions, headSize);
+        for (int i = 0; i < _lanes.Length; i++) _lanes[i] = new Lane(maxBatch, positions, headSize, element == KvElement.Float32 ? 0 : Chunk);
     }
 
     /// <summary>Whether this CPU runs the AVX-512 kernels for <paramref name="headSize"/>.</summary>
@@ -102,59 +112,100 @@ internal sealed unsafe class CachedAttention : IDisposable
 
     /// <summary>
     /// One layer for lane <paramref name="lane"/>'s rows: qkv [rows, 3 x n_embd] (packed q | k | v, head-major, indexed by
-    /// step row) in; each row's k and v written into the layer's cache at its position; attention output [rows, n_embd]
-    /// (heads concatenated) out. Runs on the calling thread.
+    /// step row) in; each row's k and v written into the layer's cache (<paramref name="keys"/>, <paramref name="values"/>:
+    /// elements of the constructor's type) at its position; attention output [rows, n_embd] (heads concatenated) out.
+    /// Runs on the calling thread.
     /// </summary>
-    public void Run(int lane, float* qkv, float* keys, float* values, float* output)
+    public void Run(int lane, float* qkv, void* keys, void* values, float* output)
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
         var l = _lanes[lane];
-        for (int item = 0; item < l.Groups * _heads; item++) RunItem(l, item, qkv, keys, values, output);
+        for (int item = 0; item < l.Groups * _heads; item++) RunItem(l, item, qkv, (byte*)keys, (byte*)values, output);
     }
 
-    private void RunItem(Lane l, int item, float* qkv, float* keys, float* values, float* output)
+    private void RunItem(Lane l, int item, float* qkv, byte* keys, byte* values, float* output)
     {
         int g = item / _heads, head = item % _heads;
         int first = l.GroupStart[g], count = l.GroupStart[g + 1] - first;
         var rows = new ReadOnlySpan<int>(l.Members, first, count);
         int d = _headSize, p = _positions;
         float* queries = l.Queries, scores = l.Scores, acc = l.Acc, sums = l.Sums;
-        long stride = (long)p * d;   // one (slot, head) block of the cache
+        long stride = (long)p * _entryBytes;   // bytes of one (slot, head) block of the cache
 
         // New keys and values into the cache; queries scaled (GroupQueryAttention's scale, 1/sqrt(head_size)).
         for (int j = 0; j < count; j++)
         {
             int r = rows[j];
             float* q = qkv + (long)r * 3 * _embd + head * d;
-            long block = ((long)r * _heads + head) * stride + (long)l.Position[r] * d;
-            Buffer.MemoryCopy(q + _embd, keys + block, d * 4L, d * 4L);
-            Buffer.MemoryCopy(q + 2 * _embd, values + block, d * 4L, d * 4L);
+            long entry = ((long)r * _heads + head) * stride + (long)l.Position[r] * _entryBytes;
+            Store(q + _embd, keys + entry);
+            Store(q + 2 * _embd, values + entry);
             for (int i = 0; i < d; i++) queries[j * d + i] = q[i] * _scale;
         }
 
         int shared = l.SharedLength[g];
         long leader = ((long)rows[0] * _heads + head) * stride;
         // Scores: the shared positions once for the group, then each row's own.
-        Scores(keys + leader, 0, shared, queries, count, scores);
+        Scores(l, keys + leader, 0, shared, queries, count, scores);
         for (int j = 0; j < count; j++)
         {
             long own = ((long)rows[j] * _heads + head) * stride;
-            Scores(keys + own, shared, l.Position[rows[j]] + 1, queries + j * d, 1, scores + (long)j * (p + 16));
+            Scores(l, keys + own, shared, l.Position[rows[j]] + 1, queries + j * d, 1, scores + (long)j * (p + 16));
         }
         // Softmax per row, left unnormalized: the output is divided by the sum.
         for (int j = 0; j < count; j++) sums[j] = Exponentiate(scores + (long)j * (p + 16), l.Position[rows[j]] + 1);
         new Span<float>(acc, count * d).Clear();
-        WeightedValues(values + leader, 0, shared, scores, count, acc);
+        WeightedValues(l, values + leader, 0, shared, scores, count, acc);
         for (int j = 0; j < count; j++)
         {
             long own = ((long)rows[j] * _heads + head) * stride;
-            WeightedValues(values + own, shared, l.Position[rows[j]] + 1, scores + (long)j * (p + 16), 1, acc + j * d);
+            WeightedValues(l, values + own, shared, l.Position[rows[j]] + 1, scores + (long)j * (p + 16), 1, acc + j * d);
         }
         for (int j = 0; j < count; j++)
         {
             float inverse = 1f / sums[j];
             float* o = output + (long)rows[j] * _embd + head * d;
             for (int i = 0; i < d; i++) o[i] = acc[j * d + i] * inverse;
+        }
+    }
+
+    /// <summary>One key or value (head_size floats) into the cache, in its element type.</summary>
+    private void Store(float* source, byte* entry) => KvCodec.Encode(_element, source, entry, 1, _headSize);
+
+    /// <summary>
+    /// <see cref="Scores(float*, int, int, float*, int, float*)"/> over a (slot, head) block of keys in the cache's element type:
+    /// fp32 read in place, a compressed type converted a chunk at a time into the lane's scratch.
+    /// </summary>
+    private void Scores(Lane l, byte* keys, int from, int to, float* queries, int count, float* scores)
+    {
+        if (_element == KvElement.Float32)
+        {
+            Scores((float*)keys, from, to, queries, count, scores);
+            return;
+        }
+        long d = _headSize;
+        for (int c0 = from; c0 < to; c0 += Chunk)
+        {
+            int c1 = Math.Min(to, c0 + Chunk);
+            KvCodec.Decode(_element, keys + (long)c0 * _entryBytes, l.Block, c1 - c0, _headSize);
+            Scores(l.Block - c0 * d, c0, c1, queries, count, scores);  // the chunk indexed by position, as the block is
+        }
+    }
+
+    /// <summary><see cref="WeightedValues(float*, int, int, float*, int, float*)"/> over values in the cache's element type (as <see cref="Scores(Lane, byte*, int, int, float*, int, float*)"/>).</summary>
+    private void WeightedValues(Lane l, byte* values, int from, int to, float* probabilities, int count, float* acc)
+    {
+        if (_element == KvElement.Float32)
+        {
+            WeightedValues((float*)values, from, to, probabilities, count, acc);
+            return;
+        }
+        long d = _headSize;
+        for (int c0 = from; c0 < to; c0 += Chunk)
+        {
+            int c1 = Math.Min(to, c0 + Chunk);
+            KvCodec.Decode(_element, values + (long)c0 * _entryBytes, l.Block, c1 - c0, _headSize);
+            WeightedValues(l.Block - c0 * d, c0, c1, probabilities, count, acc);
         }
     }
 
@@ -331,19 +382,22 @@ internal sealed unsafe class CachedAttention : IDisposable
     /// <summary>One thread's rows and scratch buffers (the pointers are the buffers', which this lane owns).</summary>
     private sealed class Lane : IDisposable
     {
-        private readonly NativeBuffer<float> _scores, _queries, _acc, _sums;
+        private readonly NativeBuffer<float> _scores, _queries, _acc, _sums, _block;
         public readonly float* Scores;   // [rows, n_positions] scores, then probabilities
         public readonly float* Queries;  // [rows, head_size] scaled queries
         public readonly float* Acc;      // [rows, head_size] weighted values
         public readonly float* Sums;     // [rows] softmax denominators
+        public readonly float* Block;    // [chunk, head_size] keys or values of a compressed cache, as fp32
         public readonly int[] Members;       // step rows by group
         public readonly int[] GroupStart;    // group g: Members[GroupStart[g]..GroupStart[g+1]]
         public readonly int[] SharedLength;  // by group
         public readonly int[] Position;      // by step row
         public int Groups;
 
-        public Lane(int maxBatch, int positions, int headSize)
+        public Lane(int maxBatch, int positions, int headSize, int chunk)
         {
+            _block = new NativeBuffer<float>((long)chunk * headSize);
+            Block = _block.Pointer;
             _scores = new NativeBuffer<float>((long)maxBatch * (positions + 16));
             _queries = new NativeBuffer<float>((long)maxBatch * headSize);
             _acc = new NativeBuffer<float>((long)maxBatch * headSize);
@@ -364,6 +418,7 @@ internal sealed unsafe class CachedAttention : IDisposable
             _queries.Dispose();
             _acc.Dispose();
             _sums.Dispose();
+            _block.Dispose();
         }
     }
 }

@@ -6,7 +6,7 @@ namespace IGpt.Inference.Engine.Cpu;
 /// <summary>
 /// A CPU decode step run as the package's step segments (files.decoder.cpu.step_segments, models/README.md):
 /// segment 0 embeds the tokens and projects layer 0's q, k and v; <see cref="CachedAttention"/> runs the
-/// layer's attention over the decoder's KV cache; segment i+1 finishes layer i and projects layer i+1's
+/// layer's attention over the decoder's KV cache (fp32 or compressed); segment i+1 finishes layer i and projects layer i+1's
 /// q, k and v; the last one ends in the logits. The step's rows are split into lanes (<see cref="LaneRunner{TLane}"/>),
 /// and each lane runs its rows through every segment and attention on its own: the segment sessions have one
 /// intra-op thread and are run concurrently, so a step hands work to another thread once, not once per op.
@@ -41,7 +41,8 @@ internal sealed unsafe class SegmentedStep : IDisposable
         _buffers = buffers;
         CheckGraphs();
         int maxBatch = buffers.MaxBatch;
-        _attention = new CachedAttention(a.NHead, a.HeadSize, a.NPositions, maxBatch, team?.Threads ?? 1, kernel == AttentionKernel.Vectorized);
+        _attention = new CachedAttention(a.NHead, a.HeadSize, a.NPositions, maxBatch, team?.Threads ?? 1, kernel == AttentionKernel.Vectorized,
+            buffers.Element);
         _hidden0 = new NativeBuffer<float>((long)maxBatch * _embd);
         _hidden1 = new NativeBuffer<float>((long)maxBatch * _embd);
         _qkv = new NativeBuffer<float>((long)maxBatch * 3 * _embd);
@@ -149,7 +150,7 @@ internal sealed unsafe class SegmentedStep : IDisposable
             for (int i = 0; i <= s._layers; i++)
             {
                 s._segments[i].RunWithBinding(s._runOptions, _bindings[i]);
-                if (i < s._layers) s._attention.Run(lane, s._qkv.Pointer, (float*)kv[2 * i], (float*)kv[2 * i + 1], s._attn.Pointer);
+                if (i < s._layers) s._attention.Run(lane, s._qkv.Pointer, (void*)kv[2 * i], (void*)kv[2 * i + 1], s._attn.Pointer);
             }
         }
 

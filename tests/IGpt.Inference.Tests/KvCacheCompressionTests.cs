@@ -1,0 +1,371 @@
+using System.Text.Json.Nodes;
+
+namespace IGpt.Inference.Tests;
+
+/// <summary>
+/// Inference:KvCacheType float16 and int8: the conversions, the attention kernel over a compressed cache, the decoder that stores its
+/// cache compressed (every step as segments, prefill through an fp32 row), its memory, and the settings' rules.
+/// The quality guard on the shipped models is <see cref="KvCacheQualityTests"/>.
+/// </summary>
+public unsafe class KvCacheCompressionTests
+{
+    [Fact]
+    public void Fp16ToFp32IsExactForEveryFiniteHalf()
+    {
+        var bits = Enumerable.Range(0, 65536).Where(b => (b & 0x7C00) != 0x7C00).Select(b => (ushort)b).ToArray();
+        var converted = new float[bits.Length];
+        fixed (ushort* s = bits)
+        fixed (float* d = converted)
+        {
+            HalfConversion.ToSingle(s, d, bits.Length - 5);  // the vector loops, then a scalar tail
+            HalfConversion.ToSingle(s + bits.Length - 5, d + bits.Length - 5, 5);
+        }
+        for (int i = 0; i < bits.Length; i++)
+        {
+            uint expected = BitConverter.SingleToUInt32Bits((float)BitConverter.UInt16BitsToHalf(bits[i]));
+            Assert.True(expected == BitConverter.SingleToUInt32Bits(converted[i]), $"fp16 0x{bits[i]:X4}: {converted[i]}");
+            Assert.Equal(expected, BitConverter.SingleToUInt32Bits(HalfConversion.ToSingle(bits[i])));
+        }
+    }
+
+    [Fact]
+    public void Fp32ToFp16RoundsToNearestEvenAndClampsToTheLargestHalf()
+    {
+        var inputs = new List<float> { 0f, -0f, 65504f, -65504f, 65519f, 65520f, 1e6f, -1e9f, float.Epsilon, 1e-8f, -3e-5f, 6.1e-5f };
+        // Every finite fp16 value, and the midpoints between neighbours (ties: round to even), and a little either side.
+        for (int b = 0; b < 0x7BFF; b++)
+        {
+            double lo = (double)BitConverter.UInt16BitsToHalf((ushort)b), hi = (double)BitConverter.UInt16BitsToHalf((ushort)(b + 1));
+            float mid = (float)((lo + hi) / 2);
+            inputs.AddRange([(float)lo, -(float)lo, mid, -mid, MathF.BitIncrement(mid), MathF.BitDecrement(mid)]);
+        }
+        var rng = new Random(5);
+        for (int i = 0; i < 20_000; i++) inputs.Add((float)((rng.NextDouble() - 0.5) * Math.Pow(10, rng.Next(-9, 6))));
+        var source = inputs.ToArray();
+        var converted = new ushort[source.Length];
+        fixed (float* s = source)
+        fixed (ushort* d = converted)
+            HalfConversion.ToHalf(s, d, source.Length);
+        for (int i = 0; i < source.Length; i++)
+        {
+            float x = source[i];
+            ushort expected = Math.Abs(x) > 65504f
+                ? (ushort)(x < 0 ? 0xFBFF : 0x7BFF)
+                : BitConverter.HalfToUInt16Bits((Half)x);
+            Assert.True(expected == converted[i], $"{x:R}: expected 0x{expected:X4}, got 0x{converted[i]:X4}");
+            Assert.Equal(expected, HalfConversion.ToHalfBits(x));
+        }
+    }
+
+    [Theory]
+    [InlineData(32)]
+    [InlineData(12)]   // AVX2's eight, then a scalar tail
+    [InlineData(3)]
+    public void Int8EntriesRoundTripWithinHalfAStepOfTheirScale(int headSize)
+    {
+        var rng = new Random(headSize);
+        const int count = 50;
+        var x = new float[count * headSize];
+        for (int i = 0; i < x.Length; i++) x[i] = (float)((rng.NextDouble() - 0.5) * Math.Pow(10, rng.Next(-3, 3)));
+        x.AsSpan(0, headSize).Clear();   // an all-zero entry: scale 0
+        var bytes = Encode(KvElement.Int8, x, headSize);
+        var back = Decode(KvElement.Int8, bytes, headSize);
+        Assert.Equal(count * (headSize + 4), bytes.Length);
+        for (int e = 0; e < count; e++)
+        {
+            var entry = x.AsSpan(e * headSize, headSize);
+            float max = 0;
+            foreach (var v in entry) max = MathF.Max(max, MathF.Abs(v));
+            float scale = BitConverter.ToSingle(bytes, e * (headSize + 4));
+            Assert.Equal(max / 127f, scale);
+            for (int i = 0; i < headSize; i++)
+            {
+                // The vector and scalar paths round alike: to nearest, ties to even.
+                int q = (sbyte)bytes[e * (headSize + 4) + 4 + i];
+                Assert.Equal(max > 0 ? (int)MathF.Round(entry[i] * (127f / max), MidpointRounding.ToEven) : 0, q);
+                Assert.True(Math.Abs(back[e * headSize + i] - entry[i]) <= scale * 0.5001 + 1e-30, $"entry {e}[{i}]: {entry[i]} -> {back[e * headSize + i]}");
+            }
+        }
+    }
+
+    [Theory]
+    [InlineData(KvCacheTypes.Float16, 8, false)]
+    [InlineData(KvCacheTypes.Float16, 32, true)]
+    [InlineData(KvCacheTypes.Float16, 32, false)]
+    [InlineData(KvCacheTypes.Float16, 64, true)]
+    [InlineData(KvCacheTypes.Int8, 8, false)]
+    [InlineData(KvCacheTypes.Int8, 32, true)]
+    [InlineData(KvCacheTypes.Int8, 32, false)]
+    public void AttentionOverACompressedCacheMatchesTheReferenceOverTheSameValues(string type, int headSize, bool vectorized)
+    {
+        var element = KvCacheTypes.Parse(type);
+        vectorized &= CachedAttention.CanVectorize(headSize);
+        // 150 positions: three conversion chunks; the shared prefix (70) ends inside the second.
+        const int heads = 2, positions = 150, rows = 3, shared = 70;
+        int embd = heads * headSize;
+        var rng = new Random(headSize + 1);
+        int Index(int row, int head, int pos) => ((row * heads + head) * positions + pos) * headSize;
+        var keys = new float[rows * heads * positions * headSize];
+        var values = new float[keys.Length];
+        for (int i = 0; i < keys.Length; i++) (keys[i], values[i]) = ((float)rng.NextDouble() * 4 - 2, (float)rng.NextDouble() * 4 - 2);
+        foreach (int r in new[] { 1, 2 })
+            for (int h = 0; h < heads; h++)
+            {
+                Array.Copy(keys, Index(0, h, 0), keys, Index(r, h, 0), shared * headSize);
+                Array.Copy(values, Index(0, h, 0), values, Index(r, h, 0), shared * headSize);
+            }
+        var qkv = new float[rows * 3 * embd];
+        for (int i = 0; i < qkv.Length; i++) qkv[i] = (float)rng.NextDouble() * 2 - 1;
+        int[] position = [149, 100, shared], groups = [0, 0, 0], sharedLengths = [shared, shared, shared];
+
+        var cachedKeys = Encode(element, keys, headSize);
+        var cachedValues = Encode(element, values, headSize);
+        // What the cache holds afterwards: every entry, the new ones too, encoded; the reference attends over its values.
+        var allKeys = (float[])keys.Clone();
+        var allValues = (float[])values.Clone();
+        for (int r = 0; r < rows; r++)
+            for (int h = 0; h < heads; h++)
+            {
+                Array.Copy(qkv, r * 3 * embd + embd + h * headSize, allKeys, Index(r, h, position[r]), headSize);
+                Array.Copy(qkv, r * 3 * embd + 2 * embd + h * headSize, allValues, Index(r, h, position[r]), headSize);
+            }
+        var refKeys = Decode(element, Encode(element, allKeys, headSize), headSize);
+        var refValues = Decode(element, Encode(element, allValues, headSize), headSize);
+        var expected = new double[rows * embd];
+        for (int r = 0; r < rows; r++)
+            for (int h = 0; h < heads; h++)
+            {
+                var s = new double[position[r] + 1];
+                for (int t = 0; t <= position[r]; t++)
+                {
+                    double dot = 0;
+                    for (int i = 0; i < headSize; i++) dot += qkv[r * 3 * embd + h * headSize + i] * (double)refKeys[Index(r, h, t) + i];
+                    s[t] = dot / Math.Sqrt(headSize);
+                }
+                double max = s.Max(), sum = 0;
+                for (int t = 0; t < s.Length; t++) sum += s[t] = Math.Exp(s[t] - max);
+                for (int i = 0; i < headSize; i++)
+                {
+                    double o = 0;
+                    for (int t = 0; t < s.Length; t++) o += s[t] / sum * refValues[Index(r, h, t) + i];
+                    expected[r * embd + h * headSize + i] = o;
+                }
+            }
+
+        foreach (bool grouped in new[] { true, false })
+        {
+            var k = (byte[])cachedKeys.Clone();
+            var v = (byte[])cachedValues.Clone();
+            var output = new float[rows * embd];
+            using var attention = new CachedAttention(heads, headSize, positions, rows, lanes: 1, vectorized, element);
+            attention.CheckGroups(rows, position, grouped ? groups : [], grouped ? sharedLengths : []);
+            attention.Plan(0, 0, rows, position, grouped ? groups : [], grouped ? sharedLengths : []);
+            fixed (float* pq = qkv, po = output)
+            fixed (byte* pk = k, pv = v)
+                attention.Run(0, pq, pk, pv, po);
+            for (int i = 0; i < expected.Length; i++)
+                Assert.True(Math.Abs(expected[i] - output[i]) < 2e-5, $"grouped {grouped}, output {i}: {expected[i]} vs {output[i]}");
+            Assert.Equal(Encode(element, allKeys, headSize), k);
+            Assert.Equal(Encode(element, allValues, headSize), v);
+        }
+    }
+
+    private static float Round(float x) => (float)(Half)x;
+
+    private static byte[] Encode(KvElement element, float[] x, int headSize)
+    {
+        var bytes = new byte[x.Length / headSize * element.EntryBytes(headSize)];
+        fixed (float* s = x)
+        fixed (byte* d = bytes)
+            KvCodec.Encode(element, s, d, x.Length / headSize, headSize);
+        return bytes;
+    }
+
+    private static float[] Decode(KvElement element, byte[] bytes, int headSize)
+    {
+        int count = bytes.Length / element.EntryBytes(headSize);
+        var x = new float[count * headSize];
+        fixed (byte* s = bytes)
+        fixed (float* d = x)
+            KvCodec.Decode(element, s, d, count, headSize);
+        return x;
+    }
+
+    internal static InferenceOptions Options(string kvCacheType, int maxBatch = 6, int threads = 2)
+    {
+        var o = Fixture.CpuOptions(maxBatch);
+        o.IntraOpThreads = threads;
+        o.KvCacheType = kvCacheType;
+        return o;
+    }
+
+    public static TheoryData<string, string, double> Packages()
+    {
+        var data = new TheoryData<string, string, double>();
+        foreach (var (type, bound) in new[] { (KvCacheTypes.Float16, 0.02), (KvCacheTypes.Int8, 0.25) })
+        {
+            data.Add(Fixture.PackageDir, type, bound);   // head size 8: the portable loops
+            data.Add(Path.Combine(Fixture.ShippedModelsDir, "fashion-mnist-14"), type, bound);  // head size 32: AVX-512 where the CPU has it
+        }
+        return data;
+    }
+
+    [Theory]
+    [MemberData(nameof(Packages))]
+    public void ACompressedCacheRunsEveryStepAsSegmentsAndDecodesLikeFloat32(string dir, string type, double bound)
+    {
+        using var fp32 = IGptModel.Load(dir, Options(KvCacheTypes.Float32));
+        using var compressed = IGptModel.Load(dir, Options(type));
+        var (a, b) = (fp32.Decoder, compressed.Decoder);
+        var element = KvCacheTypes.Parse(type);
+        Assert.Equal((KvElement.Float32, "float32"), (a.CacheElement, a.CacheType));
+        Assert.Equal((element, type), (b.CacheElement, b.CacheType));
+        Assert.Equal(element, b.Plan.CompressedCache);
+        Assert.Equal((0, 0, 1), (b.Plan.SmallStepRows, b.Plan.LaneStepRows, b.Plan.SegmentedStepRows));
+        // Fewer bytes per slot (fp16: half; int8: head_size + 4 of 4 x head_size), plus one fp32 slot for the prefill
+        // graph; snapshots (the prefix cache) and the bytes a step reads per position shrink alike.
+        var m = fp32.Manifest;
+        var arch = m.Architecture;
+        long entries = (long)arch.NHead * arch.NPositions, entry = element == KvElement.Int8 ? arch.HeadSize + 4 : 2 * arch.HeadSize;
+        Assert.Equal(2L * arch.NLayer * 6 * entries * arch.HeadSize * 4, a.KvCacheBytes);
+        Assert.Equal(2L * arch.NLayer * (6 * entries * entry + entries * arch.HeadSize * 4), b.KvCacheBytes);
+        Assert.Equal(a.SnapshotBytes(10) / (4 * arch.HeadSize) * entry, b.SnapshotBytes(10));
+        Assert.Equal(a.KvBytesPerPosition / (4 * arch.HeadSize) * entry, b.KvBytesPerPosition);
+
+        int v = m.VocabSize, p = arch.NPositions;
+        var rng = new Random(3);
+        int[] Prompt(int n) => [m.SosTokenId, .. Enumerable.Range(1, n - 1).Select(_ => rng.Next(m.PaletteSize))];
+        // Slots 0-2: one request's samples (prompt A); slot 3: prompt B; slots 4-5: prompt C restored from a snapshot.
+        int lengthA = Math.Min(40, p / 2), lengthB = Math.Min(17, p / 3), lengthC = Math.Min(25, p / 3);
+        var (promptA, promptB, promptC) = (Prompt(lengthA), Prompt(lengthB), Prompt(lengthC));
+        foreach (var d in new[] { a, b })
+        {
+            var prefillA = d.Prefill(promptA, 1, 0).ToArray();
+            d.ReplicateSlot0(3, lengthA);
+            d.Prefill(promptB, 1, 3);
+            d.Prefill(promptC, 2, 4);   // two rows of one prompt: one graph run, stored into both slots
+            var snapshot = d.SaveSlot(4, lengthC);
+            Assert.Equal(d.SnapshotBytes(lengthC), snapshot.Length);
+            d.LoadSlots(snapshot, lengthC, 2, firstSlot: 4);
+            if (d == b) DecoderTests.AssertClose(a.Prefill(promptA, 1, 0).ToArray(), prefillA, 1e-5, "prefill logits (the fp32 graph either way)");
+        }
+        a.ReplicateSlot0(3, lengthA);
+
+        int[] groups = [0, 0, 0, 3, 4, 4], shared = [lengthA, lengthA, lengthA, lengthB, lengthC, lengthC];
+        int[] positions = [lengthA, lengthA, lengthA, lengthB, lengthC, lengthC];
+        var tokens = new int[6];
+        int steps = Math.Min(24, p - lengthA - 4);
+        double worst = 0;
+        void Step(int rows, bool grouped)
+        {
+            for (int r = 0; r < rows; r++) tokens[r] = rng.Next(m.PaletteSize);
+            var expected = grouped ? a.Step(rows, tokens, positions, groups, shared).ToArray() : a.Step(rows, tokens, positions).ToArray();
+            var actual = grouped ? b.Step(rows, tokens, positions, groups, shared).ToArray() : b.Step(rows, tokens, positions).ToArray();
+            for (int i = 0; i < rows * v; i++)
+                if (expected[i] > -1e8f) worst = Math.Max(worst, Math.Abs(expected[i] - actual[i]));
+            for (int r = 0; r < rows; r++) positions[r]++;
+        }
+        // Six rows, the shared prompt entries read once per group and every row on its own; then row 0 alone.
+        for (int step = 0; step < steps; step++) Step(6, grouped: step % 2 == 0);
+        for (int step = 0; step < 4; step++) Step(1, grouped: false);
+        // fp16 keeps 11 significant bits, int8 about 8 of an entry's largest value: on these random tokens the logits
+        // move by thousandths or hundredths (the shipped models' bounds on real images are in KvCacheQualityTests).
+        Console.WriteLine($"{Path.GetFileName(dir)} {type}: largest logit difference from float32 {worst:G3}");
+        Assert.True(worst < bound, $"largest logit difference from float32: {worst} (bound {bound})");
+        Assert.True(worst > 0, "the compressed cache changed nothing: is it really compressed?");
+        Assert.Equal(steps + 4, b.SegmentedSteps);   // one-row steps as well: the graph cannot read the cache
+    }
+
+    /// <summary>
+    /// Records what the decoder graph's own path would need for an fp16 cache: ONNX Runtime's CPU GroupQueryAttention reads
+    /// and writes an fp16 past/present under fp32 query, key and value (tests/fixtures/gqa-fp16-cache). The shipped graphs
+    /// declare their past/present fp32, so a compressed cache runs every step as segments until the exporter writes a
+    /// graph with fp16 past/present (benchmarks/README.md, "Compressed KV cache").
+    /// </summary>
+    [Fact]
+    public void OnnxRuntimesCpuGroupQueryAttentionReadsAnFp16CacheUnderAnFp32Graph()
+    {
+        const int heads = 4, d = 32, length = 16, past = 9;
+        var rng = new Random(11);
+        float[] Random(int n) => Enumerable.Range(0, n).Select(_ => (float)rng.NextDouble() - 0.5f).ToArray();
+        var (q, k, v) = (Random(heads * d), Random(heads * d), Random(heads * d));
+        var (pastKeys, pastValues) = (Random(heads * length * d), Random(heads * length * d));
+        Microsoft.ML.OnnxRuntime.Float16[] Halves(float[] x) => x.Select(a => new Microsoft.ML.OnnxRuntime.Float16(BitConverter.HalfToUInt16Bits((Half)a))).ToArray();
+        using var session = new Microsoft.ML.OnnxRuntime.InferenceSession(Path.Combine(AppContext.BaseDirectory, "fixtures", "gqa-fp16-cache", "gqa.fp16-cache.onnx"));
+        using var run = new Microsoft.ML.OnnxRuntime.RunOptions();
+        var inputs = new Dictionary<string, Microsoft.ML.OnnxRuntime.OrtValue>
+        {
+            ["query"] = Microsoft.ML.OnnxRuntime.OrtValue.CreateTensorValueFromMemory(q, [1, 1, heads * d]),
+            ["key"] = Microsoft.ML.OnnxRuntime.OrtValue.CreateTensorValueFromMemory(k, [1, 1, heads * d]),
+            ["value"] = Microsoft.ML.OnnxRuntime.OrtValue.CreateTensorValueFromMemory(v, [1, 1, heads * d]),
+            ["past_key"] = Microsoft.ML.OnnxRuntime.OrtValue.CreateTensorValueFromMemory(Halves(pastKeys), [1, heads, length, d]),
+            ["past_value"] = Microsoft.ML.OnnxRuntime.OrtValue.CreateTensorValueFromMemory(Halves(pastValues), [1, heads, length, d]),
+            ["seqlens_k"] = Microsoft.ML.OnnxRuntime.OrtValue.CreateTensorValueFromMemory(new[] { past }, [1]),   // the new token at position 9
+            ["total_sequence_length"] = Microsoft.ML.OnnxRuntime.OrtValue.CreateTensorValueFromMemory(new[] { past + 1 }, [1]),
+        };
+        try
+        {
+            using var outputs = session.Run(run, inputs, ["output", "present_key"]);
+            Assert.Equal(Microsoft.ML.OnnxRuntime.Tensors.TensorElementType.Float16, outputs[1].GetTensorTypeAndShape().ElementDataType);
+            var output = outputs[0].GetTensorDataAsSpan<float>().ToArray();
+            for (int h = 0; h < heads; h++)
+            {
+                // Positions 0..8 from the fp16 past, 9 the new key and value (stored as fp16 too).
+                float Key(int t, int i) => Round(t < past ? pastKeys[(h * length + t) * d + i] : k[h * d + i]);
+                float Value(int t, int i) => Round(t < past ? pastValues[(h * length + t) * d + i] : v[h * d + i]);
+                var s = Enumerable.Range(0, past + 1).Select(t => Enumerable.Range(0, d).Sum(i => (double)q[h * d + i] * Key(t, i)) / Math.Sqrt(d)).ToArray();
+                double max = s.Max(), sum = s.Sum(x => Math.Exp(x - max));
+                for (int i = 0; i < d; i++)
+                {
+                    double expected = Enumerable.Range(0, past + 1).Sum(t => Math.Exp(s[t] - max) / sum * Value(t, i));
+                    Assert.True(Math.Abs(expected - output[h * d + i]) < 1e-3, $"head {h} [{i}]: {expected} vs {output[h * d + i]}");
+                }
+            }
+        }
+        finally
+        {
+            foreach (var value in inputs.Values) value.Dispose();
+        }
+    }
+
+    [Fact]
+    public void APackageWithoutStepSegmentsKeepsAFloat32Cache()
+    {
+        string dir = Fixture.CopyToTemp(out var root);
+        try
+        {
+            var path = Path.Combine(dir, "model.json");
+            var manifest = JsonNode.Parse(File.ReadAllText(path))!;
+            manifest["files"]!["decoder"]!["cpu"]!.AsObject().Remove("step_segments");
+            File.WriteAllText(path, manifest.ToJsonString());
+            using var model = IGptModel.Load(dir, Options(KvCacheTypes.Float16));
+            Assert.Equal("float32", model.Decoder.CacheType);
+            Assert.Null(model.Decoder.Plan.CompressedCache);
+            var parity = Fixture.ReadParity(dir);
+            DecoderTests.AssertPrefillAndDecodeMatch(model.Decoder, parity, "");
+        }
+        finally
+        {
+            Directory.Delete(root, recursive: true);
+        }
+    }
+
+    [Fact]
+    public void KvCacheTypeIsValidatedLikeTheOtherSettings()
+    {
+        Assert.Equal(KvCacheTypes.Default, new InferenceOptions().KvCacheType);
+        var o = Fixture.CpuOptions();
+        o.KvCacheType = "float8";
+        var errors = SettingsValidator<InferenceOptions>.Errors(o, InferenceOptions.SectionName);
+        Assert.Contains(errors, e => e.Contains("Inference:KvCacheType") && e.Contains("float16") && e.Contains("int8"));
+        Assert.Contains("Inference:KvCacheType", Assert.Throws<ArgumentException>(() => IGptModel.Load(Fixture.PackageDir, o)).Message);
+        o.KvCacheType = "Float16";  // the values are exact, as a typo in a config file should not pass
+        Assert.NotEmpty(SettingsValidator<InferenceOptions>.Errors(o, InferenceOptions.SectionName));
+        o.KvCacheType = KvCacheTypes.Float16;
+        o.Validate();
+        o.SegmentedStepRows = 0;   // only the segments read a compressed cache
+        var error = Assert.Throws<ArgumentException>(o.Validate).Message;
+        Assert.Contains("Inference:KvCacheType", error);
+        Assert.Contains("Inference:SegmentedStepRows", error);
+    }
+}
