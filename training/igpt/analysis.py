@@ -37,6 +37,7 @@ from torch.nn import functional as F
 
 from . import onnx_graph
 from .model import IGpt, shift_inputs
+from .package_model import load_package_model
 from .model_card import ANALYSIS_CARD_TEXT
 
 GRAPH_FILE = "analysis.onnx"
@@ -169,25 +170,6 @@ def auroc(in_scores: np.ndarray, out_scores: np.ndarray) -> float:
 def read_manifest(package: str) -> Dict[str, Any]:
     with open(os.path.join(package, "model.json"), encoding="utf-8") as f:
         return json.load(f)
-
-
-def load_package_model(package: str) -> Tuple[IGpt, Dict[str, Any]]:
-    """The PyTorch model a package's fp32 graphs hold (decoder.onnx's weights, classifier.onnx's head), in eval mode:
-    what the service computes with, whatever checkpoint it came from."""
-    from .export import config_from_manifest
-
-    manifest = read_manifest(package)
-    cfg = config_from_manifest(manifest)
-    files = manifest["files"]
-    w = onnx_graph.load_initializers(os.path.join(package, files["decoder"]["cpu"]["path"]))
-    state = {k: torch.from_numpy(np.array(v, dtype=np.float32)) for k, v in w.items() if k.startswith("transformer.")}
-    state["lm_head.weight"] = torch.from_numpy(np.ascontiguousarray(w["lm_head.weight_padded"][:, :cfg.palette_size].T))
-    if cfg.n_classes:
-        c = onnx_graph.load_initializers(os.path.join(package, files["classifier"]["cpu"]["path"]))
-        state["score.weight"] = torch.from_numpy(np.ascontiguousarray(c["score.weight_t"].T))
-    model = IGpt(cfg)
-    model.load_state_dict(state, strict=True)
-    return model.eval(), manifest
 
 
 def default_embedding_layer(n_layer: int, metrics: Dict[str, Any]) -> int:

@@ -123,7 +123,7 @@ def test_manifest_entry_and_embedding_layer(tmp_path):
 
 def test_load_package_model_is_the_exported_model(tiny):
     model, _, pkg = tiny
-    rebuilt, manifest = analysis.load_package_model(pkg)
+    rebuilt, manifest = analysis.load_package_model(pkg)  # package_model's, which analysis uses
     assert manifest["id"] == "tiny-test"
     want = model.state_dict()
     got = rebuilt.state_dict()
