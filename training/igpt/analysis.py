@@ -419,6 +419,11 @@ def card_section(report: Dict[str, Any], manifest: Dict[str, Any]) -> str:
     for r in report["probe"]:
         mark = " **(default)**" if r["layer"] == report["embedding_layer"] else ""
         lines.append(f"| {r['layer']}{mark} | {r['val_accuracy']:.4f} | {r['test_accuracy']:.4f} |")
+    recorded = (manifest.get("metrics") or {}).get("probe_best_layer")
+    if isinstance(recorded, int) and recorded != report["embedding_layer"]:
+        lines += ["", f"The metrics' `linear_probe` table above is the checkpoint's record (for a fine-tuned model, the "
+                  f"pretrained model's probes: best layer {recorded}); these weights read best at layer "
+                  f"{report['embedding_layer']}."]
     q = report["ood"]["test_quantiles"]
     lines += ["", f"**Out-of-distribution score.** `ood_score` = bits per pixel - the bits per pixel of a generic "
               "image coder (an adaptive context model over each pixel's left and upper neighbours, learned within the "
@@ -432,6 +437,7 @@ def card_section(report: Dict[str, Any], manifest: Dict[str, Any]) -> str:
                   "| set | images | mean bits/pixel | raw bits/pixel | bits - context model (`ood_score`) | bits - zlib "
                   "| bits - PNG | typicality |",
                   "|---|---|---|---|---|---|---|---|"]
+        inverted = [name for name, r in report["auroc"].items() if r["bits_per_pixel"] < 0.5]
         for name, r in report["auroc"].items():
             lines.append(f"| {name} | {r['images']} | {r['mean_bits_per_pixel']:.3f} | {r['bits_per_pixel']:.3f} | "
                          f"{r[OOD_SCORE]:.3f} | {r['bits_per_pixel_minus_zlib']:.3f} | "
@@ -439,6 +445,10 @@ def card_section(report: Dict[str, Any], manifest: Dict[str, Any]) -> str:
         lines += ["", "bits - zlib: zlib level 9 over the palette colours' bytes; bits - PNG: PIL's PNG (level 9, adaptive "
                   "filters) less its fixed chunks; typicality: |bits per pixel - the test median| (two-sided, Nalisnick "
                   "et al. 2019). Each score's AUROC is measured on the same test images whose quantiles are above."]
+        if inverted:
+            lines += ["", f"Raw likelihood fails as Nalisnick et al. (2019) found: the model gives {', '.join(inverted)} "
+                      "*higher* likelihood than its own test images (AUROC below 0.5); subtracting the image's "
+                      "complexity fixes it."]
     return "\n".join(lines) + "\n"
 
 
