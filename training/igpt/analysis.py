@@ -24,7 +24,6 @@ import argparse
 import json
 import math
 import os
-import re
 import time
 import zlib
 from typing import Any, Dict, List, Optional, Sequence, Tuple
