@@ -24,7 +24,6 @@ import argparse
 import json
 import math
 import os
-import re
 import time
 import zlib
 from typing import Any, Dict, List, Optional, Sequence, Tuple
@@ -37,6 +36,7 @@ from torch.nn import functional as F
 
 from . import onnx_graph
 from .model import IGpt, shift_inputs
+from .package_model import load_package_model
 from .model_card import ANALYSIS_CARD_TEXT
 
 GRAPH_FILE = "analysis.onnx"
@@ -169,25 +169,6 @@ def auroc(in_scores: np.ndarray, out_scores: np.ndarray) -> float:
 def read_manifest(package: str) -> Dict[str, Any]:
     with open(os.path.join(package, "model.json"), encoding="utf-8") as f:
         return json.load(f)
-
-
-def load_package_model(package: str) -> Tuple[IGpt, Dict[str, Any]]:
-    """The PyTorch model a package's fp32 graphs hold (decoder.onnx's weights, classifier.onnx's head), in eval mode:
-    what the service computes with, whatever checkpoint it came from."""
-    from .export import config_from_manifest
-
-    manifest = read_manifest(package)
-    cfg = config_from_manifest(manifest)
-    files = manifest["files"]
-    w = onnx_graph.load_initializers(os.path.join(package, files["decoder"]["cpu"]["path"]))
-    state = {k: torch.from_numpy(np.array(v, dtype=np.float32)) for k, v in w.items() if k.startswith("transformer.")}
-    state["lm_head.weight"] = torch.from_numpy(np.ascontiguousarray(w["lm_head.weight_padded"][:, :cfg.palette_size].T))
-    if cfg.n_classes:
-        c = onnx_graph.load_initializers(os.path.join(package, files["classifier"]["cpu"]["path"]))
-        state["score.weight"] = torch.from_numpy(np.ascontiguousarray(c["score.weight_t"].T))
-    model = IGpt(cfg)
-    model.load_state_dict(state, strict=True)
-    return model.eval(), manifest
 
 
 def default_embedding_layer(n_layer: int, metrics: Dict[str, Any]) -> int:
@@ -380,6 +361,7 @@ def main(args) -> int:
     typical = lambda s: np.abs(s["bits_per_pixel"] - median)
     test_scores["typicality"] = typical(test_scores)
     results: Dict[str, Dict[str, Any]] = {}
+    cut = {q: float(np.quantile(test_scores[OOD_SCORE], q)) for q in QUANTILES}
     if args.ood_sets:
         for name in sorted(f[:-4] for f in os.listdir(args.ood_sets) if f.endswith(".npz")):
             with np.load(os.path.join(args.ood_sets, f"{name}.npz")) as z:
@@ -388,7 +370,8 @@ def main(args) -> int:
             s = scores(_measured(model, f"ood-{name}", tokens, cache, args.batch_size)[1], tokens, manifest)
             s["typicality"] = typical(s)
             results[name] = {"images": len(tokens), "mean_bits_per_pixel": float(s["bits_per_pixel"].mean()),
-                             **{k: auroc(test_scores[k], s[k]) for k in test_scores}}
+                             **{k: auroc(test_scores[k], s[k]) for k in test_scores},
+                             "above_test_quantile": {str(q): float((s[OOD_SCORE] > cut[q]).mean()) for q in QUANTILES[1:]}}
 
     # probes on the package's own weights (a fine-tuned model's best layer is not its pretrained model's)
     train_feats, _ = _measured(model, "train", tr[0], cache, args.batch_size)
@@ -437,6 +420,11 @@ def card_section(report: Dict[str, Any], manifest: Dict[str, Any]) -> str:
     for r in report["probe"]:
         mark = " **(default)**" if r["layer"] == report["embedding_layer"] else ""
         lines.append(f"| {r['layer']}{mark} | {r['val_accuracy']:.4f} | {r['test_accuracy']:.4f} |")
+    recorded = (manifest.get("metrics") or {}).get("probe_best_layer")
+    if isinstance(recorded, int) and recorded != report["embedding_layer"]:
+        lines += ["", f"The metrics' `linear_probe` table above is the checkpoint's record (for a fine-tuned model, the "
+                  f"pretrained model's probes: best layer {recorded}); these weights read best at layer "
+                  f"{report['embedding_layer']}."]
     q = report["ood"]["test_quantiles"]
     lines += ["", f"**Out-of-distribution score.** `ood_score` = bits per pixel - the bits per pixel of a generic "
               "image coder (an adaptive context model over each pixel's left and upper neighbours, learned within the "
@@ -450,6 +438,7 @@ def card_section(report: Dict[str, Any], manifest: Dict[str, Any]) -> str:
                   "| set | images | mean bits/pixel | raw bits/pixel | bits - context model (`ood_score`) | bits - zlib "
                   "| bits - PNG | typicality |",
                   "|---|---|---|---|---|---|---|---|"]
+        inverted = [name for name, r in report["auroc"].items() if r["bits_per_pixel"] < 0.5]
         for name, r in report["auroc"].items():
             lines.append(f"| {name} | {r['images']} | {r['mean_bits_per_pixel']:.3f} | {r['bits_per_pixel']:.3f} | "
                          f"{r[OOD_SCORE]:.3f} | {r['bits_per_pixel_minus_zlib']:.3f} | "
@@ -457,6 +446,16 @@ def card_section(report: Dict[str, Any], manifest: Dict[str, Any]) -> str:
         lines += ["", "bits - zlib: zlib level 9 over the palette colours' bytes; bits - PNG: PIL's PNG (level 9, adaptive "
                   "filters) less its fixed chunks; typicality: |bits per pixel - the test median| (two-sided, Nalisnick "
                   "et al. 2019). Each score's AUROC is measured on the same test images whose quantiles are above."]
+        lines += ["", "Share of each set whose `ood_score` lies above the test images' 95th and 99th percentiles (the test "
+                  "images: 5% and 1% by construction), what a threshold at those quantiles flags:", "",
+                  "| set | above the 95th | above the 99th |", "|---|---|---|"]
+        for name, r in report["auroc"].items():
+            a = r["above_test_quantile"]
+            lines.append(f"| {name} | {a['0.95']:.3f} | {a['0.99']:.3f} |")
+        if inverted:
+            lines += ["", f"Raw likelihood fails as Nalisnick et al. (2019) found: the model gives {', '.join(inverted)} "
+                      "*higher* likelihood than its own test images (AUROC below 0.5); subtracting the image's "
+                      "complexity (the `ood_score` column) separates them."]
     return "\n".join(lines) + "\n"
 
 

@@ -16,14 +16,14 @@ import numpy as np
 import onnx
 import pytest
 import torch
-from onnx import TensorProto, numpy_helper
+from onnx import TensorProto
 from torch.nn import functional as F
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
 from test_export import FIXTURE, ROOT, _external, _io, _json, run_graph, tiny  # noqa: E402,F401
-from igpt import analysis, export, onnx_graph, probe  # noqa: E402
+from igpt import analysis, export, probe  # noqa: E402
 import make_test_package  # noqa: E402
 
 SHIPPED = [os.path.join(ROOT, "models", m) for m in ("fashion-mnist-28", "fashion-mnist-14", "emoji-32")]
@@ -123,7 +123,7 @@ def test_manifest_entry_and_embedding_layer(tmp_path):
 
 def test_load_package_model_is_the_exported_model(tiny):
     model, _, pkg = tiny
-    rebuilt, manifest = analysis.load_package_model(pkg)
+    rebuilt, manifest = analysis.load_package_model(pkg)  # package_model's, which analysis uses
     assert manifest["id"] == "tiny-test"
     want = model.state_dict()
     got = rebuilt.state_dict()
