@@ -35,28 +35,13 @@ public unsafe class CachedAttentionTests
         // Reference: write the new entries, then softmax(q.k / sqrt(d)) v over positions 0..position, in double.
         var refKeys = (float[])keys.Clone();
         var refValues = (float[])values.Clone();
-        var expected = new double[rows * embd];
         for (int r = 0; r < rows; r++)
             for (int h = 0; h < heads; h++)
             {
                 Array.Copy(qkv, r * 3 * embd + embd + h * headSize, refKeys, Index(r, h, position[r]), headSize);
                 Array.Copy(qkv, r * 3 * embd + 2 * embd + h * headSize, refValues, Index(r, h, position[r]), headSize);
-                var s = new double[position[r] + 1];
-                for (int t = 0; t <= position[r]; t++)
-                {
-                    double dot = 0;
-                    for (int i = 0; i < headSize; i++) dot += qkv[r * 3 * embd + h * headSize + i] * (double)refKeys[Index(r, h, t) + i];
-                    s[t] = dot / Math.Sqrt(headSize);
-                }
-                double max = s.Max(), sum = 0;
-                for (int t = 0; t < s.Length; t++) sum += s[t] = Math.Exp(s[t] - max);
-                for (int i = 0; i < headSize; i++)
-                {
-                    double o = 0;
-                    for (int t = 0; t < s.Length; t++) o += s[t] / sum * refValues[Index(r, h, t) + i];
-                    expected[r * embd + h * headSize + i] = o;
-                }
             }
+        var expected = ReferenceAttention.Expected(qkv, refKeys, refValues, rows, heads, headSize, positions, position);
 
         foreach (bool grouped in new[] { true, false })
         {
