@@ -44,7 +44,8 @@ def package_in(tree: str, name: str) -> str:
     raise SystemExit(f"no package {name} in {tree}/bench/packages or {tree}/models")
 
 
-def run_package(name: str, base: str, batches: List[int], reps: int, processes: int) -> Dict[str, dict]:
+def run_package(name: str, base: str, batches: List[int], reps: int, processes: int,
+                kv_cache_type: str = "float32") -> Dict[str, dict]:
     paths = {"base": package_in(base, name), "head": package_in(ROOT, name)}
     dlls = {"base": os.path.join(base, os.path.relpath(IGPT_DLL, ROOT)), "head": IGPT_DLL}
     info = model_info(paths["head"])
@@ -57,7 +58,9 @@ def run_package(name: str, base: str, batches: List[int], reps: int, processes: 
         workers = {side: Worker(f"ab-{side}", ["dotnet", dlls[side], "--method", "igpt"]) for side in dlls}
         try:
             for side, w in workers.items():
-                w.call(op="load", package=paths[side])
+                # both sides with one KV cache type (float32 unless --kv-cache-type says otherwise), so that a change of
+                # the default cache type is not read as a refactor that changes what the service returns
+                w.call(op="load", package=paths[side], kv_cache_type=kv_cache_type)
             for b in batches:  # warm-up, and the same greedy tokens on both sides
                 tokens = {side: w.call(op="complete", prompt=prompt, batch=b)["tokens"] for side, w in workers.items()}
                 if tokens["base"] != tokens["head"]:
@@ -93,11 +96,13 @@ def main() -> int:
     ap.add_argument("--batches", default="1,4,16")
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--processes", type=int, default=2)
+    ap.add_argument("--kv-cache-type", default="float32", help="Inference:KvCacheType for both sides (a base before the "
+                    "setting existed runs float32 whatever this says)")
     args = ap.parse_args()
     base = base_tree(args.base)
     load = busy_processes()
     batches = [int(b) for b in args.batches.split(",")]
-    results = {name: run_package(name, base, batches, args.reps, args.processes)
+    results = {name: run_package(name, base, batches, args.reps, args.processes, args.kv_cache_type)
                for name in (args.package or ["w256", "fashion-mnist-28"])}
     load += busy_processes()
     rev = os.path.basename(base)[len(".ab-"):]

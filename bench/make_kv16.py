@@ -19,11 +19,11 @@ import onnx
 from onnx import TensorProto, helper
 
 
-def convert(model: onnx.ModelProto) -> onnx.ModelProto:
+def convert(model: onnx.ModelProto, mixed: bool = False) -> onnx.ModelProto:
     g = model.graph
     nodes = []
     for node in g.node:
-        if node.op_type == "GroupQueryAttention":
+        if node.op_type == "GroupQueryAttention" and not mixed:
             qkv = node.input[0]
             nodes.append(helper.make_node("Cast", [qkv], [qkv + "/fp16"], name=node.name + "/CastIn", to=TensorProto.FLOAT16))
             node.input[0] = qkv + "/fp16"
@@ -45,13 +45,16 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("package")
     ap.add_argument("--out")
+    ap.add_argument("--mixed", action="store_true",
+                    help="keep GroupQueryAttention's query, key and value fp32; only past/present become fp16 "
+                         "(ONNX Runtime 1.31's CPU kernel reads and writes such a cache)")
     args = ap.parse_args()
-    out = args.out or args.package.rstrip("/") + "-kv16"
+    out = args.out or args.package.rstrip("/") + ("-kv16m" if args.mixed else "-kv16")
     if os.path.exists(os.path.join(out, "decoder.onnx")):
         print(f"{out}: present")
         return 0
     shutil.copytree(args.package, out, dirs_exist_ok=True)
-    model = convert(onnx.load(os.path.join(args.package, "decoder.onnx")))
+    model = convert(onnx.load(os.path.join(args.package, "decoder.onnx")), mixed=args.mixed)
     onnx.checker.check_model(model)
     onnx.save(model, os.path.join(out, "decoder.onnx"))
     print(f"wrote {out}/decoder.onnx")

@@ -7,7 +7,7 @@ Variants: lib (KvCacheDecoder as is, spinning off), proto-full (the prototype wi
 settings: checks the prototype matches the library), tight (mask as wide as the rows instead of
 n_positions), spin (ORT threads spin), spin+stop (spin, but session.force_spinning_stop: only
 inside a Run), tight+spin, 1-thread (IntraOpNumThreads 1), kv16 (fp16 KV cache: bench/make_kv16.py's
-graph, needs <package>-kv16). Writes benchmarks/raw/proto_<model>.json.
+graph, needs <package>-kv16), kv16m (fp16 past/present, fp32 attention: make_kv16.py --mixed, <package>-kv16m). Writes benchmarks/raw/proto_<model>.json.
 """
 from __future__ import annotations
 
@@ -28,7 +28,9 @@ VARIANTS = {
     "spin+stop": dict(tight_mask=False, allow_spinning=True, spin_stop=True),  # spin inside a Run only
     "tight+spin": dict(tight_mask=True, allow_spinning=True),
     "1-thread": dict(tight_mask=False, allow_spinning=False, threads=1),
-    "kv16": dict(tight_mask=False, allow_spinning=False, kv16=True),   # needs bench/make_kv16.py's package
+    "kv16": dict(tight_mask=False, allow_spinning=False, kv16=True, suffix="-kv16"),   # needs bench/make_kv16.py's package
+    # fp16 past/present only, attention's arithmetic fp32: needs bench/make_kv16.py --mixed's package
+    "kv16m": dict(tight_mask=False, allow_spinning=False, kv16=True, suffix="-kv16m"),
 }
 
 
@@ -47,7 +49,8 @@ def main() -> int:
     ballast = first_loader(pkg, "proto-ballast")  # no timed worker may be the first to load the model
     lib = Worker("proto-lib", ["dotnet", IGPT_DLL, "--method", "igpt-loop"])
     proto = Worker("proto", ["dotnet", IGPT_DLL, "--method", "igpt-loop"])
-    lib.call(op="load", package=pkg, allow_spinning=False)  # the library default, not the service's settings
+    # the library default, not the service's settings; the prototype decoder keeps an fp32 cache, so the library does too
+    lib.call(op="load", package=pkg, allow_spinning=False, kv_cache_type="float32")
     variants = [v for v in args.variants.split(",") if v]
     out = {}
     try:
@@ -57,8 +60,8 @@ def main() -> int:
             for rep in range(args.reps):
                 times["lib"].append(lib.call(op="complete", prompt=prompt, batch=b))
                 for v in (variants if rep % 2 == 0 else variants[::-1]):
-                    opts = VARIANTS[v]
-                    r = proto.call(op="proto", package=pkg + "-kv16" if opts.get("kv16") else pkg, prompt=prompt,
+                    opts = dict(VARIANTS[v])
+                    r = proto.call(op="proto", package=pkg + opts.pop("suffix", ""), prompt=prompt,
                                    batch=b, **opts)
                     if r["tokens"] != ref:
                         same = next((i for i, (a, c) in enumerate(zip(r["tokens"], ref)) if a != c), len(ref))

@@ -144,7 +144,7 @@ JsonObject Complete(JsonObject r)
     int[] prompt = Protocol.Ints(r["prompt"]);
     int batch = (int)r["batch"]!;
     var request = new CompletionRequest(prompt, batch, SamplingOptions.Greedy, 0);
-    long allocated = GC.GetTotalAllocatedBytes(precise: true);
+    long allocated = GC.GetTotalAllocatedBytes(precise: true), kvRead = m.Decoder.KvBytesRead;
     var sw = Stopwatch.StartNew();
     var result = m.CompleteAsync(request, CancellationToken.None).GetAwaiter().GetResult();
     double total = sw.Elapsed.TotalMilliseconds;
@@ -160,6 +160,7 @@ JsonObject Complete(JsonObject r)
         ["steps"] = result.GeneratedTokens - 1,
         ["rows_agree"] = agree,
         ["managed_alloc_bytes"] = allocated,
+        ["kv_bytes_read"] = m.Decoder.KvBytesRead - kvRead,   // the decode steps' cached keys and values, as the path read them
     };
 }
 
@@ -182,7 +183,7 @@ static JsonObject CompleteLoop(IGptModel m, int[] prompt, int batch)
     // As the scheduler says it: the rows are one request's samples, sharing SOS + prompt.
     var groups = new int[batch];
     var shared = Enumerable.Repeat(k + 1, batch).ToArray();
-    long allocated = GC.GetTotalAllocatedBytes(precise: true);
+    long allocated = GC.GetTotalAllocatedBytes(precise: true), kvRead = decoder.KvBytesRead;
     var sw = Stopwatch.StartNew();
     var prefillTokens = new int[k + 1];
     prefillTokens[0] = m.Manifest.SosTokenId;
@@ -216,6 +217,7 @@ static JsonObject CompleteLoop(IGptModel m, int[] prompt, int batch)
         ["steps"] = total - k - 1,
         ["rows_agree"] = images.All(im => im.AsSpan().SequenceEqual(first)),
         ["managed_alloc_bytes"] = allocated,
+        ["kv_bytes_read"] = decoder.KvBytesRead - kvRead,
     };
 }
 

@@ -93,13 +93,15 @@ public sealed class InferenceOptions : IValidatableObject
     public long LaneMaxWeightBytes { get; set; } = 16L * 1024 * 1024;
 
     /// <summary>
-    /// How the CPU decoder stores its KV cache: "float32"; "float16" (half the bytes a decode step reads and half the
-    /// memory per slot); or "int8" (each head's key or value at a position as head_size signed bytes and one fp32 scale,
-    /// its largest magnitude / 127: 36 bytes instead of 128 for a head size of 32). A compressed cache is read and written by the library's attention (the package's step
-    /// segments, <see cref="SegmentedStepRows"/>), so with it every CPU decode step runs as segments and the prompt's
-    /// prefill runs the decoder graph in fp32 and then stores its keys and values compressed; a package without step
-    /// segments keeps float32 (logged). Ignored on the CUDA provider, whose fp16 graph has an fp16 cache anyway.
-    /// The quality figures (logit drift, bits per token) are in benchmarks/README.md ("Compressed KV cache").
+    /// How the CPU decoder stores its KV cache: "float32"; "float16" (the default, <see cref="KvCacheTypes.Default"/>: half
+    /// the bytes a decode step reads and half the memory per slot); or "int8" (each head's key or value at a position as
+    /// head_size signed bytes and one fp32 scale, its largest magnitude / 127: 36 bytes instead of 128 for a head size of
+    /// 32). A compressed cache is read and written by the library's attention (the package's step segments,
+    /// <see cref="SegmentedStepRows"/>), so with it CPU decode steps run as segments, and the prompt's prefill runs the
+    /// decoder graph in fp32 and then stores its keys and values compressed. One-row steps of a model whose weights are
+    /// too big for row lanes (<see cref="LaneMaxWeightBytes"/>) run the fp32 graph over an fp32 copy of the row instead.
+    /// A package without step segments keeps float32 (logged). Ignored on the CUDA provider, whose fp16 graph has an
+    /// fp16 cache anyway. The speed, quality and memory figures are in benchmarks/README.md ("Compressed KV cache").
     /// </summary>
     [Required(AllowEmptyStrings = false)]
     [AllowedValues(KvCacheTypes.Float32, KvCacheTypes.Float16, KvCacheTypes.Int8, ErrorMessage = "{0} must be \"float32\", \"float16\" or \"int8\".")]
@@ -144,8 +146,12 @@ public static class KvCacheTypes
     public const string Float16 = "float16";
     public const string Int8 = "int8";
 
-    /// <summary>The cache type a service gets when it sets none.</summary>
-    public const string Default = Float32;
+    /// <summary>
+    /// The cache type a service gets when it sets none: float16, chosen by an idle-machine benchmark against float32 and int8
+    /// (benchmarks/README.md, "Compressed KV cache"): level with int8 in the decoder benchmark, faster through the service, and
+    /// the smaller change in the predictions.
+    /// </summary>
+    public const string Default = Float16;
 
     internal static Engine.KvElement Parse(string value) => value switch
     {

@@ -8,12 +8,18 @@ internal static class Fixture
 {
     public static string PackageDir => Path.Combine(AppContext.BaseDirectory, "fixtures", "tiny-package");
 
+    /// <summary>
+    /// CPU options for the library's tests: one thread and a float32 KV cache, so that each step path (the graph, the
+    /// one-thread session, lanes, segments) runs where its test puts it; the compressed caches, the service's default,
+    /// have tests of their own (KvCacheCompressionTests, KvCacheQualityTests) and run under the API's tests.
+    /// </summary>
     public static InferenceOptions CpuOptions(int maxBatch = 16, long prefixCache = 64L * 1024 * 1024) => new()
     {
         UseCuda = false,
         IntraOpThreads = 1,
         MaxBatch = maxBatch,
         PrefixCacheSizeLimit = prefixCache,
+        KvCacheType = KvCacheTypes.Float32,
     };
 
     public static IGptModel LoadCpu(int maxBatch = 16, Microsoft.Extensions.Caching.Memory.IMemoryCache? cache = null) =>

@@ -258,6 +258,66 @@ public unsafe class KvCacheCompressionTests
     }
 
     /// <summary>
+    /// A model too big for row lanes runs one-row steps on the fp32 graph over the decoder's fp32 row, which mirrors slot 0:
+    /// from a prefill, from slot 0's compressed entries when rows leave, and stored back into slot 0 before a multi-row
+    /// step, a copy, a snapshot or a load touches it. Every step must decode like float32 through all of that.
+    /// </summary>
+    [Theory]
+    [MemberData(nameof(Packages))]
+    public void OneRowStepsOfABigModelRunTheGraphOverAnFp32RowAndStayInStepWithTheCompressedSlot(string dir, string type, double bound)
+    {
+        var options = Options(type);
+        options.LaneMaxWeightBytes = 0;   // every model is "too big for lanes"
+        using var fp32 = IGptModel.Load(dir, Options(KvCacheTypes.Float32));
+        using var compressed = IGptModel.Load(dir, options);
+        var (a, b) = (fp32.Decoder, compressed.Decoder);
+        Assert.True(b.Plan.OneRowGraph);
+        using (var small = IGptModel.Load(dir, Options(type)))
+            Assert.False(small.Decoder.Plan.OneRowGraph, "the default limit keeps small models' one-row steps on segments");
+        var m = fp32.Manifest;
+        int v = m.VocabSize, p = m.Architecture.NPositions;
+        var rng = new Random(5);
+        int[] Prompt(int n) => [m.SosTokenId, .. Enumerable.Range(1, n - 1).Select(_ => rng.Next(m.PaletteSize))];
+        int lengthA = Math.Min(30, p / 4), lengthB = Math.Min(12, p / 4);
+        var (promptA, promptB) = (Prompt(lengthA), Prompt(lengthB));
+        var positions = new int[3];
+        var tokens = new int[3];
+        double worst = 0;
+        void Step(int rows)
+        {
+            for (int r = 0; r < rows; r++) tokens[r] = rng.Next(m.PaletteSize);
+            var expected = a.Step(rows, tokens, positions).ToArray();
+            var actual = b.Step(rows, tokens, positions).ToArray();
+            for (int i = 0; i < rows * v; i++)
+                if (expected[i] > -1e8f) worst = Math.Max(worst, Math.Abs(expected[i] - actual[i]));
+            for (int r = 0; r < rows; r++) positions[r]++;
+        }
+        foreach (var d in new[] { a, b }) d.Prefill(promptA, 1, 0);
+        positions[0] = lengthA;
+        for (int i = 0; i < 3; i++) Step(1);                       // the mirror from the prefill
+        foreach (var d in new[] { a, b }) d.ReplicateSlot0(2, positions[0]);   // slot 0 read: its new entries stored first
+        positions[1] = positions[0];
+        foreach (var d in new[] { a, b }) d.Prefill(promptB, 1, 2);   // the prefill overwrites the fp32 row
+        positions[2] = lengthB;
+        for (int i = 0; i < 3; i++) Step(3);                       // segments
+        Assert.Equal(3, b.SegmentedSteps);
+        for (int i = 0; i < 3; i++) Step(1);                       // the mirror decoded from slot 0
+        var snapshot = new[] { a, b }.Select(d => d.SaveSlot(0, positions[0])).ToArray();
+        for (int i = 0; i < 2; i++) Step(1);
+        foreach (var d in new[] { a, b }) d.CopySlot(2, 0, positions[2]);   // slot 0 overwritten: the mirror ends
+        positions[0] = positions[2];
+        for (int i = 0; i < 2; i++) Step(1);
+        a.LoadSlots(snapshot[0], positions[1] + 3, 1, 0);             // back to row A's state after its 3 one-row steps
+        b.LoadSlots(snapshot[1], positions[1] + 3, 1, 0);
+        positions[0] = positions[1] + 3;
+        for (int i = 0; i < 3; i++) Step(1);
+        Step(2);
+        Console.WriteLine($"{Path.GetFileName(dir)} {type}, one-row graph steps: largest logit difference from float32 {worst:G3}");
+        Assert.True(worst < bound, $"largest logit difference from float32: {worst} (bound {bound})");
+        Assert.Equal(4, b.SegmentedSteps);   // only the multi-row steps
+    }
+
+    /// <summary>
     /// Records what the decoder graph's own path would need for an fp16 cache: ONNX Runtime's CPU GroupQueryAttention reads
     /// and writes an fp16 past/present under fp32 query, key and value (tests/fixtures/gqa-fp16-cache). The shipped graphs
     /// declare their past/present fp32, so a compressed cache runs every step as segments until the exporter writes a

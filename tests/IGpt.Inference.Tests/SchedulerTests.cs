@@ -1,3 +1,4 @@
+using Microsoft.Extensions.Caching.Memory;
 using Microsoft.Extensions.Logging.Abstractions;
 using static IGpt.Tests.Shared.Poll;
 
@@ -41,6 +42,48 @@ public class SchedulerTests
         Assert.Equal(6 * 64, after.TokensGenerated);
         Assert.Equal(0, after.ActiveSequences);
         Assert.All(results, r => Assert.Equal(2, r.Images.Length));
+    }
+
+    [Fact]
+    public async Task RequestsWithOnePromptReadItsCachedEntriesOnceAndDrawWhatTheyDrawAlone()
+    {
+        // Step segments on one lane (a compressed cache runs every step as segments): the rows of one step are one group
+        // when their prompt entries come from one prefill, whichever request they belong to.
+        static IGptModel Segmented(StepGate? gate = null)
+        {
+            var options = Fixture.CpuOptions(maxBatch: 4);
+            options.KvCacheType = KvCacheTypes.Float16;
+            var prefixCache = new MemoryCache(new MemoryCacheOptions { SizeLimit = options.PrefixCacheSizeLimit });
+            return IGptModel.Load(Fixture.PackageDir, options, NullLogger.Instance, prefixCache, gate: gate);
+        }
+        var sampling = new SamplingOptions(1.1f, TopK: 0, TopP: 0.95f);
+        CompletionRequest Request(int salt, ulong seed) => new(Prompt(3, salt), 1, sampling, seed);
+        async Task<(CompletionResult[] Results, double KvBytesPerStep)> Together(CompletionRequest[] requests)
+        {
+            var gate = new StepGate();
+            using var model = Segmented(gate);
+            gate.Hold();
+            var tasks = new List<Task<CompletionResult>>();
+            foreach (var request in requests)
+            {
+                tasks.Add(model.CompleteAsync(request, default));
+                await Until(() => model.SchedulerStats.ActiveSequences == tasks.Count, "the request holds its slot");
+            }
+            long read = model.Decoder.KvBytesRead, steps = model.SchedulerStats.Steps;
+            gate.Open();
+            var results = await Task.WhenAll(tasks).WaitAsync(Patience);
+            return (results, (double)(model.Decoder.KvBytesRead - read) / (model.SchedulerStats.Steps - steps));
+        }
+        CompletionRequest[] same = [Request(1, 5), Request(1, 6), Request(1, 7), Request(1, 8)];
+        CompletionRequest[] different = [Request(1, 5), Request(2, 6), Request(3, 7), Request(4, 8)];
+        var (sharedResults, sharedBytes) = await Together(same);
+        var (separateResults, separateBytes) = await Together(different);
+        // The second to fourth requests load the first one's prefix snapshot: 25 prompt entries read once, not four times.
+        Assert.True(sharedBytes < 0.75 * separateBytes, $"KV bytes a step: {sharedBytes} with one prompt, {separateBytes} with four");
+        using var alone = Segmented();
+        foreach (var (request, together) in same.Zip(sharedResults))
+            Assert.Equal((await alone.CompleteAsync(request, default)).Images, together.Images);
+        Assert.Equal(sharedResults[0].Images, separateResults[0].Images);
     }
 
     [Fact]

@@ -24,8 +24,9 @@ internal sealed class DecodeBinding : Cpu.IStepLane
     /// The options to run with; null: its own (lanes run concurrently; with CUDA graphs each shape is its own graph,
     /// <paramref name="graphId"/>).
     /// </param>
+    /// <param name="kv">KV views to bind instead of the slots' (owned from here on): the compressed cache's fp32 row.</param>
     public DecodeBinding(DecoderGraph graph, DecoderBuffers buffers, InferenceSession session, int slots, int first,
-        RunOptions? runOptions, int? graphId = null)
+        RunOptions? runOptions, int? graphId = null, OrtValue[]? kv = null)
     {
         var info = buffers.Memory.Info;
         int maxBatch = buffers.MaxBatch, positions = buffers.Positions, vocab = graph.Vocab;
@@ -39,7 +40,7 @@ internal sealed class DecodeBinding : Cpu.IStepLane
         // Last position only: [slots, 1, vocab].
         _logits = OrtValue.CreateTensorValueWithData(info, TensorElementType.Float, [slots, 1, vocab],
             buffers.BoundLogits + (nint)(first * 4L * vocab), slots * 4L * vocab);
-        _kv = graph.CreateKvViews(buffers, slots, first);
+        _kv = kv ?? graph.CreateKvViews(buffers, slots, first);
         if (graphId is not null && runOptions is not null) throw new ArgumentException("a CUDA graph's binding runs with its own options", nameof(graphId));
         Session = session;
         _ownsRunOptions = runOptions is null;

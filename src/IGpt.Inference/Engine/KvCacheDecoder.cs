@@ -17,8 +17,11 @@ namespace IGpt.Inference.Engine;
 /// path (<see cref="StepPath"/>; decided by <see cref="StepPlanner"/>): the graph in one run, row lanes, or step
 /// segments (<see cref="Cpu.SegmentedStep"/>), the last two in lanes (<see cref="Cpu.LaneRunner{TLane}"/>).
 /// A CPU cache may be stored compressed (fp16 or int8 entries) while the graph is fp32 (<see cref="CpuStepPlan.CompressedCache"/>): then
-/// every step runs as segments, whose attention reads it, and a prefill runs the graph over an fp32 row of the cache
-/// and stores that row's keys and values compressed into its slots.
+/// steps run as segments, whose attention reads it, and a prefill runs the graph over an fp32 row of the cache
+/// and stores that row's keys and values compressed into its slots. Where the plan says so (<see cref="CpuStepPlan.OneRowGraph"/>),
+/// one-row steps run the graph over that fp32 row too: it then mirrors slot 0 (decoded from it when it does not), the
+/// new entries are stored compressed into slot 0 before anything else reads or moves the slot, and any other write to
+/// slot 0 or to the row ends the mirror.
 /// Not thread-safe: one caller at a time (the scheduler's thread); lanes run on the decoder's own threads.
 /// </summary>
 internal sealed unsafe class KvCacheDecoder : IDisposable
@@ -38,7 +41,11 @@ internal sealed unsafe class KvCacheDecoder : IDisposable
     private readonly WorkerTeam? _team;                // the step threads: row lanes and segmented steps
     private readonly Cpu.LaneRunner<DecodeBinding>? _rowLanes;  // on the one-thread session
     private readonly Cpu.SegmentedStep? _segmented;
-    private long _laneSteps, _segmentedSteps;
+    private long _laneSteps, _segmentedSteps, _kvBytesRead;
+    // The fp32 row as a mirror of slot 0 (compressed cache, one-row graph steps): how many entries it holds (-1: it
+    // mirrors nothing), and how many of those slot 0 holds compressed too (the rest are stored when the mirror is left).
+    private int _rowMirrorLength = -1, _rowMirrorStored;
+    private DecodeBinding? _rowMirrorBinding;   // a one-row step over the fp32 row
     private bool _disposed;
 
     /// <param name="memory">Where the bound buffers live; owned (disposed) by the decoder, before the session, also when this throws.</param>
@@ -72,7 +79,7 @@ internal sealed unsafe class KvCacheDecoder : IDisposable
             // A compressed cache is read by the segments' attention alone: no step may run the graph on it.
             _compressed = plan.CompressedCache is not null;
             if (_compressed && (!plan.UsesSegments || plan.UsesLanes || plan.UsesOneThreadSession))
-                throw new ArgumentException("a compressed KV cache runs every step as segments", nameof(cpu));
+                throw new ArgumentException("a compressed KV cache runs its steps as segments (one-row steps perhaps on the graph)", nameof(cpu));
             _graph = new DecoderGraph(manifest, kvType);
             (_positions, _vocab, _maxBatch) = (_graph.Positions, _graph.Vocab, maxBatch);
             var element = plan.CompressedCache ?? (kvType == TensorElementType.Float16 ? KvElement.Float16 : KvElement.Float32);
@@ -129,6 +136,11 @@ internal sealed unsafe class KvCacheDecoder : IDisposable
     public long SegmentedSteps => Interlocked.Read(ref _segmentedSteps);
     /// <summary>Decode steps run as row lanes so far.</summary>
     public long LaneSteps => Interlocked.Read(ref _laneSteps);
+    /// <summary>
+    /// Bytes of cached keys and values the decode steps so far have read: every row's whole cache on the graph's paths
+    /// (the fp32 row's for a one-row step over it), a request's shared prompt once per lane in step segments.
+    /// </summary>
+    public long KvBytesRead => Interlocked.Read(ref _kvBytesRead);
     /// <summary>Whether the KV cache lives on the host (CPU provider) rather than the device.</summary>
     public bool KvOnHost => _buffers.Memory.IsHost;
 
@@ -157,6 +169,7 @@ internal sealed unsafe class KvCacheDecoder : IDisposable
         if (s < 1 || s > _positions) throw new ArgumentOutOfRangeException(nameof(tokens), s, $"prefill needs 1..{_positions} tokens");
         if (firstSlot < 0 || rows < 1 || firstSlot + rows > _maxBatch || (long)rows * s * _vocab > _buffers.LogitsCapacity)
             throw new ArgumentOutOfRangeException(nameof(rows), rows, "prefill rows outside the slots or the logits buffer");
+        LeaveRowMirror();   // the prefill runs over the fp32 row
         long* prefillIds = _buffers.PrefillIds, prefillPos = _buffers.PrefillPositions, prefillMask = _buffers.PrefillMask;
         int graphRows = _compressed ? 1 : rows;   // identical prompts: one fp32 run serves every slot
         for (int r = 0; r < graphRows; r++)
@@ -195,18 +208,55 @@ internal sealed unsafe class KvCacheDecoder : IDisposable
                 Buffer.MemoryCopy(_logits, _logits + r * rowLogits, rowLogits * 4, rowLogits * 4);
         }
         for (int r = 0; r < rows; r++) ResetSlot(firstSlot + r, s);
+        if (_compressed && firstSlot == 0) _rowMirrorLength = _rowMirrorStored = s;   // the fp32 row is slot 0's prompt
         return new ReadOnlySpan<float>(_logits, checked(rows * s * _vocab));
     }
 
-    /// <summary>Positions 0..length-1 of the fp32 prefill row, every layer, key and value, into a slot of the compressed cache.</summary>
-    private void StoreCompressed(int slot, int length)
+    /// <summary>Positions from..to-1 of the fp32 prefill row, every layer, key and value, into a slot of the compressed cache.</summary>
+    private void StoreCompressed(int slot, int to, int from = 0)
     {
         var kv = _buffers.Kv;
         var prefill = _buffers.PrefillKv;
         long headFloats = (long)_positions * _headSize;
         for (int i = 0; i < kv.Length; i++)
             for (int head = 0; head < _heads; head++)
-                Cpu.KvCodec.Encode(_buffers.Element, (float*)prefill[i] + head * headFloats, (byte*)(kv[i] + (nint)Offset(slot, head)), length, _headSize);
+                Cpu.KvCodec.Encode(_buffers.Element, (float*)prefill[i] + head * headFloats + (long)from * _headSize,
+                    (byte*)(kv[i] + (nint)(Offset(slot, head) + (long)from * _entryBytes)), to - from, _headSize);
+    }
+
+    /// <summary>Stores the fp32 row's entries that slot 0 lacks, so that slot 0 can be read or copied.</summary>
+    private void StoreRowMirror()
+    {
+        if (_rowMirrorLength <= _rowMirrorStored) return;
+        StoreCompressed(0, _rowMirrorLength, _rowMirrorStored);
+        _rowMirrorStored = _rowMirrorLength;
+    }
+
+    /// <summary>Stores what slot 0 lacks and ends the mirror: slot 0 or the fp32 row is about to change another way.</summary>
+    private void LeaveRowMirror()
+    {
+        StoreRowMirror();
+        _rowMirrorLength = -1;
+    }
+
+    /// <summary>A one-row step on the graph over the fp32 row, after making the row mirror slot 0's <paramref name="length"/> entries.</summary>
+    private void RunOneRowOnMirror(int length)
+    {
+        if (_rowMirrorLength != length)
+        {
+            LeaveRowMirror();
+            var kv = _buffers.Kv;
+            var prefill = _buffers.PrefillKv;
+            long headFloats = (long)_positions * _headSize;
+            for (int i = 0; i < kv.Length; i++)
+                for (int head = 0; head < _heads; head++)
+                    Cpu.KvCodec.Decode(_buffers.Element, (byte*)(kv[i] + (nint)Offset(0, head)), (float*)prefill[i] + head * headFloats, length, _headSize);
+            _rowMirrorLength = _rowMirrorStored = length;
+        }
+        _rowMirrorBinding ??= new DecodeBinding(_graph, _buffers, _session, 1, first: 0, _runOptions,
+            kv: _graph.CreateKvViews(_buffers.PrefillKv, _buffers.Memory.Info, 1));
+        _rowMirrorBinding.Run(0);
+        _rowMirrorLength = length + 1;
     }
 
     /// <summary>Sets a slot's cached length (its mask row: <paramref name="length"/> ones, then zeros).</summary>
@@ -214,6 +264,7 @@ internal sealed unsafe class KvCacheDecoder : IDisposable
     {
         if ((uint)slot >= (uint)_maxBatch) throw new ArgumentOutOfRangeException(nameof(slot));
         if (length < 0 || length > _positions) throw new ArgumentOutOfRangeException(nameof(length));
+        if (slot == 0) LeaveRowMirror();
         var row = new Span<long>(_mask + (long)slot * _positions, _positions);
         row[..length].Fill(1);
         row[length..].Clear();
@@ -250,11 +301,17 @@ internal sealed unsafe class KvCacheDecoder : IDisposable
             _pos[r] = p;
             _mask[(long)r * _positions + p] = 1;
         }
+        long bytesPerPosition = KvBytesPerPosition;
         switch (_plan.Choose(rows, positions))
         {
             case StepPath.Segments:
                 Interlocked.Increment(ref _segmentedSteps);  // read by metrics threads
-                _segmented!.Run(rows, positions, groups, sharedLengths);
+                LeaveRowMirror();
+                Interlocked.Add(ref _kvBytesRead, _segmented!.Run(rows, positions, groups, sharedLengths) * bytesPerPosition);
+                return new ReadOnlySpan<float>(_logits, rows * _vocab);
+            case StepPath.Graph when _compressed:
+                RunOneRowOnMirror(positions[0]);
+                bytesPerPosition = 2L * _graph.Layers * _heads * _headSize * 4;
                 break;
             case StepPath.Lanes:
                 Interlocked.Increment(ref _laneSteps);
@@ -264,6 +321,9 @@ internal sealed unsafe class KvCacheDecoder : IDisposable
                 RunWholeStep(rows, slots, path == StepPath.OneThreadGraph ? _oneThreadSession! : _session);
                 break;
         }
+        long read = 0;
+        for (int r = 0; r < rows; r++) read += positions[r] + 1;   // GroupQueryAttention reads every row's own cache
+        Interlocked.Add(ref _kvBytesRead, read * bytesPerPosition);
         return new ReadOnlySpan<float>(_logits, rows * _vocab);
     }
 
@@ -294,6 +354,7 @@ internal sealed unsafe class KvCacheDecoder : IDisposable
         ObjectDisposedException.ThrowIf(_disposed, this);
         CheckSlot(source, length);
         CheckSlot(destination, length);
+        StoreRowMirror();   // slot 0 complete before it is read; as a destination, ResetSlot below ends the mirror
         long chunk = (long)length * _entryBytes, pitch = (long)_positions * _entryBytes;
         foreach (var baseAddress in _buffers.Kv)
             _buffers.Memory.Copy2D(baseAddress + (nint)Offset(destination, 0), pitch, baseAddress + (nint)Offset(source, 0), pitch, chunk, _heads,
@@ -306,6 +367,7 @@ internal sealed unsafe class KvCacheDecoder : IDisposable
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
         CheckSlot(slot, length);
+        StoreRowMirror();
         var snapshot = GC.AllocateUninitializedArray<byte>(checked((int)SnapshotBytes(length)));
         long chunk = (long)length * _entryBytes, pitch = (long)_positions * _entryBytes;
         fixed (byte* s = snapshot)
@@ -325,6 +387,7 @@ internal sealed unsafe class KvCacheDecoder : IDisposable
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
         if (snapshot.Length != SnapshotBytes(length)) throw new ArgumentException("snapshot size does not match its length");
+        StoreRowMirror();   // so that ResetSlot(0) below, after the load, has nothing left to store over it
         long chunk = (long)length * _entryBytes, pitch = (long)_positions * _entryBytes;
         fixed (byte* s = snapshot)
         {
@@ -360,6 +423,7 @@ internal sealed unsafe class KvCacheDecoder : IDisposable
         if (_disposed) return;
         _disposed = true;
         foreach (var b in _decodeBindings) b?.Dispose();
+        _rowMirrorBinding?.Dispose();
         _rowLanes?.Dispose();
         _segmented?.Dispose();
         _team?.Dispose();

@@ -54,11 +54,16 @@ internal sealed record SegmentCostRule(int MinRows, long MinKvToWeights, long Mi
 /// What the KV cache is stored as when that is not the decoder graph's own type (an fp32 graph with an fp16 or int8
 /// cache), else null. Only the library's attention reads such a cache, so then every step runs as segments: the
 /// package's decoder graph declares its past/present fp32 (ONNX Runtime 1.31's CPU GroupQueryAttention could read an
-/// fp16 cache under fp32 inputs, but only in a graph that declares it so; benchmarks/README.md, "Compressed KV cache").
+/// fp16 cache under fp32 inputs, but only in a graph that declares it so, and ran 0.41x; benchmarks/README.md, "Compressed KV cache").
+/// </param>
+/// <param name="OneRowGraph">
+/// With a compressed cache: one-row steps run the fp32 graph on the decoder's session over an fp32 copy of the row
+/// (<see cref="KvCacheDecoder"/>'s fp32 row), not as segments. A one-row segmented step runs on one thread, so a model
+/// whose weights are too big for row lanes (every lane reads them all) loses more there than the smaller cache saves.
 /// </param>
 internal sealed record CpuStepPlan(
     int SmallStepRows, int LaneStepRows, int SegmentedStepRows, int Threads, AttentionKernel Attention,
-    SegmentCostRule SegmentCost, int Layers, int Embd, long WeightBytes, KvElement? CompressedCache = null)
+    SegmentCostRule SegmentCost, int Layers, int Embd, long WeightBytes, KvElement? CompressedCache = null, bool OneRowGraph = false)
 {
     /// <summary>Every step on the decoder's session: the CUDA provider, or a CPU model with nothing else enabled.</summary>
     public static CpuStepPlan GraphOnly { get; } = new(0, 0, 0, 1, AttentionKernel.None, SegmentCostRule.Default, 0, 0, 0);
@@ -71,7 +76,7 @@ internal sealed record CpuStepPlan(
     /// <summary>The path of a step over rows 0..rows-1 at these positions (allocates nothing).</summary>
     public StepPath Choose(int rows, ReadOnlySpan<int> positions)
     {
-        if (CompressedCache is not null) return StepPath.Segments;
+        if (CompressedCache is not null) return rows == 1 && OneRowGraph ? StepPath.Graph : StepPath.Segments;
         if (UsesSegments && rows >= SegmentedStepRows && SegmentCost.PaysOff(Layers, Embd, WeightBytes, positions[..rows]))
             return StepPath.Segments;
         if (UsesLanes && rows >= LaneStepRows) return StepPath.Lanes;

@@ -38,9 +38,12 @@ internal class StepPlanner(InferenceOptions options)
         if (CompressedCache(manifest, file, kvType, out _) is { } compressed)
         {
             // Every step as segments, on the AVX-512 kernels where the CPU has them, else the portable loops; no
-            // one-thread session or row lanes (they run the graph, which cannot read the cache).
+            // one-thread session or row lanes (they run the graph, which cannot read the cache). One-row steps of a
+            // model too big for lanes run the graph with all the threads over the decoder's fp32 row instead.
             var kernel = SegmentAttention(a.HeadSize) is var k && k != AttentionKernel.None ? k : AttentionKernel.Portable;
-            return new CpuStepPlan(0, 0, 1, IntraOpThreads, kernel, SegmentCost, a.NLayer, a.NEmbd, 4L * manifest.MatmulParameters, compressed);
+            bool oneRowGraph = IntraOpThreads > 1 && 4L * manifest.MatmulParameters > Options.LaneMaxWeightBytes;
+            return new CpuStepPlan(0, 0, 1, IntraOpThreads, kernel, SegmentCost, a.NLayer, a.NEmbd, 4L * manifest.MatmulParameters, compressed,
+                oneRowGraph);
         }
         bool segments = UsesStepSegments(manifest, file, kvType);
         return new CpuStepPlan(SmallStepRows(manifest), LaneStepRows(manifest), segments ? Options.SegmentedStepRows : 0, IntraOpThreads,

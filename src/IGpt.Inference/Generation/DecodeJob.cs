@@ -52,6 +52,12 @@ internal sealed class DecodeJob
     public bool Done, PrefixCacheHit;
     public PrefixEntry? Snapshot;
     public float[]? PromptLogits;
+    /// <summary>
+    /// What the samples' prompt entries (SOS + prompt) were made from: the prefix snapshot they were loaded from or that was
+    /// saved from this job's prefill, else the job itself. Samples of jobs with the same origin hold byte-identical prompt
+    /// entries, so a decode step may read those once for all of them, across requests.
+    /// </summary>
+    public object? KvOrigin;
 
     public DecodeJob WithScheduler(DecodeScheduler scheduler)
     {

@@ -252,11 +252,13 @@ internal sealed partial class DecodeScheduler : IDisposable
         {
             foreach (var slot in slots) _decoder.LoadSlots(snapshot.Kv, snapshot.Length, 1, slot);
             job.PromptLogits ??= snapshot.Logits;
+            job.KvOrigin ??= snapshot;
         }
         else
         {
             // One prompt row, then copies: much cheaper than prefilling identical rows.
             job.PromptLogits = PrefillOne(job, slots[0]);
+            job.KvOrigin = job;
             for (int i = 1; i < count; i++) _decoder.CopySlot(slots[0], slots[i], length);
             // A host snapshot serves the samples that wait for slots and repeated prompts; with device KV a
             // prefill is cheaper than the snapshot's PCIe round trip, so the waiting samples prefill again.
@@ -265,6 +267,7 @@ internal sealed partial class DecodeScheduler : IDisposable
             {
                 var entry = new PrefixEntry(_decoder.SaveSlot(slots[0], length), length, job.PromptLogits);
                 _prefixCache?.Add(job.Prompt, entry);
+                job.KvOrigin = entry;   // a copy of the slot: later jobs that load it share the prompt's reads with this one
                 if (more) job.Snapshot = entry;
             }
         }
@@ -305,10 +308,11 @@ internal sealed partial class DecodeScheduler : IDisposable
             {
                 _stepTokens[r] = seq.Image[seq.Filled - 1];
                 _stepPositions[r] = seq.Filled;   // the cache holds Filled entries: SOS and x0..x(Filled-2)
-                // A request's samples all start from one prefill (copied or loaded from its snapshot), so their
-                // entries for SOS + prompt are byte-identical: the step may read them once for the group.
+                // A request's samples all start from one prefill (copied or loaded from its snapshot), and so do
+                // other requests' that loaded the same prefix snapshot: their entries for SOS + prompt are
+                // byte-identical, so the step may read them once for the group.
                 for (int first = 0; first < r; first++)
-                    if (_active[first]?.Job == seq.Job)
+                    if (_active[first]?.Job.KvOrigin == seq.Job.KvOrigin)
                     {
                         _stepGroups[r] = _stepGroups[first];
                         break;

@@ -111,6 +111,23 @@ internal sealed unsafe class CachedAttention : IDisposable
     }
 
     /// <summary>
+    /// Cached positions lane <paramref name="lane"/>'s plan reads per layer and head: each group's shared prompt once, then
+    /// every row's own entries up to its new one.
+    /// </summary>
+    public long PositionsRead(int lane)
+    {
+        var l = _lanes[lane];
+        long read = 0;
+        for (int g = 0; g < l.Groups; g++)
+        {
+            int shared = l.SharedLength[g];
+            read += shared;
+            for (int i = l.GroupStart[g]; i < l.GroupStart[g + 1]; i++) read += l.Position[l.Members[i]] + 1 - shared;
+        }
+        return read;
+    }
+
+    /// <summary>
     /// One layer for lane <paramref name="lane"/>'s rows: qkv [rows, 3 x n_embd] (packed q | k | v, head-major, indexed by
     /// step row) in; each row's k and v written into the layer's cache (<paramref name="keys"/>, <paramref name="values"/>:
     /// elements of the constructor's type) at its position; attention output [rows, n_embd] (heads concatenated) out.

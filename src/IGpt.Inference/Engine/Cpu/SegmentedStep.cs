@@ -52,19 +52,23 @@ internal sealed unsafe class SegmentedStep : IDisposable
 
     /// <summary>
     /// One step over rows 0..rows-1, whose token ids and positions are already in the decoder's input buffers.
-    /// Logits land in the decoder's logits buffer.
+    /// Logits land in the decoder's logits buffer. Returns the cached positions the step's attention read per layer and
+    /// head (the shared prompt entries once per lane).
     /// </summary>
-    public void Run(int rows, ReadOnlySpan<int> positions, ReadOnlySpan<int> groups, ReadOnlySpan<int> sharedLengths)
+    public long Run(int rows, ReadOnlySpan<int> positions, ReadOnlySpan<int> groups, ReadOnlySpan<int> sharedLengths)
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
         _attention.CheckGroups(rows, positions, groups, sharedLengths);
         int lanes = _lanes.Prepare(rows);
+        long read = 0;
         for (int lane = 0; lane < lanes; lane++)
         {
             var (first, count) = LaneRunner.LaneRows(rows, lanes, lane);
             _attention.Plan(lane, first, count, positions, groups, sharedLengths);
+            read += _attention.PositionsRead(lane);
         }
         _lanes.Run(lanes);
+        return read;
     }
 
     private void CheckGraphs()
