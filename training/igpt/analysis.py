@@ -34,7 +34,7 @@ import torch
 from onnx import TensorProto
 from torch.nn import functional as F
 
-from . import onnx_graph
+from . import onnx_graph, runtime
 from .model import IGpt, shift_inputs
 from .package_model import load_package_model
 from .model_card import ANALYSIS_CARD_TEXT
@@ -63,6 +63,7 @@ def analyse(model: IGpt, tokens: np.ndarray, batch_size: int = 64,
     device = next(model.parameters()).device
     feats = torch.empty(len(tokens), cfg.n_layer + 1, cfg.n_embd)
     bits = torch.empty(len(tokens), tokens.shape[1])
+    batch_size = runtime.eval_batch_size(batch_size, cfg.n_head, tokens.shape[1], device)
     t0 = time.time()
     for s in range(0, len(tokens), batch_size):
         x = torch.from_numpy(np.asarray(tokens[s:s + batch_size], dtype=np.int64)).to(device)

@@ -195,6 +195,9 @@ def evaluate(model: nn.Module, measure: Measure, arrays: Sequence[np.ndarray], b
     device = next(model.parameters()).device
     mine = np.arange(rank, len(arrays[0]), world)
     sums: Dict[str, object] = {}
+    cfg = getattr(model, "config", None)
+    if cfg is not None and arrays[0].ndim == 2:
+        batch_size = runtime.eval_batch_size(batch_size, cfg.n_head, arrays[0].shape[1], device)
     for s in range(0, len(mine), batch_size):
         idx = mine[s:s + batch_size]
         batch = [torch.from_numpy(a[idx].astype(np.int64)).to(device) for a in arrays]

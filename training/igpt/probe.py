@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
+from . import runtime
 from .model import IGpt, shift_inputs
 
 DEFAULT_L2 = (1e-5, 1e-4, 1e-3, 1e-2, 1e-1)
@@ -37,6 +38,7 @@ def layer_features(model: IGpt, tokens: np.ndarray, batch_size: int = 64,
     cfg = model.config
     blocks = model.transformer.h
     out = torch.empty(len(tokens), cfg.n_layer + 1, cfg.n_embd)
+    batch_size = runtime.eval_batch_size(batch_size, cfg.n_head, tokens.shape[1], device)
     t0 = time.time()
     for s in range(0, len(tokens), batch_size):
         x = torch.from_numpy(tokens[s:s + batch_size].astype(np.int64)).to(device)

@@ -182,3 +182,21 @@ def test_finetune_gives_the_pinned_numbers(tmp_path):
         assert F.cross_entropy(g.double().reshape(-1, 8), x.reshape(-1)).item() == pytest.approx(want["fixed_gen"], rel=1e-5)
         if "fixed_clf" in want:
             assert F.cross_entropy(c.double(), y).item() == pytest.approx(want["fixed_clf"], rel=1e-5)
+
+
+def test_cpu_evaluation_runs_long_sequences_in_small_micro_batches_with_the_same_results():
+    from igpt import runtime
+    from igpt.model import IGptConfig
+    from igpt.probe import layer_features
+    cpu, gpu = torch.device("cpu"), torch.device("cuda")
+    # 4 heads x 1024^2 fp32 scores = 16 MiB an image: 4 fit the 64 MiB budget; short sequences keep the whole batch
+    assert runtime.eval_batch_size(64, 4, 1024, cpu) == 4
+    assert runtime.eval_batch_size(64, 4, 196, cpu) == 64
+    assert runtime.eval_batch_size(64, 64, 4096, cpu) == 1
+    assert runtime.eval_batch_size(64, 4, 1024, gpu) == 64
+    torch.manual_seed(0)
+    model = IGpt(IGptConfig(palette_size=8, n_positions=1024, n_embd=16, n_layer=1, n_head=4, height=32, width=32)).eval()
+    tokens = np.random.default_rng(0).integers(0, 8, size=(6, 1024))
+    torch.testing.assert_close(layer_features(model, tokens, 64), layer_features(model, tokens, 1))
+    measure = lambda m, x: {"nats": float(F.cross_entropy(m(shift_inputs(x, 8))[0].reshape(-1, 8), x.reshape(-1), reduction="sum"))}
+    assert loop.evaluate(model, measure, [tokens], 64)["nats"] == pytest.approx(loop.evaluate(model, measure, [tokens], 1)["nats"], rel=1e-5)
