@@ -203,7 +203,7 @@ internal sealed unsafe class KvCacheDecoder : IDisposable
         if (_compressed)
         {
             long rowLogits = (long)s * _vocab;
-            for (int r = 0; r < rows; r++) StoreCompressed(firstSlot + r, s);
+            for (int r = 0; r < rows; r++) ConvertRow(firstSlot + r, 0, s, store: true);
             for (int r = 1; r < rows; r++)
                 Buffer.MemoryCopy(_logits, _logits + r * rowLogits, rowLogits * 4, rowLogits * 4);
         }
@@ -212,23 +212,30 @@ internal sealed unsafe class KvCacheDecoder : IDisposable
         return new ReadOnlySpan<float>(_logits, checked(rows * s * _vocab));
     }
 
-    /// <summary>Positions from..to-1 of the fp32 prefill row, every layer, key and value, into a slot of the compressed cache.</summary>
-    private void StoreCompressed(int slot, int to, int from = 0)
+    /// <summary>
+    /// Positions from..to-1, every layer, key and value, between the fp32 prefill row and a slot of the compressed cache:
+    /// into the slot (<paramref name="store"/>), or out of it into the row.
+    /// </summary>
+    private void ConvertRow(int slot, int from, int to, bool store)
     {
         var kv = _buffers.Kv;
         var prefill = _buffers.PrefillKv;
         long headFloats = (long)_positions * _headSize;
         for (int i = 0; i < kv.Length; i++)
             for (int head = 0; head < _heads; head++)
-                Cpu.KvCodec.Encode(_buffers.Element, (float*)prefill[i] + head * headFloats + (long)from * _headSize,
-                    (byte*)(kv[i] + (nint)(Offset(slot, head) + (long)from * _entryBytes)), to - from, _headSize);
+            {
+                float* row = (float*)prefill[i] + head * headFloats + (long)from * _headSize;
+                byte* entries = (byte*)(kv[i] + (nint)(Offset(slot, head) + (long)from * _entryBytes));
+                if (store) Cpu.KvCodec.Encode(_buffers.Element, row, entries, to - from, _headSize);
+                else Cpu.KvCodec.Decode(_buffers.Element, entries, row, to - from, _headSize);
+            }
     }
 
     /// <summary>Stores the fp32 row's entries that slot 0 lacks, so that slot 0 can be read or copied.</summary>
     private void StoreRowMirror()
     {
         if (_rowMirrorLength <= _rowMirrorStored) return;
-        StoreCompressed(0, _rowMirrorLength, _rowMirrorStored);
+        ConvertRow(0, _rowMirrorStored, _rowMirrorLength, store: true);
         _rowMirrorStored = _rowMirrorLength;
     }
 
@@ -245,12 +252,7 @@ internal sealed unsafe class KvCacheDecoder : IDisposable
         if (_rowMirrorLength != length)
         {
             LeaveRowMirror();
-            var kv = _buffers.Kv;
-            var prefill = _buffers.PrefillKv;
-            long headFloats = (long)_positions * _headSize;
-            for (int i = 0; i < kv.Length; i++)
-                for (int head = 0; head < _heads; head++)
-                    Cpu.KvCodec.Decode(_buffers.Element, (byte*)(kv[i] + (nint)Offset(0, head)), (float*)prefill[i] + head * headFloats, length, _headSize);
+            ConvertRow(0, 0, length, store: false);
             _rowMirrorLength = _rowMirrorStored = length;
         }
         _rowMirrorBinding ??= new DecodeBinding(_graph, _buffers, _session, 1, first: 0, _runOptions,
@@ -311,7 +313,7 @@ internal sealed unsafe class KvCacheDecoder : IDisposable
                 return new ReadOnlySpan<float>(_logits, rows * _vocab);
             case StepPath.Graph when _compressed:
                 RunOneRowOnMirror(positions[0]);
-                bytesPerPosition = 2L * _graph.Layers * _heads * _headSize * 4;
+                bytesPerPosition = 2L * _graph.Layers * _heads * KvElement.Float32.EntryBytes(_headSize);   // the fp32 row
                 break;
             case StepPath.Lanes:
                 Interlocked.Increment(ref _laneSteps);

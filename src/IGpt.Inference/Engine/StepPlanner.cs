@@ -41,7 +41,7 @@ internal class StepPlanner(InferenceOptions options)
             // one-thread session or row lanes (they run the graph, which cannot read the cache). One-row steps of a
             // model too big for lanes run the graph with all the threads over the decoder's fp32 row instead.
             var kernel = SegmentAttention(a.HeadSize) is var k && k != AttentionKernel.None ? k : AttentionKernel.Portable;
-            bool oneRowGraph = IntraOpThreads > 1 && 4L * manifest.MatmulParameters > Options.LaneMaxWeightBytes;
+            bool oneRowGraph = IntraOpThreads > 1 && !FitsLanes(manifest);
             return new CpuStepPlan(0, 0, 1, IntraOpThreads, kernel, SegmentCost, a.NLayer, a.NEmbd, 4L * manifest.MatmulParameters, compressed,
                 oneRowGraph);
         }
@@ -73,8 +73,11 @@ internal class StepPlanner(InferenceOptions options)
     public int LaneStepRows(ModelManifest manifest)
     {
         if (IntraOpThreads <= 1 || Options.LaneStepRows <= 1) return 0;
-        return 4L * manifest.MatmulParameters <= Options.LaneMaxWeightBytes ? Options.LaneStepRows : 0;
+        return FitsLanes(manifest) ? Options.LaneStepRows : 0;
     }
+
+    /// <summary>Whether the model's fp32 weights are small enough for every step thread to read them all (<see cref="InferenceOptions.LaneMaxWeightBytes"/>).</summary>
+    private bool FitsLanes(ModelManifest manifest) => 4L * manifest.MatmulParameters <= Options.LaneMaxWeightBytes;
 
     /// <summary>
     /// Whether CPU decode steps may run as the package's step segments with the library's attention: the package
