@@ -321,7 +321,8 @@ static JsonObject Gemm(JsonObject r)
     return new JsonObject { ["gflops"] = Protocol.Array(gflops) };
 }
 
-// The library's attention kernel (CachedAttention) alone over synthetic caches (`kv_cache_type`: float32, or float16) of `layers` layers:
+// The library's attention kernel (CachedAttention) alone over synthetic caches (`kv_cache_type`: float32, float16 or int8;
+// `in_place` false: a compressed cache converted into scratch for single rows too) of `layers` layers:
 // `rows` rows at cache length `length`, the first `shared` entries common to all rows (one request's
 // samples) or not, split into `lanes` lanes run concurrently as a segmented step runs them. Reports the
 // bytes of keys and values it had to read per step and the resulting GB/s.
@@ -333,6 +334,7 @@ static unsafe JsonObject Attention(JsonObject r)
     double seconds = (double?)r["seconds"] ?? 1.0;
     bool vectorized = CachedAttention.CanVectorize(headSize) && ((bool?)r["vectorized"] ?? true);
     var element = KvCacheTypes.Parse((string?)r["kv_cache_type"] ?? KvCacheTypes.Float32);
+    bool inPlace = (bool?)r["in_place"] ?? true;
     long perLayer = (long)rows * heads * positions * headSize;
     var buffers = new List<IntPtr>();
     float* Alloc(long floats)
@@ -360,7 +362,7 @@ static unsafe JsonObject Attention(JsonObject r)
         var position = Enumerable.Repeat(length - 1, rows).ToArray();  // the new entry at length-1: `length` read per row
         var groups = shared > 0 ? new int[rows] : [];
         var sharedLengths = shared > 0 ? Enumerable.Repeat(shared, rows).ToArray() : [];
-        using var attention = new CachedAttention(heads, headSize, positions, rows, lanes, vectorized, element);
+        using var attention = new CachedAttention(heads, headSize, positions, rows, lanes, vectorized, element, inPlace);
         using var team = new WorkerTeam(lanes, "bench-attention");
         attention.CheckGroups(rows, position, groups, sharedLengths);
         for (int lane = 0; lane < lanes; lane++)
@@ -389,7 +391,7 @@ static unsafe JsonObject Attention(JsonObject r)
         return new JsonObject
         {
             ["ms"] = ms, ["bytes"] = bytes, ["gbps"] = bytes / ms / 1e6, ["vectorized"] = vectorized, ["lanes"] = lanes,
-            ["kv_cache_type"] = KvCacheTypes.Name(element),
+            ["kv_cache_type"] = KvCacheTypes.Name(element), ["in_place"] = inPlace,
         };
     }
     finally

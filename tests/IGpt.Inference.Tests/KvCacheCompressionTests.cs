@@ -96,6 +96,7 @@ public unsafe class KvCacheCompressionTests
     [InlineData(KvCacheTypes.Int8, 8, false)]
     [InlineData(KvCacheTypes.Int8, 32, true)]
     [InlineData(KvCacheTypes.Int8, 32, false)]
+    [InlineData(KvCacheTypes.Int8, 64, true)]
     public void AttentionOverACompressedCacheMatchesTheReferenceOverTheSameValues(string type, int headSize, bool vectorized)
     {
         var element = KvCacheTypes.Parse(type);
@@ -133,19 +134,21 @@ public unsafe class KvCacheCompressionTests
         var refValues = Decode(element, Encode(element, allValues, headSize), headSize);
         var expected = ReferenceAttention.Expected(qkv, refKeys, refValues, rows, heads, headSize, positions, position);
 
-        foreach (bool grouped in new[] { true, false })
+        // Grouped, the shared prompt is converted into scratch for the group and each row's own entries are read in place;
+        // alone, every row is read in place; inPlace false converts everything into scratch.
+        foreach (var (grouped, inPlace) in new[] { (true, true), (false, true), (true, false), (false, false) })
         {
             var k = (byte[])cachedKeys.Clone();
             var v = (byte[])cachedValues.Clone();
             var output = new float[rows * embd];
-            using var attention = new CachedAttention(heads, headSize, positions, rows, lanes: 1, vectorized, element);
+            using var attention = new CachedAttention(heads, headSize, positions, rows, lanes: 1, vectorized, element, inPlace);
             attention.CheckGroups(rows, position, grouped ? groups : [], grouped ? sharedLengths : []);
             attention.Plan(0, 0, rows, position, grouped ? groups : [], grouped ? sharedLengths : []);
             fixed (float* pq = qkv, po = output)
             fixed (byte* pk = k, pv = v)
                 attention.Run(0, pq, pk, pv, po);
             for (int i = 0; i < expected.Length; i++)
-                Assert.True(Math.Abs(expected[i] - output[i]) < 2e-5, $"grouped {grouped}, output {i}: {expected[i]} vs {output[i]}");
+                Assert.True(Math.Abs(expected[i] - output[i]) < 2e-5, $"grouped {grouped}, in place {inPlace}, output {i}: {expected[i]} vs {output[i]}");
             Assert.Equal(Encode(element, allKeys, headSize), k);
             Assert.Equal(Encode(element, allValues, headSize), v);
         }

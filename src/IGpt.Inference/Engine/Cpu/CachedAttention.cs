@@ -9,9 +9,9 @@ namespace IGpt.Inference.Engine.Cpu;
 /// A decode step's attention for one layer, over the decoder's KV cache ([MaxBatch, n_head, n_positions,
 /// head_size] per layer, the layout GroupQueryAttention reads and writes), stored as fp32, fp16 or int8 entries
 /// (<see cref="KvElement"/>): writes each row's new key and value at its position, then attends its query to
-/// positions 0..position. A compressed cache is converted back in chunks of <see cref="Chunk"/> positions into a lane's
-/// scratch (L1-sized) and the fp32 kernels run on the chunk, so a group's shared entries are converted once for all
-/// its rows, as they are read once. Used when the decoder runs as step
+/// positions 0..position. A group's shared entries in a compressed cache are converted back in chunks of <see cref="Chunk"/>
+/// positions into a lane's scratch (L1-sized) and the fp32 kernels run on the chunk, so they are converted once for all
+/// its rows, as they are read once; a single row's entries are read in place (<see cref="CompressedKernels"/>). Used when the decoder runs as step
 /// segments (<see cref="SegmentedStep"/>), for two reasons:
 /// <list type="bullet">
 /// <item>Rows that share a prompt (the samples of one completion request) hold identical keys and values for
@@ -31,15 +31,19 @@ internal sealed unsafe class CachedAttention : IDisposable
     private readonly int _heads, _headSize, _positions, _embd, _maxBatch, _entryBytes;
     private readonly KvElement _element;
     private readonly float _scale;
-    private readonly bool _vectorized;
+    private readonly bool _vectorized, _inPlace;
     private readonly Lane[] _lanes;
     private bool _disposed;
 
     /// <param name="lanes">Lanes (threads) a step's rows may be split into.</param>
     /// <param name="vectorized">AVX-512 kernels (needs <see cref="CanVectorize"/>); false = portable scalar loops.</param>
     /// <param name="element">What the cache's elements are stored as.</param>
+    /// <param name="inPlace">
+    /// With AVX-512 and a compressed cache: a single row's entries are read in place (<see cref="CompressedKernels"/>);
+    /// false converts them into scratch a chunk at a time like a group's (for same-process A/Bs: bench/attention.py).
+    /// </param>
     public CachedAttention(int heads, int headSize, int positions, int maxBatch, int lanes, bool vectorized,
-        KvElement element = KvElement.Float32)
+        KvElement element = KvElement.Float32, bool inPlace = true)
     {
         if (vectorized && !CanVectorize(headSize))
             throw new ArgumentException("AVX-512 attention needs AVX-512F and a head size that is a multiple of 16", nameof(vectorized));
@@ -48,6 +52,7 @@ internal sealed unsafe class CachedAttention : IDisposable
         _scale = 1f / MathF.Sqrt(headSize);
         _vectorized = vectorized;
         (_element, _entryBytes) = (element, element.EntryBytes(headSize));
+        _inPlace = inPlace && vectorized && CompressedKernels.Reads(element);
         _lanes = new Lane[Math.Max(1, lanes)];
         for (int i = 0; i < _lanes.Length; i++) _lanes[i] = new Lane(maxBatch, positions, headSize, element == KvElement.Float32 ? 0 : Chunk);
     }
@@ -201,6 +206,12 @@ internal sealed unsafe class CachedAttention : IDisposable
             return;
         }
         long d = _headSize;
+        if (count == 1 && _inPlace)
+        {
+            float queryScale = CompressedKernels.QueryScale(_element);
+            for (int i = 0; i < _headSize; i++) l.Query[i] = queries[i] * queryScale;
+            from = CompressedKernels.Scores(_element, keys, _entryBytes, from, to, l.Query, _headSize, scores);
+        }
         for (int c0 = from; c0 < to; c0 += Chunk)
         {
             int c1 = Math.Min(to, c0 + Chunk);
@@ -218,6 +229,8 @@ internal sealed unsafe class CachedAttention : IDisposable
             return;
         }
         long d = _headSize;
+        if (count == 1 && _inPlace)
+            from = CompressedKernels.WeightedValues(_element, values, _entryBytes, from, to, probabilities, _headSize, acc);
         for (int c0 = from; c0 < to; c0 += Chunk)
         {
             int c1 = Math.Min(to, c0 + Chunk);
@@ -363,7 +376,7 @@ internal sealed unsafe class CachedAttention : IDisposable
 
     /// <summary>Lane i of the result is the sum of vi's 16 lanes.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector512<float> Transpose16(
+    internal static Vector512<float> Transpose16(
         Vector512<float> v0, Vector512<float> v1, Vector512<float> v2, Vector512<float> v3,
         Vector512<float> v4, Vector512<float> v5, Vector512<float> v6, Vector512<float> v7,
         Vector512<float> v8, Vector512<float> v9, Vector512<float> v10, Vector512<float> v11,
@@ -399,12 +412,13 @@ internal sealed unsafe class CachedAttention : IDisposable
     /// <summary>One thread's rows and scratch buffers (the pointers are the buffers', which this lane owns).</summary>
     private sealed class Lane : IDisposable
     {
-        private readonly NativeBuffer<float> _scores, _queries, _acc, _sums, _block;
+        private readonly NativeBuffer<float> _scores, _queries, _acc, _sums, _block, _query;
         public readonly float* Scores;   // [rows, n_positions] scores, then probabilities
         public readonly float* Queries;  // [rows, head_size] scaled queries
         public readonly float* Acc;      // [rows, head_size] weighted values
         public readonly float* Sums;     // [rows] softmax denominators
         public readonly float* Block;    // [chunk, head_size] keys or values of a compressed cache, as fp32
+        public readonly float* Query;    // [head_size] one row's query for CompressedKernels.Scores
         public readonly int[] Members;       // step rows by group
         public readonly int[] GroupStart;    // group g: Members[GroupStart[g]..GroupStart[g+1]]
         public readonly int[] SharedLength;  // by group
@@ -415,6 +429,8 @@ internal sealed unsafe class CachedAttention : IDisposable
         {
             _block = new NativeBuffer<float>((long)chunk * headSize);
             Block = _block.Pointer;
+            _query = new NativeBuffer<float>(headSize);
+            Query = _query.Pointer;
             _scores = new NativeBuffer<float>((long)maxBatch * (positions + 16));
             _queries = new NativeBuffer<float>((long)maxBatch * headSize);
             _acc = new NativeBuffer<float>((long)maxBatch * headSize);
@@ -436,6 +452,7 @@ internal sealed unsafe class CachedAttention : IDisposable
             _acc.Dispose();
             _sums.Dispose();
             _block.Dispose();
+            _query.Dispose();
         }
     }
 }
