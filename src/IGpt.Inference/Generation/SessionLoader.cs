@@ -135,12 +135,14 @@ internal static class SessionLoader
         var session = planner.CreatePackageSession(manifest, file.Path, weights);
         var memory = new HostMemory();
         InferenceSession? oneThread = null;
-        InferenceSession[]? segments = null;
+        InferenceSession[]? segments = null, wideSegments = null;
         try
         {
             if (plan.UsesOneThreadSession) oneThread = planner.CreatePackageSession(manifest, file.Path, weights, intraOpThreads: 1);
             if (plan.UsesSegments) segments = planner.CreateSegmentSessions(manifest, file, weights);
-            return new KvCacheDecoder(session, manifest, planner.Options.MaxBatch, memory, kvType, cpu: new CpuSteps(plan, oneThread, segments));
+            if (plan.OneRowSegments) wideSegments = planner.CreateSegmentSessions(manifest, file, weights, allThreads: true);
+            return new KvCacheDecoder(session, manifest, planner.Options.MaxBatch, memory, kvType,
+                cpu: new CpuSteps(plan, oneThread, segments, wideSegments));
         }
         catch (Exception e)
         {
@@ -148,6 +150,7 @@ internal static class SessionLoader
             session.Dispose();
             oneThread?.Dispose();
             foreach (var s in segments ?? []) s.Dispose();
+            foreach (var s in wideSegments ?? []) s.Dispose();
             if (e is ModelPackageException) throw new ModelPackageException($"{file.Path}: {e.Message}", e);
             throw;
         }
