@@ -8,6 +8,17 @@ scores higher on the validation split; the test split is used once, for the chos
 
     python3 -m igpt soup --data runs/fm14/data --out runs/fm14/soup/best.pt \
         --ckpt runs/fm14/finetune/best.pt runs/fm14/finetune2/best.pt runs/fm14/finetune3/best.pt
+
+`--mode interpolate` blends two checkpoints instead (WiSE-FT, Wortsman et al. 2022): the start (the
+pretrained model with a linear-probe head, `finetune --lr 0`) and its fine-tune, (1 - a) start + a
+fine-tune for each a of `--alphas`. Fine-tuning for classification costs the generative side
+bits per token; the blend keeps most of the accuracy for less of that. It takes the a with the best
+validation accuracy among those whose validation bits per token stay within `--max-bits-increase`
+(relative) of the start's, so a package serves both completion and classification from one set of
+weights.
+
+    python3 -m igpt soup --mode interpolate --data runs/emoji32-c2/data --out runs/emoji32-c2/wise/best.pt \
+        --ckpt runs/emoji32-c2/lp/best.pt runs/emoji32-c2/ft/best.pt
 """
 from __future__ import annotations
 
@@ -26,8 +37,12 @@ def add_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", required=True, help="prepared data dir (its val split chooses, its test split reports)")
     p.add_argument("--ckpt", nargs="+", required=True, help="fine-tuned checkpoints from one pretrained model")
     p.add_argument("--out", required=True, help="checkpoint to write (a finetune-style best.pt)")
-    p.add_argument("--mode", choices=("greedy", "uniform"), default="greedy",
-                   help="greedy: add ingredients best-first while val accuracy improves; uniform: average all")
+    p.add_argument("--mode", choices=("greedy", "uniform", "interpolate"), default="greedy",
+                   help="greedy: add ingredients best-first while val accuracy improves; uniform: average all; "
+                        "interpolate: blend two checkpoints (start, fine-tune) at --alphas")
+    p.add_argument("--alphas", default="0,0.25,0.5,0.75,1", help="interpolate: fine-tune weights to try (0: the start)")
+    p.add_argument("--max-bits-increase", type=float, default=0.02,
+                   help="interpolate: largest relative rise of val bits per token over the start's")
     p.add_argument("--val-limit", type=int, default=0, help="validation images (0: all)")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--device", default="auto")
@@ -49,6 +64,19 @@ def average_states(states: List[Dict[str, torch.Tensor]]) -> Dict[str, torch.Ten
     return out
 
 
+def interpolate_states(start: Dict[str, torch.Tensor], end: Dict[str, torch.Tensor], alpha: float) -> Dict[str, torch.Tensor]:
+    """(1 - alpha) start + alpha end for float tensors (others from start)."""
+    return {k: ((1.0 - alpha) * v.float() + alpha * end[k].float()).to(v.dtype) if v.is_floating_point() else v.clone()
+            for k, v in start.items()}
+
+
+def choose_alpha(rows: List[Dict[str, float]], max_bits_increase: float) -> Dict[str, float]:
+    """The row (alpha, accuracy, bits) with the best val accuracy among those within max_bits_increase of alpha 0's bits."""
+    start = next(r for r in rows if r["alpha"] == 0.0)
+    allowed = [r for r in rows if r["bits"] <= start["bits"] * (1.0 + max_bits_increase)]
+    return max(allowed, key=lambda r: (r["accuracy"], -r["alpha"]))
+
+
 def main(args) -> int:
     from .checkpoint import load_checkpoint, save_checkpoint
     from .classifier import classification_metrics, confusion_table, load_splits
@@ -68,12 +96,17 @@ def main(args) -> int:
         raise SystemExit("soup: the checkpoints' configs differ")
     states = [{k: v.detach().cpu() for k, v in m.state_dict().items()} for m in models]
 
-    def val_accuracy(state: Dict[str, torch.Tensor]) -> float:
+    def val_metrics(state: Dict[str, torch.Tensor]) -> Dict[str, object]:
         m = IGpt(cfg)
         m.load_state_dict(state)
-        return classification_metrics(m.to(device), xva, yva, args.batch_size)["accuracy"]
+        return classification_metrics(m.to(device), xva, yva, args.batch_size)
+
+    def val_accuracy(state: Dict[str, torch.Tensor]) -> float:
+        return val_metrics(state)["accuracy"]
 
     t0 = time.time()
+    if args.mode == "interpolate":
+        return interpolate(args, loaded, states, cfg, val_metrics, xte, yte, device, t0)
     scores = [val_accuracy(s) for s in states]
     for p, a in zip(args.ckpt, scores):
         print(f"ingredient {p}: val accuracy {a:.4f} on {len(yva)} images", flush=True)
@@ -125,5 +158,49 @@ def main(args) -> int:
           f"test accuracy {r['accuracy']:.4f} on {r['n']} images, bits per token {r['bits_per_token']:.4f} "
           f"({time.time() - t0:.0f}s)\n")
     print(confusion_table(r["confusion"], list(first.get("classes") or [])))
+    print(f"\nwrote {args.out}")
+    return 0
+
+
+def interpolate(args, loaded, states, cfg, val_metrics, xte, yte, device, t0) -> int:
+    """--mode interpolate: blend the start and its fine-tune, choose the blend on val, report it on test."""
+    from .checkpoint import save_checkpoint
+    from .classifier import classification_metrics, confusion_table
+
+    if len(states) != 2:
+        raise SystemExit("soup --mode interpolate: give two checkpoints, the start (probe head) and its fine-tune")
+    alphas = sorted({float(a) for a in args.alphas.split(",")} | {0.0})
+    rows = []
+    for a in alphas:
+        r = val_metrics(interpolate_states(states[0], states[1], a))
+        rows.append({"alpha": a, "accuracy": float(r["accuracy"]), "bits": float(r["bits_per_token"])})
+        print(f"alpha {a:.2f}: val accuracy {r['accuracy']:.4f}, val bits per token {r['bits_per_token']:.4f} "
+              f"on {r['n']} images", flush=True)
+    pick = choose_alpha(rows, args.max_bits_increase)
+    model = IGpt(cfg)
+    model.load_state_dict(interpolate_states(states[0], states[1], pick["alpha"]))
+    model = model.to(device)
+    r = classification_metrics(model, xte, yte, args.batch_size)  # fp32, like finetune's final numbers
+    start, end = loaded[0][1], loaded[1][1]
+    metrics = {**(end.get("metrics") or {}),
+               "classification_accuracy": round(r["accuracy"], 5),
+               "val_accuracy": round(pick["accuracy"], 5),
+               "test_bits_per_token": round(r["bits_per_token"], 5),
+               "test_images": r["n"],
+               "confusion_matrix": r["confusion"].tolist(),
+               "finetune_stop": (f"interpolated: {1 - pick['alpha']:.2f} x the probe-headed start + {pick['alpha']:.2f} x its "
+                                 f"fine-tune, chosen on val (best accuracy within {args.max_bits_increase:.0%} of the start's "
+                                 f"val bits per token)"),
+               "interpolation_alpha": pick["alpha"],
+               "interpolation_val": rows}
+    fields = {k: v for k, v in end.items() if k not in ("config", "model", "optimizer", "metrics")}
+    fields["train_args"] = {**(end.get("train_args") or {}),
+                            "soup": {"mode": "interpolate", "alpha": pick["alpha"],
+                                     "ingredients": [os.path.relpath(p) for p in args.ckpt]}}
+    save_checkpoint(args.out, model, **fields, metrics=metrics)
+    print(f"\ninterpolated at alpha {pick['alpha']:.2f}: val accuracy {pick['accuracy']:.4f}, val bits {pick['bits']:.4f}; "
+          f"test accuracy {r['accuracy']:.4f} on {r['n']} images, bits per token {r['bits_per_token']:.4f} "
+          f"({time.time() - t0:.0f}s)\n")
+    print(confusion_table(r["confusion"], list(end.get("classes") or [])))
     print(f"\nwrote {args.out}")
     return 0

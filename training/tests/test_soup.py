@@ -14,7 +14,7 @@ from igpt.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
 from igpt.data import save_prepared  # noqa: E402
 from igpt.classifier import with_classifier  # noqa: E402
 from igpt.model import IGpt, preset  # noqa: E402
-from igpt.soup import average_states  # noqa: E402
+from igpt.soup import average_states, choose_alpha, interpolate_states  # noqa: E402
 
 PALETTE = [[i * 36] for i in range(8)]
 
@@ -69,3 +69,48 @@ def test_greedy_soup_keeps_the_best_and_leaves_out_a_bad_ingredient(tmp_path):
         assert torch.equal(v, soup.state_dict()[k])
     assert m["classification_accuracy"] > 0.5 and m["test_images"] == 96
     assert np.array(m["confusion_matrix"]).sum() == 96
+
+
+def test_interpolation_blends_and_chooses_the_best_accuracy_within_the_bits_budget():
+    a = {"w": torch.tensor([0.0, 4.0]), "n": torch.tensor([3])}
+    b = {"w": torch.tensor([2.0, 0.0]), "n": torch.tensor([5])}
+    assert torch.equal(interpolate_states(a, b, 0.25)["w"], torch.tensor([0.5, 3.0]))
+    assert torch.equal(interpolate_states(a, b, 0.0)["w"], a["w"]) and torch.equal(interpolate_states(a, b, 1.0)["w"], b["w"])
+    assert torch.equal(interpolate_states(a, b, 0.5)["n"], torch.tensor([3]))
+    rows = [{"alpha": 0.0, "accuracy": 0.70, "bits": 1.50}, {"alpha": 0.5, "accuracy": 0.80, "bits": 1.52},
+            {"alpha": 0.75, "accuracy": 0.84, "bits": 1.54}, {"alpha": 1.0, "accuracy": 0.86, "bits": 1.60}]
+    assert choose_alpha(rows, 0.02)["alpha"] == 0.5    # 0.75 costs 2.7% more bits: over the budget
+    assert choose_alpha(rows, 0.03)["alpha"] == 0.75
+    assert choose_alpha(rows, 0.10)["alpha"] == 1.0
+    assert choose_alpha(rows, 0.0)["alpha"] == 0.0
+
+
+def test_interpolate_mode_writes_the_chosen_blend_with_its_val_table(tmp_path):
+    rng = np.random.default_rng(1)
+    save_prepared(str(tmp_path / "data"), {"dataset": "toy", "palette": PALETTE, "classes": ["top", "bottom"]},
+                  {"train": _toy(64, rng), "val": _toy(64, rng), "test": _toy(64, rng)})
+    torch.manual_seed(1)
+    save_checkpoint(str(tmp_path / "init.pt"), IGpt(preset("tiny")), palette=PALETTE, step=1, tokens_seen=64)
+    common = ["--data", str(tmp_path / "data"), "--init", str(tmp_path / "init.pt"), "--eval-every", "16", "--batch-size", "16"]
+    p = build_parser("finetune")
+    lp = p.parse_args(common + ["--out", str(tmp_path / "lp"), "--lr", "0", "--head-lr", "0", "--max-steps", "1",
+                                "--head-init-images", "64"])
+    assert lp._main(lp) == 0
+    ft = p.parse_args(common + ["--out", str(tmp_path / "ft"), "--max-steps", "16", "--lr", "1e-3"])
+    assert ft._main(ft) == 0
+    out = tmp_path / "wise.pt"
+    args = build_parser("soup").parse_args(["--mode", "interpolate", "--alphas", "0.5,1", "--max-bits-increase", "1",
+                                            "--data", str(tmp_path / "data"), "--out", str(out), "--ckpt",
+                                            str(tmp_path / "lp" / "best.pt"), str(tmp_path / "ft" / "best.pt")])
+    assert args._main(args) == 0
+    model, ck = load_checkpoint(str(out))
+    m = ck["metrics"]
+    assert [r["alpha"] for r in m["interpolation_val"]] == [0.0, 0.5, 1.0]
+    best = max(m["interpolation_val"], key=lambda r: (r["accuracy"], -r["alpha"]))
+    assert m["interpolation_alpha"] == best["alpha"] and m["val_accuracy"] == round(best["accuracy"], 5)
+    start, _ = load_checkpoint(str(tmp_path / "lp" / "best.pt"))
+    end, _ = load_checkpoint(str(tmp_path / "ft" / "best.pt"))
+    expected = interpolate_states(start.state_dict(), end.state_dict(), best["alpha"])
+    for k, v in model.state_dict().items():
+        assert torch.allclose(v, expected[k])
+    assert m["test_images"] == 64 and ck["train_args"]["soup"]["mode"] == "interpolate"
