@@ -58,15 +58,9 @@ JsonObject Load(JsonObject r)
     };
     if (r["lane_max_weight_bytes"] is { } laneWeights) options.LaneMaxWeightBytes = (long)laneWeights;
     // A/Bs: segment past the cost rule (every step of at least SegmentedStepRows rows).
-    // A/Bs of one-row steps with a compressed cache: "one_lane", "graph" or "all_threads" (default: the planner's choice).
-    var oneRow = (string?)r["one_row"] switch
-    {
-        null or "auto" => OneRowStep.Auto, "one_lane" => OneRowStep.OneLane, "graph" => OneRowStep.Graph, "all_threads" => OneRowStep.AllThreads,
-        var x => throw new ArgumentException($"one_row: {x}?"),
-    };
     var planner = (bool?)r["always_segmented"] == true
-        ? new StepPlanner(options) { SegmentCost = new SegmentCostRule(MinRows: 1, MinKvToWeights: 0, MinKvBytesPerRow: 0), OneRowSteps = oneRow }
-        : new StepPlanner(options) { OneRowSteps = oneRow };
+        ? new StepPlanner(options) { SegmentCost = new SegmentCostRule(MinRows: 1, MinKvToWeights: 0, MinKvBytesPerRow: 0) }
+        : new StepPlanner(options);
     var sw = Stopwatch.StartNew();
     options.Validate();
     model = IGptModel.Load(ModelManifest.Load((string)r["package"]!), planner);  // no prefix cache: every prefill is computed
@@ -80,7 +74,6 @@ JsonObject Load(JsonObject r)
             + $"SingleThreadStepFlops={options.SingleThreadStepFlops}, SegmentedStepRows={options.SegmentedStepRows}, LaneStepRows={options.LaneStepRows}, "
             + $"KvCacheType={options.KvCacheType} (cache {d.CacheType}: {d.KvBytesPerPosition} bytes per cached position of a row, "
             + $"{d.KvCacheBytes / 1048576.0:F1} MiB for MaxBatch {d.MaxBatch}) ({service.Source})",
-        ["one_row"] = d.Plan.CompressedCache is null ? "-" : d.Plan.OneRowGraph ? "graph" : d.Plan.OneRowSegments ? "all_threads" : "one_lane",
         ["small_step_rows"] = d.Plan.SmallStepRows,
         ["segmented_step_rows"] = d.Plan.SegmentedStepRows,
         ["lane_step_rows"] = d.Plan.LaneStepRows,

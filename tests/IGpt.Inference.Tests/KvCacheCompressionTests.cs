@@ -269,11 +269,14 @@ public unsafe class KvCacheCompressionTests
     [MemberData(nameof(Packages))]
     public void OneRowStepsOfABigModelRunTheGraphOverAnFp32RowAndStayInStepWithTheCompressedSlot(string dir, string type, double bound)
     {
+        var options = Options(type);
+        options.LaneMaxWeightBytes = 0;   // every model is "too big for lanes"
         using var fp32 = IGptModel.Load(dir, Options(KvCacheTypes.Float32));
-        using var compressed = IGptModel.Load(ModelManifest.Load(dir), new StepPlanner(Options(type)) { OneRowSteps = OneRowStep.Graph });
+        using var compressed = IGptModel.Load(dir, options);
         var (a, b) = (fp32.Decoder, compressed.Decoder);
         Assert.True(b.Plan.OneRowGraph);
-        Assert.False(b.Plan.OneRowSegments);
+        using (var small = IGptModel.Load(dir, Options(type)))
+            Assert.False(small.Decoder.Plan.OneRowGraph, "the default limit keeps small models' one-row steps on segments");
         var m = fp32.Manifest;
         int v = m.VocabSize, p = m.Architecture.NPositions;
         var rng = new Random(5);
@@ -315,68 +318,6 @@ public unsafe class KvCacheCompressionTests
         Console.WriteLine($"{Path.GetFileName(dir)} {type}, one-row graph steps: largest logit difference from float32 {worst:G3}");
         Assert.True(worst < bound, $"largest logit difference from float32: {worst} (bound {bound})");
         Assert.Equal(4, b.SegmentedSteps);   // only the multi-row steps
-    }
-
-    /// <summary>
-    /// One-row steps on all the threads: the segments on their whole-step sessions, attention split between the step
-    /// threads by heads. They must decode like float32 (and like the same steps in one lane) through prefills, multi-row
-    /// steps and copies; the planner picks them for a model too big for lanes, one lane for a small one.
-    /// </summary>
-    [Theory]
-    [MemberData(nameof(Packages))]
-    public void OneRowStepsOnAllThreadsSplitAttentionByHeadsAndDecodeLikeOneLane(string dir, string type, double bound)
-    {
-        var big = Options(type);
-        big.LaneMaxWeightBytes = 0;   // every model is "too big for lanes"
-        using var fp32 = IGptModel.Load(dir, Options(KvCacheTypes.Float32));
-        using var oneLane = IGptModel.Load(ModelManifest.Load(dir), new StepPlanner(Options(type)) { OneRowSteps = OneRowStep.OneLane });
-        using var allThreads = IGptModel.Load(dir, big);
-        var (a, l, w) = (fp32.Decoder, oneLane.Decoder, allThreads.Decoder);
-        Assert.True(w.Plan.OneRowSegments, "a model too big for lanes runs one-row steps on all the threads");
-        Assert.False(w.Plan.OneRowGraph);
-        Assert.False(l.Plan.OneRowSegments || l.Plan.OneRowGraph);
-        using (var small = IGptModel.Load(dir, Options(type)))
-            Assert.False(small.Decoder.Plan.OneRowSegments || small.Decoder.Plan.OneRowGraph, "a small model's one-row steps stay in one lane");
-        var m = fp32.Manifest;
-        int v = m.VocabSize, p = m.Architecture.NPositions;
-        var rng = new Random(7);
-        int[] Prompt(int n) => [m.SosTokenId, .. Enumerable.Range(1, n - 1).Select(_ => rng.Next(m.PaletteSize))];
-        int lengthA = Math.Min(30, p / 4), lengthB = Math.Min(12, p / 4);
-        var (promptA, promptB) = (Prompt(lengthA), Prompt(lengthB));
-        var decoders = new[] { a, l, w };
-        var positions = new int[3];
-        var tokens = new int[3];
-        double worst = 0, worstLanes = 0;
-        void Step(int rows)
-        {
-            for (int r = 0; r < rows; r++) tokens[r] = rng.Next(m.PaletteSize);
-            var expected = a.Step(rows, tokens, positions).ToArray();
-            var inOneLane = l.Step(rows, tokens, positions).ToArray();
-            var actual = w.Step(rows, tokens, positions).ToArray();
-            for (int i = 0; i < rows * v; i++)
-                if (expected[i] > -1e8f)
-                {
-                    worst = Math.Max(worst, Math.Abs(expected[i] - actual[i]));
-                    worstLanes = Math.Max(worstLanes, Math.Abs(inOneLane[i] - actual[i]));
-                }
-            for (int r = 0; r < rows; r++) positions[r]++;
-        }
-        foreach (var d in decoders) d.Prefill(promptA, 1, 0);
-        positions[0] = lengthA;
-        for (int i = 0; i < 4; i++) Step(1);
-        foreach (var d in decoders) d.ReplicateSlot0(2, positions[0]);
-        positions[1] = positions[0];
-        foreach (var d in decoders) d.Prefill(promptB, 1, 2);
-        positions[2] = lengthB;
-        for (int i = 0; i < 3; i++) Step(3);
-        for (int i = 0; i < 3; i++) Step(1);
-        foreach (var d in decoders) d.CopySlot(2, 0, positions[2]);
-        positions[0] = positions[2];
-        for (int i = 0; i < 3; i++) Step(1);
-        Console.WriteLine($"{Path.GetFileName(dir)} {type}, one-row steps on all threads: from float32 {worst:G3}, from one lane {worstLanes:G3}");
-        Assert.True(worst < bound, $"largest logit difference from float32: {worst} (bound {bound})");
-        Assert.True(worstLanes < 1e-4, $"largest logit difference from the same steps in one lane: {worstLanes}");
-        Assert.Equal(13, w.SegmentedSteps);   // every step, the one-row ones too
     }
 
     /// <summary>

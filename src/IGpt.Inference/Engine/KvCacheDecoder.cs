@@ -72,8 +72,7 @@ internal sealed unsafe class KvCacheDecoder : IDisposable
         {
             if ((plan.UsesSegments || plan.UsesLanes) && (!memory.IsHost || fixedStepShapes))
                 throw new ArgumentException("row lanes and step segments run on the CPU provider", nameof(cpu));
-            if (plan.UsesOneThreadSession != (cpu?.OneThreadSession is not null) || plan.UsesSegments != (cpu?.Segments is not null)
-                || plan.OneRowSegments != (cpu?.WideSegments is not null) || (plan.OneRowSegments && !plan.UsesStepThreads))
+            if (plan.UsesOneThreadSession != (cpu?.OneThreadSession is not null) || plan.UsesSegments != (cpu?.Segments is not null))
                 throw new ArgumentException("the CPU step plan and its sessions disagree", nameof(cpu));
             if (plan.UsesSegments && kvType != TensorElementType.Float)
                 throw new ArgumentException("step segments run with an fp32 KV cache", nameof(cpu));
@@ -107,7 +106,7 @@ internal sealed unsafe class KvCacheDecoder : IDisposable
                 _rowLanes = new Cpu.LaneRunner<DecodeBinding>(_team, (first, count) =>
                     new DecodeBinding(_graph, _buffers, _oneThreadSession!, count, first, runOptions: null));
             if (cpu?.Segments is { } segments)
-                _segmented = new Cpu.SegmentedStep(segments, manifest, _buffers, _team, plan.Attention, cpu.WideSegments);
+                _segmented = new Cpu.SegmentedStep(segments, manifest, _buffers, _team, plan.Attention);
         }
         catch
         {
@@ -440,6 +439,4 @@ internal sealed unsafe class KvCacheDecoder : IDisposable
 /// <summary>How a CPU decoder runs its steps besides its session: the plan, and the sessions it needs (owned by the decoder).</summary>
 /// <param name="OneThreadSession">The decoder graph with one intra-op thread: small steps and row lanes.</param>
 /// <param name="Segments">The package's step segment sessions (one intra-op thread each; fp32 graphs only, with an fp32 or compressed cache).</param>
-/// <param name="WideSegments">The same segments on all the intra-op threads, for one-row steps (<see cref="CpuStepPlan.OneRowSegments"/>).</param>
-internal sealed record CpuSteps(CpuStepPlan Plan, InferenceSession? OneThreadSession = null, InferenceSession[]? Segments = null,
-    InferenceSession[]? WideSegments = null);
+internal sealed record CpuSteps(CpuStepPlan Plan, InferenceSession? OneThreadSession = null, InferenceSession[]? Segments = null);

@@ -13,13 +13,6 @@ internal enum StepPath
     Segments,
 }
 
-/// <summary>
-/// How a one-row step runs when the KV cache is compressed: as segments in one lane (one thread), as the fp32 graph
-/// over the fp32 row (<see cref="CpuStepPlan.OneRowGraph"/>), or as segments on all the threads
-/// (<see cref="CpuStepPlan.OneRowSegments"/>). Auto: <see cref="StepPlanner"/>'s choice.
-/// </summary>
-internal enum OneRowStep { Auto, OneLane, Graph, AllThreads }
-
 /// <summary>Which attention kernels step segments run: none (segments are not used), AVX-512, or portable loops.</summary>
 internal enum AttentionKernel { None, Vectorized, Portable }
 
@@ -68,14 +61,9 @@ internal sealed record SegmentCostRule(int MinRows, long MinKvToWeights, long Mi
 /// (<see cref="KvCacheDecoder"/>'s fp32 row), not as segments. A one-row segmented step runs on one thread, so a model
 /// whose weights are too big for row lanes (every lane reads them all) loses more there than the smaller cache saves.
 /// </param>
-/// <param name="OneRowSegments">
-/// With a compressed cache: one-row steps run the segments on a second set of sessions with all the intra-op threads,
-/// each layer's attention split between the step threads by heads (<see cref="Cpu.SegmentedStep"/>), not in one lane.
-/// </param>
 internal sealed record CpuStepPlan(
     int SmallStepRows, int LaneStepRows, int SegmentedStepRows, int Threads, AttentionKernel Attention,
-    SegmentCostRule SegmentCost, int Layers, int Embd, long WeightBytes, KvElement? CompressedCache = null, bool OneRowGraph = false,
-    bool OneRowSegments = false)
+    SegmentCostRule SegmentCost, int Layers, int Embd, long WeightBytes, KvElement? CompressedCache = null, bool OneRowGraph = false)
 {
     /// <summary>Every step on the decoder's session: the CUDA provider, or a CPU model with nothing else enabled.</summary>
     public static CpuStepPlan GraphOnly { get; } = new(0, 0, 0, 1, AttentionKernel.None, SegmentCostRule.Default, 0, 0, 0);

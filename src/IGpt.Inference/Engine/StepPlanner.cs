@@ -15,9 +15,6 @@ internal class StepPlanner(InferenceOptions options)
 {
     public InferenceOptions Options { get; } = options;
 
-    /// <summary>How one-row steps run with a compressed cache; Auto lets <see cref="PlanCpuSteps"/> choose (A/Bs set it).</summary>
-    public OneRowStep OneRowSteps { get; init; } = OneRowStep.Auto;
-
     /// <summary>When segments beat the single graph; see <see cref="SegmentCostRule"/>.</summary>
     public SegmentCostRule SegmentCost { get; init; } = SegmentCostRule.Default;
 
@@ -41,23 +38,17 @@ internal class StepPlanner(InferenceOptions options)
         if (CompressedCache(manifest, file, kvType, out _) is { } compressed)
         {
             // Every step as segments, on the AVX-512 kernels where the CPU has them, else the portable loops; no
-            // one-thread session or row lanes (they run the graph, which cannot read the cache). One-row steps as
-            // OneRowStep says.
+            // one-thread session or row lanes (they run the graph, which cannot read the cache). One-row steps of a
+            // model too big for lanes run the graph with all the threads over the decoder's fp32 row instead.
             var kernel = SegmentAttention(a.HeadSize) is var k && k != AttentionKernel.None ? k : AttentionKernel.Portable;
-            var oneRow = IntraOpThreads <= 1 ? OneRowStep.OneLane : OneRowSteps == OneRowStep.Auto ? AutoOneRowStep(manifest) : OneRowSteps;
+            bool oneRowGraph = IntraOpThreads > 1 && !FitsLanes(manifest);
             return new CpuStepPlan(0, 0, 1, IntraOpThreads, kernel, SegmentCost, a.NLayer, a.NEmbd, 4L * manifest.MatmulParameters, compressed,
-                OneRowGraph: oneRow == OneRowStep.Graph, OneRowSegments: oneRow == OneRowStep.AllThreads);
+                oneRowGraph);
         }
         bool segments = UsesStepSegments(manifest, file, kvType);
         return new CpuStepPlan(SmallStepRows(manifest), LaneStepRows(manifest), segments ? Options.SegmentedStepRows : 0, IntraOpThreads,
             segments ? SegmentAttention(a.HeadSize) : AttentionKernel.None, SegmentCost, a.NLayer, a.NEmbd, 4L * manifest.MatmulParameters);
     }
-
-    /// <summary>
-    /// How one-row steps with a compressed cache run when nothing overrides it: in one lane for a model small enough
-    /// for lanes, else on all the threads.
-    /// </summary>
-    private OneRowStep AutoOneRowStep(ModelManifest manifest) => FitsLanes(manifest) ? OneRowStep.OneLane : OneRowStep.AllThreads;
 
     /// <summary>
     /// How many slots a CPU decode step may hold and still run on a one-thread session: as many as keep the
@@ -114,17 +105,13 @@ internal class StepPlanner(InferenceOptions options)
         return wanted;
     }
 
-    /// <summary>
-    /// The package's step segment sessions, one intra-op thread each (a segmented step runs its lanes concurrently), or
-    /// with <paramref name="allThreads"/> the intra-op threads of the decoder's session (one-row steps).
-    /// </summary>
-    public InferenceSession[] CreateSegmentSessions(ModelManifest manifest, ModelFile file, PackageWeights? weights, bool allThreads = false)
+    /// <summary>The package's step segment sessions, one intra-op thread each: a segmented step runs its lanes concurrently.</summary>
+    public InferenceSession[] CreateSegmentSessions(ModelManifest manifest, ModelFile file, PackageWeights? weights)
     {
         var sessions = new List<InferenceSession>();
         try
         {
-            foreach (var path in file.StepSegments)
-                sessions.Add(CreatePackageSession(manifest, path, weights, intraOpThreads: allThreads ? IntraOpThreads : 1));
+            foreach (var path in file.StepSegments) sessions.Add(CreatePackageSession(manifest, path, weights, intraOpThreads: 1));
             return [.. sessions];
         }
         catch

@@ -135,14 +135,12 @@ internal static class SessionLoader
         var session = planner.CreatePackageSession(manifest, file.Path, weights);
         var memory = new HostMemory();
         InferenceSession? oneThread = null;
-        InferenceSession[]? segments = null, wideSegments = null;
+        InferenceSession[]? segments = null;
         try
         {
             if (plan.UsesOneThreadSession) oneThread = planner.CreatePackageSession(manifest, file.Path, weights, intraOpThreads: 1);
             if (plan.UsesSegments) segments = planner.CreateSegmentSessions(manifest, file, weights);
-            if (plan.OneRowSegments) wideSegments = planner.CreateSegmentSessions(manifest, file, weights, allThreads: true);
-            return new KvCacheDecoder(session, manifest, planner.Options.MaxBatch, memory, kvType,
-                cpu: new CpuSteps(plan, oneThread, segments, wideSegments));
+            return new KvCacheDecoder(session, manifest, planner.Options.MaxBatch, memory, kvType, cpu: new CpuSteps(plan, oneThread, segments));
         }
         catch (Exception e)
         {
@@ -150,7 +148,6 @@ internal static class SessionLoader
             session.Dispose();
             oneThread?.Dispose();
             foreach (var s in segments ?? []) s.Dispose();
-            foreach (var s in wideSegments ?? []) s.Dispose();
             if (e is ModelPackageException) throw new ModelPackageException($"{file.Path}: {e.Message}", e);
             throw;
         }

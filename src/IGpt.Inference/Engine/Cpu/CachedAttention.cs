@@ -85,16 +85,11 @@ internal sealed unsafe class CachedAttention : IDisposable
 
     /// <summary>
     /// Sets lane <paramref name="lane"/>'s rows for the coming step: rows firstRow..firstRow+count-1 of a step checked
-    /// by <see cref="CheckGroups"/>, heads headFrom..headTo-1 of them (all by default; lanes that split one row's heads
-    /// write disjoint entries and outputs). A group split between lanes is read once per lane. Allocates nothing.
+    /// by <see cref="CheckGroups"/>. A group split between lanes is read once per lane. Allocates nothing.
     /// </summary>
-    public void Plan(int lane, int firstRow, int count, ReadOnlySpan<int> positions, ReadOnlySpan<int> groups, ReadOnlySpan<int> sharedLengths,
-        int headFrom = 0, int headTo = -1)
+    public void Plan(int lane, int firstRow, int count, ReadOnlySpan<int> positions, ReadOnlySpan<int> groups, ReadOnlySpan<int> sharedLengths)
     {
         var l = _lanes[lane];
-        if (headTo < 0) headTo = _heads;
-        if (headFrom < 0 || headFrom >= headTo || headTo > _heads) throw new ArgumentOutOfRangeException(nameof(headFrom));
-        (l.HeadFrom, l.HeadCount) = (headFrom, headTo - headFrom);
         bool grouped = !groups.IsEmpty;
         int end = firstRow + count, n = 0, g = 0;
         for (int r = firstRow; r < end; r++) l.Position[r] = positions[r];
@@ -121,8 +116,8 @@ internal sealed unsafe class CachedAttention : IDisposable
     }
 
     /// <summary>
-    /// Cached positions lane <paramref name="lane"/>'s plan reads per layer and head (of those it runs): each group's shared
-    /// prompt once, then every row's own entries up to its new one.
+    /// Cached positions lane <paramref name="lane"/>'s plan reads per layer and head: each group's shared prompt once, then
+    /// every row's own entries up to its new one.
     /// </summary>
     public long PositionsRead(int lane)
     {
@@ -147,12 +142,12 @@ internal sealed unsafe class CachedAttention : IDisposable
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
         var l = _lanes[lane];
-        for (int item = 0; item < l.Groups * l.HeadCount; item++)
-            RunItem(l, item / l.HeadCount, l.HeadFrom + item % l.HeadCount, qkv, (byte*)keys, (byte*)values, output);
+        for (int item = 0; item < l.Groups * _heads; item++) RunItem(l, item, qkv, (byte*)keys, (byte*)values, output);
     }
 
-    private void RunItem(Lane l, int g, int head, float* qkv, byte* keys, byte* values, float* output)
+    private void RunItem(Lane l, int item, float* qkv, byte* keys, byte* values, float* output)
     {
+        int g = item / _heads, head = item % _heads;
         int first = l.GroupStart[g], count = l.GroupStart[g + 1] - first;
         var rows = new ReadOnlySpan<int>(l.Members, first, count);
         int d = _headSize, p = _positions;
@@ -429,7 +424,6 @@ internal sealed unsafe class CachedAttention : IDisposable
         public readonly int[] SharedLength;  // by group
         public readonly int[] Position;      // by step row
         public int Groups;
-        public int HeadFrom, HeadCount;      // the heads this lane runs
 
         public Lane(int maxBatch, int positions, int headSize, int chunk)
         {

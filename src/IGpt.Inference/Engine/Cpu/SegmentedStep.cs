@@ -11,51 +11,35 @@ namespace IGpt.Inference.Engine.Cpu;
 /// and each lane runs its rows through every segment and attention on its own: the segment sessions have one
 /// intra-op thread and are run concurrently, so a step hands work to another thread once, not once per op.
 /// Pays off when attention's memory traffic dominates (several rows, long caches), above all when rows share
-/// a prompt (<see cref="SegmentCostRule"/>). With whole-step sessions (the same segments on all the intra-op threads),
-/// a one-row step runs on them instead, its attention split between the step threads by heads: one row in one lane
-/// would leave the other threads idle (<see cref="CpuStepPlan.OneRowSegments"/>). Reads the step's ids and positions from, and writes the logits to,
+/// a prompt (<see cref="SegmentCostRule"/>). Reads the step's ids and positions from, and writes the logits to,
 /// the decoder's <see cref="DecoderBuffers"/>; its own activations are allocated once.
 /// Owned by <see cref="KvCacheDecoder"/>; not thread-safe.
 /// </summary>
 internal sealed unsafe class SegmentedStep : IDisposable
 {
     private readonly InferenceSession[] _segments;
-    private readonly InferenceSession[]? _wideSegments;  // one-row steps: the segments on all the intra-op threads
-    private readonly WorkerTeam? _team;
     private readonly CachedAttention _attention;
     private readonly DecoderBuffers _buffers;
-    private readonly int _layers, _embd, _vocab, _headsPerLayer;
+    private readonly int _layers, _embd, _vocab;
     private readonly NativeBuffer<float> _hidden0, _hidden1, _qkv, _attn;  // [MaxBatch, C] x 2, [MaxBatch, 3C], [MaxBatch, C]
     private readonly LaneRunner<Lane> _lanes;
     private readonly RunOptions _runOptions = new();
-    private readonly Lane? _wideLane;                 // row 0 through the whole-step sessions
-    private readonly Action<int, int>? _runWideAttention;
-    private int _wideLayer;                           // the layer _runWideAttention runs
     private bool _disposed;
 
     /// <param name="segments">The n_layer + 1 segment sessions (one intra-op thread each), in order; owned once this returns.</param>
     /// <param name="buffers">The decoder's buffers (not owned): its KV cache, step inputs and logits.</param>
     /// <param name="team">The step threads (the decoder's; null: the caller alone); one lane per thread.</param>
-    /// <param name="wideSegments">
-    /// Optional: the same segments as sessions on all the intra-op threads, for one-row steps (owned once this returns);
-    /// needs <paramref name="team"/>.
-    /// </param>
     public SegmentedStep(InferenceSession[] segments, ModelManifest manifest, DecoderBuffers buffers, WorkerTeam? team,
-        AttentionKernel kernel, InferenceSession[]? wideSegments = null)
+        AttentionKernel kernel)
     {
         var a = manifest.Architecture;
-        (_layers, _embd, _vocab, _headsPerLayer) = (a.NLayer, a.NEmbd, manifest.VocabSize, a.NHead);
+        (_layers, _embd, _vocab) = (a.NLayer, a.NEmbd, manifest.VocabSize);
         if (segments.Length != _layers + 1)
             throw new ModelPackageException($"step segments: {segments.Length} graphs for {_layers} layers (expected {_layers + 1})");
         if (kernel == AttentionKernel.None) throw new ArgumentException("step segments need attention kernels", nameof(kernel));
-        if (wideSegments is not null && (wideSegments.Length != segments.Length || team is null))
-            throw new ArgumentException("whole-step segments: one per segment, and step threads to split attention", nameof(wideSegments));
         _segments = segments;
-        _wideSegments = wideSegments;
-        _team = team;
         _buffers = buffers;
-        CheckGraphs(segments);
-        if (wideSegments is not null) CheckGraphs(wideSegments);
+        CheckGraphs();
         int maxBatch = buffers.MaxBatch;
         _attention = new CachedAttention(a.NHead, a.HeadSize, a.NPositions, maxBatch, team?.Threads ?? 1, kernel == AttentionKernel.Vectorized,
             buffers.Element);
@@ -63,20 +47,8 @@ internal sealed unsafe class SegmentedStep : IDisposable
         _hidden1 = new NativeBuffer<float>((long)maxBatch * _embd);
         _qkv = new NativeBuffer<float>((long)maxBatch * 3 * _embd);
         _attn = new NativeBuffer<float>((long)maxBatch * _embd);
-        _lanes = new LaneRunner<Lane>(team, (first, count) => new Lane(this, _segments, first, count));
-        if (wideSegments is not null)
-        {
-            _wideLane = new Lane(this, wideSegments, 0, 1);
-            _runWideAttention = (lane, _) =>
-            {
-                var kv = _buffers.Kv;
-                _attention.Run(lane, _qkv.Pointer, (void*)kv[2 * _wideLayer], (void*)kv[2 * _wideLayer + 1], _attn.Pointer);
-            };
-        }
+        _lanes = new LaneRunner<Lane>(team, (first, count) => new Lane(this, first, count));
     }
-
-    /// <summary>Whether one-row steps run on the whole-step sessions.</summary>
-    public bool HasWideSegments => _wideSegments is not null;
 
     /// <summary>
     /// One step over rows 0..rows-1, whose token ids and positions are already in the decoder's input buffers.
@@ -87,7 +59,6 @@ internal sealed unsafe class SegmentedStep : IDisposable
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
         _attention.CheckGroups(rows, positions, groups, sharedLengths);
-        if (rows == 1 && _wideLane is not null) return RunOneRowWide(positions);
         int lanes = _lanes.Prepare(rows);
         long read = 0;
         for (int lane = 0; lane < lanes; lane++)
@@ -100,34 +71,12 @@ internal sealed unsafe class SegmentedStep : IDisposable
         return read;
     }
 
-    /// <summary>
-    /// One row through the whole-step sessions (their intra-op threads), each layer's attention split between the step
-    /// threads by heads. Returns the cached positions read per layer and head, as <see cref="Run"/>.
-    /// </summary>
-    private long RunOneRowWide(ReadOnlySpan<int> positions)
-    {
-        int lanes = Math.Min(_team!.Threads, _attention.Lanes);
-        for (int lane = 0; lane < lanes; lane++)
-        {
-            var (headFrom, heads) = LaneRunner.LaneRows(_headsPerLayer, lanes, lane);
-            _attention.Plan(lane, 0, 1, positions, [], [], headFrom, headFrom + heads);
-        }
-        for (int i = 0; i <= _layers; i++)
-        {
-            _wideSegments![i].RunWithBinding(_runOptions, _wideLane!.Bindings[i]);
-            if (i == _layers) break;
-            _wideLayer = i;
-            _team.Run(lanes, _runWideAttention!);
-        }
-        return positions[0] + 1;
-    }
-
-    private void CheckGraphs(InferenceSession[] segments)
+    private void CheckGraphs()
     {
         for (int i = 0; i <= _layers; i++)
         {
-            var inputs = segments[i].InputMetadata;
-            var outputs = segments[i].OutputMetadata;
+            var inputs = _segments[i].InputMetadata;
+            var outputs = _segments[i].OutputMetadata;
             string[] ins = i == 0 ? ["input_ids", "position_ids"] : ["hidden", "attn"];
             string[] outs = i < _layers ? ["hidden_out", "qkv"] : ["logits"];
             foreach (var name in ins)
@@ -145,9 +94,7 @@ internal sealed unsafe class SegmentedStep : IDisposable
         if (_disposed) return;
         _disposed = true;
         _lanes.Dispose();
-        _wideLane?.Dispose();
         foreach (var s in _segments) s.Dispose();
-        foreach (var s in _wideSegments ?? []) s.Dispose();
         _attention.Dispose();
         _runOptions.Dispose();
         _hidden0.Dispose();
@@ -162,11 +109,9 @@ internal sealed unsafe class SegmentedStep : IDisposable
         private readonly SegmentedStep _step;
         private readonly List<OrtValue> _values = [];
         private readonly OrtIoBinding[] _bindings;
-        private readonly InferenceSession[] _sessions;
 
-        public Lane(SegmentedStep s, InferenceSession[] sessions, int first, int rows)
+        public Lane(SegmentedStep s, int first, int rows)
         {
-            _sessions = sessions;
             _step = s;
             var info = OrtMemoryInfo.DefaultInstance;
             long c = s._embd;
@@ -181,7 +126,7 @@ internal sealed unsafe class SegmentedStep : IDisposable
             _bindings = new OrtIoBinding[s._layers + 1];
             for (int i = 0; i <= s._layers; i++)
             {
-                var b = _bindings[i] = sessions[i].CreateIoBinding();
+                var b = _bindings[i] = s._segments[i].CreateIoBinding();
                 if (i == 0)
                 {
                     b.BindInput("input_ids", Longs(s._buffers.Ids));
@@ -208,13 +153,10 @@ internal sealed unsafe class SegmentedStep : IDisposable
             var kv = s._buffers.Kv;
             for (int i = 0; i <= s._layers; i++)
             {
-                _sessions[i].RunWithBinding(s._runOptions, _bindings[i]);
+                s._segments[i].RunWithBinding(s._runOptions, _bindings[i]);
                 if (i < s._layers) s._attention.Run(lane, s._qkv.Pointer, (void*)kv[2 * i], (void*)kv[2 * i + 1], s._attn.Pointer);
             }
         }
-
-        /// <summary>The binding of each segment, in order.</summary>
-        public OrtIoBinding[] Bindings => _bindings;
 
         private OrtValue Keep(OrtValue v)
         {
