@@ -78,8 +78,8 @@ def choose_alpha(rows: List[Dict[str, float]], max_bits_increase: float) -> Dict
 
 
 def main(args) -> int:
-    from .checkpoint import load_checkpoint, save_checkpoint
-    from .classifier import classification_metrics, confusion_table, load_splits
+    from .checkpoint import load_checkpoint
+    from .classifier import classification_metrics, load_splits
     from .runtime import configure_threads, pick_device
 
     configure_threads(args.threads)
@@ -149,23 +149,31 @@ def main(args) -> int:
     extra_s = sum(60.0 * float((c.get("metrics") or {}).get("finetune_minutes", 0.0)) for c in others)
     extra_tokens = sum(int(((c.get("train_args") or {}).get("finetune_state") or {}).get("images", 0)) * cfg.n_positions
                        for c in others)
-    fields = {k: v for k, v in first.items() if k not in ("config", "model", "optimizer", "metrics")}
-    fields["train_args"] = {**(first.get("train_args") or {}), "soup": {"mode": args.mode, "ingredients": ingredients}}
-    fields["wall_time_s"] = float(first.get("wall_time_s", 0.0) or 0.0) + extra_s
-    fields["tokens_seen"] = int(first.get("tokens_seen", 0) or 0) + extra_tokens
-    save_checkpoint(args.out, soup, **fields, metrics=metrics)
-    print(f"\nsoup of {len(chosen)} ({', '.join(ingredients)}): val accuracy {best:.4f}; "
-          f"test accuracy {r['accuracy']:.4f} on {r['n']} images, bits per token {r['bits_per_token']:.4f} "
-          f"({time.time() - t0:.0f}s)\n")
-    print(confusion_table(r["confusion"], list(first.get("classes") or [])))
-    print(f"\nwrote {args.out}")
+    write_result(args.out, soup, first, {"mode": args.mode, "ingredients": ingredients}, metrics, r,
+                 f"soup of {len(chosen)} ({', '.join(ingredients)}): val accuracy {best:.4f}", t0,
+                 wall_time_s=float(first.get("wall_time_s", 0.0) or 0.0) + extra_s,
+                 tokens_seen=int(first.get("tokens_seen", 0) or 0) + extra_tokens)
     return 0
+
+
+def write_result(out: str, model: IGpt, base: dict, soup: dict, metrics: dict, r: dict, headline: str, t0: float,
+                 **overrides) -> None:
+    """Saves `model` as a finetune-style checkpoint carrying `base`'s fields (and `overrides`), prints its test figures."""
+    from .checkpoint import save_checkpoint
+    from .classifier import confusion_table
+
+    fields = {k: v for k, v in base.items() if k not in ("config", "model", "optimizer", "metrics")}
+    fields["train_args"] = {**(base.get("train_args") or {}), "soup": soup}
+    save_checkpoint(out, model, **{**fields, **overrides}, metrics=metrics)
+    print(f"\n{headline}; test accuracy {r['accuracy']:.4f} on {r['n']} images, bits per token {r['bits_per_token']:.4f} "
+          f"({time.time() - t0:.0f}s)\n")
+    print(confusion_table(r["confusion"], list(base.get("classes") or [])))
+    print(f"\nwrote {out}")
 
 
 def interpolate(args, loaded, states, cfg, val_metrics, xte, yte, device, t0) -> int:
     """--mode interpolate: blend the start and its fine-tune, choose the blend on val, report it on test."""
-    from .checkpoint import save_checkpoint
-    from .classifier import classification_metrics, confusion_table
+    from .classifier import classification_metrics
 
     if len(states) != 2:
         raise SystemExit("soup --mode interpolate: give two checkpoints, the start (probe head) and its fine-tune")
@@ -193,14 +201,7 @@ def interpolate(args, loaded, states, cfg, val_metrics, xte, yte, device, t0) ->
                                  f"val bits per token)"),
                "interpolation_alpha": pick["alpha"],
                "interpolation_val": rows}
-    fields = {k: v for k, v in end.items() if k not in ("config", "model", "optimizer", "metrics")}
-    fields["train_args"] = {**(end.get("train_args") or {}),
-                            "soup": {"mode": "interpolate", "alpha": pick["alpha"],
-                                     "ingredients": [os.path.relpath(p) for p in args.ckpt]}}
-    save_checkpoint(args.out, model, **fields, metrics=metrics)
-    print(f"\ninterpolated at alpha {pick['alpha']:.2f}: val accuracy {pick['accuracy']:.4f}, val bits {pick['bits']:.4f}; "
-          f"test accuracy {r['accuracy']:.4f} on {r['n']} images, bits per token {r['bits_per_token']:.4f} "
-          f"({time.time() - t0:.0f}s)\n")
-    print(confusion_table(r["confusion"], list(end.get("classes") or [])))
-    print(f"\nwrote {args.out}")
+    write_result(args.out, model, end, {"mode": "interpolate", "alpha": pick["alpha"],
+                                        "ingredients": [os.path.relpath(p) for p in args.ckpt]}, metrics, r,
+                 f"interpolated at alpha {pick['alpha']:.2f}: val accuracy {pick['accuracy']:.4f}, val bits {pick['bits']:.4f}", t0)
     return 0

@@ -37,13 +37,18 @@ def _toy(n, rng):
     return t.reshape(n, 64).astype(np.uint16), y.astype(np.int64)
 
 
-def test_greedy_soup_keeps_the_best_and_leaves_out_a_bad_ingredient(tmp_path):
-    rng = np.random.default_rng(0)
+def _toy_data_and_init(tmp_path, seed: int, evaluated: int) -> None:
+    """tmp_path/data: 64 training and `evaluated` val and test toy images; tmp_path/init.pt: a tiny pretrained model."""
+    rng = np.random.default_rng(seed)
     save_prepared(str(tmp_path / "data"), {"dataset": "toy", "palette": PALETTE, "classes": ["top", "bottom"]},
-                  {"train": _toy(64, rng), "val": _toy(96, rng), "test": _toy(96, rng)})
-    torch.manual_seed(0)
-    # the good ingredient: a few steps of real fine-tuning
+                  {"train": _toy(64, rng), "val": _toy(evaluated, rng), "test": _toy(evaluated, rng)})
+    torch.manual_seed(seed)
     save_checkpoint(str(tmp_path / "init.pt"), IGpt(preset("tiny")), palette=PALETTE, step=1, tokens_seen=64)
+
+
+def test_greedy_soup_keeps_the_best_and_leaves_out_a_bad_ingredient(tmp_path):
+    _toy_data_and_init(tmp_path, seed=0, evaluated=96)
+    # the good ingredient: a few steps of real fine-tuning
     args = build_parser("finetune").parse_args(["--data", str(tmp_path / "data"), "--init", str(tmp_path / "init.pt"),
                                                 "--out", str(tmp_path / "ft"), "--max-steps", "24", "--eval-every", "24",
                                                 "--batch-size", "16", "--lr", "1e-3", "--gen-weight", "0"])
@@ -86,11 +91,7 @@ def test_interpolation_blends_and_chooses_the_best_accuracy_within_the_bits_budg
 
 
 def test_interpolate_mode_writes_the_chosen_blend_with_its_val_table(tmp_path):
-    rng = np.random.default_rng(1)
-    save_prepared(str(tmp_path / "data"), {"dataset": "toy", "palette": PALETTE, "classes": ["top", "bottom"]},
-                  {"train": _toy(64, rng), "val": _toy(64, rng), "test": _toy(64, rng)})
-    torch.manual_seed(1)
-    save_checkpoint(str(tmp_path / "init.pt"), IGpt(preset("tiny")), palette=PALETTE, step=1, tokens_seen=64)
+    _toy_data_and_init(tmp_path, seed=1, evaluated=64)
     common = ["--data", str(tmp_path / "data"), "--init", str(tmp_path / "init.pt"), "--eval-every", "16", "--batch-size", "16"]
     p = build_parser("finetune")
     lp = p.parse_args(common + ["--out", str(tmp_path / "lp"), "--lr", "0", "--head-lr", "0", "--max-steps", "1",
