@@ -21,7 +21,7 @@ namespace IGpt.Inference.Engine.Cpu;
 internal static unsafe class CompressedKernels
 {
     /// <summary>2^112: an fp16 value over its fp32-shifted bits (<see cref="HalfScaled"/>).</summary>
-    public const float HalfScale = 5.192296858534828e33f;
+    public const float HalfScale = HalfConversion.Exp112;
 
     /// <summary>Whether <paramref name="element"/>'s entries are read in place (fp32 needs no kernel; the others do).</summary>
     public static bool Reads(KvElement element) => element is KvElement.Float16 or KvElement.Int8;

@@ -22,7 +22,7 @@ internal static unsafe class HalfConversion
     private const uint SubnormalLimit = 113u << 23;             // 2^-14: below it the result is an fp16 subnormal
     private const uint DenormMagic = ((127 - 15) + (23 - 10) + 1) << 23;   // 0.5f: adding it rounds to a subnormal's bits
     private const uint Rebias = unchecked((uint)((15 - 127) << 23)) + 0xFFF;  // exponent to fp16's bias, plus rounding
-    private const float Exp112 = 5.192296858534828e33f;        // 2^112 exactly: fp16 to fp32 exponent bias difference
+    internal const float Exp112 = 5.192296858534828e33f;       // 2^112 exactly: fp16 to fp32 exponent bias difference
 
     /// <summary>dst[i] = fp16 bits of src[i], for i in [0, n).</summary>
     public static void ToHalf(float* src, ushort* dst, int n)
