@@ -6,9 +6,10 @@ Runs the IGpt.Bench worker's "attention" op over synthetic caches (each KV cache
 of that type the kernel reads) shaped like the benchmark's
 models at the middle of a half-image completion (cache length 3/4 of n_positions, the prompt's half
 shared by the rows or not) and prints a table. Build the worker first (bench/run.sh does). Compare
-the GB/s with the DRAM read bandwidth bench/run.py measures. A compressed cache's single rows are read in place
-(CompressedKernels.cs); `--in-place both` also runs them converted into scratch, as before, for an A/B in one process (and with GroupQueryAttention's, from
-bench/profile.py: its share of a step's time and the bytes it reads).
+the GB/s with the DRAM read bandwidth bench/run.py measures (and with GroupQueryAttention's, from
+bench/profile.py: its share of a step's time and the bytes it reads). A compressed cache's single rows are read
+in place (CompressedKernels.cs); `--in-place both` also runs them converted into scratch, as before, for an A/B
+in one process.
 """
 from __future__ import annotations
 

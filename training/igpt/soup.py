@@ -124,19 +124,11 @@ def main(args) -> int:
                 chosen, best = chosen + [i], a
     soup = IGpt(cfg)
     soup.load_state_dict(average_states([states[i] for i in chosen]))
-    soup = soup.to(device)
-    r = classification_metrics(soup, xte, yte, args.batch_size)  # fp32, like finetune's final numbers
 
     first = loaded[chosen[0]][1]
     ingredients = [os.path.relpath(args.ckpt[i]) for i in chosen]
     minutes = sum(float((loaded[i][1].get("metrics") or {}).get("finetune_minutes", 0.0)) for i in chosen)
-    metrics = {**(first.get("metrics") or {}),
-               "classification_accuracy": round(r["accuracy"], 5),
-               "val_accuracy": round(best, 5),
-               "test_bits_per_token": round(r["bits_per_token"], 5),
-               "test_images": r["n"],
-               "confusion_matrix": r["confusion"].tolist(),
-               "finetune_minutes": round(minutes, 2),
+    metrics = {"finetune_minutes": round(minutes, 2),
                "finetune_steps": sum(int((loaded[i][1].get("metrics") or {}).get("finetune_steps", 0)) for i in chosen),
                "finetune_stop": (f"{args.mode} soup of {len(chosen)} fine-tuning runs" if len(chosen) > 1 else
                                  f"the best by val of {len(states)} fine-tuning runs (no average scored higher)"),
@@ -149,21 +141,31 @@ def main(args) -> int:
     extra_s = sum(60.0 * float((c.get("metrics") or {}).get("finetune_minutes", 0.0)) for c in others)
     extra_tokens = sum(int(((c.get("train_args") or {}).get("finetune_state") or {}).get("images", 0)) * cfg.n_positions
                        for c in others)
-    write_result(args.out, soup, first, {"mode": args.mode, "ingredients": ingredients}, metrics, r,
+    write_result(args, soup.to(device), first, {"mode": args.mode, "ingredients": ingredients}, best, metrics, xte, yte,
                  f"soup of {len(chosen)} ({', '.join(ingredients)}): val accuracy {best:.4f}", t0,
                  wall_time_s=float(first.get("wall_time_s", 0.0) or 0.0) + extra_s,
                  tokens_seen=int(first.get("tokens_seen", 0) or 0) + extra_tokens)
     return 0
 
 
-def write_result(out: str, model: IGpt, base: dict, soup: dict, metrics: dict, r: dict, headline: str, t0: float,
-                 **overrides) -> None:
-    """Saves `model` as a finetune-style checkpoint carrying `base`'s fields (and `overrides`), prints its test figures."""
+def write_result(args, model: IGpt, base: dict, soup: dict, val_accuracy: float, metrics: dict, xte, yte, headline: str,
+                 t0: float, **overrides) -> None:
+    """Measures `model` once on the test split and saves it as a finetune-style checkpoint to args.out: `base`'s fields
+    (and `overrides`), its metrics updated with the test figures, the chosen val accuracy and `metrics`."""
     from .checkpoint import save_checkpoint
-    from .classifier import confusion_table
+    from .classifier import classification_metrics, confusion_table
 
+    r = classification_metrics(model, xte, yte, args.batch_size)  # fp32, like finetune's final numbers
+    metrics = {**(base.get("metrics") or {}),
+               "classification_accuracy": round(r["accuracy"], 5),
+               "val_accuracy": round(val_accuracy, 5),
+               "test_bits_per_token": round(r["bits_per_token"], 5),
+               "test_images": r["n"],
+               "confusion_matrix": r["confusion"].tolist(),
+               **metrics}
     fields = {k: v for k, v in base.items() if k not in ("config", "model", "optimizer", "metrics")}
     fields["train_args"] = {**(base.get("train_args") or {}), "soup": soup}
+    out = args.out
     save_checkpoint(out, model, **{**fields, **overrides}, metrics=metrics)
     print(f"\n{headline}; test accuracy {r['accuracy']:.4f} on {r['n']} images, bits per token {r['bits_per_token']:.4f} "
           f"({time.time() - t0:.0f}s)\n")
@@ -173,8 +175,6 @@ def write_result(out: str, model: IGpt, base: dict, soup: dict, metrics: dict, r
 
 def interpolate(args, loaded, states, cfg, val_metrics, xte, yte, device, t0) -> int:
     """--mode interpolate: blend the start and its fine-tune, choose the blend on val, report it on test."""
-    from .classifier import classification_metrics
-
     if len(states) != 2:
         raise SystemExit("soup --mode interpolate: give two checkpoints, the start (probe head) and its fine-tune")
     alphas = sorted({float(a) for a in args.alphas.split(",")} | {0.0})
@@ -187,21 +187,12 @@ def interpolate(args, loaded, states, cfg, val_metrics, xte, yte, device, t0) ->
     pick = choose_alpha(rows, args.max_bits_increase)
     model = IGpt(cfg)
     model.load_state_dict(interpolate_states(states[0], states[1], pick["alpha"]))
-    model = model.to(device)
-    r = classification_metrics(model, xte, yte, args.batch_size)  # fp32, like finetune's final numbers
-    start, end = loaded[0][1], loaded[1][1]
-    metrics = {**(end.get("metrics") or {}),
-               "classification_accuracy": round(r["accuracy"], 5),
-               "val_accuracy": round(pick["accuracy"], 5),
-               "test_bits_per_token": round(r["bits_per_token"], 5),
-               "test_images": r["n"],
-               "confusion_matrix": r["confusion"].tolist(),
-               "finetune_stop": (f"interpolated: {1 - pick['alpha']:.2f} x the probe-headed start + {pick['alpha']:.2f} x its "
+    metrics = {"finetune_stop": (f"interpolated: {1 - pick['alpha']:.2f} x the probe-headed start + {pick['alpha']:.2f} x its "
                                  f"fine-tune, chosen on val (best accuracy within {args.max_bits_increase:.0%} of the start's "
                                  f"val bits per token)"),
                "interpolation_alpha": pick["alpha"],
                "interpolation_val": rows}
-    write_result(args.out, model, end, {"mode": "interpolate", "alpha": pick["alpha"],
-                                        "ingredients": [os.path.relpath(p) for p in args.ckpt]}, metrics, r,
-                 f"interpolated at alpha {pick['alpha']:.2f}: val accuracy {pick['accuracy']:.4f}, val bits {pick['bits']:.4f}", t0)
+    write_result(args, model.to(device), loaded[1][1], {"mode": "interpolate", "alpha": pick["alpha"],
+                                                      "ingredients": [os.path.relpath(p) for p in args.ckpt]},
+                 pick["accuracy"], metrics, xte, yte, f"interpolated at alpha {pick['alpha']:.2f}: val accuracy {pick['accuracy']:.4f}, val bits {pick['bits']:.4f}", t0)
     return 0
