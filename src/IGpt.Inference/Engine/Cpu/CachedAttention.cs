@@ -208,9 +208,13 @@ internal sealed unsafe class CachedAttention : IDisposable
         long d = _headSize;
         if (count == 1 && _inPlace)
         {
-            float queryScale = CompressedKernels.QueryScale(_element);
-            for (int i = 0; i < _headSize; i++) l.Query[i] = queries[i] * queryScale;
-            from = CompressedKernels.Scores(_element, keys, _entryBytes, from, to, l.Query, _headSize, scores);
+            float* query = queries;
+            if (CompressedKernels.QueryScale(_element) is var queryScale && queryScale != 1f)
+            {
+                query = l.Query;
+                for (int i = 0; i < _headSize; i++) query[i] = queries[i] * queryScale;
+            }
+            from = CompressedKernels.Scores(_element, keys, _entryBytes, from, to, query, _headSize, scores);
         }
         for (int c0 = from; c0 < to; c0 += Chunk)
         {
@@ -418,7 +422,7 @@ internal sealed unsafe class CachedAttention : IDisposable
         public readonly float* Acc;      // [rows, head_size] weighted values
         public readonly float* Sums;     // [rows] softmax denominators
         public readonly float* Block;    // [chunk, head_size] keys or values of a compressed cache, as fp32
-        public readonly float* Query;    // [head_size] one row's query for CompressedKernels.Scores
+        public readonly float* Query;    // [head_size] one row's query times CompressedKernels.QueryScale (fp16)
         public readonly int[] Members;       // step rows by group
         public readonly int[] GroupStart;    // group g: Members[GroupStart[g]..GroupStart[g+1]]
         public readonly int[] SharedLength;  // by group
