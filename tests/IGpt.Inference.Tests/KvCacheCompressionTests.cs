@@ -175,11 +175,13 @@ public unsafe class KvCacheCompressionTests
         return x;
     }
 
-    internal static InferenceOptions Options(string kvCacheType, int maxBatch = 6, int threads = 2)
+    /// <summary>The decoder with a cache type; one-row steps on the sessions' paths unless <paramref name="oneRowKernels"/> (OneRowStepTests).</summary>
+    internal static InferenceOptions Options(string kvCacheType, int maxBatch = 6, int threads = 2, bool oneRowKernels = false)
     {
         var o = Fixture.CpuOptions(maxBatch);
         o.IntraOpThreads = threads;
         o.KvCacheType = kvCacheType;
+        o.OneRowKernels = oneRowKernels;
         return o;
     }
 

@@ -16,6 +16,7 @@ public class SegmentedStepTests
         o.IntraOpThreads = threads;
         o.SingleThreadStepFlops = 0;
         o.SegmentedStepRows = segmentedRows;
+        o.OneRowKernels = false;   // one-row steps as segments too (OneRowStepTests covers the kernels)
         // Segments past the cost rule, so that short test caches run them too.
         return new TestPlanner(o, portableAttention: portable) { SegmentCost = TestPlanner.AlwaysSegments }.Load(dir);
     }

@@ -30,7 +30,7 @@ internal sealed unsafe class KvCacheDecoder : IDisposable
     private readonly InferenceSession? _oneThreadSession;
     private readonly DecoderGraph _graph;
     private readonly DecoderBuffers _buffers;
-    private readonly CpuStepPlan _plan;
+    private readonly CpuStepPlan _plan;   // as planned, less the one-row kernels when the package's weights do not fit them
     private readonly bool _fixedStepShapes, _graphs, _compressed;
     private readonly int _positions, _vocab, _maxBatch, _heads, _headSize, _entryBytes;  // an entry: one head at one position
     // The host input block and logits, read on every step (owned by _buffers).
@@ -41,7 +41,8 @@ internal sealed unsafe class KvCacheDecoder : IDisposable
     private readonly WorkerTeam? _team;                // the step threads: row lanes and segmented steps
     private readonly Cpu.LaneRunner<DecodeBinding>? _rowLanes;  // on the one-thread session
     private readonly Cpu.SegmentedStep? _segmented;
-    private long _laneSteps, _segmentedSteps, _kvBytesRead;
+    private readonly Cpu.OneRowStep? _oneRow;
+    private long _laneSteps, _segmentedSteps, _oneRowKernelSteps, _kvBytesRead;
     // The fp32 row as a mirror of slot 0 (compressed cache, one-row graph steps): how many entries it holds (-1: it
     // mirrors nothing), and how many of those slot 0 holds compressed too (the rest are stored when the mirror is left).
     private int _rowMirrorLength = -1, _rowMirrorStored;
@@ -107,6 +108,16 @@ internal sealed unsafe class KvCacheDecoder : IDisposable
                     new DecodeBinding(_graph, _buffers, _oneThreadSession!, count, first, runOptions: null));
             if (cpu?.Segments is { } segments)
                 _segmented = new Cpu.SegmentedStep(segments, manifest, _buffers, _team, plan.Attention);
+            if (plan.OneRowKernels)
+            {
+                string? reason = "the package's weights are not held in memory";
+                if (cpu?.Weights is { } weights) _oneRow = Cpu.OneRowStep.Create(manifest, _buffers, _team, weights, out reason);
+                if (_oneRow is null)
+                {
+                    OneRowKernelsFallback = reason;
+                    _plan = plan with { OneRowKernels = false };
+                }
+            }
         }
         catch
         {
@@ -134,6 +145,10 @@ internal sealed unsafe class KvCacheDecoder : IDisposable
     public CpuStepPlan Plan => _plan;
     /// <summary>Decode steps run as step segments so far.</summary>
     public long SegmentedSteps => Interlocked.Read(ref _segmentedSteps);
+    /// <summary>One-row decode steps computed by the library's kernels so far.</summary>
+    public long OneRowKernelSteps => Interlocked.Read(ref _oneRowKernelSteps);
+    /// <summary>Why one-row steps do not run on the library's kernels although planned to (null when they do or were not planned).</summary>
+    public string? OneRowKernelsFallback { get; }
     /// <summary>Decode steps run as row lanes so far.</summary>
     public long LaneSteps => Interlocked.Read(ref _laneSteps);
     /// <summary>
@@ -306,6 +321,11 @@ internal sealed unsafe class KvCacheDecoder : IDisposable
         long bytesPerPosition = KvBytesPerPosition;
         switch (_plan.Choose(rows, positions))
         {
+            case StepPath.OneRowKernels:
+                Interlocked.Increment(ref _oneRowKernelSteps);
+                LeaveRowMirror();
+                Interlocked.Add(ref _kvBytesRead, _oneRow!.Run(tokens[0], positions[0]) * bytesPerPosition);
+                return new ReadOnlySpan<float>(_logits, _vocab);
             case StepPath.Segments:
                 Interlocked.Increment(ref _segmentedSteps);  // read by metrics threads
                 LeaveRowMirror();
@@ -428,6 +448,7 @@ internal sealed unsafe class KvCacheDecoder : IDisposable
         _rowMirrorBinding?.Dispose();
         _rowLanes?.Dispose();
         _segmented?.Dispose();
+        _oneRow?.Dispose();
         _team?.Dispose();
         _buffers.Dispose();
         _runOptions.Dispose();
@@ -439,4 +460,6 @@ internal sealed unsafe class KvCacheDecoder : IDisposable
 /// <summary>How a CPU decoder runs its steps besides its session: the plan, and the sessions it needs (owned by the decoder).</summary>
 /// <param name="OneThreadSession">The decoder graph with one intra-op thread: small steps and row lanes.</param>
 /// <param name="Segments">The package's step segment sessions (one intra-op thread each; fp32 graphs only, with an fp32 or compressed cache).</param>
-internal sealed record CpuSteps(CpuStepPlan Plan, InferenceSession? OneThreadSession = null, InferenceSession[]? Segments = null);
+/// <param name="Weights">The decoder's fp32 weights in memory by initializer name (<see cref="PackageWeights.Float32Tensors"/>): what the one-row kernels read.</param>
+internal sealed record CpuSteps(CpuStepPlan Plan, InferenceSession? OneThreadSession = null, InferenceSession[]? Segments = null,
+    IReadOnlyDictionary<string, (IntPtr Address, long[] Dims)>? Weights = null);

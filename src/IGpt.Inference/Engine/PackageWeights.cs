@@ -66,20 +66,9 @@ internal sealed unsafe class PackageWeights : IDisposable
     /// <summary>The graph's initializers that live in this package's weights files, each as an OrtValue over the bytes read.</summary>
     private List<(string, OrtValue)> Index(string relativePath)
     {
-        byte[] graph;
-        try { graph = System.IO.File.ReadAllBytes(_manifest.ResolvePath(relativePath)); }
-        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
-        {
-            throw new ModelPackageException($"{relativePath}: cannot read: {e.Message}", e);
-        }
         var found = new List<(string, OrtValue)>();
-        foreach (var t in OnnxInitializers.External(graph, relativePath))
+        foreach (var (t, file) in Tensors(relativePath))
         {
-            if (File(t.Location) is not { } file) continue;  // not one of the manifest's files: ONNX Runtime reads it
-            long elements = t.Dims.Aggregate(1L, (a, d) => a * d);
-            int size = t.ElementType == TensorElementType.Float16 ? 2 : t.ElementType == TensorElementType.Float ? 4 : 0;
-            if (size == 0 || t.Offset < 0 || t.Length != elements * size || t.Offset > file.Length - t.Length)
-                throw new ModelPackageException($"{relativePath}: initializer '{t.Name}' ({t.Length} bytes at {t.Offset}) does not fit '{t.Location}' ({file.Length} bytes)");
             var key = (t.Location, t.Offset, t.ElementType, string.Join(',', t.Dims));
             if (!_values.TryGetValue(key, out var value))
             {
@@ -87,6 +76,42 @@ internal sealed unsafe class PackageWeights : IDisposable
                 _values[key] = value;
             }
             found.Add((t.Name, value));
+        }
+        return found;
+    }
+
+    /// <summary>
+    /// The fp32 initializers of the graph at <paramref name="relativePath"/> that live in this package's weights files, by name:
+    /// where their bytes are in memory (valid while this object lives) and their dims. What the library's own kernels read
+    /// (<see cref="Cpu.OneRowStep"/>): the same bytes the sessions are given, so nothing is copied.
+    /// </summary>
+    public Dictionary<string, (IntPtr Address, long[] Dims)> Float32Tensors(string relativePath)
+    {
+        ObjectDisposedException.ThrowIf(_disposed != 0, this);
+        var found = new Dictionary<string, (IntPtr, long[])>();
+        foreach (var (t, file) in Tensors(relativePath))
+            if (t.ElementType == TensorElementType.Float) found[t.Name] = (file.Address + (nint)t.Offset, t.Dims);
+        return found;
+    }
+
+    /// <summary>The graph's initializers stored in the manifest's weights files, checked to lie within the bytes read.</summary>
+    private List<(OnnxInitializers.ExternalTensor Tensor, NativeBuffer<byte> File)> Tensors(string relativePath)
+    {
+        byte[] graph;
+        try { graph = System.IO.File.ReadAllBytes(_manifest.ResolvePath(relativePath)); }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            throw new ModelPackageException($"{relativePath}: cannot read: {e.Message}", e);
+        }
+        var found = new List<(OnnxInitializers.ExternalTensor, NativeBuffer<byte>)>();
+        foreach (var t in OnnxInitializers.External(graph, relativePath))
+        {
+            if (File(t.Location) is not { } file) continue;  // not one of the manifest's files: ONNX Runtime reads it
+            long elements = t.Dims.Aggregate(1L, (a, d) => a * d);
+            int size = t.ElementType == TensorElementType.Float16 ? 2 : t.ElementType == TensorElementType.Float ? 4 : 0;
+            if (size == 0 || t.Offset < 0 || t.Length != elements * size || t.Offset > file.Length - t.Length)
+                throw new ModelPackageException($"{relativePath}: initializer '{t.Name}' ({t.Length} bytes at {t.Offset}) does not fit '{t.Location}' ({file.Length} bytes)");
+            found.Add((t, file));
         }
         return found;
     }

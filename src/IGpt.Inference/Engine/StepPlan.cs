@@ -11,6 +11,8 @@ internal enum StepPath
     Lanes,
     /// <summary>The package's step segments with the library's attention, in lanes (<see cref="Cpu.SegmentedStep"/>).</summary>
     Segments,
+    /// <summary>One row computed by the library's own kernels on the step threads (<see cref="Cpu.OneRowStep"/>).</summary>
+    OneRowKernels,
 }
 
 /// <summary>Which attention kernels step segments run: none (segments are not used), AVX-512, or portable loops.</summary>
@@ -61,9 +63,14 @@ internal sealed record SegmentCostRule(int MinRows, long MinKvToWeights, long Mi
 /// (<see cref="KvCacheDecoder"/>'s fp32 row), not as segments. A one-row segmented step runs on one thread, so a model
 /// whose weights are too big for row lanes (every lane reads them all) loses more there than the smaller cache saves.
 /// </param>
+/// <param name="OneRowKernels">
+/// One-row steps are computed by the library's kernels (<see cref="Cpu.OneRowStep"/>) over the cache as it is stored, before
+/// any other path is considered.
+/// </param>
 internal sealed record CpuStepPlan(
     int SmallStepRows, int LaneStepRows, int SegmentedStepRows, int Threads, AttentionKernel Attention,
-    SegmentCostRule SegmentCost, int Layers, int Embd, long WeightBytes, KvElement? CompressedCache = null, bool OneRowGraph = false)
+    SegmentCostRule SegmentCost, int Layers, int Embd, long WeightBytes, KvElement? CompressedCache = null, bool OneRowGraph = false,
+    bool OneRowKernels = false)
 {
     /// <summary>Every step on the decoder's session: the CUDA provider, or a CPU model with nothing else enabled.</summary>
     public static CpuStepPlan GraphOnly { get; } = new(0, 0, 0, 1, AttentionKernel.None, SegmentCostRule.Default, 0, 0, 0);
@@ -71,11 +78,12 @@ internal sealed record CpuStepPlan(
     public bool UsesLanes => LaneStepRows > 0;
     public bool UsesSegments => SegmentedStepRows > 0;
     public bool UsesOneThreadSession => SmallStepRows > 0 || LaneStepRows > 0;
-    public bool UsesStepThreads => Threads > 1 && (UsesSegments || UsesLanes);
+    public bool UsesStepThreads => Threads > 1 && (UsesSegments || UsesLanes || OneRowKernels);
 
     /// <summary>The path of a step over rows 0..rows-1 at these positions (allocates nothing).</summary>
     public StepPath Choose(int rows, ReadOnlySpan<int> positions)
     {
+        if (rows == 1 && OneRowKernels) return StepPath.OneRowKernels;
         if (CompressedCache is not null) return rows == 1 && OneRowGraph ? StepPath.Graph : StepPath.Segments;
         if (UsesSegments && rows >= SegmentedStepRows && SegmentCost.PaysOff(Layers, Embd, WeightBytes, positions[..rows]))
             return StepPath.Segments;

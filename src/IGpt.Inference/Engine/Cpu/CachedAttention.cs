@@ -145,6 +145,17 @@ internal sealed unsafe class CachedAttention : IDisposable
         for (int item = 0; item < l.Groups * _heads; item++) RunItem(l, item, qkv, (byte*)keys, (byte*)values, output);
     }
 
+    /// <summary>
+    /// <see cref="Run"/> for one head of lane <paramref name="lane"/>'s first group only: how a one-row step
+    /// (<see cref="OneRowStep"/>) splits a layer's attention between threads, each planned with the same row in its own lane.
+    /// </summary>
+    public void RunHead(int lane, int head, float* qkv, void* keys, void* values, float* output)
+    {
+        var l = _lanes[lane];
+        if ((uint)head >= (uint)_heads || l.Groups < 1) throw new ArgumentOutOfRangeException(nameof(head));
+        RunItem(l, head, qkv, (byte*)keys, (byte*)values, output);
+    }
+
     private void RunItem(Lane l, int item, float* qkv, byte* keys, byte* values, float* output)
     {
         int g = item / _heads, head = item % _heads;
