@@ -55,7 +55,7 @@ JsonObject Load(JsonObject r)
         SegmentedStepRows = (int?)r["segmented_rows"] ?? service.SegmentedStepRows,
         LaneStepRows = (int?)r["lane_rows"] ?? service.LaneStepRows,
         KvCacheType = (string?)r["kv_cache_type"] ?? service.KvCacheType,
-        OneRowKernels = (bool?)r["one_row_kernels"] ?? service.OneRowKernels,
+        KernelStepRows = (int?)r["kernel_rows"] ?? service.KernelStepRows,
     };
     if (r["lane_max_weight_bytes"] is { } laneWeights) options.LaneMaxWeightBytes = (long)laneWeights;
     // A/Bs: segment past the cost rule (every step of at least SegmentedStepRows rows).
@@ -73,13 +73,13 @@ JsonObject Load(JsonObject r)
         ["threads"] = planner.IntraOpThreads,
         ["settings"] = $"IntraOpThreads={options.IntraOpThreads}, AllowSpinning={options.AllowSpinning}, "
             + $"SingleThreadStepFlops={options.SingleThreadStepFlops}, SegmentedStepRows={options.SegmentedStepRows}, LaneStepRows={options.LaneStepRows}, "
-            + $"OneRowKernels={options.OneRowKernels}{(options.OneRowKernels && !d.Plan.OneRowKernels ? " (not used: " + (d.OneRowKernelsFallback ?? "not planned") + ")" : "")}, "
+            + $"KernelStepRows={options.KernelStepRows}{(options.KernelStepRows > 0 && !d.Plan.UsesKernels ? " (not used: " + (d.KernelsFallback ?? "not planned") + ")" : "")}, "
             + $"KvCacheType={options.KvCacheType} (cache {d.CacheType}: {d.KvBytesPerPosition} bytes per cached position of a row, "
             + $"{d.KvCacheBytes / 1048576.0:F1} MiB for MaxBatch {d.MaxBatch}) ({service.Source})",
         ["small_step_rows"] = d.Plan.SmallStepRows,
         ["segmented_step_rows"] = d.Plan.SegmentedStepRows,
         ["lane_step_rows"] = d.Plan.LaneStepRows,
-        ["one_row_kernels"] = d.Plan.OneRowKernels,
+        ["kernel_rows"] = d.Plan.KernelStepRows,
         // The roofline's KV bytes: a step reads kv_bytes_per_position for every cached position of every row.
         ["kv_cache_type"] = d.CacheType,
         ["kv_element_bytes"] = (double)d.CacheElement.EntryBytes(model.Manifest.Architecture.HeadSize) / model.Manifest.Architecture.HeadSize,
@@ -102,7 +102,7 @@ JsonObject Memory(JsonObject r)
     {
         UseCuda = false, IntraOpThreads = service.IntraOpThreads, AllowSpinning = service.AllowSpinning,
         SingleThreadStepFlops = service.SingleThreadStepFlops, SegmentedStepRows = service.SegmentedStepRows,
-        LaneStepRows = service.LaneStepRows, KvCacheType = (string?)r["kv_cache_type"] ?? service.KvCacheType, OneRowKernels = service.OneRowKernels,
+        LaneStepRows = service.LaneStepRows, KvCacheType = (string?)r["kv_cache_type"] ?? service.KvCacheType, KernelStepRows = service.KernelStepRows,
         MaxBatch = (int?)r["max_batch"] ?? new InferenceOptions().MaxBatch,
     };
     double before = ResidentMib();

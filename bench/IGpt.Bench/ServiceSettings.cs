@@ -4,7 +4,7 @@ namespace IGpt.Bench;
 
 /// <summary>The thread settings the service runs with: "Inference" in the repository's root appsettings.json.</summary>
 internal sealed record ServiceSettings(int IntraOpThreads, bool AllowSpinning, long SingleThreadStepFlops, int SegmentedStepRows, int LaneStepRows, string Source,
-    string KvCacheType, bool OneRowKernels)
+    string KvCacheType, int KernelStepRows)
 {
     private static readonly IGpt.Inference.InferenceOptions Defaults = new();
 
@@ -22,10 +22,10 @@ internal sealed record ServiceSettings(int IntraOpThreads, bool AllowSpinning, l
             int segmented = inference.TryGetProperty("SegmentedStepRows", out var g) ? g.GetInt32() : Defaults.SegmentedStepRows;
             int lanes = inference.TryGetProperty("LaneStepRows", out var l) ? l.GetInt32() : Defaults.LaneStepRows;
             string kv = inference.TryGetProperty("KvCacheType", out var k) ? k.GetString()! : Defaults.KvCacheType;
-            bool oneRow = inference.TryGetProperty("OneRowKernels", out var o) ? o.GetBoolean() : Defaults.OneRowKernels;
-            return new ServiceSettings(threads, spinning, smallSteps, segmented, lanes, Path.GetRelativePath(dir.FullName, path), kv, oneRow);
+            int kernelRows = inference.TryGetProperty("KernelStepRows", out var o) ? o.GetInt32() : Defaults.KernelStepRows;
+            return new ServiceSettings(threads, spinning, smallSteps, segmented, lanes, Path.GetRelativePath(dir.FullName, path), kv, kernelRows);
         }
         return new ServiceSettings(0, false, Defaults.SingleThreadStepFlops, Defaults.SegmentedStepRows, Defaults.LaneStepRows,
-            "library defaults: no appsettings.json found", Defaults.KvCacheType, Defaults.OneRowKernels);
+            "library defaults: no appsettings.json found", Defaults.KvCacheType, Defaults.KernelStepRows);
     }
 }

@@ -89,15 +89,16 @@ public sealed class InferenceOptions : IValidatableObject
     public int LaneStepRows { get; set; } = 2;
 
     /// <summary>
-    /// One-row CPU decode steps (one image being drawn) are computed by the library's own kernels instead of an ONNX Runtime
-    /// session: the norms, matrix-vector products and attention of each layer, split between the step threads by column blocks
-    /// and heads, reading the package's weights where they are held in memory and the KV cache as it is stored (a compressed
-    /// cache in place). Used when the CPU has AVX-512, the head size is a multiple of 16 and the package's weights are shared
-    /// (format 2, <see cref="ShareWeights"/>); a package whose weights are not named as models/README.md says keeps the
-    /// session (logged). Off: one-row steps run the decoder graph (or, with a compressed cache, the paths it describes). The
-    /// speed is in benchmarks/README.md ("One-row kernels").
+    /// CPU decode steps of at most this many rows are computed by the library's own kernels instead of ONNX Runtime sessions:
+    /// each layer's norms, products and attention, shared out between the step threads by column blocks and (request, head)
+    /// pairs, reading the package's weights where they are held in memory and the KV cache as it is stored (a compressed
+    /// cache in place, a request's shared prompt once). Used when the CPU has AVX-512, the head size is a multiple of 16 and
+    /// the package's weights are shared (format 2, <see cref="ShareWeights"/>); a package whose weights are not named as
+    /// models/README.md says keeps the sessions (logged). Larger steps, and every step with 0, run the paths the other
+    /// settings describe. The speed behind the default is in benchmarks/README.md ("Kernel steps").
     /// </summary>
-    public bool OneRowKernels { get; set; } = true;
+    [Range(0, 256)]
+    public int KernelStepRows { get; set; } = 16;
 
     /// <summary>Largest fp32 decoder weights (bytes) for which row lanes are used (see <see cref="LaneStepRows"/>).</summary>
     [Range(0, long.MaxValue)]

@@ -175,13 +175,13 @@ public unsafe class KvCacheCompressionTests
         return x;
     }
 
-    /// <summary>The decoder with a cache type; one-row steps on the sessions' paths unless <paramref name="oneRowKernels"/> (OneRowStepTests).</summary>
-    internal static InferenceOptions Options(string kvCacheType, int maxBatch = 6, int threads = 2, bool oneRowKernels = false)
+    /// <summary>The decoder with a cache type; steps on the sessions' paths unless <paramref name="kernelRows"/> says (KernelStepTests).</summary>
+    internal static InferenceOptions Options(string kvCacheType, int maxBatch = 6, int threads = 2, int kernelRows = 0)
     {
         var o = Fixture.CpuOptions(maxBatch);
         o.IntraOpThreads = threads;
         o.KvCacheType = kvCacheType;
-        o.OneRowKernels = oneRowKernels;
+        o.KernelStepRows = kernelRows;
         return o;
     }
 

@@ -16,7 +16,7 @@ public class SegmentedStepTests
         o.IntraOpThreads = threads;
         o.SingleThreadStepFlops = 0;
         o.SegmentedStepRows = segmentedRows;
-        o.OneRowKernels = false;   // one-row steps as segments too (OneRowStepTests covers the kernels)
+        o.KernelStepRows = 0;   // every step as segments or the graph (KernelStepTests covers the kernels)
         // Segments past the cost rule, so that short test caches run them too.
         return new TestPlanner(o, portableAttention: portable) { SegmentCost = TestPlanner.AlwaysSegments }.Load(dir);
     }

@@ -41,8 +41,8 @@ internal sealed unsafe class KvCacheDecoder : IDisposable
     private readonly WorkerTeam? _team;                // the step threads: row lanes and segmented steps
     private readonly Cpu.LaneRunner<DecodeBinding>? _rowLanes;  // on the one-thread session
     private readonly Cpu.SegmentedStep? _segmented;
-    private readonly Cpu.OneRowStep? _oneRow;
-    private long _laneSteps, _segmentedSteps, _oneRowKernelSteps, _kvBytesRead;
+    private readonly Cpu.KernelStep? _kernels;
+    private long _laneSteps, _segmentedSteps, _kernelSteps, _kvBytesRead;
     // The fp32 row as a mirror of slot 0 (compressed cache, one-row graph steps): how many entries it holds (-1: it
     // mirrors nothing), and how many of those slot 0 holds compressed too (the rest are stored when the mirror is left).
     private int _rowMirrorLength = -1, _rowMirrorStored;
@@ -108,14 +108,15 @@ internal sealed unsafe class KvCacheDecoder : IDisposable
                     new DecodeBinding(_graph, _buffers, _oneThreadSession!, count, first, runOptions: null));
             if (cpu?.Segments is { } segments)
                 _segmented = new Cpu.SegmentedStep(segments, manifest, _buffers, _team, plan.Attention);
-            if (plan.OneRowKernels)
+            if (plan.UsesKernels)
             {
                 string? reason = "the package's weights are not held in memory";
-                if (cpu?.Weights is { } weights) _oneRow = Cpu.OneRowStep.Create(manifest, _buffers, _team, weights, out reason);
-                if (_oneRow is null)
+                if (cpu?.Weights is { } weights)
+                    _kernels = Cpu.KernelStep.Create(manifest, _buffers, _team, Math.Min(plan.KernelStepRows, maxBatch), weights, out reason);
+                if (_kernels is null)
                 {
-                    OneRowKernelsFallback = reason;
-                    _plan = plan with { OneRowKernels = false };
+                    KernelsFallback = reason;
+                    _plan = plan with { KernelStepRows = 0 };
                 }
             }
         }
@@ -145,10 +146,10 @@ internal sealed unsafe class KvCacheDecoder : IDisposable
     public CpuStepPlan Plan => _plan;
     /// <summary>Decode steps run as step segments so far.</summary>
     public long SegmentedSteps => Interlocked.Read(ref _segmentedSteps);
-    /// <summary>One-row decode steps computed by the library's kernels so far.</summary>
-    public long OneRowKernelSteps => Interlocked.Read(ref _oneRowKernelSteps);
-    /// <summary>Why one-row steps do not run on the library's kernels although planned to (null when they do or were not planned).</summary>
-    public string? OneRowKernelsFallback { get; }
+    /// <summary>Decode steps computed by the library's kernels so far.</summary>
+    public long KernelSteps => Interlocked.Read(ref _kernelSteps);
+    /// <summary>Why steps do not run on the library's kernels although planned to (null when they do or were not planned).</summary>
+    public string? KernelsFallback { get; }
     /// <summary>Decode steps run as row lanes so far.</summary>
     public long LaneSteps => Interlocked.Read(ref _laneSteps);
     /// <summary>
@@ -321,11 +322,11 @@ internal sealed unsafe class KvCacheDecoder : IDisposable
         long bytesPerPosition = KvBytesPerPosition;
         switch (_plan.Choose(rows, positions))
         {
-            case StepPath.OneRowKernels:
-                Interlocked.Increment(ref _oneRowKernelSteps);
+            case StepPath.Kernels:
+                Interlocked.Increment(ref _kernelSteps);
                 LeaveRowMirror();
-                Interlocked.Add(ref _kvBytesRead, _oneRow!.Run(tokens[0], positions[0]) * bytesPerPosition);
-                return new ReadOnlySpan<float>(_logits, _vocab);
+                Interlocked.Add(ref _kvBytesRead, _kernels!.Run(rows, tokens, positions, groups, sharedLengths) * bytesPerPosition);
+                return new ReadOnlySpan<float>(_logits, rows * _vocab);
             case StepPath.Segments:
                 Interlocked.Increment(ref _segmentedSteps);  // read by metrics threads
                 LeaveRowMirror();
@@ -448,7 +449,7 @@ internal sealed unsafe class KvCacheDecoder : IDisposable
         _rowMirrorBinding?.Dispose();
         _rowLanes?.Dispose();
         _segmented?.Dispose();
-        _oneRow?.Dispose();
+        _kernels?.Dispose();
         _team?.Dispose();
         _buffers.Dispose();
         _runOptions.Dispose();
@@ -460,6 +461,6 @@ internal sealed unsafe class KvCacheDecoder : IDisposable
 /// <summary>How a CPU decoder runs its steps besides its session: the plan, and the sessions it needs (owned by the decoder).</summary>
 /// <param name="OneThreadSession">The decoder graph with one intra-op thread: small steps and row lanes.</param>
 /// <param name="Segments">The package's step segment sessions (one intra-op thread each; fp32 graphs only, with an fp32 or compressed cache).</param>
-/// <param name="Weights">The decoder's fp32 weights in memory by initializer name (<see cref="PackageWeights.Float32Tensors"/>): what the one-row kernels read.</param>
+/// <param name="Weights">The decoder's fp32 weights in memory by initializer name (<see cref="PackageWeights.Float32Tensors"/>): what the kernels read.</param>
 internal sealed record CpuSteps(CpuStepPlan Plan, InferenceSession? OneThreadSession = null, InferenceSession[]? Segments = null,
     IReadOnlyDictionary<string, (IntPtr Address, long[] Dims)>? Weights = null);

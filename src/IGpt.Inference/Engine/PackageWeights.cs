@@ -83,7 +83,7 @@ internal sealed unsafe class PackageWeights : IDisposable
     /// <summary>
     /// The fp32 initializers of the graph at <paramref name="relativePath"/> that live in this package's weights files, by name:
     /// where their bytes are in memory (valid while this object lives) and their dims. What the library's own kernels read
-    /// (<see cref="Cpu.OneRowStep"/>): the same bytes the sessions are given, so nothing is copied.
+    /// (<see cref="Cpu.KernelStep"/>): the same bytes the sessions are given, so nothing is copied.
     /// </summary>
     public Dictionary<string, (IntPtr Address, long[] Dims)> Float32Tensors(string relativePath)
     {

@@ -11,8 +11,8 @@ internal enum StepPath
     Lanes,
     /// <summary>The package's step segments with the library's attention, in lanes (<see cref="Cpu.SegmentedStep"/>).</summary>
     Segments,
-    /// <summary>One row computed by the library's own kernels on the step threads (<see cref="Cpu.OneRowStep"/>).</summary>
-    OneRowKernels,
+    /// <summary>The step computed by the library's own kernels on the step threads (<see cref="Cpu.KernelStep"/>).</summary>
+    Kernels,
 }
 
 /// <summary>Which attention kernels step segments run: none (segments are not used), AVX-512, or portable loops.</summary>
@@ -63,14 +63,14 @@ internal sealed record SegmentCostRule(int MinRows, long MinKvToWeights, long Mi
 /// (<see cref="KvCacheDecoder"/>'s fp32 row), not as segments. A one-row segmented step runs on one thread, so a model
 /// whose weights are too big for row lanes (every lane reads them all) loses more there than the smaller cache saves.
 /// </param>
-/// <param name="OneRowKernels">
-/// One-row steps are computed by the library's kernels (<see cref="Cpu.OneRowStep"/>) over the cache as it is stored, before
-/// any other path is considered.
+/// <param name="KernelStepRows">
+/// Steps of at most this many rows are computed by the library's kernels (<see cref="Cpu.KernelStep"/>) over the cache as it
+/// is stored, before any other path is considered (0 = never).
 /// </param>
 internal sealed record CpuStepPlan(
     int SmallStepRows, int LaneStepRows, int SegmentedStepRows, int Threads, AttentionKernel Attention,
     SegmentCostRule SegmentCost, int Layers, int Embd, long WeightBytes, KvElement? CompressedCache = null, bool OneRowGraph = false,
-    bool OneRowKernels = false)
+    int KernelStepRows = 0)
 {
     /// <summary>Every step on the decoder's session: the CUDA provider, or a CPU model with nothing else enabled.</summary>
     public static CpuStepPlan GraphOnly { get; } = new(0, 0, 0, 1, AttentionKernel.None, SegmentCostRule.Default, 0, 0, 0);
@@ -78,12 +78,13 @@ internal sealed record CpuStepPlan(
     public bool UsesLanes => LaneStepRows > 0;
     public bool UsesSegments => SegmentedStepRows > 0;
     public bool UsesOneThreadSession => SmallStepRows > 0 || LaneStepRows > 0;
-    public bool UsesStepThreads => Threads > 1 && (UsesSegments || UsesLanes || OneRowKernels);
+    public bool UsesStepThreads => Threads > 1 && (UsesSegments || UsesLanes || UsesKernels);
+    public bool UsesKernels => KernelStepRows > 0;
 
     /// <summary>The path of a step over rows 0..rows-1 at these positions (allocates nothing).</summary>
     public StepPath Choose(int rows, ReadOnlySpan<int> positions)
     {
-        if (rows == 1 && OneRowKernels) return StepPath.OneRowKernels;
+        if (rows <= KernelStepRows) return StepPath.Kernels;
         if (CompressedCache is not null) return rows == 1 && OneRowGraph ? StepPath.Graph : StepPath.Segments;
         if (UsesSegments && rows >= SegmentedStepRows && SegmentCost.PaysOff(Layers, Embd, WeightBytes, positions[..rows]))
             return StepPath.Segments;

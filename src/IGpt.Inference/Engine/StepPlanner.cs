@@ -43,23 +43,25 @@ internal class StepPlanner(InferenceOptions options)
             var kernel = SegmentAttention(a.HeadSize) is var k && k != AttentionKernel.None ? k : AttentionKernel.Portable;
             bool oneRowGraph = IntraOpThreads > 1 && !FitsLanes(manifest);
             return new CpuStepPlan(0, 0, 1, IntraOpThreads, kernel, SegmentCost, a.NLayer, a.NEmbd, 4L * manifest.MatmulParameters, compressed,
-                oneRowGraph, UsesOneRowKernels(manifest, kvType));
+                oneRowGraph, KernelStepRows(manifest, kvType));
         }
         bool segments = UsesStepSegments(manifest, file, kvType);
         return new CpuStepPlan(SmallStepRows(manifest), LaneStepRows(manifest), segments ? Options.SegmentedStepRows : 0, IntraOpThreads,
             segments ? SegmentAttention(a.HeadSize) : AttentionKernel.None, SegmentCost, a.NLayer, a.NEmbd, 4L * manifest.MatmulParameters,
-            OneRowKernels: UsesOneRowKernels(manifest, kvType));
+            KernelStepRows: KernelStepRows(manifest, kvType));
     }
 
     /// <summary>
-    /// Whether one-row CPU steps are computed by the library's kernels (<see cref="InferenceOptions.OneRowKernels"/>): the option is
-    /// on, the CPU runs them (AVX-512, and a head size the attention kernels take), the graph is fp32, and the package's weights
-    /// are held in memory for the kernels to read (format 2 with <see cref="InferenceOptions.ShareWeights"/>).
+    /// CPU steps of at most this many rows are computed by the library's kernels (<see cref="InferenceOptions.KernelStepRows"/>,
+    /// at most MaxBatch), or 0: the option is 0, the CPU does not run them (AVX-512, and a head size the attention kernels
+    /// take), the graph is not fp32, or the package's weights are not held in memory for the kernels to read (format 2 with
+    /// <see cref="InferenceOptions.ShareWeights"/>).
     /// </summary>
-    public virtual bool UsesOneRowKernels(ModelManifest manifest, TensorElementType kvType) =>
-        Options.OneRowKernels && Cpu.OneRowStep.Supported && kvType == TensorElementType.Float
+    public virtual int KernelStepRows(ModelManifest manifest, TensorElementType kvType) =>
+        Options.KernelStepRows > 0 && Cpu.KernelStep.Supported && kvType == TensorElementType.Float
         && SegmentAttention(manifest.Architecture.HeadSize) == AttentionKernel.Vectorized
-        && Options.ShareWeights && manifest.Files.Weights.Any(w => w.Dtype == "float32");
+        && Options.ShareWeights && manifest.Files.Weights.Any(w => w.Dtype == "float32")
+            ? Math.Min(Options.KernelStepRows, Options.MaxBatch) : 0;
 
     /// <summary>
     /// How many slots a CPU decode step may hold and still run on a one-thread session: as many as keep the

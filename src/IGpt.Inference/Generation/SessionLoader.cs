@@ -44,9 +44,9 @@ internal static class SessionLoader
         // The provider's reason once: the fallback's full text is at Debug and in the model's ProviderReason.
         string summary = cuda.ProviderFailed ? "CUDA provider unavailable" : cuda.Reason;
         logger.LogInformation("Model {ModelId}: execution provider {Provider} ({Reason}); KV cache {KvType}; classifier {Classifier}; analysis {Analysis}; "
-            + "CPU steps: one-row kernels {OneRowKernels}, one-thread up to {SmallRows} rows, row lanes from {LaneRows}, step segments from {SegmentedRows} (0 = none)",
+            + "CPU steps: the library's kernels up to {KernelRows} rows, one-thread up to {SmallRows} rows, row lanes from {LaneRows}, step segments from {SegmentedRows} (0 = none)",
             manifest.Id, provider, summary, decoder.CacheType,
-            classifier is null ? "none" : "loaded", analyzer is null ? "none" : "loaded", decoder.Plan.OneRowKernels ? "on" : "off", decoder.Plan.SmallStepRows, decoder.Plan.LaneStepRows, decoder.Plan.SegmentedStepRows);
+            classifier is null ? "none" : "loaded", analyzer is null ? "none" : "loaded", decoder.Plan.KernelStepRows, decoder.Plan.SmallStepRows, decoder.Plan.LaneStepRows, decoder.Plan.SegmentedStepRows);
         return new LoadedModel(decoder, classifier, analyzer, provider, cuda.Reason, summary, weights);
     }
 
@@ -140,10 +140,10 @@ internal static class SessionLoader
         {
             if (plan.UsesOneThreadSession) oneThread = planner.CreatePackageSession(manifest, file.Path, weights, intraOpThreads: 1);
             if (plan.UsesSegments) segments = planner.CreateSegmentSessions(manifest, file, weights);
-            var tensors = plan.OneRowKernels ? weights?.Float32Tensors(file.Path) : null;
+            var tensors = plan.UsesKernels ? weights?.Float32Tensors(file.Path) : null;
             var decoder = new KvCacheDecoder(session, manifest, planner.Options.MaxBatch, memory, kvType, cpu: new CpuSteps(plan, oneThread, segments, tensors));
-            if (decoder.OneRowKernelsFallback is { } reason)
-                logger.LogWarning("Model {ModelId}: one-row steps run on ONNX Runtime, not the library's kernels: {Reason}", manifest.Id, reason);
+            if (decoder.KernelsFallback is { } reason)
+                logger.LogWarning("Model {ModelId}: decode steps run on ONNX Runtime, not the library's kernels: {Reason}", manifest.Id, reason);
             return decoder;
         }
         catch (Exception e)

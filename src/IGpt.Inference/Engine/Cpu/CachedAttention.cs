@@ -145,15 +145,19 @@ internal sealed unsafe class CachedAttention : IDisposable
         for (int item = 0; item < l.Groups * _heads; item++) RunItem(l, item, qkv, (byte*)keys, (byte*)values, output);
     }
 
+    /// <summary>(group, head) items lane <paramref name="lane"/>'s plan has: <see cref="RunGroupHead"/> runs one.</summary>
+    public int Items(int lane) => _lanes[lane].Groups * _heads;
+
     /// <summary>
-    /// <see cref="Run"/> for one head of lane <paramref name="lane"/>'s first group only: how a one-row step
-    /// (<see cref="OneRowStep"/>) splits a layer's attention between threads, each planned with the same row in its own lane.
+    /// Item <paramref name="item"/> (group item / n_head, head item % n_head) of <see cref="Run"/> for lane <paramref name="lane"/>:
+    /// how a step on the library's kernels (<see cref="KernelStep"/>) shares a layer's attention out between threads, each
+    /// holding the same plan in its own lane (its scratch). Items touch disjoint cache entries and outputs.
     /// </summary>
-    public void RunHead(int lane, int head, float* qkv, void* keys, void* values, float* output)
+    public void RunGroupHead(int lane, int item, float* qkv, void* keys, void* values, float* output)
     {
         var l = _lanes[lane];
-        if ((uint)head >= (uint)_heads || l.Groups < 1) throw new ArgumentOutOfRangeException(nameof(head));
-        RunItem(l, head, qkv, (byte*)keys, (byte*)values, output);
+        if ((uint)item >= (uint)(l.Groups * _heads)) throw new ArgumentOutOfRangeException(nameof(item));
+        RunItem(l, item, qkv, (byte*)keys, (byte*)values, output);
     }
 
     private void RunItem(Lane l, int item, float* qkv, byte* keys, byte* values, float* output)

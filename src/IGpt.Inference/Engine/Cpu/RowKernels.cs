@@ -15,16 +15,73 @@ internal enum RowOutput
 }
 
 /// <summary>
-/// The one-row kernels of <see cref="OneRowStep"/>: a matrix-vector product over a block of a weight's columns, an RMS norm
-/// and quick_gelu, in Vector512 (the caller checks <see cref="Vector512.IsHardwareAccelerated"/>). A weight is read as the
+/// The kernels of <see cref="KernelStep"/>: a product of a few rows with a block of a weight's columns, an RMS norm and
+/// quick_gelu, in Vector512 (the caller checks <see cref="Vector512.IsHardwareAccelerated"/>). A weight is read as the
 /// package stores it ([in, out], row-major, as ONNX MatMul multiplies): each of a block's 64 or 128 columns is one
-/// accumulator lane, and the rows stream through once, so the product is as fast as the weight can be read.
+/// accumulator lane, and the weight's rows stream through once per four rows of input, so one row's product is as fast as
+/// the weight can be read and four rows share each load.
 /// </summary>
 internal static unsafe class RowKernels
 {
     /// <summary>
-    /// Columns [c0, c1) of y = x W (+ b), W [k, n] row-major, then <paramref name="output"/>. Blocks of 128 or 64 columns,
-    /// then 16, then single columns. Summation runs over the rows in order.
+    /// Columns [c0, c1) of Y = X W (+ b) for <paramref name="rows"/> rows of X (<paramref name="xStride"/> floats apart) into
+    /// rows of Y (<paramref name="yStride"/> apart), W [k, n] row-major, then <paramref name="output"/>: four rows at a time
+    /// (each weight vector loaded once for the four), the rest one at a time. Summation runs over W's rows in order, so a
+    /// row's result does not depend on how many rows share the call.
+    /// </summary>
+    public static void Multiply(float* x, int xStride, int rows, float* w, int k, int n, int c0, int c1, float* bias, float* y, int yStride,
+        RowOutput output)
+    {
+        int r = 0;
+        for (; r + 4 <= rows; r += 4)
+            Multiply4(x + (long)r * xStride, xStride, w, k, n, c0, c1, bias, y + (long)r * yStride, yStride, output);
+        for (; r < rows; r++) Multiply(x + (long)r * xStride, w, k, n, c0, c1, bias, y + (long)r * yStride, output);
+    }
+
+    /// <summary><see cref="Multiply(float*, int, int, float*, int, int, int, int, float*, float*, int, RowOutput)"/> for four rows: 64 columns by 4 rows in 16 accumulators.</summary>
+    private static void Multiply4(float* x, int xStride, float* w, int k, int n, int c0, int c1, float* bias, float* y, int yStride, RowOutput output)
+    {
+        float* x0 = x, x1 = x + xStride, x2 = x + 2L * xStride, x3 = x + 3L * xStride;
+        float* y0 = y, y1 = y + yStride, y2 = y + 2L * yStride, y3 = y + 3L * yStride;
+        int c = c0;
+        for (; c + 64 <= c1; c += 64)
+        {
+            var a00 = Vector512<float>.Zero; var a01 = a00; var a02 = a00; var a03 = a00;
+            var a10 = a00; var a11 = a00; var a12 = a00; var a13 = a00;
+            var a20 = a00; var a21 = a00; var a22 = a00; var a23 = a00;
+            var a30 = a00; var a31 = a00; var a32 = a00; var a33 = a00;
+            float* row = w + c;
+            for (int i = 0; i < k; i++, row += n)
+            {
+                var w0 = Vector512.Load(row);
+                var w1 = Vector512.Load(row + 16);
+                var w2 = Vector512.Load(row + 32);
+                var w3 = Vector512.Load(row + 48);
+                var b = Vector512.Create(x0[i]);
+                a00 = Vector512.FusedMultiplyAdd(b, w0, a00); a01 = Vector512.FusedMultiplyAdd(b, w1, a01);
+                a02 = Vector512.FusedMultiplyAdd(b, w2, a02); a03 = Vector512.FusedMultiplyAdd(b, w3, a03);
+                b = Vector512.Create(x1[i]);
+                a10 = Vector512.FusedMultiplyAdd(b, w0, a10); a11 = Vector512.FusedMultiplyAdd(b, w1, a11);
+                a12 = Vector512.FusedMultiplyAdd(b, w2, a12); a13 = Vector512.FusedMultiplyAdd(b, w3, a13);
+                b = Vector512.Create(x2[i]);
+                a20 = Vector512.FusedMultiplyAdd(b, w0, a20); a21 = Vector512.FusedMultiplyAdd(b, w1, a21);
+                a22 = Vector512.FusedMultiplyAdd(b, w2, a22); a23 = Vector512.FusedMultiplyAdd(b, w3, a23);
+                b = Vector512.Create(x3[i]);
+                a30 = Vector512.FusedMultiplyAdd(b, w0, a30); a31 = Vector512.FusedMultiplyAdd(b, w1, a31);
+                a32 = Vector512.FusedMultiplyAdd(b, w2, a32); a33 = Vector512.FusedMultiplyAdd(b, w3, a33);
+            }
+            Finish(a00, bias, y0, c, output); Finish(a01, bias, y0, c + 16, output); Finish(a02, bias, y0, c + 32, output); Finish(a03, bias, y0, c + 48, output);
+            Finish(a10, bias, y1, c, output); Finish(a11, bias, y1, c + 16, output); Finish(a12, bias, y1, c + 32, output); Finish(a13, bias, y1, c + 48, output);
+            Finish(a20, bias, y2, c, output); Finish(a21, bias, y2, c + 16, output); Finish(a22, bias, y2, c + 32, output); Finish(a23, bias, y2, c + 48, output);
+            Finish(a30, bias, y3, c, output); Finish(a31, bias, y3, c + 16, output); Finish(a32, bias, y3, c + 32, output); Finish(a33, bias, y3, c + 48, output);
+        }
+        // What is left of the block (fewer than 64 columns), row by row.
+        for (int r = 0; r < 4 && c < c1; r++) Multiply(x + (long)r * xStride, w, k, n, c, c1, bias, y + (long)r * yStride, output);
+    }
+
+    /// <summary>
+    /// Columns [c0, c1) of y = x W (+ b) for one row, W [k, n] row-major, then <paramref name="output"/>. Blocks of 128 or 64
+    /// columns, then 16, then single columns. Summation runs over the rows of W in order.
     /// </summary>
     public static void Multiply(float* x, float* w, int k, int n, int c0, int c1, float* bias, float* y, RowOutput output)
     {
@@ -104,7 +161,7 @@ internal static unsafe class RowKernels
         }
     }
 
-    /// <summary>h = x / sqrt(mean(x^2) + eps) * g over n elements (iGPT's norm: no mean subtracted, no bias).</summary>
+    /// <summary>h = x / sqrt(mean(x^2) + eps) * g over n elements of one row (iGPT's norm: no mean subtracted, no bias).</summary>
     public static void RmsNorm(float* x, float* g, int n, float eps, float* h)
     {
         int i = 0;

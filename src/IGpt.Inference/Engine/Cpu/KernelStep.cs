@@ -1,0 +1,254 @@
+using System.Runtime.Intrinsics;
+
+namespace IGpt.Inference.Engine.Cpu;
+
+/// <summary>
+/// A decode step of a few rows computed by the library itself instead of ONNX Runtime sessions: the embeddings, each
+/// layer's norms and products (<see cref="RowKernels"/>) and attention (<see cref="CachedAttention"/>, over the decoder's
+/// cache in whatever element type it stores, a request's shared prompt read once per (group, head)), and the head. The
+/// weights are the package's own bytes in memory (<see cref="PackageWeights"/>, which the sessions share too; nothing is
+/// copied), named as models/README.md says ("Graph structure").
+/// Why: at these batch sizes a step is a chain of small products whose weights stay in the CPU's cache from one step to
+/// the next, so what a session spends around them (a hand-over to its thread pool at each of ~70 ops, or 9 session runs
+/// per lane for the segments, each lane reading every weight) is most of the step. Here the step is a list of items
+/// (column blocks of each product for all the rows, (group, head) pairs of each attention) that the step threads claim
+/// one at a time (<see cref="WorkerTeam"/>); an item starts once every item of the stages before its own is done, so a
+/// thread that wakes late joins wherever the step is and the caller never waits for it to start. Each column and head
+/// is computed the same whichever thread takes it, so the results do not depend on the thread count.
+/// Figures: benchmarks/README.md ("Kernel steps"). Owned by <see cref="KvCacheDecoder"/>; not thread-safe.
+/// </summary>
+internal sealed unsafe class KernelStep : IDisposable
+{
+    private enum Kind : byte { Qkv, Attention, Projection, Up, Down, Head }
+
+    /// <param name="From">First column (or attention item) of the item's block.</param>
+    /// <param name="To">End of the block.</param>
+    /// <param name="StageStart">Items before this index must be done before this one starts (its stage's first item).</param>
+    private readonly record struct Item(Kind Kind, int Layer, int From, int To, int StageStart);
+
+    private readonly struct Layer(float* ln1, float* attnW, float* attnB, float* projW, float* projB, float* ln2, float* upW, float* upB,
+        float* downW, float* downB)
+    {
+        public readonly float* Ln1 = ln1, AttnW = attnW, AttnB = attnB, ProjW = projW, ProjB = projB, Ln2 = ln2, UpW = upW, UpB = upB,
+            DownW = downW, DownB = downB;
+    }
+
+    private readonly Layer[] _layers;
+    private readonly float* _wte, _wpe, _lnF, _headW, _headB;
+    private readonly int _embd, _inner, _vocab, _heads, _maxRows, _threads, _normStride;
+    private readonly float _eps;
+    private readonly Item[] _items;   // this step's items, _count of them
+    private int _count, _rows;
+    private readonly CachedAttention _attention;
+    private readonly DecoderBuffers _buffers;
+    private readonly WorkerTeam? _team;
+    private readonly NativeBuffer<float> _x, _qkv, _attn, _up, _normed;  // [rows, C], [rows, 3C], [rows, C], [rows, inner], [threads, rows, C]
+    private readonly long[] _normedFor;   // by worker: the stage (step << 16 | first item) whose norm its _normed rows hold
+    private readonly Action<int, int> _work;
+    private long _step;
+    private int _done;
+    private bool _disposed;
+
+    private KernelStep(ModelManifest manifest, DecoderBuffers buffers, WorkerTeam? team, int maxRows, Layer[] layers,
+        float* wte, float* wpe, float* lnF, float* headW, float* headB, int inner)
+    {
+        var a = manifest.Architecture;
+        (_embd, _inner, _vocab, _heads, _eps, _maxRows) = (a.NEmbd, inner, manifest.VocabSize, a.NHead, (float)a.NormEps, maxRows);
+        _layers = layers;
+        _wte = wte;
+        _wpe = wpe;
+        _lnF = lnF;
+        _headW = headW;
+        _headB = headB;
+        _buffers = buffers;
+        _team = team;
+        _threads = team?.Threads ?? 1;
+        _normStride = (_embd + 15) / 16 * 16;
+        _attention = new CachedAttention(a.NHead, a.HeadSize, a.NPositions, maxRows, _threads, vectorized: true, buffers.Element);
+        _x = new NativeBuffer<float>((long)maxRows * _embd);
+        _qkv = new NativeBuffer<float>(3L * maxRows * _embd);
+        _attn = new NativeBuffer<float>((long)maxRows * _embd);
+        _up = new NativeBuffer<float>((long)maxRows * inner);
+        _normed = new NativeBuffer<float>((long)_threads * maxRows * _normStride);
+        _normedFor = new long[_threads];
+        // The most items a step can have: every product in blocks of 64 columns, attention in maxRows groups of every head.
+        int products = Blocks(3 * _embd, 64) + 2 * Blocks(_embd, 64) + Blocks(inner, 64);
+        _items = new Item[a.NLayer * (products + maxRows * _heads) + Blocks(_vocab, 64)];
+        _work = Work;
+    }
+
+    /// <summary>
+    /// The step for steps of up to <paramref name="maxRows"/> rows of a package whose decoder's fp32 weights are in
+    /// <paramref name="tensors"/> (by initializer name), or null with the reason when one is missing or not the shape the
+    /// architecture says (the decoder then runs its other paths).
+    /// </summary>
+    public static KernelStep? Create(ModelManifest manifest, DecoderBuffers buffers, WorkerTeam? team, int maxRows,
+        IReadOnlyDictionary<string, (IntPtr Address, long[] Dims)> tensors, out string? reason)
+    {
+        var a = manifest.Architecture;
+        int c = a.NEmbd, v = manifest.VocabSize;
+        string? missing = null;
+        float* Get(string name, params long[] dims)
+        {
+            if (missing is not null) return null;
+            if (!tensors.TryGetValue(name, out var t)) missing = $"'{name}' is not in the package's weights";
+            else if (!t.Dims.AsSpan().SequenceEqual(dims)) missing = $"'{name}' is [{string.Join(", ", t.Dims)}], not [{string.Join(", ", dims)}]";
+            return missing is null ? (float*)t.Address : null;
+        }
+        reason = null;
+        if (a.Activation != "quick_gelu") { reason = $"activation '{a.Activation}' (the kernels compute quick_gelu)"; return null; }
+        if (!Supported || !CachedAttention.CanVectorize(a.HeadSize))
+        {
+            reason = "the kernels need AVX-512 and a head size that is a multiple of 16";
+            return null;
+        }
+        int inner = tensors.TryGetValue("transformer.h.0.mlp.c_fc.bias", out var fcBias) && fcBias.Dims.Length == 1 ? (int)fcBias.Dims[0] : 4 * c;
+        var layers = new Layer[a.NLayer];
+        for (int i = 0; i < a.NLayer; i++)
+        {
+            string h = $"transformer.h.{i}.";
+            layers[i] = new Layer(Get(h + "ln_1.weight", c), Get(h + "attn.c_attn.weight", c, 3 * c), Get(h + "attn.c_attn.bias", 3 * c),
+                Get(h + "attn.c_proj.weight", c, c), Get(h + "attn.c_proj.bias", c), Get(h + "ln_2.weight", c),
+                Get(h + "mlp.c_fc.weight", c, inner), Get(h + "mlp.c_fc.bias", inner), Get(h + "mlp.c_proj.weight", inner, c), Get(h + "mlp.c_proj.bias", c));
+        }
+        float* wte = Get("transformer.wte.weight", v, c), wpe = Get("transformer.wpe.weight", a.NPositions, c), lnF = Get("transformer.ln_f.weight", c);
+        float* headW = Get("lm_head.weight_padded", c, v), headB = Get("lm_head.sos_mask", v);
+        if (missing is not null)
+        {
+            reason = missing;
+            return null;
+        }
+        return new KernelStep(manifest, buffers, team, maxRows, layers, wte, wpe, lnF, headW, headB, inner);
+    }
+
+    /// <summary>Whether this CPU runs the kernels (Vector512 in hardware).</summary>
+    public static bool Supported => Vector512.IsHardwareAccelerated;
+
+    /// <summary>Most rows a step may have.</summary>
+    public int MaxRows => _maxRows;
+
+    private static int Blocks(int n, int block) => (n + block - 1) / block;
+
+    /// <summary>
+    /// This step's items: every layer's stages in order (the q, k, v product, attention, the output projection, the MLP's two
+    /// products), then the head. A product's columns are cut into blocks of 64 for all the rows (128 for one row where that
+    /// still leaves two blocks a thread); attention into its (group, head) items.
+    /// </summary>
+    private void PlanItems(int rows, int attentionItems)
+    {
+        int count = 0;
+        void Stage(Kind kind, int layer, int n, int block)
+        {
+            int start = count;
+            for (int from = 0; from < n; from += block) _items[count++] = new Item(kind, layer, from, Math.Min(n, from + block), start);
+        }
+        int Block(int n) => rows == 1 && n / 128 >= 2 * _threads ? 128 : 64;
+        for (int l = 0; l < _layers.Length; l++)
+        {
+            Stage(Kind.Qkv, l, 3 * _embd, Block(3 * _embd));
+            Stage(Kind.Attention, l, attentionItems, 1);
+            Stage(Kind.Projection, l, _embd, Block(_embd));
+            Stage(Kind.Up, l, _inner, Block(_inner));
+            Stage(Kind.Down, l, _embd, Block(_embd));
+        }
+        Stage(Kind.Head, 0, _vocab, Block(_vocab));
+        _count = count;
+    }
+
+    /// <summary>
+    /// One step over slots 0..rows-1: slot r takes tokens[r] at positions[r] (its cache holds exactly that many entries), its
+    /// keys and values are stored there, and its logits land in the decoder's logits buffer. <paramref name="groups"/> and
+    /// <paramref name="sharedLengths"/> as <see cref="KvCacheDecoder.Step"/> takes them (checked by the caller). Returns the
+    /// cached positions the step's attention read per layer and head (a group's shared entries once).
+    /// </summary>
+    public long Run(int rows, ReadOnlySpan<int> tokens, ReadOnlySpan<int> positions, ReadOnlySpan<int> groups, ReadOnlySpan<int> sharedLengths)
+    {
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        if (rows < 1 || rows > _maxRows) throw new ArgumentOutOfRangeException(nameof(rows), rows, $"kernel steps take 1..{_maxRows} rows");
+        _attention.CheckGroups(rows, positions, groups, sharedLengths);
+        for (int lane = 0; lane < _threads; lane++) _attention.Plan(lane, 0, rows, positions, groups, sharedLengths);
+        _rows = rows;
+        PlanItems(rows, _attention.Items(0));
+        float* x = _x.Pointer;
+        for (int r = 0; r < rows; r++)
+        {
+            float* e = _wte + (long)tokens[r] * _embd, p = _wpe + (long)positions[r] * _embd, xr = x + (long)r * _embd;
+            for (int i = 0; i < _embd; i++) xr[i] = e[i] + p[i];
+        }
+        _step++;
+        Volatile.Write(ref _done, 0);
+        if (_team is null)
+            for (int i = 0; i < _count; i++) _work(i, 0);
+        else _team.Run(_count, _work);
+        return _attention.PositionsRead(0);
+    }
+
+    private void Work(int index, int worker)
+    {
+        var item = _items[index];
+        if (Volatile.Read(ref _done) < item.StageStart)
+        {
+            var spin = new SpinWait();
+            while (Volatile.Read(ref _done) < item.StageStart) spin.SpinOnce(sleep1Threshold: -1);
+        }
+        try { Execute(item, worker); }
+        finally { Interlocked.Increment(ref _done); }  // a failed item still ends its stage: the team rethrows its exception
+    }
+
+    private void Execute(Item item, int worker)
+    {
+        int c = _embd, rows = _rows;
+        float* x = _x.Pointer;
+        if (item.Kind == Kind.Head)
+        {
+            float* h = Normed(worker, item, _lnF);
+            RowKernels.Multiply(h, _normStride, rows, _headW, c, _vocab, item.From, item.To, _headB, _buffers.Logits, _vocab, RowOutput.Store);
+            return;
+        }
+        ref readonly var l = ref _layers[item.Layer];
+        switch (item.Kind)
+        {
+            case Kind.Qkv:
+                RowKernels.Multiply(Normed(worker, item, l.Ln1), _normStride, rows, l.AttnW, c, 3 * c, item.From, item.To, l.AttnB, _qkv.Pointer, 3 * c,
+                    RowOutput.Store);
+                break;
+            case Kind.Attention:
+                var kv = _buffers.Kv;
+                _attention.RunGroupHead(worker, item.From, _qkv.Pointer, (void*)kv[2 * item.Layer], (void*)kv[2 * item.Layer + 1], _attn.Pointer);
+                break;
+            case Kind.Projection:
+                RowKernels.Multiply(_attn.Pointer, c, rows, l.ProjW, c, c, item.From, item.To, l.ProjB, x, c, RowOutput.Add);
+                break;
+            case Kind.Up:
+                RowKernels.Multiply(Normed(worker, item, l.Ln2), _normStride, rows, l.UpW, c, _inner, item.From, item.To, l.UpB, _up.Pointer, _inner,
+                    RowOutput.QuickGelu);
+                break;
+            case Kind.Down:
+                RowKernels.Multiply(_up.Pointer, _inner, rows, l.DownW, _inner, c, item.From, item.To, l.DownB, x, c, RowOutput.Add);
+                break;
+        }
+    }
+
+    /// <summary>The step's rows of the residual stream normalized with <paramref name="gain"/>, computed once per stage by each worker that takes part in it.</summary>
+    private float* Normed(int worker, Item item, float* gain)
+    {
+        float* h = _normed.Pointer + (long)worker * _maxRows * _normStride;
+        long stage = _step << 16 | (uint)item.StageStart;
+        if (_normedFor[worker] == stage) return h;
+        for (int r = 0; r < _rows; r++) RowKernels.RmsNorm(_x.Pointer + (long)r * _embd, gain, _embd, _eps, h + (long)r * _normStride);
+        _normedFor[worker] = stage;
+        return h;
+    }
+
+    public void Dispose()
+    {
+        if (_disposed) return;
+        _disposed = true;
+        _attention.Dispose();
+        _x.Dispose();
+        _qkv.Dispose();
+        _attn.Dispose();
+        _up.Dispose();
+        _normed.Dispose();
+    }
+}

@@ -1,0 +1,235 @@
+namespace IGpt.Inference.Tests;
+
+/// <summary>
+/// Decode steps on the library's kernels (Inference:KernelStepRows: KernelStep, RowKernels) compute what the decoder graph and
+/// the step segments compute, one row or several, with shared prompts or without, over every cache type, on one thread or
+/// two, and allocate nothing; a package whose weights do not fit them keeps the sessions with a reason.
+/// </summary>
+public unsafe class KernelStepTests
+{
+    private static bool Runs => KernelStep.Supported && CachedAttention.CanVectorize(16);
+
+    private static string Shipped(string id) => Path.Combine(Fixture.ShippedModelsDir, id);
+
+    private static IGptModel Load(string dir, string kvCacheType, int kernelRows, int threads = 2, int maxBatch = 6) =>
+        IGptModel.Load(dir, KvCacheCompressionTests.Options(kvCacheType, maxBatch, threads, kernelRows));
+
+    [Fact]
+    public void ShippedPackagesMatchTheirParityThroughTheKernels()
+    {
+        foreach (var dir in Directory.GetDirectories(Fixture.ShippedModelsDir).Order())
+        {
+            if (!File.Exists(Path.Combine(dir, "model.json"))) continue;
+            using var model = Load(dir, KvCacheTypes.Float32, kernelRows: 16, maxBatch: 1);
+            var d = model.Decoder;
+            Assert.Equal(Runs ? 1 : 0, d.Plan.KernelStepRows);   // at most MaxBatch
+            if (!Runs) continue;
+            var parity = Fixture.ReadParity(dir);
+            DecoderTests.AssertPrefillAndDecodeMatch(d, parity, $"{Path.GetFileName(dir)} kernels ");
+            Assert.Equal(parity.DecodeTokens.Length, d.KernelSteps);
+            Assert.Equal(0, d.SegmentedSteps + d.LaneSteps);
+        }
+    }
+
+    public static TheoryData<string, string> Caches()
+    {
+        var data = new TheoryData<string, string>();
+        foreach (var type in new[] { KvCacheTypes.Float32, KvCacheTypes.Float16, KvCacheTypes.Int8 })
+        {
+            data.Add(Shipped("fashion-mnist-14"), type);   // head size 32, 196 positions
+            data.Add(Path.GetFullPath(Path.Combine(Fixture.ShippedModelsDir, "..", "tests", "fixtures", "hf-tiny-package")), type);  // head size 16, 1,024 positions
+        }
+        return data;
+    }
+
+    /// <summary>
+    /// Six rows (three samples of prompt A, two of B, one of SOS alone), then row 0 alone, on the kernels against the same
+    /// steps on the sessions' paths with the same cache type (the graph for float32; step segments, whose attention the
+    /// kernels share, for a compressed cache): logits within float rounding of each other at every step, the shared prompts
+    /// read once per group or every row on its own; and the kernels on one thread bit for bit those on two (each column and
+    /// (group, head) is computed the same whichever thread takes it).
+    /// </summary>
+    [Theory]
+    [MemberData(nameof(Caches))]
+    public void KernelStepsMatchTheSessionsAndEveryThreadCount(string dir, string type)
+    {
+        if (!Runs) return;
+        using var sessions = Load(dir, type, kernelRows: 0);
+        using var two = Load(dir, type, kernelRows: 6, threads: 2);
+        using var one = Load(dir, type, kernelRows: 6, threads: 1);
+        Assert.Equal(6, two.Decoder.Plan.KernelStepRows);
+        Assert.Equal(6, one.Decoder.Plan.KernelStepRows);
+        Assert.Equal(0, sessions.Decoder.Plan.KernelStepRows);
+        var m = sessions.Manifest;
+        int v = m.VocabSize, p = m.Architecture.NPositions;
+        var rng = new Random(11);
+        int lengthA = Math.Min(38, p / 2), lengthB = Math.Min(21, p / 3);
+        int[] Prompt(int n) => [m.SosTokenId, .. Enumerable.Range(1, n - 1).Select(_ => rng.Next(m.PaletteSize))];
+        var prompts = new[] { Prompt(lengthA), Prompt(lengthB), Prompt(1) };
+        int[] firstSlot = [0, 3, 5], count = [3, 2, 1];
+        foreach (var model in new[] { sessions, two, one })
+            for (int g = 0; g < 3; g++)
+            {
+                model.Decoder.Prefill(prompts[g], 1, firstSlot[g]);
+                for (int i = 1; i < count[g]; i++) model.Decoder.CopySlot(firstSlot[g], firstSlot[g] + i, prompts[g].Length);
+            }
+        int[] groups = [0, 0, 0, 3, 3, 5], shared = [lengthA, lengthA, lengthA, lengthB, lengthB, 1];
+        var positions = new int[6];
+        for (int r = 0; r < 6; r++) positions[r] = prompts[groups[r] == 0 ? 0 : groups[r] == 3 ? 1 : 2].Length;
+        var tokens = new int[6];
+        double worst = 0;
+        int steps = 0;
+        void Step(int rows, bool grouped)
+        {
+            for (int r = 0; r < rows; r++) tokens[r] = rng.Next(m.PaletteSize);
+            var expected = sessions.Decoder.Step(rows, tokens, positions).ToArray();
+            float[] Run(KvCacheDecoder d) => grouped ? d.Step(rows, tokens, positions, groups, shared).ToArray() : d.Step(rows, tokens, positions).ToArray();
+            var actual = Run(two.Decoder);
+            var single = Run(one.Decoder);
+            for (int i = 0; i < rows * v; i++)
+                if (expected[i] > -1e8f) worst = Math.Max(worst, Math.Abs(expected[i] - actual[i]));
+                else Assert.True(actual[i] <= -1e8f, $"{type} step {steps}: SOS must stay masked");
+            Assert.True(actual.AsSpan().SequenceEqual(single), $"{type} step {steps}: one thread and two differ");
+            for (int r = 0; r < rows; r++) positions[r]++;
+            steps++;
+        }
+        // Past a block of 16 positions and a chunk of 64, where the kernels' loops change.
+        int multi = Math.Min(p - lengthA - 40, 80);
+        for (int j = 0; j < multi; j++) Step(6, grouped: j % 2 == 0);
+        for (int j = 0; j < 30; j++) Step(1, grouped: false);
+        // float32: rounding alone. A compressed cache: a key or value summed in another order may round to the next fp16
+        // or int8 step, which both paths then read (fashion-mnist-14 over these 110 steps: about 0.002 and 0.01); a quarter
+        // of the compressed cache's own bound on its drift from float32 (KvCacheCompressionTests: 0.02 and 0.25) or less.
+        double bound = type == KvCacheTypes.Float32 ? 2e-4 : type == KvCacheTypes.Float16 ? 5e-3 : 3e-2;
+        Console.WriteLine($"{Path.GetFileName(dir)} {type}: kernels against sessions, largest logit difference {worst:G3}");
+        Assert.True(worst <= bound, $"{type}: largest logit difference {worst} (bound {bound})");
+        Assert.Equal(steps, two.Decoder.KernelSteps);
+        Assert.Equal(steps, one.Decoder.KernelSteps);
+        if (type == KvCacheTypes.Float32)
+        {
+            // The kernels stored every new key and value where GroupQueryAttention stores them.
+            var a = System.Runtime.InteropServices.MemoryMarshal.Cast<byte, float>(sessions.Decoder.SaveSlot(4, positions[4]));
+            var b = System.Runtime.InteropServices.MemoryMarshal.Cast<byte, float>(two.Decoder.SaveSlot(4, positions[4]));
+            Assert.Equal(a.Length, b.Length);
+            for (int i = 0; i < a.Length; i++) Assert.True(Math.Abs(a[i] - b[i]) <= 1e-4, $"cache float {i}: {a[i]} vs {b[i]}");
+        }
+    }
+
+    [Fact]
+    public void KernelStepsAllocateNothing()
+    {
+        if (!Runs) return;
+        using var model = Load(Shipped("fashion-mnist-14"), KvCacheTypes.Int8, kernelRows: 4, maxBatch: 4);
+        var d = model.Decoder;
+        d.Prefill([model.Manifest.SosTokenId, 1, 2], 1);
+        d.ReplicateSlot0(4, 3);
+        int[] tokens = [1, 2, 3, 4], positions = new int[4], groups = [0, 0, 0, 0], shared = [3, 3, 3, 3];
+        void Steps(int from, int to)
+        {
+            for (int t = from; t < to; t++)
+            {
+                for (int r = 0; r < 4; r++) positions[r] = t;
+                int rows = t % 3 + 1;   // one, two and three rows
+                d.Step(rows, tokens, positions, groups.AsSpan(0, rows), shared.AsSpan(0, rows));
+            }
+        }
+        Steps(3, 20);   // warm-up
+        long before = GC.GetAllocatedBytesForCurrentThread();
+        Steps(20, 120);
+        Assert.Equal(0, GC.GetAllocatedBytesForCurrentThread() - before);
+        Assert.Equal(117, d.KernelSteps);
+    }
+
+    [Fact]
+    public void APackageWhoseWeightsDoNotFitKeepsTheSessionsWithAReason()
+    {
+        if (!Runs) return;
+        var manifest = ModelManifest.Load(Shipped("fashion-mnist-14"));
+        using var weights = PackageWeights.For(manifest)!;
+        var tensors = weights.Float32Tensors(manifest.Files.Decoder.Cpu.Path);
+        Assert.NotNull(Probe(manifest, tensors, out _));
+        var missing = new Dictionary<string, (IntPtr, long[])>(tensors);
+        missing.Remove("transformer.h.1.mlp.c_proj.weight");
+        Assert.Null(Probe(manifest, missing, out var reason));
+        Assert.Contains("'transformer.h.1.mlp.c_proj.weight' is not in the package's weights", reason);
+        var reshaped = new Dictionary<string, (IntPtr, long[])>(tensors) { ["lm_head.sos_mask"] = (tensors["lm_head.sos_mask"].Address, [1, 17]) };
+        Assert.Null(Probe(manifest, reshaped, out reason));
+        Assert.Contains("'lm_head.sos_mask' is [1, 17], not [17]", reason);
+
+        // Weights not shared (each session maps its own): nothing in memory for the kernels, so they are not planned.
+        var o = KvCacheCompressionTests.Options(KvCacheTypes.Int8, kernelRows: 16);
+        o.ShareWeights = false;
+        using var model = IGptModel.Load(Shipped("fashion-mnist-14"), o);
+        Assert.Equal(0, model.Decoder.Plan.KernelStepRows);
+    }
+
+    /// <summary>KernelStep.Create over buffers of one slot: the tensors are checked before anything else is made.</summary>
+    private static KernelStep? Probe(ModelManifest manifest, IReadOnlyDictionary<string, (IntPtr, long[])> tensors, out string? reason)
+    {
+        using var buffers = new DecoderBuffers(new HostMemory(), manifest.Architecture.NLayer, manifest.Architecture.NHead * manifest.Architecture.NPositions * manifest.Architecture.HeadSize,
+            manifest.Architecture.HeadSize, KvElement.Float32, 1, manifest.Architecture.NPositions, manifest.VocabSize);
+        var step = KernelStep.Create(manifest, buffers, null, 1, tensors, out reason);
+        step?.Dispose();
+        return step;
+    }
+
+    [Theory]
+    [InlineData(1, 64, 17, 0, 17)]       // a head: one block of 16, then a single column
+    [InlineData(1, 200, 384, 64, 384)]   // blocks of 128 and 64 from a column past the first
+    [InlineData(1, 128, 1024, 0, 1000)]  // eight of 128 less the end: 64s, 16s and single columns
+    [InlineData(1, 3, 16, 0, 16)]
+    [InlineData(4, 64, 17, 0, 17)]       // four rows: what is left of a 64-column block, row by row
+    [InlineData(6, 200, 384, 64, 200)]   // four rows by 64 columns, then 16s; then two rows one at a time
+    [InlineData(9, 128, 1024, 0, 1000)]
+    public void ProductsMatchAReferenceForEveryOutputAndRowCount(int rows, int k, int n, int c0, int c1)
+    {
+        if (!KernelStep.Supported) return;
+        var rng = new Random(k * n + rows);
+        const int xStride = 211, yStride = 1031;   // rows apart by more than they hold
+        float[] x = Enumerable.Range(0, rows * xStride).Select(_ => (float)(rng.NextDouble() - 0.5)).ToArray();
+        float[] w = Enumerable.Range(0, k * n).Select(_ => (float)(rng.NextDouble() - 0.5)).ToArray();
+        float[] b = Enumerable.Range(0, n).Select(_ => (float)(rng.NextDouble() - 0.5)).ToArray();
+        float[] start = Enumerable.Range(0, rows * yStride).Select(_ => (float)(rng.NextDouble() - 0.5)).ToArray();
+        foreach (var output in Enum.GetValues<RowOutput>())
+        {
+            var y = (float[])start.Clone();
+            var alone = (float[])start.Clone();
+            fixed (float* px = x, pw = w, pb = b, py = y, pa = alone)
+            {
+                RowKernels.Multiply(px, xStride, rows, pw, k, n, c0, c1, pb, py, yStride, output);
+                for (int r = 0; r < rows; r++) RowKernels.Multiply(px + r * xStride, pw, k, n, c0, c1, pb, pa + r * yStride, output);
+            }
+            for (int r = 0; r < rows; r++)
+                for (int c = 0; c < yStride; c++)
+                {
+                    int at = r * yStride + c;
+                    if (c < c0 || c >= c1) { Assert.Equal(start[at], y[at]); continue; }   // outside the block: untouched
+                    double z = b[c];
+                    for (int i = 0; i < k; i++) z += (double)x[r * xStride + i] * w[i * n + c];
+                    double expected = output switch
+                    {
+                        RowOutput.Add => start[at] + z,
+                        RowOutput.QuickGelu => z / (1 + Math.Exp(-1.702 * z)),
+                        _ => z,
+                    };
+                    Assert.True(Math.Abs(expected - y[at]) <= 1e-5 * Math.Max(1, Math.Sqrt(k)), $"{output} row {r} column {c}: {y[at]} vs {expected}");
+                    Assert.True(y[at] == alone[at], $"{output} row {r} column {c}: {y[at]} with {rows} rows, {alone[at]} alone");
+                }
+        }
+    }
+
+    [Theory]
+    [InlineData(128)]
+    [InlineData(40)]   // 16s, then a scalar tail
+    public void RmsNormIsIGptsNorm(int n)
+    {
+        if (!KernelStep.Supported) return;
+        var rng = new Random(n);
+        float[] x = Enumerable.Range(0, n).Select(_ => (float)(rng.NextDouble() * 4 - 1)).ToArray();
+        float[] g = Enumerable.Range(0, n).Select(_ => (float)rng.NextDouble()).ToArray();
+        var h = new float[n];
+        fixed (float* px = x, pg = g, ph = h) RowKernels.RmsNorm(px, pg, n, 1e-5f, ph);
+        double r = 1 / Math.Sqrt(x.Sum(v => (double)v * v) / n + 1e-5);   // no mean subtracted, no bias
+        for (int i = 0; i < n; i++) Assert.True(Math.Abs(x[i] * r * g[i] - h[i]) <= 1e-5, $"{i}: {h[i]} vs {x[i] * r * g[i]}");
+    }
+}
