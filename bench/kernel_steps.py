@@ -6,7 +6,7 @@ segments, or for one row of a model too big for lanes the graph over an fp32 row
                                            [--batches 1,4,16] [--processes 3] [--reps 3]
 
 Both sides are `igpt` workers (IGptModel.CompleteAsync with the service's appsettings.json) differing only in
-KernelStepRows (16 against 0), loaded in the same fresh processes' pairs after a throwaway first loader, run alternately
+KernelStepRows (16 against 0: every batch below on the kernels), loaded in the same fresh processes' pairs after a throwaway first loader, run alternately
 (the order swapped every repetition), greedy, a half-image completion with `batch` samples. Greedy tokens are compared
 and the share that agrees printed (the kernels sum in another order than ONNX Runtime, so near-ties may flip; with a
 compressed cache a key rounded to the next step can flip more). Each figure is the median over the processes of each

@@ -73,7 +73,7 @@ JsonObject Load(JsonObject r)
         ["threads"] = planner.IntraOpThreads,
         ["settings"] = $"IntraOpThreads={options.IntraOpThreads}, AllowSpinning={options.AllowSpinning}, "
             + $"SingleThreadStepFlops={options.SingleThreadStepFlops}, SegmentedStepRows={options.SegmentedStepRows}, LaneStepRows={options.LaneStepRows}, "
-            + $"KernelStepRows={options.KernelStepRows}{(options.KernelStepRows > 0 && !d.Plan.UsesKernels ? " (not used: " + (d.KernelsFallback ?? "not planned") + ")" : "")}, "
+            + $"KernelStepRows={options.KernelStepRows}{(options.KernelStepRows > 0 && !d.Plan.UsesKernels ? " (not used here)" : "")}, "
             + $"KvCacheType={options.KvCacheType} (cache {d.CacheType}: {d.KvBytesPerPosition} bytes per cached position of a row, "
             + $"{d.KvCacheBytes / 1048576.0:F1} MiB for MaxBatch {d.MaxBatch}) ({service.Source})",
         ["small_step_rows"] = d.Plan.SmallStepRows,

@@ -116,6 +116,19 @@ public unsafe class KernelStepTests
     }
 
     [Fact]
+    public void TheDefaultRunsStepsUpToMaxBatchOnTheKernels()
+    {
+        Assert.Equal(16, new InferenceOptions().KernelStepRows);
+        var o = KvCacheCompressionTests.Options(KvCacheTypes.Int8, maxBatch: 8, kernelRows: new InferenceOptions().KernelStepRows);
+        using var model = IGptModel.Load(Shipped("fashion-mnist-28"), o);
+        var plan = model.Decoder.Plan;
+        Assert.Equal(Runs ? 8 : 0, plan.KernelStepRows);   // capped at MaxBatch
+        int[] positions = [700, 700, 700, 700, 700, 700, 700, 700];
+        for (int rows = 1; rows <= 8; rows++)
+            Assert.Equal(Runs ? StepPath.Kernels : StepPath.Segments, plan.Choose(rows, positions));
+    }
+
+    [Fact]
     public void KernelStepsAllocateNothing()
     {
         if (!Runs) return;
@@ -147,30 +160,28 @@ public unsafe class KernelStepTests
         var manifest = ModelManifest.Load(Shipped("fashion-mnist-14"));
         using var weights = PackageWeights.For(manifest)!;
         var tensors = weights.Float32Tensors(manifest.Files.Decoder.Cpu.Path);
-        Assert.NotNull(Probe(manifest, tensors, out _));
+        Assert.Null(KernelStep.Check(manifest, tensors));
         var missing = new Dictionary<string, (IntPtr, long[])>(tensors);
         missing.Remove("transformer.h.1.mlp.c_proj.weight");
-        Assert.Null(Probe(manifest, missing, out var reason));
-        Assert.Contains("'transformer.h.1.mlp.c_proj.weight' is not in the package's weights", reason);
+        Assert.Equal("'transformer.h.1.mlp.c_proj.weight' is not in the package's weights", KernelStep.Check(manifest, missing));
         var reshaped = new Dictionary<string, (IntPtr, long[])>(tensors) { ["lm_head.sos_mask"] = (tensors["lm_head.sos_mask"].Address, [1, 17]) };
-        Assert.Null(Probe(manifest, reshaped, out reason));
-        Assert.Contains("'lm_head.sos_mask' is [1, 17], not [17]", reason);
+        Assert.Equal("'lm_head.sos_mask' is [1, 17], not [17]", KernelStep.Check(manifest, reshaped));
+        // The planner then keeps the sessions' paths (segments for a compressed cache), and says so in the log.
+        var o = KvCacheCompressionTests.Options(KvCacheTypes.Int8, kernelRows: 16);
+        var planner = new StepPlanner(o);
+        var file = manifest.Files.Decoder.Cpu;
+        var unfit = planner.PlanCpuSteps(manifest, file, Microsoft.ML.OnnxRuntime.Tensors.TensorElementType.Float, kernelWeights: false);
+        Assert.Equal(0, unfit.KernelStepRows);
+        Assert.True(unfit.UsesSegments);
+        var fit = planner.PlanCpuSteps(manifest, file, Microsoft.ML.OnnxRuntime.Tensors.TensorElementType.Float, kernelWeights: true);
+        Assert.Equal(6, fit.KernelStepRows);   // every step up to MaxBatch: no segment sessions
+        Assert.False(fit.UsesSegments || fit.UsesLanes || fit.UsesOneThreadSession);
 
         // Weights not shared (each session maps its own): nothing in memory for the kernels, so they are not planned.
-        var o = KvCacheCompressionTests.Options(KvCacheTypes.Int8, kernelRows: 16);
         o.ShareWeights = false;
         using var model = IGptModel.Load(Shipped("fashion-mnist-14"), o);
         Assert.Equal(0, model.Decoder.Plan.KernelStepRows);
-    }
-
-    /// <summary>KernelStep.Create over buffers of one slot: the tensors are checked before anything else is made.</summary>
-    private static KernelStep? Probe(ModelManifest manifest, IReadOnlyDictionary<string, (IntPtr, long[])> tensors, out string? reason)
-    {
-        using var buffers = new DecoderBuffers(new HostMemory(), manifest.Architecture.NLayer, manifest.Architecture.NHead * manifest.Architecture.NPositions * manifest.Architecture.HeadSize,
-            manifest.Architecture.HeadSize, KvElement.Float32, 1, manifest.Architecture.NPositions, manifest.VocabSize);
-        var step = KernelStep.Create(manifest, buffers, null, 1, tensors, out reason);
-        step?.Dispose();
-        return step;
+        Assert.True(model.Decoder.Plan.UsesSegments);
     }
 
     [Theory]

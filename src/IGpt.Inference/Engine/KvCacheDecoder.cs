@@ -30,7 +30,7 @@ internal sealed unsafe class KvCacheDecoder : IDisposable
     private readonly InferenceSession? _oneThreadSession;
     private readonly DecoderGraph _graph;
     private readonly DecoderBuffers _buffers;
-    private readonly CpuStepPlan _plan;   // as planned, less the one-row kernels when the package's weights do not fit them
+    private readonly CpuStepPlan _plan;
     private readonly bool _fixedStepShapes, _graphs, _compressed;
     private readonly int _positions, _vocab, _maxBatch, _heads, _headSize, _entryBytes;  // an entry: one head at one position
     // The host input block and logits, read on every step (owned by _buffers).
@@ -77,10 +77,10 @@ internal sealed unsafe class KvCacheDecoder : IDisposable
                 throw new ArgumentException("the CPU step plan and its sessions disagree", nameof(cpu));
             if (plan.UsesSegments && kvType != TensorElementType.Float)
                 throw new ArgumentException("step segments run with an fp32 KV cache", nameof(cpu));
-            // A compressed cache is read by the segments' attention alone: no step may run the graph on it.
+            // A compressed cache is read by the library's attention alone (segments or kernels): no step may run the graph on it.
             _compressed = plan.CompressedCache is not null;
-            if (_compressed && (!plan.UsesSegments || plan.UsesLanes || plan.UsesOneThreadSession))
-                throw new ArgumentException("a compressed KV cache runs its steps as segments (one-row steps perhaps on the graph)", nameof(cpu));
+            if (_compressed && ((!plan.UsesSegments && plan.KernelStepRows < maxBatch) || plan.UsesLanes || plan.UsesOneThreadSession))
+                throw new ArgumentException("a compressed KV cache runs its steps as segments or on the kernels (one-row steps perhaps on the graph)", nameof(cpu));
             _graph = new DecoderGraph(manifest, kvType);
             (_positions, _vocab, _maxBatch) = (_graph.Positions, _graph.Vocab, maxBatch);
             var element = plan.CompressedCache ?? (kvType == TensorElementType.Float16 ? KvElement.Float16 : KvElement.Float32);
@@ -110,14 +110,9 @@ internal sealed unsafe class KvCacheDecoder : IDisposable
                 _segmented = new Cpu.SegmentedStep(segments, manifest, _buffers, _team, plan.Attention);
             if (plan.UsesKernels)
             {
-                string? reason = "the package's weights are not held in memory";
-                if (cpu?.Weights is { } weights)
-                    _kernels = Cpu.KernelStep.Create(manifest, _buffers, _team, Math.Min(plan.KernelStepRows, maxBatch), weights, out reason);
-                if (_kernels is null)
-                {
-                    KernelsFallback = reason;
-                    _plan = plan with { KernelStepRows = 0 };
-                }
+                if (cpu?.Weights is not { } weights) throw new ArgumentException("kernel steps need the package's weights", nameof(cpu));
+                if (Cpu.KernelStep.Check(manifest, weights) is { } unfit) throw new ModelPackageException(unfit);
+                _kernels = new Cpu.KernelStep(manifest, _buffers, _team, Math.Min(plan.KernelStepRows, maxBatch), weights);
             }
         }
         catch
@@ -148,8 +143,6 @@ internal sealed unsafe class KvCacheDecoder : IDisposable
     public long SegmentedSteps => Interlocked.Read(ref _segmentedSteps);
     /// <summary>Decode steps computed by the library's kernels so far.</summary>
     public long KernelSteps => Interlocked.Read(ref _kernelSteps);
-    /// <summary>Why steps do not run on the library's kernels although planned to (null when they do or were not planned).</summary>
-    public string? KernelsFallback { get; }
     /// <summary>Decode steps run as row lanes so far.</summary>
     public long LaneSteps => Interlocked.Read(ref _laneSteps);
     /// <summary>

@@ -31,11 +31,20 @@ internal class StepPlanner(InferenceOptions options)
     public virtual AttentionKernel SegmentAttention(int headSize) =>
         Cpu.CachedAttention.CanVectorize(headSize) ? AttentionKernel.Vectorized : AttentionKernel.None;
 
-    /// <summary>How the CPU decoder in <paramref name="file"/> runs its steps.</summary>
-    public CpuStepPlan PlanCpuSteps(ModelManifest manifest, ModelFile file, TensorElementType kvType)
+    /// <summary>
+    /// How the CPU decoder in <paramref name="file"/> runs its steps. <paramref name="kernelWeights"/>: whether the package's
+    /// weights are in memory for the library's kernels, as they name and shape them (<see cref="Cpu.KernelStep.Check"/>).
+    /// When the kernels take every step up to MaxBatch, the decoder gets no other step sessions (one-thread, segments).
+    /// </summary>
+    public CpuStepPlan PlanCpuSteps(ModelManifest manifest, ModelFile file, TensorElementType kvType, bool kernelWeights)
     {
         var a = manifest.Architecture;
-        if (CompressedCache(manifest, file, kvType, out _) is { } compressed)
+        int kernelRows = kernelWeights ? KernelStepRows(manifest, kvType) : 0;
+        var compressedCache = CompressedCache(manifest, file, kvType, out _);
+        if (kernelRows >= Options.MaxBatch)
+            return new CpuStepPlan(0, 0, 0, IntraOpThreads, AttentionKernel.None, SegmentCost, a.NLayer, a.NEmbd, 4L * manifest.MatmulParameters,
+                compressedCache, KernelStepRows: kernelRows);
+        if (compressedCache is { } compressed)
         {
             // Every step as segments, on the AVX-512 kernels where the CPU has them, else the portable loops; no
             // one-thread session or row lanes (they run the graph, which cannot read the cache). One-row steps of a
@@ -43,12 +52,12 @@ internal class StepPlanner(InferenceOptions options)
             var kernel = SegmentAttention(a.HeadSize) is var k && k != AttentionKernel.None ? k : AttentionKernel.Portable;
             bool oneRowGraph = IntraOpThreads > 1 && !FitsLanes(manifest);
             return new CpuStepPlan(0, 0, 1, IntraOpThreads, kernel, SegmentCost, a.NLayer, a.NEmbd, 4L * manifest.MatmulParameters, compressed,
-                oneRowGraph, KernelStepRows(manifest, kvType));
+                oneRowGraph, kernelRows);
         }
         bool segments = UsesStepSegments(manifest, file, kvType);
         return new CpuStepPlan(SmallStepRows(manifest), LaneStepRows(manifest), segments ? Options.SegmentedStepRows : 0, IntraOpThreads,
             segments ? SegmentAttention(a.HeadSize) : AttentionKernel.None, SegmentCost, a.NLayer, a.NEmbd, 4L * manifest.MatmulParameters,
-            KernelStepRows: KernelStepRows(manifest, kvType));
+            KernelStepRows: kernelRows);
     }
 
     /// <summary>

@@ -131,7 +131,13 @@ internal static class SessionLoader
         var kvType = KvType(file);
         if (planner.CompressedCache(manifest, file, kvType, out var fallback) is null && fallback is not null)
             logger.LogWarning("Model {ModelId}: KV cache float32, not {KvCacheType}: {Reason}", manifest.Id, planner.Options.KvCacheType, fallback);
-        var plan = planner.PlanCpuSteps(manifest, file, kvType);
+        var tensors = planner.KernelStepRows(manifest, kvType) > 0 ? weights?.Float32Tensors(file.Path) : null;
+        if (tensors is not null && Engine.Cpu.KernelStep.Check(manifest, tensors) is { } unfit)
+        {
+            logger.LogWarning("Model {ModelId}: decode steps run on ONNX Runtime, not the library's kernels: {Reason}", manifest.Id, unfit);
+            tensors = null;
+        }
+        var plan = planner.PlanCpuSteps(manifest, file, kvType, kernelWeights: tensors is not null);
         var session = planner.CreatePackageSession(manifest, file.Path, weights);
         var memory = new HostMemory();
         InferenceSession? oneThread = null;
@@ -140,11 +146,7 @@ internal static class SessionLoader
         {
             if (plan.UsesOneThreadSession) oneThread = planner.CreatePackageSession(manifest, file.Path, weights, intraOpThreads: 1);
             if (plan.UsesSegments) segments = planner.CreateSegmentSessions(manifest, file, weights);
-            var tensors = plan.UsesKernels ? weights?.Float32Tensors(file.Path) : null;
-            var decoder = new KvCacheDecoder(session, manifest, planner.Options.MaxBatch, memory, kvType, cpu: new CpuSteps(plan, oneThread, segments, tensors));
-            if (decoder.KernelsFallback is { } reason)
-                logger.LogWarning("Model {ModelId}: decode steps run on ONNX Runtime, not the library's kernels: {Reason}", manifest.Id, reason);
-            return decoder;
+            return new KvCacheDecoder(session, manifest, planner.Options.MaxBatch, memory, kvType, cpu: new CpuSteps(plan, oneThread, segments, tensors));
         }
         catch (Exception e)
         {

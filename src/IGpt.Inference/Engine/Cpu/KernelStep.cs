@@ -49,17 +49,32 @@ internal sealed unsafe class KernelStep : IDisposable
     private int _done;
     private bool _disposed;
 
-    private KernelStep(ModelManifest manifest, DecoderBuffers buffers, WorkerTeam? team, int maxRows, Layer[] layers,
-        float* wte, float* wpe, float* lnF, float* headW, float* headB, int inner)
+    /// <summary>
+    /// The step for steps of up to <paramref name="maxRows"/> rows over <paramref name="buffers"/>, reading the decoder's fp32
+    /// weights from <paramref name="tensors"/> (by initializer name; <see cref="Check"/> them first: this throws
+    /// <see cref="ModelPackageException"/> where that would give a reason).
+    /// </summary>
+    public KernelStep(ModelManifest manifest, DecoderBuffers buffers, WorkerTeam? team, int maxRows,
+        IReadOnlyDictionary<string, (IntPtr Address, long[] Dims)> tensors)
     {
+        if (Check(manifest, tensors) is { } unfit) throw new ModelPackageException(unfit);
         var a = manifest.Architecture;
-        (_embd, _inner, _vocab, _heads, _eps, _maxRows) = (a.NEmbd, inner, manifest.VocabSize, a.NHead, (float)a.NormEps, maxRows);
-        _layers = layers;
-        _wte = wte;
-        _wpe = wpe;
-        _lnF = lnF;
-        _headW = headW;
-        _headB = headB;
+        int c = a.NEmbd, v = manifest.VocabSize, inner = Inner(manifest, tensors);
+        float* Get(string name) => (float*)tensors[name].Address;
+        _layers = new Layer[a.NLayer];
+        for (int i = 0; i < a.NLayer; i++)
+        {
+            string h = $"transformer.h.{i}.";
+            _layers[i] = new Layer(Get(h + "ln_1.weight"), Get(h + "attn.c_attn.weight"), Get(h + "attn.c_attn.bias"), Get(h + "attn.c_proj.weight"),
+                Get(h + "attn.c_proj.bias"), Get(h + "ln_2.weight"), Get(h + "mlp.c_fc.weight"), Get(h + "mlp.c_fc.bias"), Get(h + "mlp.c_proj.weight"),
+                Get(h + "mlp.c_proj.bias"));
+        }
+        _wte = Get("transformer.wte.weight");
+        _wpe = Get("transformer.wpe.weight");
+        _lnF = Get("transformer.ln_f.weight");
+        _headW = Get("lm_head.weight_padded");
+        _headB = Get("lm_head.sos_mask");
+        (_embd, _inner, _vocab, _heads, _eps, _maxRows) = (c, inner, v, a.NHead, (float)a.NormEps, maxRows);
         _buffers = buffers;
         _team = team;
         _threads = team?.Threads ?? 1;
@@ -78,48 +93,37 @@ internal sealed unsafe class KernelStep : IDisposable
     }
 
     /// <summary>
-    /// The step for steps of up to <paramref name="maxRows"/> rows of a package whose decoder's fp32 weights are in
-    /// <paramref name="tensors"/> (by initializer name), or null with the reason when one is missing or not the shape the
-    /// architecture says (the decoder then runs its other paths).
+    /// Why the kernels cannot run a package whose decoder's fp32 weights are <paramref name="tensors"/> (by initializer name),
+    /// or null when they can: this CPU, the activation, and every tensor models/README.md names, in the shape the
+    /// architecture gives it.
     /// </summary>
-    public static KernelStep? Create(ModelManifest manifest, DecoderBuffers buffers, WorkerTeam? team, int maxRows,
-        IReadOnlyDictionary<string, (IntPtr Address, long[] Dims)> tensors, out string? reason)
+    public static string? Check(ModelManifest manifest, IReadOnlyDictionary<string, (IntPtr Address, long[] Dims)> tensors)
     {
         var a = manifest.Architecture;
-        int c = a.NEmbd, v = manifest.VocabSize;
-        string? missing = null;
-        float* Get(string name, params long[] dims)
-        {
-            if (missing is not null) return null;
-            if (!tensors.TryGetValue(name, out var t)) missing = $"'{name}' is not in the package's weights";
-            else if (!t.Dims.AsSpan().SequenceEqual(dims)) missing = $"'{name}' is [{string.Join(", ", t.Dims)}], not [{string.Join(", ", dims)}]";
-            return missing is null ? (float*)t.Address : null;
-        }
-        reason = null;
-        if (a.Activation != "quick_gelu") { reason = $"activation '{a.Activation}' (the kernels compute quick_gelu)"; return null; }
-        if (!Supported || !CachedAttention.CanVectorize(a.HeadSize))
-        {
-            reason = "the kernels need AVX-512 and a head size that is a multiple of 16";
-            return null;
-        }
-        int inner = tensors.TryGetValue("transformer.h.0.mlp.c_fc.bias", out var fcBias) && fcBias.Dims.Length == 1 ? (int)fcBias.Dims[0] : 4 * c;
-        var layers = new Layer[a.NLayer];
+        if (!Supported || !CachedAttention.CanVectorize(a.HeadSize)) return "the kernels need AVX-512 and a head size that is a multiple of 16";
+        if (a.Activation != "quick_gelu") return $"activation '{a.Activation}' (the kernels compute quick_gelu)";
+        int c = a.NEmbd, v = manifest.VocabSize, inner = Inner(manifest, tensors);
+        var expected = new List<(string Name, long[] Dims)>();
         for (int i = 0; i < a.NLayer; i++)
         {
             string h = $"transformer.h.{i}.";
-            layers[i] = new Layer(Get(h + "ln_1.weight", c), Get(h + "attn.c_attn.weight", c, 3 * c), Get(h + "attn.c_attn.bias", 3 * c),
-                Get(h + "attn.c_proj.weight", c, c), Get(h + "attn.c_proj.bias", c), Get(h + "ln_2.weight", c),
-                Get(h + "mlp.c_fc.weight", c, inner), Get(h + "mlp.c_fc.bias", inner), Get(h + "mlp.c_proj.weight", inner, c), Get(h + "mlp.c_proj.bias", c));
+            expected.AddRange([(h + "ln_1.weight", [c]), (h + "attn.c_attn.weight", [c, 3 * c]), (h + "attn.c_attn.bias", [3 * c]),
+                (h + "attn.c_proj.weight", [c, c]), (h + "attn.c_proj.bias", [c]), (h + "ln_2.weight", [c]), (h + "mlp.c_fc.weight", [c, inner]),
+                (h + "mlp.c_fc.bias", [inner]), (h + "mlp.c_proj.weight", [inner, c]), (h + "mlp.c_proj.bias", [c])]);
         }
-        float* wte = Get("transformer.wte.weight", v, c), wpe = Get("transformer.wpe.weight", a.NPositions, c), lnF = Get("transformer.ln_f.weight", c);
-        float* headW = Get("lm_head.weight_padded", c, v), headB = Get("lm_head.sos_mask", v);
-        if (missing is not null)
+        expected.AddRange([("transformer.wte.weight", [v, c]), ("transformer.wpe.weight", [a.NPositions, c]), ("transformer.ln_f.weight", [c]),
+            ("lm_head.weight_padded", [c, v]), ("lm_head.sos_mask", [v])]);
+        foreach (var (name, dims) in expected)
         {
-            reason = missing;
-            return null;
+            if (!tensors.TryGetValue(name, out var t)) return $"'{name}' is not in the package's weights";
+            if (!t.Dims.AsSpan().SequenceEqual(dims)) return $"'{name}' is [{string.Join(", ", t.Dims)}], not [{string.Join(", ", dims)}]";
         }
-        return new KernelStep(manifest, buffers, team, maxRows, layers, wte, wpe, lnF, headW, headB, inner);
+        return null;
     }
+
+    /// <summary>The MLP's width: c_fc's bias length (4 x n_embd in every package so far).</summary>
+    private static int Inner(ModelManifest manifest, IReadOnlyDictionary<string, (IntPtr Address, long[] Dims)> tensors) =>
+        tensors.TryGetValue("transformer.h.0.mlp.c_fc.bias", out var b) && b.Dims.Length == 1 ? (int)b.Dims[0] : 4 * manifest.Architecture.NEmbd;
 
     /// <summary>Whether this CPU runs the kernels (Vector512 in hardware).</summary>
     public static bool Supported => Vector512.IsHardwareAccelerated;

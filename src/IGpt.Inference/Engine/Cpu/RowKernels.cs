@@ -23,60 +23,93 @@ internal enum RowOutput
 /// </summary>
 internal static unsafe class RowKernels
 {
+    /// <summary>Rows of a weight a four-row block multiplies before the next four rows take them (a 64-column panel of them stays in L1).</summary>
+    private const int PanelRows = 32;
+
     /// <summary>
     /// Columns [c0, c1) of Y = X W (+ b) for <paramref name="rows"/> rows of X (<paramref name="xStride"/> floats apart) into
-    /// rows of Y (<paramref name="yStride"/> apart), W [k, n] row-major, then <paramref name="output"/>: four rows at a time
-    /// (each weight vector loaded once for the four), the rest one at a time. Summation runs over W's rows in order, so a
-    /// row's result does not depend on how many rows share the call.
+    /// rows of Y (<paramref name="yStride"/> apart), W [k, n] row-major, then <paramref name="output"/>. For each block of 64
+    /// columns, a panel of <see cref="PanelRows"/> rows of W is multiplied with every four rows of X while it is in L1 (their
+    /// sums so far kept on the stack between panels); what is left (rows beyond a multiple of four, columns beyond a multiple of 64)
+    /// one row at a time. Every sum runs over W's rows in order from zero, stored and reloaded exactly between panels, so a
+    /// row's result is bit for bit what it is alone.
     /// </summary>
     public static void Multiply(float* x, int xStride, int rows, float* w, int k, int n, int c0, int c1, float* bias, float* y, int yStride,
         RowOutput output)
     {
-        int r = 0;
-        for (; r + 4 <= rows; r += 4)
-            Multiply4(x + (long)r * xStride, xStride, w, k, n, c0, c1, bias, y + (long)r * yStride, yStride, output);
-        for (; r < rows; r++) Multiply(x + (long)r * xStride, w, k, n, c0, c1, bias, y + (long)r * yStride, output);
+        int fours = rows / 4 * 4, c = c0;
+        if (fours > 0 && c + 64 <= c1)
+        {
+            float* sums = stackalloc float[fours * 64];   // [fours, 64]: a block's sums between panels
+            for (; c + 64 <= c1; c += 64)
+                for (int k0 = 0; k0 < k; k0 += PanelRows)
+                {
+                    int k1 = Math.Min(k, k0 + PanelRows);
+                    for (int r = 0; r < fours; r += 4)
+                        Panel4(x + (long)r * xStride, xStride, w, k0, k1, k, n, c, bias, sums + r * 64, y + (long)r * yStride, yStride, output);
+                }
+        }
+        for (int r = 0; r < rows; r++)
+        {
+            int from = r < fours ? c : c0;   // the four-row blocks did the columns before c
+            if (from < c1) Multiply(x + (long)r * xStride, w, k, n, from, c1, bias, y + (long)r * yStride, output);
+        }
     }
 
-    /// <summary><see cref="Multiply(float*, int, int, float*, int, int, int, int, float*, float*, int, RowOutput)"/> for four rows: 64 columns by 4 rows in 16 accumulators.</summary>
-    private static void Multiply4(float* x, int xStride, float* w, int k, int n, int c0, int c1, float* bias, float* y, int yStride, RowOutput output)
+    /// <summary>
+    /// Rows k0..k1-1 of W's columns c..c+63 times four rows of X, added to their sums so far (<paramref name="sums"/>, four
+    /// rows of 64, unless k0 is 0); at the last panel (k1 = k) the bias and <paramref name="output"/> finish them into Y.
+    /// </summary>
+    private static void Panel4(float* x, int xStride, float* w, int k0, int k1, int k, int n, int c, float* bias, float* sums, float* y,
+        int yStride, RowOutput output)
     {
         float* x0 = x, x1 = x + xStride, x2 = x + 2L * xStride, x3 = x + 3L * xStride;
-        float* y0 = y, y1 = y + yStride, y2 = y + 2L * yStride, y3 = y + 3L * yStride;
-        int c = c0;
-        for (; c + 64 <= c1; c += 64)
+        float* y0 = sums, y1 = sums + 64, y2 = sums + 128, y3 = sums + 192;
+        Vector512<float> a00, a01, a02, a03, a10, a11, a12, a13, a20, a21, a22, a23, a30, a31, a32, a33;
+        if (k0 == 0)
         {
-            var a00 = Vector512<float>.Zero; var a01 = a00; var a02 = a00; var a03 = a00;
-            var a10 = a00; var a11 = a00; var a12 = a00; var a13 = a00;
-            var a20 = a00; var a21 = a00; var a22 = a00; var a23 = a00;
-            var a30 = a00; var a31 = a00; var a32 = a00; var a33 = a00;
-            float* row = w + c;
-            for (int i = 0; i < k; i++, row += n)
-            {
-                var w0 = Vector512.Load(row);
-                var w1 = Vector512.Load(row + 16);
-                var w2 = Vector512.Load(row + 32);
-                var w3 = Vector512.Load(row + 48);
-                var b = Vector512.Create(x0[i]);
-                a00 = Vector512.FusedMultiplyAdd(b, w0, a00); a01 = Vector512.FusedMultiplyAdd(b, w1, a01);
-                a02 = Vector512.FusedMultiplyAdd(b, w2, a02); a03 = Vector512.FusedMultiplyAdd(b, w3, a03);
-                b = Vector512.Create(x1[i]);
-                a10 = Vector512.FusedMultiplyAdd(b, w0, a10); a11 = Vector512.FusedMultiplyAdd(b, w1, a11);
-                a12 = Vector512.FusedMultiplyAdd(b, w2, a12); a13 = Vector512.FusedMultiplyAdd(b, w3, a13);
-                b = Vector512.Create(x2[i]);
-                a20 = Vector512.FusedMultiplyAdd(b, w0, a20); a21 = Vector512.FusedMultiplyAdd(b, w1, a21);
-                a22 = Vector512.FusedMultiplyAdd(b, w2, a22); a23 = Vector512.FusedMultiplyAdd(b, w3, a23);
-                b = Vector512.Create(x3[i]);
-                a30 = Vector512.FusedMultiplyAdd(b, w0, a30); a31 = Vector512.FusedMultiplyAdd(b, w1, a31);
-                a32 = Vector512.FusedMultiplyAdd(b, w2, a32); a33 = Vector512.FusedMultiplyAdd(b, w3, a33);
-            }
-            Finish(a00, bias, y0, c, output); Finish(a01, bias, y0, c + 16, output); Finish(a02, bias, y0, c + 32, output); Finish(a03, bias, y0, c + 48, output);
-            Finish(a10, bias, y1, c, output); Finish(a11, bias, y1, c + 16, output); Finish(a12, bias, y1, c + 32, output); Finish(a13, bias, y1, c + 48, output);
-            Finish(a20, bias, y2, c, output); Finish(a21, bias, y2, c + 16, output); Finish(a22, bias, y2, c + 32, output); Finish(a23, bias, y2, c + 48, output);
-            Finish(a30, bias, y3, c, output); Finish(a31, bias, y3, c + 16, output); Finish(a32, bias, y3, c + 32, output); Finish(a33, bias, y3, c + 48, output);
+            a00 = a01 = a02 = a03 = a10 = a11 = a12 = a13 = a20 = a21 = a22 = a23 = a30 = a31 = a32 = a33 = Vector512<float>.Zero;
         }
-        // What is left of the block (fewer than 64 columns), row by row.
-        for (int r = 0; r < 4 && c < c1; r++) Multiply(x + (long)r * xStride, w, k, n, c, c1, bias, y + (long)r * yStride, output);
+        else
+        {
+            a00 = Vector512.Load(y0); a01 = Vector512.Load(y0 + 16); a02 = Vector512.Load(y0 + 32); a03 = Vector512.Load(y0 + 48);
+            a10 = Vector512.Load(y1); a11 = Vector512.Load(y1 + 16); a12 = Vector512.Load(y1 + 32); a13 = Vector512.Load(y1 + 48);
+            a20 = Vector512.Load(y2); a21 = Vector512.Load(y2 + 16); a22 = Vector512.Load(y2 + 32); a23 = Vector512.Load(y2 + 48);
+            a30 = Vector512.Load(y3); a31 = Vector512.Load(y3 + 16); a32 = Vector512.Load(y3 + 32); a33 = Vector512.Load(y3 + 48);
+        }
+        float* row = w + (long)k0 * n + c;
+        for (int i = k0; i < k1; i++, row += n)
+        {
+            var w0 = Vector512.Load(row);
+            var w1 = Vector512.Load(row + 16);
+            var w2 = Vector512.Load(row + 32);
+            var w3 = Vector512.Load(row + 48);
+            var b = Vector512.Create(x0[i]);
+            a00 = Vector512.FusedMultiplyAdd(b, w0, a00); a01 = Vector512.FusedMultiplyAdd(b, w1, a01);
+            a02 = Vector512.FusedMultiplyAdd(b, w2, a02); a03 = Vector512.FusedMultiplyAdd(b, w3, a03);
+            b = Vector512.Create(x1[i]);
+            a10 = Vector512.FusedMultiplyAdd(b, w0, a10); a11 = Vector512.FusedMultiplyAdd(b, w1, a11);
+            a12 = Vector512.FusedMultiplyAdd(b, w2, a12); a13 = Vector512.FusedMultiplyAdd(b, w3, a13);
+            b = Vector512.Create(x2[i]);
+            a20 = Vector512.FusedMultiplyAdd(b, w0, a20); a21 = Vector512.FusedMultiplyAdd(b, w1, a21);
+            a22 = Vector512.FusedMultiplyAdd(b, w2, a22); a23 = Vector512.FusedMultiplyAdd(b, w3, a23);
+            b = Vector512.Create(x3[i]);
+            a30 = Vector512.FusedMultiplyAdd(b, w0, a30); a31 = Vector512.FusedMultiplyAdd(b, w1, a31);
+            a32 = Vector512.FusedMultiplyAdd(b, w2, a32); a33 = Vector512.FusedMultiplyAdd(b, w3, a33);
+        }
+        if (k1 < k)
+        {
+            a00.Store(y0); a01.Store(y0 + 16); a02.Store(y0 + 32); a03.Store(y0 + 48);
+            a10.Store(y1); a11.Store(y1 + 16); a12.Store(y1 + 32); a13.Store(y1 + 48);
+            a20.Store(y2); a21.Store(y2 + 16); a22.Store(y2 + 32); a23.Store(y2 + 48);
+            a30.Store(y3); a31.Store(y3 + 16); a32.Store(y3 + 32); a33.Store(y3 + 48);
+            return;
+        }
+        y0 = y; y1 = y + yStride; y2 = y + 2L * yStride; y3 = y + 3L * yStride;
+        Finish(a00, bias, y0, c, output); Finish(a01, bias, y0, c + 16, output); Finish(a02, bias, y0, c + 32, output); Finish(a03, bias, y0, c + 48, output);
+        Finish(a10, bias, y1, c, output); Finish(a11, bias, y1, c + 16, output); Finish(a12, bias, y1, c + 32, output); Finish(a13, bias, y1, c + 48, output);
+        Finish(a20, bias, y2, c, output); Finish(a21, bias, y2, c + 16, output); Finish(a22, bias, y2, c + 32, output); Finish(a23, bias, y2, c + 48, output);
+        Finish(a30, bias, y3, c, output); Finish(a31, bias, y3, c + 16, output); Finish(a32, bias, y3, c + 32, output); Finish(a33, bias, y3, c + 48, output);
     }
 
     /// <summary>
