@@ -245,7 +245,7 @@ public sealed class ServingTests
         Assert.Contains($"igpt_decode_steps_total{{{m}}} 63", text);
         // Every step ran one way: the counts by path add up to the steps.
         long byPath = 0;
-        foreach (var path in new[] { "graph", "lanes", "segments" })
+        foreach (var path in new[] { "graph", "lanes", "segments", "kernels" })
         {
             var line = text.Split('\n').Single(l => l.StartsWith($"igpt_decode_steps_by_path_total{{{m},path=\"{path}\"}}", StringComparison.Ordinal));
             byPath += long.Parse(line.Split(' ')[1], System.Globalization.CultureInfo.InvariantCulture);

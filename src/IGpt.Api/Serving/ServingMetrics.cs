@@ -33,7 +33,7 @@ public sealed class ServingMetrics : IDecodeObserver
         _steps = f.CreateCounter("igpt_decode_steps_total", "Decode steps run.", model);
         _stepsByPath = f.CreateCounter("igpt_decode_steps_by_path_total",
             "Decode steps by how they ran: graph (the decoder graph in one run), lanes (rows split between threads), "
-            + "segments (step segments with the library's attention).", ["model", "path"]);
+            + "segments (step segments with the library's attention), kernels (the library's own kernels).", ["model", "path"]);
         _tokens = f.CreateCounter("igpt_tokens_generated_total", "Pixels drawn (first pixels from prompt logits included).", model);
         _requests = f.CreateCounter("igpt_requests_total", "Generation, classification, embedding and likelihood requests by outcome.", ["model", "endpoint", "outcome"]);
         _queueSeconds = f.CreateHistogram("igpt_queue_seconds", "Time from admission to the first KV slot.",
@@ -64,9 +64,10 @@ public sealed class ServingMetrics : IDecodeObserver
                 _activeSequences.WithLabels(id).Set(stats.ActiveSequences);
                 _slots.WithLabels(id).Set(stats.Slots);
                 _steps.WithLabels(id).IncTo(stats.Steps);
-                _stepsByPath.WithLabels(id, "graph").IncTo(stats.Steps - stats.LaneSteps - stats.SegmentedSteps);
+                _stepsByPath.WithLabels(id, "graph").IncTo(stats.Steps - stats.LaneSteps - stats.SegmentedSteps - stats.KernelSteps);
                 _stepsByPath.WithLabels(id, "lanes").IncTo(stats.LaneSteps);
                 _stepsByPath.WithLabels(id, "segments").IncTo(stats.SegmentedSteps);
+                _stepsByPath.WithLabels(id, "kernels").IncTo(stats.KernelSteps);
                 _tokens.WithLabels(id).IncTo(stats.TokensGenerated);
             }
         });

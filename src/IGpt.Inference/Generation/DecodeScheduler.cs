@@ -83,7 +83,7 @@ internal sealed partial class DecodeScheduler : IDisposable
                 Volatile.Read(ref _maxRows), Interlocked.Read(ref _rowsStepped), Interlocked.Read(ref _tokens),
                 Interlocked.Read(ref _completed), Interlocked.Read(ref _cancelled), Interlocked.Read(ref _prefills),
                 Interlocked.Read(ref _failedRuns), Interlocked.Read(ref _failedRequests), Volatile.Read(ref _consecutiveFailures),
-                _decoder.LaneSteps, _decoder.SegmentedSteps);
+                _decoder.LaneSteps, _decoder.SegmentedSteps, _decoder.KernelSteps);
         }
     }
 

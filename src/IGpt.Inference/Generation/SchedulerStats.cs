@@ -7,4 +7,5 @@ namespace IGpt.Inference.Generation;
 public sealed record SchedulerStats(
     int Slots, int ActiveSequences, int QueuedRequests, long Steps, int MaxRowsPerStep, long RowsStepped,
     long TokensGenerated, long CompletedRequests, long CancelledRequests, long Prefills,
-    long FailedRuns = 0, long FailedRequests = 0, int ConsecutiveFailures = 0, long LaneSteps = 0, long SegmentedSteps = 0);
+    long FailedRuns = 0, long FailedRequests = 0, int ConsecutiveFailures = 0, long LaneSteps = 0, long SegmentedSteps = 0,
+    long KernelSteps = 0);
