@@ -136,7 +136,7 @@ internal sealed unsafe class KernelStep : IDisposable
     /// <summary>
     /// This step's items: every layer's stages in order (the q, k, v product, attention, the output projection, the MLP's two
     /// products), then the head. A product's columns are cut into blocks of 64 for all the rows (128 for one row where that
-    /// still leaves two blocks a thread); attention into its (group, head) items.
+    /// still leaves two blocks a thread); attention into runs of its (group, head) pairs.
     /// </summary>
     private void PlanItems(int rows, int attentionItems)
     {
@@ -147,10 +147,13 @@ internal sealed unsafe class KernelStep : IDisposable
             for (int from = 0; from < n; from += block) _items[count++] = new Item(kind, layer, from, Math.Min(n, from + block), start);
         }
         int Block(int n) => rows == 1 && n / 128 >= 2 * _threads ? 128 : 64;
+        // Four items a thread, or single (group, head) pairs when there are fewer: 16 independent rows of 8 heads are 128
+        // pairs a layer, and claiming each on its own cost more than the imbalance of claiming them in eights.
+        int AttentionBlock(int n) => Math.Max(1, n / (4 * _threads));
         for (int l = 0; l < _layers.Length; l++)
         {
             Stage(Kind.Qkv, l, 3 * _embd, Block(3 * _embd));
-            Stage(Kind.Attention, l, attentionItems, 1);
+            Stage(Kind.Attention, l, attentionItems, AttentionBlock(attentionItems));
             Stage(Kind.Projection, l, _embd, Block(_embd));
             Stage(Kind.Up, l, _inner, Block(_inner));
             Stage(Kind.Down, l, _embd, Block(_embd));
@@ -217,8 +220,8 @@ internal sealed unsafe class KernelStep : IDisposable
                     RowOutput.Store);
                 break;
             case Kind.Attention:
-                var kv = _buffers.Kv;
-                _attention.RunGroupHead(worker, item.From, _qkv.Pointer, (void*)kv[2 * item.Layer], (void*)kv[2 * item.Layer + 1], _attn.Pointer);
+                void* keys = (void*)_buffers.Kv[2 * item.Layer], values = (void*)_buffers.Kv[2 * item.Layer + 1];
+                for (int i = item.From; i < item.To; i++) _attention.RunGroupHead(worker, i, _qkv.Pointer, keys, values, _attn.Pointer);
                 break;
             case Kind.Projection:
                 RowKernels.Multiply(_attn.Pointer, c, rows, l.ProjW, c, c, item.From, item.To, l.ProjB, x, c, RowOutput.Add);
