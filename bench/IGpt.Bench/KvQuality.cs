@@ -31,7 +31,7 @@ internal static class KvQuality
                 {
                     UseCuda = false, IntraOpThreads = (int?)r["threads"] ?? service.IntraOpThreads, AllowSpinning = service.AllowSpinning,
                     SingleThreadStepFlops = service.SingleThreadStepFlops, SegmentedStepRows = service.SegmentedStepRows,
-                    LaneStepRows = service.LaneStepRows, KvCacheType = type, MaxBatch = (int?)r["max_batch"] ?? 16,
+                    LaneStepRows = service.LaneStepRows, KernelStepRows = service.KernelStepRows, KvCacheType = type, MaxBatch = (int?)r["max_batch"] ?? 16,
                 };
                 models.Add(IGptModel.Load((string)r["package"]!, options));
             }
