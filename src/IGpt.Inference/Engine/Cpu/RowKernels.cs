@@ -19,7 +19,9 @@ internal enum RowOutput
 /// quick_gelu, in Vector512 (the caller checks <see cref="Vector512.IsHardwareAccelerated"/>). A weight is read as the
 /// package stores it ([in, out], row-major, as ONNX MatMul multiplies): each of a block's 64 or 128 columns is one
 /// accumulator lane, and the weight's rows stream through once per four rows of input, so one row's product is as fast as
-/// the weight can be read and four rows share each load.
+/// the weight can be read and four rows share each load. The kernels are compiled fully optimized from their first call
+/// (AggressiveOptimization): at the JIT's first tier their vectors live on the stack and a product runs several times slower,
+/// which a short-lived process or a service's first requests would see (benchmarks/README.md, "Kernel steps").
 /// </summary>
 internal static unsafe class RowKernels
 {
@@ -35,6 +37,7 @@ internal static unsafe class RowKernels
     /// row's result is bit for bit what it is alone.
     /// </summary>
     [SkipLocalsInit]   // the panel sums are written before they are read: no need to zero them on every call
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static void Multiply(float* x, int xStride, int rows, float* w, int k, int n, int c0, int c1, float* bias, float* y, int yStride,
         RowOutput output)
     {
@@ -61,6 +64,7 @@ internal static unsafe class RowKernels
     /// Rows k0..k1-1 of W's columns c..c+63 times four rows of X, added to their sums so far (<paramref name="sums"/>, four
     /// rows of 64, unless k0 is 0); at the last panel (k1 = k) the bias and <paramref name="output"/> finish them into Y.
     /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void Panel4(float* x, int xStride, float* w, int k0, int k1, int k, int n, int c, float* bias, float* sums, float* y,
         int yStride, RowOutput output)
     {
@@ -117,6 +121,7 @@ internal static unsafe class RowKernels
     /// Columns [c0, c1) of y = x W (+ b) for one row, W [k, n] row-major, then <paramref name="output"/>. Blocks of 128 or 64
     /// columns, then 16, then single columns. Summation runs over the rows of W in order.
     /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static void Multiply(float* x, float* w, int k, int n, int c0, int c1, float* bias, float* y, RowOutput output)
     {
         int c = c0;
@@ -196,6 +201,7 @@ internal static unsafe class RowKernels
     }
 
     /// <summary>h = x / sqrt(mean(x^2) + eps) * g over n elements of one row (iGPT's norm: no mean subtracted, no bias).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static void RmsNorm(float* x, float* g, int n, float eps, float* h)
     {
         int i = 0;
