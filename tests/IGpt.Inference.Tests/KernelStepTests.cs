@@ -229,6 +229,29 @@ public unsafe class KernelStepTests
         }
     }
 
+    [Fact]
+    public void VectorExpIsWithinTwoUlpOfExpAndZeroBelowTheNormals()
+    {
+        if (!KernelStep.Supported) return;
+        var rng = new Random(3);
+        var xs = new List<float> { 0f, -0f, 1f, -1f, 88f, -87.3f, 1e-8f, -1e-8f };
+        for (int i = 0; i < 200_000; i++) xs.Add((float)(rng.NextDouble() * 175 - 87.3));
+        for (float x = -20; x <= 20; x += 1f / 64) xs.Add(x);   // softmax's and quick_gelu's usual range, densely
+        double worst = 0;
+        float worstX = 0;
+        foreach (var x in xs)
+        {
+            float e = VectorExp.Exp(System.Runtime.Intrinsics.Vector512.Create(x))[0];
+            double exact = Math.Exp(x);
+            double ulp = MathF.BitIncrement((float)exact) - (float)exact;
+            if (Math.Abs(e - exact) / ulp > worst) (worst, worstX) = (Math.Abs(e - exact) / ulp, x);
+        }
+        Assert.True(worst <= 2, $"largest error {worst:F2} ulp, at {worstX:R}");
+        foreach (var x in new[] { -87.5f, -100f, -1e30f, float.NegativeInfinity })
+            Assert.Equal(0f, VectorExp.Exp(System.Runtime.Intrinsics.Vector512.Create(x))[0]);
+        Assert.Equal(1f, VectorExp.Exp(System.Runtime.Intrinsics.Vector512<float>.Zero)[15]);
+    }
+
     [Theory]
     [InlineData(128)]
     [InlineData(40)]   // 16s, then a scalar tail

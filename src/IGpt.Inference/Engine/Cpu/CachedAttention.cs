@@ -300,7 +300,7 @@ internal sealed unsafe class CachedAttention : IDisposable
             var vsum = Vector512<float>.Zero;
             for (; t + 16 <= n; t += 16)
             {
-                var e = Vector512.Exp(Vector512.Load(scores + t) - vm);
+                var e = VectorExp.Exp(Vector512.Load(scores + t) - vm);
                 e.Store(scores + t);
                 vsum += e;
             }

@@ -192,7 +192,7 @@ internal static unsafe class RowKernels
                 (Vector512.Load(y + c) + a).Store(y + c);
                 break;
             case RowOutput.QuickGelu:
-                (a / (Vector512<float>.One + Vector512.Exp(a * Vector512.Create(-1.702f)))).Store(y + c);
+                (a / (Vector512<float>.One + VectorExp.Exp(a * Vector512.Create(-1.702f)))).Store(y + c);
                 break;
             default:
                 a.Store(y + c);

@@ -1,0 +1,34 @@
+using System.Runtime.CompilerServices;
+using System.Runtime.Intrinsics;
+
+namespace IGpt.Inference.Engine.Cpu;
+
+/// <summary>
+/// e^x for 16 floats at a time, for the softmax of <see cref="CachedAttention"/> and the quick_gelu of <see cref="RowKernels"/>:
+/// the exponent split off as a power of two (x = n ln 2 + r, |r| &lt;= ln 2 / 2, ln 2 in two parts so that r is exact) and
+/// e^r as Cephes' degree-6 polynomial, then 2^n put into the exponent bits. Within 2 ulp of e^x from -87.3 to 88 (tested);
+/// 0 below (where e^x is below the smallest normal float, and for -infinity); above 88 it may be +infinity. .NET's
+/// Vector512.Exp computes the float case with several times the instructions, which made it most of a softmax
+/// (benchmarks/README.md, "Kernel steps").
+/// </summary>
+internal static class VectorExp
+{
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector512<float> Exp(Vector512<float> x)
+    {
+        var underflow = Vector512.LessThan(x, Vector512.Create(-87.33654f));
+        x = Vector512.Min(Vector512.Max(x, Vector512.Create(-87.33654f)), Vector512.Create(88.3762589f));
+        var n = Vector512.Round(x * Vector512.Create(1.44269504f));
+        var r = Vector512.FusedMultiplyAdd(n, Vector512.Create(-0.693359375f), x);   // ln 2's leading bits: n ln2_hi is exact
+        r = Vector512.FusedMultiplyAdd(n, Vector512.Create(2.12194440e-4f), r);        // the rest of ln 2
+        var p = Vector512.Create(1.9875691500e-4f);
+        p = Vector512.FusedMultiplyAdd(p, r, Vector512.Create(1.3981999507e-3f));
+        p = Vector512.FusedMultiplyAdd(p, r, Vector512.Create(8.3334519073e-3f));
+        p = Vector512.FusedMultiplyAdd(p, r, Vector512.Create(4.1665795894e-2f));
+        p = Vector512.FusedMultiplyAdd(p, r, Vector512.Create(1.6666665459e-1f));
+        p = Vector512.FusedMultiplyAdd(p, r, Vector512.Create(5.0000001201e-1f));
+        p = Vector512.FusedMultiplyAdd(p, r * r, r + Vector512<float>.One);
+        var twoToN = ((Vector512.ConvertToInt32(n) + Vector512.Create(127)) << 23).AsSingle();
+        return Vector512.ConditionalSelect(underflow, Vector512<float>.Zero, p * twoToN);
+    }
+}
