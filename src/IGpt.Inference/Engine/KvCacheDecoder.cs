@@ -111,8 +111,7 @@ internal sealed unsafe class KvCacheDecoder : IDisposable
             if (plan.UsesKernels)
             {
                 if (cpu?.Weights is not { } weights) throw new ArgumentException("kernel steps need the package's weights", nameof(cpu));
-                if (Cpu.KernelStep.Check(manifest, weights) is { } unfit) throw new ModelPackageException(unfit);
-                _kernels = new Cpu.KernelStep(manifest, _buffers, _team, Math.Min(plan.KernelStepRows, maxBatch), weights);
+                _kernels = new Cpu.KernelStep(   // checks the weights (KernelStep.Check) itselfmanifest, _buffers, _team, Math.Min(plan.KernelStepRows, maxBatch), weights);
             }
         }
         catch
