@@ -111,7 +111,8 @@ internal sealed unsafe class KvCacheDecoder : IDisposable
             if (plan.UsesKernels)
             {
                 if (cpu?.Weights is not { } weights) throw new ArgumentException("kernel steps need the package's weights", nameof(cpu));
-                _kernels = new Cpu.KernelStep(   // checks the weights (KernelStep.Check) itselfmanifest, _buffers, _team, Math.Min(plan.KernelStepRows, maxBatch), weights);
+                // The constructor checks the weights' names and shapes (KernelStep.Check), as the loader did before planning.
+                _kernels = new Cpu.KernelStep(manifest, _buffers, _team, Math.Min(plan.KernelStepRows, maxBatch), weights);
             }
         }
         catch
