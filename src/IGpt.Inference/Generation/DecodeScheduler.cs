@@ -37,7 +37,7 @@ internal sealed partial class DecodeScheduler : IDisposable
     private readonly DecodeSequence?[] _active;               // by slot
     private int _rows;                                  // slots 0.._rows-1 are stepped
     private DecodeJob? _head;                                 // partly started job (out of _queue)
-    private readonly int[] _stepTokens, _stepPositions;
+    private readonly int[] _stepTokens, _stepPositions, _sampled;
     private readonly int[] _stepGroups, _stepShared;     // rows of one request share their prompt's cache entries
 
     // Counters (written by the scheduler thread, read by anyone).
@@ -64,6 +64,7 @@ internal sealed partial class DecodeScheduler : IDisposable
         _sampler = new Sampler(manifest.PaletteSize);
         _active = new DecodeSequence?[_slots];
         _stepTokens = new int[_slots];
+        _sampled = new int[_slots];
         _stepPositions = new int[_slots];
         _stepGroups = new int[_slots];
         _stepShared = new int[_slots];
@@ -333,8 +334,7 @@ internal sealed partial class DecodeScheduler : IDisposable
         for (int r = 0; r < rows; r++)
         {
             if (_active[r] is not { } seq) continue;
-            var job = seq.Job;
-            Accept(seq, _sampler.Pick(logits.Slice(r * _vocab, _vocab), job.Request.Sampling, ref seq.Rng));
+            _sampled[r] = _sampler.Pick(logits.Slice(r * _vocab, _vocab), seq.Job.Request.Sampling, ref seq.Rng);
             produced++;
         }
         var elapsed = Stopwatch.GetElapsedTime(start);
@@ -343,6 +343,10 @@ internal sealed partial class DecodeScheduler : IDisposable
         Interlocked.Add(ref _tokens, produced);
         if (produced > _maxRows) Volatile.Write(ref _maxRows, produced);
         _observer?.OnDecodeStep(_manifest.Id, produced, elapsed);
+        // Jobs complete only once the step is counted: a client holding its answer finds the step in the metrics (the
+        // decoder counts its own steps by path inside Step, and the two counts are compared).
+        for (int r = 0; r < rows; r++)
+            if (_active[r] is { } seq) Accept(seq, _sampled[r]);
         // Finished sequences leave now; highest slot first, so compaction never moves a finished one.
         for (int r = rows - 1; r >= 0; r--)
             if (_active[r] is { } seq && seq.Filled == _total) ReleaseSlot(r);
