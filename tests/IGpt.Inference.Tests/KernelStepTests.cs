@@ -63,19 +63,9 @@ public unsafe class KernelStepTests
         var m = sessions.Manifest;
         int v = m.VocabSize, p = m.Architecture.NPositions;
         var rng = new Random(11);
-        int lengthA = Math.Min(38, p / 2), lengthB = Math.Min(21, p / 3);
-        int[] Prompt(int n) => [m.SosTokenId, .. Enumerable.Range(1, n - 1).Select(_ => rng.Next(m.PaletteSize))];
-        var prompts = new[] { Prompt(lengthA), Prompt(lengthB), Prompt(1) };
-        int[] firstSlot = [0, 3, 5], count = [3, 2, 1];
-        foreach (var model in new[] { sessions, two, one })
-            for (int g = 0; g < 3; g++)
-            {
-                model.Decoder.Prefill(prompts[g], 1, firstSlot[g]);
-                for (int i = 1; i < count[g]; i++) model.Decoder.CopySlot(firstSlot[g], firstSlot[g] + i, prompts[g].Length);
-            }
-        int[] groups = [0, 0, 0, 3, 3, 5], shared = [lengthA, lengthA, lengthA, lengthB, lengthB, 1];
-        var positions = new int[6];
-        for (int r = 0; r < 6; r++) positions[r] = prompts[groups[r] == 0 ? 0 : groups[r] == 3 ? 1 : 2].Length;
+        var layout = SharedPromptRows.Prefill(m, rng, sessions.Decoder, two.Decoder, one.Decoder);
+        int lengthA = layout.LengthA;
+        var (groups, shared, positions) = (layout.Groups, layout.SharedLengths, layout.Positions);
         var tokens = new int[6];
         double worst = 0;
         int steps = 0;

@@ -44,21 +44,9 @@ public class SegmentedStepTests
         var m = single.Manifest;
         int v = m.VocabSize, p = m.Architecture.NPositions;
         var rng = new Random(7);
-        // Rows 0-2: prompt A (38 tokens, or what fits); rows 3-4: prompt B (21); row 5: prompt C (1, SOS only).
-        int lengthA = Math.Min(38, p / 2), lengthB = Math.Min(21, p / 3);
-        int[] Prompt(int n) => [m.SosTokenId, .. Enumerable.Range(1, n - 1).Select(_ => rng.Next(m.PaletteSize))];
-        var prompts = new[] { Prompt(lengthA), Prompt(lengthB), Prompt(1) };
-        int[] firstSlot = [0, 3, 5], count = [3, 2, 1];
-        foreach (var model in new[] { single, segmented })
-            for (int g = 0; g < 3; g++)
-            {
-                model.Decoder.Prefill(prompts[g], 1, firstSlot[g]);
-                for (int i = 1; i < count[g]; i++) model.Decoder.CopySlot(firstSlot[g], firstSlot[g] + i, prompts[g].Length);
-            }
-        int rows = 6;
-        int[] groups = [0, 0, 0, 3, 3, 5], shared = [lengthA, lengthA, lengthA, lengthB, lengthB, 1];
-        var positions = new int[rows];
-        for (int r = 0; r < rows; r++) positions[r] = prompts[groups[r] == 0 ? 0 : groups[r] == 3 ? 1 : 2].Length;
+        var layout = SharedPromptRows.Prefill(m, rng, single.Decoder, segmented.Decoder);
+        int rows = SharedPromptRows.Rows, lengthA = layout.LengthA;
+        var (groups, shared, positions) = (layout.Groups, layout.SharedLengths, layout.Positions);
         var tokens = new int[rows];
         int steps = Math.Min(40, p - lengthA);
         for (int step = 0; step < steps; step++)
