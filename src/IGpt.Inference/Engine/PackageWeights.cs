@@ -16,6 +16,7 @@ internal sealed unsafe class PackageWeights : IDisposable
     private readonly Dictionary<string, NativeBuffer<byte>> _files = [];
     private readonly Dictionary<(string File, long Offset, TensorElementType Type, string Shape), OrtValue> _values = [];  // one per tensor
     private readonly Dictionary<string, List<(string Name, OrtValue Value)>> _byGraph = [];
+    private readonly Dictionary<string, List<(OnnxInitializers.ExternalTensor Tensor, NativeBuffer<byte> File)>> _tensors = [];  // by graph, read once
     private int _disposed;
 
     private PackageWeights(ModelManifest manifest) => _manifest = manifest;
@@ -94,9 +95,13 @@ internal sealed unsafe class PackageWeights : IDisposable
         return found;
     }
 
-    /// <summary>The graph's initializers stored in the manifest's weights files, checked to lie within the bytes read.</summary>
+    /// <summary>
+    /// The graph's initializers stored in the manifest's weights files, checked to lie within the bytes read; the graph is read
+    /// once, whether the sessions' initializers or the kernels' tensors ask first.
+    /// </summary>
     private List<(OnnxInitializers.ExternalTensor Tensor, NativeBuffer<byte> File)> Tensors(string relativePath)
     {
+        if (_tensors.TryGetValue(relativePath, out var known)) return known;
         byte[] graph;
         try { graph = System.IO.File.ReadAllBytes(_manifest.ResolvePath(relativePath)); }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException)
@@ -113,6 +118,7 @@ internal sealed unsafe class PackageWeights : IDisposable
                 throw new ModelPackageException($"{relativePath}: initializer '{t.Name}' ({t.Length} bytes at {t.Offset}) does not fit '{t.Location}' ({file.Length} bytes)");
             found.Add((t, file));
         }
+        _tensors[relativePath] = found;
         return found;
     }
 
