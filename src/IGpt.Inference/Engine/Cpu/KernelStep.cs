@@ -128,9 +128,6 @@ internal sealed unsafe class KernelStep : IDisposable
     /// <summary>Whether this CPU runs the kernels (Vector512 in hardware).</summary>
     public static bool Supported => Vector512.IsHardwareAccelerated;
 
-    /// <summary>Most rows a step may have.</summary>
-    public int MaxRows => _maxRows;
-
     private static int Blocks(int n, int block) => (n + block - 1) / block;
 
     /// <summary>
