@@ -352,15 +352,17 @@ static unsafe JsonObject Attention(JsonObject r)
     {
         var keys = new IntPtr[layers];
         var values = new IntPtr[layers];
-        IntPtr Cache()
+        IntPtr Cache(KvPart part)
         {
             var p = Alloc(perLayer);
             if (element == KvElement.Float32) return (IntPtr)p;
-            var c = Alloc(perLayer);   // as many bytes as fp32: room for any entry type
-            KvCodec.Encode(element, p, (byte*)c, checked((int)(perLayer / headSize)), headSize);
+            long headBytes = element.HeadBytes(headSize, positions);
+            var c = (byte*)Alloc((long)rows * heads * headBytes / 4 + 16);
+            for (long h = 0; h < (long)rows * heads; h++)   // each (row, head) of a layer: its positions, as the cache stores them
+                KvCodec.Encode(element, part, p + h * positions * headSize, c + h * headBytes, 0, positions, headSize);
             return (IntPtr)c;
         }
-        for (int l = 0; l < layers; l++) (keys[l], values[l]) = (Cache(), Cache());
+        for (int l = 0; l < layers; l++) (keys[l], values[l]) = (Cache(KvPart.Key), Cache(KvPart.Value));
         float* qkv = Alloc((long)rows * 3 * heads * headSize), output = Alloc((long)rows * heads * headSize);
         var position = Enumerable.Repeat(length - 1, rows).ToArray();  // the new entry at length-1: `length` read per row
         var groups = shared > 0 ? new int[rows] : [];

@@ -108,7 +108,8 @@ public sealed class InferenceOptions : IValidatableObject
     /// How the CPU decoder stores its KV cache: "float32"; "float16" (half the bytes a decode step reads and half the memory
     /// per slot); or "int8" (the default, <see cref="KvCacheTypes.Default"/>: each head's key or value at a position as
     /// head_size signed bytes and one fp32 scale, its largest magnitude / 127: 36 bytes instead of 128 for a head size of
-    /// 32). A compressed cache is read and written by the library's attention (the package's step segments,
+    /// 32, in blocks of 16 positions that the attention reads with int8 dot products, the query and the attention weights
+    /// quantized to bytes as well). A compressed cache is read and written by the library's attention (the package's step segments,
     /// <see cref="SegmentedStepRows"/>), so with it CPU decode steps run as segments, and the prompt's prefill runs the
     /// decoder graph in fp32 and then stores its keys and values compressed. One-row steps of a model whose weights are
     /// too big for row lanes (<see cref="LaneMaxWeightBytes"/>) run the fp32 graph over an fp32 copy of the row instead.

@@ -31,7 +31,7 @@ internal sealed unsafe class DecoderBuffers : IDisposable
         MaxBatch = maxBatch;
         Positions = positions;
         Element = element;
-        RowBytes = rowStride / headSize * element.EntryBytes(headSize);
+        RowBytes = rowStride / ((long)headSize * positions) * element.HeadBytes(headSize, positions);   // heads x one (slot, head)
         PrefillRowBytes = fp32PrefillRow ? rowStride * 4 : 0;
         _prefillKvViews = [];
         try

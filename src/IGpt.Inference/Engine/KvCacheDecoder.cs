@@ -154,7 +154,7 @@ internal sealed unsafe class KvCacheDecoder : IDisposable
     public bool KvOnHost => _buffers.Memory.IsHost;
 
     /// <summary>Bytes of a prompt snapshot of <paramref name="length"/> positions (all layers, keys and values).</summary>
-    public long SnapshotBytes(int length) => 2L * _graph.Layers * _graph.Heads * length * _entryBytes;
+    public long SnapshotBytes(int length) => 2L * _graph.Layers * _graph.Heads * _buffers.Element.HeadBytes(_headSize, length);
 
     /// <summary>
     /// Slots a step over <paramref name="rows"/> slots runs: the rows themselves, or with fixed step shapes
@@ -234,9 +234,10 @@ internal sealed unsafe class KvCacheDecoder : IDisposable
             for (int head = 0; head < _heads; head++)
             {
                 float* row = (float*)prefill[i] + head * headFloats + (long)from * _headSize;
-                byte* entries = (byte*)(kv[i] + (nint)(Offset(slot, head) + (long)from * _entryBytes));
-                if (store) Cpu.KvCodec.Encode(_buffers.Element, row, entries, to - from, _headSize);
-                else Cpu.KvCodec.Decode(_buffers.Element, entries, row, to - from, _headSize);
+                byte* entries = (byte*)(kv[i] + (nint)Offset(slot, head));
+                var part = i % 2 == 0 ? KvPart.Key : KvPart.Value;
+                if (store) Cpu.KvCodec.Encode(_buffers.Element, part, row, entries, from, to - from, _headSize);
+                else Cpu.KvCodec.Decode(_buffers.Element, part, entries, from, to - from, row, _headSize);
             }
     }
 
@@ -371,7 +372,7 @@ internal sealed unsafe class KvCacheDecoder : IDisposable
         CheckSlot(source, length);
         CheckSlot(destination, length);
         StoreRowMirror();   // slot 0 complete before it is read; as a destination, ResetSlot below ends the mirror
-        long chunk = (long)length * _entryBytes, pitch = (long)_positions * _entryBytes;
+        long chunk = _buffers.Element.HeadBytes(_headSize, length), pitch = _buffers.Element.HeadBytes(_headSize, _positions);
         foreach (var baseAddress in _buffers.Kv)
             _buffers.Memory.Copy2D(baseAddress + (nint)Offset(destination, 0), pitch, baseAddress + (nint)Offset(source, 0), pitch, chunk, _heads,
                 CopyDirection.DeviceToDevice);
@@ -385,7 +386,7 @@ internal sealed unsafe class KvCacheDecoder : IDisposable
         CheckSlot(slot, length);
         StoreRowMirror();
         var snapshot = GC.AllocateUninitializedArray<byte>(checked((int)SnapshotBytes(length)));
-        long chunk = (long)length * _entryBytes, pitch = (long)_positions * _entryBytes;
+        long chunk = _buffers.Element.HeadBytes(_headSize, length), pitch = _buffers.Element.HeadBytes(_headSize, _positions);
         fixed (byte* s = snapshot)
         {
             long o = 0;
@@ -404,7 +405,7 @@ internal sealed unsafe class KvCacheDecoder : IDisposable
         ObjectDisposedException.ThrowIf(_disposed, this);
         if (snapshot.Length != SnapshotBytes(length)) throw new ArgumentException("snapshot size does not match its length");
         StoreRowMirror();   // so that ResetSlot(0) below, after the load, has nothing left to store over it
-        long chunk = (long)length * _entryBytes, pitch = (long)_positions * _entryBytes;
+        long chunk = _buffers.Element.HeadBytes(_headSize, length), pitch = _buffers.Element.HeadBytes(_headSize, _positions);
         fixed (byte* s = snapshot)
         {
             for (int slot = firstSlot; slot < firstSlot + rows; slot++)
@@ -422,7 +423,7 @@ internal sealed unsafe class KvCacheDecoder : IDisposable
     }
 
     /// <summary>Byte offset of (slot, head, position 0) in a KV buffer.</summary>
-    private long Offset(int slot, int head) => (((long)slot * _heads + head) * _positions) * _entryBytes;
+    private long Offset(int slot, int head) => ((long)slot * _heads + head) * _buffers.Element.HeadBytes(_headSize, _positions);
 
     private void CheckSlot(int slot, int length)
     {

@@ -8,19 +8,38 @@ internal enum KvElement
     /// <summary>head_size IEEE halves, stored as their bits (converted by <see cref="Cpu.HalfConversion"/> on the CPU).</summary>
     Float16,
     /// <summary>
-    /// One fp32 scale, then head_size signed bytes: the entry's values divided by the scale (its largest magnitude / 127),
-    /// rounded (per-token, per-head absmax quantization; <see cref="Cpu.KvCodec"/>).
+    /// Per position one fp32 scale and head_size bytes: the entry's values divided by the scale (its largest magnitude / 127),
+    /// rounded (per-token, per-head absmax quantization; <see cref="Cpu.KvCodec"/>). Stored in blocks of
+    /// <see cref="KvElementExtensions.Int8Block"/> positions laid out for int8 dot products (VNNI), keys and values
+    /// differently (<see cref="Cpu.Int8Blocks"/>); a (slot, head)'s positions are padded to whole blocks.
     /// </summary>
     Int8,
 }
 
 internal static class KvElementExtensions
 {
-    /// <summary>Bytes of one entry: one head's key (or value) at one position.</summary>
+    /// <summary>Positions of an int8 block.</summary>
+    public const int Int8Block = 16;
+
+    /// <summary>Bytes of one entry: one head's key (or value) at one position (an int8 head size rounded up to 4 bytes).</summary>
     public static int EntryBytes(this KvElement e, int headSize) => e switch
     {
         KvElement.Float16 => 2 * headSize,
-        KvElement.Int8 => headSize + 4,
+        KvElement.Int8 => (headSize + 3) / 4 * 4 + 4,
         _ => 4 * headSize,
     };
+
+    /// <summary>
+    /// Bytes holding positions 0..positions-1 of one (slot, head): whole blocks for int8, so that a (slot, head) of a
+    /// cache is <c>HeadBytes(n_positions)</c> long and a copy of a prefix of <c>length</c> positions is <c>HeadBytes(length)</c>.
+    /// </summary>
+    public static long HeadBytes(this KvElement e, int headSize, int positions) =>
+        (long)(e == KvElement.Int8 ? (positions + Int8Block - 1) / Int8Block * Int8Block : positions) * e.EntryBytes(headSize);
+}
+
+/// <summary>Which of a layer's two cache buffers an entry is in: int8 lays keys and values out differently.</summary>
+internal enum KvPart
+{
+    Key,
+    Value,
 }

@@ -28,10 +28,11 @@ internal sealed unsafe class CachedAttention : IDisposable
     /// <summary>Positions of a compressed cache converted at a time (a multiple of 16: the vector kernels' block).</summary>
     private const int Chunk = 64;
 
-    private readonly int _heads, _headSize, _positions, _embd, _maxBatch, _entryBytes;
+    private readonly int _heads, _headSize, _positions, _embd, _maxBatch;
+    private readonly long _headBytes;  // bytes of one (slot, head) of the cache
     private readonly KvElement _element;
     private readonly float _scale;
-    private readonly bool _vectorized, _inPlace;
+    private readonly bool _vectorized, _inPlace, _int8Kernels, _vnni = Int8Blocks.HasVnni;
     private readonly Lane[] _lanes;
     private bool _disposed;
 
@@ -51,8 +52,10 @@ internal sealed unsafe class CachedAttention : IDisposable
         _embd = heads * headSize;
         _scale = 1f / MathF.Sqrt(headSize);
         _vectorized = vectorized;
-        (_element, _entryBytes) = (element, element.EntryBytes(headSize));
-        _inPlace = inPlace && vectorized && CompressedKernels.Reads(element);
+        (_element, _headBytes) = (element, element.HeadBytes(headSize, positions));
+        _inPlace = inPlace && vectorized && element != KvElement.Float32;
+        _int8Kernels = _inPlace && element == KvElement.Int8 && Int8Blocks.CanRun(headSize);
+        if (_inPlace && element == KvElement.Int8 && !_int8Kernels) _inPlace = false;   // no VNNI: converted a chunk at a time
         _lanes = new Lane[Math.Max(1, lanes)];
         for (int i = 0; i < _lanes.Length; i++) _lanes[i] = new Lane(maxBatch, positions, headSize, element == KvElement.Float32 ? 0 : Chunk);
     }
@@ -60,6 +63,9 @@ internal sealed unsafe class CachedAttention : IDisposable
     /// <summary>Whether this CPU runs the AVX-512 kernels for <paramref name="headSize"/>.</summary>
     public static bool CanVectorize(int headSize) =>
         Avx512F.IsSupported && Vector512.IsHardwareAccelerated && headSize % 16 == 0 && headSize > 0;
+
+    /// <summary>Whether an int8 cache is read by the int8 dot-product kernels (<see cref="Int8Blocks"/>), not converted to fp32 first.</summary>
+    public bool ReadsInt8InPlace => _int8Kernels;
 
     public int Lanes => _lanes.Length;
 
@@ -167,36 +173,38 @@ internal sealed unsafe class CachedAttention : IDisposable
         var rows = new ReadOnlySpan<int>(l.Members, first, count);
         int d = _headSize, p = _positions;
         float* queries = l.Queries, scores = l.Scores, acc = l.Acc, sums = l.Sums;
-        long stride = (long)p * _entryBytes;   // bytes of one (slot, head) block of the cache
+        long stride = _headBytes;
+        long pitch = p + 16;
 
         // New keys and values into the cache; queries scaled (GroupQueryAttention's scale, 1/sqrt(head_size)).
         for (int j = 0; j < count; j++)
         {
             int r = rows[j];
             float* q = qkv + (long)r * 3 * _embd + head * d;
-            long entry = ((long)r * _heads + head) * stride + (long)l.Position[r] * _entryBytes;
-            Store(q + _embd, keys + entry);
-            Store(q + 2 * _embd, values + entry);
+            long own = ((long)r * _heads + head) * stride;
+            KvCodec.Encode(_element, KvPart.Key, q + _embd, keys + own, l.Position[r], 1, d);
+            KvCodec.Encode(_element, KvPart.Value, q + 2 * _embd, values + own, l.Position[r], 1, d);
             for (int i = 0; i < d; i++) queries[j * d + i] = q[i] * _scale;
+            if (_int8Kernels) l.QueryScales[j] = Int8Blocks.QuantizeQuery(queries + j * d, d, l.QueryGroups + j * (d / 4), out l.Corrections[j]);
         }
 
         int shared = l.SharedLength[g];
         long leader = ((long)rows[0] * _heads + head) * stride;
         // Scores: the shared positions once for the group, then each row's own.
-        Scores(l, keys + leader, 0, shared, queries, count, scores);
+        Scores(l, keys + leader, 0, shared, 0, count, scores);
         for (int j = 0; j < count; j++)
         {
             long own = ((long)rows[j] * _heads + head) * stride;
-            Scores(l, keys + own, shared, l.Position[rows[j]] + 1, queries + j * d, 1, scores + (long)j * (p + 16));
+            Scores(l, keys + own, shared, l.Position[rows[j]] + 1, j, 1, scores + j * pitch);
         }
         // Softmax per row, left unnormalized: the output is divided by the sum.
-        for (int j = 0; j < count; j++) sums[j] = Exponentiate(scores + (long)j * (p + 16), l.Position[rows[j]] + 1);
+        for (int j = 0; j < count; j++) sums[j] = Exponentiate(scores + j * pitch, l.Position[rows[j]] + 1);
         new Span<float>(acc, count * d).Clear();
         WeightedValues(l, values + leader, 0, shared, scores, count, acc);
         for (int j = 0; j < count; j++)
         {
             long own = ((long)rows[j] * _heads + head) * stride;
-            WeightedValues(l, values + own, shared, l.Position[rows[j]] + 1, scores + (long)j * (p + 16), 1, acc + j * d);
+            WeightedValues(l, values + own, shared, l.Position[rows[j]] + 1, scores + j * pitch, 1, acc + j * d);
         }
         for (int j = 0; j < count; j++)
         {
@@ -206,40 +214,41 @@ internal sealed unsafe class CachedAttention : IDisposable
         }
     }
 
-    /// <summary>One key or value (head_size floats) into the cache, in its element type.</summary>
-    private void Store(float* source, byte* entry) => KvCodec.Encode(_element, source, entry, 1, _headSize);
-
     /// <summary>
-    /// <see cref="Scores(float*, int, int, float*, int, float*)"/> over a (slot, head) block of keys in the cache's element type:
-    /// fp32 read in place, a compressed type converted a chunk at a time into the lane's scratch.
+    /// <see cref="Scores(float*, int, int, float*, int, float*)"/> over a (slot, head) of the cache (<paramref name="keys"/>: its
+    /// position 0) in its element type, for the lane's queries firstQuery..firstQuery+count-1: fp32 read in place, int8 by the
+    /// int8 kernels, fp16 of a single row in place, anything else converted a chunk at a time into the lane's scratch.
     /// </summary>
-    private void Scores(Lane l, byte* keys, int from, int to, float* queries, int count, float* scores)
+    private void Scores(Lane l, byte* keys, int from, int to, int firstQuery, int count, float* scores)
     {
+        float* queries = l.Queries + firstQuery * _headSize;
         if (_element == KvElement.Float32)
         {
             Scores((float*)keys, from, to, queries, count, scores);
             return;
         }
         long d = _headSize;
+        if (_int8Kernels)
+        {
+            Int8Blocks.Scores(keys, from, to, l.QueryGroups + firstQuery * (_headSize / 4), l.QueryScales + firstQuery,
+                l.Corrections + firstQuery, count, _headSize, scores, _positions + 16, _vnni);
+            return;
+        }
         if (count == 1 && _inPlace)
         {
-            float* query = queries;
-            if (CompressedKernels.QueryScale(_element) is var queryScale && queryScale != 1f)
-            {
-                query = l.Query;
-                for (int i = 0; i < _headSize; i++) query[i] = queries[i] * queryScale;
-            }
-            from = CompressedKernels.Scores(_element, keys, _entryBytes, from, to, query, _headSize, scores);
+            float* query = l.Query;
+            for (int i = 0; i < _headSize; i++) query[i] = queries[i] * CompressedKernels.HalfScale;
+            from = CompressedKernels.Scores(keys, from, to, query, _headSize, scores);
         }
         for (int c0 = from; c0 < to; c0 += Chunk)
         {
             int c1 = Math.Min(to, c0 + Chunk);
-            KvCodec.Decode(_element, keys + (long)c0 * _entryBytes, l.Block, c1 - c0, _headSize);
+            KvCodec.Decode(_element, KvPart.Key, keys, c0, c1 - c0, l.Block, _headSize);
             Scores(l.Block - c0 * d, c0, c1, queries, count, scores);  // the chunk indexed by position, as the block is
         }
     }
 
-    /// <summary><see cref="WeightedValues(float*, int, int, float*, int, float*)"/> over values in the cache's element type (as <see cref="Scores(Lane, byte*, int, int, float*, int, float*)"/>).</summary>
+    /// <summary><see cref="WeightedValues(float*, int, int, float*, int, float*)"/> over values in the cache's element type (as <see cref="Scores(Lane, byte*, int, int, int, int, float*)"/>).</summary>
     private void WeightedValues(Lane l, byte* values, int from, int to, float* probabilities, int count, float* acc)
     {
         if (_element == KvElement.Float32)
@@ -248,12 +257,17 @@ internal sealed unsafe class CachedAttention : IDisposable
             return;
         }
         long d = _headSize;
+        if (_int8Kernels)
+        {
+            Int8Blocks.WeightedValues(values, from, to, probabilities, _positions + 16, count, _headSize, acc, _vnni);
+            return;
+        }
         if (count == 1 && _inPlace)
-            from = CompressedKernels.WeightedValues(_element, values, _entryBytes, from, to, probabilities, _headSize, acc);
+            from = CompressedKernels.WeightedValues(values, from, to, probabilities, _headSize, acc);
         for (int c0 = from; c0 < to; c0 += Chunk)
         {
             int c1 = Math.Min(to, c0 + Chunk);
-            KvCodec.Decode(_element, values + (long)c0 * _entryBytes, l.Block, c1 - c0, _headSize);
+            KvCodec.Decode(_element, KvPart.Value, values, c0, c1 - c0, l.Block, _headSize);
             WeightedValues(l.Block - c0 * d, c0, c1, probabilities, count, acc);
         }
     }
@@ -431,13 +445,17 @@ internal sealed unsafe class CachedAttention : IDisposable
     /// <summary>One thread's rows and scratch buffers (the pointers are the buffers', which this lane owns).</summary>
     private sealed class Lane : IDisposable
     {
-        private readonly NativeBuffer<float> _scores, _queries, _acc, _sums, _block, _query;
+        private readonly NativeBuffer<float> _scores, _queries, _acc, _sums, _block, _query, _queryScales;
+        private readonly NativeBuffer<int> _queryGroups, _corrections;
         public readonly float* Scores;   // [rows, n_positions] scores, then probabilities
         public readonly float* Queries;  // [rows, head_size] scaled queries
         public readonly float* Acc;      // [rows, head_size] weighted values
         public readonly float* Sums;     // [rows] softmax denominators
         public readonly float* Block;    // [chunk, head_size] keys or values of a compressed cache, as fp32
-        public readonly float* Query;    // [head_size] one row's query times CompressedKernels.QueryScale (fp16)
+        public readonly float* Query;    // [head_size] one row's query times CompressedKernels.HalfScale (fp16)
+        public readonly int* QueryGroups;    // [rows, head_size / 4] the queries quantized for Int8Blocks (4 bytes an int)
+        public readonly float* QueryScales;  // [rows] their scales
+        public readonly int* Corrections;    // [rows] 128 x the sums of their bytes
         public readonly int[] Members;       // step rows by group
         public readonly int[] GroupStart;    // group g: Members[GroupStart[g]..GroupStart[g+1]]
         public readonly int[] SharedLength;  // by group
@@ -458,6 +476,12 @@ internal sealed unsafe class CachedAttention : IDisposable
             Queries = _queries.Pointer;
             Acc = _acc.Pointer;
             Sums = _sums.Pointer;
+            _queryGroups = new NativeBuffer<int>((long)maxBatch * Math.Max(1, headSize / 4));
+            _queryScales = new NativeBuffer<float>(maxBatch);
+            _corrections = new NativeBuffer<int>(maxBatch);
+            QueryGroups = _queryGroups.Pointer;
+            QueryScales = _queryScales.Pointer;
+            Corrections = _corrections.Pointer;
             Members = new int[maxBatch];
             GroupStart = new int[maxBatch + 1];
             SharedLength = new int[maxBatch];
@@ -472,6 +496,9 @@ internal sealed unsafe class CachedAttention : IDisposable
             _sums.Dispose();
             _block.Dispose();
             _query.Dispose();
+            _queryGroups.Dispose();
+            _queryScales.Dispose();
+            _corrections.Dispose();
         }
     }
 }
