@@ -151,6 +151,16 @@ internal sealed unsafe class CachedAttention : IDisposable
         for (int item = 0; item < l.Groups * _heads; item++) RunItem(l, item, qkv, (byte*)keys, (byte*)values, output);
     }
 
+    /// <summary>Cached positions group <paramref name="group"/> of lane <paramref name="lane"/>'s plan reads per head (<see cref="PositionsRead"/>'s share).</summary>
+    public long GroupPositionsRead(int lane, int group)
+    {
+        var l = _lanes[lane];
+        int shared = l.SharedLength[group];
+        long read = shared;
+        for (int i = l.GroupStart[group]; i < l.GroupStart[group + 1]; i++) read += l.Position[l.Members[i]] + 1 - shared;
+        return read;
+    }
+
     /// <summary>(group, head) items lane <paramref name="lane"/>'s plan has: <see cref="RunGroupHead"/> runs one.</summary>
     public int Items(int lane) => _lanes[lane].Groups * _heads;
 

@@ -44,6 +44,8 @@ internal sealed unsafe class KernelStep : IDisposable
     private readonly WorkerTeam? _team;
     private readonly NativeBuffer<float> _x, _qkv, _attn, _up, _normed;  // [rows, C], [rows, 3C], [rows, C], [rows, inner], [threads, rows, C]
     private readonly long[] _normedFor;   // by worker: the stage (step << 16 | first item) whose norm its _normed rows hold
+    private readonly int[] _attentionOrder, _groupOrder;   // attention items, longest group first; the groups so ordered
+    private readonly long[] _groupKeys;                    // sort keys: minus each group's positions read
     private readonly Action<int, int> _work;
     private long _step;
     private int _done;
@@ -86,6 +88,9 @@ internal sealed unsafe class KernelStep : IDisposable
         _up = new NativeBuffer<float>((long)maxRows * inner);
         _normed = new NativeBuffer<float>((long)_threads * maxRows * _normStride);
         _normedFor = new long[_threads];
+        _attentionOrder = new int[maxRows * _heads];
+        _groupOrder = new int[maxRows];
+        _groupKeys = new long[maxRows];
         // The most items a step can have: every product in blocks of 64 columns, attention in maxRows groups of every head.
         int products = Blocks(3 * _embd, 64) + 2 * Blocks(_embd, 64) + Blocks(inner, 64);
         _items = new Item[a.NLayer * (products + maxRows * _heads) + Blocks(_vocab, 64)];
@@ -144,13 +149,25 @@ internal sealed unsafe class KernelStep : IDisposable
             for (int from = 0; from < n; from += block) _items[count++] = new Item(kind, layer, from, Math.Min(n, from + block), start);
         }
         int Block(int n) => rows == 1 && n / 128 >= 2 * _threads ? 128 : 64;
-        // Four items a thread, or single (group, head) pairs when there are fewer: 16 independent rows of 8 heads are 128
-        // pairs a layer, and claiming each on its own cost more than the imbalance of claiming them in eights.
-        int AttentionBlock(int n) => Math.Max(1, n / (4 * _threads));
+        // Attention: the (group, head) pairs longest group first (OrderAttention), claimed in runs that shrink as the stage
+        // nears its end: up to a quarter of a thread's share at first (16 independent rows of 8 heads are 128 pairs a layer,
+        // and claiming each on its own cost more than the imbalance of claiming them in eights), then shorter runs of the
+        // shorter pairs, so that the threads reach the stage's end together.
+        int largest = Math.Max(1, attentionItems / (4 * _threads));
+        void AttentionStage(int layer)
+        {
+            int start = count;
+            for (int from = 0; from < attentionItems;)
+            {
+                int size = Math.Clamp((attentionItems - from) / (2 * _threads), 1, largest);
+                _items[count++] = new Item(Kind.Attention, layer, from, from + size, start);
+                from += size;
+            }
+        }
         for (int l = 0; l < _layers.Length; l++)
         {
             Stage(Kind.Qkv, l, 3 * _embd, Block(3 * _embd));
-            Stage(Kind.Attention, l, attentionItems, AttentionBlock(attentionItems));
+            AttentionStage(l);
             Stage(Kind.Projection, l, _embd, Block(_embd));
             Stage(Kind.Up, l, _inner, Block(_inner));
             Stage(Kind.Down, l, _embd, Block(_embd));
@@ -172,6 +189,7 @@ internal sealed unsafe class KernelStep : IDisposable
         _attention.CheckGroups(rows, positions, groups, sharedLengths);
         for (int lane = 0; lane < _threads; lane++) _attention.Plan(lane, 0, rows, positions, groups, sharedLengths);
         _rows = rows;
+        OrderAttention();
         PlanItems(rows, _attention.Items(0));
         float* x = _x.Pointer;
         for (int r = 0; r < rows; r++)
@@ -185,6 +203,20 @@ internal sealed unsafe class KernelStep : IDisposable
             for (int i = 0; i < _count; i++) _work(i, 0);
         else _team.Run(_count, _work);
         return _attention.PositionsRead(0);
+    }
+
+    /// <summary>The plan's (group, head) items ordered by their group's positions read, most first (ties in group order).</summary>
+    private void OrderAttention()
+    {
+        int groups = _attention.Items(0) / _heads;
+        for (int g = 0; g < groups; g++)
+        {
+            _groupOrder[g] = g;
+            _groupKeys[g] = -_attention.GroupPositionsRead(0, g) * 1024 - (1023 - g);   // stable: ties keep group order
+        }
+        Array.Sort(_groupKeys, _groupOrder, 0, groups);
+        for (int k = 0; k < groups; k++)
+            for (int h = 0; h < _heads; h++) _attentionOrder[k * _heads + h] = _groupOrder[k] * _heads + h;
     }
 
     private void Work(int index, int worker)
@@ -218,7 +250,7 @@ internal sealed unsafe class KernelStep : IDisposable
                 break;
             case Kind.Attention:
                 void* keys = (void*)_buffers.Kv[2 * item.Layer], values = (void*)_buffers.Kv[2 * item.Layer + 1];
-                for (int i = item.From; i < item.To; i++) _attention.RunGroupHead(worker, i, _qkv.Pointer, keys, values, _attn.Pointer);
+                for (int i = item.From; i < item.To; i++) _attention.RunGroupHead(worker, _attentionOrder[i], _qkv.Pointer, keys, values, _attn.Pointer);
                 break;
             case Kind.Projection:
                 RowKernels.Multiply(_attn.Pointer, c, rows, l.ProjW, c, c, item.From, item.To, l.ProjB, x, c, RowOutput.Add);
