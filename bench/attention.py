@@ -1,6 +1,7 @@
 """The library's attention kernel (src/IGpt.Inference/CachedAttention.cs) alone: GB/s of keys and values read.
 
     /usr/bin/python3 bench/attention.py [--seconds 1] [--types float32,float16,int8] [--in-place both]
+    /usr/bin/python3 bench/attention.py --against ../other-checkout [--types int8] [--reps 3] [--length-fraction 0.5]
 
 Runs the IGpt.Bench worker's "attention" op over synthetic caches (each KV cache type of --types; MB are the bytes
 of that type the kernel reads) shaped like the benchmark's
@@ -10,6 +11,10 @@ the GB/s with the DRAM read bandwidth bench/run.py measures (and with GroupQuery
 bench/profile.py: its share of a step's time and the bytes it reads). A compressed cache's single rows are read
 in place (CompressedKernels.cs); `--in-place both` also runs them converted into scratch, as before, for an A/B
 in one process.
+
+`--against CHECKOUT` is a code A/B: the same op through this checkout's worker and through CHECKOUT's (another commit,
+its bench/IGpt.Bench built), alternated within each repetition (the order swapped every repetition), AVX-512 in place
+only; prints each side's median ms over the repetitions with the range, and their ratio.
 """
 from __future__ import annotations
 
@@ -18,7 +23,7 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from run import IGPT_DLL, Worker  # noqa: E402
+from run import IGPT_DLL, Worker, med  # noqa: E402
 
 SHAPES = [  # (name, layers, heads, head_size, positions)
     ("fashion-mnist-28 (8 x 128)", 8, 4, 32, 784),
@@ -33,13 +38,18 @@ def main() -> int:
     ap.add_argument("--types", default="float32", help="KV cache types (Inference:KvCacheType values), comma-separated")
     ap.add_argument("--in-place", choices=["yes", "both"], default="yes",
                     help="compressed types: single rows read in place (yes), or that and converted into scratch (both)")
+    ap.add_argument("--against", help="another checkout whose bench/IGpt.Bench is built: a code A/B")
+    ap.add_argument("--reps", type=int, default=3, help="--against: repetitions per configuration")
+    ap.add_argument("--length-fraction", type=float, default=0.75, help="cache length as a fraction of n_positions")
     args = ap.parse_args()
+    if args.against:
+        return against(args)
     w = Worker("igpt", ["dotnet", IGPT_DLL, "--method", "igpt"])
     try:
         print("| shape | KV cache | rows | lanes | shared prompt | kernel | single rows | MB read / step | ms / step | GB/s |")
         print("|---|---|---|---|---|---|---|---|---|---|")
         for name, layers, heads, head_size, positions in SHAPES:
-            length, prompt = positions * 3 // 4, positions // 2 + 1
+            length, prompt = int(positions * args.length_fraction), positions // 2 + 1
             for rows, lanes in ((1, 1), (4, 2), (16, 1), (16, 2)):
                 for shared in (0, prompt):
                     if rows == 1 and shared:
@@ -58,6 +68,40 @@ def main() -> int:
                               f"{r['ms']:.2f} | {r['gbps']:.1f} |", flush=True)
     finally:
         w.close()
+    return 0
+
+
+def against(args) -> int:
+    other = os.path.join(os.path.abspath(args.against), os.path.relpath(IGPT_DLL, os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+    if not os.path.exists(other):
+        sys.exit(f"bench/attention.py: {other} is missing: build bench/IGpt.Bench in {args.against} first")
+    workers = {"this": Worker("this", ["dotnet", IGPT_DLL, "--method", "igpt"]),
+               "other": Worker("other", ["dotnet", other, "--method", "igpt"])}
+    try:
+        print(f"this checkout against {args.against}: median ms / step over {args.reps} repetitions (range)\n")
+        print("| shape | KV cache | cache length | rows | lanes | shared prompt | other ms | this ms | other / this |")
+        print("|---|---|---|---|---|---|---|---|---|")
+        for name, layers, heads, head_size, positions in SHAPES:
+            length, prompt = int(positions * args.length_fraction), min(positions // 2 + 1, int(positions * args.length_fraction))
+            for rows, lanes in ((1, 1), (4, 2), (16, 1), (16, 2)):
+                for shared in (0, prompt):
+                    if rows == 1 and shared:
+                        continue
+                    for kv in args.types.split(","):
+                        times = {"this": [], "other": []}
+                        for rep in range(args.reps):
+                            for side in (("other", "this") if rep % 2 == 0 else ("this", "other")):
+                                r = workers[side].call(op="attention", heads=heads, head_size=head_size, positions=positions,
+                                                       rows=rows, length=length, layers=layers, shared=shared, lanes=lanes,
+                                                       seconds=args.seconds, vectorized=True, kv_cache_type=kv, in_place=True)
+                                times[side].append(r["ms"])
+                        o, t = times["other"], times["this"]
+                        print(f"| {name} | {kv} | {length} | {rows} | {lanes} | {'yes' if shared else 'no'} | "
+                              f"{med(o):.3f} ({min(o):.3f}-{max(o):.3f}) | {med(t):.3f} ({min(t):.3f}-{max(t):.3f}) | "
+                              f"{med(o) / med(t):.2f} |", flush=True)
+    finally:
+        for w in workers.values():
+            w.close()
     return 0
 
 
