@@ -370,6 +370,9 @@ static unsafe JsonObject Attention(JsonObject r)
         using var attention = new CachedAttention(heads, headSize, positions, rows, lanes, vectorized, element, inPlace);
         using var team = new WorkerTeam(lanes, "bench-attention");
         attention.CheckGroups(rows, position, groups, sharedLengths);
+        // As a kernel step sets it: prefetch the entries when the rows read more of their own than PrefetchAboveBytes.
+        long ownPerStep = (long)rows * (length - shared) * heads * layers * 2L * element.EntryBytes(headSize);
+        attention.PrefetchEntries = (bool?)r["prefetch"] ?? ownPerStep > KernelStep.PrefetchAboveBytes;
         for (int lane = 0; lane < lanes; lane++)
         {
             var (first, count) = LaneRunner.LaneRows(rows, lanes, lane);
@@ -396,7 +399,7 @@ static unsafe JsonObject Attention(JsonObject r)
         return new JsonObject
         {
             ["ms"] = ms, ["bytes"] = bytes, ["gbps"] = bytes / ms / 1e6, ["vectorized"] = vectorized, ["lanes"] = lanes,
-            ["kv_cache_type"] = KvCacheTypes.Name(element), ["in_place"] = inPlace,
+            ["kv_cache_type"] = KvCacheTypes.Name(element), ["in_place"] = inPlace, ["prefetch"] = attention.PrefetchEntries,
         };
     }
     finally

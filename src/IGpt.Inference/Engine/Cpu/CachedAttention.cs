@@ -64,6 +64,15 @@ internal sealed unsafe class CachedAttention : IDisposable
     public static bool CanVectorize(int headSize) =>
         Avx512F.IsSupported && Vector512.IsHardwareAccelerated && headSize % 16 == 0 && headSize > 0;
 
+    /// <summary>
+    /// Whether the int8 kernels ask for each (slot, head)'s entries four blocks ahead of where they read (prefetcht0). Set per
+    /// step by the caller: it pays where rows stream long caches of their own from DRAM (16 independent rows of the 256- and
+    /// 512-wide shapes: 1.2-1.5x in bench/attention.py) and costs up to 20% where the entries are in cache (one row, or a
+    /// shared prompt every row of a group reads again), so <see cref="KernelStep"/> sets it for steps whose rows read more
+    /// than <see cref="KernelStep.PrefetchAboveBytes"/> of entries of their own.
+    /// </summary>
+    public bool PrefetchEntries { get; set; }
+
     /// <summary>Whether an int8 cache is read by the int8 dot-product kernels (<see cref="Int8Blocks"/>), not converted to fp32 first.</summary>
     public bool ReadsInt8InPlace => _int8Kernels;
 
@@ -149,6 +158,15 @@ internal sealed unsafe class CachedAttention : IDisposable
         ObjectDisposedException.ThrowIf(_disposed, this);
         var l = _lanes[lane];
         for (int item = 0; item < l.Groups * _heads; item++) RunItem(l, item, qkv, (byte*)keys, (byte*)values, output);
+    }
+
+    /// <summary>Of <see cref="PositionsRead"/>, the positions each row reads on its own (not a group's shared prompt).</summary>
+    public long OwnPositionsRead(int lane)
+    {
+        var l = _lanes[lane];
+        long read = PositionsRead(lane);
+        for (int g = 0; g < l.Groups; g++) read -= l.SharedLength[g];
+        return read;
     }
 
     /// <summary>Cached positions group <paramref name="group"/> of lane <paramref name="lane"/>'s plan reads per head (<see cref="PositionsRead"/>'s share).</summary>
@@ -241,7 +259,7 @@ internal sealed unsafe class CachedAttention : IDisposable
         if (_int8Kernels)
         {
             Int8Blocks.Scores(keys, from, to, l.QueryGroups + firstQuery * (_headSize / 4), l.QueryScales + firstQuery,
-                l.Corrections + firstQuery, count, _headSize, scores, _positions + 16, _vnni);
+                l.Corrections + firstQuery, count, _headSize, scores, _positions + 16, _vnni, PrefetchEntries);
             return;
         }
         if (count == 1 && _inPlace)
@@ -269,7 +287,7 @@ internal sealed unsafe class CachedAttention : IDisposable
         long d = _headSize;
         if (_int8Kernels)
         {
-            Int8Blocks.WeightedValues(values, from, to, probabilities, _positions + 16, count, _headSize, acc, _vnni);
+            Int8Blocks.WeightedValues(values, from, to, probabilities, _positions + 16, count, _headSize, acc, _vnni, PrefetchEntries);
             return;
         }
         if (count == 1 && _inPlace)

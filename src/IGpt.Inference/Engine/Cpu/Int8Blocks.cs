@@ -91,13 +91,14 @@ internal static unsafe class Int8Blocks
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static void Scores(byte* head, int from, int to, int* queryGroups, float* queryScales, int* corrections, int count,
-        int headSize, float* scores, long pitch, bool vnni)
+        int headSize, float* scores, long pitch, bool vnni, bool prefetch = false)
     {
         int groups = headSize / 4, blockBytes = Block * (headSize + 4);
         float* partial = stackalloc float[Block];
         for (int t0 = from / Block * Block; t0 < to; t0 += Block)
         {
             byte* block = head + (long)(t0 / Block) * blockBytes;
+            if (prefetch && t0 + 4 * Block < to) Ahead(block + 4 * blockBytes, blockBytes);
             bool whole = t0 >= from && t0 + Block <= to;
             var keyScales = Vector512.Load((float*)block);
             for (int j = 0; j < count; j++)
@@ -116,6 +117,13 @@ internal static unsafe class Int8Blocks
                 for (int t = Math.Max(from, t0); t < Math.Min(to, t0 + Block); t++) row[t] = partial[t - t0];
             }
         }
+    }
+
+    /// <summary>Asks for a block four ahead in L1 (see <see cref="CachedAttention.PrefetchEntries"/>).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Ahead(byte* p, int bytes)
+    {
+        for (int o = 0; o < bytes; o += 64) Sse.Prefetch0(p + o);
     }
 
     /// <summary>16 keys' dot products with a quantized query, as floats (before the scales).</summary>
@@ -166,13 +174,14 @@ internal static unsafe class Int8Blocks
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static void WeightedValues(byte* head, int from, int to, float* probabilities, long pitch, int count, int headSize, float* acc,
-        bool vnni)
+        bool vnni, bool prefetch = false)
     {
         int blockBytes = Block * (headSize + 4), groupBytes = 4 * headSize;
         var lane = Vector512<int>.Indices;
         for (int t0 = from / Block * Block; t0 < to; t0 += Block)
         {
             byte* block = head + (long)(t0 / Block) * blockBytes;
+            if (prefetch && t0 + 4 * Block < to) Ahead(block + 4 * blockBytes, blockBytes);
             byte* data = block + 4 * Block;
             bool whole = t0 >= from && t0 + Block <= to;
             var inRange = Vector512.GreaterThanOrEqual(lane, Vector512.Create(from - t0)) & Vector512.LessThan(lane, Vector512.Create(to - t0));
