@@ -154,7 +154,7 @@ internal sealed unsafe class KvCacheDecoder : IDisposable
     public bool KvOnHost => _buffers.Memory.IsHost;
 
     /// <summary>Bytes of a prompt snapshot of <paramref name="length"/> positions (all layers, keys and values).</summary>
-    public long SnapshotBytes(int length) => 2L * _graph.Layers * _graph.Heads * _buffers.Element.HeadBytes(_headSize, length);
+    public long SnapshotBytes(int length) => 2L * _graph.Layers * _graph.Heads * HeadBytes(length);
 
     /// <summary>
     /// Slots a step over <paramref name="rows"/> slots runs: the rows themselves, or with fixed step shapes
@@ -372,7 +372,7 @@ internal sealed unsafe class KvCacheDecoder : IDisposable
         CheckSlot(source, length);
         CheckSlot(destination, length);
         StoreRowMirror();   // slot 0 complete before it is read; as a destination, ResetSlot below ends the mirror
-        long chunk = _buffers.Element.HeadBytes(_headSize, length), pitch = _buffers.Element.HeadBytes(_headSize, _positions);
+        long chunk = HeadBytes(length), pitch = HeadBytes(_positions);
         foreach (var baseAddress in _buffers.Kv)
             _buffers.Memory.Copy2D(baseAddress + (nint)Offset(destination, 0), pitch, baseAddress + (nint)Offset(source, 0), pitch, chunk, _heads,
                 CopyDirection.DeviceToDevice);
@@ -386,7 +386,7 @@ internal sealed unsafe class KvCacheDecoder : IDisposable
         CheckSlot(slot, length);
         StoreRowMirror();
         var snapshot = GC.AllocateUninitializedArray<byte>(checked((int)SnapshotBytes(length)));
-        long chunk = _buffers.Element.HeadBytes(_headSize, length), pitch = _buffers.Element.HeadBytes(_headSize, _positions);
+        long chunk = HeadBytes(length), pitch = HeadBytes(_positions);
         fixed (byte* s = snapshot)
         {
             long o = 0;
@@ -405,7 +405,7 @@ internal sealed unsafe class KvCacheDecoder : IDisposable
         ObjectDisposedException.ThrowIf(_disposed, this);
         if (snapshot.Length != SnapshotBytes(length)) throw new ArgumentException("snapshot size does not match its length");
         StoreRowMirror();   // so that ResetSlot(0) below, after the load, has nothing left to store over it
-        long chunk = _buffers.Element.HeadBytes(_headSize, length), pitch = _buffers.Element.HeadBytes(_headSize, _positions);
+        long chunk = HeadBytes(length), pitch = HeadBytes(_positions);
         fixed (byte* s = snapshot)
         {
             for (int slot = firstSlot; slot < firstSlot + rows; slot++)
@@ -423,7 +423,10 @@ internal sealed unsafe class KvCacheDecoder : IDisposable
     }
 
     /// <summary>Byte offset of (slot, head, position 0) in a KV buffer.</summary>
-    private long Offset(int slot, int head) => ((long)slot * _heads + head) * _buffers.Element.HeadBytes(_headSize, _positions);
+    private long Offset(int slot, int head) => ((long)slot * _heads + head) * HeadBytes(_positions);
+
+    /// <summary>Bytes of one (slot, head) that hold positions 0..length-1 (whole int8 blocks).</summary>
+    private long HeadBytes(int length) => _buffers.Element.HeadBytes(_headSize, length);
 
     private void CheckSlot(int slot, int length)
     {

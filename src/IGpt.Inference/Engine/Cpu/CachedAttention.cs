@@ -9,10 +9,11 @@ namespace IGpt.Inference.Engine.Cpu;
 /// A decode step's attention for one layer, over the decoder's KV cache ([MaxBatch, n_head, n_positions,
 /// head_size] per layer, the layout GroupQueryAttention reads and writes), stored as fp32, fp16 or int8 entries
 /// (<see cref="KvElement"/>): writes each row's new key and value at its position, then attends its query to
-/// positions 0..position. A group's shared entries in a compressed cache are converted back in chunks of <see cref="Chunk"/>
+/// positions 0..position. An int8 cache is read by int8 dot products, a group's shared blocks once for all its rows
+/// (<see cref="Int8Blocks"/>, its own layout). An fp16 group's shared entries are converted back in chunks of <see cref="Chunk"/>
 /// positions into a lane's scratch (L1-sized) and the fp32 kernels run on the chunk, so they are converted once for all
-/// its rows, as they are read once; a single row's entries are read in place (<see cref="CompressedKernels"/>). Used when the decoder runs as step
-/// segments (<see cref="SegmentedStep"/>), for two reasons:
+/// its rows, as they are read once; a single row's fp16 entries are read in place (<see cref="CompressedKernels"/>). Used by
+/// the kernel steps (<see cref="KernelStep"/>) and step segments (<see cref="SegmentedStep"/>), for two reasons:
 /// <list type="bullet">
 /// <item>Rows that share a prompt (the samples of one completion request) hold identical keys and values for
 /// its positions: those are read once per lane instead of once per row, which is most of a step's memory
@@ -40,8 +41,9 @@ internal sealed unsafe class CachedAttention : IDisposable
     /// <param name="vectorized">AVX-512 kernels (needs <see cref="CanVectorize"/>); false = portable scalar loops.</param>
     /// <param name="element">What the cache's elements are stored as.</param>
     /// <param name="inPlace">
-    /// With AVX-512 and a compressed cache: a single row's entries are read in place (<see cref="CompressedKernels"/>);
-    /// false converts them into scratch a chunk at a time like a group's (for same-process A/Bs: bench/attention.py).
+    /// With AVX-512 and a compressed cache: int8 entries are read by the int8 kernels (<see cref="Int8Blocks"/>, where the
+    /// CPU has AVX-512BW), a single row's fp16 entries in place (<see cref="CompressedKernels"/>); false converts them into
+    /// scratch a chunk at a time (for same-process A/Bs: bench/attention.py --in-place both).
     /// </param>
     public CachedAttention(int heads, int headSize, int positions, int maxBatch, int lanes, bool vectorized,
         KvElement element = KvElement.Float32, bool inPlace = true)
@@ -53,9 +55,10 @@ internal sealed unsafe class CachedAttention : IDisposable
         _scale = 1f / MathF.Sqrt(headSize);
         _vectorized = vectorized;
         (_element, _headBytes) = (element, element.HeadBytes(headSize, positions));
-        _inPlace = inPlace && vectorized && element != KvElement.Float32;
-        _int8Kernels = _inPlace && element == KvElement.Int8 && Int8Blocks.CanRun(headSize);
-        if (_inPlace && element == KvElement.Int8 && !_int8Kernels) _inPlace = false;   // no VNNI: converted a chunk at a time
+        // Read in place: fp16 single rows by CompressedKernels; int8 by Int8Blocks where the CPU runs them (else converted a
+        // chunk at a time, as inPlace false asks).
+        _inPlace = inPlace && vectorized && element == KvElement.Float16;
+        _int8Kernels = inPlace && vectorized && element == KvElement.Int8 && Int8Blocks.CanRun(headSize);
         _lanes = new Lane[Math.Max(1, lanes)];
         for (int i = 0; i < _lanes.Length; i++) _lanes[i] = new Lane(maxBatch, positions, headSize, element == KvElement.Float32 ? 0 : Chunk);
     }
