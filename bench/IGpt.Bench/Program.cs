@@ -371,8 +371,8 @@ static unsafe JsonObject Attention(JsonObject r)
         using var team = new WorkerTeam(lanes, "bench-attention");
         attention.CheckGroups(rows, position, groups, sharedLengths);
         // As a kernel step sets it: prefetch the entries when the rows read more of their own than PrefetchAboveBytes.
-        long ownPerStep = (long)rows * (length - shared) * heads * layers * 2L * element.EntryBytes(headSize);
-        attention.PrefetchEntries = (bool?)r["prefetch"] ?? ownPerStep > KernelStep.PrefetchAboveBytes;
+        attention.ChoosePrefetch((long)rows * (length - shared), layers);
+        if ((bool?)r["prefetch"] is { } prefetch) attention.PrefetchEntries = prefetch;
         for (int lane = 0; lane < lanes; lane++)
         {
             var (first, count) = LaneRunner.LaneRows(rows, lanes, lane);

@@ -201,6 +201,19 @@ public unsafe class KvCacheCompressionTests
         }
     }
 
+    [Fact]
+    public void EntriesArePrefetchedOnlyWhenAStepsRowsReadMoreThanSixteenMiBOfTheirOwn()
+    {
+        // 4 heads of 32, int8 (36 bytes an entry), 8 layers, keys and values: 2,304 bytes a position, so 16 MiB is 7,281.8.
+        using var attention = new CachedAttention(4, 32, 784, 16, 1, CachedAttention.CanVectorize(32), KvElement.Int8);
+        attention.ChoosePrefetch(7281, 8);
+        Assert.False(attention.PrefetchEntries);
+        attention.ChoosePrefetch(7282, 8);
+        Assert.True(attention.PrefetchEntries);
+        attention.ChoosePrefetch(16 * 392, 8);   // fashion-mnist-28's 16 rows at the average position of a sampled image
+        Assert.False(attention.PrefetchEntries);
+    }
+
     [Theory]
     [InlineData(KvCacheTypes.Float16, 8, false)]
     [InlineData(KvCacheTypes.Float16, 32, true)]

@@ -69,12 +69,18 @@ internal sealed unsafe class CachedAttention : IDisposable
 
     /// <summary>
     /// Whether the int8 kernels ask for each (slot, head)'s entries four blocks ahead of where they read (prefetcht0). Set per
-    /// step by the caller: it pays where rows stream long caches of their own from DRAM (16 independent rows of the 256- and
-    /// 512-wide shapes: 1.2-1.5x in bench/attention.py) and costs up to 20% where the entries are in cache (one row, or a
-    /// shared prompt every row of a group reads again), so <see cref="KernelStep"/> sets it for steps whose rows read more
-    /// than <see cref="KernelStep.PrefetchAboveBytes"/> of entries of their own.
+    /// step (<see cref="ChoosePrefetch"/>): it pays where rows stream long caches of their own from DRAM (16 independent rows
+    /// of the 256- and 512-wide shapes: 1.2-1.5x in bench/attention.py) and costs up to 20% where the entries are in cache
+    /// (one row, or a shared prompt every row of a group reads again).
     /// </summary>
     public bool PrefetchEntries { get; set; }
+
+    /// <summary>Cache bytes a step's rows read on their own (all layers, keys and values; a shared prompt not counted) above which <see cref="ChoosePrefetch"/> turns <see cref="PrefetchEntries"/> on.</summary>
+    public const long PrefetchAboveBytes = 16L << 20;
+
+    /// <summary>Sets <see cref="PrefetchEntries"/> for a step of <paramref name="layers"/> layers whose plans (every lane's) read <paramref name="ownPositions"/> positions of their rows' own per layer and head.</summary>
+    public void ChoosePrefetch(long ownPositions, int layers) =>
+        PrefetchEntries = ownPositions * _heads * layers * 2L * _element.EntryBytes(_headSize) > PrefetchAboveBytes;
 
     /// <summary>Whether an int8 cache is read by the int8 dot-product kernels (<see cref="Int8Blocks"/>), not converted to fp32 first.</summary>
     public bool ReadsInt8InPlace => _int8Kernels;

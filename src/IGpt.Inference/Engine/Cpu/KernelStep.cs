@@ -35,10 +35,7 @@ internal sealed unsafe class KernelStep : IDisposable
 
     private readonly Layer[] _layers;
     private readonly float* _wte, _wpe, _lnF, _headW, _headB;
-    private readonly int _embd, _inner, _vocab, _heads, _maxRows, _threads, _normStride, _entryBytes;
-
-    /// <summary>Cache bytes a step's rows read on their own (all layers, keys and values; a shared prompt not counted) above which the attention prefetches them (<see cref="CachedAttention.PrefetchEntries"/>).</summary>
-    public const long PrefetchAboveBytes = 16L << 20;
+    private readonly int _embd, _inner, _vocab, _heads, _maxRows, _threads, _normStride;
     private readonly float _eps;
     private readonly Item[] _items;   // this step's items, _count of them
     private int _count, _rows;
@@ -84,7 +81,6 @@ internal sealed unsafe class KernelStep : IDisposable
         _team = team;
         _threads = team?.Threads ?? 1;
         _normStride = (_embd + 15) / 16 * 16;
-        _entryBytes = buffers.Element.EntryBytes(a.HeadSize);
         _attention = new CachedAttention(a.NHead, a.HeadSize, a.NPositions, maxRows, _threads, vectorized: true, buffers.Element);
         _x = new NativeBuffer<float>((long)maxRows * _embd);
         _qkv = new NativeBuffer<float>(3L * maxRows * _embd);
@@ -193,7 +189,7 @@ internal sealed unsafe class KernelStep : IDisposable
         _attention.CheckGroups(rows, positions, groups, sharedLengths);
         for (int lane = 0; lane < _threads; lane++) _attention.Plan(lane, 0, rows, positions, groups, sharedLengths);
         _rows = rows;
-        _attention.PrefetchEntries = _attention.OwnPositionsRead(0) * _heads * _layers.Length * 2L * _entryBytes > PrefetchAboveBytes;
+        _attention.ChoosePrefetch(_attention.OwnPositionsRead(0), _layers.Length);
         OrderAttention();
         PlanItems(rows, _attention.Items(0));
         float* x = _x.Pointer;

@@ -60,13 +60,15 @@ internal sealed unsafe class SegmentedStep : IDisposable
         ObjectDisposedException.ThrowIf(_disposed, this);
         _attention.CheckGroups(rows, positions, groups, sharedLengths);
         int lanes = _lanes.Prepare(rows);
-        long read = 0;
+        long read = 0, own = 0;
         for (int lane = 0; lane < lanes; lane++)
         {
             var (first, count) = LaneRunner.LaneRows(rows, lanes, lane);
             _attention.Plan(lane, first, count, positions, groups, sharedLengths);
             read += _attention.PositionsRead(lane);
+            own += _attention.OwnPositionsRead(lane);
         }
+        _attention.ChoosePrefetch(own, _layers);
         _lanes.Run(lanes);
         return read;
     }
