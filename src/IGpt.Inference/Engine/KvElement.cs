@@ -25,7 +25,7 @@ internal static class KvElementExtensions
     public static int EntryBytes(this KvElement e, int headSize) => e switch
     {
         KvElement.Float16 => 2 * headSize,
-        KvElement.Int8 => (headSize + 3) / 4 * 4 + 4,
+        KvElement.Int8 => Cpu.Int8Blocks.PaddedHeadSize(headSize) + 4,
         _ => 4 * headSize,
     };
 

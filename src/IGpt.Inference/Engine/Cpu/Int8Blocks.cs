@@ -184,7 +184,7 @@ internal static unsafe class Int8Blocks
             if (prefetch && t0 + 4 * Block < to) Ahead(block + 4 * blockBytes, blockBytes);
             byte* data = block + 4 * Block;
             bool whole = t0 >= from && t0 + Block <= to;
-            var inRange = Vector512.GreaterThanOrEqual(lane, Vector512.Create(from - t0)) & Vector512.LessThan(lane, Vector512.Create(to - t0));
+            var inRange = whole ? default : Vector512.GreaterThanOrEqual(lane, Vector512.Create(from - t0)) & Vector512.LessThan(lane, Vector512.Create(to - t0));
             var valueScales = Vector512.Load((float*)block);
             for (int j = 0; j < count; j++)
             {
