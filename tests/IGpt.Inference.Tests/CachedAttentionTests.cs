@@ -64,4 +64,60 @@ public unsafe class CachedAttentionTests
             Assert.Equal(refValues, v);
         }
     }
+
+    /// <summary>
+    /// A group whose shared prompt is shorter than <see cref="CachedAttention.GroupFromSharedLength"/> (unconditional samples share
+    /// only SOS) is planned as its rows alone: an item per row and head, and the same outputs as rows given no group.
+    /// </summary>
+    [Theory]
+    [InlineData("float32")]
+    [InlineData("int8")]
+    public void AGroupSharingLessThanABlockIsPlannedAsRowsAlone(string type)
+    {
+        var element = KvCacheTypes.Parse(type);
+        const int heads = 2, headSize = 32, positions = 64, rows = 3;
+        bool vectorized = CachedAttention.CanVectorize(headSize);
+        var rng = new Random(5);
+        var qkv = new float[rows * 3 * heads * headSize];
+        for (int i = 0; i < qkv.Length; i++) qkv[i] = (float)rng.NextDouble() * 2 - 1;
+        long bytes = rows * heads * element.HeadBytes(headSize, positions);
+        var cache = new byte[2 * bytes];
+        rng.NextBytes(cache);
+        if (element == KvElement.Float32)
+            for (int i = 0; i < cache.Length; i += 4) BitConverter.TryWriteBytes(cache.AsSpan(i), (float)rng.NextDouble() - 0.5f);
+        else   // valid int8 blocks: every entry written through the codec
+        {
+            var x = new float[rows * heads * positions * headSize];
+            for (int part = 0; part < 2; part++)
+            {
+                for (int i = 0; i < x.Length; i++) x[i] = (float)rng.NextDouble() * 2 - 1;
+                fixed (float* px = x)
+                fixed (byte* pc = &cache[part * bytes])
+                    for (int h = 0; h < rows * heads; h++)
+                        KvCodec.Encode(element, (KvPart)part, px + (long)h * positions * headSize, pc + h * element.HeadBytes(headSize, positions), 0, positions, headSize);
+            }
+        }
+        int[] position = [40, 33, 50], groups = [0, 0, 0];
+        float[] Run(int sharedLength, out int items)
+        {
+            var c = (byte[])cache.Clone();
+            var output = new float[rows * heads * headSize];
+            using var attention = new CachedAttention(heads, headSize, positions, rows, lanes: 1, vectorized, element);
+            int[] shared = sharedLength < 0 ? [] : [sharedLength, sharedLength, sharedLength];
+            attention.CheckGroups(rows, position, sharedLength < 0 ? [] : groups, shared);
+            attention.Plan(0, 0, rows, position, sharedLength < 0 ? [] : groups, shared);
+            items = attention.Items(0);
+            fixed (float* pq = qkv, po = output)
+            fixed (byte* pc = c)
+                attention.Run(0, pq, pc, pc + bytes, po);
+            return output;
+        }
+        var alone = Run(-1, out int aloneItems);
+        var sharingSos = Run(1, out int sosItems);
+        var sharingABlock = Run(CachedAttention.GroupFromSharedLength, out int blockItems);
+        Assert.Equal(rows * heads, aloneItems);
+        Assert.Equal(rows * heads, sosItems);
+        Assert.Equal(heads, blockItems);
+        Assert.Equal(alone, sharingSos);
+    }
 }

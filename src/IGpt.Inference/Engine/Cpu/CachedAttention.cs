@@ -9,8 +9,10 @@ namespace IGpt.Inference.Engine.Cpu;
 /// A decode step's attention for one layer, over the decoder's KV cache ([MaxBatch, n_head, n_positions,
 /// head_size] per layer, the layout GroupQueryAttention reads and writes), stored as fp32, fp16 or int8 entries
 /// (<see cref="KvElement"/>): writes each row's new key and value at its position, then attends its query to
-/// positions 0..position. An int8 cache is read by int8 dot products, a group's shared blocks once for all its rows
-/// (<see cref="Int8Blocks"/>, its own layout). An fp16 group's shared entries are converted back in chunks of <see cref="Chunk"/>
+/// positions 0..position. An int8 cache is read by int8 dot products (<see cref="Int8Blocks"/>, its own layout): with
+/// AVX-VNNI each row in one pass (<see cref="Int8Blocks.Attend"/>), a group's shared blocks from its first row's slot, which
+/// stay in cache for its other rows; else in three passes (scores, softmax, weighted values), a group's shared blocks once
+/// for all its rows. An fp16 group's shared entries are converted back in chunks of <see cref="Chunk"/>
 /// positions into a lane's scratch (L1-sized) and the fp32 kernels run on the chunk, so they are converted once for all
 /// its rows, as they are read once; a single row's fp16 entries are read in place (<see cref="CompressedKernels"/>). Used by
 /// the kernel steps (<see cref="KernelStep"/>) and step segments (<see cref="SegmentedStep"/>), for two reasons:
@@ -82,6 +84,12 @@ internal sealed unsafe class CachedAttention : IDisposable
     public void ChoosePrefetch(long ownPositions, int layers) =>
         PrefetchEntries = ownPositions * _heads * layers * 2L * _element.EntryBytes(_headSize) > PrefetchAboveBytes;
 
+    /// <summary>
+    /// Shared prompts shorter than this (one int8 block) are not worth a group: <see cref="Plan"/> plans their rows alone, which
+    /// share a step's attention out between threads in smaller items (every unconditional sample shares only SOS).
+    /// </summary>
+    public const int GroupFromSharedLength = 16;
+
     /// <summary>Whether an int8 cache is read by the int8 dot-product kernels (<see cref="Int8Blocks"/>), not converted to fp32 first.</summary>
     public bool ReadsInt8InPlace => _int8Kernels;
 
@@ -119,21 +127,25 @@ internal sealed unsafe class CachedAttention : IDisposable
         for (int r = firstRow; r < end; r++) l.Position[r] = positions[r];
         for (int leader = firstRow; leader < end; leader++)
         {
-            // The lane's first row of each group leads it here.
+            // The lane's first row of each group leads it here; a group whose shared prompt is shorter than
+            // GroupFromSharedLength is planned as rows alone.
+            int shared = grouped ? sharedLengths[leader] : 0;
+            bool together = grouped && shared >= GroupFromSharedLength;
             bool leads = true;
-            if (grouped)
+            if (together)
                 for (int before = firstRow; before < leader; before++)
                     if (groups[before] == groups[leader]) { leads = false; break; }
             if (!leads) continue;
             l.GroupStart[g] = n;
-            int shared = grouped ? sharedLengths[leader] : 0;
             for (int r = leader; r < end; r++)
             {
-                if (r != leader && (!grouped || groups[r] != groups[leader])) continue;
+                if (r != leader && (!together || groups[r] != groups[leader])) continue;
                 l.Members[n++] = r;
                 shared = Math.Min(shared, positions[r]);  // a row's own key at its position is never shared
             }
-            l.SharedLength[g++] = Math.Max(0, shared);
+            // A row alone reads every position from its own slot, in whole blocks.
+            l.SharedLength[g] = n - l.GroupStart[g] == 1 ? 0 : Math.Max(0, shared);
+            g++;
         }
         l.GroupStart[g] = n;
         l.Groups = g;
@@ -221,12 +233,30 @@ internal sealed unsafe class CachedAttention : IDisposable
             long own = ((long)r * _heads + head) * stride;
             KvCodec.Encode(_element, KvPart.Key, q + _embd, keys + own, l.Position[r], 1, d);
             KvCodec.Encode(_element, KvPart.Value, q + 2 * _embd, values + own, l.Position[r], 1, d);
-            for (int i = 0; i < d; i++) queries[j * d + i] = q[i] * _scale;
+            if (_vectorized)
+                for (int i = 0; i < d; i += 16) (Vector512.Load(q + i) * _scale).Store(queries + j * d + i);
+            else
+                for (int i = 0; i < d; i++) queries[j * d + i] = q[i] * _scale;
             if (_int8Kernels) l.QueryScales[j] = Int8Blocks.QuantizeQuery(queries + j * d, d, l.QueryGroups + j * (d / 4), out l.Corrections[j]);
         }
 
         int shared = l.SharedLength[g];
         long leader = ((long)rows[0] * _heads + head) * stride;
+        if (_int8Kernels && _vnni)
+        {
+            // Each row in one pass (scores, softmax and weighted values), the group's shared positions from its first row's
+            // slot: they stay in cache from one row to the next, so they are still read from memory once for the group.
+            for (int j = 0; j < count; j++)
+            {
+                long own = ((long)rows[j] * _heads + head) * stride;
+                float sum = Int8Blocks.Attend(keys + leader, values + leader, shared, keys + own, values + own, l.Position[rows[j]] + 1,
+                    l.QueryGroups + j * (d / 4), l.QueryScales[j], l.Corrections[j], d, acc, PrefetchEntries);
+                float* o = output + (long)rows[j] * _embd + head * d;
+                var inverse = Vector512.Create(1f / sum);
+                for (int i = 0; i < d; i += 16) (Vector512.Load(acc + i) * inverse).Store(o + i);
+            }
+            return;
+        }
         // Scores: the shared positions once for the group, then each row's own.
         Scores(l, keys + leader, 0, shared, 0, count, scores);
         for (int j = 0; j < count; j++)

@@ -76,12 +76,12 @@ internal static unsafe class Int8Blocks
     /// </summary>
     public static float QuantizeQuery(float* query, int headSize, int* groups, out int correction)
     {
-        sbyte* q = stackalloc sbyte[headSize];
+        // The groups are the bytes in order (4 to an int): quantize straight into them, then sum 16 at a time.
+        sbyte* q = (sbyte*)groups;
         float scale = KvCodec.QuantizeInt8(query, q, headSize);
-        int sum = 0;
-        for (int i = 0; i < headSize; i++) sum += q[i];
-        for (int g = 0; g < headSize / 4; g++) groups[g] = *(int*)(q + 4 * g);
-        correction = 128 * sum;
+        var sums = Vector512<int>.Zero;
+        for (int i = 0; i < headSize; i += 16) sums += Avx512F.ConvertToVector512Int32(Vector128.Load(q + i));
+        correction = 128 * Vector512.Sum(sums);
         return scale;
     }
 
@@ -117,6 +117,232 @@ internal static unsafe class Int8Blocks
                 for (int t = Math.Max(from, t0); t < Math.Min(to, t0 + Block); t++) row[t] = partial[t - t0];
             }
         }
+    }
+
+    /// <summary>
+    /// One row's attention over positions 0..to-1 in a single pass (AVX-VNNI): positions below <paramref name="shared"/> from
+    /// one (slot, head) (a group's first row's: its shared prompt), the rest from another (the row's own; the same one for a
+    /// row alone). Per block: its 16 scores, the softmax's running maximum (the accumulated output and sum rescaled when it
+    /// rises), the weights' exponentials and their weighted values, so that scores never leave registers. The same products
+    /// and quantization as <see cref="Scores"/> then <see cref="WeightedValues"/> (weights quantized against each block's
+    /// largest, which is the same relative to any maximum), in fewer operations and without the passes' stores and reloads.
+    /// Writes the unnormalized output to <paramref name="acc"/> (head_size floats) and returns the sum of the exponentials.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    public static float Attend(byte* sharedKeys, byte* sharedValues, int shared, byte* keys, byte* values, int to, int* query,
+        float queryScale, int correction, int headSize, float* acc, bool prefetch)
+    {
+        if (headSize == 32) return Attend32(sharedKeys, sharedValues, shared, keys, values, to, query, queryScale, correction, acc, prefetch);
+        int groups = headSize / 4, blockBytes = Block * (headSize + 4), groupBytes = 4 * headSize;
+        var qs = Vector512.Create(queryScale);
+        float max = float.NegativeInfinity;
+        var sums = Vector512<float>.Zero;
+        for (int c = 0; c < headSize; c += 16) Vector512<float>.Zero.Store(acc + c);
+        for (int part = 0; part < 2; part++)
+        {
+            byte* kh = part == 0 ? sharedKeys : keys, vh = part == 0 ? sharedValues : values;
+            int from = part == 0 ? 0 : shared, end = part == 0 ? shared : to;
+            for (int t0 = from / Block * Block; t0 < end; t0 += Block)
+            {
+                long offset = (long)(t0 / Block) * blockBytes;
+                byte* kb = kh + offset, vb = vh + offset;
+                if (prefetch && t0 + 4 * Block < end)
+                {
+                    Ahead(kb + 4 * blockBytes, blockBytes);
+                    Ahead(vb + 4 * blockBytes, blockBytes);
+                }
+                var s = Dot16(kb + 4 * Block, query, groups, correction) * (Vector512.Load((float*)kb) * qs);
+                bool whole = t0 >= from && t0 + Block <= end;
+                var inRange = whole ? default : InRange(t0, from, end);
+                if (!whole) s = Vector512.ConditionalSelect(inRange, s, Vector512.Create(float.NegativeInfinity));
+                float blockMax = MaxOf(s);
+                if (blockMax > max)
+                {
+                    // The running maximum rises: what is accumulated so far was weighted against the old one.
+                    var r = ExpNonPositive(Vector512.Create(max - blockMax));
+                    sums *= r;
+                    for (int c = 0; c < headSize; c += 16) (Vector512.Load(acc + c) * r).Store(acc + c);
+                    max = blockMax;
+                }
+                var e = ExpNonPositive(s - Vector512.Create(max));
+                sums += e;
+                var w = e * Vector512.Load((float*)vb);
+                // Past `to` the value scales may be anything (unwritten): select, not multiply.
+                if (!whole) w = Vector512.ConditionalSelect(inRange, w, Vector512<float>.Zero);
+                float wMax = MaxOf(w);
+                if (!(wMax > 0)) continue;   // every weight underflowed to 0: nothing to add
+                var bytes = Avx512F.ConvertToVector128ByteWithSaturation(Avx512F.ConvertToVector512UInt32(w * (255f / wMax))).AsInt32();
+                var both = Vector256.Create(bytes, bytes);
+                var w0 = Avx2.Shuffle(both, 0x00).AsByte();
+                var w1 = Avx2.Shuffle(both, 0x55).AsByte();
+                var w2 = Avx2.Shuffle(both, 0xAA).AsByte();
+                var w3 = Avx2.Shuffle(both, 0xFF).AsByte();
+                var unit = Vector256.Create(wMax / 255f);
+                sbyte* data = (sbyte*)vb + 4 * Block;
+                for (int c = 0; c < headSize; c += 8)
+                {
+                    var p = AvxVnni.MultiplyWideningAndAdd(default, w0, Vector256.Load(data + c * 4));
+                    var p1 = AvxVnni.MultiplyWideningAndAdd(default, w1, Vector256.Load(data + groupBytes + c * 4));
+                    p = AvxVnni.MultiplyWideningAndAdd(p, w2, Vector256.Load(data + 2 * groupBytes + c * 4));
+                    p1 = AvxVnni.MultiplyWideningAndAdd(p1, w3, Vector256.Load(data + 3 * groupBytes + c * 4));
+                    Fma.MultiplyAdd(Avx.ConvertToVector256Single(p + p1), unit, Vector256.Load(acc + c)).Store(acc + c);
+                }
+            }
+        }
+        return Vector512.Sum(sums);
+    }
+
+    /// <summary>
+    /// <see cref="Attend"/> for a head size of 32 (every shipped model's): unrolled, with constant offsets and the output in
+    /// registers, as the general loop's address arithmetic and reloads cost about as much as its products.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static float Attend32(byte* sharedKeys, byte* sharedValues, int shared, byte* keys, byte* values, int to, int* query,
+        float queryScale, int correction, float* acc, bool prefetch)
+    {
+        const int BlockBytes = Block * 36;
+        var qs = Vector512.Create(queryScale);
+        var corrections = Vector512.Create(correction);
+        float max = float.NegativeInfinity;
+        var sums = Vector512<float>.Zero;
+        Vector256<float> o0 = default, o1 = default, o2 = default, o3 = default;
+        var q0 = Vector256.Create(query[0]).AsSByte();
+        var q1 = Vector256.Create(query[1]).AsSByte();
+        var q2 = Vector256.Create(query[2]).AsSByte();
+        var q3 = Vector256.Create(query[3]).AsSByte();
+        var q4 = Vector256.Create(query[4]).AsSByte();
+        var q5 = Vector256.Create(query[5]).AsSByte();
+        var q6 = Vector256.Create(query[6]).AsSByte();
+        var q7 = Vector256.Create(query[7]).AsSByte();
+        for (int part = 0; part < 2; part++)
+        {
+            byte* kh = part == 0 ? sharedKeys : keys, vh = part == 0 ? sharedValues : values;
+            int from = part == 0 ? 0 : shared, end = part == 0 ? shared : to;
+            for (int t0 = from / Block * Block; t0 < end; t0 += Block)
+            {
+                long offset = (long)(t0 / Block) * BlockBytes;
+                byte* kb = kh + offset, vb = vh + offset;
+                if (prefetch && t0 + 4 * Block < end)
+                {
+                    Ahead(kb + 4 * BlockBytes, BlockBytes);
+                    Ahead(vb + 4 * BlockBytes, BlockBytes);
+                }
+                // Keys: group g (dimensions 4g..4g+3) of positions 0-7 at k + 64g, of 8-15 at k + 64g + 32.
+                byte* k = kb + 4 * Block;
+                var a0 = AvxVnni.MultiplyWideningAndAdd(default, Vector256.Load(k), q0);
+                var a1 = AvxVnni.MultiplyWideningAndAdd(default, Vector256.Load(k + 32), q0);
+                var b0 = AvxVnni.MultiplyWideningAndAdd(default, Vector256.Load(k + 64), q1);
+                var b1 = AvxVnni.MultiplyWideningAndAdd(default, Vector256.Load(k + 96), q1);
+                a0 = AvxVnni.MultiplyWideningAndAdd(a0, Vector256.Load(k + 128), q2);
+                a1 = AvxVnni.MultiplyWideningAndAdd(a1, Vector256.Load(k + 160), q2);
+                b0 = AvxVnni.MultiplyWideningAndAdd(b0, Vector256.Load(k + 192), q3);
+                b1 = AvxVnni.MultiplyWideningAndAdd(b1, Vector256.Load(k + 224), q3);
+                a0 = AvxVnni.MultiplyWideningAndAdd(a0, Vector256.Load(k + 256), q4);
+                a1 = AvxVnni.MultiplyWideningAndAdd(a1, Vector256.Load(k + 288), q4);
+                b0 = AvxVnni.MultiplyWideningAndAdd(b0, Vector256.Load(k + 320), q5);
+                b1 = AvxVnni.MultiplyWideningAndAdd(b1, Vector256.Load(k + 352), q5);
+                a0 = AvxVnni.MultiplyWideningAndAdd(a0, Vector256.Load(k + 384), q6);
+                a1 = AvxVnni.MultiplyWideningAndAdd(a1, Vector256.Load(k + 416), q6);
+                b0 = AvxVnni.MultiplyWideningAndAdd(b0, Vector256.Load(k + 448), q7);
+                b1 = AvxVnni.MultiplyWideningAndAdd(b1, Vector256.Load(k + 480), q7);
+                var s = Avx512F.ConvertToVector512Single(Vector512.Create(a0 + b0, a1 + b1) - corrections) * (Vector512.Load((float*)kb) * qs);
+                bool whole = t0 >= from && t0 + Block <= end;
+                var inRange = whole ? default : InRange(t0, from, end);
+                if (!whole) s = Vector512.ConditionalSelect(inRange, s, Vector512.Create(float.NegativeInfinity));
+                float blockMax = MaxOf(s);
+                if (blockMax > max)
+                {
+                    // The running maximum rises: what is accumulated so far was weighted against the old one.
+                    var r = ExpNonPositive(Vector512.Create(max - blockMax));
+                    sums *= r;
+                    var r8 = r.GetLower();
+                    (o0, o1, o2, o3) = (o0 * r8, o1 * r8, o2 * r8, o3 * r8);
+                    max = blockMax;
+                }
+                var e = ExpNonPositive(s - Vector512.Create(max));
+                sums += e;
+                var w = e * Vector512.Load((float*)vb);
+                // Past `to` the value scales may be anything (unwritten): select, not multiply.
+                if (!whole) w = Vector512.ConditionalSelect(inRange, w, Vector512<float>.Zero);
+                float wMax = MaxOf(w);
+                if (!(wMax > 0)) continue;   // every weight underflowed to 0: nothing to add
+                var bytes = Avx512F.ConvertToVector128ByteWithSaturation(Avx512F.ConvertToVector512UInt32(w * (255f / wMax))).AsInt32();
+                var both = Vector256.Create(bytes, bytes);
+                var w0 = Avx2.Shuffle(both, 0x00).AsByte();
+                var w1 = Avx2.Shuffle(both, 0x55).AsByte();
+                var w2 = Avx2.Shuffle(both, 0xAA).AsByte();
+                var w3 = Avx2.Shuffle(both, 0xFF).AsByte();
+                // Values: positions 4j..4j+3 of dimensions c..c+7 at v + 128j + 4c.
+                sbyte* v = (sbyte*)vb + 4 * Block;
+                var p0 = AvxVnni.MultiplyWideningAndAdd(default, w0, Vector256.Load(v));
+                var p1 = AvxVnni.MultiplyWideningAndAdd(default, w0, Vector256.Load(v + 32));
+                var p2 = AvxVnni.MultiplyWideningAndAdd(default, w0, Vector256.Load(v + 64));
+                var p3 = AvxVnni.MultiplyWideningAndAdd(default, w0, Vector256.Load(v + 96));
+                p0 = AvxVnni.MultiplyWideningAndAdd(p0, w1, Vector256.Load(v + 128));
+                p1 = AvxVnni.MultiplyWideningAndAdd(p1, w1, Vector256.Load(v + 160));
+                p2 = AvxVnni.MultiplyWideningAndAdd(p2, w1, Vector256.Load(v + 192));
+                p3 = AvxVnni.MultiplyWideningAndAdd(p3, w1, Vector256.Load(v + 224));
+                p0 = AvxVnni.MultiplyWideningAndAdd(p0, w2, Vector256.Load(v + 256));
+                p1 = AvxVnni.MultiplyWideningAndAdd(p1, w2, Vector256.Load(v + 288));
+                p2 = AvxVnni.MultiplyWideningAndAdd(p2, w2, Vector256.Load(v + 320));
+                p3 = AvxVnni.MultiplyWideningAndAdd(p3, w2, Vector256.Load(v + 352));
+                p0 = AvxVnni.MultiplyWideningAndAdd(p0, w3, Vector256.Load(v + 384));
+                p1 = AvxVnni.MultiplyWideningAndAdd(p1, w3, Vector256.Load(v + 416));
+                p2 = AvxVnni.MultiplyWideningAndAdd(p2, w3, Vector256.Load(v + 448));
+                p3 = AvxVnni.MultiplyWideningAndAdd(p3, w3, Vector256.Load(v + 480));
+                var unit = Vector256.Create(wMax / 255f);
+                o0 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(p0), unit, o0);
+                o1 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(p1), unit, o1);
+                o2 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(p2), unit, o2);
+                o3 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(p3), unit, o3);
+            }
+        }
+        o0.Store(acc);
+        o1.Store(acc + 8);
+        o2.Store(acc + 16);
+        o3.Store(acc + 24);
+        return Vector512.Sum(sums);
+    }
+
+    /// <summary>
+    /// e^x for x &lt;= 0 (and -infinity) as <see cref="VectorExp.Exp"/> computes it, without its overflow clamp and with the
+    /// rounding conversion itself (x is already a whole number there): the softmax's exponents never exceed 0.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector512<float> ExpNonPositive(Vector512<float> x)
+    {
+        var underflow = Vector512.LessThan(x, Vector512.Create(-87.33654f));
+        x = Vector512.MaxNative(x, Vector512.Create(-87.33654f));
+        var n = Avx512F.RoundScale(x * Vector512.Create(1.44269504f), 0);   // to nearest
+        var r = Vector512.FusedMultiplyAdd(n, Vector512.Create(-0.693359375f), x);
+        r = Vector512.FusedMultiplyAdd(n, Vector512.Create(2.12194440e-4f), r);
+        var p = Vector512.Create(1.9875691500e-4f);
+        p = Vector512.FusedMultiplyAdd(p, r, Vector512.Create(1.3981999507e-3f));
+        p = Vector512.FusedMultiplyAdd(p, r, Vector512.Create(8.3334519073e-3f));
+        p = Vector512.FusedMultiplyAdd(p, r, Vector512.Create(4.1665795894e-2f));
+        p = Vector512.FusedMultiplyAdd(p, r, Vector512.Create(1.6666665459e-1f));
+        p = Vector512.FusedMultiplyAdd(p, r, Vector512.Create(5.0000001201e-1f));
+        p = Vector512.FusedMultiplyAdd(p, r * r, r + Vector512<float>.One);
+        var twoToN = ((Avx512F.ConvertToVector512Int32(n) + Vector512.Create(127)) << 23).AsSingle();
+        return Vector512.ConditionalSelect(underflow, Vector512<float>.Zero, p * twoToN);
+    }
+
+    /// <summary>Lanes t of the block at <paramref name="t0"/> with <paramref name="from"/> &lt;= t0 + t &lt; <paramref name="end"/>, as a float mask.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector512<float> InRange(int t0, int from, int end)
+    {
+        var lane = Vector512<int>.Indices;
+        return (Vector512.GreaterThanOrEqual(lane, Vector512.Create(from - t0)) & Vector512.LessThan(lane, Vector512.Create(end - t0))).AsSingle();
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static float MaxOf(Vector512<float> v)
+    {
+        // vmaxps itself (MaxNative): the scores hold no NaN, and IEEE maximum's fix-ups cost as much again.
+        var m = Vector256.MaxNative(v.GetLower(), v.GetUpper());
+        var m4 = Vector128.MaxNative(m.GetLower(), m.GetUpper());
+        m4 = Vector128.MaxNative(m4, Avx.Permute(m4, 0b01_00_11_10));
+        return Vector128.MaxNative(m4, Avx.Permute(m4, 0b10_11_00_01)).ToScalar();
     }
 
     /// <summary>Asks for a block four ahead in L1 (see <see cref="CachedAttention.PrefetchEntries"/>).</summary>
