@@ -10,7 +10,7 @@ namespace IGpt.Inference.Engine.Cpu;
 /// head_size] per layer, the layout GroupQueryAttention reads and writes), stored as fp32, fp16 or int8 entries
 /// (<see cref="KvElement"/>): writes each row's new key and value at its position, then attends its query to
 /// positions 0..position. An int8 cache is read by int8 dot products (<see cref="Int8Blocks"/>, its own layout): with
-/// AVX-VNNI each row in one pass (<see cref="Int8Blocks.Attend"/>), a group's shared blocks from its first row's slot, which
+/// AVX-VNNI and a head size of 32 each row in one pass (<see cref="Int8Blocks.Attend"/>), a group's shared blocks from its first row's slot, which
 /// stay in cache for its other rows; else in three passes (scores, softmax, weighted values), a group's shared blocks once
 /// for all its rows. An fp16 group's shared entries are converted back in chunks of <see cref="Chunk"/>
 /// positions into a lane's scratch (L1-sized) and the fp32 kernels run on the chunk, so they are converted once for all
@@ -35,7 +35,7 @@ internal sealed unsafe class CachedAttention : IDisposable
     private readonly long _headBytes;  // bytes of one (slot, head) of the cache
     private readonly KvElement _element;
     private readonly float _scale;
-    private readonly bool _vectorized, _inPlace, _int8Kernels, _vnni = Int8Blocks.HasVnni;
+    private readonly bool _vectorized, _inPlace, _int8Kernels, _onePass, _vnni = Int8Blocks.HasVnni;
     private readonly Lane[] _lanes;
     private bool _disposed;
 
@@ -61,6 +61,7 @@ internal sealed unsafe class CachedAttention : IDisposable
         // chunk at a time, as inPlace false asks).
         _inPlace = inPlace && vectorized && element == KvElement.Float16;
         _int8Kernels = inPlace && vectorized && element == KvElement.Int8 && Int8Blocks.CanRun(headSize);
+        _onePass = _int8Kernels && Int8Blocks.CanAttend(headSize);
         _lanes = new Lane[Math.Max(1, lanes)];
         for (int i = 0; i < _lanes.Length; i++) _lanes[i] = new Lane(maxBatch, positions, headSize, element == KvElement.Float32 ? 0 : Chunk);
     }
@@ -242,7 +243,7 @@ internal sealed unsafe class CachedAttention : IDisposable
 
         int shared = l.SharedLength[g];
         long leader = ((long)rows[0] * _heads + head) * stride;
-        if (_int8Kernels && _vnni)
+        if (_onePass)
         {
             // Each row in one pass (scores, softmax and weighted values), the group's shared positions from its first row's
             // slot: they stay in cache from one row to the next, so they are still read from memory once for the group.
@@ -250,7 +251,7 @@ internal sealed unsafe class CachedAttention : IDisposable
             {
                 long own = ((long)rows[j] * _heads + head) * stride;
                 float sum = Int8Blocks.Attend(keys + leader, values + leader, shared, keys + own, values + own, l.Position[rows[j]] + 1,
-                    l.QueryGroups + j * (d / 4), l.QueryScales[j], l.Corrections[j], d, acc, PrefetchEntries);
+                    l.QueryGroups + j * (d / 4), l.QueryScales[j], l.Corrections[j], acc, PrefetchEntries);
                 float* o = output + (long)rows[j] * _embd + head * d;
                 var inverse = Vector512.Create(1f / sum);
                 for (int i = 0; i < d; i += 16) (Vector512.Load(acc + i) * inverse).Store(o + i);

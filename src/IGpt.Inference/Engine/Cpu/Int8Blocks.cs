@@ -119,85 +119,23 @@ internal static unsafe class Int8Blocks
         }
     }
 
+    /// <summary>Whether <see cref="Attend"/> serves <paramref name="headSize"/> on this CPU.</summary>
+    public static bool CanAttend(int headSize) => headSize == 32 && HasVnni && CanRun(headSize);
+
     /// <summary>
-    /// One row's attention over positions 0..to-1 in a single pass (AVX-VNNI): positions below <paramref name="shared"/> from
-    /// one (slot, head) (a group's first row's: its shared prompt), the rest from another (the row's own; the same one for a
-    /// row alone). Per block: its 16 scores, the softmax's running maximum (the accumulated output and sum rescaled when it
-    /// rises), the weights' exponentials and their weighted values, so that scores never leave registers. The same products
-    /// and quantization as <see cref="Scores"/> then <see cref="WeightedValues"/> (weights quantized against each block's
-    /// largest, which is the same relative to any maximum), in fewer operations and without the passes' stores and reloads.
-    /// Writes the unnormalized output to <paramref name="acc"/> (head_size floats) and returns the sum of the exponentials.
+    /// One row's attention over positions 0..to-1 in a single pass (AVX-VNNI, a head size of 32: <see cref="CanAttend"/>):
+    /// positions below <paramref name="shared"/> from one (slot, head) (a group's first row's: its shared prompt), the rest
+    /// from another (the row's own; the same one for a row alone). Per block: its 16 scores, the softmax's running maximum
+    /// (the accumulated output and sum rescaled when it rises), the weights' exponentials and their weighted values, so that
+    /// scores never leave registers. The same products and quantization as <see cref="Scores"/> then
+    /// <see cref="WeightedValues"/> (weights quantized against each block's largest, which is the same relative to any
+    /// maximum), in fewer operations and without the passes' stores and reloads. Writes the unnormalized output to
+    /// <paramref name="acc"/> (32 floats) and returns the sum of the exponentials.
+    /// Unrolled, with constant offsets and the output in registers: a general loop over the head size (tried for 64) spent as
+    /// much on its address arithmetic and reloads as on its products, and was slower than the three passes for a shared prompt.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static float Attend(byte* sharedKeys, byte* sharedValues, int shared, byte* keys, byte* values, int to, int* query,
-        float queryScale, int correction, int headSize, float* acc, bool prefetch)
-    {
-        if (headSize == 32) return Attend32(sharedKeys, sharedValues, shared, keys, values, to, query, queryScale, correction, acc, prefetch);
-        int groups = headSize / 4, blockBytes = Block * (headSize + 4), groupBytes = 4 * headSize;
-        var qs = Vector512.Create(queryScale);
-        float max = float.NegativeInfinity;
-        var sums = Vector512<float>.Zero;
-        for (int c = 0; c < headSize; c += 16) Vector512<float>.Zero.Store(acc + c);
-        for (int part = 0; part < 2; part++)
-        {
-            byte* kh = part == 0 ? sharedKeys : keys, vh = part == 0 ? sharedValues : values;
-            int from = part == 0 ? 0 : shared, end = part == 0 ? shared : to;
-            for (int t0 = from / Block * Block; t0 < end; t0 += Block)
-            {
-                long offset = (long)(t0 / Block) * blockBytes;
-                byte* kb = kh + offset, vb = vh + offset;
-                if (prefetch && t0 + 4 * Block < end)
-                {
-                    Ahead(kb + 4 * blockBytes, blockBytes);
-                    Ahead(vb + 4 * blockBytes, blockBytes);
-                }
-                var s = Dot16(kb + 4 * Block, query, groups, correction) * (Vector512.Load((float*)kb) * qs);
-                bool whole = t0 >= from && t0 + Block <= end;
-                var inRange = whole ? default : InRange(t0, from, end);
-                if (!whole) s = Vector512.ConditionalSelect(inRange, s, Vector512.Create(float.NegativeInfinity));
-                float blockMax = MaxOf(s);
-                if (blockMax > max)
-                {
-                    // The running maximum rises: what is accumulated so far was weighted against the old one.
-                    var r = ExpNonPositive(Vector512.Create(max - blockMax));
-                    sums *= r;
-                    for (int c = 0; c < headSize; c += 16) (Vector512.Load(acc + c) * r).Store(acc + c);
-                    max = blockMax;
-                }
-                var e = ExpNonPositive(s - Vector512.Create(max));
-                sums += e;
-                var w = e * Vector512.Load((float*)vb);
-                // Past `to` the value scales may be anything (unwritten): select, not multiply.
-                if (!whole) w = Vector512.ConditionalSelect(inRange, w, Vector512<float>.Zero);
-                float wMax = MaxOf(w);
-                if (!(wMax > 0)) continue;   // every weight underflowed to 0: nothing to add
-                var bytes = Avx512F.ConvertToVector128ByteWithSaturation(Avx512F.ConvertToVector512UInt32(w * (255f / wMax))).AsInt32();
-                var both = Vector256.Create(bytes, bytes);
-                var w0 = Avx2.Shuffle(both, 0x00).AsByte();
-                var w1 = Avx2.Shuffle(both, 0x55).AsByte();
-                var w2 = Avx2.Shuffle(both, 0xAA).AsByte();
-                var w3 = Avx2.Shuffle(both, 0xFF).AsByte();
-                var unit = Vector256.Create(wMax / 255f);
-                sbyte* data = (sbyte*)vb + 4 * Block;
-                for (int c = 0; c < headSize; c += 8)
-                {
-                    var p = AvxVnni.MultiplyWideningAndAdd(default, w0, Vector256.Load(data + c * 4));
-                    var p1 = AvxVnni.MultiplyWideningAndAdd(default, w1, Vector256.Load(data + groupBytes + c * 4));
-                    p = AvxVnni.MultiplyWideningAndAdd(p, w2, Vector256.Load(data + 2 * groupBytes + c * 4));
-                    p1 = AvxVnni.MultiplyWideningAndAdd(p1, w3, Vector256.Load(data + 3 * groupBytes + c * 4));
-                    Fma.MultiplyAdd(Avx.ConvertToVector256Single(p + p1), unit, Vector256.Load(acc + c)).Store(acc + c);
-                }
-            }
-        }
-        return Vector512.Sum(sums);
-    }
-
-    /// <summary>
-    /// <see cref="Attend"/> for a head size of 32 (every shipped model's): unrolled, with constant offsets and the output in
-    /// registers, as the general loop's address arithmetic and reloads cost about as much as its products.
-    /// </summary>
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static float Attend32(byte* sharedKeys, byte* sharedValues, int shared, byte* keys, byte* values, int to, int* query,
         float queryScale, int correction, float* acc, bool prefetch)
     {
         const int BlockBytes = Block * 36;
