@@ -62,6 +62,7 @@ public unsafe class KvCacheCompressionTests
     [InlineData(32, false)]
     [InlineData(12, true)]   // under 16: the scalar quantization
     [InlineData(3, false)]   // padded to 4
+    [InlineData(20, false)]  // values: 16 dimensions written as one vector, 4 one at a time
     public void Int8EntriesRoundTripWithinHalfAStepOfTheirScaleInTheDocumentedBlocks(int headSize, bool keys)
     {
         var part = keys ? KvPart.Key : KvPart.Value;

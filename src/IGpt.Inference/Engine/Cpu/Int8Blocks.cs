@@ -50,8 +50,19 @@ internal static unsafe class Int8Blocks
             for (int g = 0; g < padded / 4; g++) *(uint*)(data + g * 4 * Block + 4 * p) = *(uint*)(q + 4 * g) ^ 0x8080_8080u;
             return;
         }
-        byte* group = data + p / 4 * 4 * padded + p % 4;
-        for (int c = 0; c < padded; c++) group[4 * c] = (byte)q[c];
+        byte* group = data + p / 4 * 4 * padded;
+        int c = 0, shift = 8 * (p % 4);
+        if (Avx512BW.IsSupported)
+        {
+            // 16 dimensions at a time: each one's byte goes to byte p % 4 of its 4-byte slot, the other positions' kept.
+            var mask = Vector512.Create(0xFFu << shift).AsByte();
+            for (; c + 16 <= padded; c += 16)
+            {
+                var bytes = (Avx512F.ConvertToVector512Int32(Vector128.Load(q + c)) << shift).AsByte();
+                Avx512BW.BlendVariable(Vector512.Load(group + 4 * c), bytes, mask).Store(group + 4 * c);
+            }
+        }
+        for (; c < padded; c++) group[4 * c + p % 4] = (byte)q[c];
     }
 
     /// <summary>Reads the entry at <paramref name="position"/> back: its elements into <paramref name="q"/>; returns its scale.</summary>
