@@ -202,13 +202,13 @@ internal static unsafe class Int8Blocks
                 if (blockMax > max)
                 {
                     // The running maximum rises: what is accumulated so far was weighted against the old one.
-                    var r = ExpNonPositive(Vector512.Create(max - blockMax));
+                    var r = VectorExp.ExpNonPositive(Vector512.Create(max - blockMax));
                     sums *= r;
                     var r8 = r.GetLower();
                     (o0, o1, o2, o3) = (o0 * r8, o1 * r8, o2 * r8, o3 * r8);
                     max = blockMax;
                 }
-                var e = ExpNonPositive(s - Vector512.Create(max));
+                var e = VectorExp.ExpNonPositive(s - Vector512.Create(max));
                 sums += e;
                 var w = e * Vector512.Load((float*)vb);
                 // Past `to` the value scales may be anything (unwritten): select, not multiply.
@@ -251,29 +251,6 @@ internal static unsafe class Int8Blocks
         o2.Store(acc + 16);
         o3.Store(acc + 24);
         return Vector512.Sum(sums);
-    }
-
-    /// <summary>
-    /// e^x for x &lt;= 0 (and -infinity) as <see cref="VectorExp.Exp"/> computes it, without its overflow clamp and with the
-    /// rounding conversion itself (x is already a whole number there): the softmax's exponents never exceed 0.
-    /// </summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector512<float> ExpNonPositive(Vector512<float> x)
-    {
-        var underflow = Vector512.LessThan(x, Vector512.Create(-87.33654f));
-        x = Vector512.MaxNative(x, Vector512.Create(-87.33654f));
-        var n = Avx512F.RoundScale(x * Vector512.Create(1.44269504f), 0);   // to nearest
-        var r = Vector512.FusedMultiplyAdd(n, Vector512.Create(-0.693359375f), x);
-        r = Vector512.FusedMultiplyAdd(n, Vector512.Create(2.12194440e-4f), r);
-        var p = Vector512.Create(1.9875691500e-4f);
-        p = Vector512.FusedMultiplyAdd(p, r, Vector512.Create(1.3981999507e-3f));
-        p = Vector512.FusedMultiplyAdd(p, r, Vector512.Create(8.3334519073e-3f));
-        p = Vector512.FusedMultiplyAdd(p, r, Vector512.Create(4.1665795894e-2f));
-        p = Vector512.FusedMultiplyAdd(p, r, Vector512.Create(1.6666665459e-1f));
-        p = Vector512.FusedMultiplyAdd(p, r, Vector512.Create(5.0000001201e-1f));
-        p = Vector512.FusedMultiplyAdd(p, r * r, r + Vector512<float>.One);
-        var twoToN = ((Avx512F.ConvertToVector512Int32(n) + Vector512.Create(127)) << 23).AsSingle();
-        return Vector512.ConditionalSelect(underflow, Vector512<float>.Zero, p * twoToN);
     }
 
     /// <summary>Lanes t of the block at <paramref name="t0"/> with <paramref name="from"/> &lt;= t0 + t &lt; <paramref name="end"/>, as a float mask.</summary>

@@ -1,5 +1,6 @@
 using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
 
 namespace IGpt.Inference.Engine.Cpu;
 
@@ -19,6 +20,26 @@ internal static class VectorExp
         var underflow = Vector512.LessThan(x, Vector512.Create(-87.33654f));
         x = Vector512.Min(Vector512.Max(x, Vector512.Create(-87.33654f)), Vector512.Create(88.3762589f));
         var n = Vector512.Round(x * Vector512.Create(1.44269504f));
+        return Vector512.ConditionalSelect(underflow, Vector512<float>.Zero, TwoToNTimesExpR(x, n, Vector512.ConvertToInt32(n)));
+    }
+
+    /// <summary>
+    /// <see cref="Exp"/> for x &lt;= 0 (and -infinity), as a softmax's exponents are: no overflow clamp, and n converted with
+    /// vcvtps2dq itself (n is already whole), without the saturating conversion's fix-ups. The same results.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector512<float> ExpNonPositive(Vector512<float> x)
+    {
+        var underflow = Vector512.LessThan(x, Vector512.Create(-87.33654f));
+        x = Vector512.MaxNative(x, Vector512.Create(-87.33654f));
+        var n = Avx512F.RoundScale(x * Vector512.Create(1.44269504f), 0);   // to nearest
+        return Vector512.ConditionalSelect(underflow, Vector512<float>.Zero, TwoToNTimesExpR(x, n, Avx512F.ConvertToVector512Int32(n)));
+    }
+
+    /// <summary>e^x as 2^n e^r, r = x - n ln 2: the polynomial for e^r, then n added to its exponent bits.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector512<float> TwoToNTimesExpR(Vector512<float> x, Vector512<float> n, Vector512<int> whole)
+    {
         var r = Vector512.FusedMultiplyAdd(n, Vector512.Create(-0.693359375f), x);   // ln 2's leading bits: n ln2_hi is exact
         r = Vector512.FusedMultiplyAdd(n, Vector512.Create(2.12194440e-4f), r);        // the rest of ln 2
         var p = Vector512.Create(1.9875691500e-4f);
@@ -28,7 +49,6 @@ internal static class VectorExp
         p = Vector512.FusedMultiplyAdd(p, r, Vector512.Create(1.6666665459e-1f));
         p = Vector512.FusedMultiplyAdd(p, r, Vector512.Create(5.0000001201e-1f));
         p = Vector512.FusedMultiplyAdd(p, r * r, r + Vector512<float>.One);
-        var twoToN = ((Vector512.ConvertToInt32(n) + Vector512.Create(127)) << 23).AsSingle();
-        return Vector512.ConditionalSelect(underflow, Vector512<float>.Zero, p * twoToN);
+        return p * ((whole + Vector512.Create(127)) << 23).AsSingle();
     }
 }
