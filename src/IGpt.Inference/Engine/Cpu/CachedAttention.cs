@@ -10,9 +10,9 @@ namespace IGpt.Inference.Engine.Cpu;
 /// head_size] per layer, the layout GroupQueryAttention reads and writes), stored as fp32, fp16 or int8 entries
 /// (<see cref="KvElement"/>): writes each row's new key and value at its position, then attends its query to
 /// positions 0..position. An int8 cache is read by int8 dot products (<see cref="Int8Blocks"/>, its own layout): with
-/// AVX-VNNI and a head size of 32 each row in one pass (<see cref="Int8Blocks.Attend"/>), a group's shared blocks from its first row's slot, which
-/// stay in cache for its other rows; else in three passes (scores, softmax, weighted values), a group's shared blocks once
-/// for all its rows. An fp16 group's shared entries are converted back in chunks of <see cref="Chunk"/>
+/// AVX-VNNI and a head size of 32 each row in one pass (<see cref="Int8Blocks.Attend"/>), a group's shared blocks from its
+/// first row's slot, which stay in cache for its other rows; else in three passes (scores, softmax, weighted values), a
+/// group's shared blocks once for all its rows. An fp16 group's shared entries are converted back in chunks of <see cref="Chunk"/>
 /// positions into a lane's scratch (L1-sized) and the fp32 kernels run on the chunk, so they are converted once for all
 /// its rows, as they are read once; a single row's fp16 entries are read in place (<see cref="CompressedKernels"/>). Used by
 /// the kernel steps (<see cref="KernelStep"/>) and step segments (<see cref="SegmentedStep"/>), for two reasons:

@@ -87,7 +87,8 @@ internal static unsafe class Int8Blocks
     /// </summary>
     public static float QuantizeQuery(float* query, int headSize, int* groups, out int correction)
     {
-        // The groups are the bytes in order (4 to an int): quantize straight into them, then sum 16 at a time.
+        // The groups are the bytes in order (4 to an int): quantize straight into them, then sum 16 at a time (CanRun: the
+        // head size is a multiple of 16).
         sbyte* q = (sbyte*)groups;
         float scale = KvCodec.QuantizeInt8(query, q, headSize);
         var sums = Vector512<int>.Zero;
