@@ -143,8 +143,8 @@ internal static unsafe class Int8Blocks
     /// <see cref="WeightedValues"/> (weights quantized against each block's largest, which is the same relative to any
     /// maximum), in fewer operations and without the passes' stores and reloads. Writes the unnormalized output to
     /// <paramref name="acc"/> (32 floats) and returns the sum of the exponentials.
-    /// Unrolled, with constant offsets and the output in registers: a general loop over the head size (tried for 64) spent as
-    /// much on its address arithmetic and reloads as on its products, and was slower than the three passes for a shared prompt.
+    /// Unrolled, with constant offsets and the output in registers. For a head size of 64 neither a general loop over the head
+    /// size nor this kernel on both halves beat the three passes where rows share a prompt (benchmarks/README.md, "One pass per row").
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static float Attend(byte* sharedKeys, byte* sharedValues, int shared, byte* keys, byte* values, int to, int* query,
