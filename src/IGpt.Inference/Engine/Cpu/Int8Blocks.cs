@@ -344,9 +344,7 @@ internal static unsafe class Int8Blocks
                 var w = Vector512.Load(probabilities + j * pitch + t0) * valueScales;
                 // Outside [from, to) the weights and scales may be anything (another range's, or unwritten): select, not multiply.
                 if (!whole) w = Vector512.ConditionalSelect(inRange.AsSingle(), w, Vector512<float>.Zero);
-                var m = Vector256.Max(w.GetLower(), w.GetUpper());
-                var m4 = Vector128.Max(m.GetLower(), m.GetUpper());
-                float max = MathF.Max(MathF.Max(m4[0], m4[1]), MathF.Max(m4[2], m4[3]));
+                float max = MaxOf(w);
                 if (!(max > 0)) continue;   // every weight underflowed to 0: nothing to add
                 var bytes = Avx512F.ConvertToVector128ByteWithSaturation(Avx512F.ConvertToVector512UInt32(w * (255f / max))).AsInt32();
                 float* a = acc + (long)j * headSize;
