@@ -80,23 +80,15 @@ public unsafe class CachedAttentionTests
         var rng = new Random(5);
         var qkv = new float[rows * 3 * heads * headSize];
         for (int i = 0; i < qkv.Length; i++) qkv[i] = (float)rng.NextDouble() * 2 - 1;
-        long bytes = rows * heads * element.HeadBytes(headSize, positions);
-        var cache = new byte[2 * bytes];
-        rng.NextBytes(cache);
-        if (element == KvElement.Float32)
-            for (int i = 0; i < cache.Length; i += 4) BitConverter.TryWriteBytes(cache.AsSpan(i), (float)rng.NextDouble() - 0.5f);
-        else   // valid int8 blocks: every entry written through the codec
+        // Every entry written through the codec, as a cache holds it: keys, then values.
+        var x = new float[rows * heads * positions * headSize];
+        byte[] Part(KvPart part)
         {
-            var x = new float[rows * heads * positions * headSize];
-            for (int part = 0; part < 2; part++)
-            {
-                for (int i = 0; i < x.Length; i++) x[i] = (float)rng.NextDouble() * 2 - 1;
-                fixed (float* px = x)
-                fixed (byte* pc = &cache[part * bytes])
-                    for (int h = 0; h < rows * heads; h++)
-                        KvCodec.Encode(element, (KvPart)part, px + (long)h * positions * headSize, pc + h * element.HeadBytes(headSize, positions), 0, positions, headSize);
-            }
+            for (int i = 0; i < x.Length; i++) x[i] = (float)rng.NextDouble() * 2 - 1;
+            return KvCacheCompressionTests.Encode(element, part, x, headSize, positions);
         }
+        byte[] cache = [.. Part(KvPart.Key), .. Part(KvPart.Value)];
+        long bytes = cache.Length / 2;
         int[] position = [40, 33, 50], groups = [0, 0, 0];
         float[] Run(int sharedLength, out int items)
         {

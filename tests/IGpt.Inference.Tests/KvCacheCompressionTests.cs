@@ -352,7 +352,7 @@ public unsafe class KvCacheCompressionTests
     private static float Round(float x) => (float)(Half)x;
 
     /// <summary>x: (slot, head)s of <paramref name="positions"/> entries each, stored as a cache buffer stores them.</summary>
-    private static byte[] Encode(KvElement element, KvPart part, float[] x, int headSize, int positions)
+    internal static byte[] Encode(KvElement element, KvPart part, float[] x, int headSize, int positions)
     {
         long headBytes = element.HeadBytes(headSize, positions);
         int heads = x.Length / (positions * headSize);
