@@ -82,7 +82,7 @@ JsonObject Load(JsonObject r)
         ["kernel_rows"] = d.Plan.KernelStepRows,
         // The roofline's KV bytes: a step reads kv_bytes_per_position for every cached position of every row.
         ["kv_cache_type"] = d.CacheType,
-        ["kv_element_bytes"] = d.CacheElement.EntryPairBytes(model.Manifest.Architecture.HeadSize) / 2.0 / model.Manifest.Architecture.HeadSize,
+        ["kv_element_bytes"] = (double)d.CacheElement.EntryBytes(model.Manifest.Architecture.HeadSize) / model.Manifest.Architecture.HeadSize,
         ["kv_bytes_per_position"] = d.KvBytesPerPosition,
         ["kv_cache_bytes"] = d.KvCacheBytes,
         ["rss_mib"] = ResidentMib(),
@@ -356,7 +356,7 @@ static unsafe JsonObject Attention(JsonObject r)
         {
             var p = Alloc(perLayer);
             if (element == KvElement.Float32) return (IntPtr)p;
-            long headBytes = element.HeadBytes(part, headSize, positions);
+            long headBytes = element.HeadBytes(headSize, positions);
             var c = (byte*)Alloc((long)rows * heads * headBytes / 4 + 16);
             for (long h = 0; h < (long)rows * heads; h++)   // each (row, head) of a layer: its positions, as the cache stores them
                 KvCodec.Encode(element, part, p + h * positions * headSize, c + h * headBytes, 0, positions, headSize);
@@ -395,7 +395,7 @@ static unsafe JsonObject Attention(JsonObject r)
         double ms = times[times.Count / 2];
         // Bytes read: each lane reads the shared entries once, and every row its own.
         long entries = shared > 0 ? (long)lanes * shared + (long)rows * (length - shared) : (long)rows * length;
-        double bytes = (double)element.EntryPairBytes(headSize) * layers * heads * entries;
+        double bytes = 2.0 * element.EntryBytes(headSize) * layers * heads * entries;
         return new JsonObject
         {
             ["ms"] = ms, ["bytes"] = bytes, ["gbps"] = bytes / ms / 1e6, ["vectorized"] = vectorized, ["lanes"] = lanes,

@@ -109,8 +109,7 @@ public sealed class InferenceOptions : IValidatableObject
     /// per slot); or "int8" (the default, <see cref="KvCacheTypes.Default"/>: each head's key or value at a position as
     /// head_size signed bytes and one fp32 scale, its largest magnitude / 127: 36 bytes instead of 128 for a head size of
     /// 32, in blocks of 16 positions that the attention reads with int8 dot products, the query and the attention weights
-    /// quantized to bytes as well); or "int8-int4" (keys as int8, values as 4-bit integers -7..7 against their largest magnitude
-    /// / 7, two to a byte: 56 bytes a head and position for a head size of 32 against int8's 72). A compressed cache is read and written by the library's attention (the package's step segments,
+    /// quantized to bytes as well). A compressed cache is read and written by the library's attention (the package's step segments,
     /// <see cref="SegmentedStepRows"/>), so with it CPU decode steps run as segments, and the prompt's prefill runs the
     /// decoder graph in fp32 and then stores its keys and values compressed. One-row steps of a model whose weights are
     /// too big for row lanes (<see cref="LaneMaxWeightBytes"/>) run the fp32 graph over an fp32 copy of the row instead.
@@ -118,8 +117,7 @@ public sealed class InferenceOptions : IValidatableObject
     /// fp16 cache anyway. The speed, quality and memory figures are in benchmarks/README.md ("Compressed KV cache").
     /// </summary>
     [Required(AllowEmptyStrings = false)]
-    [AllowedValues(KvCacheTypes.Float32, KvCacheTypes.Float16, KvCacheTypes.Int8, KvCacheTypes.Int8Int4,
-        ErrorMessage = "{0} must be \"float32\", \"float16\", \"int8\" or \"int8-int4\".")]
+    [AllowedValues(KvCacheTypes.Float32, KvCacheTypes.Float16, KvCacheTypes.Int8, ErrorMessage = "{0} must be \"float32\", \"float16\" or \"int8\".")]
     public string KvCacheType { get; set; } = KvCacheTypes.Default;
 
     /// <summary>KV slots per model: most images decoded together, across requests (the KV cache is sized for this many rows).</summary>
@@ -160,8 +158,6 @@ public static class KvCacheTypes
     public const string Float32 = "float32";
     public const string Float16 = "float16";
     public const string Int8 = "int8";
-    /// <summary>Keys int8, values 4-bit.</summary>
-    public const string Int8Int4 = "int8-int4";
 
     /// <summary>
     /// The cache type a service gets when it sets none: int8, the fastest type that passes the quality guard, chosen by
@@ -175,7 +171,6 @@ public static class KvCacheTypes
         Float32 => Engine.KvElement.Float32,
         Float16 => Engine.KvElement.Float16,
         Int8 => Engine.KvElement.Int8,
-        Int8Int4 => Engine.KvElement.Int8Int4,
         _ => throw new ArgumentException($"unknown KV cache type \"{value}\"", nameof(value)),
     };
 
@@ -183,7 +178,6 @@ public static class KvCacheTypes
     {
         Engine.KvElement.Float16 => Float16,
         Engine.KvElement.Int8 => Int8,
-        Engine.KvElement.Int8Int4 => Int8Int4,
         _ => Float32,
     };
 }

@@ -10,7 +10,6 @@ public class HotPathTests
     [InlineData(true, KvCacheTypes.Float32)]   // the fp16 graph (the CUDA one) on the CPU: the same step code over a half-size KV cache
     [InlineData(false, KvCacheTypes.Float16)]  // compressed caches: segments, with conversions on every step and a prefill row
     [InlineData(false, KvCacheTypes.Int8)]
-    [InlineData(false, KvCacheTypes.Int8Int4)]
     public void DecodeStepsAndSamplingAllocateNothing(bool fp16, string kvCacheType)
     {
         var o = Fixture.CpuOptions(maxBatch: 4);

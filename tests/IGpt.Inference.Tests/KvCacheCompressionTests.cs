@@ -100,123 +100,6 @@ public unsafe class KvCacheCompressionTests
         }
     }
 
-    [Theory]
-    [InlineData(32)]
-    [InlineData(20)]   // padded to 24: three chunks of 8 dimensions
-    [InlineData(3)]    // padded to 8
-    public void Int4ValuesRoundTripWithinHalfAStepOfTheirScaleInTheDocumentedBlocks(int headSize)
-    {
-        var rng = new Random(headSize + 40);
-        const int count = 50;   // three whole blocks and two positions of a fourth
-        var x = new float[count * headSize];
-        for (int i = 0; i < x.Length; i++) x[i] = (float)((rng.NextDouble() - 0.5) * Math.Pow(10, rng.Next(-3, 3)));
-        x.AsSpan(0, headSize).Clear();   // an all-zero entry: scale 0
-        var bytes = Encode(KvElement.Int8Int4, KvPart.Value, x, headSize, count);
-        var back = Decode(KvElement.Int8Int4, KvPart.Value, bytes, headSize, count);
-        int padded = (headSize + 7) / 8 * 8;
-        Assert.Equal(64 * (padded / 2 + 4), bytes.Length);   // 50 positions take 4 blocks of 16
-        // The keys of the type are int8's, byte for byte.
-        Assert.Equal(Encode(KvElement.Int8, KvPart.Key, x, headSize, count), Encode(KvElement.Int8Int4, KvPart.Key, x, headSize, count));
-        for (int e = 0; e < count; e++)
-        {
-            var entry = x.AsSpan(e * headSize, headSize);
-            float max = 0;
-            foreach (var v in entry) max = MathF.Max(max, MathF.Abs(v));
-            int block = e / 16 * 16 * (padded / 2 + 4), p = e % 16, group = p / 4;
-            float scale = BitConverter.ToSingle(bytes, block + 4 * p);
-            Assert.Equal(max / 7f, scale);
-            for (int i = 0; i < padded; i++)
-            {
-                // Chunk (group % 2, i / 8) of 32 bytes, 4 bytes a dimension, one a position of the group; groups 2 and 3 in the high nibbles.
-                int at = block + 64 + 32 * (group % 2 * (padded / 8) + i / 8) + 4 * (i % 8) + p % 4;
-                int q = ((bytes[at] >> (4 * (group / 2))) & 0xF) - 8;
-                if (i >= headSize)
-                {
-                    Assert.Equal(0, q);
-                    continue;
-                }
-                Assert.Equal(max > 0 ? (int)MathF.Round(entry[i] * (7f / max), MidpointRounding.ToEven) : 0, q);
-                Assert.True(Math.Abs(back[e * headSize + i] - entry[i]) <= scale * 0.5001 + 1e-30, $"entry {e}[{i}]: {entry[i]} -> {back[e * headSize + i]}");
-            }
-        }
-    }
-
-    /// <summary>
-    /// The one pass over 4-bit values (<see cref="Int8Blocks.Attend"/> with int4Values) against the arithmetic it stands for:
-    /// the int8 key scores (exact, <see cref="Int8Blocks.Scores"/>), the softmax, and per block the weights (p x value scale)
-    /// quantized against their largest to 0..255 times the stored -7..7 values, summed exactly; over lengths that end inside
-    /// blocks, with a shared prompt from another (slot, head) as a group's rows read it.
-    /// </summary>
-    [Fact]
-    public void OnePassOverFourBitValuesComputesTheQuantizedWeightedValues()
-    {
-        const int headSize = 32;
-        if (!Int8Blocks.CanAttend(headSize)) return;
-        const int positions = 400;
-        var rng = new Random(headSize + 41);
-        var keys = new float[2 * positions * headSize];   // two (slot, head)s: a group's leader, then a row of it
-        var values = new float[keys.Length];
-        var query = new float[headSize];
-        for (int i = 0; i < headSize; i++) query[i] = (float)rng.NextDouble() * 2 - 1;
-        for (int t = 0; t < 2 * positions; t++)
-            for (int i = 0; i < headSize; i++)
-            {
-                keys[t * headSize + i] = (float)rng.NextDouble() * 2 - 1 + 3f * (t % positions) / positions * query[i];
-                values[t * headSize + i] = (float)rng.NextDouble() * 4 - 2;
-            }
-        var k = Encode(KvElement.Int8Int4, KvPart.Key, keys, headSize, positions);
-        var v = Encode(KvElement.Int8Int4, KvPart.Value, values, headSize, positions);
-        long keyHead = k.Length / 2, valueHead = v.Length / 2;
-        var groups = new int[headSize / 4];
-        long pitch = positions + 16;
-        var scores = new float[pitch];
-        var output = new float[headSize];
-        var q4 = new sbyte[headSize];
-        fixed (float* pq = query, ps = scores, po = output)
-        fixed (int* pg = groups)
-        fixed (byte* pk = k, pv = v)
-        fixed (sbyte* pq4 = q4)
-            foreach (var (shared, to) in new[] { (0, 1), (0, 17), (0, 400), (40, 41), (40, 233), (64, 400) })
-            {
-                float queryScale = Int8Blocks.QuantizeQuery(pq, headSize, pg, out int correction);
-                byte* keysOf = pk, valuesOf = pv;   // positions below `shared` from the leader's (slot, head), the rest from the row's
-                for (int t = 0; t < to; t++)
-                    Int8Blocks.Scores(t < shared ? keysOf : keysOf + keyHead, t, t + 1, pg, &queryScale, &correction, 1, headSize, ps, pitch, vnni: true);
-                float max = float.NegativeInfinity;
-                double sum = 0;
-                for (int t = 0; t < to; t++) max = MathF.Max(max, ps[t]);
-                var expected = new double[headSize];
-                for (int t0 = 0; t0 < to; t0 += 16)
-                {
-                    var w = new float[16];
-                    var stored = new sbyte[16, headSize];
-                    float blockMax = 0;
-                    for (int t = t0; t < Math.Min(to, t0 + 16); t++)
-                    {
-                        float e = MathF.Exp(ps[t] - max);
-                        sum += e;
-                        w[t - t0] = e * Int4Values.Read(t < shared ? valuesOf : valuesOf + valueHead, t, pq4, headSize);
-                        for (int i = 0; i < headSize; i++) stored[t - t0, i] = pq4[i];
-                        blockMax = MathF.Max(blockMax, w[t - t0]);
-                    }
-                    if (blockMax == 0) continue;
-                    for (int i = 0; i < headSize; i++)
-                    {
-                        long dot = 0;
-                        for (int t = 0; t < 16; t++) dot += (long)MathF.Round(w[t] * (255f / blockMax), MidpointRounding.ToEven) * stored[t, i];
-                        expected[i] += dot * (double)(blockMax / 255f);
-                    }
-                }
-                float onePassSum = Int8Blocks.Attend(pk, pv, shared, pk + keyHead, pv + valueHead, to, pg, queryScale, correction, po,
-                    prefetch: false, int4Values: true);
-                Assert.True(Math.Abs(onePassSum - sum) <= 1e-5 * sum, $"shared {shared}, length {to}: sum {onePassSum} vs {sum}");
-                // The one pass exponentiates against the running maximum, so a weight's byte may round the other way at a .5
-                // boundary: as in the int8 test, the bound allows a few such (up to 2/255 of a weight's share), not a wrong sum.
-                for (int i = 0; i < headSize; i++)
-                    Assert.True(Math.Abs(expected[i] / sum - po[i] / onePassSum) <= 2e-4, $"shared {shared}, length {to}, dim {i}: {po[i] / onePassSum} vs {expected[i] / sum}");
-            }
-    }
-
     /// <summary>
     /// The int8 kernels against the arithmetic they stand for, over ranges that start and end inside blocks: key scores are
     /// the exact integer dot products of the quantized query and keys times their scales; weighted values are the exact sums
@@ -402,10 +285,6 @@ public unsafe class KvCacheCompressionTests
     [InlineData(KvCacheTypes.Int8, 32, true)]
     [InlineData(KvCacheTypes.Int8, 32, false)]
     [InlineData(KvCacheTypes.Int8, 64, true)]
-    [InlineData(KvCacheTypes.Int8Int4, 8, false)]
-    [InlineData(KvCacheTypes.Int8Int4, 32, true)]   // the one pass with 4-bit values
-    [InlineData(KvCacheTypes.Int8Int4, 32, false)]
-    [InlineData(KvCacheTypes.Int8Int4, 64, true)]   // int8 keys' kernels, the values converted
     public void AttentionOverACompressedCacheMatchesTheReferenceOverTheSameValues(string type, int headSize, bool vectorized)
     {
         var element = KvCacheTypes.Parse(type);
@@ -475,7 +354,7 @@ public unsafe class KvCacheCompressionTests
     /// <summary>x: (slot, head)s of <paramref name="positions"/> entries each, stored as a cache buffer stores them.</summary>
     internal static byte[] Encode(KvElement element, KvPart part, float[] x, int headSize, int positions)
     {
-        long headBytes = element.HeadBytes(part, headSize, positions);
+        long headBytes = element.HeadBytes(headSize, positions);
         int heads = x.Length / (positions * headSize);
         var bytes = new byte[heads * headBytes];
         fixed (float* s = x)
@@ -487,7 +366,7 @@ public unsafe class KvCacheCompressionTests
 
     private static float[] Decode(KvElement element, KvPart part, byte[] bytes, int headSize, int positions)
     {
-        long headBytes = element.HeadBytes(part, headSize, positions);
+        long headBytes = element.HeadBytes(headSize, positions);
         int heads = (int)(bytes.Length / headBytes);
         var x = new float[heads * positions * headSize];
         fixed (byte* s = bytes)
@@ -510,7 +389,7 @@ public unsafe class KvCacheCompressionTests
     public static TheoryData<string, string, double> Packages()
     {
         var data = new TheoryData<string, string, double>();
-        foreach (var (type, bound) in new[] { (KvCacheTypes.Float16, 0.02), (KvCacheTypes.Int8, 0.25), (KvCacheTypes.Int8Int4, 1.5) })
+        foreach (var (type, bound) in new[] { (KvCacheTypes.Float16, 0.02), (KvCacheTypes.Int8, 0.25) })
         {
             data.Add(Fixture.PackageDir, type, bound);   // head size 8: the portable loops
             data.Add(Path.Combine(Fixture.ShippedModelsDir, "fashion-mnist-14"), type, bound);  // head size 32: AVX-512 where the CPU has it
@@ -530,25 +409,17 @@ public unsafe class KvCacheCompressionTests
         Assert.Equal((element, type), (b.CacheElement, b.CacheType));
         Assert.Equal(element, b.Plan.CompressedCache);
         Assert.Equal((0, 0, 1), (b.Plan.SmallStepRows, b.Plan.LaneStepRows, b.Plan.SegmentedStepRows));
-        // Fewer bytes per slot (fp16: half; int8: head_size + 4 of 4 x head_size; int8-int4: a value head_size / 2 + 4),
-        // plus one fp32 slot for the prefill graph; snapshots (the prefix cache) and the bytes a step reads per position
-        // shrink alike.
+        // Fewer bytes per slot (fp16: half; int8: head_size + 4 of 4 x head_size), plus one fp32 slot for the prefill
+        // graph; snapshots (the prefix cache) and the bytes a step reads per position shrink alike.
         var m = fp32.Manifest;
         var arch = m.Architecture;
-        // int8 and int8-int4 store whole blocks of 16 positions: n_positions and a snapshot's 10 rounded up to 16.
-        bool blocked = element is KvElement.Int8 or KvElement.Int8Int4;
-        long entries = (long)arch.NHead * arch.NPositions;
-        long pair = element switch   // bytes of a key and a value entry
-        {
-            KvElement.Int8 => 2 * (arch.HeadSize + 4),
-            KvElement.Int8Int4 => arch.HeadSize + 4 + arch.HeadSize / 2 + 4,
-            _ => 2 * 2 * arch.HeadSize,
-        };
-        long stored = blocked ? (long)arch.NHead * ((arch.NPositions + 15) / 16 * 16) : entries;
+        // int8 stores whole blocks of 16 positions: n_positions and a snapshot's 10 rounded up to 16.
+        long entries = (long)arch.NHead * arch.NPositions, entry = element == KvElement.Int8 ? arch.HeadSize + 4 : 2 * arch.HeadSize;
+        long stored = element == KvElement.Int8 ? (long)arch.NHead * ((arch.NPositions + 15) / 16 * 16) : entries;
         Assert.Equal(2L * arch.NLayer * 6 * entries * arch.HeadSize * 4, a.KvCacheBytes);
-        Assert.Equal(arch.NLayer * (6 * stored * pair + 2 * entries * arch.HeadSize * 4), b.KvCacheBytes);
-        Assert.Equal(a.SnapshotBytes(blocked ? 16 : 10) / (2 * 4 * arch.HeadSize) * pair, b.SnapshotBytes(10));
-        Assert.Equal(a.KvBytesPerPosition / (2 * 4 * arch.HeadSize) * pair, b.KvBytesPerPosition);
+        Assert.Equal(2L * arch.NLayer * (6 * stored * entry + entries * arch.HeadSize * 4), b.KvCacheBytes);
+        Assert.Equal(a.SnapshotBytes(element == KvElement.Int8 ? 16 : 10) / (4 * arch.HeadSize) * entry, b.SnapshotBytes(10));
+        Assert.Equal(a.KvBytesPerPosition / (4 * arch.HeadSize) * entry, b.KvBytesPerPosition);
 
         int v = m.VocabSize, p = arch.NPositions;
         var rng = new Random(3);

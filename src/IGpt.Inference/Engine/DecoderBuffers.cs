@@ -31,14 +31,13 @@ internal sealed unsafe class DecoderBuffers : IDisposable
         MaxBatch = maxBatch;
         Positions = positions;
         Element = element;
-        long heads = rowStride / ((long)headSize * positions);
-        (KeyRowBytes, ValueRowBytes) = (heads * element.HeadBytes(KvPart.Key, headSize, positions), heads * element.HeadBytes(KvPart.Value, headSize, positions));
+        RowBytes = rowStride / ((long)headSize * positions) * element.HeadBytes(headSize, positions);   // heads x one (slot, head)
         PrefillRowBytes = fp32PrefillRow ? rowStride * 4 : 0;
         _prefillKvViews = [];
         try
         {
             _kv = new IntPtr[2 * layers];
-            for (int i = 0; i < _kv.Length; i++) _kv[i] = memory.Allocate(maxBatch * RowBytes(i % 2 == 0 ? KvPart.Key : KvPart.Value));
+            for (int i = 0; i < _kv.Length; i++) _kv[i] = memory.Allocate(maxBatch * RowBytes);
             if (fp32PrefillRow)
             {
                 if (!memory.IsHost) throw new ArgumentException("a compressed cache with an fp32 prefill row is a CPU cache", nameof(fp32PrefillRow));
@@ -76,16 +75,12 @@ internal sealed unsafe class DecoderBuffers : IDisposable
     /// <summary>The fp32 prefill row of every KV buffer, in <see cref="Kv"/>'s order (empty unless the cache is compressed).</summary>
     public ReadOnlySpan<IntPtr> PrefillKv => _prefillKvViews;
 
-    /// <summary>Bytes of one slot of a key buffer and of a value buffer (they differ for 4-bit values), and of the fp32 prefill row's (0 when there is none).</summary>
-    public long KeyRowBytes { get; }
-    public long ValueRowBytes { get; }
+    /// <summary>Bytes of one slot of one KV buffer, and of the fp32 prefill row's (0 when there is none).</summary>
+    public long RowBytes { get; }
     public long PrefillRowBytes { get; }
 
-    /// <summary>Bytes of one slot of one KV buffer of <paramref name="part"/>.</summary>
-    public long RowBytes(KvPart part) => part == KvPart.Key ? KeyRowBytes : ValueRowBytes;
-
     /// <summary>Bytes of the KV cache (every slot, layer, key and value) and of the fp32 prefill row.</summary>
-    public long KvBytes => _kv.Length / 2 * (MaxBatch * (KeyRowBytes + ValueRowBytes) + 2 * PrefillRowBytes);
+    public long KvBytes => _kv.Length * (MaxBatch * RowBytes + PrefillRowBytes);
 
     /// <summary>Host decode inputs: token ids [MaxBatch], then positions [MaxBatch], then the mask [MaxBatch, n_positions].</summary>
     public long* Ids => _inputs.Pointer;

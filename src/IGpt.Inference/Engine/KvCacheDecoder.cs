@@ -32,7 +32,7 @@ internal sealed unsafe class KvCacheDecoder : IDisposable
     private readonly DecoderBuffers _buffers;
     private readonly CpuStepPlan _plan;
     private readonly bool _fixedStepShapes, _graphs, _compressed;
-    private readonly int _positions, _vocab, _maxBatch, _heads, _headSize, _entryPairBytes;  // an entry: one head at one position; a pair: its key and value
+    private readonly int _positions, _vocab, _maxBatch, _heads, _headSize, _entryBytes;  // an entry: one head at one position
     // The host input block and logits, read on every step (owned by _buffers).
     private readonly long* _ids, _pos, _mask;
     private readonly float* _logits;
@@ -84,7 +84,7 @@ internal sealed unsafe class KvCacheDecoder : IDisposable
             _graph = new DecoderGraph(manifest, kvType);
             (_positions, _vocab, _maxBatch) = (_graph.Positions, _graph.Vocab, maxBatch);
             var element = plan.CompressedCache ?? (kvType == TensorElementType.Float16 ? KvElement.Float16 : KvElement.Float32);
-            (_heads, _headSize, _entryPairBytes) = (_graph.Heads, _graph.HeadSize, element.EntryPairBytes(_graph.HeadSize));
+            (_heads, _headSize, _entryBytes) = (_graph.Heads, _graph.HeadSize, element.EntryBytes(_graph.HeadSize));
             _graph.Check(session);
             _buffers = new DecoderBuffers(memory, _graph.Layers, _graph.RowStride, _headSize, element, maxBatch, _positions, _vocab,
                 fp32PrefillRow: _compressed);
@@ -136,7 +136,7 @@ internal sealed unsafe class KvCacheDecoder : IDisposable
     /// <summary>Bytes of the KV cache (all slots, layers, keys and values; with a compressed cache its fp32 prefill row too).</summary>
     public long KvCacheBytes => _buffers.KvBytes;
     /// <summary>Bytes a step reads per cached position of one row: keys and values of every layer, in the cache's element type.</summary>
-    public long KvBytesPerPosition => (long)_graph.Layers * _heads * _entryPairBytes;
+    public long KvBytesPerPosition => 2L * _graph.Layers * _heads * _entryBytes;
     /// <summary>How CPU steps run (thresholds 0 when never).</summary>
     public CpuStepPlan Plan => _plan;
     /// <summary>Decode steps run as step segments so far.</summary>
@@ -154,7 +154,7 @@ internal sealed unsafe class KvCacheDecoder : IDisposable
     public bool KvOnHost => _buffers.Memory.IsHost;
 
     /// <summary>Bytes of a prompt snapshot of <paramref name="length"/> positions (all layers, keys and values).</summary>
-    public long SnapshotBytes(int length) => (long)_graph.Layers * _graph.Heads * (HeadBytes(KvPart.Key, length) + HeadBytes(KvPart.Value, length));
+    public long SnapshotBytes(int length) => 2L * _graph.Layers * _graph.Heads * HeadBytes(length);
 
     /// <summary>
     /// Slots a step over <paramref name="rows"/> slots runs: the rows themselves, or with fixed step shapes
@@ -234,8 +234,8 @@ internal sealed unsafe class KvCacheDecoder : IDisposable
             for (int head = 0; head < _heads; head++)
             {
                 float* row = (float*)prefill[i] + head * headFloats + (long)from * _headSize;
+                byte* entries = (byte*)(kv[i] + (nint)Offset(slot, head));
                 var part = i % 2 == 0 ? KvPart.Key : KvPart.Value;
-                byte* entries = (byte*)(kv[i] + (nint)Offset(part, slot, head));
                 if (store) Cpu.KvCodec.Encode(_buffers.Element, part, row, entries, from, to - from, _headSize);
                 else Cpu.KvCodec.Decode(_buffers.Element, part, entries, from, to - from, row, _headSize);
             }
@@ -328,7 +328,7 @@ internal sealed unsafe class KvCacheDecoder : IDisposable
                 return new ReadOnlySpan<float>(_logits, rows * _vocab);
             case StepPath.Graph when _compressed:
                 RunOneRowOnMirror(positions[0]);
-                bytesPerPosition = (long)_graph.Layers * _heads * KvElement.Float32.EntryPairBytes(_headSize);   // the fp32 row
+                bytesPerPosition = 2L * _graph.Layers * _heads * KvElement.Float32.EntryBytes(_headSize);   // the fp32 row
                 break;
             case StepPath.Lanes:
                 Interlocked.Increment(ref _laneSteps);
@@ -372,14 +372,10 @@ internal sealed unsafe class KvCacheDecoder : IDisposable
         CheckSlot(source, length);
         CheckSlot(destination, length);
         StoreRowMirror();   // slot 0 complete before it is read; as a destination, ResetSlot below ends the mirror
-        var kv = _buffers.Kv;
-        for (int i = 0; i < kv.Length; i++)
-        {
-            var part = i % 2 == 0 ? KvPart.Key : KvPart.Value;
-            long chunk = HeadBytes(part, length), pitch = HeadBytes(part, _positions);
-            _buffers.Memory.Copy2D(kv[i] + (nint)Offset(part, destination, 0), pitch, kv[i] + (nint)Offset(part, source, 0), pitch, chunk, _heads,
+        long chunk = HeadBytes(length), pitch = HeadBytes(_positions);
+        foreach (var baseAddress in _buffers.Kv)
+            _buffers.Memory.Copy2D(baseAddress + (nint)Offset(destination, 0), pitch, baseAddress + (nint)Offset(source, 0), pitch, chunk, _heads,
                 CopyDirection.DeviceToDevice);
-        }
         ResetSlot(destination, length);
     }
 
@@ -390,15 +386,13 @@ internal sealed unsafe class KvCacheDecoder : IDisposable
         CheckSlot(slot, length);
         StoreRowMirror();
         var snapshot = GC.AllocateUninitializedArray<byte>(checked((int)SnapshotBytes(length)));
-        var kv = _buffers.Kv;
+        long chunk = HeadBytes(length), pitch = HeadBytes(_positions);
         fixed (byte* s = snapshot)
         {
             long o = 0;
-            for (int i = 0; i < kv.Length; i++)
+            foreach (var baseAddress in _buffers.Kv)
             {
-                var part = i % 2 == 0 ? KvPart.Key : KvPart.Value;
-                long chunk = HeadBytes(part, length), pitch = HeadBytes(part, _positions);
-                _buffers.Memory.Copy2D((IntPtr)(s + o), chunk, kv[i] + (nint)Offset(part, slot, 0), pitch, chunk, _heads, CopyDirection.DeviceToHost);
+                _buffers.Memory.Copy2D((IntPtr)(s + o), chunk, baseAddress + (nint)Offset(slot, 0), pitch, chunk, _heads, CopyDirection.DeviceToHost);
                 o += chunk * _heads;
             }
         }
@@ -411,18 +405,16 @@ internal sealed unsafe class KvCacheDecoder : IDisposable
         ObjectDisposedException.ThrowIf(_disposed, this);
         if (snapshot.Length != SnapshotBytes(length)) throw new ArgumentException("snapshot size does not match its length");
         StoreRowMirror();   // so that ResetSlot(0) below, after the load, has nothing left to store over it
-        var kv = _buffers.Kv;
+        long chunk = HeadBytes(length), pitch = HeadBytes(_positions);
         fixed (byte* s = snapshot)
         {
             for (int slot = firstSlot; slot < firstSlot + rows; slot++)
             {
                 CheckSlot(slot, length);
                 long o = 0;
-                for (int i = 0; i < kv.Length; i++)
+                foreach (var baseAddress in _buffers.Kv)
                 {
-                    var part = i % 2 == 0 ? KvPart.Key : KvPart.Value;
-                    long chunk = HeadBytes(part, length), pitch = HeadBytes(part, _positions);
-                    _buffers.Memory.Copy2D(kv[i] + (nint)Offset(part, slot, 0), pitch, (IntPtr)(s + o), chunk, chunk, _heads, CopyDirection.HostToDevice);
+                    _buffers.Memory.Copy2D(baseAddress + (nint)Offset(slot, 0), pitch, (IntPtr)(s + o), chunk, chunk, _heads, CopyDirection.HostToDevice);
                     o += chunk * _heads;
                 }
                 ResetSlot(slot, length);
@@ -430,11 +422,11 @@ internal sealed unsafe class KvCacheDecoder : IDisposable
         }
     }
 
-    /// <summary>Byte offset of (slot, head, position 0) in a KV buffer of <paramref name="part"/>.</summary>
-    private long Offset(KvPart part, int slot, int head) => ((long)slot * _heads + head) * HeadBytes(part, _positions);
+    /// <summary>Byte offset of (slot, head, position 0) in a KV buffer.</summary>
+    private long Offset(int slot, int head) => ((long)slot * _heads + head) * HeadBytes(_positions);
 
-    /// <summary>Bytes of one (slot, head) of <paramref name="part"/> that hold positions 0..length-1 (whole int8 blocks).</summary>
-    private long HeadBytes(KvPart part, int length) => _buffers.Element.HeadBytes(part, _headSize, length);
+    /// <summary>Bytes of one (slot, head) that hold positions 0..length-1 (whole int8 blocks).</summary>
+    private long HeadBytes(int length) => _buffers.Element.HeadBytes(_headSize, length);
 
     private void CheckSlot(int slot, int length)
     {

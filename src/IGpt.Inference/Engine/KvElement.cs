@@ -14,42 +14,27 @@ internal enum KvElement
     /// differently (<see cref="Cpu.Int8Blocks"/>); a (slot, head)'s positions are padded to whole blocks.
     /// </summary>
     Int8,
-    /// <summary>
-    /// Keys as <see cref="Int8"/>; values as 4-bit integers (-7..7 against the entry's largest magnitude / 7, one fp32 scale a
-    /// position), two to a byte in blocks of <see cref="KvElementExtensions.Int8Block"/> positions (<see cref="Cpu.Int4Values"/>):
-    /// a value entry of a head size of 32 is 20 bytes instead of 36.
-    /// </summary>
-    Int8Int4,
 }
 
 internal static class KvElementExtensions
 {
-    /// <summary>Positions of an int8 (or 4-bit) block.</summary>
+    /// <summary>Positions of an int8 block.</summary>
     public const int Int8Block = 16;
 
-    /// <summary>Whether entries are stored in blocks of <see cref="Int8Block"/> positions (the int8 and 4-bit layouts).</summary>
-    public static bool IsBlocked(this KvElement e) => e is KvElement.Int8 or KvElement.Int8Int4;
-
-    /// <summary>Bytes of one entry: one head's key or value at one position (an int8 head size rounded up to 4 bytes, a 4-bit one to 8 values).</summary>
-    public static int EntryBytes(this KvElement e, KvPart part, int headSize) => e switch
+    /// <summary>Bytes of one entry: one head's key (or value) at one position (an int8 head size rounded up to 4 bytes).</summary>
+    public static int EntryBytes(this KvElement e, int headSize) => e switch
     {
         KvElement.Float16 => 2 * headSize,
         KvElement.Int8 => Cpu.Int8Blocks.PaddedHeadSize(headSize) + 4,
-        KvElement.Int8Int4 when part == KvPart.Key => Cpu.Int8Blocks.PaddedHeadSize(headSize) + 4,
-        KvElement.Int8Int4 => Cpu.Int4Values.PaddedHeadSize(headSize) / 2 + 4,
         _ => 4 * headSize,
     };
 
-    /// <summary>Bytes of one position's key and value of one head.</summary>
-    public static int EntryPairBytes(this KvElement e, int headSize) => e.EntryBytes(KvPart.Key, headSize) + e.EntryBytes(KvPart.Value, headSize);
-
     /// <summary>
-    /// Bytes holding positions 0..positions-1 of one (slot, head) of <paramref name="part"/>'s buffer: whole blocks for the
-    /// blocked types, so that a (slot, head) of a cache is <c>HeadBytes(n_positions)</c> long and a copy of a prefix of
-    /// <c>length</c> positions is <c>HeadBytes(length)</c>.
+    /// Bytes holding positions 0..positions-1 of one (slot, head): whole blocks for int8, so that a (slot, head) of a
+    /// cache is <c>HeadBytes(n_positions)</c> long and a copy of a prefix of <c>length</c> positions is <c>HeadBytes(length)</c>.
     /// </summary>
-    public static long HeadBytes(this KvElement e, KvPart part, int headSize, int positions) =>
-        (long)(e.IsBlocked() ? (positions + Int8Block - 1) / Int8Block * Int8Block : positions) * e.EntryBytes(part, headSize);
+    public static long HeadBytes(this KvElement e, int headSize, int positions) =>
+        (long)(e == KvElement.Int8 ? (positions + Int8Block - 1) / Int8Block * Int8Block : positions) * e.EntryBytes(headSize);
 }
 
 /// <summary>Which of a layer's two cache buffers an entry is in: int8 lays keys and values out differently.</summary>

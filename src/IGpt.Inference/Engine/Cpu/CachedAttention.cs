@@ -12,8 +12,7 @@ namespace IGpt.Inference.Engine.Cpu;
 /// positions 0..position. An int8 cache is read by int8 dot products (<see cref="Int8Blocks"/>, its own layout): with
 /// AVX-VNNI and a head size of 32 each row in one pass (<see cref="Int8Blocks.Attend"/>), a group's shared blocks from its
 /// first row's slot, which stay in cache for its other rows; else in three passes (scores, softmax, weighted values), a
-/// group's shared blocks once for all its rows. 4-bit values (<see cref="KvElement.Int8Int4"/>) are read in the same one pass;
-/// where it does not run, its int8 keys take the three passes' int8 kernels and its values are converted. An fp16 group's shared entries are converted back in chunks of <see cref="Chunk"/>
+/// group's shared blocks once for all its rows. An fp16 group's shared entries are converted back in chunks of <see cref="Chunk"/>
 /// positions into a lane's scratch (L1-sized) and the fp32 kernels run on the chunk, so they are converted once for all
 /// its rows, as they are read once; a single row's fp16 entries are read in place (<see cref="CompressedKernels"/>). Used by
 /// the kernel steps (<see cref="KernelStep"/>) and step segments (<see cref="SegmentedStep"/>), for two reasons:
@@ -33,10 +32,10 @@ internal sealed unsafe class CachedAttention : IDisposable
     private const int Chunk = 64;
 
     private readonly int _heads, _headSize, _positions, _embd, _maxBatch;
-    private readonly long _keyHeadBytes, _valueHeadBytes;  // bytes of one (slot, head) of the key and the value cache
+    private readonly long _headBytes;  // bytes of one (slot, head) of the cache
     private readonly KvElement _element;
     private readonly float _scale;
-    private readonly bool _vectorized, _inPlace, _int8Kernels, _int8Values, _onePass, _vnni = Int8Blocks.HasVnni;
+    private readonly bool _vectorized, _inPlace, _int8Kernels, _onePass, _vnni = Int8Blocks.HasVnni;
     private readonly Lane[] _lanes;
     private bool _disposed;
 
@@ -57,13 +56,11 @@ internal sealed unsafe class CachedAttention : IDisposable
         _embd = heads * headSize;
         _scale = 1f / MathF.Sqrt(headSize);
         _vectorized = vectorized;
-        _element = element;
-        (_keyHeadBytes, _valueHeadBytes) = (element.HeadBytes(KvPart.Key, headSize, positions), element.HeadBytes(KvPart.Value, headSize, positions));
-        // Read in place: fp16 single rows by CompressedKernels; int8 by Int8Blocks where the CPU runs them, 4-bit values by
-        // Int8Blocks.Attend (else converted a chunk at a time, as inPlace false asks).
+        (_element, _headBytes) = (element, element.HeadBytes(headSize, positions));
+        // Read in place: fp16 single rows by CompressedKernels; int8 by Int8Blocks where the CPU runs them (else converted a
+        // chunk at a time, as inPlace false asks).
         _inPlace = inPlace && vectorized && element == KvElement.Float16;
-        _int8Kernels = inPlace && vectorized && element.IsBlocked() && Int8Blocks.CanRun(headSize);
-        _int8Values = _int8Kernels && element == KvElement.Int8;
+        _int8Kernels = inPlace && vectorized && element == KvElement.Int8 && Int8Blocks.CanRun(headSize);
         _onePass = _int8Kernels && Int8Blocks.CanAttend(headSize);
         _lanes = new Lane[Math.Max(1, lanes)];
         for (int i = 0; i < _lanes.Length; i++) _lanes[i] = new Lane(maxBatch, positions, headSize, element == KvElement.Float32 ? 0 : Chunk);
@@ -86,7 +83,7 @@ internal sealed unsafe class CachedAttention : IDisposable
 
     /// <summary>Sets <see cref="PrefetchEntries"/> for a step of <paramref name="layers"/> layers whose plans (every lane's) read <paramref name="ownPositions"/> positions of their rows' own per layer and head.</summary>
     public void ChoosePrefetch(long ownPositions, int layers) =>
-        PrefetchEntries = ownPositions * _heads * layers * (long)_element.EntryPairBytes(_headSize) > PrefetchAboveBytes;
+        PrefetchEntries = ownPositions * _heads * layers * 2L * _element.EntryBytes(_headSize) > PrefetchAboveBytes;
 
     /// <summary>
     /// Shared prompts shorter than this (one int8 block) are not worth a group: <see cref="Plan"/> plans their rows alone, which
@@ -94,7 +91,7 @@ internal sealed unsafe class CachedAttention : IDisposable
     /// </summary>
     public const int GroupFromSharedLength = 16;
 
-    /// <summary>Whether an int8 cache's keys (and values, or 4-bit values in one pass) are read by the int8 dot-product kernels (<see cref="Int8Blocks"/>), not converted to fp32 first.</summary>
+    /// <summary>Whether an int8 cache is read by the int8 dot-product kernels (<see cref="Int8Blocks"/>), not converted to fp32 first.</summary>
     public bool ReadsInt8InPlace => _int8Kernels;
 
     public int Lanes => _lanes.Length;
@@ -226,7 +223,7 @@ internal sealed unsafe class CachedAttention : IDisposable
         var rows = new ReadOnlySpan<int>(l.Members, first, count);
         int d = _headSize, p = _positions;
         float* queries = l.Queries, scores = l.Scores, acc = l.Acc, sums = l.Sums;
-        long keyStride = _keyHeadBytes, valueStride = _valueHeadBytes;
+        long stride = _headBytes;
         long pitch = p + 16;
 
         // New keys and values into the cache; queries scaled (GroupQueryAttention's scale, 1/sqrt(head_size)).
@@ -234,9 +231,9 @@ internal sealed unsafe class CachedAttention : IDisposable
         {
             int r = rows[j];
             float* q = qkv + (long)r * 3 * _embd + head * d;
-            long slotHead = (long)r * _heads + head;
-            KvCodec.Encode(_element, KvPart.Key, q + _embd, keys + slotHead * keyStride, l.Position[r], 1, d);
-            KvCodec.Encode(_element, KvPart.Value, q + 2 * _embd, values + slotHead * valueStride, l.Position[r], 1, d);
+            long own = ((long)r * _heads + head) * stride;
+            KvCodec.Encode(_element, KvPart.Key, q + _embd, keys + own, l.Position[r], 1, d);
+            KvCodec.Encode(_element, KvPart.Value, q + 2 * _embd, values + own, l.Position[r], 1, d);
             if (_vectorized)
                 for (int i = 0; i < d; i += 16) (Vector512.Load(q + i) * _scale).Store(queries + j * d + i);
             else
@@ -245,17 +242,16 @@ internal sealed unsafe class CachedAttention : IDisposable
         }
 
         int shared = l.SharedLength[g];
-        long leader = (long)rows[0] * _heads + head;
+        long leader = ((long)rows[0] * _heads + head) * stride;
         if (_onePass)
         {
             // Each row in one pass (scores, softmax and weighted values), the group's shared positions from its first row's
             // slot: they stay in cache from one row to the next, so they are still read from memory once for the group.
             for (int j = 0; j < count; j++)
             {
-                long own = (long)rows[j] * _heads + head;
-                float sum = Int8Blocks.Attend(keys + leader * keyStride, values + leader * valueStride, shared, keys + own * keyStride,
-                    values + own * valueStride, l.Position[rows[j]] + 1, l.QueryGroups + j * (d / 4), l.QueryScales[j], l.Corrections[j], acc,
-                    PrefetchEntries, int4Values: !_int8Values);
+                long own = ((long)rows[j] * _heads + head) * stride;
+                float sum = Int8Blocks.Attend(keys + leader, values + leader, shared, keys + own, values + own, l.Position[rows[j]] + 1,
+                    l.QueryGroups + j * (d / 4), l.QueryScales[j], l.Corrections[j], acc, PrefetchEntries);
                 float* o = output + (long)rows[j] * _embd + head * d;
                 var inverse = Vector512.Create(1f / sum);
                 for (int i = 0; i < d; i += 16) (Vector512.Load(acc + i) * inverse).Store(o + i);
@@ -263,20 +259,20 @@ internal sealed unsafe class CachedAttention : IDisposable
             return;
         }
         // Scores: the shared positions once for the group, then each row's own.
-        Scores(l, keys + leader * keyStride, 0, shared, 0, count, scores);
+        Scores(l, keys + leader, 0, shared, 0, count, scores);
         for (int j = 0; j < count; j++)
         {
-            long own = (long)rows[j] * _heads + head;
-            Scores(l, keys + own * keyStride, shared, l.Position[rows[j]] + 1, j, 1, scores + j * pitch);
+            long own = ((long)rows[j] * _heads + head) * stride;
+            Scores(l, keys + own, shared, l.Position[rows[j]] + 1, j, 1, scores + j * pitch);
         }
         // Softmax per row, left unnormalized: the output is divided by the sum.
         for (int j = 0; j < count; j++) sums[j] = Exponentiate(scores + j * pitch, l.Position[rows[j]] + 1);
         new Span<float>(acc, count * d).Clear();
-        WeightedValues(l, values + leader * valueStride, 0, shared, scores, count, acc);
+        WeightedValues(l, values + leader, 0, shared, scores, count, acc);
         for (int j = 0; j < count; j++)
         {
-            long own = (long)rows[j] * _heads + head;
-            WeightedValues(l, values + own * valueStride, shared, l.Position[rows[j]] + 1, scores + j * pitch, 1, acc + j * d);
+            long own = ((long)rows[j] * _heads + head) * stride;
+            WeightedValues(l, values + own, shared, l.Position[rows[j]] + 1, scores + j * pitch, 1, acc + j * d);
         }
         for (int j = 0; j < count; j++)
         {
@@ -329,7 +325,7 @@ internal sealed unsafe class CachedAttention : IDisposable
             return;
         }
         long d = _headSize;
-        if (_int8Values)
+        if (_int8Kernels)
         {
             Int8Blocks.WeightedValues(values, from, to, probabilities, _positions + 16, count, _headSize, acc, _vnni, PrefetchEntries);
             return;

@@ -142,18 +142,15 @@ internal static unsafe class Int8Blocks
     /// scores never leave registers. The same products and quantization as <see cref="Scores"/> then
     /// <see cref="WeightedValues"/> (weights quantized against each block's largest, which is the same relative to any
     /// maximum), in fewer operations and without the passes' stores and reloads. Writes the unnormalized output to
-    /// <paramref name="acc"/> (32 floats) and returns the sum of the exponentials. <paramref name="int4Values"/>: the values are
-    /// in <see cref="Int4Values"/>' layout (<see cref="KvElement.Int8Int4"/>), read with the same weights' bytes.
+    /// <paramref name="acc"/> (32 floats) and returns the sum of the exponentials.
     /// Unrolled, with constant offsets and the output in registers. For a head size of 64 neither a general loop over the head
     /// size nor this kernel on both halves beat the three passes where rows share a prompt (benchmarks/README.md, "One pass per row").
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static float Attend(byte* sharedKeys, byte* sharedValues, int shared, byte* keys, byte* values, int to, int* query,
-        float queryScale, int correction, float* acc, bool prefetch, bool int4Values = false)
+        float queryScale, int correction, float* acc, bool prefetch)
     {
         const int BlockBytes = Block * 36;
-        int valueBlockBytes = int4Values ? Int4Values.BlockBytes(32) : BlockBytes;
-        var nibble = Vector256.Create((byte)0x0F);
         var qs = Vector512.Create(queryScale);
         var corrections = Vector512.Create(correction);
         float max = float.NegativeInfinity;
@@ -173,11 +170,12 @@ internal static unsafe class Int8Blocks
             int from = part == 0 ? 0 : shared, end = part == 0 ? shared : to;
             for (int t0 = from / Block * Block; t0 < end; t0 += Block)
             {
-                byte* kb = kh + (long)(t0 / Block) * BlockBytes, vb = vh + (long)(t0 / Block) * valueBlockBytes;
+                long offset = (long)(t0 / Block) * BlockBytes;
+                byte* kb = kh + offset, vb = vh + offset;
                 if (prefetch && t0 + 4 * Block < end)
                 {
                     Ahead(kb + 4 * BlockBytes, BlockBytes);
-                    Ahead(vb + 4 * valueBlockBytes, valueBlockBytes);
+                    Ahead(vb + 4 * BlockBytes, BlockBytes);
                 }
                 // Keys: group g (dimensions 4g..4g+3) of positions 0-7 at k + 64g, of 8-15 at k + 64g + 32.
                 byte* k = kb + 4 * Block;
@@ -224,61 +222,24 @@ internal static unsafe class Int8Blocks
                 var w1 = Avx2.Shuffle(both, 0x55).AsByte();
                 var w2 = Avx2.Shuffle(both, 0xAA).AsByte();
                 var w3 = Avx2.Shuffle(both, 0xFF).AsByte();
-                Vector256<int> p0, p1, p2, p3;
-                if (int4Values)
-                {
-                    // Int4Values: chunk (h, c8) at v + 128h + 32c8, positions 4h.. in its low nibbles and 8+4h.. in its high.
-                    byte* v4 = vb + 4 * Block;
-                    var x0 = Vector256.Load(v4);
-                    var x1 = Vector256.Load(v4 + 32);
-                    var x2 = Vector256.Load(v4 + 64);
-                    var x3 = Vector256.Load(v4 + 96);
-                    var y0 = Vector256.Load(v4 + 128);
-                    var y1 = Vector256.Load(v4 + 160);
-                    var y2 = Vector256.Load(v4 + 192);
-                    var y3 = Vector256.Load(v4 + 224);
-                    p0 = AvxVnni.MultiplyWideningAndAdd(default, w0, (x0 & nibble).AsSByte());
-                    p1 = AvxVnni.MultiplyWideningAndAdd(default, w0, (x1 & nibble).AsSByte());
-                    p2 = AvxVnni.MultiplyWideningAndAdd(default, w0, (x2 & nibble).AsSByte());
-                    p3 = AvxVnni.MultiplyWideningAndAdd(default, w0, (x3 & nibble).AsSByte());
-                    p0 = AvxVnni.MultiplyWideningAndAdd(p0, w1, (y0 & nibble).AsSByte());
-                    p1 = AvxVnni.MultiplyWideningAndAdd(p1, w1, (y1 & nibble).AsSByte());
-                    p2 = AvxVnni.MultiplyWideningAndAdd(p2, w1, (y2 & nibble).AsSByte());
-                    p3 = AvxVnni.MultiplyWideningAndAdd(p3, w1, (y3 & nibble).AsSByte());
-                    p0 = AvxVnni.MultiplyWideningAndAdd(p0, w2, (High(x0) & nibble).AsSByte());
-                    p1 = AvxVnni.MultiplyWideningAndAdd(p1, w2, (High(x1) & nibble).AsSByte());
-                    p2 = AvxVnni.MultiplyWideningAndAdd(p2, w2, (High(x2) & nibble).AsSByte());
-                    p3 = AvxVnni.MultiplyWideningAndAdd(p3, w2, (High(x3) & nibble).AsSByte());
-                    p0 = AvxVnni.MultiplyWideningAndAdd(p0, w3, (High(y0) & nibble).AsSByte());
-                    p1 = AvxVnni.MultiplyWideningAndAdd(p1, w3, (High(y1) & nibble).AsSByte());
-                    p2 = AvxVnni.MultiplyWideningAndAdd(p2, w3, (High(y2) & nibble).AsSByte());
-                    p3 = AvxVnni.MultiplyWideningAndAdd(p3, w3, (High(y3) & nibble).AsSByte());
-                    // The values are stored + 8: every dimension's sum holds 8 x the weights' bytes too.
-                    var sad = Sse2.SumAbsoluteDifferences(bytes.AsByte(), Vector128<byte>.Zero).AsInt32();
-                    var offsets = Vector256.Create(8 * (sad.GetElement(0) + sad.GetElement(2)));
-                    (p0, p1, p2, p3) = (p0 - offsets, p1 - offsets, p2 - offsets, p3 - offsets);
-                }
-                else
-                {
-                    // Values: positions 4j..4j+3 of dimensions c..c+7 at v + 128j + 4c.
-                    sbyte* v = (sbyte*)vb + 4 * Block;
-                    p0 = AvxVnni.MultiplyWideningAndAdd(default, w0, Vector256.Load(v));
-                    p1 = AvxVnni.MultiplyWideningAndAdd(default, w0, Vector256.Load(v + 32));
-                    p2 = AvxVnni.MultiplyWideningAndAdd(default, w0, Vector256.Load(v + 64));
-                    p3 = AvxVnni.MultiplyWideningAndAdd(default, w0, Vector256.Load(v + 96));
-                    p0 = AvxVnni.MultiplyWideningAndAdd(p0, w1, Vector256.Load(v + 128));
-                    p1 = AvxVnni.MultiplyWideningAndAdd(p1, w1, Vector256.Load(v + 160));
-                    p2 = AvxVnni.MultiplyWideningAndAdd(p2, w1, Vector256.Load(v + 192));
-                    p3 = AvxVnni.MultiplyWideningAndAdd(p3, w1, Vector256.Load(v + 224));
-                    p0 = AvxVnni.MultiplyWideningAndAdd(p0, w2, Vector256.Load(v + 256));
-                    p1 = AvxVnni.MultiplyWideningAndAdd(p1, w2, Vector256.Load(v + 288));
-                    p2 = AvxVnni.MultiplyWideningAndAdd(p2, w2, Vector256.Load(v + 320));
-                    p3 = AvxVnni.MultiplyWideningAndAdd(p3, w2, Vector256.Load(v + 352));
-                    p0 = AvxVnni.MultiplyWideningAndAdd(p0, w3, Vector256.Load(v + 384));
-                    p1 = AvxVnni.MultiplyWideningAndAdd(p1, w3, Vector256.Load(v + 416));
-                    p2 = AvxVnni.MultiplyWideningAndAdd(p2, w3, Vector256.Load(v + 448));
-                    p3 = AvxVnni.MultiplyWideningAndAdd(p3, w3, Vector256.Load(v + 480));
-                }
+                // Values: positions 4j..4j+3 of dimensions c..c+7 at v + 128j + 4c.
+                sbyte* v = (sbyte*)vb + 4 * Block;
+                var p0 = AvxVnni.MultiplyWideningAndAdd(default, w0, Vector256.Load(v));
+                var p1 = AvxVnni.MultiplyWideningAndAdd(default, w0, Vector256.Load(v + 32));
+                var p2 = AvxVnni.MultiplyWideningAndAdd(default, w0, Vector256.Load(v + 64));
+                var p3 = AvxVnni.MultiplyWideningAndAdd(default, w0, Vector256.Load(v + 96));
+                p0 = AvxVnni.MultiplyWideningAndAdd(p0, w1, Vector256.Load(v + 128));
+                p1 = AvxVnni.MultiplyWideningAndAdd(p1, w1, Vector256.Load(v + 160));
+                p2 = AvxVnni.MultiplyWideningAndAdd(p2, w1, Vector256.Load(v + 192));
+                p3 = AvxVnni.MultiplyWideningAndAdd(p3, w1, Vector256.Load(v + 224));
+                p0 = AvxVnni.MultiplyWideningAndAdd(p0, w2, Vector256.Load(v + 256));
+                p1 = AvxVnni.MultiplyWideningAndAdd(p1, w2, Vector256.Load(v + 288));
+                p2 = AvxVnni.MultiplyWideningAndAdd(p2, w2, Vector256.Load(v + 320));
+                p3 = AvxVnni.MultiplyWideningAndAdd(p3, w2, Vector256.Load(v + 352));
+                p0 = AvxVnni.MultiplyWideningAndAdd(p0, w3, Vector256.Load(v + 384));
+                p1 = AvxVnni.MultiplyWideningAndAdd(p1, w3, Vector256.Load(v + 416));
+                p2 = AvxVnni.MultiplyWideningAndAdd(p2, w3, Vector256.Load(v + 448));
+                p3 = AvxVnni.MultiplyWideningAndAdd(p3, w3, Vector256.Load(v + 480));
                 var unit = Vector256.Create(wMax / 255f);
                 o0 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(p0), unit, o0);
                 o1 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(p1), unit, o1);
@@ -292,10 +253,6 @@ internal static unsafe class Int8Blocks
         o3.Store(acc + 24);
         return Vector512.Sum(sums);
     }
-
-    /// <summary>Each byte's high nibble in its low four bits (the high four bits hold the next byte's low nibble: mask them).</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector256<byte> High(Vector256<byte> x) => Avx2.ShiftRightLogical(x.AsUInt16(), 4).AsByte();
 
     /// <summary>Lanes t of the block at <paramref name="t0"/> with <paramref name="from"/> &lt;= t0 + t &lt; <paramref name="end"/>, as a float mask.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]

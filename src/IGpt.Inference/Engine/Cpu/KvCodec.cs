@@ -9,7 +9,7 @@ namespace IGpt.Inference.Engine.Cpu;
 /// for each new key and value (and converts back a chunk at a time where it has no kernel that reads them in place), and
 /// what a prefill stores from its fp32 row. Addressed as positions of one (slot, head) of a cache buffer, since an int8
 /// entry is spread over its block (<see cref="Int8Blocks"/>).
-/// Vectorised: fp16 by <see cref="HalfConversion"/>; int8's and 4-bit quantization with AVX-512 where present.
+/// Vectorised: fp16 by <see cref="HalfConversion"/>; int8's quantization with AVX-512 where present.
 /// </summary>
 internal static unsafe class KvCodec
 {
@@ -24,17 +24,7 @@ internal static unsafe class KvCodec
             case KvElement.Float16:
                 HalfConversion.ToHalf(source, (ushort*)(head + (long)from * 2 * headSize), checked(count * headSize));
                 break;
-            case KvElement.Int8Int4 when part == KvPart.Value:
-                int padded4 = Int4Values.PaddedHeadSize(headSize);
-                sbyte* quantized4 = stackalloc sbyte[padded4];
-                new Span<sbyte>(quantized4, padded4).Clear();
-                for (int e = 0; e < count; e++)
-                {
-                    float scale = Quantize(source + (long)e * headSize, quantized4, headSize, 7);
-                    Int4Values.Write(head, from + e, scale, quantized4, padded4);
-                }
-                break;
-            case KvElement.Int8 or KvElement.Int8Int4:
+            case KvElement.Int8:
                 int padded = Int8Blocks.PaddedHeadSize(headSize);
                 sbyte* quantized = stackalloc sbyte[padded];
                 new Span<sbyte>(quantized, padded).Clear();
@@ -58,16 +48,7 @@ internal static unsafe class KvCodec
             case KvElement.Float16:
                 HalfConversion.ToSingle((ushort*)(head + (long)from * 2 * headSize), destination, checked(count * headSize));
                 break;
-            case KvElement.Int8Int4 when part == KvPart.Value:
-                int padded4 = Int4Values.PaddedHeadSize(headSize);
-                sbyte* quantized4 = stackalloc sbyte[padded4];
-                for (int e = 0; e < count; e++)
-                {
-                    float scale = Int4Values.Read(head, from + e, quantized4, padded4);
-                    Dequantize(quantized4, scale, destination + (long)e * headSize, headSize);
-                }
-                break;
-            case KvElement.Int8 or KvElement.Int8Int4:
+            case KvElement.Int8:
                 int padded = Int8Blocks.PaddedHeadSize(headSize);
                 sbyte* quantized = stackalloc sbyte[padded];
                 for (int e = 0; e < count; e++)
@@ -83,10 +64,7 @@ internal static unsafe class KvCodec
     }
 
     /// <summary>q = round(x / scale) as sbytes, scale = max |x| / 127 (0 for an all-zero entry); returns the scale.</summary>
-    internal static float QuantizeInt8(float* x, sbyte* q, int d) => Quantize(x, q, d, 127);
-
-    /// <summary>q = round(x / scale) as sbytes -levels..levels, scale = max |x| / levels (0 for an all-zero entry); returns the scale.</summary>
-    internal static float Quantize(float* x, sbyte* q, int d, int levels)
+    internal static float QuantizeInt8(float* x, sbyte* q, int d)
     {
         float max = 0;
         int i = 0;
@@ -97,16 +75,16 @@ internal static unsafe class KvCodec
             max = MaxOf(Vector256.Max(m.GetLower(), m.GetUpper()));
         }
         for (; i < d; i++) max = MathF.Max(max, MathF.Abs(x[i]));
-        float inverse = max > 0 ? levels / max : 0f;
+        float inverse = max > 0 ? 127f / max : 0f;
         i = 0;
         if (Avx512F.IsSupported)
         {
             var vi = Vector512.Create(inverse);
-            for (; i + 16 <= d; i += 16)   // vcvtps2dq rounds to nearest even; vpmovsdb saturates (|x| * levels / max <= levels anyway)
+            for (; i + 16 <= d; i += 16)   // vcvtps2dq rounds to nearest even; vpmovsdb saturates (|x| * 127 / max <= 127 anyway)
                 Avx512F.ConvertToVector128SByteWithSaturation(Avx512F.ConvertToVector512Int32(Vector512.Load(x + i) * vi)).Store(q + i);
         }
-        for (; i < d; i++) q[i] = (sbyte)Math.Clamp((int)MathF.Round(x[i] * inverse, MidpointRounding.ToEven), -levels, levels);
-        return max / levels;
+        for (; i < d; i++) q[i] = (sbyte)Math.Clamp((int)MathF.Round(x[i] * inverse, MidpointRounding.ToEven), -127, 127);
+        return max / 127f;
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
