@@ -65,7 +65,9 @@ public sealed class InferenceOptions : IValidatableObject
     /// intra-op thread, created only for models that have such steps or use row lanes (<see cref="LaneStepRows"/>).
     /// A step is about 70 ops; when they are this small, handing each to another thread costs more than it saves
     /// (the measurements behind the default are in benchmarks/README.md).
-    /// The second session holds its own copy of the weights (with the defaults, at most 16 MiB of them). 0 = off.
+    /// The second session holds its own copy of the weights (with the defaults, at most 16 MiB of them). The library's
+    /// kernel steps (<see cref="KernelStepRows"/>) use the same bound on their products alone (rows x 2 x matmul weights):
+    /// such steps run on the stepping thread, the other step threads idle (fashion-mnist's one-row steps). 0 = off.
     /// </summary>
     [Range(0, long.MaxValue)]
     public long SingleThreadStepFlops { get; set; } = 4_000_000;

@@ -120,6 +120,37 @@ public unsafe class KernelStepTests
             Assert.Equal(Runs ? StepPath.Kernels : StepPath.Segments, plan.Choose(rows, positions));
     }
 
+    /// <summary>
+    /// A kernel step whose products are within SingleThreadStepFlops (rows x 2 x matmul weights; 4 MFLOP by default) runs on the
+    /// stepping thread alone: fashion-mnist's one-row steps (3.15 MFLOP) do, two rows and the 256-wide model's one row
+    /// (12.6 MFLOP) take every step thread. The option at 0 turns it off, as it does the sessions' one-thread steps.
+    /// </summary>
+    [Theory]
+    [InlineData(4_000_000, 1)]
+    [InlineData(7_000_000, 2)]
+    [InlineData(0, 0)]
+    public void KernelStepsWithinTheSingleThreadFlopBoundRunOnTheSteppingThreadAlone(long flops, int aloneRows)
+    {
+        if (!Runs) return;
+        Assert.Equal(4_000_000, new InferenceOptions().SingleThreadStepFlops);
+        var o = KvCacheCompressionTests.Options(KvCacheTypes.Int8, maxBatch: 4, threads: 2, kernelRows: 16);
+        o.SingleThreadStepFlops = flops;
+        using var model = IGptModel.Load(Shipped("fashion-mnist-28"), o);
+        var d = model.Decoder;
+        Assert.Equal(2L * (12L * 8 * 128 * 128 + 128 * 17), 2 * model.Manifest.MatmulParameters);   // 3.15 MFLOP a row
+        Assert.Equal(aloneRows, d.Plan.KernelAloneRows);
+        d.Prefill([model.Manifest.SosTokenId, 1, 2], 1);
+        d.ReplicateSlot0(4, 3);
+        int[] tokens = [1, 2, 3, 4], positions = [3, 3, 3, 3];
+        for (int rows = 1; rows <= 4; rows++)
+        {
+            d.Step(rows, tokens, positions);
+            for (int r = 0; r < rows; r++) positions[r]++;
+        }
+        Assert.Equal(4, d.KernelSteps);
+        Assert.Equal(aloneRows, d.KernelStepsAlone);   // the first aloneRows steps (1, 2, ... rows) ran alone
+    }
+
     [Fact]
     public void KernelStepsAllocateNothing()
     {

@@ -67,10 +67,14 @@ internal sealed record SegmentCostRule(int MinRows, long MinKvToWeights, long Mi
 /// Steps of at most this many rows are computed by the library's kernels (<see cref="Cpu.KernelStep"/>) over the cache as it
 /// is stored, before any other path is considered (0 = never).
 /// </param>
+/// <param name="KernelAloneRows">
+/// Kernel steps of at most this many rows run on the calling thread alone, the other step threads left idle (0 = never):
+/// at these sizes a stage's hand-over between threads costs more than its share of the work (<see cref="StepPlanner.KernelAloneRows"/>).
+/// </param>
 internal sealed record CpuStepPlan(
     int SmallStepRows, int LaneStepRows, int SegmentedStepRows, int Threads, AttentionKernel Attention,
     SegmentCostRule SegmentCost, int Layers, int Embd, long WeightBytes, KvElement? CompressedCache = null, bool OneRowGraph = false,
-    int KernelStepRows = 0)
+    int KernelStepRows = 0, int KernelAloneRows = 0)
 {
     /// <summary>Every step on the decoder's session: the CUDA provider, or a CPU model with nothing else enabled.</summary>
     public static CpuStepPlan GraphOnly { get; } = new(0, 0, 0, 1, AttentionKernel.None, SegmentCostRule.Default, 0, 0, 0);

@@ -40,10 +40,11 @@ internal class StepPlanner(InferenceOptions options)
     {
         var a = manifest.Architecture;
         int kernelRows = kernelWeights ? KernelStepRows(manifest, kvType) : 0;
+        int kernelAlone = Math.Min(kernelRows, KernelAloneRows(manifest));
         var compressedCache = CompressedCache(manifest, file, kvType, out _);
         if (kernelRows >= Options.MaxBatch)
             return new CpuStepPlan(0, 0, 0, IntraOpThreads, AttentionKernel.None, SegmentCost, a.NLayer, a.NEmbd, 4L * manifest.MatmulParameters,
-                compressedCache, KernelStepRows: kernelRows);
+                compressedCache, KernelStepRows: kernelRows, KernelAloneRows: kernelAlone);
         if (compressedCache is { } compressed)
         {
             // Every step as segments, on the AVX-512 kernels where the CPU has them, else the portable loops; no
@@ -52,12 +53,12 @@ internal class StepPlanner(InferenceOptions options)
             var kernel = SegmentAttention(a.HeadSize) is var k && k != AttentionKernel.None ? k : AttentionKernel.Portable;
             bool oneRowGraph = IntraOpThreads > 1 && !FitsLanes(manifest);
             return new CpuStepPlan(0, 0, 1, IntraOpThreads, kernel, SegmentCost, a.NLayer, a.NEmbd, 4L * manifest.MatmulParameters, compressed,
-                oneRowGraph, kernelRows);
+                oneRowGraph, kernelRows, kernelAlone);
         }
         bool segments = UsesStepSegments(manifest, file, kvType);
         return new CpuStepPlan(SmallStepRows(manifest), LaneStepRows(manifest), segments ? Options.SegmentedStepRows : 0, IntraOpThreads,
             segments ? SegmentAttention(a.HeadSize) : AttentionKernel.None, SegmentCost, a.NLayer, a.NEmbd, 4L * manifest.MatmulParameters,
-            KernelStepRows: kernelRows);
+            KernelStepRows: kernelRows, KernelAloneRows: kernelAlone);
     }
 
     /// <summary>
@@ -71,6 +72,18 @@ internal class StepPlanner(InferenceOptions options)
         && SegmentAttention(manifest.Architecture.HeadSize) == AttentionKernel.Vectorized
         && Options.ShareWeights && manifest.Files.Weights.Any(w => w.Dtype == "float32")
             ? Math.Min(Options.KernelStepRows, Options.MaxBatch) : 0;
+
+    /// <summary>
+    /// Kernel steps of at most this many rows run on the calling thread alone: as many as keep the step's products, rows x 2 x
+    /// matmul weights, within <see cref="InferenceOptions.SingleThreadStepFlops"/> (attention not counted: it is shared out by
+    /// heads, and the measurements that set this rule ranked the steps by their products). 0 = none (the option is off, or
+    /// there is one step thread anyway).
+    /// </summary>
+    public int KernelAloneRows(ModelManifest manifest)
+    {
+        if (IntraOpThreads <= 1 || Options.SingleThreadStepFlops <= 0) return 0;
+        return (int)Math.Min(Options.MaxBatch, Options.SingleThreadStepFlops / (2L * manifest.MatmulParameters));
+    }
 
     /// <summary>
     /// How many slots a CPU decode step may hold and still run on a one-thread session: as many as keep the

@@ -35,7 +35,7 @@ internal sealed unsafe class KernelStep : IDisposable
 
     private readonly Layer[] _layers;
     private readonly float* _wte, _wpe, _lnF, _headW, _headB;
-    private readonly int _embd, _inner, _vocab, _heads, _maxRows, _threads, _normStride;
+    private readonly int _embd, _inner, _vocab, _heads, _maxRows, _threads, _normStride, _aloneRows;
     private readonly float _eps;
     private readonly Item[] _items;   // this step's items, _count of them
     private int _count, _rows;
@@ -54,10 +54,11 @@ internal sealed unsafe class KernelStep : IDisposable
     /// <summary>
     /// The step for steps of up to <paramref name="maxRows"/> rows over <paramref name="buffers"/>, reading the decoder's fp32
     /// weights from <paramref name="tensors"/> (by initializer name; <see cref="Check"/> them first: this throws
-    /// <see cref="ModelPackageException"/> where that would give a reason).
+    /// <see cref="ModelPackageException"/> where that would give a reason). Steps of at most <paramref name="aloneRows"/> rows
+    /// run on the calling thread alone.
     /// </summary>
     public KernelStep(ModelManifest manifest, DecoderBuffers buffers, WorkerTeam? team, int maxRows,
-        IReadOnlyDictionary<string, (IntPtr Address, long[] Dims)> tensors)
+        IReadOnlyDictionary<string, (IntPtr Address, long[] Dims)> tensors, int aloneRows = 0)
     {
         if (Check(manifest, tensors) is { } unfit) throw new ModelPackageException(unfit);
         var a = manifest.Architecture;
@@ -79,6 +80,7 @@ internal sealed unsafe class KernelStep : IDisposable
         (_embd, _inner, _vocab, _heads, _eps, _maxRows) = (c, inner, v, a.NHead, (float)a.NormEps, maxRows);
         _buffers = buffers;
         _team = team;
+        _aloneRows = aloneRows;
         _threads = team?.Threads ?? 1;
         _normStride = (_embd + 15) / 16 * 16;
         _attention = new CachedAttention(a.NHead, a.HeadSize, a.NPositions, maxRows, _threads, vectorized: true, buffers.Element);
@@ -200,11 +202,17 @@ internal sealed unsafe class KernelStep : IDisposable
         }
         _step++;
         Volatile.Write(ref _done, 0);
-        if (_team is null)
+        if (_team is null || rows <= _aloneRows)
+        {
             for (int i = 0; i < _count; i++) _work(i, 0);
+            StepsAlone++;
+        }
         else _team.Run(_count, _work);
         return _attention.PositionsRead(0);
     }
+
+    /// <summary>Steps run on the calling thread alone so far (no team, or at most the constructor's aloneRows rows).</summary>
+    public long StepsAlone { get; private set; }
 
     /// <summary>The plan's (group, head) items ordered by their group's positions read, most first (ties in group order).</summary>
     private void OrderAttention()
