@@ -85,7 +85,10 @@ public sealed class InferenceOptions : IValidatableObject
     /// CPU decode steps of at least this many rows (and not run as segments) may run as row lanes: the rows are split
     /// between threads, each running its share through a one-thread session of the decoder, concurrently, so that a step
     /// hands work to another thread once instead of at each of its ~70 ops. Every lane reads all the weights, so only
-    /// models whose fp32 weights are at most <see cref="LaneMaxWeightBytes"/> use them. 0 = off.
+    /// models whose fp32 weights are at most <see cref="LaneMaxWeightBytes"/> use them. The library's kernel steps
+    /// (<see cref="KernelStepRows"/>) follow the same rule: such a step's rows are split between the step threads, each running
+    /// its share through every layer's products and attention, instead of every stage's columns and heads being shared out
+    /// with a hand-over at each. 0 = off.
     /// </summary>
     [Range(0, 256)]
     public int LaneStepRows { get; set; } = 2;

@@ -151,6 +151,58 @@ public unsafe class KernelStepTests
         Assert.Equal(aloneRows, d.KernelStepsAlone);   // the first aloneRows steps (1, 2, ... rows) ran alone
     }
 
+    /// <summary>
+    /// Kernel steps of a model within LaneMaxWeightBytes (16 MiB) and of at least LaneStepRows rows (2) run as row lanes: each
+    /// step thread takes half the rows through the whole step. Against the same steps with lanes off (every stage's columns
+    /// and heads shared out): a float32 cache gives the same logits bit for bit (a row's products and attention do not depend
+    /// on the rows beside it), and so does int8 here, where each lane holds two of the request's rows (int8 could differ by
+    /// one block's rounding where a lane held a single row of a request: a row alone reads the block holding the end of its
+    /// shared prompt as one block rather than two; the bound is the one the kernels keep against the sessions).
+    /// </summary>
+    [Theory]
+    [InlineData(KvCacheTypes.Float32)]
+    [InlineData(KvCacheTypes.Int8)]
+    public void SmallModelsRunMultiRowKernelStepsAsRowLanesAndDecodeAsWithout(string type)
+    {
+        if (!Runs) return;
+        Assert.Equal((2, 16L << 20), (new InferenceOptions().LaneStepRows, new InferenceOptions().LaneMaxWeightBytes));
+        using var lanes = Load(Shipped("fashion-mnist-14"), type, kernelRows: 16, maxBatch: 5);
+        var o = KvCacheCompressionTests.Options(type, maxBatch: 5, threads: 2, kernelRows: 16);
+        o.LaneStepRows = 0;
+        using var columns = IGptModel.Load(Shipped("fashion-mnist-14"), o);
+        Assert.Equal((2, 0), (lanes.Decoder.Plan.KernelLaneRows, columns.Decoder.Plan.KernelLaneRows));
+        var m = lanes.Manifest;
+        var rng = new Random(17);
+        int[] prompt = [m.SosTokenId, .. Enumerable.Range(0, 40).Select(_ => rng.Next(m.PaletteSize))];
+        foreach (var d in new[] { lanes.Decoder, columns.Decoder })
+        {
+            d.Prefill(prompt, 1, 0);
+            d.ReplicateSlot0(4, prompt.Length);   // rows 0-3: one request's samples, split 2 + 2 between the lanes
+            d.Prefill([m.SosTokenId], 1, 4);      // row 4 alone
+        }
+        int[] groups = [0, 0, 0, 0, 4], shared = [prompt.Length, prompt.Length, prompt.Length, prompt.Length, 1];
+        int[] positions = [prompt.Length, prompt.Length, prompt.Length, prompt.Length, 1];
+        var tokens = new int[5];
+        double worst = 0;
+        const int steps = 40;
+        for (int step = 0; step < steps; step++)
+        {
+            int rows = step % 4 == 3 ? 1 : 5;   // one-row steps between: alone, not lanes
+            for (int r = 0; r < rows; r++) tokens[r] = rng.Next(m.PaletteSize);
+            var expected = columns.Decoder.Step(rows, tokens, positions, groups, shared).ToArray();
+            var actual = lanes.Decoder.Step(rows, tokens, positions, groups, shared);
+            if (type == KvCacheTypes.Float32) Assert.True(actual.SequenceEqual(expected), $"step {step}: lanes and columns differ");
+            for (int i = 0; i < expected.Length; i++)
+                if (expected[i] > -1e8f) worst = Math.Max(worst, Math.Abs(expected[i] - actual[i]));
+            for (int r = 0; r < rows; r++) positions[r]++;
+        }
+        Console.WriteLine($"{type}: row lanes against shared-out stages, largest logit difference {worst:G3}");
+        Assert.True(worst <= 0.125, $"{type}: largest logit difference {worst}");
+        Assert.Equal(steps / 4 * 3, lanes.Decoder.KernelStepsAsLanes);
+        Assert.Equal(0, columns.Decoder.KernelStepsAsLanes);
+        Assert.Equal(steps / 4, lanes.Decoder.KernelStepsAlone);
+    }
+
     [Fact]
     public void KernelStepsAllocateNothing()
     {

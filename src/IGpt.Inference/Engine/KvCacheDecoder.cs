@@ -112,7 +112,7 @@ internal sealed unsafe class KvCacheDecoder : IDisposable
             {
                 if (cpu?.Weights is not { } weights) throw new ArgumentException("kernel steps need the package's weights", nameof(cpu));
                 // The constructor checks the weights' names and shapes (KernelStep.Check), as the loader did before planning.
-                _kernels = new Cpu.KernelStep(manifest, _buffers, _team, Math.Min(plan.KernelStepRows, maxBatch), weights, plan.KernelAloneRows);
+                _kernels = new Cpu.KernelStep(manifest, _buffers, _team, Math.Min(plan.KernelStepRows, maxBatch), weights, plan.KernelAloneRows, plan.KernelLaneRows);
             }
         }
         catch
@@ -145,6 +145,8 @@ internal sealed unsafe class KvCacheDecoder : IDisposable
     public long KernelSteps => Interlocked.Read(ref _kernelSteps);
     /// <summary>Of <see cref="KernelSteps"/>, those run on the stepping thread alone (<see cref="CpuStepPlan.KernelAloneRows"/>; read between steps).</summary>
     public long KernelStepsAlone => _kernels?.StepsAlone ?? 0;
+    /// <summary>Of <see cref="KernelSteps"/>, those run as row lanes (<see cref="CpuStepPlan.KernelLaneRows"/>; read between steps).</summary>
+    public long KernelStepsAsLanes => _kernels?.StepsAsLanes ?? 0;
     /// <summary>Decode steps run as row lanes so far.</summary>
     public long LaneSteps => Interlocked.Read(ref _laneSteps);
     /// <summary>

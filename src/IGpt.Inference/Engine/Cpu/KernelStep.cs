@@ -14,7 +14,12 @@ namespace IGpt.Inference.Engine.Cpu;
 /// (column blocks of each product for all the rows, (group, head) pairs of each attention) that the step threads claim
 /// one at a time (<see cref="WorkerTeam"/>); an item starts once every item of the stages before its own is done, so a
 /// thread that wakes late joins wherever the step is and the caller never waits for it to start. Each column and head
-/// is computed the same whichever thread takes it, so the results do not depend on the thread count.
+/// is computed the same whichever thread takes it, so the results do not depend on the thread count. Two other ways to
+/// run a step, chosen by its row count (<see cref="CpuStepPlan"/>): on the calling thread alone (small steps, where the
+/// hand-overs between stages cost more than they share), or as row lanes, each thread taking a share of the rows through
+/// the whole step with no hand-over until it ends (small models, which every thread can read all of); a row's products
+/// do not depend on the rows beside it, so lanes give the same results, but for int8 rows of a request that a lane holds
+/// alone (their prompt's last block read as one block, not two).
 /// Figures: benchmarks/README.md ("Kernel steps"). Owned by <see cref="KvCacheDecoder"/>; not thread-safe.
 /// </summary>
 internal sealed unsafe class KernelStep : IDisposable
@@ -35,7 +40,7 @@ internal sealed unsafe class KernelStep : IDisposable
 
     private readonly Layer[] _layers;
     private readonly float* _wte, _wpe, _lnF, _headW, _headB;
-    private readonly int _embd, _inner, _vocab, _heads, _maxRows, _threads, _normStride, _aloneRows;
+    private readonly int _embd, _inner, _vocab, _heads, _maxRows, _threads, _normStride, _aloneRows, _laneRows;
     private readonly float _eps;
     private readonly Item[] _items;   // this step's items, _count of them
     private int _count, _rows;
@@ -46,7 +51,7 @@ internal sealed unsafe class KernelStep : IDisposable
     private readonly long[] _normedFor;   // by worker: the stage (step << 16 | first item) whose norm its _normed rows hold
     private readonly int[] _attentionOrder, _groupOrder;   // attention items, longest group first; the groups so ordered
     private readonly long[] _groupKeys;                    // sort keys: minus each group's positions read
-    private readonly Action<int, int> _work;
+    private readonly Action<int, int> _work, _laneWork;
     private long _step;
     private int _done;
     private bool _disposed;
@@ -55,10 +60,11 @@ internal sealed unsafe class KernelStep : IDisposable
     /// The step for steps of up to <paramref name="maxRows"/> rows over <paramref name="buffers"/>, reading the decoder's fp32
     /// weights from <paramref name="tensors"/> (by initializer name; <see cref="Check"/> them first: this throws
     /// <see cref="ModelPackageException"/> where that would give a reason). Steps of at most <paramref name="aloneRows"/> rows
-    /// run on the calling thread alone.
+    /// run on the calling thread alone; steps of at least <paramref name="laneRows"/> rows (0 = never) as row lanes, each
+    /// step thread running its share of the rows through the whole step.
     /// </summary>
     public KernelStep(ModelManifest manifest, DecoderBuffers buffers, WorkerTeam? team, int maxRows,
-        IReadOnlyDictionary<string, (IntPtr Address, long[] Dims)> tensors, int aloneRows = 0)
+        IReadOnlyDictionary<string, (IntPtr Address, long[] Dims)> tensors, int aloneRows = 0, int laneRows = 0)
     {
         if (Check(manifest, tensors) is { } unfit) throw new ModelPackageException(unfit);
         var a = manifest.Architecture;
@@ -80,7 +86,7 @@ internal sealed unsafe class KernelStep : IDisposable
         (_embd, _inner, _vocab, _heads, _eps, _maxRows) = (c, inner, v, a.NHead, (float)a.NormEps, maxRows);
         _buffers = buffers;
         _team = team;
-        _aloneRows = aloneRows;
+        (_aloneRows, _laneRows) = (aloneRows, laneRows);
         _threads = team?.Threads ?? 1;
         _normStride = (_embd + 15) / 16 * 16;
         _attention = new CachedAttention(a.NHead, a.HeadSize, a.NPositions, maxRows, _threads, vectorized: true, buffers.Element);
@@ -97,6 +103,7 @@ internal sealed unsafe class KernelStep : IDisposable
         int products = Blocks(3 * _embd, 64) + 2 * Blocks(_embd, 64) + Blocks(inner, 64);
         _items = new Item[a.NLayer * (products + maxRows * _heads) + Blocks(_vocab, 64)];
         _work = Work;
+        _laneWork = RunLane;
     }
 
     /// <summary>
@@ -189,17 +196,27 @@ internal sealed unsafe class KernelStep : IDisposable
         ObjectDisposedException.ThrowIf(_disposed, this);
         if (rows < 1 || rows > _maxRows) throw new ArgumentOutOfRangeException(nameof(rows), rows, $"kernel steps take 1..{_maxRows} rows");
         _attention.CheckGroups(rows, positions, groups, sharedLengths);
-        for (int lane = 0; lane < _threads; lane++) _attention.Plan(lane, 0, rows, positions, groups, sharedLengths);
         _rows = rows;
+        if (_team is not null && _laneRows > 0 && rows >= _laneRows && rows > _aloneRows)
+        {
+            for (int lane = 0; lane < _threads; lane++)
+            {
+                var (first, count) = LaneRunner.LaneRows(rows, _threads, lane);
+                _attention.Plan(lane, first, count, positions, groups, sharedLengths);
+            }
+            _attention.ChoosePrefetch(OwnPositions(), _layers.Length);
+            Embed(rows, tokens, positions);
+            _team.Run(_threads, _laneWork);
+            StepsAsLanes++;
+            long read = 0;
+            for (int lane = 0; lane < _threads; lane++) read += _attention.PositionsRead(lane);
+            return read;
+        }
+        for (int lane = 0; lane < _threads; lane++) _attention.Plan(lane, 0, rows, positions, groups, sharedLengths);
         _attention.ChoosePrefetch(_attention.OwnPositionsRead(0), _layers.Length);
         OrderAttention();
         PlanItems(rows, _attention.Items(0));
-        float* x = _x.Pointer;
-        for (int r = 0; r < rows; r++)
-        {
-            float* e = _wte + (long)tokens[r] * _embd, p = _wpe + (long)positions[r] * _embd, xr = x + (long)r * _embd;
-            for (int i = 0; i < _embd; i++) xr[i] = e[i] + p[i];
-        }
+        Embed(rows, tokens, positions);
         _step++;
         Volatile.Write(ref _done, 0);
         if (_team is null || rows <= _aloneRows)
@@ -213,6 +230,56 @@ internal sealed unsafe class KernelStep : IDisposable
 
     /// <summary>Steps run on the calling thread alone so far (no team, or at most the constructor's aloneRows rows).</summary>
     public long StepsAlone { get; private set; }
+
+    /// <summary>Steps run as row lanes so far (at least the constructor's laneRows rows).</summary>
+    public long StepsAsLanes { get; private set; }
+
+    private long OwnPositions()
+    {
+        long own = 0;
+        for (int lane = 0; lane < _threads; lane++) own += _attention.OwnPositionsRead(lane);
+        return own;
+    }
+
+    private void Embed(int rows, ReadOnlySpan<int> tokens, ReadOnlySpan<int> positions)
+    {
+        float* x = _x.Pointer;
+        for (int r = 0; r < rows; r++)
+        {
+            float* e = _wte + (long)tokens[r] * _embd, p = _wpe + (long)positions[r] * _embd, xr = x + (long)r * _embd;
+            for (int i = 0; i < _embd; i++) xr[i] = e[i] + p[i];
+        }
+    }
+
+    /// <summary>
+    /// Lane <paramref name="lane"/>'s rows (<see cref="LaneRunner.LaneRows"/>) through the whole step on the calling thread: the
+    /// same products and attention as the items, for its rows only, with no hand-over between threads until the step ends.
+    /// </summary>
+    private void RunLane(int lane, int worker)
+    {
+        var (first, count) = LaneRunner.LaneRows(_rows, _threads, lane);
+        if (count == 0) return;
+        int c = _embd, ns = _normStride;
+        float* x = _x.Pointer + (long)first * c, qkv = _qkv.Pointer + (long)first * 3 * c, attn = _attn.Pointer + (long)first * c;
+        float* up = _up.Pointer + (long)first * _inner, h = _normed.Pointer + (long)lane * _maxRows * ns;
+        void Norm(float* gain)
+        {
+            for (int r = 0; r < count; r++) RowKernels.RmsNorm(x + (long)r * c, gain, c, _eps, h + (long)r * ns);
+        }
+        for (int li = 0; li < _layers.Length; li++)
+        {
+            ref readonly var l = ref _layers[li];
+            Norm(l.Ln1);
+            RowKernels.Multiply(h, ns, count, l.AttnW, c, 3 * c, 0, 3 * c, l.AttnB, qkv, 3 * c, RowOutput.Store);
+            _attention.Run(lane, _qkv.Pointer, (void*)_buffers.Kv[2 * li], (void*)_buffers.Kv[2 * li + 1], _attn.Pointer);
+            RowKernels.Multiply(attn, c, count, l.ProjW, c, c, 0, c, l.ProjB, x, c, RowOutput.Add);
+            Norm(l.Ln2);
+            RowKernels.Multiply(h, ns, count, l.UpW, c, _inner, 0, _inner, l.UpB, up, _inner, RowOutput.QuickGelu);
+            RowKernels.Multiply(up, _inner, count, l.DownW, _inner, c, 0, c, l.DownB, x, c, RowOutput.Add);
+        }
+        Norm(_lnF);
+        RowKernels.Multiply(h, ns, count, _headW, c, _vocab, 0, _vocab, _headB, _buffers.Logits + (long)first * _vocab, _vocab, RowOutput.Store);
+    }
 
     /// <summary>The plan's (group, head) items ordered by their group's positions read, most first (ties in group order).</summary>
     private void OrderAttention()
