@@ -443,6 +443,11 @@ def warm_up_and_check(workers: Dict[str, Worker], methods: List[str], prompt: Li
     return reference
 
 
+# Seconds of quiet before each timed run: the idle workers of the other methods stop spinning by then (ONNX Runtime's and
+# OpenMP's pools spin for a while after their own runs, and with two cores a spinning neighbour slows whatever runs next).
+SETTLE_S = 0.3
+
+
 def timed_repetitions(workers: Dict[str, Worker], methods: List[str], prompt: List[int], batches: List[int],
                       reps: int, windows: Dict[str, Dict[int, int]], reference: List[int], proc: int,
                       runs: Dict[tuple, List[dict]]) -> None:
@@ -455,6 +460,7 @@ def timed_repetitions(workers: Dict[str, Worker], methods: List[str], prompt: Li
                 req = dict(op="complete", prompt=prompt, batch=b)
                 if m in BUDGETED:
                     req["new_tokens"] = windows[m][b]
+                time.sleep(SETTLE_S)
                 r = workers[m].call(**req)
                 check_tokens(m, b, r, reference, workers[m].kv_cache_type)
                 runs.setdefault((m, b), []).append(dict(r, process=proc))
