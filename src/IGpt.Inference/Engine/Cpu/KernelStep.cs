@@ -43,6 +43,7 @@ internal sealed unsafe class KernelStep : IDisposable
     private readonly int _embd, _inner, _vocab, _heads, _maxRows, _threads, _normStride, _aloneRows, _laneRows;
     private readonly float _eps;
     private readonly Item[] _items;   // this step's items, _count of them
+    private readonly Item[] _laneItems;   // the stages of a row lane's step, in order
     private int _count, _rows;
     private readonly CachedAttention _attention;
     private readonly DecoderBuffers _buffers;
@@ -104,6 +105,14 @@ internal sealed unsafe class KernelStep : IDisposable
         _items = new Item[a.NLayer * (products + maxRows * _heads) + Blocks(_vocab, 64)];
         _work = Work;
         _laneWork = RunLane;
+        // A lane's stages: each product over all its columns, attention over the lane's whole plan; each stage its own
+        // StageStart, for the norms' cache.
+        var laneItems = new List<Item>();
+        for (int l = 0; l < a.NLayer; l++)
+            foreach (var (kind, n) in new[] { (Kind.Qkv, 3 * c), (Kind.Attention, int.MaxValue), (Kind.Projection, c), (Kind.Up, inner), (Kind.Down, c) })
+                laneItems.Add(new Item(kind, l, 0, n, laneItems.Count));
+        laneItems.Add(new Item(Kind.Head, 0, 0, v, laneItems.Count));
+        _laneItems = [.. laneItems];
     }
 
     /// <summary>
@@ -205,7 +214,9 @@ internal sealed unsafe class KernelStep : IDisposable
                 _attention.Plan(lane, first, count, positions, groups, sharedLengths);
             }
             _attention.ChoosePrefetch(OwnPositions(), _layers.Length);
+            for (int i = 0; i < _attentionOrder.Length; i++) _attentionOrder[i] = i;   // one thread a lane: no order to balance
             Embed(rows, tokens, positions);
+            _step++;
             _team.Run(_threads, _laneWork);
             StepsAsLanes++;
             long read = 0;
@@ -252,33 +263,15 @@ internal sealed unsafe class KernelStep : IDisposable
     }
 
     /// <summary>
-    /// Lane <paramref name="lane"/>'s rows (<see cref="LaneRunner.LaneRows"/>) through the whole step on the calling thread: the
-    /// same products and attention as the items, for its rows only, with no hand-over between threads until the step ends.
+    /// Lane <paramref name="lane"/>'s rows (<see cref="LaneRunner.LaneRows"/>) through the whole step on the calling thread: every
+    /// stage as one item over all its columns and the lane's attention plan, for the lane's rows only, with no hand-over
+    /// between threads until the step ends.
     /// </summary>
     private void RunLane(int lane, int worker)
     {
         var (first, count) = LaneRunner.LaneRows(_rows, _threads, lane);
         if (count == 0) return;
-        int c = _embd, ns = _normStride;
-        float* x = _x.Pointer + (long)first * c, qkv = _qkv.Pointer + (long)first * 3 * c, attn = _attn.Pointer + (long)first * c;
-        float* up = _up.Pointer + (long)first * _inner, h = _normed.Pointer + (long)lane * _maxRows * ns;
-        void Norm(float* gain)
-        {
-            for (int r = 0; r < count; r++) RowKernels.RmsNorm(x + (long)r * c, gain, c, _eps, h + (long)r * ns);
-        }
-        for (int li = 0; li < _layers.Length; li++)
-        {
-            ref readonly var l = ref _layers[li];
-            Norm(l.Ln1);
-            RowKernels.Multiply(h, ns, count, l.AttnW, c, 3 * c, 0, 3 * c, l.AttnB, qkv, 3 * c, RowOutput.Store);
-            _attention.Run(lane, _qkv.Pointer, (void*)_buffers.Kv[2 * li], (void*)_buffers.Kv[2 * li + 1], _attn.Pointer);
-            RowKernels.Multiply(attn, c, count, l.ProjW, c, c, 0, c, l.ProjB, x, c, RowOutput.Add);
-            Norm(l.Ln2);
-            RowKernels.Multiply(h, ns, count, l.UpW, c, _inner, 0, _inner, l.UpB, up, _inner, RowOutput.QuickGelu);
-            RowKernels.Multiply(up, _inner, count, l.DownW, _inner, c, 0, c, l.DownB, x, c, RowOutput.Add);
-        }
-        Norm(_lnF);
-        RowKernels.Multiply(h, ns, count, _headW, c, _vocab, 0, _vocab, _headB, _buffers.Logits + (long)first * _vocab, _vocab, RowOutput.Store);
+        foreach (var item in _laneItems) Execute(item, lane, first, count);
     }
 
     /// <summary>The plan's (group, head) items ordered by their group's positions read, most first (ties in group order).</summary>
@@ -303,51 +296,61 @@ internal sealed unsafe class KernelStep : IDisposable
             var spin = new SpinWait();
             while (Volatile.Read(ref _done) < item.StageStart) spin.SpinOnce(sleep1Threshold: -1);
         }
-        try { Execute(item, worker); }
+        try { Execute(item, worker, 0, _rows); }
         finally { Interlocked.Increment(ref _done); }  // a failed item still ends its stage: the team rethrows its exception
     }
 
-    private void Execute(Item item, int worker)
+    /// <summary>
+    /// One item for rows first..first+count-1 (all the step's rows, or a lane's), with <paramref name="worker"/>'s scratch and
+    /// attention plan (a lane's own plan; in shared-out stages every worker holds the whole step's).
+    /// </summary>
+    private void Execute(Item item, int worker, int first, int count)
     {
-        int c = _embd, rows = _rows;
-        float* x = _x.Pointer;
+        int c = _embd;
+        float* x = _x.Pointer + (long)first * c;
         if (item.Kind == Kind.Head)
         {
-            float* h = Normed(worker, item, _lnF);
-            RowKernels.Multiply(h, _normStride, rows, _headW, c, _vocab, item.From, item.To, _headB, _buffers.Logits, _vocab, RowOutput.Store);
+            float* h = Normed(worker, item, _lnF, first, count);
+            RowKernels.Multiply(h, _normStride, count, _headW, c, _vocab, item.From, item.To, _headB, _buffers.Logits + (long)first * _vocab, _vocab,
+                RowOutput.Store);
             return;
         }
         ref readonly var l = ref _layers[item.Layer];
         switch (item.Kind)
         {
             case Kind.Qkv:
-                RowKernels.Multiply(Normed(worker, item, l.Ln1), _normStride, rows, l.AttnW, c, 3 * c, item.From, item.To, l.AttnB, _qkv.Pointer, 3 * c,
-                    RowOutput.Store);
+                RowKernels.Multiply(Normed(worker, item, l.Ln1, first, count), _normStride, count, l.AttnW, c, 3 * c, item.From, item.To, l.AttnB,
+                    _qkv.Pointer + (long)first * 3 * c, 3 * c, RowOutput.Store);
                 break;
             case Kind.Attention:
+                // A lane's item runs to the end of its plan (To: int.MaxValue).
                 void* keys = (void*)_buffers.Kv[2 * item.Layer], values = (void*)_buffers.Kv[2 * item.Layer + 1];
-                for (int i = item.From; i < item.To; i++) _attention.RunGroupHead(worker, _attentionOrder[i], _qkv.Pointer, keys, values, _attn.Pointer);
+                for (int i = item.From, to = Math.Min(item.To, _attention.Items(worker)); i < to; i++)
+                    _attention.RunGroupHead(worker, _attentionOrder[i], _qkv.Pointer, keys, values, _attn.Pointer);
                 break;
             case Kind.Projection:
-                RowKernels.Multiply(_attn.Pointer, c, rows, l.ProjW, c, c, item.From, item.To, l.ProjB, x, c, RowOutput.Add);
+                RowKernels.Multiply(_attn.Pointer + (long)first * c, c, count, l.ProjW, c, c, item.From, item.To, l.ProjB, x, c, RowOutput.Add);
                 break;
             case Kind.Up:
-                RowKernels.Multiply(Normed(worker, item, l.Ln2), _normStride, rows, l.UpW, c, _inner, item.From, item.To, l.UpB, _up.Pointer, _inner,
-                    RowOutput.QuickGelu);
+                RowKernels.Multiply(Normed(worker, item, l.Ln2, first, count), _normStride, count, l.UpW, c, _inner, item.From, item.To, l.UpB,
+                    _up.Pointer + (long)first * _inner, _inner, RowOutput.QuickGelu);
                 break;
             case Kind.Down:
-                RowKernels.Multiply(_up.Pointer, _inner, rows, l.DownW, _inner, c, item.From, item.To, l.DownB, x, c, RowOutput.Add);
+                RowKernels.Multiply(_up.Pointer + (long)first * _inner, _inner, count, l.DownW, _inner, c, item.From, item.To, l.DownB, x, c, RowOutput.Add);
                 break;
         }
     }
 
-    /// <summary>The step's rows of the residual stream normalized with <paramref name="gain"/>, computed once per stage by each worker that takes part in it.</summary>
-    private float* Normed(int worker, Item item, float* gain)
+    /// <summary>
+    /// Rows first..first+count-1 of the residual stream normalized with <paramref name="gain"/> into <paramref name="worker"/>'s
+    /// scratch, computed once per stage by each worker that takes part in it.
+    /// </summary>
+    private float* Normed(int worker, Item item, float* gain, int first, int count)
     {
         float* h = _normed.Pointer + (long)worker * _maxRows * _normStride;
         long stage = _step << 16 | (uint)item.StageStart;
         if (_normedFor[worker] == stage) return h;
-        for (int r = 0; r < _rows; r++) RowKernels.RmsNorm(_x.Pointer + (long)r * _embd, gain, _embd, _eps, h + (long)r * _normStride);
+        for (int r = 0; r < count; r++) RowKernels.RmsNorm(_x.Pointer + (long)(first + r) * _embd, gain, _embd, _eps, h + (long)r * _normStride);
         _normedFor[worker] = stage;
         return h;
     }
