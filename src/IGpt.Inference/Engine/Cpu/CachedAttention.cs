@@ -238,7 +238,9 @@ internal sealed unsafe class CachedAttention : IDisposable
                 for (int i = 0; i < d; i += 16) (Vector512.Load(q + i) * _scale).Store(queries + j * d + i);
             else
                 for (int i = 0; i < d; i++) queries[j * d + i] = q[i] * _scale;
-            if (_int8Kernels) l.QueryScales[j] = Int8Blocks.QuantizeQuery(queries + j * d, d, l.QueryGroups + j * (d / 4), out l.Corrections[j]);
+            if (_int8Kernels)
+                l.QueryScales[j] = Int8Blocks.QuantizeQuery(queries + j * d, d, l.QueryGroups + j * (d / 4), out l.Corrections[j],
+                    bytePairs: _onePass && Int8Blocks.AttendsInBytePairs);
         }
 
         int shared = l.SharedLength[g];

@@ -8,7 +8,8 @@ namespace IGpt.Inference.Engine.Cpu;
 /// The int8 KV cache's layout (<see cref="KvElement.Int8"/>) and the attention kernels that read it with int8 dot products
 /// (AVX-VNNI's vpdpbusd: 32 unsigned-by-signed byte products summed four at a time into 8 int32 lanes; on a CPU with AVX-512
 /// but not AVX-VNNI, such as Zen 4 or Ice Lake, which have only the EVEX form that .NET does not expose, the same integer
-/// sums from the bytes widened to 16 bits and AVX-512BW's vpmaddwd: identical results, about three times the operations).
+/// sums from the bytes widened to 16 bits and AVX-512BW's vpmaddwd: identical results, about three times the operations;
+/// for a head size of 32 the one-pass kernel there runs on vpmaddubsw's byte pairs instead, <see cref="AttendBytePairs"/>).
 /// A (slot, head)'s positions are stored in blocks of 16, each 16 x (head_size + 4) bytes: the 16 positions' fp32 scales,
 /// then their quantized elements, transposed so that one vpdpbusd does the work of 16 positions or 8 dimensions:
 /// <list type="bullet">
@@ -83,14 +84,17 @@ internal static unsafe class Int8Blocks
 
     /// <summary>
     /// A query (fp32, already scaled) as the key kernel reads it: <paramref name="groups"/>[g] = its quantized elements 4g..4g+3
-    /// (4 signed bytes), <paramref name="correction"/> = 128 x their sum; returns its scale.
+    /// (4 signed bytes), <paramref name="correction"/> = 128 x their sum; returns its scale. With <paramref name="bytePairs"/>
+    /// (for <see cref="Attend"/> without VNNI: <see cref="AttendsInBytePairs"/>) the scale is set by the largest sum of two
+    /// neighbouring elements' magnitudes, so that vpmaddubsw's 16-bit sum of their products with two key bytes (at most 255
+    /// each) cannot saturate: |q[2i]| + |q[2i+1]| &lt;= 128, and 128 x 255 = 32,640.
     /// </summary>
-    public static float QuantizeQuery(float* query, int headSize, int* groups, out int correction)
+    public static float QuantizeQuery(float* query, int headSize, int* groups, out int correction, bool bytePairs = false)
     {
         // The groups are the bytes in order (4 to an int): quantize straight into them, then sum 16 at a time (CanRun: the
         // head size is a multiple of 16).
         sbyte* q = (sbyte*)groups;
-        float scale = KvCodec.QuantizeInt8(query, q, headSize);
+        float scale = KvCodec.QuantizeInt8(query, q, headSize, bytePairs);
         var sums = Vector512<int>.Zero;
         for (int i = 0; i < headSize; i += 16) sums += Avx512F.ConvertToVector512Int32(Vector128.Load(q + i));
         correction = 128 * Vector512.Sum(sums);
@@ -131,11 +135,28 @@ internal static unsafe class Int8Blocks
         }
     }
 
-    /// <summary>Whether <see cref="Attend"/> serves <paramref name="headSize"/> on this CPU.</summary>
-    public static bool CanAttend(int headSize) => headSize == 32 && HasVnni && CanRun(headSize);
+    /// <summary>Whether <see cref="Attend"/> serves <paramref name="headSize"/> on this CPU (AVX-512BW, a head size of 32).</summary>
+    public static bool CanAttend(int headSize) => headSize == 32 && CanRun(headSize);
 
     /// <summary>
-    /// One row's attention over positions 0..to-1 in a single pass (AVX-VNNI, a head size of 32: <see cref="CanAttend"/>):
+    /// Whether <see cref="Attend"/> runs on vpmaddubsw's byte pairs on this CPU (no AVX-VNNI): its queries then come from
+    /// <see cref="QuantizeQuery"/> with bytePairs, and its weights are quantized as <see cref="WeightedValues"/>' bytePairs.
+    /// </summary>
+    public static bool AttendsInBytePairs => !HasVnni;
+
+    /// <summary>
+    /// One row's attention over positions 0..to-1 in a single pass, as <see cref="AttendVnni"/> (whose summary says what it
+    /// computes) on a CPU with AVX-VNNI; else as <see cref="AttendBytePairs"/>, whose query must be quantized with
+    /// <see cref="QuantizeQuery"/>'s bytePairs.
+    /// </summary>
+    public static float Attend(byte* sharedKeys, byte* sharedValues, int shared, byte* keys, byte* values, int to, int* query,
+        float queryScale, int correction, float* acc, bool prefetch) =>
+        HasVnni
+            ? AttendVnni(sharedKeys, sharedValues, shared, keys, values, to, query, queryScale, correction, acc, prefetch)
+            : AttendBytePairs(sharedKeys, sharedValues, shared, keys, values, to, query, queryScale, correction, acc, prefetch);
+
+    /// <summary>
+    /// One row's attention over positions 0..to-1 in a single pass (AVX-VNNI, a head size of 32):
     /// positions below <paramref name="shared"/> from one (slot, head) (a group's first row's: its shared prompt), the rest
     /// from another (the row's own; the same one for a row alone). Per block: its 16 scores, the softmax's running maximum
     /// (the accumulated output and sum rescaled when it rises), the weights' exponentials and their weighted values, so that
@@ -147,7 +168,7 @@ internal static unsafe class Int8Blocks
     /// size nor this kernel on both halves beat the three passes where rows share a prompt (benchmarks/README.md, "One pass per row").
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    public static float Attend(byte* sharedKeys, byte* sharedValues, int shared, byte* keys, byte* values, int to, int* query,
+    private static float AttendVnni(byte* sharedKeys, byte* sharedValues, int shared, byte* keys, byte* values, int to, int* query,
         float queryScale, int correction, float* acc, bool prefetch)
     {
         const int BlockBytes = Block * 36;
@@ -254,6 +275,118 @@ internal static unsafe class Int8Blocks
         return Vector512.Sum(sums);
     }
 
+    /// <summary>
+    /// <see cref="AttendVnni"/> for a CPU with AVX-512BW but not AVX-VNNI (Zen 4, Ice Lake: .NET exposes only the VEX form of
+    /// vpdpbusd). The byte products run on vpmaddubsw, which multiplies unsigned by signed bytes and adds each two in 16 bits
+    /// (saturating), then vpmaddwd against ones, which adds those pairs into 32 bits: two operations where VNNI has one, on
+    /// whole 64-byte rows of the layout (a key group of 16 positions; 16 dimensions of a value group). No 16-bit sum can
+    /// saturate: the query is quantized by its pairs' magnitudes (<see cref="QuantizeQuery"/>'s bytePairs), and each block's
+    /// weights by theirs (<see cref="WeightUnit"/>), which costs some of a byte's precision where two neighbours are both
+    /// large (the quality guard's figures are in benchmarks/README.md).
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static float AttendBytePairs(byte* sharedKeys, byte* sharedValues, int shared, byte* keys, byte* values, int to, int* query,
+        float queryScale, int correction, float* acc, bool prefetch)
+    {
+        const int BlockBytes = Block * 36;
+        var qs = Vector512.Create(queryScale);
+        var corrections = Vector512.Create(correction);
+        var ones = Vector512.Create((short)1);
+        float max = float.NegativeInfinity;
+        var sums = Vector512<float>.Zero;
+        Vector512<float> o0 = default, o1 = default;   // dimensions 0-15, 16-31
+        var q0 = Vector512.Create(query[0]).AsSByte();
+        var q1 = Vector512.Create(query[1]).AsSByte();
+        var q2 = Vector512.Create(query[2]).AsSByte();
+        var q3 = Vector512.Create(query[3]).AsSByte();
+        var q4 = Vector512.Create(query[4]).AsSByte();
+        var q5 = Vector512.Create(query[5]).AsSByte();
+        var q6 = Vector512.Create(query[6]).AsSByte();
+        var q7 = Vector512.Create(query[7]).AsSByte();
+        for (int part = 0; part < 2; part++)
+        {
+            byte* kh = part == 0 ? sharedKeys : keys, vh = part == 0 ? sharedValues : values;
+            int from = part == 0 ? 0 : shared, end = part == 0 ? shared : to;
+            for (int t0 = from / Block * Block; t0 < end; t0 += Block)
+            {
+                long offset = (long)(t0 / Block) * BlockBytes;
+                byte* kb = kh + offset, vb = vh + offset;
+                if (prefetch && t0 + 4 * Block < end)
+                {
+                    Ahead(kb + 4 * BlockBytes, BlockBytes);
+                    Ahead(vb + 4 * BlockBytes, BlockBytes);
+                }
+                // Keys: group g (dimensions 4g..4g+3 of the 16 positions) at k + 64g; lane t of each sum is position t's.
+                byte* k = kb + 4 * Block;
+                var d0 = KeyGroup(k, q0, ones) + KeyGroup(k + 64, q1, ones);
+                var d1 = KeyGroup(k + 128, q2, ones) + KeyGroup(k + 192, q3, ones);
+                var d2 = KeyGroup(k + 256, q4, ones) + KeyGroup(k + 320, q5, ones);
+                var d3 = KeyGroup(k + 384, q6, ones) + KeyGroup(k + 448, q7, ones);
+                var s = Avx512F.ConvertToVector512Single((d0 + d1) + (d2 + d3) - corrections) * (Vector512.Load((float*)kb) * qs);
+                bool whole = t0 >= from && t0 + Block <= end;
+                var inRange = whole ? default : InRange(t0, from, end);
+                if (!whole) s = Vector512.ConditionalSelect(inRange, s, Vector512.Create(float.NegativeInfinity));
+                float blockMax = MaxOf(s);
+                if (blockMax > max)
+                {
+                    // The running maximum rises: what is accumulated so far was weighted against the old one.
+                    var r = VectorExp.ExpNonPositive(Vector512.Create(max - blockMax));
+                    (sums, o0, o1) = (sums * r, o0 * r, o1 * r);
+                    max = blockMax;
+                }
+                var e = VectorExp.ExpNonPositive(s - Vector512.Create(max));
+                sums += e;
+                var w = e * Vector512.Load((float*)vb);
+                // Past `to` the value scales may be anything (unwritten): select, not multiply.
+                if (!whole) w = Vector512.ConditionalSelect(inRange, w, Vector512<float>.Zero);
+                float unit = WeightUnit(w, bytePairs: true);
+                if (!(unit > 0)) continue;   // every weight underflowed to 0: nothing to add
+                var bytes = Avx512F.ConvertToVector128ByteWithSaturation(Avx512F.ConvertToVector512UInt32(w * (1f / unit)))
+                    .AsInt32().ToVector256Unsafe().ToVector512Unsafe();
+                // Positions 4j..4j+3's weights in every 4 bytes; values: group j (those positions of dimensions 0..31, 4 bytes a
+                // dimension) at v + 128j, dimensions 16-31 64 bytes on.
+                var w0 = Avx512F.PermuteVar16x32(bytes, Vector512<int>.Zero).AsByte();
+                var w1 = Avx512F.PermuteVar16x32(bytes, Vector512<int>.One).AsByte();
+                var w2 = Avx512F.PermuteVar16x32(bytes, Vector512.Create(2)).AsByte();
+                var w3 = Avx512F.PermuteVar16x32(bytes, Vector512.Create(3)).AsByte();
+                sbyte* v = (sbyte*)vb + 4 * Block;
+                var low = (ValueGroup(v, w0, ones) + ValueGroup(v + 128, w1, ones)) + (ValueGroup(v + 256, w2, ones) + ValueGroup(v + 384, w3, ones));
+                var high = (ValueGroup(v + 64, w0, ones) + ValueGroup(v + 192, w1, ones))
+                    + (ValueGroup(v + 320, w2, ones) + ValueGroup(v + 448, w3, ones));
+                var units = Vector512.Create(unit);
+                o0 = Vector512.FusedMultiplyAdd(Avx512F.ConvertToVector512Single(low), units, o0);
+                o1 = Vector512.FusedMultiplyAdd(Avx512F.ConvertToVector512Single(high), units, o1);
+            }
+        }
+        o0.Store(acc);
+        o1.Store(acc + 16);
+        return Vector512.Sum(sums);
+    }
+
+    /// <summary>
+    /// What one step of a block's weight bytes is worth: the largest weight over 255, or with <paramref name="bytePairs"/>
+    /// also at least the largest sum of two neighbouring weights (positions 2i and 2i+1, which vpmaddubsw adds) over 256, so
+    /// that two bytes add up to at most 257 and their products with value bytes (at most 127 in magnitude) to 32,639, which
+    /// 16 bits hold. 0 when every weight is 0.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static float WeightUnit(Vector512<float> w, bool bytePairs)
+    {
+        if (!bytePairs) return MaxOf(w) / 255f;
+        var pairs = w + Avx512F.Shuffle(w, w, 0b10_11_00_01);   // lanes 2i and 2i+1 both hold their sum
+        return MaxOf(Vector512.Max(w * (1f / 255), pairs * (1f / 256)));
+    }
+
+    /// <summary>One key group's 16 positions (64 unsigned bytes at <paramref name="k"/>) dotted with the query's 4 bytes, as 16 ints.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector512<int> KeyGroup(byte* k, Vector512<sbyte> q, Vector512<short> ones) =>
+        Avx512BW.MultiplyAddAdjacent(Avx512BW.MultiplyAddAdjacent(Vector512.Load(k), q), ones);
+
+    /// <summary>16 dimensions of a value group (64 signed bytes at <paramref name="v"/>) times its 4 positions' weight bytes, as 16 ints.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector512<int> ValueGroup(sbyte* v, Vector512<byte> w, Vector512<short> ones) =>
+        Avx512BW.MultiplyAddAdjacent(Avx512BW.MultiplyAddAdjacent(w, Vector512.Load(v)), ones);
+
     /// <summary>Lanes t of the block at <paramref name="t0"/> with <paramref name="from"/> &lt;= t0 + t &lt; <paramref name="end"/>, as a float mask.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static Vector512<float> InRange(int t0, int from, int end)
@@ -323,11 +456,12 @@ internal static unsafe class Int8Blocks
 
     /// <summary>
     /// acc_j += sum over t in [from, to) of p_j[t] v_t for <paramref name="count"/> rows (p rows <paramref name="pitch"/> apart,
-    /// acc rows head_size apart): per block and row, the 16 weights p_j[t] x scale_t quantized to bytes against their largest.
+    /// acc rows head_size apart): per block and row, the 16 weights p_j[t] x scale_t quantized to bytes against their largest
+    /// (with <paramref name="bytePairs"/>, as <see cref="Attend"/>'s byte-pair kernel quantizes them: <see cref="WeightUnit"/>).
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static void WeightedValues(byte* head, int from, int to, float* probabilities, long pitch, int count, int headSize, float* acc,
-        bool vnni, bool prefetch = false)
+        bool vnni, bool prefetch = false, bool bytePairs = false)
     {
         int blockBytes = Block * (headSize + 4), groupBytes = 4 * headSize;
         var lane = Vector512<int>.Indices;
@@ -346,18 +480,20 @@ internal static unsafe class Int8Blocks
                 if (!whole) w = Vector512.ConditionalSelect(inRange.AsSingle(), w, Vector512<float>.Zero);
                 float max = MaxOf(w);
                 if (!(max > 0)) continue;   // every weight underflowed to 0: nothing to add
-                var bytes = Avx512F.ConvertToVector128ByteWithSaturation(Avx512F.ConvertToVector512UInt32(w * (255f / max))).AsInt32();
+                // bytePairs: the bytes Attend's byte-pair kernel would make, for a comparison with it.
+                float unitOf = bytePairs ? WeightUnit(w, bytePairs: true) : max / 255f;
+                var bytes = Avx512F.ConvertToVector128ByteWithSaturation(Avx512F.ConvertToVector512UInt32(w * (bytePairs ? 1f / unitOf : 255f / max))).AsInt32();
                 float* a = acc + (long)j * headSize;
                 if (!vnni)
                 {
-                    AddWidened(data, bytes, max / 255f, headSize, a);
+                    AddWidened(data, bytes, unitOf, headSize, a);
                     continue;
                 }
                 var w0 = Vector256.Create(bytes.GetElement(0)).AsByte();
                 var w1 = Vector256.Create(bytes.GetElement(1)).AsByte();
                 var w2 = Vector256.Create(bytes.GetElement(2)).AsByte();
                 var w3 = Vector256.Create(bytes.GetElement(3)).AsByte();
-                var unit = Vector256.Create(max / 255f);
+                var unit = Vector256.Create(unitOf);
                 for (int c = 0; c < headSize; c += 8)
                 {
                     var s = AvxVnni.MultiplyWideningAndAdd(default, w0, Vector256.Load((sbyte*)data + c * 4));

@@ -63,18 +63,24 @@ internal static unsafe class KvCodec
         }
     }
 
-    /// <summary>q = round(x / scale) as sbytes, scale = max |x| / 127 (0 for an all-zero entry); returns the scale.</summary>
-    internal static float QuantizeInt8(float* x, sbyte* q, int d)
+    /// <summary>
+    /// q = round(x / scale) as sbytes, scale = max |x| / 127 (0 for an all-zero entry); returns the scale. With
+    /// <paramref name="pairs"/> (an even d), scale = the largest |x[2i]| + |x[2i+1]| over 127 instead, so that each pair's
+    /// bytes add up to at most 128 in magnitude (see <see cref="Int8Blocks.QuantizeQuery"/>).
+    /// </summary>
+    internal static float QuantizeInt8(float* x, sbyte* q, int d, bool pairs = false)
     {
         float max = 0;
         int i = 0;
-        if (Vector512.IsHardwareAccelerated && d >= 16)
+        if (pairs)
+            for (; i < d; i += 2) max = MathF.Max(max, MathF.Abs(x[i]) + MathF.Abs(x[i + 1]));
+        else if (Vector512.IsHardwareAccelerated && d >= 16)
         {
             var m = Vector512<float>.Zero;
             for (; i + 16 <= d; i += 16) m = Vector512.Max(m, Vector512.Abs(Vector512.Load(x + i)));
             max = MaxOf(Vector256.Max(m.GetLower(), m.GetUpper()));
         }
-        for (; i < d; i++) max = MathF.Max(max, MathF.Abs(x[i]));
+        for (; i < d; i++) max = MathF.Max(max, MathF.Abs(x[i]));   // (pairs: i is d already)
         float inverse = max > 0 ? 127f / max : 0f;
         i = 0;
         if (Avx512F.IsSupported)
