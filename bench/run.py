@@ -296,6 +296,16 @@ def machine_info() -> dict:
                 caches[k] = v
     except OSError:
         pass
+    # "AMD EPYC" alone names neither the generation nor what the kernels can use: the VM's host has changed between
+    # sessions (Zen 4, family 25, without AVX-VNNI; a host with it), and the int8 attention runs a different kernel on each.
+    try:
+        info = dict(line.split(":", 1) for line in open("/proc/cpuinfo").read().split("\n\n")[0].splitlines() if ":" in line)
+        info = {k.strip(): v.strip() for k, v in info.items()}
+        flags = set(info.get("flags", "").split())
+        cpu += (f" (family {info.get('cpu family', '?')}, model {info.get('model', '?')}; "
+                f"AVX-512: {'yes' if 'avx512bw' in flags else 'no'}, AVX-VNNI: {'yes' if 'avx_vnni' in flags else 'no'})")
+    except OSError:
+        pass
     mem = open("/proc/meminfo").readline().split()[1]
     return {"cpu": cpu, "cores": os.cpu_count(), "caches": caches, "memory_gib": round(int(mem) / 2 ** 20, 1),
             "os": platform.platform(), "hostname": platform.node()}
