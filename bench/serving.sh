@@ -48,7 +48,9 @@ for round in $(seq 1 "$rounds"); do
   done
 done
 echo
-echo "Serving, $model $kind, 1 and 16 clients, $seconds s a level after 3 s of warm-up, $(date -u +%Y-%m-%dT%H:%MZ):"
+# The host decides the figures (its FMA width, DRAM and whether the int8 kernels have AVX-VNNI): name it, as bench/run.py does.
+cpu=$(awk -F': ' '/^model name/ {m=$2} /^cpu family/ {f=$2} /^model\t/ {n=$2} /^flags/ {v=($0 ~ / avx_vnni /) ? "yes" : "no"; exit} END {printf "%s (family %s, model %s; AVX-VNNI: %s)", m, f, n, v}' /proc/cpuinfo)
+echo "Serving, $model $kind, 1 and 16 clients, $seconds s a level after 3 s of warm-up, $(date -u +%Y-%m-%dT%H:%MZ), on $cpu, $(nproc) cores:"
 echo
 echo "| round | service | 1 client, tokens/s | 16 clients, tokens/s | 16 over 1 | ms a step at 16 | resident MiB after |"
 echo "|---|---|---|---|---|---|---|"
