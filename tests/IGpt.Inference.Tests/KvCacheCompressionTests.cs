@@ -202,10 +202,14 @@ public unsafe class KvCacheCompressionTests
         }
     }
 
+    /// <summary>The one-pass kernels this CPU runs, by <see cref="Int8Blocks.Attend(byte*, byte*, int, byte*, byte*, int, int*, float, int, float*, bool, bool)"/>'s bytePairs: the byte-pair kernel wherever there is AVX-512BW, the VNNI one where there is AVX-VNNI.</summary>
+    private static bool[] OnePassKernels() => Int8Blocks.HasVnni ? [true, false] : [true];
+
     /// <summary>
     /// A row alone is attended in one pass (<see cref="Int8Blocks.Attend"/>: a running maximum, the output rescaled as it
     /// rises); the three passes (scores, softmax against the largest score, weighted values) give the same output up to the
-    /// rounding of the weights' bytes, which are quantized against each block's largest either way.
+    /// rounding of the weights' bytes, which are quantized against each block's largest either way; for each one-pass kernel the
+    /// CPU runs (<see cref="OnePassKernels"/>), against the three passes on the same bytes.
     /// </summary>
     [Fact]
     public void OnePassAttentionOfARowAloneMatchesTheThreePasses()
@@ -236,17 +240,19 @@ public unsafe class KvCacheCompressionTests
         fixed (float* pq = query, ps = scores, pa = threePass, po = onePass, pf = prefetched)
         fixed (int* pg = groups)
         fixed (byte* pk = k, pv = v)
+            foreach (bool bytePairs in OnePassKernels())
             foreach (int to in new[] { 1, 15, 16, 17, 100, 393, 784 })
             {
-                float queryScale = Int8Blocks.QuantizeQuery(pq, headSize, pg, out int correction, Int8Blocks.AttendsInBytePairs);
-                Int8Blocks.Scores(pk, 0, to, pg, &queryScale, &correction, 1, headSize, ps, pitch, Int8Blocks.HasVnni);
+                // The three passes on the same bytes: widened to 16 bits for the byte-pair kernel, VNNI for the VNNI one.
+                float queryScale = Int8Blocks.QuantizeQuery(pq, headSize, pg, out int correction, bytePairs);
+                Int8Blocks.Scores(pk, 0, to, pg, &queryScale, &correction, 1, headSize, ps, pitch, vnni: !bytePairs);
                 float max = float.NegativeInfinity, sum = 0;
                 for (int t = 0; t < to; t++) max = MathF.Max(max, ps[t]);
                 for (int t = 0; t < to; t++) sum += ps[t] = MathF.Exp(ps[t] - max);
                 new Span<float>(pa, headSize).Clear();
-                Int8Blocks.WeightedValues(pv, 0, to, ps, pitch, 1, headSize, pa, Int8Blocks.HasVnni, bytePairs: Int8Blocks.AttendsInBytePairs);
-                float onePassSum = Int8Blocks.Attend(pk, pv, 0, pk, pv, to, pg, queryScale, correction, po, prefetch: false);
-                float prefetchedSum = Int8Blocks.Attend(pk, pv, 0, pk, pv, to, pg, queryScale, correction, pf, prefetch: true);
+                Int8Blocks.WeightedValues(pv, 0, to, ps, pitch, 1, headSize, pa, vnni: !bytePairs, bytePairs: bytePairs);
+                float onePassSum = Int8Blocks.Attend(pk, pv, 0, pk, pv, to, pg, queryScale, correction, po, prefetch: false, bytePairs);
+                float prefetchedSum = Int8Blocks.Attend(pk, pv, 0, pk, pv, to, pg, queryScale, correction, pf, prefetch: true, bytePairs);
                 Assert.Equal(onePass, prefetched);   // prefetching changes nothing but the timing
                 Assert.Equal(onePassSum, prefetchedSum);
                 Assert.True(Math.Abs(onePassSum - sum) <= 1e-5 * sum, $"length {to}: sum {onePassSum} vs {sum}");
@@ -259,12 +265,12 @@ public unsafe class KvCacheCompressionTests
                     worst = MathF.Max(worst, MathF.Abs(a - b));
                     Assert.True(Math.Abs(a - b) <= 2e-4, $"length {to}, dim {i}: {b} vs {a}");
                 }
-                Console.WriteLine($"head size {headSize}, length {to}: one pass against three, worst {worst:G3}");
+                Console.WriteLine($"head size {headSize}, {(bytePairs ? "byte pairs" : "VNNI")}, length {to}: one pass against three, worst {worst:G3}");
             }
     }
 
     /// <summary>
-    /// The one-pass kernel is exact where its bytes are at their largest, which is where the kernel without VNNI would
+    /// Each one-pass kernel this CPU runs (<see cref="OnePassKernels"/>) is exact where its bytes are at their largest, which is where the byte-pair kernel would
     /// saturate its 16-bit sums of two byte products if the query and weights were quantized against their largest element
     /// alone: every query element has the same magnitude, every key element is its entry's largest with the query element's
     /// sign, and every value element its entry's largest. The softmax's sum must match scores computed in integers from the
@@ -296,12 +302,13 @@ public unsafe class KvCacheCompressionTests
         fixed (int* pg = groups)
         fixed (byte* pk = k, pv = v)
         fixed (sbyte* pk8 = k8, pv8 = v8)
+        foreach (bool bytePairs in OnePassKernels())
         {
-            float queryScale = Int8Blocks.QuantizeQuery(pq, headSize, pg, out int correction, Int8Blocks.AttendsInBytePairs);
+            float queryScale = Int8Blocks.QuantizeQuery(pq, headSize, pg, out int correction, bytePairs);
             new ReadOnlySpan<sbyte>(pg, headSize).CopyTo(q8);
-            int largest = Int8Blocks.AttendsInBytePairs ? 64 : 127;   // pairs: each two add up to 128
+            int largest = bytePairs ? 64 : 127;   // pairs: each two add up to 128
             Assert.All(q8, b => Assert.Equal(largest, Math.Abs((int)b)));
-            float sum = Int8Blocks.Attend(pk, pv, 0, pk, pv, positions, pg, queryScale, correction, pa, prefetch: false);
+            float sum = Int8Blocks.Attend(pk, pv, 0, pk, pv, positions, pg, queryScale, correction, pa, prefetch: false, bytePairs);
             var scores = new double[positions];
             for (int t = 0; t < positions; t++)
             {

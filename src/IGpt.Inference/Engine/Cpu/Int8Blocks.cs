@@ -151,9 +151,20 @@ internal static unsafe class Int8Blocks
     /// </summary>
     public static float Attend(byte* sharedKeys, byte* sharedValues, int shared, byte* keys, byte* values, int to, int* query,
         float queryScale, int correction, float* acc, bool prefetch) =>
-        HasVnni
-            ? AttendVnni(sharedKeys, sharedValues, shared, keys, values, to, query, queryScale, correction, acc, prefetch)
-            : AttendBytePairs(sharedKeys, sharedValues, shared, keys, values, to, query, queryScale, correction, acc, prefetch);
+        Attend(sharedKeys, sharedValues, shared, keys, values, to, query, queryScale, correction, acc, prefetch, AttendsInBytePairs);
+
+    /// <summary>
+    /// <see cref="Attend(byte*, byte*, int, byte*, byte*, int, int*, float, int, float*, bool)"/> on the kernel
+    /// <paramref name="bytePairs"/> names, whatever this CPU would choose (so that a CPU with AVX-VNNI tests the byte-pair
+    /// kernel too); the VNNI kernel needs <see cref="HasVnni"/>.
+    /// </summary>
+    public static float Attend(byte* sharedKeys, byte* sharedValues, int shared, byte* keys, byte* values, int to, int* query,
+        float queryScale, int correction, float* acc, bool prefetch, bool bytePairs)
+    {
+        if (bytePairs) return AttendBytePairs(sharedKeys, sharedValues, shared, keys, values, to, query, queryScale, correction, acc, prefetch);
+        if (!HasVnni) throw new PlatformNotSupportedException("the VNNI attention kernel needs AVX-VNNI");
+        return AttendVnni(sharedKeys, sharedValues, shared, keys, values, to, query, queryScale, correction, acc, prefetch);
+    }
 
     /// <summary>
     /// One row's attention over positions 0..to-1 in a single pass (AVX-VNNI, a head size of 32):
