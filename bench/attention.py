@@ -23,7 +23,7 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from run import IGPT_DLL, Worker, med  # noqa: E402
+from run import IGPT_DLL, Worker, machine_info, med  # noqa: E402
 
 SHAPES = [  # (name, layers, heads, head_size, positions)
     ("fashion-mnist-28 (8 x 128)", 8, 4, 32, 784),
@@ -46,6 +46,7 @@ def main() -> int:
         return against(args)
     w = Worker("igpt", ["dotnet", IGPT_DLL, "--method", "igpt"])
     try:
+        print(f"CPU: {machine_info()['cpu']}\n")
         print("| shape | KV cache | rows | lanes | shared prompt | kernel | single rows | MB read / step | ms / step | GB/s |")
         print("|---|---|---|---|---|---|---|---|---|---|")
         for name, layers, heads, head_size, positions in SHAPES:
@@ -78,7 +79,8 @@ def against(args) -> int:
     workers = {"this": Worker("this", ["dotnet", IGPT_DLL, "--method", "igpt"]),
                "other": Worker("other", ["dotnet", other, "--method", "igpt"])}
     try:
-        print(f"this checkout against {args.against}: median ms / step over {args.reps} repetitions (range)\n")
+        print(f"this checkout against {args.against}: median ms / step over {args.reps} repetitions (range); "
+              f"CPU: {machine_info()['cpu']}\n")
         print("| shape | KV cache | cache length | rows | lanes | shared prompt | other ms | this ms | other / this |")
         print("|---|---|---|---|---|---|---|---|---|")
         for name, layers, heads, head_size, positions in SHAPES:
