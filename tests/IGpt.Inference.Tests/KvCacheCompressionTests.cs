@@ -103,7 +103,9 @@ public unsafe class KvCacheCompressionTests
     /// <summary>
     /// The int8 kernels against the arithmetic they stand for, over ranges that start and end inside blocks: key scores are
     /// the exact integer dot products of the quantized query and keys times their scales; weighted values are the exact sums
-    /// of each block's weights (p x value scale) quantized against their largest to 0..255.
+    /// of each block's weights (p x value scale) quantized against their largest to 0..255. Without VNNI (byte pairs) the
+    /// query's scale is its largest pair sum over 127 and a weight byte's step the larger of the largest weight / 255 and the
+    /// largest neighbouring pair's sum / 256, so that no 16-bit sum of vpmaddubsw saturates.
     /// </summary>
     [Theory]
     [InlineData(32, true)]
@@ -112,8 +114,9 @@ public unsafe class KvCacheCompressionTests
     [InlineData(64, false)]
     public void Int8KernelsComputeTheQuantizedDotProductsExactly(int headSize, bool vnni)
     {
-        // Without AVX-512BW the cache is converted to fp32 instead (the attention test below); vpmaddwd stands in for
-        // vpdpbusd where AVX-VNNI is missing, and is run here either way: both give the same integers.
+        bool bytePairs = !vnni;
+        // Without AVX-512BW the cache is converted to fp32 instead (the attention test below); byte pairs stand in for
+        // vpdpbusd where AVX-VNNI is missing, and are run here either way.
         if (!Int8Blocks.CanRun(headSize) || (vnni && !Int8Blocks.HasVnni)) return;
         var rng = new Random(headSize);
         const int positions = 75, rows = 2;
@@ -137,7 +140,7 @@ public unsafe class KvCacheCompressionTests
         fixed (int* pg = groups, pc = corrections)
         fixed (byte* pk = k, pv = v)
         {
-            for (int j = 0; j < rows; j++) qs[j] = Int8Blocks.QuantizeQuery(pq + j * headSize, headSize, pg + j * headSize / 4, out pc[j]);
+            for (int j = 0; j < rows; j++) qs[j] = Int8Blocks.QuantizeQuery(pq + j * headSize, headSize, pg + j * headSize / 4, out pc[j], bytePairs);
             Int8Blocks.Scores(pk, from, to, pg, qs, pc, rows, headSize, ps, pitch, vnni);
             Int8Blocks.WeightedValues(pv, from, to, pp, pitch, rows, headSize, pa, vnni);
             // Prefetching the entries ahead changes nothing but the timing.
@@ -156,7 +159,8 @@ public unsafe class KvCacheCompressionTests
         for (int j = 0; j < rows; j++)
         {
             float qMax = 0;
-            for (int i = 0; i < headSize; i++) qMax = MathF.Max(qMax, MathF.Abs(query[j * headSize + i]));
+            for (int i = 0; i < headSize; i += bytePairs ? 2 : 1)   // bytePairs: the largest pair sum sets the scale
+                qMax = MathF.Max(qMax, MathF.Abs(query[j * headSize + i]) + (bytePairs ? MathF.Abs(query[j * headSize + i + 1]) : 0));
             for (int i = 0; i < headSize; i++) q8[i] = (sbyte)MathF.Round(query[j * headSize + i] * (127f / qMax), MidpointRounding.ToEven);
             Assert.Equal(qMax / 127f, queryScales[j]);
             for (int t = 0; t < positions + 16; t++)
@@ -189,11 +193,19 @@ public unsafe class KvCacheCompressionTests
                     max = MathF.Max(max, w[t - t0]);
                 }
                 if (max == 0) continue;
+                // A byte's step, and what the weights are multiplied by to make their bytes (as the kernels compute them).
+                float unit = max / 255f, inverse = 255f / max;
+                if (bytePairs)
+                {
+                    unit = 0;
+                    for (int t = 0; t < 16; t++) unit = MathF.Max(unit, MathF.Max(w[t] * (1f / 255), (w[t] + w[t ^ 1]) * (1f / 256)));
+                    inverse = 1f / unit;
+                }
                 for (int i = 0; i < headSize; i++)
                 {
                     long sum = 0;
-                    for (int t = 0; t < 16; t++) sum += (long)MathF.Round(w[t] * (255f / max), MidpointRounding.ToEven) * v8[t * headSize + i];
-                    expected[i] += sum * (double)(max / 255f);
+                    for (int t = 0; t < 16; t++) sum += (long)MathF.Round(w[t] * inverse, MidpointRounding.ToEven) * v8[t * headSize + i];
+                    expected[i] += sum * (double)unit;
                 }
             }
             for (int i = 0; i < headSize; i++)
@@ -202,8 +214,8 @@ public unsafe class KvCacheCompressionTests
         }
     }
 
-    /// <summary>The one-pass kernels this CPU runs, by <see cref="Int8Blocks.Attend(byte*, byte*, int, byte*, byte*, int, int*, float, int, float*, bool, bool)"/>'s bytePairs: the byte-pair kernel wherever there is AVX-512BW, the VNNI one where there is AVX-VNNI.</summary>
-    private static bool[] OnePassKernels() => Int8Blocks.HasVnni ? [true, false] : [true];
+    /// <summary>The one-pass kernels this CPU runs, by <see cref="Int8Blocks.Attend(byte*, byte*, int, byte*, byte*, int, int*, float, int, float*, bool, bool)"/>'s vnni: the byte-pair kernel wherever there is AVX-512BW, the VNNI one where there is AVX-VNNI.</summary>
+    private static bool[] OnePassKernels() => Int8Blocks.HasVnni ? [false, true] : [false];
 
     /// <summary>
     /// A row alone is attended in one pass (<see cref="Int8Blocks.Attend"/>: a running maximum, the output rescaled as it
@@ -240,19 +252,19 @@ public unsafe class KvCacheCompressionTests
         fixed (float* pq = query, ps = scores, pa = threePass, po = onePass, pf = prefetched)
         fixed (int* pg = groups)
         fixed (byte* pk = k, pv = v)
-            foreach (bool bytePairs in OnePassKernels())
+            foreach (bool vnni in OnePassKernels())
             foreach (int to in new[] { 1, 15, 16, 17, 100, 393, 784 })
             {
-                // The three passes on the same bytes: widened to 16 bits for the byte-pair kernel, VNNI for the VNNI one.
-                float queryScale = Int8Blocks.QuantizeQuery(pq, headSize, pg, out int correction, bytePairs);
-                Int8Blocks.Scores(pk, 0, to, pg, &queryScale, &correction, 1, headSize, ps, pitch, vnni: !bytePairs);
+                // The three passes on the same bytes, with the same instructions.
+                float queryScale = Int8Blocks.QuantizeQuery(pq, headSize, pg, out int correction, bytePairs: !vnni);
+                Int8Blocks.Scores(pk, 0, to, pg, &queryScale, &correction, 1, headSize, ps, pitch, vnni);
                 float max = float.NegativeInfinity, sum = 0;
                 for (int t = 0; t < to; t++) max = MathF.Max(max, ps[t]);
                 for (int t = 0; t < to; t++) sum += ps[t] = MathF.Exp(ps[t] - max);
                 new Span<float>(pa, headSize).Clear();
-                Int8Blocks.WeightedValues(pv, 0, to, ps, pitch, 1, headSize, pa, vnni: !bytePairs, bytePairs: bytePairs);
-                float onePassSum = Int8Blocks.Attend(pk, pv, 0, pk, pv, to, pg, queryScale, correction, po, prefetch: false, bytePairs);
-                float prefetchedSum = Int8Blocks.Attend(pk, pv, 0, pk, pv, to, pg, queryScale, correction, pf, prefetch: true, bytePairs);
+                Int8Blocks.WeightedValues(pv, 0, to, ps, pitch, 1, headSize, pa, vnni);
+                float onePassSum = Int8Blocks.Attend(pk, pv, 0, pk, pv, to, pg, queryScale, correction, po, prefetch: false, vnni);
+                float prefetchedSum = Int8Blocks.Attend(pk, pv, 0, pk, pv, to, pg, queryScale, correction, pf, prefetch: true, vnni);
                 Assert.Equal(onePass, prefetched);   // prefetching changes nothing but the timing
                 Assert.Equal(onePassSum, prefetchedSum);
                 Assert.True(Math.Abs(onePassSum - sum) <= 1e-5 * sum, $"length {to}: sum {onePassSum} vs {sum}");
@@ -265,7 +277,7 @@ public unsafe class KvCacheCompressionTests
                     worst = MathF.Max(worst, MathF.Abs(a - b));
                     Assert.True(Math.Abs(a - b) <= 2e-4, $"length {to}, dim {i}: {b} vs {a}");
                 }
-                Console.WriteLine($"head size {headSize}, {(bytePairs ? "byte pairs" : "VNNI")}, length {to}: one pass against three, worst {worst:G3}");
+                Console.WriteLine($"head size {headSize}, {(vnni ? "VNNI" : "byte pairs")}, length {to}: one pass against three, worst {worst:G3}");
             }
     }
 
@@ -302,13 +314,13 @@ public unsafe class KvCacheCompressionTests
         fixed (int* pg = groups)
         fixed (byte* pk = k, pv = v)
         fixed (sbyte* pk8 = k8, pv8 = v8)
-        foreach (bool bytePairs in OnePassKernels())
+        foreach (bool vnni in OnePassKernels())
         {
-            float queryScale = Int8Blocks.QuantizeQuery(pq, headSize, pg, out int correction, bytePairs);
+            float queryScale = Int8Blocks.QuantizeQuery(pq, headSize, pg, out int correction, bytePairs: !vnni);
             new ReadOnlySpan<sbyte>(pg, headSize).CopyTo(q8);
-            int largest = bytePairs ? 64 : 127;   // pairs: each two add up to 128
+            int largest = vnni ? 127 : 64;   // byte pairs: each two add up to 128
             Assert.All(q8, b => Assert.Equal(largest, Math.Abs((int)b)));
-            float sum = Int8Blocks.Attend(pk, pv, 0, pk, pv, positions, pg, queryScale, correction, pa, prefetch: false, bytePairs);
+            float sum = Int8Blocks.Attend(pk, pv, 0, pk, pv, positions, pg, queryScale, correction, pa, prefetch: false, vnni);
             var scores = new double[positions];
             for (int t = 0; t < positions; t++)
             {

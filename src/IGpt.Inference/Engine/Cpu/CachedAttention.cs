@@ -240,7 +240,7 @@ internal sealed unsafe class CachedAttention : IDisposable
                 for (int i = 0; i < d; i++) queries[j * d + i] = q[i] * _scale;
             if (_int8Kernels)
                 l.QueryScales[j] = Int8Blocks.QuantizeQuery(queries + j * d, d, l.QueryGroups + j * (d / 4), out l.Corrections[j],
-                    bytePairs: _onePass && Int8Blocks.AttendsInBytePairs);
+                    bytePairs: !_vnni);   // without VNNI the kernels add byte products in 16-bit pairs
         }
 
         int shared = l.SharedLength[g];

@@ -7,9 +7,9 @@ namespace IGpt.Inference.Engine.Cpu;
 /// <summary>
 /// The int8 KV cache's layout (<see cref="KvElement.Int8"/>) and the attention kernels that read it with int8 dot products
 /// (AVX-VNNI's vpdpbusd: 32 unsigned-by-signed byte products summed four at a time into 8 int32 lanes; on a CPU with AVX-512
-/// but not AVX-VNNI, such as Zen 4 or Ice Lake, which have only the EVEX form that .NET does not expose, the same integer
-/// sums from the bytes widened to 16 bits and AVX-512BW's vpmaddwd: identical results, about three times the operations;
-/// for a head size of 32 the one-pass kernel there runs on vpmaddubsw's byte pairs instead, <see cref="AttendBytePairs"/>).
+/// but not AVX-VNNI, such as Zen 4 or Ice Lake, which have only the EVEX form that .NET does not expose, AVX-512BW's
+/// vpmaddubsw, which adds two byte products in 16 bits, then vpmaddwd against ones into 32: the query and the weights are
+/// then quantized by the sums of neighbouring pairs, so that no 16-bit sum saturates; see <see cref="AttendBytePairs"/>).
 /// A (slot, head)'s positions are stored in blocks of 16, each 16 x (head_size + 4) bytes: the 16 positions' fp32 scales,
 /// then their quantized elements, transposed so that one vpdpbusd does the work of 16 positions or 8 dimensions:
 /// <list type="bullet">
@@ -33,7 +33,7 @@ internal static unsafe class Int8Blocks
     /// <summary>Whether this CPU runs the int8 kernels for <paramref name="headSize"/> (AVX-512BW, whole 16-wide vectors).</summary>
     public static bool CanRun(int headSize) => Avx512BW.IsSupported && Avx512F.IsSupported && headSize % 16 == 0 && headSize > 0;
 
-    /// <summary>Whether the kernels' byte products run on AVX-VNNI's vpdpbusd (else on vpmaddwd, <paramref name="vnni"/> false).</summary>
+    /// <summary>Whether the kernels' byte products run on AVX-VNNI's vpdpbusd (else on vpmaddubsw's byte pairs: their vnni false).</summary>
     public static bool HasVnni => AvxVnni.IsSupported;
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
@@ -85,7 +85,7 @@ internal static unsafe class Int8Blocks
     /// <summary>
     /// A query (fp32, already scaled) as the key kernel reads it: <paramref name="groups"/>[g] = its quantized elements 4g..4g+3
     /// (4 signed bytes), <paramref name="correction"/> = 128 x their sum; returns its scale. With <paramref name="bytePairs"/>
-    /// (for <see cref="Attend"/> without VNNI: <see cref="AttendsInBytePairs"/>) the scale is set by the largest sum of two
+    /// (for the kernels without VNNI: their vnni false) the scale is set by the largest sum of two
     /// neighbouring elements' magnitudes, so that vpmaddubsw's 16-bit sum of their products with two key bytes (at most 255
     /// each) cannot saturate: |q[2i]| + |q[2i+1]| &lt;= 128, and 128 x 255 = 32,640.
     /// </summary>
@@ -103,7 +103,8 @@ internal static unsafe class Int8Blocks
 
     /// <summary>
     /// scores[j * pitch + t] = q_j . k_t for t in [from, to) and the <paramref name="count"/> queries j of
-    /// <see cref="QuantizeQuery"/> (groups head_size/4 ints apart): each block's keys are read once for all of them.
+    /// <see cref="QuantizeQuery"/> (groups head_size/4 ints apart): each block's keys are read once for all of them. Without
+    /// <paramref name="vnni"/> on byte pairs, for queries quantized with bytePairs.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static void Scores(byte* head, int from, int to, int* queryGroups, float* queryScales, int* corrections, int count,
@@ -121,7 +122,7 @@ internal static unsafe class Int8Blocks
             {
                 var dots = vnni
                     ? Dot16(block + 4 * Block, queryGroups + j * groups, groups, corrections[j])
-                    : Dot16Widened(block + 4 * Block, queryGroups + j * groups, groups, corrections[j]);
+                    : Dot16BytePairs(block + 4 * Block, queryGroups + j * groups, groups, corrections[j]);
                 var s = dots * (keyScales * queryScales[j]);
                 float* row = scores + j * pitch;
                 if (whole)
@@ -139,29 +140,23 @@ internal static unsafe class Int8Blocks
     public static bool CanAttend(int headSize) => headSize == 32 && CanRun(headSize);
 
     /// <summary>
-    /// Whether <see cref="Attend"/> runs on vpmaddubsw's byte pairs on this CPU (no AVX-VNNI): its queries then come from
-    /// <see cref="QuantizeQuery"/> with bytePairs, and its weights are quantized as <see cref="WeightedValues"/>' bytePairs.
-    /// </summary>
-    public static bool AttendsInBytePairs => !HasVnni;
-
-    /// <summary>
     /// One row's attention over positions 0..to-1 in a single pass, as <see cref="AttendVnni"/> (whose summary says what it
     /// computes) on a CPU with AVX-VNNI; else as <see cref="AttendBytePairs"/>, whose query must be quantized with
     /// <see cref="QuantizeQuery"/>'s bytePairs.
     /// </summary>
     public static float Attend(byte* sharedKeys, byte* sharedValues, int shared, byte* keys, byte* values, int to, int* query,
         float queryScale, int correction, float* acc, bool prefetch) =>
-        Attend(sharedKeys, sharedValues, shared, keys, values, to, query, queryScale, correction, acc, prefetch, AttendsInBytePairs);
+        Attend(sharedKeys, sharedValues, shared, keys, values, to, query, queryScale, correction, acc, prefetch, HasVnni);
 
     /// <summary>
     /// <see cref="Attend(byte*, byte*, int, byte*, byte*, int, int*, float, int, float*, bool)"/> on the kernel
-    /// <paramref name="bytePairs"/> names, whatever this CPU would choose (so that a CPU with AVX-VNNI tests the byte-pair
-    /// kernel too); the VNNI kernel needs <see cref="HasVnni"/>.
+    /// <paramref name="vnni"/> names, whatever this CPU would choose (so that a CPU with AVX-VNNI tests the byte-pair kernel
+    /// too); the VNNI kernel needs <see cref="HasVnni"/>.
     /// </summary>
     public static float Attend(byte* sharedKeys, byte* sharedValues, int shared, byte* keys, byte* values, int to, int* query,
-        float queryScale, int correction, float* acc, bool prefetch, bool bytePairs)
+        float queryScale, int correction, float* acc, bool prefetch, bool vnni)
     {
-        if (bytePairs) return AttendBytePairs(sharedKeys, sharedValues, shared, keys, values, to, query, queryScale, correction, acc, prefetch);
+        if (!vnni) return AttendBytePairs(sharedKeys, sharedValues, shared, keys, values, to, query, queryScale, correction, acc, prefetch);
         if (!HasVnni) throw new PlatformNotSupportedException("the VNNI attention kernel needs AVX-VNNI");
         return AttendVnni(sharedKeys, sharedValues, shared, keys, values, to, query, queryScale, correction, acc, prefetch);
     }
@@ -442,37 +437,32 @@ internal static unsafe class Int8Blocks
         return Avx512F.ConvertToVector512Single(Vector512.Create(a0 + b0, a1 + b1) - Vector512.Create(correction));
     }
 
-    /// <summary><see cref="Dot16"/> without VNNI: keys widened to 16 bits, vpmaddwd's pairs summed across groups, then in pairs.</summary>
+    /// <summary>
+    /// <see cref="Dot16"/> on vpmaddubsw's byte pairs (a query quantized with <see cref="QuantizeQuery"/>'s bytePairs): each key
+    /// group's 64 bytes hold 4 dimensions of all 16 positions, so each group gives the 16 positions' partial sums directly.
+    /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector512<float> Dot16Widened(byte* data, int* query, int groups, int correction)
+    private static Vector512<float> Dot16BytePairs(byte* data, int* query, int groups, int correction)
     {
-        Vector512<int> a0 = default, a1 = default;   // lanes 2p, 2p+1: position p's dims 0-1 and 2-3 of each group
-        for (int g = 0; g < groups; g++)
+        var ones = Vector512.Create((short)1);
+        Vector512<int> a = default, b = default;   // even and odd groups: two chains
+        for (int g = 0; g < groups; g += 2)   // CanRun: groups = head_size / 4 is even
         {
-            byte* k = data + g * 4 * Block;
-            var q = Avx512BW.ConvertToVector512Int16(Vector512.Create(query[g]).AsSByte().GetLower());   // 4 shorts, 8 times
-            a0 += Avx512BW.MultiplyAddAdjacent(Avx512BW.ConvertToVector512Int16(Vector256.Load(k)).AsInt16(), q);
-            a1 += Avx512BW.MultiplyAddAdjacent(Avx512BW.ConvertToVector512Int16(Vector256.Load(k + 32)).AsInt16(), q);
+            a += KeyGroup(data + g * 4 * Block, Vector512.Create(query[g]).AsSByte(), ones);
+            b += KeyGroup(data + (g + 1) * 4 * Block, Vector512.Create(query[g + 1]).AsSByte(), ones);
         }
-        return Avx512F.ConvertToVector512Single(SumPairs(a0, a1) - Vector512.Create(correction));
-    }
-
-    /// <summary>Lane i: a's lanes 2i and 2i+1 for i &lt; 8, b's lanes 2(i-8) and 2(i-8)+1 after.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector512<int> SumPairs(Vector512<int> a, Vector512<int> b)
-    {
-        var even = Vector512.Create(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
-        return Avx512F.PermuteVar16x32x2(a, even, b) + Avx512F.PermuteVar16x32x2(a, even + Vector512<int>.One, b);
+        return Avx512F.ConvertToVector512Single(a + b - Vector512.Create(correction));
     }
 
     /// <summary>
     /// acc_j += sum over t in [from, to) of p_j[t] v_t for <paramref name="count"/> rows (p rows <paramref name="pitch"/> apart,
     /// acc rows head_size apart): per block and row, the 16 weights p_j[t] x scale_t quantized to bytes against their largest
-    /// (with <paramref name="bytePairs"/>, as <see cref="Attend"/>'s byte-pair kernel quantizes them: <see cref="WeightUnit"/>).
+    /// (without <paramref name="vnni"/>, as <see cref="Attend"/>'s byte-pair kernel quantizes them, <see cref="WeightUnit"/>, and
+    /// added on byte pairs).
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static void WeightedValues(byte* head, int from, int to, float* probabilities, long pitch, int count, int headSize, float* acc,
-        bool vnni, bool prefetch = false, bool bytePairs = false)
+        bool vnni, bool prefetch = false)
     {
         int blockBytes = Block * (headSize + 4), groupBytes = 4 * headSize;
         var lane = Vector512<int>.Indices;
@@ -491,13 +481,13 @@ internal static unsafe class Int8Blocks
                 if (!whole) w = Vector512.ConditionalSelect(inRange.AsSingle(), w, Vector512<float>.Zero);
                 float max = MaxOf(w);
                 if (!(max > 0)) continue;   // every weight underflowed to 0: nothing to add
-                // bytePairs: the bytes Attend's byte-pair kernel would make, for a comparison with it.
-                float unitOf = bytePairs ? WeightUnit(w, bytePairs: true) : max / 255f;
-                var bytes = Avx512F.ConvertToVector128ByteWithSaturation(Avx512F.ConvertToVector512UInt32(w * (bytePairs ? 1f / unitOf : 255f / max))).AsInt32();
+                // Without VNNI, weights quantized so that two neighbours' products with value bytes fit 16 bits (WeightUnit).
+                float unitOf = vnni ? max / 255f : WeightUnit(w, bytePairs: true);
+                var bytes = Avx512F.ConvertToVector128ByteWithSaturation(Avx512F.ConvertToVector512UInt32(w * (vnni ? 255f / max : 1f / unitOf))).AsInt32();
                 float* a = acc + (long)j * headSize;
                 if (!vnni)
                 {
-                    AddWidened(data, bytes, unitOf, headSize, a);
+                    AddBytePairs(data, bytes, unitOf, headSize, a);
                     continue;
                 }
                 var w0 = Vector256.Create(bytes.GetElement(0)).AsByte();
@@ -518,30 +508,27 @@ internal static unsafe class Int8Blocks
     }
 
     /// <summary>
-    /// One block's weighted values without VNNI: 4 positions' weights as 16-bit pairs, each 8 dimensions' values widened,
-    /// vpmaddwd's pairs summed over the 4 groups, then in pairs into 16 dimensions.
+    /// One block's weighted values on vpmaddubsw's byte pairs (weights quantized with <see cref="WeightUnit"/>'s bytePairs):
+    /// each value group's 64 bytes at 4c hold dimensions c..c+15 of its 4 positions.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void AddWidened(byte* data, Vector128<int> weights, float unit, int headSize, float* acc)
+    private static void AddBytePairs(byte* data, Vector128<int> weights, float unit, int headSize, float* acc)
     {
         int groupBytes = 4 * headSize;
-        var w0 = Avx512BW.ConvertToVector512Int16(Vector512.Create(weights.GetElement(0)).AsByte().GetLower()).AsInt16();
-        var w1 = Avx512BW.ConvertToVector512Int16(Vector512.Create(weights.GetElement(1)).AsByte().GetLower()).AsInt16();
-        var w2 = Avx512BW.ConvertToVector512Int16(Vector512.Create(weights.GetElement(2)).AsByte().GetLower()).AsInt16();
-        var w3 = Avx512BW.ConvertToVector512Int16(Vector512.Create(weights.GetElement(3)).AsByte().GetLower()).AsInt16();
+        var ones = Vector512.Create((short)1);
+        var all = weights.ToVector256Unsafe().ToVector512Unsafe();
+        var w0 = Avx512F.PermuteVar16x32(all, Vector512<int>.Zero).AsByte();
+        var w1 = Avx512F.PermuteVar16x32(all, Vector512<int>.One).AsByte();
+        var w2 = Avx512F.PermuteVar16x32(all, Vector512.Create(2)).AsByte();
+        var w3 = Avx512F.PermuteVar16x32(all, Vector512.Create(3)).AsByte();
         var u = Vector512.Create(unit);
         for (int c = 0; c < headSize; c += 16)
         {
             sbyte* v = (sbyte*)data + c * 4;
-            var lo = Avx512BW.MultiplyAddAdjacent(Avx512BW.ConvertToVector512Int16(Vector256.Load(v)), w0)
-                + Avx512BW.MultiplyAddAdjacent(Avx512BW.ConvertToVector512Int16(Vector256.Load(v + groupBytes)), w1)
-                + Avx512BW.MultiplyAddAdjacent(Avx512BW.ConvertToVector512Int16(Vector256.Load(v + 2 * groupBytes)), w2)
-                + Avx512BW.MultiplyAddAdjacent(Avx512BW.ConvertToVector512Int16(Vector256.Load(v + 3 * groupBytes)), w3);
-            var hi = Avx512BW.MultiplyAddAdjacent(Avx512BW.ConvertToVector512Int16(Vector256.Load(v + 32)), w0)
-                + Avx512BW.MultiplyAddAdjacent(Avx512BW.ConvertToVector512Int16(Vector256.Load(v + 32 + groupBytes)), w1)
-                + Avx512BW.MultiplyAddAdjacent(Avx512BW.ConvertToVector512Int16(Vector256.Load(v + 32 + 2 * groupBytes)), w2)
-                + Avx512BW.MultiplyAddAdjacent(Avx512BW.ConvertToVector512Int16(Vector256.Load(v + 32 + 3 * groupBytes)), w3);
-            Vector512.FusedMultiplyAdd(Avx512F.ConvertToVector512Single(SumPairs(lo, hi)), u, Vector512.Load(acc + c)).Store(acc + c);
+            var sum = (ValueGroup(v, w0, ones) + ValueGroup(v + groupBytes, w1, ones))
+                + (ValueGroup(v + 2 * groupBytes, w2, ones) + ValueGroup(v + 3 * groupBytes, w3, ones));
+            Vector512.FusedMultiplyAdd(Avx512F.ConvertToVector512Single(sum), u, Vector512.Load(acc + c)).Store(acc + c);
         }
     }
+
 }
