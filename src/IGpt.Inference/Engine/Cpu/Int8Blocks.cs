@@ -530,5 +530,4 @@ internal static unsafe class Int8Blocks
             Vector512.FusedMultiplyAdd(Avx512F.ConvertToVector512Single(sum), u, Vector512.Load(acc + c)).Store(acc + c);
         }
     }
-
 }
