@@ -356,9 +356,8 @@ internal static unsafe class Int8Blocks
                 var w2 = Avx512F.PermuteVar16x32(bytes, Vector512.Create(2)).AsByte();
                 var w3 = Avx512F.PermuteVar16x32(bytes, Vector512.Create(3)).AsByte();
                 sbyte* v = (sbyte*)vb + 4 * Block;
-                var low = (ValueGroup(v, w0, ones) + ValueGroup(v + 128, w1, ones)) + (ValueGroup(v + 256, w2, ones) + ValueGroup(v + 384, w3, ones));
-                var high = (ValueGroup(v + 64, w0, ones) + ValueGroup(v + 192, w1, ones))
-                    + (ValueGroup(v + 320, w2, ones) + ValueGroup(v + 448, w3, ones));
+                var low = ValueDimensions(v, 128, w0, w1, w2, w3, ones);
+                var high = ValueDimensions(v + 64, 128, w0, w1, w2, w3, ones);
                 var units = Vector512.Create(unit);
                 o0 = Vector512.FusedMultiplyAdd(Avx512F.ConvertToVector512Single(low), units, o0);
                 o1 = Vector512.FusedMultiplyAdd(Avx512F.ConvertToVector512Single(high), units, o1);
@@ -387,6 +386,16 @@ internal static unsafe class Int8Blocks
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static Vector512<int> KeyGroup(byte* k, Vector512<sbyte> q, Vector512<short> ones) =>
         Avx512BW.MultiplyAddAdjacent(Avx512BW.MultiplyAddAdjacent(Vector512.Load(k), q), ones);
+
+    /// <summary>
+    /// 16 dimensions of a block's weighted values: the four value groups' 64 bytes at <paramref name="v"/> (the dimensions'
+    /// offset, 4 bytes each), <paramref name="groupBytes"/> apart, times their positions' weight bytes w0..w3, summed, as 16 ints.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector512<int> ValueDimensions(sbyte* v, int groupBytes, Vector512<byte> w0, Vector512<byte> w1, Vector512<byte> w2,
+        Vector512<byte> w3, Vector512<short> ones) =>
+        (ValueGroup(v, w0, ones) + ValueGroup(v + groupBytes, w1, ones))
+        + (ValueGroup(v + 2 * groupBytes, w2, ones) + ValueGroup(v + 3 * groupBytes, w3, ones));
 
     /// <summary>16 dimensions of a value group (64 signed bytes at <paramref name="v"/>) times its 4 positions' weight bytes, as 16 ints.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
@@ -524,9 +533,7 @@ internal static unsafe class Int8Blocks
         var u = Vector512.Create(unit);
         for (int c = 0; c < headSize; c += 16)
         {
-            sbyte* v = (sbyte*)data + c * 4;
-            var sum = (ValueGroup(v, w0, ones) + ValueGroup(v + groupBytes, w1, ones))
-                + (ValueGroup(v + 2 * groupBytes, w2, ones) + ValueGroup(v + 3 * groupBytes, w3, ones));
+            var sum = ValueDimensions((sbyte*)data + c * 4, groupBytes, w0, w1, w2, w3, ones);
             Vector512.FusedMultiplyAdd(Avx512F.ConvertToVector512Single(sum), u, Vector512.Load(acc + c)).Store(acc + c);
         }
     }
