@@ -139,8 +139,8 @@ def _transformer(g: _Graph, cfg: IGptConfig, w: Dict[str, np.ndarray], input_ids
             outs = [f"/h.{i}/attn/out", f"present.{i}.key", f"present.{i}.value"]
             ins = [qkv, "", "", past[2 * i], past[2 * i + 1], seqlens_k, total_len]
             presents += outs[1:]
-        else:
-            outs = [f"/h.{i}/attn/out"]
+        else:  # CUDA's GroupQueryAttention requires the presents even without a past: unused outputs here
+            outs = [f"/h.{i}/attn/out", f"/h.{i}/attn/present.key", f"/h.{i}/attn/present.value"]
             ins = [qkv, "", "", "", "", seqlens_k, total_len]
         attn = g.node("GroupQueryAttention", ins, outs, f"/h.{i}/attn/GroupQueryAttention", MS_DOMAIN,
                       num_heads=H, kv_num_heads=H, scale=1.0 / math.sqrt(cfg.head_size), do_rotary=0)[0]

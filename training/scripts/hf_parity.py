@@ -73,10 +73,11 @@ def max_abs_diff(a, b) -> float:
     return float((a - b).abs().max())
 
 
-def our_logits(hf_dir: str, input_ids: torch.Tensor, classifier: bool = False, device: str = "cpu") -> torch.Tensor:
+def our_logits(hf_dir: str, input_ids: torch.Tensor, classifier: bool = False, device: str = "cpu",
+               dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """Import hf_dir with igpt.import_hf and run it: generative logits, or class logits."""
     model, _ = import_hf(hf_dir, allow_missing_lm_head=classifier)
-    model = model.to(device).eval()
+    model = model.to(device=device, dtype=dtype).eval()
     with torch.no_grad():
         if classifier:
             return model.classify(input_ids.to(device))[0].cpu()
@@ -149,6 +150,73 @@ class Report:
         self.failed += not ok
         print(f"{'PASS' if ok else 'FAIL'}  {what}: max |diff| {diff:.3g} (tolerance {tol:g})", flush=True)
 
+    @staticmethod
+    def info(what: str) -> None:
+        print(f"INFO  {what}", flush=True)
+
+
+def trace_modules(hf_model, hf_dir: str, ids: torch.Tensor, shown: int = 12) -> None:
+    """Where two float64 runs part: every submodule both models have by name (they share GPT-2's names), its
+    output in transformers against ours, in the order ours runs them; prints the first that differ (INFO lines)."""
+    import copy  # noqa: PLC0415
+    theirs = copy.deepcopy(hf_model).double().eval()
+    ours, _ = import_hf(hf_dir)
+    ours = ours.double().eval()
+    outputs = {"hf": {}, "ours": {}}
+    order: List[str] = []
+
+    def hook(side, name):
+        def record(_module, _inputs, out):
+            t = out[0] if isinstance(out, (tuple, list)) else out
+            if torch.is_tensor(t):
+                outputs[side][name] = t.detach()
+                if side == "ours" and name not in order:
+                    order.append(name)
+        return record
+    hf_names = dict(theirs.named_modules())
+    handles = [m.register_forward_hook(hook("hf", n)) for n, m in hf_names.items() if n]
+    handles += [m.register_forward_hook(hook("ours", n)) for n, m in ours.named_modules() if n and n in hf_names]
+    with torch.no_grad():
+        theirs(input_ids=ids)
+        ours(ids)
+    for h in handles:
+        h.remove()
+    parted = 0
+    for name in order:
+        a, b = outputs["ours"].get(name), outputs["hf"].get(name)
+        if b is None or a.shape != b.shape:
+            continue
+        diff, size = float((a.double() - b.double()).abs().max()), float(b.abs().max())
+        if diff > 1e-6 * max(1.0, size):
+            where = (a.double() - b.double()).abs().reshape(-1, a.shape[-1]).max(-1).values.argmax()
+            Report.info(f"module {name}: max |diff| {diff:.3g} (largest |output| {size:.3g}, first at row {int(where)})")
+            parted += 1
+            if parted == shown:
+                break
+    if not parted:
+        Report.info("every module both models have agrees in float64: the difference is outside them")
+
+
+def float64_checks(rep: Report, hf_model, hf_dir: str, ids: torch.Tensor, hf_logits: torch.Tensor,
+                   ours: torch.Tensor) -> None:
+    """Both models again in float64, where rounding cannot hide a difference in the computation: ours must match
+    transformers to 1e-9 relative there. Then how far each float32 run is from transformers' float64 logits, which
+    tells rounding (both about as far) from a real difference when a float32 check fails."""
+    import copy  # noqa: PLC0415
+    with torch.no_grad():
+        ref = copy.deepcopy(hf_model).double()(input_ids=ids).logits.cpu()
+    ours64 = our_logits(hf_dir, ids, dtype=torch.float64)
+    scale = float(ref.abs().max())
+    rep.check(f"ours vs transformers, both float64 (largest |logit| {scale:.3g})", float((ours64 - ref).abs().max()),
+              1e-9 * max(1.0, scale))
+    if float((ours64 - ref).abs().max()) > 1e-9 * max(1.0, scale):
+        trace_modules(hf_model, hf_dir, ids)
+    hf_err, our_err = (ref - hf_logits.double()).abs(), (ref - ours.double()).abs()
+    where = divmod(int(our_err.reshape(our_err.shape[0], -1).max(0).values.argmax()), ref.shape[-1])
+    rep.info(f"float32 against transformers' float64: transformers {float(hf_err.max()):.3g}, ours {float(our_err.max()):.3g} "
+             f"(ours largest at position {where[0]}, colour {where[1]}); mean |error| transformers {float(hf_err.mean()):.3g}, "
+             f"ours {float(our_err.mean()):.3g}")
+
     def fail(self, what: str) -> None:
         self.failed += 1
         print(f"FAIL  {what}", flush=True)
@@ -163,6 +231,10 @@ def _save(model, path: str, safe: bool) -> None:
         if safe:
             raise
         model.save_pretrained(path)
+    bin_path, safe_path = os.path.join(path, "pytorch_model.bin"), os.path.join(path, "model.safetensors")
+    if not safe and not os.path.exists(bin_path):  # transformers 5 writes safetensors only: the Hub's .bin by hand
+        torch.save(model.state_dict(), bin_path)
+        os.remove(safe_path)
 
 
 def onnx_checks(rep: "Report", pkg: str, ids: torch.Tensor, hf_logits: torch.Tensor, ours: torch.Tensor,
@@ -295,6 +367,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                       max_abs_diff(ours, want), a.tol)
             if name == "causal-safetensors":
                 ours_causal = ours
+                float64_checks(rep, causal, d, ids, hf_logits, ours)
         except Exception as e:  # noqa: BLE001 - report and go on with the other checks
             rep.fail(f"{name}: {type(e).__name__}: {e}")
 

@@ -25,7 +25,12 @@ GRAPHS = ("decoder.fp16.onnx", "classifier.fp16.onnx")
 
 
 def uncast(m: onnx.ModelProto) -> onnx.ModelProto:
-    """An fp16 graph with its own float16 weights and no Casts of weights (the inverse of cast_from_fp32), in place."""
+    """An fp16 graph with its own float16 weights and no Casts of weights (the inverse of cast_from_fp32), and its
+    GroupQueryAttention nodes without a past also without present outputs (the inverse of convert.with_presents),
+    as those exports wrote them; in place."""
+    for n in m.graph.node:
+        if n.op_type == "GroupQueryAttention" and not n.input[3]:
+            del n.output[1:]
     casts = {n.output[0]: n.input[0] for n in m.graph.node if n.name.startswith("/weights/")}
     halves = set(casts.values())
     kept = [n for n in m.graph.node if not n.name.startswith("/weights/")]

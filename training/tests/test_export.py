@@ -8,6 +8,7 @@ semantics included) and compared with PyTorch. The C# tests run the same package
 from __future__ import annotations
 
 import argparse
+import glob
 import json
 import math
 import os
@@ -636,6 +637,54 @@ def test_convert_writes_what_export_writes(tiny, tmp_path):
         convert.convert_package(str(old))
 
 
+PAST_LESS_GRAPHS = ("classifier.onnx", "classifier.fp16.onnx", "analysis.onnx")
+
+
+def _attention_outputs(path):
+    return [list(n.output) for n in onnx.load(path, load_external_data=False).graph.node
+            if n.op_type == "GroupQueryAttention"]
+
+
+def test_every_attention_node_has_its_presents(tiny):
+    """ONNX Runtime's CUDA GroupQueryAttention refuses to run without present outputs, even with no past (the
+    CPU kernel does not mind): classifier.fp16.onnx failed on the first GPU run. Every graph the export writes
+    gives them; the past-less graphs name them after the node and leave them unused."""
+    model, _, pkg = tiny
+    for name in ("decoder.onnx", "decoder.fp16.onnx") + PAST_LESS_GRAPHS:
+        outs = _attention_outputs(os.path.join(pkg, name))
+        assert len(outs) == model.config.n_layer and all(len(o) == 3 for o in outs), name
+    assert _attention_outputs(os.path.join(pkg, "classifier.fp16.onnx"))[1] == [
+        "/h.1/attn/out", "/h.1/attn/present.key", "/h.1/attn/present.value"]
+
+
+def test_shipped_packages_have_attention_presents():
+    """The committed models were converted (`igpt convert`) when the export began to write the presents."""
+    shipped = sorted(glob.glob(os.path.join(ROOT, "models", "*", "*.onnx")))
+    assert len(shipped) > 20
+    for path in shipped:
+        assert all(len(o) == 3 for o in _attention_outputs(path)), path
+
+
+def test_convert_gives_past_less_attention_its_presents(tiny, tmp_path):
+    """A current package whose classifier and analysis graphs lack the presents: convert rewrites exactly those
+    graphs, to what export writes byte for byte, leaves weights.data alone, and a second run does nothing."""
+    import shutil
+    _, _, pkg = tiny
+    old = tmp_path / "no-presents"
+    shutil.copytree(pkg, old)
+    for name in PAST_LESS_GRAPHS:
+        graph = onnx.load(str(old / name), load_external_data=False)
+        for n in graph.graph.node:
+            if n.op_type == "GroupQueryAttention":
+                del n.output[1:]
+        onnx.save(graph, str(old / name))
+        assert open(old / name, "rb").read() != open(os.path.join(pkg, name), "rb").read()
+    assert convert.convert_package(str(old)) == ["classifier.onnx", "classifier.fp16.onnx", "analysis.onnx"]
+    for name in os.listdir(pkg):
+        assert open(old / name, "rb").read() == open(os.path.join(pkg, name), "rb").read(), name
+    assert convert.convert_package(str(old)) == []
+
+
 def test_bad_palette_is_rejected(tmp_path):
     model = make_test_package.make_model(n_classes=0)
     ckpt = make_test_package.make_checkpoint(model, [])
@@ -677,7 +726,8 @@ def test_committed_fixture_is_current_and_small(tiny):
         np.testing.assert_allclose(a["analysis"][key], b["analysis"][key], atol=1e-5)
     for name in ("decoder.onnx", "decoder.fp16.onnx", "classifier.onnx", "classifier.fp16.onnx", "analysis.onnx"):
         x, y = onnx.load(os.path.join(FIXTURE, name)), onnx.load(os.path.join(pkg, name))
-        assert [(n.op_type, list(n.input)) for n in x.graph.node] == [(n.op_type, list(n.input)) for n in y.graph.node]
+        assert ([(n.op_type, list(n.input), list(n.output)) for n in x.graph.node]
+                == [(n.op_type, list(n.input), list(n.output)) for n in y.graph.node]), name
         for s, t in zip(x.graph.initializer, y.graph.initializer):
             np.testing.assert_allclose(numpy_helper.to_array(s).astype(np.float32),
                                        numpy_helper.to_array(t).astype(np.float32), atol=1e-6)
