@@ -13,7 +13,7 @@
 #   scripts/gpu-check.sh                          # the repository's models/
 #   MODELS_DIR=/srv/models scripts/gpu-check.sh   # other packages
 #   MODELS_DIR=tests/fixtures CUDA_DEVICE_ID=1 BATCHES="1 8 16" REPEATS=5 scripts/gpu-check.sh
-#   CUDA_GRAPHS=true scripts/gpu-check.sh         # decode steps as CUDA graphs (compare with a run without)
+#   CUDA_GRAPHS=false scripts/gpu-check.sh        # decode steps without CUDA graphs (the default is with)
 #   CUDA_MEMORY_LIMIT=8589934592 scripts/gpu-check.sh   # Inference:CudaMemoryLimitBytes
 #
 # Inside the image instead (no SDK needed):
@@ -27,7 +27,7 @@ PUBLISH_DIR=${PUBLISH_DIR:-/tmp/igpt-gpu-publish}
 PORT=${PORT:-5098}
 MODELS_DIR=$(cd "${MODELS_DIR:-$REPO/models}" && pwd)
 CUDA_DEVICE_ID=${CUDA_DEVICE_ID:-0}
-CUDA_GRAPHS=${CUDA_GRAPHS:-false}
+CUDA_GRAPHS=${CUDA_GRAPHS:-true}
 CUDA_MEMORY_LIMIT=${CUDA_MEMORY_LIMIT:-0}
 BATCHES=${BATCHES:-"1 4 16"}
 REPEATS=${REPEATS:-3}
