@@ -132,4 +132,67 @@ public class SamplerTests
     [InlineData(float.NaN, 0, 1f)]
     public void InvalidOptionsAreRejected(float temperature, int topK, float topP) =>
         Assert.Throws<ArgumentException>(() => new SamplingOptions(temperature, topK, topP).Validate());
+    /// <summary>The top-p rule as the whole-palette sort writes it, the sampler's before its nucleus prefilter.</summary>
+    private static int PickSortingEveryColour(ReadOnlySpan<float> logits, int v, SamplingOptions o, ref Xoshiro256StarStar rng)
+    {
+        var scaled = new float[v];
+        for (int i = 0; i < v; i++) scaled[i] = logits[i] / o.Temperature;
+        var probs = new float[v];
+        Sampler.Softmax(scaled, probs);
+        var order = new ulong[v];
+        for (int i = 0; i < v; i++) order[i] = ((ulong)~BitConverter.SingleToUInt32Bits(probs[i]) << 32) | (uint)i;
+        Array.Sort(order);
+        float before = 0;
+        for (int j = 0; j < v; j++)
+        {
+            int i = (int)(order[j] & 0xFFFFFFFF);
+            if (j > 0 && before >= o.TopP) scaled[i] = float.NegativeInfinity;
+            before += probs[i];
+        }
+        Sampler.Softmax(scaled, probs);
+        double target = rng.NextDouble() * probs.Sum(p => (double)p), cdf = 0;
+        int lastNonZero = 0;
+        for (int i = 0; i < v; i++)
+        {
+            cdf += probs[i];
+            if (cdf > target) return i;
+            if (probs[i] > 0) lastNonZero = i;
+        }
+        return lastNonZero;
+    }
+
+    [Theory]
+    [InlineData(512)]
+    [InlineData(16)]
+    [InlineData(3)]
+    public void TopPKeepsWhatSortingEveryColourKeeps(int v)
+    {
+        // Logits of every shape a model gives: peaked, flat, tied in runs, with colours far below the rest
+        // (probabilities 0 and subnormal); temperatures and top_p from tiny to nearly 1. Same seed, same pick.
+        var sampler = new Sampler(v);
+        var source = new Random(5);
+        float[] topPs = [1e-6f, 0.05f, 0.5f, 0.9f, 0.95f, 0.999f, 0.9999999f];
+        int draws = 0;
+        for (int shape = 0; shape < 400; shape++)
+        {
+            var logits = new float[v + 1];
+            float spread = (float)Math.Pow(10, source.NextDouble() * 4 - 2);
+            for (int i = 0; i < v; i++)
+            {
+                logits[i] = shape % 4 == 0 ? MathF.Round((float)source.NextDouble() * 4) : (float)(source.NextDouble() * spread);
+                if (shape % 5 == 0 && i % 7 == 0) logits[i] -= 200;   // below the rest: probability 0 or subnormal
+            }
+            logits[v] = 1e9f;  // SOS
+            foreach (float topP in topPs)
+            {
+                var o = new SamplingOptions((float)(0.1 + source.NextDouble() * 2), 0, topP);
+                ulong seed = (ulong)source.NextInt64();
+                var a = Xoshiro256StarStar.ForRow(seed, 0);
+                var b = Xoshiro256StarStar.ForRow(seed, 0);
+                Assert.Equal(PickSortingEveryColour(logits, v, o, ref b), sampler.Pick(logits, o, ref a));
+                draws++;
+            }
+        }
+        Assert.Equal(400 * 7, draws);
+    }
 }

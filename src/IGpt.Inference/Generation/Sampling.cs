@@ -131,20 +131,7 @@ public sealed class Sampler
 
         if (options.TopP > 0 && options.TopP < 1)
         {
-            // Descending probability, ties by ascending index: for probabilities >= 0 the float bits
-            // order like the values, so sorting (~bits, index) ascending is that order.
-            var order = _order.AsSpan();
-            for (int i = 0; i < v; i++)
-                order[i] = ((ulong)~BitConverter.SingleToUInt32Bits(probs[i]) << 32) | (uint)i;
-            order.Sort();
-            float before = 0;
-            for (int j = 0; j < v; j++)
-            {
-                int i = (int)(order[j] & 0xFFFFFFFF);
-                float p = probs[i];
-                if (j > 0 && before >= options.TopP) scaled[i] = float.NegativeInfinity;
-                before += p;
-            }
+            KeepNucleus(probs, scaled, options.TopP);
             Softmax(scaled, probs);
         }
 
@@ -160,6 +147,62 @@ public sealed class Sampler
             if (probs[i] > 0) lastNonZero = i;
         }
         return lastNonZero;
+    }
+
+    /// <summary>
+    /// Top-p: in order of descending probability (ties by ascending index), a colour is dropped (its scaled logit
+    /// set to -inf) once the colours before it hold at least <paramref name="topP"/>; the first is always kept.
+    /// Only the colours that can be kept are sorted: grouped by their probability's binary exponent (one pass), the
+    /// groups from the most probable down until they hold topP, and every colour in them (usually a few dozen of
+    /// 512). Every colour outside comes after all of them in that order, so once their float sum in order reaches
+    /// topP (checked; else the whole palette is sorted) it is dropped exactly as a sort of the whole palette would
+    /// drop it: the same colours kept, the same images for a seed, without sorting 512 colours a row (benchmarks/README.md,
+    /// "CUDA", for what that saved).
+    /// </summary>
+    private void KeepNucleus(ReadOnlySpan<float> probs, Span<float> scaled, float topP)
+    {
+        int v = probs.Length;
+        Span<double> mass = stackalloc double[256];
+        mass.Clear();
+        for (int i = 0; i < v; i++)
+            mass[(int)(BitConverter.SingleToUInt32Bits(probs[i]) >> 23)] += probs[i];
+        int lowest = 255;
+        double held = 0;
+        while (lowest > 0 && held + mass[lowest] < topP) held += mass[lowest--];
+        uint floorBits = (uint)lowest << 23;  // the smallest probability's bits in the lowest group taken
+
+        // Descending probability, ties by ascending index: for probabilities >= 0 the float bits order like the
+        // values, so sorting (~bits, index) ascending is that order.
+        var order = _order.AsSpan();
+        int n = 0;
+        for (int i = 0; i < v; i++)
+        {
+            uint bits = BitConverter.SingleToUInt32Bits(probs[i]);
+            if (bits >= floorBits) order[n++] = ((ulong)~bits << 32) | (uint)i;
+        }
+        var candidates = order[..n];
+        candidates.Sort();
+        float before = 0;
+        foreach (ulong key in candidates)
+            before += probs[(int)(key & 0xFFFFFFFF)];
+        if (n < v && !(before >= topP))
+        {
+            // The float sum in order fell short of the double one: rare; sort the whole palette.
+            n = 0;
+            for (int i = 0; i < v; i++) order[n++] = ((ulong)~BitConverter.SingleToUInt32Bits(probs[i]) << 32) | (uint)i;
+            candidates = order[..n];
+            candidates.Sort();
+        }
+        before = 0;
+        for (int j = 0; j < candidates.Length; j++)
+        {
+            int i = (int)(candidates[j] & 0xFFFFFFFF);
+            if (j > 0 && before >= topP) scaled[i] = float.NegativeInfinity;
+            before += probs[i];
+        }
+        if (candidates.Length == v) return;
+        for (int i = 0; i < v; i++)
+            if (BitConverter.SingleToUInt32Bits(probs[i]) < floorBits) scaled[i] = float.NegativeInfinity;
     }
 
     /// <summary>Index of the largest value, ties to the lowest index.</summary>
