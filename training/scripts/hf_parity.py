@@ -165,11 +165,15 @@ def trace_modules(hf_model, hf_dir: str, ids: torch.Tensor, shown: int = 12) -> 
     outputs = {"hf": {}, "ours": {}}
     order: List[str] = []
 
+    inputs = {"hf": {}, "ours": {}}
+
     def hook(side, name):
-        def record(_module, _inputs, out):
+        def record(_module, args, out):
             t = out[0] if isinstance(out, (tuple, list)) else out
             if torch.is_tensor(t):
                 outputs[side][name] = t.detach()
+                if args and torch.is_tensor(args[0]):
+                    inputs[side][name] = args[0].detach()
                 if side == "ours" and name not in order:
                     order.append(name)
         return record
@@ -190,6 +194,17 @@ def trace_modules(hf_model, hf_dir: str, ids: torch.Tensor, shown: int = 12) -> 
         if diff > 1e-6 * max(1.0, size):
             where = (a.double() - b.double()).abs().reshape(-1, a.shape[-1]).max(-1).values.argmax()
             Report.info(f"module {name}: max |diff| {diff:.3g} (largest |output| {size:.3g}, first at row {int(where)})")
+            if parted == 0:  # the first to part: was it given the same input, does it hold the same parameters?
+                x, y = inputs["ours"].get(name), inputs["hf"].get(name)
+                if x is not None and y is not None and x.shape == y.shape:
+                    Report.info(f"  its input: max |diff| {float((x.double() - y.double()).abs().max()):.3g}")
+                theirs_params = dict(hf_names[name].named_parameters())
+                for pname, value in dict(ours.get_submodule(name).named_parameters()).items():
+                    other = theirs_params.get(pname)
+                    same = other is not None and other.shape == value.shape
+                    Report.info(f"  its {pname} {tuple(value.shape)}: " + (
+                        f"max |diff| {float((value.double() - other.double()).abs().max()):.3g}" if same else
+                        f"transformers holds {None if other is None else tuple(other.shape)}"))
             parted += 1
             if parted == shown:
                 break
