@@ -5,10 +5,10 @@ twins each carried a copy). Version 2 stores every weight once, in weights.data;
 the fp16 graphs' fp16 copies in weights.fp16.data, where the fp16 graphs now cast weights.data's fp32
 tensors (weights_file.cast_from_fp32, models/README.md). Both are rewritten to what `export` writes today:
 the same graphs, the same weights' bytes (the fp16 ones checked to be the fp32 ones rounded), parity.json's
-logits and every other file as they are, so the service's answers do not change. Graphs whose
-GroupQueryAttention nodes run without a past (the classifier, the analysis graph) get the present outputs
-that ONNX Runtime's CUDA kernel requires (`with_presents`); in a package already in the current weights
-layout only those graphs are rewritten. A package already in the current layout is left alone.
+logits and every other file as they are, so the service's answers do not change. An fp16 graph whose
+GroupQueryAttention nodes run without a past (classifier.fp16.onnx) gets the present outputs that ONNX
+Runtime's CUDA kernel requires (`with_presents`); in a package already in the current weights layout only
+such graphs are rewritten. A package already in the current layout is left alone.
 """
 from __future__ import annotations
 
@@ -59,17 +59,15 @@ def convert_package(package: str) -> List[str]:
         raise ValueError(f"{manifest_path}: format_version {version!r} (convert reads versions 1 and {FORMAT_VERSION})")
     files = manifest["files"]
     if version == FORMAT_VERSION and [w["path"] for w in files.get("weights") or []] == [weights_file.FP32_FILE]:
-        return _add_attention_presents(package, _graphs(files, "float32") + _graphs(files, "float16")
-                                       + [a["path"] for a in (manifest.get("analysis") or {}).values()
-                                          if isinstance(a, dict) and "path" in a])
+        return _add_attention_presents(package, _graphs(files, "float16"))
     fp32, fp16 = _graphs(files, "float32"), _graphs(files, "float16")
     # Everything is read before anything is written: the v1 segments point into decoder.onnx's own bytes.
     loaded = {name: onnx.load(os.path.join(package, name)) for name in fp32 + fp16}
     old_data = {loc for name in loaded for loc in
                 weights_file.external_locations(onnx.load(os.path.join(package, name), load_external_data=False))}
     tensors = {t.name: t for name in fp32 for t in loaded[name].graph.initializer}
-    for model in loaded.values():
-        with_presents(model)
+    for name in fp16:
+        with_presents(loaded[name])
     for name in fp16:
         weights_file.cast_from_fp32(loaded[name], tensors)
     os.remove(manifest_path)  # the folder is not a package until the new manifest is written
@@ -101,8 +99,9 @@ def convert_package(package: str) -> List[str]:
 
 def with_presents(model: onnx.ModelProto) -> bool:
     """Gives every GroupQueryAttention node without a past its present key and value outputs (unused, named after the
-    node), as `export` writes them now: ONNX Runtime's CUDA kernel refuses to run without them (the CPU kernel does
-    not mind), so classifier.fp16.onnx failed on CUDA. Returns whether the graph changed."""
+    node), as `export` writes them in the fp16 graphs now: ONNX Runtime's CUDA kernel refuses to run without them, so
+    classifier.fp16.onnx failed on CUDA (the fp32 graphs, the CPU's, stay without: faster there). Returns whether
+    the graph changed."""
     changed = False
     for node in model.graph.node:
         if node.op_type == "GroupQueryAttention" and len(node.output) == 1:
@@ -113,8 +112,8 @@ def with_presents(model: onnx.ModelProto) -> bool:
 
 
 def _add_attention_presents(package: str, names: List[str]) -> List[str]:
-    """with_presents for a current package's graphs, rewriting only the graphs it changes (their weights stay in
-    weights.data, untouched)."""
+    """with_presents for a current package's fp16 graphs, rewriting only the graphs it changes (their weights stay
+    in weights.data, untouched)."""
     written = []
     for name in names:
         path = os.path.join(package, name)
