@@ -150,15 +150,7 @@ public class SamplerTests
             before += probs[i];
         }
         Sampler.Softmax(scaled, probs);
-        double target = rng.NextDouble() * probs.Sum(p => (double)p), cdf = 0;
-        int lastNonZero = 0;
-        for (int i = 0; i < v; i++)
-        {
-            cdf += probs[i];
-            if (cdf > target) return i;
-            if (probs[i] > 0) lastNonZero = i;
-        }
-        return lastNonZero;
+        return Sampler.Draw(probs, rng.NextDouble());
     }
 
     [Theory]

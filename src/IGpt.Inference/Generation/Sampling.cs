@@ -135,12 +135,17 @@ public sealed class Sampler
             Softmax(scaled, probs);
         }
 
-        double u = rng.NextDouble();
+        return Draw(probs, rng.NextDouble());
+    }
+
+    /// <summary>The colour whose share of the cumulative distribution (in palette order) holds u in [0, 1).</summary>
+    internal static int Draw(ReadOnlySpan<float> probs, double u)
+    {
         double total = 0;
-        for (int i = 0; i < v; i++) total += probs[i];
+        for (int i = 0; i < probs.Length; i++) total += probs[i];
         double target = u * total, cdf = 0;
         int lastNonZero = 0;
-        for (int i = 0; i < v; i++)
+        for (int i = 0; i < probs.Length; i++)
         {
             cdf += probs[i];
             if (cdf > target) return i;
