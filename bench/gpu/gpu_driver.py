@@ -6,16 +6,18 @@
 For every package in KIT/models it checks and measures:
 - /v1/models reports execution_provider CUDA (else the provider_reason is recorded);
 - greedy completions (temperature 0) of 16 test images on CUDA (fp16) against the CPU with fp32 weights and a float32
-  KV cache (the reference; the CPU's default int8 cache changes top-1 at 0.2-0.3% of positions): identical images,
-  counted for the first 8 (the goal) and all 16;
+  KV cache (the reference; the CPU's default int8 cache moves predictions itself): identical images, counted for the
+  first 8 (the goal) and all 16;
 - completion timings (decode_ms and prefill_ms from the response; ms per decode step = decode_ms over the steps,
   generated tokens / n) at n=1 and n=16, on the CPU, on CUDA, and on CUDA with CUDA graphs;
 - classification of 200 test images where the model has a classifier: agreement between CUDA and CPU, and accuracy.
 
-Writes $OUT/gpu.json (and the services' logs) when OUT is set, and prints the JSON. Standard library and numpy; PIL
-when present (else a small PNG codec below). A step that fails is recorded with its error and the rest still runs;
-DRIVER_MODELS (comma-separated) measures only those; DRIVER_GREEDY_ONLY (comma-separated) only their greedy parity. DRIVER_DEADLINE (seconds, default 420) skips what is left once it has passed. GPU_DRIVER_DRY=1 runs every step
-even where CUDA did not load (a rehearsal on a machine without a GPU). Built by bench/gpu/build_kit.sh.
+Writes $OUT/gpu.json (and the services' logs) when OUT is set, and prints the JSON. Standard library and numpy only
+(PNGs through the small codec below). A step that fails is recorded with its error and the rest still runs.
+Environment: DRIVER_MODELS (comma-separated) measures only those; DRIVER_GREEDY_ONLY (comma-separated) only their
+greedy parity; DRIVER_DEADLINE (seconds, default 420) skips what is left once it has passed; GPU_DRIVER_DRY=1 runs
+every step even where CUDA did not load (a rehearsal on a machine without a GPU). Built by bench/gpu/build_kit.sh,
+run by bench/gpu/device.sh.
 """
 import base64, glob, json, os, shutil, statistics, struct, subprocess, sys, time, traceback, urllib.request, zlib
 import numpy as np
