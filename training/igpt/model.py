@@ -96,6 +96,11 @@ class Conv1D(nn.Module):
         return torch.addmm(self.bias, x.reshape(-1, x.size(-1)), self.weight).view(*x.shape[:-1], self.nf)
 
 
+def _at_least_fp32(x: torch.Tensor) -> torch.Tensor:
+    """Half-precision tensors in float32 for norms and softmax; float32 and float64 as they are."""
+    return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+
+
 class RMSNorm(nn.Module):
     """iGPT's 'layer norm': x * rsqrt(mean(x^2) + eps) * g, no mean subtraction, no bias."""
 
@@ -105,9 +110,9 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(n))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        xf = x.float()
+        xf = _at_least_fp32(x)
         y = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)
-        return (y * self.weight.float()).to(x.dtype)
+        return (y * self.weight.to(xf.dtype)).to(x.dtype)
 
 
 def quick_gelu(x: torch.Tensor) -> torch.Tensor:
@@ -161,7 +166,7 @@ class Attention(nn.Module):
                 # query i sits at absolute position T-S+i and sees keys 0..T-S+i
                 causal = torch.ones(S, T, dtype=torch.bool, device=x.device).tril(diagonal=T - S)
                 att = att.masked_fill(~causal, torch.finfo(att.dtype).min)
-            att = self.attn_dropout(F.softmax(att.float(), dim=-1).to(q.dtype))
+            att = self.attn_dropout(F.softmax(_at_least_fp32(att), dim=-1).to(q.dtype))
             y = att @ v
         y = y.transpose(1, 2).contiguous().view(B, S, C)  # [B, S, C]
         return self.resid_dropout(self.c_proj(y)), (k, v)
@@ -182,14 +187,14 @@ class Attention(nn.Module):
         q2, k2, v2 = (t.reshape(B * nh, S, hs) for t in (q, k, v))  # [B*nh, S, hs]
         if self.bidirectional:
             att = torch.bmm(q2, k2.transpose(1, 2)) * scale
-            return torch.bmm(self.attn_dropout(F.softmax(att.float(), -1).to(q.dtype)), v2).view(B, nh, S, hs)
+            return torch.bmm(self.attn_dropout(F.softmax(_at_least_fp32(att), -1).to(q.dtype)), v2).view(B, nh, S, hs)
         bias = _causal_bias(S, q.device, q.dtype)  # [S, S]: 0 on and below the diagonal, else min
         blocks = 1 if S < 128 else 4
         edges = sorted({max(1, round(S * math.sqrt((i + 1) / blocks))) for i in range(blocks)})
         outs, r0 = [], 0
         for r1 in edges:  # queries r0..r1-1 see keys 0..r1-1
             att = torch.baddbmm(bias[r0:r1, :r1], q2[:, r0:r1], k2[:, :r1].transpose(1, 2), alpha=scale)
-            att = self.attn_dropout(F.softmax(att.float(), -1).to(q.dtype))
+            att = self.attn_dropout(F.softmax(_at_least_fp32(att), -1).to(q.dtype))
             outs.append(torch.bmm(att, v2[:, :r1]))  # [B*nh, r1-r0, hs]
             r0 = r1
         return torch.cat(outs, 1).view(B, nh, S, hs)

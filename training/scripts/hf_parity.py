@@ -214,8 +214,8 @@ def trace_modules(hf_model, hf_dir: str, ids: torch.Tensor, shown: int = 12) -> 
 
 def float64_checks(rep: Report, hf_model, hf_dir: str, ids: torch.Tensor, hf_logits: torch.Tensor,
                    ours: torch.Tensor) -> None:
-    """Both models again in float64, where rounding cannot hide a difference in the computation: ours must match
-    transformers to 1e-9 relative there. Then how far each float32 run is from transformers' float64 logits, which
+    """Both models again in float64 (ours takes its norms and softmax in float64 too), where rounding cannot hide a
+    difference in the computation: ours must match transformers to 1e-9 relative there. Then how far each float32 run is from transformers' float64 logits, which
     tells rounding (both about as far) from a real difference when a float32 check fails."""
     import copy  # noqa: PLC0415
     with torch.no_grad():

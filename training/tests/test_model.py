@@ -83,3 +83,29 @@ def test_classify_mean_pools_final_norm_states():
     cls, gen = m.classify(inp)
     h, _ = m.hidden(inp)
     assert torch.allclose(cls, m.score(h.mean(1)), atol=1e-6) and gen.shape == (2, 64, 8)
+
+
+def test_float64_runs_norms_and_attention_in_float64():
+    """Half precision computes norms and softmax in float32; float64 stays float64 throughout, so a float64 run
+    (scripts/hf_parity.py's exact check against transformers) differs from another float64 implementation only by
+    float64 rounding."""
+    import math
+    torch.manual_seed(0)
+    model = tiny().double().eval()
+    cfg = model.config
+    x = torch.randn(2, 5, cfg.n_embd, dtype=torch.float64)
+    norm = model.transformer.h[0].ln_1
+    with torch.no_grad():
+        norm.weight.uniform_(0.5, 1.5)
+        want = x / torch.sqrt((x * x).mean(-1, keepdim=True) + norm.eps) * norm.weight
+        assert norm(x).dtype == torch.float64
+        assert (norm(x) - want).abs().max() < 1e-14
+        attn = model.transformer.h[0].attn
+        got, _ = attn(x)
+        q, k, v = attn.c_attn(x).split(cfg.n_embd, dim=2)
+        H, D = cfg.n_head, cfg.n_embd // cfg.n_head
+        q, k, v = (t.view(2, 5, H, D).transpose(1, 2) for t in (q, k, v))
+        s = (q @ k.transpose(-1, -2)) / math.sqrt(D)
+        s = s.masked_fill(~torch.ones(5, 5, dtype=torch.bool).tril(), float("-inf"))
+        want = attn.c_proj((s.softmax(-1) @ v).transpose(1, 2).reshape(2, 5, cfg.n_embd))
+        assert (got - want).abs().max() < 1e-12
