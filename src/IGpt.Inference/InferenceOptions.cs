@@ -31,8 +31,8 @@ public sealed class InferenceOptions : IValidatableObject
     /// <summary>
     /// Capture each decode step's kernels in CUDA graphs (ONNX Runtime's enable_cuda_graph): one graph per
     /// power-of-two number of slots up to MaxBatch, replayed with one launch. Falls back to plain CUDA runs
-    /// when the session cannot capture (logged). Ignored on the CPU provider. On by default: on the first GPU
-    /// run it took decode steps from launch-bound to 2-4x faster at the same outputs (benchmarks/README.md, "CUDA").
+    /// when the session cannot capture (logged). Ignored on the CPU provider. On by default: measured on a GPU, the
+    /// steps stop being launch-bound and give the same outputs (benchmarks/README.md, "CUDA").
     /// </summary>
     public bool CudaGraphs { get; set; } = true;
 
