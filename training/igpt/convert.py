@@ -68,7 +68,6 @@ def convert_package(package: str) -> List[str]:
     tensors = {t.name: t for name in fp32 for t in loaded[name].graph.initializer}
     for name in fp16:
         with_presents(loaded[name])
-    for name in fp16:
         weights_file.cast_from_fp32(loaded[name], tensors)
     os.remove(manifest_path)  # the folder is not a package until the new manifest is written
     names = fp32 + fp16

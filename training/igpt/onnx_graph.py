@@ -141,8 +141,8 @@ def _transformer(g: _Graph, cfg: IGptConfig, w: Dict[str, np.ndarray], input_ids
             presents += outs[1:]
         elif g.elem == TensorProto.FLOAT16:
             # CUDA's GroupQueryAttention refuses to run without its presents, even with no past: unused outputs
-            # here. Only the fp16 graphs (CUDA's) declare them: the CPU kernel runs without them, and a classifier
-            # pass took 1.2x as long on the CPU with them.
+            # here. Only the fp16 graphs (CUDA's) declare them: the CPU kernel runs without them, and faster
+            # (models/README.md).
             outs = [f"/h.{i}/attn/out", f"/h.{i}/attn/present.key", f"/h.{i}/attn/present.value"]
             ins = [qkv, "", "", "", "", seqlens_k, total_len]
         else:

@@ -176,27 +176,14 @@ public sealed class Sampler
         while (lowest > 0 && held + mass[lowest] < topP) held += mass[lowest--];
         uint floorBits = (uint)lowest << 23;  // the smallest probability's bits in the lowest group taken
 
-        // Descending probability, ties by ascending index: for probabilities >= 0 the float bits order like the
-        // values, so sorting (~bits, index) ascending is that order.
-        var order = _order.AsSpan();
-        int n = 0;
-        for (int i = 0; i < v; i++)
-        {
-            uint bits = BitConverter.SingleToUInt32Bits(probs[i]);
-            if (bits >= floorBits) order[n++] = ((ulong)~bits << 32) | (uint)i;
-        }
-        var candidates = order[..n];
-        candidates.Sort();
+        var candidates = SortedFrom(probs, floorBits);
         float before = 0;
         foreach (ulong key in candidates)
             before += probs[(int)(key & 0xFFFFFFFF)];
-        if (n < v && !(before >= topP))
+        if (candidates.Length < v && !(before >= topP))
         {
-            // The float sum in order fell short of the double one: rare; sort the whole palette.
-            n = 0;
-            for (int i = 0; i < v; i++) order[n++] = ((ulong)~BitConverter.SingleToUInt32Bits(probs[i]) << 32) | (uint)i;
-            candidates = order[..n];
-            candidates.Sort();
+            floorBits = 0;  // the float sum in order fell short of the double one: rare; sort the whole palette
+            candidates = SortedFrom(probs, floorBits);
         }
         before = 0;
         for (int j = 0; j < candidates.Length; j++)
@@ -208,6 +195,25 @@ public sealed class Sampler
         if (candidates.Length == v) return;
         for (int i = 0; i < v; i++)
             if (BitConverter.SingleToUInt32Bits(probs[i]) < floorBits) scaled[i] = float.NegativeInfinity;
+    }
+
+    /// <summary>
+    /// The colours whose probability's bits are at least <paramref name="floorBits"/>, as (~bits, index) keys sorted
+    /// ascending: descending probability, ties by ascending index (for probabilities >= 0 the float bits order like
+    /// the values).
+    /// </summary>
+    private Span<ulong> SortedFrom(ReadOnlySpan<float> probs, uint floorBits)
+    {
+        var order = _order.AsSpan();
+        int n = 0;
+        for (int i = 0; i < probs.Length; i++)
+        {
+            uint bits = BitConverter.SingleToUInt32Bits(probs[i]);
+            if (bits >= floorBits) order[n++] = ((ulong)~bits << 32) | (uint)i;
+        }
+        var sorted = order[..n];
+        sorted.Sort();
+        return sorted;
     }
 
     /// <summary>Index of the largest value, ties to the lowest index.</summary>
