@@ -154,6 +154,10 @@ class Report:
     def info(what: str) -> None:
         print(f"INFO  {what}", flush=True)
 
+    def fail(self, what: str) -> None:
+        self.failed += 1
+        print(f"FAIL  {what}", flush=True)
+
 
 def trace_modules(hf_model, hf_dir: str, ids: torch.Tensor, shown: int = 12) -> None:
     """Where two float64 runs part: every submodule both models have by name (they share GPT-2's names), its
@@ -163,9 +167,8 @@ def trace_modules(hf_model, hf_dir: str, ids: torch.Tensor, shown: int = 12) -> 
     ours, _ = import_hf(hf_dir)
     ours = ours.double().eval()
     outputs = {"hf": {}, "ours": {}}
-    order: List[str] = []
-
     inputs = {"hf": {}, "ours": {}}
+    order: List[str] = []
 
     def hook(side, name):
         def record(_module, args, out):
@@ -215,8 +218,9 @@ def trace_modules(hf_model, hf_dir: str, ids: torch.Tensor, shown: int = 12) -> 
 def float64_checks(rep: Report, hf_model, hf_dir: str, ids: torch.Tensor, hf_logits: torch.Tensor,
                    ours: torch.Tensor) -> None:
     """Both models again in float64 (ours takes its norms and softmax in float64 too), where rounding cannot hide a
-    difference in the computation: ours must match transformers to 1e-9 relative there. Then how far each float32 run is from transformers' float64 logits, which
-    tells rounding (both about as far) from a real difference when a float32 check fails."""
+    difference in the computation: ours must match transformers to 1e-9 relative there. Then how far each float32
+    run is from transformers' float64 logits, which tells rounding (both about as far) from a real difference when a
+    float32 check fails."""
     import copy  # noqa: PLC0415
     with torch.no_grad():
         ref = copy.deepcopy(hf_model).double()(input_ids=ids).logits.cpu()
@@ -232,9 +236,6 @@ def float64_checks(rep: Report, hf_model, hf_dir: str, ids: torch.Tensor, hf_log
              f"(ours largest at position {where[0]}, colour {where[1]}); mean |error| transformers {float(hf_err.mean()):.3g}, "
              f"ours {float(our_err.mean()):.3g}")
 
-    def fail(self, what: str) -> None:
-        self.failed += 1
-        print(f"FAIL  {what}", flush=True)
 
 
 # --- the check ----------------------------------------------------------------------------------

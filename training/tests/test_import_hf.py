@@ -322,3 +322,45 @@ def test_hf_parity_exits_1_without_transformers():
     r = subprocess.run([sys.executable, os.path.join(TRAINING, "scripts", "hf_parity.py")], capture_output=True,
                        text=True, timeout=120)
     assert r.returncode == 1 and "transformers" in r.stdout and "nothing was checked" in r.stdout
+
+
+def test_hf_parity_float64_check_passes_the_same_model_and_traces_a_changed_one(tmp_path, capsys):
+    """float64_checks against a stand-in for transformers (our own import, under transformers' module names): the same
+    weights pass to 1e-9; one bias moved by 1e-3 fails, and the trace names that module first, with its input equal
+    and the moved parameter. Report.fail counts too."""
+    import types
+    hp = _hf_parity()
+    sd = random_hf_state_dict(seed=8)
+    make_hf_dir(tmp_path / "hf", sd, "safetensors")
+    ids = input_ids()
+    theirs, _ = import_hf(str(tmp_path / "hf"))
+
+    class StandIn(torch.nn.Module):  # transformers' layout: .transformer, .lm_head, forward(input_ids=) -> .logits
+        def __init__(self, model):
+            super().__init__()
+            self.transformer, self.lm_head = model.transformer, model.lm_head
+            self.__dict__["whole"] = model  # not a submodule: the names stay transformers'
+
+        def forward(self, input_ids):
+            return types.SimpleNamespace(logits=self.whole(input_ids)[0])
+
+    hf = StandIn(theirs).eval()
+    ours = hp.our_logits(str(tmp_path / "hf"), ids)
+    with torch.no_grad():
+        logits = hf(input_ids=ids).logits
+    rep = hp.Report()
+    hp.float64_checks(rep, hf, str(tmp_path / "hf"), ids, logits, ours)
+    assert rep.failed == 0 and "PASS  ours vs transformers, both float64" in capsys.readouterr().out
+
+    with torch.no_grad():
+        theirs.transformer.h[0].attn.c_proj.bias[1] += 1e-3
+        logits = hf(input_ids=ids).logits
+    rep = hp.Report()
+    hp.float64_checks(rep, hf, str(tmp_path / "hf"), ids, logits, ours)
+    out = capsys.readouterr().out
+    assert rep.failed == 1 and "FAIL  ours vs transformers, both float64" in out
+    modules = [line for line in out.splitlines() if line.startswith("INFO  module ")]
+    assert modules[0].startswith("INFO  module transformer.h.0.attn.c_proj: max |diff| 0.001")
+    assert "INFO    its input: max |diff| 0\n" in out and "INFO    its bias (32,): max |diff| 0.001" in out
+    rep.fail("something else")
+    assert rep.failed == 2
