@@ -92,8 +92,8 @@ def make(out: str) -> None:
             json.dump({"clusters": hf.hf_clusters(512, SEED).tolist(), "do_normalize": True, "do_resize": True,
                        "size": 32, "feature_extractor_type": "ImageGPTFeatureExtractor"}, f)
         torch.save(sd, os.path.join(hf_dir, "pytorch_model.bin"))
-        hf.DESCRIPTION = "Random ImageGPT at iGPT-S's shape (untrained; for GPU timings and CUDA-against-CPU agreement)"
-        if hf.build_package(hf_dir, out, model_id="igpt-s-random") != 0:
+        description = "Random ImageGPT at iGPT-S's shape (untrained; for GPU timings and CUDA-against-CPU agreement)"
+        if hf.build_package(hf_dir, out, model_id="igpt-s-random", description=description) != 0:
             raise SystemExit("export failed")
 
     weights = open(os.path.join(out, WEIGHTS), "rb").read()

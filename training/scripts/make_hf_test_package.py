@@ -162,7 +162,8 @@ def write_hf_dir(path: str, seed: int = SEED, weights: Sequence[str] = ("bin",),
     return {"config": cfg, "state_dict": sd, "clusters": clusters}
 
 
-def build_package(hf_dir: str, out: str, model_id: str = MODEL_ID, fp16: bool = True) -> int:
+def build_package(hf_dir: str, out: str, model_id: str = MODEL_ID, fp16: bool = True,
+                  description: str = DESCRIPTION) -> int:
     """import_hf -> checkpoint -> export, as `import-hf` then `export` do, with the HF folder
     recorded by name only (no temporary path in the package)."""
     model, fields = import_hf(hf_dir)
@@ -175,7 +176,7 @@ def build_package(hf_dir: str, out: str, model_id: str = MODEL_ID, fp16: bool = 
         ckpt = os.path.join(tmp, "imported.pt")
         save_checkpoint(ckpt, model, **fields)
         ns = argparse.Namespace(ckpt=ckpt, out=out, id=model_id, no_fp16=not fp16, card_extra=None,
-                                description=DESCRIPTION)
+                                description=description)
         return export.main(ns)
 
 
