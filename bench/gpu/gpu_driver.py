@@ -10,7 +10,9 @@ For every package in KIT/models it checks and measures:
   first 8 (the goal) and all 16;
 - completion timings (decode_ms and prefill_ms from the response; ms per decode step = decode_ms over the steps,
   generated tokens / n) at n=1 and n=16, on the CPU, on CUDA, and on CUDA with CUDA graphs;
-- classification of 200 test images where the model has a classifier: agreement between CUDA and CPU, and accuracy.
+- classification of 200 test images where the model has a classifier: agreement between CUDA and CPU, and accuracy;
+- continuous batching on the device: 12 greedy completions sent together with staggered starts against the same
+  requests one at a time (CUDA graphs on).
 
 Writes $OUT/gpu.json (and the services' logs) when OUT is set, and prints the JSON. Standard library and numpy only
 (PNGs through the small codec below). A step that fails is recorded with its error and the rest still runs.
@@ -165,6 +167,24 @@ def timing(port, mid, n, reps):
             "prefill_ms": round(statistics.median(prefill), 2), "steps": int(steps), "reps": reps}
 
 
+def concurrent_against_alone(port, mid, clients=12):
+    """Continuous batching on the device: greedy completions of `clients` images sent together with staggered starts
+    (so sequences join and leave a running batch, and its slots are compacted while others decode), against the same
+    requests one at a time. Identical images, or close ones (fp16 results may move with the batch size); a slot copy
+    that moved the wrong entries would show as large pixel differences."""
+    import concurrent.futures
+    alone = [complete(port, mid, images[40 + k], n=1, temperature=0, seed=1)["images"][0] for k in range(clients)]
+
+    def late(k):
+        time.sleep(0.003 * k * k)
+        return complete(port, mid, images[40 + k], n=1, temperature=0, seed=1)["images"][0]
+    with concurrent.futures.ThreadPoolExecutor(clients) as pool:
+        together = list(pool.map(late, range(clients)))
+    diffs = [float(np.abs(pixels(a) - pixels(b)).mean()) for a, b in zip(alone, together)]
+    return {"clients": clients, "identical": sum(a == b for a, b in zip(alone, together)),
+            "mean_abs_pixel_diff": round(statistics.mean(diffs), 3), "largest_mean_abs_pixel_diff": round(max(diffs), 3)}
+
+
 def save_logs():
     if out:
         for f in glob.glob(os.path.join(kit, "service-*.log")):
@@ -262,6 +282,7 @@ try:
                 same += int(g["images"][0] == c["images"][0])
             r["graphs_greedy_identical_of_4"] = same
         step(r, "graphs_greedy", graphs_greedy)
+        step(r, "concurrent", lambda mid=mid, r=r: r.__setitem__("concurrent", concurrent_against_alone(8093, mid)))
         log(f"{mid}: graphs {r.get('cuda_graphs_n1', {}).get('ms_per_step')} / {r.get('cuda_graphs_n16', {}).get('ms_per_step')} ms per step")
 except Exception:  # noqa: BLE001
     summary["fatal"] = traceback.format_exc()[-3000:]
