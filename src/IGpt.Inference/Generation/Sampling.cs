@@ -170,7 +170,7 @@ public sealed class Sampler
         Span<double> mass = stackalloc double[256];
         mass.Clear();
         for (int i = 0; i < v; i++)
-            mass[(int)(BitConverter.SingleToUInt32Bits(probs[i]) >> 23)] += probs[i];
+            mass[(int)((BitConverter.SingleToUInt32Bits(probs[i]) >> 23) & 0xFF)] += probs[i];  // the exponent (the sign is never set)
         int lowest = 255;
         double held = 0;
         while (lowest > 0 && held + mass[lowest] < topP) held += mass[lowest--];
