@@ -159,27 +159,66 @@ internal static class SessionLoader
         }
     }
 
+    /// <summary>
+    /// The package's classifier: on CUDA its fp16 graph, else the graph the planner picks for the CPU. A graph other than
+    /// the package's fp32 CPU one must survive a first run at load, of an image of every palette colour in turn, or the
+    /// fp32 CPU graph serves instead (logged): an fp16 graph exported before its attention declared its presents loads
+    /// on CUDA and fails at every run (models/README.md).
+    /// </summary>
     private static Classifier? LoadClassifier(ModelManifest manifest, StepPlanner planner, string provider, PackageWeights? weights,
         ILogger logger)
     {
         if (manifest.Files.Classifier is not { } files) return null;
-        // On CUDA the classifier's fp16 graph runs there too (falling back to the CPU graph if it cannot load).
-        InferenceSession? session = null;
-        if (provider == "CUDA" && files.Cuda is not null)
+        var first = provider == "CUDA" ? files.Cuda : planner.CpuGraph(files);
+        if (first is not null && first != files.Cpu)
         {
-            try { session = planner.CreateSession(manifest.ResolvePath(files.Cuda.Path), useCuda: true, cudaGraphs: false); }
+            InferenceSession? session = null;
+            try
+            {
+                session = provider == "CUDA"
+                    ? planner.CreateSession(manifest.ResolvePath(first.Path), useCuda: true, cudaGraphs: false)
+                    : planner.CreatePackageSession(manifest, first.Path, weights);
+            }
             catch (Exception e) when (IsProviderLoadFailure(e))
             {
-                logger.LogWarning("Model {ModelId}: CUDA classifier {Path} failed to load, using the CPU one: {Reason}",
-                    manifest.Id, files.Cuda.Path, StepPlanner.FirstLine(e.Message));
+                logger.LogWarning("Model {ModelId}: classifier {Path} failed to load, using {CpuPath}: {Reason}",
+                    manifest.Id, first.Path, files.Cpu.Path, StepPlanner.FirstLine(e.Message));
             }
+            if (session is not null && RunsOnce(session, manifest, planner.Options.MaxBatch, first.Path, files.Cpu.Path, logger) is { } classifier)
+                return classifier;
         }
-        session ??= planner.CreatePackageSession(manifest, (provider == "CPU" ? planner.CpuGraph(files) : files.Cpu).Path, weights);
-        try { return new Classifier(session, manifest, planner.Options.MaxBatch); }
+        var cpu = planner.CreatePackageSession(manifest, files.Cpu.Path, weights);
+        try { return new Classifier(cpu, manifest, planner.Options.MaxBatch); }
+        catch
+        {
+            cpu.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>A classifier over <paramref name="session"/> once it has classified one image of every palette colour in turn; else null, the session disposed and the reason logged.</summary>
+    private static Classifier? RunsOnce(InferenceSession session, ModelManifest manifest, int maxBatch, string path, string cpuPath, ILogger logger)
+    {
+        Classifier classifier;
+        try { classifier = new Classifier(session, manifest, maxBatch); }
         catch
         {
             session.Dispose();
             throw;
+        }
+        try
+        {
+            var everyColour = new int[manifest.TokensPerImage];
+            for (int i = 0; i < everyColour.Length; i++) everyColour[i] = i % manifest.PaletteSize;
+            classifier.Classify([everyColour], CancellationToken.None);
+            return classifier;
+        }
+        catch (OnnxRuntimeException e)
+        {
+            classifier.Dispose();
+            logger.LogWarning("Model {ModelId}: classifier {Path} failed its first run, using {CpuPath}: {Reason}",
+                manifest.Id, path, cpuPath, StepPlanner.FirstLine(e.Message));
+            return null;
         }
     }
 
