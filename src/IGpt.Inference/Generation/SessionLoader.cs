@@ -187,11 +187,16 @@ internal static class SessionLoader
             if (session is not null && RunsOnce(session, manifest, planner.Options.MaxBatch, first.Path, files.Cpu.Path, logger) is { } classifier)
                 return classifier;
         }
-        var cpu = planner.CreatePackageSession(manifest, files.Cpu.Path, weights);
-        try { return new Classifier(cpu, manifest, planner.Options.MaxBatch); }
+        return NewClassifier(planner.CreatePackageSession(manifest, files.Cpu.Path, weights), manifest, planner.Options.MaxBatch);
+    }
+
+    /// <summary>A classifier over <paramref name="session"/>, which is disposed if the classifier cannot take it.</summary>
+    private static Classifier NewClassifier(InferenceSession session, ModelManifest manifest, int maxBatch)
+    {
+        try { return new Classifier(session, manifest, maxBatch); }
         catch
         {
-            cpu.Dispose();
+            session.Dispose();
             throw;
         }
     }
@@ -199,13 +204,7 @@ internal static class SessionLoader
     /// <summary>A classifier over <paramref name="session"/> once it has classified one image of every palette colour in turn; else null, the session disposed and the reason logged.</summary>
     private static Classifier? RunsOnce(InferenceSession session, ModelManifest manifest, int maxBatch, string path, string cpuPath, ILogger logger)
     {
-        Classifier classifier;
-        try { classifier = new Classifier(session, manifest, maxBatch); }
-        catch
-        {
-            session.Dispose();
-            throw;
-        }
+        var classifier = NewClassifier(session, manifest, maxBatch);
         try
         {
             var everyColour = new int[manifest.TokensPerImage];
