@@ -31,10 +31,9 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import onnx
 import torch
-from onnx import TensorProto
 from torch.nn import functional as F
 
-from . import onnx_graph, runtime
+from . import onnx_graph, runtime, weights_file
 from .model import IGpt, shift_inputs
 from .package_model import load_package_model
 from .model_card import ANALYSIS_CARD_TEXT
@@ -189,32 +188,6 @@ def manifest_entry(embedding_layer: int, ood: Optional[Dict[str, Any]] = None) -
     return entry
 
 
-def _point_at_package_weights(graph: onnx.ModelProto, package: str, manifest: Dict[str, Any]) -> None:
-    """Makes the graph's float initializers external data at the offsets the decoder's tensors of the same names
-    have in the package's weights file (checking the bytes are the same): analysis.onnx adds nothing to it."""
-    from . import weights_file
-
-    decoder_path = os.path.join(package, manifest["files"]["decoder"]["cpu"]["path"])
-    where = {}
-    for t in onnx.load(decoder_path, load_external_data=False).graph.initializer:
-        if t.data_location == TensorProto.EXTERNAL:
-            e = {kv.key: kv.value for kv in t.external_data}
-            where[t.name] = (e["location"], int(e["offset"]), int(e["length"]))
-    blobs: Dict[str, bytes] = {}
-    for t in graph.graph.initializer:
-        if t.data_type not in weights_file.FLOAT_TYPES:
-            continue
-        if t.name not in where:
-            raise ValueError(f"{t.name}: not a tensor of {decoder_path}'s weights file")
-        location, offset, length = where[t.name]
-        if location not in blobs:
-            with open(os.path.join(package, location), "rb") as f:
-                blobs[location] = f.read()
-        if blobs[location][offset:offset + length] != weights_file.tensor_bytes(t):
-            raise ValueError(f"{t.name}: the package's weights differ from the model rebuilt from them")
-        weights_file._point(t, location, offset, length)
-
-
 def add_graph(package: str, embedding_layer: Optional[int] = None) -> List[str]:
     """Writes analysis.onnx into a package from its own weights (pointing into its weights file), adds its parity
     rows to parity.json (the other entries kept; they are recomputed first, to check the rebuilt model is the
@@ -225,7 +198,7 @@ def add_graph(package: str, embedding_layer: Optional[int] = None) -> List[str]:
     cfg = model.config
     has_classifier = bool(manifest["files"].get("classifier"))
     graph = onnx_graph.build_analysis(cfg, model.state_dict())
-    _point_at_package_weights(graph, package, manifest)
+    weights_file.point_into_package(graph, package, [manifest["files"]["decoder"]["cpu"]["path"]])
     onnx.save_model(graph, os.path.join(package, GRAPH_FILE))
 
     parity_path = os.path.join(package, manifest["files"].get("parity") or "parity.json")

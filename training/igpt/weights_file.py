@@ -109,6 +109,31 @@ def save_graphs(models: Sequence[onnx.ModelProto], paths: Sequence[str], file_na
     return size
 
 
+def point_into_package(model: onnx.ModelProto, folder: str, sources: Sequence[str]) -> None:
+    """Makes the graph's float initializers (loaded with their data) external data at the offsets that tensors of the
+    same names have in the graphs `sources` (files in `folder`, whose weights file is already written), checking the
+    bytes are the same: a graph added to a package this way adds nothing to its weights file. Changed in place."""
+    where: Dict[str, Tuple[str, int, int]] = {}
+    for source in sources:
+        for t in onnx.load(os.path.join(folder, source), load_external_data=False).graph.initializer:
+            if t.data_location == TensorProto.EXTERNAL and t.name not in where:
+                e = {kv.key: kv.value for kv in t.external_data}
+                where[t.name] = (e["location"], int(e["offset"]), int(e["length"]))
+    blobs: Dict[str, bytes] = {}
+    for t in model.graph.initializer:
+        if t.data_type not in FLOAT_TYPES:
+            continue
+        if t.name not in where:
+            raise ValueError(f"{t.name}: not a tensor of {', '.join(sources)} in {folder}")
+        location, offset, length = where[t.name]
+        if location not in blobs:
+            with open(os.path.join(folder, location), "rb") as f:
+                blobs[location] = f.read()
+        if blobs[location][offset:offset + length] != tensor_bytes(t):
+            raise ValueError(f"{t.name}: the package's weights differ from the model rebuilt from them")
+        _point(t, location, offset, length)
+
+
 def external_locations(model: onnx.ModelProto) -> List[str]:
     """The external data files a graph (loaded without its data) points into."""
     found = []
