@@ -96,31 +96,6 @@ def convert_package(package: str) -> List[str]:
     return names + [weights_file.FP32_FILE, "model.json"]
 
 
-def rebuild_fp16_graphs(package: str, fp32_residual: bool) -> List[str]:
-    """Rewrites the package's fp16 graphs (the CUDA variants) from its own weights, with the residual stream in fp32 or
-    fp16 (onnx_graph.build_decoder); they point into weights.data as before, which is not touched. Returns the files
-    written."""
-    from .onnx_graph import build_classifier, build_decoder
-    from .package_model import load_package_model
-
-    model, manifest = load_package_model(package)
-    files = manifest["files"]
-    state = {k: v.float() for k, v in model.state_dict().items()}
-    fp32 = _graphs(files, "float32")
-    tensors = {t.name: t for name in fp32 for t in onnx.load(os.path.join(package, name)).graph.initializer}
-    written = []
-    for kind, build in (("decoder", build_decoder), ("classifier", build_classifier)):
-        entry = (files.get(kind) or {}).get("cuda")
-        if not entry or entry.get("dtype") != "float16":
-            continue
-        graph = build(model.config, state, fp16=True, fp32_residual=fp32_residual)
-        weights_file.cast_from_fp32(graph, tensors)
-        weights_file.point_into_package(graph, package, fp32)
-        onnx.save_model(graph, os.path.join(package, entry["path"]))
-        written.append(entry["path"])
-    return written
-
-
 def with_presents(model: onnx.ModelProto) -> bool:
     """Gives every GroupQueryAttention node without a past its present key and value outputs (unused, named after the
     node), as `export` writes them in the fp16 graphs now: ONNX Runtime's CUDA kernel refuses to run without them, so

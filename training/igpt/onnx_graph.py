@@ -34,15 +34,11 @@ SOS_LOGIT = -1e9
 
 
 class _Graph:
-    """A small node/initializer accumulator with unique names.
+    """A small node/initializer accumulator with unique names."""
 
-    dtype is the projections' and attention's type. fp32_residual (fp16 graphs only) keeps the residual stream, the
-    norms, the embeddings and the head in fp32: the projections' inputs are cast to fp16 and their outputs back."""
-
-    def __init__(self, dtype: np.dtype, fp32_residual: bool = False):
+    def __init__(self, dtype: np.dtype):
         self.dtype = np.dtype(dtype)
         self.elem = TensorProto.FLOAT16 if self.dtype == np.float16 else TensorProto.FLOAT
-        self.fp32_residual = fp32_residual and self.dtype == np.float16
         self.nodes: List[onnx.NodeProto] = []
         self.inits: List[onnx.TensorProto] = []
         self._names: set = set()
@@ -64,18 +60,6 @@ class _Graph:
     def one(self, op: str, inputs: List[str], name: str, domain: str = "", **attrs) -> str:
         return self.node(op, inputs, [f"{name}/out"], name, domain, **attrs)[0]
 
-    def stream_init(self, name: str, array: np.ndarray) -> str:
-        """An initializer the residual stream uses (a norm's gain, a bias added in a norm, an embedding)."""
-        return self.init(name, array, cast=not self.fp32_residual)
-
-    def to_projection(self, x: str, name: str) -> str:
-        """x from the residual stream's type to the projections' (a Cast when they differ)."""
-        return self.one("Cast", [x], name, to=TensorProto.FLOAT16) if self.fp32_residual else x
-
-    def to_stream(self, x: str, name: str) -> str:
-        """A projection's output x to the residual stream's type."""
-        return self.one("Cast", [x], name, to=TensorProto.FLOAT) if self.fp32_residual else x
-
 
 def _weights(state: Dict[str, "np.ndarray"]) -> Dict[str, np.ndarray]:
     return {k: (v.detach().cpu().float().numpy() if hasattr(v, "detach") else np.asarray(v, np.float32))
@@ -96,8 +80,8 @@ def _norm(g: _Graph, name: str, x: str, skip: str, gamma: str, bias: Optional[st
 
 def _embed(g: _Graph, w: Dict[str, np.ndarray], input_ids: str, position_ids: str):
     """Token and position embeddings, [B, S, C] each; the first norm adds them."""
-    wte = g.stream_init("transformer.wte.weight", w["transformer.wte.weight"])
-    wpe = g.stream_init("transformer.wpe.weight", w["transformer.wpe.weight"])
+    wte = g.init("transformer.wte.weight", w["transformer.wte.weight"])
+    wpe = g.init("transformer.wpe.weight", w["transformer.wpe.weight"])
     tok = g.one("Gather", [wte, input_ids], "/wte/Gather", axis=0)      # [B, S, C]
     pos = g.one("Gather", [wpe, position_ids], "/wpe/Gather", axis=0)   # [B, S, C]
     return tok, pos
@@ -109,11 +93,10 @@ def _attn_in(g: _Graph, cfg: IGptConfig, w: Dict[str, np.ndarray], i: int, resid
     """ln_1 (adding the previous block's output to the residual) and c_attn: (qkv [B, S, 3C], residual).
     ln_1_outputs, when given, receives ln_1's output [B, S, C] (the probes' features of block i)."""
     b = f"transformer.h.{i}"
-    n1, residual = _norm(g, f"/h.{i}/ln_1", residual, skip, g.stream_init(f"{b}.ln_1.weight", w[f"{b}.ln_1.weight"]),
+    n1, residual = _norm(g, f"/h.{i}/ln_1", residual, skip, g.init(f"{b}.ln_1.weight", w[f"{b}.ln_1.weight"]),
                          skip_bias, cfg.norm_eps, sum_name)
     if ln_1_outputs is not None:
         ln_1_outputs.append(n1)
-    n1 = g.to_projection(n1, f"/h.{i}/ln_1/Cast")
     qkv = g.one("MatMul", [n1, g.init(f"{b}.attn.c_attn.weight", w[f"{b}.attn.c_attn.weight"])],
                 f"/h.{i}/attn/c_attn/MatMul")
     qkv = g.node("Add", [qkv, g.init(f"{b}.attn.c_attn.bias", w[f"{b}.attn.c_attn.bias"])],
@@ -126,21 +109,18 @@ def _attn_out(g: _Graph, cfg: IGptConfig, w: Dict[str, np.ndarray], i: int, resi
     b = f"transformer.h.{i}"
     a = g.one("MatMul", [attn, g.init(f"{b}.attn.c_proj.weight", w[f"{b}.attn.c_proj.weight"])],
               f"/h.{i}/attn/c_proj/MatMul")
-    a = g.to_stream(a, f"/h.{i}/attn/c_proj/Cast")
-    n2, residual = _norm(g, f"/h.{i}/ln_2", residual, a, g.stream_init(f"{b}.ln_2.weight", w[f"{b}.ln_2.weight"]),
-                         g.stream_init(f"{b}.attn.c_proj.bias", w[f"{b}.attn.c_proj.bias"]), cfg.norm_eps)
-    n2 = g.to_projection(n2, f"/h.{i}/ln_2/Cast")
+    n2, residual = _norm(g, f"/h.{i}/ln_2", residual, a, g.init(f"{b}.ln_2.weight", w[f"{b}.ln_2.weight"]),
+                         g.init(f"{b}.attn.c_proj.bias", w[f"{b}.attn.c_proj.bias"]), cfg.norm_eps)
     h = g.one("MatMul", [n2, g.init(f"{b}.mlp.c_fc.weight", w[f"{b}.mlp.c_fc.weight"])], f"/h.{i}/mlp/c_fc/MatMul")
     h = g.one("Add", [h, g.init(f"{b}.mlp.c_fc.bias", w[f"{b}.mlp.c_fc.bias"])], f"/h.{i}/mlp/c_fc/Add")
     h = g.one("QuickGelu", [h], f"/h.{i}/mlp/QuickGelu", MS_DOMAIN, alpha=1.702)
     skip = g.one("MatMul", [h, g.init(f"{b}.mlp.c_proj.weight", w[f"{b}.mlp.c_proj.weight"])],
                  f"/h.{i}/mlp/c_proj/MatMul")
-    skip = g.to_stream(skip, f"/h.{i}/mlp/c_proj/Cast")
-    return residual, skip, g.stream_init(f"{b}.mlp.c_proj.bias", w[f"{b}.mlp.c_proj.bias"])
+    return residual, skip, g.init(f"{b}.mlp.c_proj.bias", w[f"{b}.mlp.c_proj.bias"])
 
 
 def _final(g: _Graph, cfg: IGptConfig, w: Dict[str, np.ndarray], residual: str, skip: str, skip_bias: str) -> str:
-    out, _ = _norm(g, "/ln_f", residual, skip, g.stream_init("transformer.ln_f.weight", w["transformer.ln_f.weight"]),
+    out, _ = _norm(g, "/ln_f", residual, skip, g.init("transformer.ln_f.weight", w["transformer.ln_f.weight"]),
                    skip_bias, cfg.norm_eps)
     return out
 
@@ -188,10 +168,6 @@ def _lengths_from_mask(g: _Graph, mask: str):
     return seqlens_k, total
 
 
-def _precision(g: _Graph) -> str:
-    return "fp32" if g.elem == TensorProto.FLOAT else "fp16, fp32 residual stream" if g.fp32_residual else "fp16"
-
-
 def _model(g: _Graph, name: str, inputs, outputs, doc: str) -> onnx.ModelProto:
     graph = helper.make_graph(g.nodes, name, inputs, outputs, initializer=g.inits)
     m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET),
@@ -215,17 +191,16 @@ def decoder_weights(cfg: IGptConfig, state: Dict) -> Dict[str, np.ndarray]:
 
 
 def _lm_head(g: _Graph, w: Dict[str, np.ndarray], h: str, output: str) -> str:
-    logits = g.one("MatMul", [h, g.stream_init("lm_head.weight_padded", w["lm_head.weight_padded"])], "/lm_head/MatMul")
-    if g.elem == TensorProto.FLOAT16 and not g.fp32_residual:
+    logits = g.one("MatMul", [h, g.init("lm_head.weight_padded", w["lm_head.weight_padded"])], "/lm_head/MatMul")
+    if g.elem == TensorProto.FLOAT16:
         logits = g.one("Cast", [logits], "/lm_head/Cast", to=TensorProto.FLOAT)
     return g.node("Add", [logits, g.init("lm_head.sos_mask", w["lm_head.sos_mask"], cast=False)], [output],
                   "/lm_head/Add")[0]
 
 
-def build_decoder(cfg: IGptConfig, state: Dict, fp16: bool = False, fp32_residual: bool = False) -> onnx.ModelProto:
-    """The onnxruntime-genai style decoder with KV cache (models/README.md, `decoder.onnx`). fp16 with fp32_residual:
-    projections, attention and the cache in fp16, the residual stream, norms and head in fp32 (_Graph)."""
-    g = _Graph(np.float16 if fp16 else np.float32, fp32_residual)
+def build_decoder(cfg: IGptConfig, state: Dict, fp16: bool = False) -> onnx.ModelProto:
+    """The onnxruntime-genai style decoder with KV cache (models/README.md, `decoder.onnx`)."""
+    g = _Graph(np.float16 if fp16 else np.float32)
     w = decoder_weights(cfg, state)
     H, D, V, P = cfg.n_head, cfg.head_size, cfg.vocab_size, cfg.palette_size
     kv_shape = ["batch_size", H, "past_sequence_length", D]
@@ -246,7 +221,7 @@ def build_decoder(cfg: IGptConfig, state: Dict, fp16: bool = False, fp32_residua
     outputs = [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch_size", "sequence_length", V])]
     for name in presents:
         outputs.append(helper.make_tensor_value_info(name, g.elem, ["batch_size", H, "present_sequence_length", D]))
-    doc = (f"iGPT decoder ({_precision(g)}), {cfg.n_layer} layers, {cfg.n_embd} wide, "
+    doc = (f"iGPT decoder ({'fp16' if fp16 else 'fp32'}), {cfg.n_layer} layers, {cfg.n_embd} wide, "
            f"{cfg.n_head} heads, palette {P} (+SOS {P}), {cfg.height}x{cfg.width}x{cfg.channels}")
     return _model(g, "igpt_decoder", inputs, outputs, doc)
 
@@ -335,18 +310,17 @@ def _full_rows(g: _Graph, ids: str):
     return seqlens_k, total, positions
 
 
-def build_classifier(cfg: IGptConfig, state: Dict, fp16: bool = False, fp32_residual: bool = False) -> onnx.ModelProto:
+def build_classifier(cfg: IGptConfig, state: Dict, fp16: bool = False) -> onnx.ModelProto:
     """input_ids [B, n] -> logits [B, n_classes] (and features [B, C], the pooled ln_f states).
 
-    fp16: the transformer in fp16 (for CUDA, where GQA needs it), with fp32_residual as in build_decoder; pooling and
-    head stay fp32."""
+    fp16: the transformer in fp16 (for CUDA, where GQA needs it); pooling and head stay fp32."""
     assert cfg.n_classes > 0 and "score.weight" in state, "model has no classification head"
-    g = _Graph(np.float16 if fp16 else np.float32, fp32_residual)
+    g = _Graph(np.float16 if fp16 else np.float32)
     w = _weights(state)
     ids = "input_ids"
     seqlens_k, total, positions = _full_rows(g, ids)
     h, _ = _transformer(g, cfg, w, ids, positions, seqlens_k, total, past=None)
-    if fp16 and not g.fp32_residual:
+    if fp16:
         h = g.one("Cast", [h], "/ln_f/Cast", to=TensorProto.FLOAT)
     pooled = g.node("ReduceMean", [h], ["features"], "/pool/ReduceMean", axes=[1], keepdims=0)[0]  # [B, C]
     g.node("MatMul", [pooled, g.init("score.weight_t", w["score.weight"].T, cast=False)], ["logits"],
@@ -354,7 +328,7 @@ def build_classifier(cfg: IGptConfig, state: Dict, fp16: bool = False, fp32_resi
     inputs = [helper.make_tensor_value_info(ids, TensorProto.INT64, ["batch_size", "sequence_length"])]
     outputs = [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch_size", cfg.n_classes]),
                helper.make_tensor_value_info("features", TensorProto.FLOAT, ["batch_size", cfg.n_embd])]
-    doc = f"iGPT classifier ({_precision(g)}), {cfg.n_classes} classes, mean-pooled final-norm states of {cfg.n_layer} layers"
+    doc = f"iGPT classifier ({'fp16' if fp16 else 'fp32'}), {cfg.n_classes} classes, mean-pooled final-norm states of {cfg.n_layer} layers"
     return _model(g, "igpt_classifier", inputs, outputs, doc)
 
 
