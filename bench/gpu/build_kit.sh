@@ -31,7 +31,8 @@ mkdir -p "$work/run/models"
 for m in "${models[@]}"; do  # a shipped model's id, or a package folder's path
   src=$project/models/$m; [[ $m == */* ]] && src=$(cd "$m" && pwd)
   mkdir -p "$work/run/models/$(basename "$m")"
-  (cd "$src" && cp model.json weights.data genai_config.json ./*.onnx "$work/run/models/$(basename "$m")/")
+  weights=weights.data; [[ -f $src/weights.recipe.json ]] && weights="weights.recipe.json weights.kept.bin"  # filled there
+  (cd "$src" && cp model.json $weights genai_config.json ./*.onnx "$work/run/models/$(basename "$m")/")
 done
 s=$project/bench/packages/igpt-s-random
 [[ -f $s/weights.recipe.json ]] || /usr/bin/python3 "$here/igpt_s_package.py" make "$s"

@@ -22,8 +22,8 @@ provider)
 service)
   tar -C "$K" -xJf gpu-carry/2-app.tar.xz && tar -C "$K" -xJf gpu-carry/3-run.tar.xz || exit 1
   ls "$K/app" | grep -c . ; ls "$K/app" | grep onnxruntime
-  python3 bench/gpu/igpt_s_package.py fill "$K/models/igpt-s-random" || exit 1
-  DRIVER_DEADLINE=${DRIVER_DEADLINE:-300} DRIVER_GREEDY_ONLY=${DRIVER_GREEDY_ONLY:-} python3 bench/gpu/gpu_driver.py "$K" > "$OUT/driver.log" 2>&1; rc=$?
+  for r in "$K"/models/*/weights.recipe.json; do python3 bench/gpu/igpt_s_package.py fill "$(dirname "$r")" || exit 1; done
+  DRIVER_DEADLINE=${DRIVER_DEADLINE:-300} python3 bench/gpu/gpu_driver.py "$K" > "$OUT/driver.log" 2>&1; rc=$?
   tail -c 9000 "$OUT/driver.log"; echo "driver rc $rc"
   if python3 -c "import onnx, onnxruntime" 2>/dev/null; then mode=--onnx; else mode=--no-onnx; fi
   (cd training && timeout ${PARITY_TIMEOUT:-150} python3 scripts/hf_parity.py $mode) > "$OUT/hf_parity.txt" 2>&1; echo "hf_parity $mode rc $?"

@@ -16,8 +16,10 @@ For every package in KIT/models it checks and measures:
 
 Writes $OUT/gpu.json (and the services' logs) when OUT is set, and prints the JSON. Standard library and numpy only
 (PNGs through the small codec below). A step that fails is recorded with its error and the rest still runs.
-Environment: DRIVER_MODELS (comma-separated) measures only those; DRIVER_GREEDY_ONLY (comma-separated) only their
-greedy parity; DRIVER_DEADLINE (seconds, default 420) skips what is left once it has passed; GPU_DRIVER_DRY=1 runs
+Environment: DRIVER_MODELS (comma-separated) measures only those; DRIVER_PARITY_ONLY (comma-separated) only their
+greedy parity and classification agreement (variants of a package: another fp16 graph); DRIVER_CUDA_TIMING_ONLY
+(comma-separated) only their CUDA timings (a variant's speed); DRIVER_STEPS (comma-separated: greedy, cuda_n1, cpu_n16,
+classify, cuda_graphs_n16, graphs_greedy, concurrent, ...) runs only those steps; DRIVER_DEADLINE (seconds, default 420) skips what is left once it has passed; GPU_DRIVER_DRY=1 runs
 every step even where CUDA did not load (a rehearsal on a machine without a GPU). Built by bench/gpu/build_kit.sh,
 run by bench/gpu/device.sh.
 """
@@ -48,7 +50,8 @@ def cuda_library_path():
 
 
 def start(port, cuda, graphs=False):
-    env = dict(os.environ, Inference__KvCacheType="float32",  # the CPU reference: fp32 weights and cache (CUDA ignores it) LD_LIBRARY_PATH=cuda_library_path(), DOTNET_gcServer="0",
+    env = dict(os.environ, LD_LIBRARY_PATH=cuda_library_path(), DOTNET_gcServer="0",
+               Inference__KvCacheType="float32",  # the CPU reference: fp32 weights and cache (CUDA ignores it)
                Inference__ModelsPath=os.path.join(kit, "models"), Inference__UseCuda=str(cuda).lower(),
                Inference__CudaGraphs=str(graphs).lower(), Api__MaxConcurrentRequestsPerClient="256",
                DOTNET_SYSTEM_GLOBALIZATION_INVARIANT="1",  # a bare machine may have no ICU
@@ -140,7 +143,9 @@ def pixels(b64):
 
 
 def step(record, name, fn):
-    """Runs one measurement; a failure is recorded, not fatal."""
+    """Runs one measurement (those DRIVER_STEPS names, when set); a failure is recorded, not fatal."""
+    if only_steps and name not in only_steps:
+        return
     if time.time() > deadline:
         record.setdefault("skipped", []).append(name)
         return
@@ -167,11 +172,19 @@ def timing(port, mid, n, reps):
             "prefill_ms": round(statistics.median(prefill), 2), "steps": int(steps), "reps": reps}
 
 
-def concurrent_against_alone(port, mid, clients=12):
+def generated_bits(port, mid, b64, prompt_rows):
+    """The reference service's bits per pixel of an image's generated rows (its /likelihoods rows after the prompt)."""
+    rows = post(port, f"/v1/models/{mid}/likelihoods", {"image": b64})["rows"]
+    return round(float(np.mean(rows[prompt_rows:])), 4)
+
+
+def concurrent_against_alone(port, mid, clients=12, reference=None):
     """Continuous batching on the device: greedy completions of `clients` images sent together with staggered starts
     (so sequences join and leave a running batch, and its slots are compacted while others decode), against the same
-    requests one at a time. Identical images, or close ones (fp16 results may move with the batch size); a slot copy
-    that moved the wrong entries would show as large pixel differences."""
+    requests one at a time. Identical images, or ones that part where fp16 rounding, which moves with the batch size,
+    flips a near tie: the greedy path then goes on as likely as before. A slot copy that moved the wrong entries would
+    decode from another sequence's context, and the reference service (`reference`, the CPU's fp32 port) would find
+    its generated rows far less likely: their bits per pixel are reported for every pair that differs."""
     import concurrent.futures
     alone = [complete(port, mid, images[40 + k], n=1, temperature=0, seed=1)["images"][0] for k in range(clients)]
 
@@ -181,8 +194,16 @@ def concurrent_against_alone(port, mid, clients=12):
     with concurrent.futures.ThreadPoolExecutor(clients) as pool:
         together = list(pool.map(late, range(clients)))
     diffs = [float(np.abs(pixels(a) - pixels(b)).mean()) for a, b in zip(alone, together)]
-    return {"clients": clients, "identical": sum(a == b for a, b in zip(alone, together)),
-            "mean_abs_pixel_diff": round(statistics.mean(diffs), 3), "largest_mean_abs_pixel_diff": round(max(diffs), 3)}
+    result = {"clients": clients, "identical": sum(a == b for a, b in zip(alone, together)),
+              "mean_abs_pixel_diff": round(statistics.mean(diffs), 3), "largest_mean_abs_pixel_diff": round(max(diffs), 3)}
+    if reference is not None:
+        prompt_rows = complete(port, mid, images[40], n=1, temperature=0, seed=1)["rows"]
+        result["differing"] = [
+            {"image": 40 + k, "first_differing_row": int(np.nonzero(np.abs(pixels(a) - pixels(b)).reshape(pixels(a).shape[0], -1).max(1))[0][0]),
+             "generated_bits_alone": generated_bits(reference, mid, a, prompt_rows),
+             "generated_bits_together": generated_bits(reference, mid, b, prompt_rows)}
+            for k, (a, b) in enumerate(zip(alone, together)) if a != b]
+    return result
 
 
 def save_logs():
@@ -201,7 +222,9 @@ summary["gpu"] = subprocess.run("nvidia-smi --query-gpu=name,driver_version,memo
                                 capture_output=True, text=True).stdout.strip() or "nvidia-smi missing"
 summary["cpu_cores"] = os.cpu_count()
 big = {m for m in models if m.startswith("igpt-")}  # slow on the CPU: fewer reps there
-greedy_only = set(os.environ.get("DRIVER_GREEDY_ONLY", "").split(","))  # variants compared for their greedy parity only
+parity_only = set(os.environ.get("DRIVER_PARITY_ONLY", "").split(",")) - {""}
+cuda_timing_only = set(os.environ.get("DRIVER_CUDA_TIMING_ONLY", "").split(",")) - {""}
+only_steps = set(os.environ.get("DRIVER_STEPS", "").split(",")) - {""}
 GREEDY_IMAGES = 16  # the goal counts the first 8
 
 
@@ -241,14 +264,16 @@ try:
             r.update(greedy_images=GREEDY_IMAGES, greedy_identical=same, greedy_mean_abs_pixel_diff=round(statistics.mean(diffs), 3),
                      greedy_first_differing_row=first_diff_rows, prompt_rows=g["rows"])
             log(f"{mid}: greedy identical {r['greedy_identical_of_8']}/8, {same}/{GREEDY_IMAGES}")
-        step(r, "greedy", greedy)
-        if mid in greedy_only:
-            continue
+        if mid not in cuda_timing_only:
+            step(r, "greedy", greedy)
         for n in (1, 16):
+            if mid in parity_only:
+                break
             step(r, f"cuda_n{n}", lambda mid=mid, r=r, n=n: r.__setitem__(f"cuda_n{n}", timing(8091, mid, n, 5 if n == 1 else 3)))
-            step(r, f"cpu_n{n}", lambda mid=mid, r=r, n=n: r.__setitem__(f"cpu_n{n}", timing(8092, mid, n, (2 if mid in big else 5) if n == 1 else 2)))
+            if mid not in cuda_timing_only:
+                step(r, f"cpu_n{n}", lambda mid=mid, r=r, n=n: r.__setitem__(f"cpu_n{n}", timing(8092, mid, n, (2 if mid in big else 5) if n == 1 else 2)))
         log(f"{mid}: timings {[(k, v['ms_per_step']) for k, v in r.items() if isinstance(v, dict) and 'ms_per_step' in v]}")
-        if m.get("has_classifier"):
+        if m.get("has_classifier") and mid not in cuda_timing_only:
             def classify(mid=mid, r=r):
                 route = f"/v1/models/{mid}/classifications"
                 enc = [base64.b64encode(png(x)).decode() for x in images]
@@ -269,10 +294,12 @@ try:
     for mid in models:
         r = summary["models"][mid]
         r["graphs_provider_reason"] = glisting.get(mid, {}).get("provider_reason")
-        if not usable(mid) or mid in greedy_only:
+        if not usable(mid) or mid in parity_only:
             continue
         for n in (1, 16):
             step(r, f"cuda_graphs_n{n}", lambda mid=mid, r=r, n=n: r.__setitem__(f"cuda_graphs_n{n}", timing(8093, mid, n, 5 if n == 1 else 3)))
+        if mid in cuda_timing_only:
+            continue
 
         def graphs_greedy(mid=mid, r=r):
             same = 0
@@ -282,7 +309,7 @@ try:
                 same += int(g["images"][0] == c["images"][0])
             r["graphs_greedy_identical_of_4"] = same
         step(r, "graphs_greedy", graphs_greedy)
-        step(r, "concurrent", lambda mid=mid, r=r: r.__setitem__("concurrent", concurrent_against_alone(8093, mid)))
+        step(r, "concurrent", lambda mid=mid, r=r: r.__setitem__("concurrent", concurrent_against_alone(8093, mid, reference=8092)))
         log(f"{mid}: graphs {r.get('cuda_graphs_n1', {}).get('ms_per_step')} / {r.get('cuda_graphs_n16', {}).get('ms_per_step')} ms per step")
 except Exception:  # noqa: BLE001
     summary["fatal"] = traceback.format_exc()[-3000:]

@@ -23,6 +23,12 @@ transformers' and ours for a prefill of whole rows, and for a prefill of half a 
 one token at a time with the shared past/present buffer the service uses; decoder.fp16.onnx's
 prefill within --fp16-tol.
 
+transformers' ImageGPT divides attention scores by `torch_float(sqrt(head size))`, and its torch_float
+returns int() outside tracing (huggingface/transformers#47468, open; 5.17 has it): with a head size whose
+square root is not whole (32 here, iGPT-M's 128, iGPT-L's 96; not iGPT-S's 64) transformers computes
+1/5 for 1/5.657. Where that is so, an INFO line says it and the checks run against transformers with
+that one function fixed (float()), as the pull request does: ours is GPT-2's attention as written.
+
 Prints one line per check and exits 0 when every check passed, 1 otherwise (also when
 transformers, or for --onnx onnxruntime, is missing: nothing unchecked counts as a pass).
 """
@@ -30,10 +36,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 import tempfile
-from typing import List, Optional
+from typing import Dict, List, Optional
 
 import numpy as np
 import torch
@@ -168,21 +175,29 @@ def trace_modules(hf_model, hf_dir: str, ids: torch.Tensor, shown: int = 12) -> 
     ours = ours.double().eval()
     outputs = {"hf": {}, "ours": {}}
     inputs = {"hf": {}, "ours": {}}
+    masks: Dict[str, object] = {}  # the attention_mask transformers hands each module that takes one
     order: List[str] = []
 
     def hook(side, name):
-        def record(_module, args, out):
+        def record(_module, args, kwargs, out):
             t = out[0] if isinstance(out, (tuple, list)) else out
             if torch.is_tensor(t):
                 outputs[side][name] = t.detach()
                 if args and torch.is_tensor(args[0]):
                     inputs[side][name] = args[0].detach()
+                if side == "hf" and "attention_mask" in kwargs:
+                    masks[name] = kwargs["attention_mask"]
                 if side == "ours" and name not in order:
                     order.append(name)
         return record
+    def register(module, record):
+        try:
+            return module.register_forward_hook(record, with_kwargs=True)
+        except TypeError:  # PyTorch 1.x: hooks see no keyword arguments
+            return module.register_forward_hook(lambda m, args, out: record(m, args, {}, out))
     hf_names = dict(theirs.named_modules())
-    handles = [m.register_forward_hook(hook("hf", n)) for n, m in hf_names.items() if n]
-    handles += [m.register_forward_hook(hook("ours", n)) for n, m in ours.named_modules() if n and n in hf_names]
+    handles = [register(m, hook("hf", n)) for n, m in hf_names.items() if n]
+    handles += [register(m, hook("ours", n)) for n, m in ours.named_modules() if n and n in hf_names]
     with torch.no_grad():
         theirs(input_ids=ids)
         ours(ids)
@@ -208,11 +223,56 @@ def trace_modules(hf_model, hf_dir: str, ids: torch.Tensor, shown: int = 12) -> 
                     Report.info(f"  its {pname} {tuple(value.shape)}: " + (
                         f"max |diff| {float((value.double() - other.double()).abs().max()):.3g}" if same else
                         f"transformers holds {None if other is None else tuple(other.shape)}"))
+                owner = name.rsplit(".", 1)[0] if name.endswith(".c_proj") else name
+                if owner.endswith(".attn") and owner in inputs["hf"]:
+                    attention_probe(owner, hf_names[owner], inputs["hf"][owner], masks.get(owner),
+                                    outputs["hf"][owner], outputs["ours"].get(owner))
             parted += 1
             if parted == shown:
                 break
     if not parted:
         Report.info("every module both models have agrees in float64: the difference is outside them")
+
+
+def attention_probe(name: str, module, x: torch.Tensor, mask, hf_out: torch.Tensor, our_out) -> None:
+    """For an attention module where the two part: the mask transformers gave it, and GPT-2 attention computed here
+    in float64 from the module's own c_attn and c_proj, causal and not, against both outputs, by position."""
+    n_head = getattr(module, "num_heads", None) or module.n_head  # transformers' name, else ours
+    Report.info(f"  {name} attention_mask from transformers: " + (
+        "None" if mask is None else f"{type(mask).__name__} {getattr(mask, 'dtype', '')} {tuple(getattr(mask, 'shape', ()))}"
+        + (f" min {float(mask.double().min()):.3g} max {float(mask.double().max()):.3g}" if torch.is_tensor(mask) else "")))
+    with torch.no_grad():
+        B, S, C = x.shape
+        hs = C // n_head
+        q, k, v = module.c_attn(x.double()).split(C, dim=2)
+        q, k, v = (t.reshape(B, S, n_head, hs).transpose(1, 2) for t in (q, k, v))
+        scores = q @ k.transpose(-1, -2) / math.sqrt(hs)
+        for kind, masked in (("causal", True), ("not causal", False)):
+            att = scores
+            if masked:
+                keep = torch.ones(S, S, dtype=torch.bool).tril()
+                att = att.masked_fill(~keep, float("-inf"))
+            y = (att.softmax(-1) @ v).transpose(1, 2).reshape(B, S, C)
+            y = module.c_proj(y)
+            for side, out in (("transformers", hf_out), ("ours", our_out)):
+                if out is None:
+                    continue
+                by_pos = (out.double() - y).abs().amax(dim=(0, 2))
+                Report.info(f"  {kind} GPT-2 attention vs {side}: max |diff| {float(by_pos.max()):.3g}; positions 0-5 "
+                            + " ".join(f"{float(d):.2g}" for d in by_pos[:6]))
+
+
+def fix_attention_scale(head_size: int) -> Optional[str]:
+    """When this transformers' ImageGPT truncates sqrt(head size) (module docstring), fixes it for this process and
+    returns what was fixed; None when nothing needed fixing."""
+    from transformers.models.imagegpt import modeling_imagegpt  # noqa: PLC0415
+    cast = getattr(modeling_imagegpt, "torch_float", None)
+    if cast is None or cast(1.5) == 1.5:
+        return None
+    modeling_imagegpt.torch_float = float
+    return (f"transformers' ImageGPT scales attention by 1/torch_float(sqrt(head size)), and its torch_float returns "
+            f"int() (huggingface/transformers#47468): head size {head_size} gives 1/{int(math.sqrt(head_size))} for "
+            f"1/{math.sqrt(head_size):.4g}. Checked against transformers with torch_float = float, as that pull request fixes it")
 
 
 def float64_checks(rep: Report, hf_model, hf_dir: str, ids: torch.Tensor, hf_logits: torch.Tensor,
@@ -334,6 +394,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     if a.hf_dir:  # the real weights: transformers loads the folder, we import the same folder
         causal = ImageGPTForCausalImageModeling.from_pretrained(a.hf_dir).to(a.device).eval()
         palette, n_pos = causal.config.vocab_size - 1, causal.config.n_positions
+        fixed = fix_attention_scale(causal.config.n_embd // causal.config.n_head)
+        if fixed:
+            rep.info(fixed)
         pixels = torch.randint(0, palette, (a.batch, n_pos), generator=g)
         ids = torch.cat([torch.full((a.batch, 1), palette), pixels[:, :-1]], dim=1)  # [SOS, x0..x(n-2)]
         with torch.no_grad():
@@ -354,6 +417,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         return 0 if rep.failed == 0 else 1
 
     n_pos = a.side * a.side
+    fixed = fix_attention_scale(a.n_embd // a.n_head)
+    if fixed:
+        rep.info(fixed)
     cfg = ImageGPTConfig(vocab_size=a.palette + 1, n_positions=n_pos, n_embd=a.n_embd, n_layer=a.n_layer,
                          n_head=a.n_head, activation_function="quick_gelu")
     causal = ImageGPTForCausalImageModeling(cfg).eval()

@@ -362,5 +362,29 @@ def test_hf_parity_float64_check_passes_the_same_model_and_traces_a_changed_one(
     modules = [line for line in out.splitlines() if line.startswith("INFO  module ")]
     assert modules[0].startswith("INFO  module transformer.h.0.attn.c_proj: max |diff| 0.001")
     assert "INFO    its input: max |diff| 0\n" in out and "INFO    its bias (32,): max |diff| 0.001" in out
+    # the probe recomputes GPT-2 attention with the stand-in's own parameters: it is that attention (the moved bias
+    # included), 1e-3 from ours; without the causal mask it is neither
+    probe = {line.split(":")[0].strip(): float(line.split("max |diff| ")[1].split(";")[0])
+             for line in out.splitlines() if "GPT-2 attention vs" in line}
+    assert probe["INFO    causal GPT-2 attention vs transformers"] < 1e-12
+    assert abs(probe["INFO    causal GPT-2 attention vs ours"] - 1e-3) < 1e-6
+    assert probe["INFO    not causal GPT-2 attention vs transformers"] > 1e-3
     rep.fail("something else")
     assert rep.failed == 2
+
+
+def test_hf_parity_fixes_transformers_truncated_attention_scale(monkeypatch):
+    """transformers' torch_float returned int() (huggingface/transformers#47468), so ImageGPT divided scores by
+    int(sqrt(head size)): fix_attention_scale replaces it and says so; a float-returning one is left alone."""
+    import sys
+    import types
+    hp = _hf_parity()
+    fake = types.ModuleType("transformers.models.imagegpt.modeling_imagegpt")
+    fake.torch_float = lambda x: int(x)
+    for name in ("transformers", "transformers.models", "transformers.models.imagegpt"):
+        monkeypatch.setitem(sys.modules, name, types.ModuleType(name))
+    monkeypatch.setattr(sys.modules["transformers.models.imagegpt"], "modeling_imagegpt", fake, raising=False)
+    monkeypatch.setitem(sys.modules, "transformers.models.imagegpt.modeling_imagegpt", fake)
+    said = hp.fix_attention_scale(32)
+    assert fake.torch_float(5.657) == 5.657 and "head size 32 gives 1/5 for 1/5.657" in said
+    assert hp.fix_attention_scale(32) is None  # already float
