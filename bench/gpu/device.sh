@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The device calls of a GPU run (benchmarks/README.md, "CUDA"), from the repository root on the lent machine:
 #   bench/gpu/device.sh provider   carry gpu-carry/1-provider.tar.xz: unpack it, report the machine, PyTorch's iGPT-S decode
-#   bench/gpu/device.sh service    carry gpu-carry/2-app.tar.xz and 3-run.tar.xz: unpack, run gpu_driver.py, then hf_parity.py
+#   bench/gpu/device.sh service    carry gpu-carry/2-app.tar.xz and 3-run.tar.xz: unpack, run gpu_driver.py, then
+#                                  hf_parity.py (SKIP_PARITY=1: not)
 # gpu-run/ (git-ignored, never carried) holds what is unpacked and stays between calls on a warm machine.
 set -uo pipefail
 K=gpu-run; OUT=${OUT:-/tmp/out}; mkdir -p "$K/app" "$OUT"
@@ -25,6 +26,7 @@ service)
   for r in "$K"/models/*/weights.recipe.json; do python3 bench/gpu/igpt_s_package.py fill "$(dirname "$r")" || exit 1; done
   DRIVER_DEADLINE=${DRIVER_DEADLINE:-300} python3 bench/gpu/gpu_driver.py "$K" > "$OUT/driver.log" 2>&1; rc=$?
   tail -c 9000 "$OUT/driver.log"; echo "driver rc $rc"
+  [[ -z ${SKIP_PARITY:-} ]] || exit $rc
   if python3 -c "import onnx, onnxruntime" 2>/dev/null; then mode=--onnx; else mode=--no-onnx; fi
   (cd training && timeout ${PARITY_TIMEOUT:-150} python3 scripts/hf_parity.py $mode) > "$OUT/hf_parity.txt" 2>&1; echo "hf_parity $mode rc $?"
   tail -40 "$OUT/hf_parity.txt"

@@ -19,7 +19,7 @@ Writes $OUT/gpu.json (and the services' logs) when OUT is set, and prints the JS
 Environment: DRIVER_MODELS (comma-separated) measures only those; DRIVER_PARITY_ONLY (comma-separated) only their
 greedy parity and classification agreement (variants of a package: another fp16 graph); DRIVER_CUDA_TIMING_ONLY
 (comma-separated) only their CUDA timings (a variant's speed); DRIVER_STEPS (comma-separated: greedy, cuda_n1, cpu_n16,
-classify, cuda_graphs_n16, graphs_greedy, concurrent, ...) runs only those steps; DRIVER_DEADLINE (seconds, default 420) skips what is left once it has passed; GPU_DRIVER_DRY=1 runs
+classify, cuda_graphs_n16, cuda_graphs_greedy_n16, graphs_greedy, concurrent, ...) runs only those steps; DRIVER_DEADLINE (seconds, default 420) skips what is left once it has passed; GPU_DRIVER_DRY=1 runs
 every step even where CUDA did not load (a rehearsal on a machine without a GPU). Built by bench/gpu/build_kit.sh,
 run by bench/gpu/device.sh.
 """
@@ -160,11 +160,12 @@ def complete(port, mid, image, **fields):
     return post(port, f"/v1/models/{mid}/completions", dict(image=base64.b64encode(png(image)).decode(), **fields))
 
 
-def timing(port, mid, n, reps):
-    """Medians of decode ms per step and prefill ms over reps completions of different images."""
+def timing(port, mid, n, reps, **fields):
+    """Medians of decode ms per step and prefill ms over reps completions of different images (the package's sampling
+    defaults unless fields say otherwise)."""
     per_step, prefill = [], []
     for k in range(reps):
-        r = complete(port, mid, images[k + 20], n=n, seed=k)
+        r = complete(port, mid, images[k + 20], n=n, seed=k, **fields)
         steps = r["usage"]["generated_tokens"] / n
         per_step.append(r["timings"]["decode_ms"] / steps)
         prefill.append(r["timings"]["prefill_ms"])
@@ -298,6 +299,8 @@ try:
             continue
         for n in (1, 16):
             step(r, f"cuda_graphs_n{n}", lambda mid=mid, r=r, n=n: r.__setitem__(f"cuda_graphs_n{n}", timing(8093, mid, n, 5 if n == 1 else 3)))
+        # the same 16 images greedily: the step without the sampling's share (the picks after it)
+        step(r, "cuda_graphs_greedy_n16", lambda mid=mid, r=r: r.__setitem__("cuda_graphs_greedy_n16", timing(8093, mid, 16, 3, temperature=0)))
         if mid in cuda_timing_only:
             continue
 

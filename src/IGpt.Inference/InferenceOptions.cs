@@ -48,6 +48,14 @@ public sealed class InferenceOptions : IValidatableObject
     /// </summary>
     public bool ShareWeights { get; set; } = true;
 
+    /// <summary>
+    /// Threads for the picks after a decode step (each row's next pixel from its logits), when a step has at least 4
+    /// rows and one of them samples: 0 = the CPU decoder's step threads, and on CUDA one per core up to 8; 1 = the
+    /// scheduler's thread alone; more = that many of the model's own. The picks are the same however they are split.
+    /// </summary>
+    [Range(0, 64)]
+    public int SamplingThreads { get; set; }
+
     /// <summary>ONNX Runtime intra-op threads; 0 = one per core.</summary>
     [Range(0, 1024)]
     public int IntraOpThreads { get; set; }

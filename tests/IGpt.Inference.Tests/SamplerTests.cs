@@ -142,15 +142,15 @@ public class SamplerTests
         var order = new ulong[v];
         for (int i = 0; i < v; i++) order[i] = ((ulong)~BitConverter.SingleToUInt32Bits(probs[i]) << 32) | (uint)i;
         Array.Sort(order);
+        var kept = (float[])probs.Clone();
         float before = 0;
         for (int j = 0; j < v; j++)
         {
             int i = (int)(order[j] & 0xFFFFFFFF);
-            if (j > 0 && before >= o.TopP) scaled[i] = float.NegativeInfinity;
+            if (j > 0 && before >= o.TopP) kept[i] = 0;
             before += probs[i];
         }
-        Sampler.Softmax(scaled, probs);
-        return Sampler.Draw(probs, rng.NextDouble());
+        return Sampler.Draw(kept, rng.NextDouble());
     }
 
     [Theory]

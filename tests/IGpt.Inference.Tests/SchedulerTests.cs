@@ -155,6 +155,35 @@ public class SchedulerTests
     }
 
     [Fact]
+    public async Task PicksSplitBetweenThreadsAreThoseOfOneThread()
+    {
+        // Two requests in the same steps (top_p with top_k, and a greedy one beside it): the picks of the team, each
+        // thread with its own sampler scratch, must be those of the scheduler's thread alone, row for row.
+        CompletionRequest sampled = new(Prompt(1, 3), 12, new SamplingOptions(1.3f, 6, 0.9f), 17), greedy = new(Prompt(2, 5), 4, SamplingOptions.Greedy, 1);
+        async Task<(CompletionResult Sampled, CompletionResult Greedy, (int Threads, long SplitSteps) Picks)> Run(int threads)
+        {
+            var gate = new StepGate();
+            var options = Fixture.CpuOptions(maxBatch: 16);
+            options.SamplingThreads = threads;
+            using var model = IGptModel.Load(Fixture.PackageDir, options, NullLogger.Instance, gate: gate);
+            gate.Hold();
+            var a = model.CompleteAsync(sampled, default);
+            var b = model.CompleteAsync(greedy, default);
+            await Until(() => model.SchedulerStats.ActiveSequences == 16, "both requests hold slots");
+            gate.Open();
+            return (await a.WaitAsync(Patience), await b.WaitAsync(Patience), model.Picks);
+        }
+        var alone = await Run(1);
+        var split = await Run(4);
+        Assert.Equal((1, 0L), alone.Picks);
+        Assert.Equal(4, split.Picks.Threads);
+        Assert.True(split.Picks.SplitSteps > 0, "the team picked");
+        Assert.Equal(alone.Sampled.Images, split.Sampled.Images);
+        Assert.Equal(alone.Greedy.Images, split.Greedy.Images);
+        Assert.NotEqual(alone.Sampled.Images[0], alone.Sampled.Images[1]);  // the rows drew from their own generators
+    }
+
+    [Fact]
     public async Task CancellingFreesTheSlotsWithoutAnotherStep()
     {
         var gate = new StepGate();

@@ -24,7 +24,7 @@ internal sealed partial class DecodeScheduler : IDisposable
     private readonly PrefixCache? _prefixCache;
     private readonly IDecodeObserver? _observer;
     private readonly ILogger _logger;
-    private readonly Sampler _sampler;
+    private readonly RowPicker _picker;
     private readonly int _capacity, _slots, _width, _total, _vocab;
 
     private readonly Lock _lock = new();
@@ -49,7 +49,7 @@ internal sealed partial class DecodeScheduler : IDisposable
     private readonly IDisposable? _gateSubscription;
 
     public DecodeScheduler(KvCacheDecoder decoder, ModelManifest manifest, PrefixCache? prefixCache, int queueCapacity,
-        IDecodeObserver? observer, StepGate? gate, ILogger logger)
+        IDecodeObserver? observer, StepGate? gate, ILogger logger, int samplingThreads = 0)
     {
         _decoder = decoder;
         _manifest = manifest;
@@ -61,7 +61,7 @@ internal sealed partial class DecodeScheduler : IDisposable
         _width = manifest.Width;
         _total = manifest.TokensPerImage;
         _vocab = decoder.VocabSize;
-        _sampler = new Sampler(manifest.PaletteSize);
+        _picker = RowPicker.For(decoder, manifest.PaletteSize, samplingThreads);
         _active = new DecodeSequence?[_slots];
         _stepTokens = new int[_slots];
         _sampled = new int[_slots];
@@ -87,6 +87,9 @@ internal sealed partial class DecodeScheduler : IDisposable
                 _decoder.LaneSteps, _decoder.SegmentedSteps, _decoder.KernelSteps);
         }
     }
+
+    /// <summary>Threads the picks after a step may use, and the steps whose picks used more than one.</summary>
+    internal (int Threads, long SplitSteps) Picks => (_picker.Threads, _picker.SplitSteps);
 
     /// <summary>Why the last failed run failed (null before any failure).</summary>
     public string? LastFailure => Volatile.Read(ref _lastFailure);
@@ -283,7 +286,7 @@ internal sealed partial class DecodeScheduler : IDisposable
             _activeCount++;
             job.Running++;
             // The prompt's last logits predict the first new pixel.
-            Accept(seq, _sampler.Pick(job.PromptLogits!, job.Request.Sampling, ref seq.Rng));
+            Accept(seq, _picker.Pick(job.PromptLogits!, job.Request.Sampling, ref seq.Rng));
         }
         Interlocked.Add(ref _tokens, count);
         for (int i = count - 1; i >= 0; i--)
@@ -330,13 +333,10 @@ internal sealed partial class DecodeScheduler : IDisposable
         }
         long start = Stopwatch.GetTimestamp();
         var logits = _decoder.Step(rows, _stepTokens, _stepPositions, _stepGroups, _stepShared);
+        _picker.PickAll(logits, _active, rows, _sampled);
         int produced = 0;
         for (int r = 0; r < rows; r++)
-        {
-            if (_active[r] is not { } seq) continue;
-            _sampled[r] = _sampler.Pick(logits.Slice(r * _vocab, _vocab), seq.Job.Request.Sampling, ref seq.Rng);
-            produced++;
-        }
+            if (_active[r] is not null) produced++;
         var elapsed = Stopwatch.GetElapsedTime(start);
         Interlocked.Increment(ref _steps);
         Interlocked.Add(ref _rowsStepped, produced);
@@ -387,6 +387,7 @@ internal sealed partial class DecodeScheduler : IDisposable
             _stop.Cancel();
         }
         _thread.Join();
+        _picker.Dispose();  // after the thread: it was the picker's only user
         _gateSubscription?.Dispose();
         // _stop and _wake stay undisposed: a late cancellation callback may still signal them (neither holds a handle).
     }

@@ -28,7 +28,7 @@ public sealed class IGptModel : IDisposable
     public const int FailingAfter = 3;
 
     private IGptModel(ModelManifest manifest, LoadedModel loaded, IMemoryCache? prefixCache, int queueCapacity,
-        IDecodeObserver? observer, StepGate? gate, ILogger logger)
+        int samplingThreads, IDecodeObserver? observer, StepGate? gate, ILogger logger)
     {
         Manifest = manifest;
         var decoder = _decoder = loaded.Decoder;
@@ -43,7 +43,7 @@ public sealed class IGptModel : IDisposable
         if (prefixCache is not null && decoder.KvOnHost)
             _prefixCache = new PrefixCache(prefixCache, $"{manifest.Id}#{Interlocked.Increment(ref s_instances)}");
         QueueCapacity = queueCapacity;
-        _scheduler = new DecodeScheduler(decoder, manifest, _prefixCache, queueCapacity, observer, gate, logger);
+        _scheduler = new DecodeScheduler(decoder, manifest, _prefixCache, queueCapacity, observer, gate, logger, samplingThreads);
     }
 
     public ModelManifest Manifest { get; }
@@ -67,6 +67,8 @@ public sealed class IGptModel : IDisposable
     public bool PrefixCacheEnabled => _prefixCache is not null;
     /// <summary>The decode scheduler's counters: slots in use, queue depth, steps, rows per step, tokens.</summary>
     public SchedulerStats SchedulerStats => _scheduler.Stats;
+    /// <summary>Threads the picks after a step may use (Inference:SamplingThreads), and the steps that split them.</summary>
+    internal (int Threads, long SplitSteps) Picks => _scheduler.Picks;
 
     /// <summary>
     /// Whether the model's last <see cref="FailingAfter"/> generation requests (or classifier or analysis batches) were all failed by a
@@ -99,7 +101,8 @@ public sealed class IGptModel : IDisposable
     {
         logger ??= NullLogger.Instance;
         var loaded = SessionLoader.Load(manifest, planner, logger);
-        return new IGptModel(manifest, loaded, prefixCache, planner.Options.QueueCapacity, observer, gate, logger);
+        return new IGptModel(manifest, loaded, prefixCache, planner.Options.QueueCapacity, planner.Options.SamplingThreads,
+            observer, gate, logger);
     }
 
     /// <summary>

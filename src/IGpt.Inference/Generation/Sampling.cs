@@ -130,15 +130,15 @@ public sealed class Sampler
         Softmax(scaled, probs);
 
         if (options.TopP > 0 && options.TopP < 1)
-        {
-            KeepNucleus(probs, scaled, options.TopP);
-            Softmax(scaled, probs);
-        }
+            KeepNucleus(probs, options.TopP);  // Draw renormalizes what is kept
 
         return Draw(probs, rng.NextDouble());
     }
 
-    /// <summary>The colour whose share of the cumulative distribution (in palette order) holds u in [0, 1).</summary>
+    /// <summary>
+    /// The colour whose share of the cumulative distribution (in palette order) holds u in [0, 1); the probabilities
+    /// need not sum to 1 (u is scaled by their sum).
+    /// </summary>
     internal static int Draw(ReadOnlySpan<float> probs, double u)
     {
         double total = 0;
@@ -155,8 +155,8 @@ public sealed class Sampler
     }
 
     /// <summary>
-    /// Top-p: in order of descending probability (ties by ascending index), a colour is dropped (its scaled logit
-    /// set to -inf) once the colours before it hold at least <paramref name="topP"/>; the first is always kept.
+    /// Top-p: in order of descending probability (ties by ascending index), a colour is dropped (its probability set
+    /// to 0) once the colours before it hold at least <paramref name="topP"/>; the first is always kept.
     /// Only the colours that can be kept are sorted: grouped by their probability's binary exponent (one pass), the
     /// groups from the most probable down until they hold topP, and every colour in them (usually a few dozen of
     /// 512). Every colour outside comes after all of them in that order, so once their float sum in order reaches
@@ -164,7 +164,7 @@ public sealed class Sampler
     /// drop it: the same colours kept, the same images for a seed, without sorting 512 colours a row (benchmarks/README.md,
     /// "CUDA", for what that saved).
     /// </summary>
-    private void KeepNucleus(ReadOnlySpan<float> probs, Span<float> scaled, float topP)
+    private void KeepNucleus(Span<float> probs, float topP)
     {
         int v = probs.Length;
         Span<double> mass = stackalloc double[256];
@@ -189,12 +189,13 @@ public sealed class Sampler
         for (int j = 0; j < candidates.Length; j++)
         {
             int i = (int)(candidates[j] & 0xFFFFFFFF);
-            if (j > 0 && before >= topP) scaled[i] = float.NegativeInfinity;
-            before += probs[i];
+            float p = probs[i];
+            if (j > 0 && before >= topP) probs[i] = 0;
+            before += p;
         }
         if (candidates.Length == v) return;
         for (int i = 0; i < v; i++)
-            if (BitConverter.SingleToUInt32Bits(probs[i]) < floorBits) scaled[i] = float.NegativeInfinity;
+            if (BitConverter.SingleToUInt32Bits(probs[i]) < floorBits) probs[i] = 0;
     }
 
     /// <summary>
