@@ -49,9 +49,10 @@ public sealed class InferenceOptions : IValidatableObject
     public bool ShareWeights { get; set; } = true;
 
     /// <summary>
-    /// Threads for the picks after a decode step (each row's next pixel from its logits), when a step has at least 4
-    /// rows and one of them samples: 0 = the CPU decoder's step threads, and on CUDA one per core up to 8; 1 = the
-    /// scheduler's thread alone; more = that many of the model's own. The picks are the same however they are split.
+    /// Threads for the picks after a decode step (each row's next pixel from its logits), used when a step's rows x
+    /// palette colours reach 4,096 and one of its rows samples: 0 = on CUDA one per core up to 8, on the CPU the
+    /// scheduler's thread alone; 1 = the scheduler's thread alone; more = that many threads of the model's own. The
+    /// picks are the same however they are split.
     /// </summary>
     [Range(0, 64)]
     public int SamplingThreads { get; set; }

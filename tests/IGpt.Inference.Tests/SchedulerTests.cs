@@ -157,15 +157,18 @@ public class SchedulerTests
     [Fact]
     public async Task PicksSplitBetweenThreadsAreThoseOfOneThread()
     {
-        // Two requests in the same steps (top_p with top_k, and a greedy one beside it): the picks of the team, each
-        // thread with its own sampler scratch, must be those of the scheduler's thread alone, row for row.
-        CompletionRequest sampled = new(Prompt(1, 3), 12, new SamplingOptions(1.3f, 6, 0.9f), 17), greedy = new(Prompt(2, 5), 4, SamplingOptions.Greedy, 1);
+        // 512 colours (the HF fixture, iGPT's palette), so 16 rows reach RowPicker.MinColourRowsToSplit. Two requests in
+        // the same steps, top_p with top_k and a greedy one beside it: the picks of the team, each thread with its own
+        // sampler scratch, must be those of the scheduler's thread alone, row for row.
+        string package = Path.GetFullPath(Path.Combine(Fixture.ShippedModelsDir, "..", "tests", "fixtures", "hf-tiny-package"));
+        int[] top = Enumerable.Range(0, 32 * 24).Select(i => (i * 37) % 512).ToArray();
+        CompletionRequest sampled = new(top[..(32 * 20)], 12, new SamplingOptions(1.3f, 40, 0.9f), 17), greedy = new(top[..(32 * 24)], 4, SamplingOptions.Greedy, 1);
         async Task<(CompletionResult Sampled, CompletionResult Greedy, (int Threads, long SplitSteps) Picks)> Run(int threads)
         {
             var gate = new StepGate();
             var options = Fixture.CpuOptions(maxBatch: 16);
             options.SamplingThreads = threads;
-            using var model = IGptModel.Load(Fixture.PackageDir, options, NullLogger.Instance, gate: gate);
+            using var model = IGptModel.Load(package, options, NullLogger.Instance, gate: gate);
             gate.Hold();
             var a = model.CompleteAsync(sampled, default);
             var b = model.CompleteAsync(greedy, default);
@@ -173,7 +176,7 @@ public class SchedulerTests
             gate.Open();
             return (await a.WaitAsync(Patience), await b.WaitAsync(Patience), model.Picks);
         }
-        var alone = await Run(1);
+        var alone = await Run(0);   // the CPU's default: the scheduler's thread
         var split = await Run(4);
         Assert.Equal((1, 0L), alone.Picks);
         Assert.Equal(4, split.Picks.Threads);

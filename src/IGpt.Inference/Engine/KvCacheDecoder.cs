@@ -157,9 +157,6 @@ internal sealed unsafe class KvCacheDecoder : IDisposable
     /// <summary>Whether the KV cache lives on the host (CPU provider) rather than the device.</summary>
     public bool KvOnHost => _buffers.Memory.IsHost;
 
-    /// <summary>The step threads (null when steps run on one thread): idle between steps, so the scheduler's picks may use them.</summary>
-    internal WorkerTeam? StepTeam => _team;
-
     /// <summary>Bytes of a prompt snapshot of <paramref name="length"/> positions (all layers, keys and values).</summary>
     public long SnapshotBytes(int length) => 2L * _graph.Layers * _graph.Heads * HeadBytes(length);
 
