@@ -187,23 +187,25 @@ def concurrent_against_alone(port, mid, clients=12, reference=None):
     decode from another sequence's context, and the reference service (`reference`, the CPU's fp32 port) would find
     its generated rows far less likely: their bits per pixel are reported for every pair that differs."""
     import concurrent.futures
-    alone = [complete(port, mid, images[40 + k], n=1, temperature=0, seed=1)["images"][0] for k in range(clients)]
+    first = complete(port, mid, images[40], n=1, temperature=0, seed=1)
+    alone = [first["images"][0]] + [complete(port, mid, images[40 + k], n=1, temperature=0, seed=1)["images"][0]
+                                    for k in range(1, clients)]
 
     def late(k):
         time.sleep(0.003 * k * k)
         return complete(port, mid, images[40 + k], n=1, temperature=0, seed=1)["images"][0]
     with concurrent.futures.ThreadPoolExecutor(clients) as pool:
         together = list(pool.map(late, range(clients)))
-    diffs = [float(np.abs(pixels(a) - pixels(b)).mean()) for a, b in zip(alone, together)]
+    differences = [np.abs(pixels(a) - pixels(b)) for a, b in zip(alone, together)]
+    diffs = [float(d.mean()) for d in differences]
     result = {"clients": clients, "identical": sum(a == b for a, b in zip(alone, together)),
               "mean_abs_pixel_diff": round(statistics.mean(diffs), 3), "largest_mean_abs_pixel_diff": round(max(diffs), 3)}
     if reference is not None:
-        prompt_rows = complete(port, mid, images[40], n=1, temperature=0, seed=1)["rows"]
         result["differing"] = [
-            {"image": 40 + k, "first_differing_row": int(np.nonzero(np.abs(pixels(a) - pixels(b)).reshape(pixels(a).shape[0], -1).max(1))[0][0]),
-             "generated_bits_alone": generated_bits(reference, mid, a, prompt_rows),
-             "generated_bits_together": generated_bits(reference, mid, b, prompt_rows)}
-            for k, (a, b) in enumerate(zip(alone, together)) if a != b]
+            {"image": 40 + k, "first_differing_row": int(np.nonzero(d.reshape(d.shape[0], -1).max(1))[0][0]),
+             "generated_bits_alone": generated_bits(reference, mid, a, first["rows"]),
+             "generated_bits_together": generated_bits(reference, mid, b, first["rows"])}
+            for k, (a, b, d) in enumerate(zip(alone, together, differences)) if a != b]
     return result
 
 
@@ -267,9 +269,7 @@ try:
             log(f"{mid}: greedy identical {r['greedy_identical_of_8']}/8, {same}/{GREEDY_IMAGES}")
         if mid not in cuda_timing_only:
             step(r, "greedy", greedy)
-        for n in (1, 16):
-            if mid in parity_only:
-                break
+        for n in () if mid in parity_only else (1, 16):
             step(r, f"cuda_n{n}", lambda mid=mid, r=r, n=n: r.__setitem__(f"cuda_n{n}", timing(8091, mid, n, 5 if n == 1 else 3)))
             if mid not in cuda_timing_only:
                 step(r, f"cpu_n{n}", lambda mid=mid, r=r, n=n: r.__setitem__(f"cpu_n{n}", timing(8092, mid, n, (2 if mid in big else 5) if n == 1 else 2)))

@@ -262,17 +262,19 @@ def attention_probe(name: str, module, x: torch.Tensor, mask, hf_out: torch.Tens
                             + " ".join(f"{float(d):.2g}" for d in by_pos[:6]))
 
 
-def fix_attention_scale(head_size: int) -> Optional[str]:
-    """When this transformers' ImageGPT truncates sqrt(head size) (module docstring), fixes it for this process and
-    returns what was fixed; None when nothing needed fixing."""
+def fix_attention_scale(rep: "Report", head_size: int) -> Optional[str]:
+    """When this transformers' ImageGPT truncates sqrt(head size) (module docstring), fixes it for this process, says
+    so in an INFO line and returns what was fixed; None when nothing needed fixing."""
     from transformers.models.imagegpt import modeling_imagegpt  # noqa: PLC0415
     cast = getattr(modeling_imagegpt, "torch_float", None)
     if cast is None or cast(1.5) == 1.5:
         return None
     modeling_imagegpt.torch_float = float
-    return (f"transformers' ImageGPT scales attention by 1/torch_float(sqrt(head size)), and its torch_float returns "
+    fixed = (f"transformers' ImageGPT scales attention by 1/torch_float(sqrt(head size)), and its torch_float returns "
             f"int() (huggingface/transformers#47468): head size {head_size} gives 1/{int(math.sqrt(head_size))} for "
             f"1/{math.sqrt(head_size):.4g}. Checked against transformers with torch_float = float, as that pull request fixes it")
+    rep.info(fixed)
+    return fixed
 
 
 def float64_checks(rep: Report, hf_model, hf_dir: str, ids: torch.Tensor, hf_logits: torch.Tensor,
@@ -394,9 +396,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     if a.hf_dir:  # the real weights: transformers loads the folder, we import the same folder
         causal = ImageGPTForCausalImageModeling.from_pretrained(a.hf_dir).to(a.device).eval()
         palette, n_pos = causal.config.vocab_size - 1, causal.config.n_positions
-        fixed = fix_attention_scale(causal.config.n_embd // causal.config.n_head)
-        if fixed:
-            rep.info(fixed)
+        fix_attention_scale(rep, causal.config.n_embd // causal.config.n_head)
         pixels = torch.randint(0, palette, (a.batch, n_pos), generator=g)
         ids = torch.cat([torch.full((a.batch, 1), palette), pixels[:, :-1]], dim=1)  # [SOS, x0..x(n-2)]
         with torch.no_grad():
@@ -417,9 +417,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         return 0 if rep.failed == 0 else 1
 
     n_pos = a.side * a.side
-    fixed = fix_attention_scale(a.n_embd // a.n_head)
-    if fixed:
-        rep.info(fixed)
+    fix_attention_scale(rep, a.n_embd // a.n_head)
     cfg = ImageGPTConfig(vocab_size=a.palette + 1, n_positions=n_pos, n_embd=a.n_embd, n_layer=a.n_layer,
                          n_head=a.n_head, activation_function="quick_gelu")
     causal = ImageGPTForCausalImageModeling(cfg).eval()

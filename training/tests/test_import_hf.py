@@ -373,7 +373,7 @@ def test_hf_parity_float64_check_passes_the_same_model_and_traces_a_changed_one(
     assert rep.failed == 2
 
 
-def test_hf_parity_fixes_transformers_truncated_attention_scale(monkeypatch):
+def test_hf_parity_fixes_transformers_truncated_attention_scale(monkeypatch, capsys):
     """transformers' torch_float returned int() (huggingface/transformers#47468), so ImageGPT divided scores by
     int(sqrt(head size)): fix_attention_scale replaces it and says so; a float-returning one is left alone."""
     import sys
@@ -385,6 +385,7 @@ def test_hf_parity_fixes_transformers_truncated_attention_scale(monkeypatch):
         monkeypatch.setitem(sys.modules, name, types.ModuleType(name))
     monkeypatch.setattr(sys.modules["transformers.models.imagegpt"], "modeling_imagegpt", fake, raising=False)
     monkeypatch.setitem(sys.modules, "transformers.models.imagegpt.modeling_imagegpt", fake)
-    said = hp.fix_attention_scale(32)
+    said = hp.fix_attention_scale(hp.Report(), 32)
     assert fake.torch_float(5.657) == 5.657 and "head size 32 gives 1/5 for 1/5.657" in said
-    assert hp.fix_attention_scale(32) is None  # already float
+    assert hp.fix_attention_scale(hp.Report(), 32) is None  # already float
+    assert capsys.readouterr().out.count("INFO  transformers' ImageGPT scales attention") == 1
