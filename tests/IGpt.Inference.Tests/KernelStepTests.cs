@@ -260,7 +260,9 @@ public unsafe class KernelStepTests
     }
 
     [Theory]
-    [InlineData(1, 64, 17, 0, 17)]       // a head: one block of 16, then a single column
+    [InlineData(1, 64, 17, 0, 17)]       // a head: one block of 16, then a single column (no whole block: no panel)
+    [InlineData(4, 32, 200, 0, 200)]     // three panels, then what is past them from W's rows
+    [InlineData(5, 32, 200, 32, 200)]    // a c0 that is not a panel's first column: from W's rows throughout
     [InlineData(1, 200, 384, 64, 384)]   // blocks of 128 and 64 from a column past the first
     [InlineData(1, 128, 1024, 0, 1000)]  // eight of 128 less the end: 64s, 16s and single columns
     [InlineData(1, 3, 16, 0, 16)]
@@ -280,10 +282,16 @@ public unsafe class KernelStepTests
         {
             var y = (float[])start.Clone();
             var alone = (float[])start.Clone();
-            fixed (float* px = x, pw = w, pb = b, py = y, pa = alone)
+            var fromRows = (float[])start.Clone();
+            fixed (float* px = x, pw = w, pb = b, py = y, pa = alone, pr = fromRows)
             {
-                RowKernels.Multiply(px, xStride, rows, pw, k, n, c0, c1, pb, py, yStride, output);
-                for (int r = 0; r < rows; r++) RowKernels.Multiply(px + r * xStride, pw, k, n, c0, c1, pb, pa + r * yStride, output);
+                using var panels = new PanelWeights([((IntPtr)pw, k, n)]);
+                RowKernels.Multiply(px, xStride, rows, panels[0], c0, c1, pb, py, yStride, output);
+                for (int r = 0; r < rows; r++)
+                {
+                    RowKernels.Multiply(px + r * xStride, panels[0], c0, c1, pb, pa + r * yStride, output);
+                    RowKernels.MultiplyRows(px + r * xStride, pw, k, n, c0, c1, pb, pr + r * yStride, output);
+                }
             }
             for (int r = 0; r < rows; r++)
                 for (int c = 0; c < yStride; c++)
@@ -300,6 +308,8 @@ public unsafe class KernelStepTests
                     };
                     Assert.True(Math.Abs(expected - y[at]) <= 1e-5 * Math.Max(1, Math.Sqrt(k)), $"{output} row {r} column {c}: {y[at]} vs {expected}");
                     Assert.True(y[at] == alone[at], $"{output} row {r} column {c}: {y[at]} with {rows} rows, {alone[at]} alone");
+                    // The panels change where the weights are read from, not the sums: the package's layout gives the same bits.
+                    Assert.True(y[at] == fromRows[at], $"{output} row {r} column {c}: {y[at]} from the panels, {fromRows[at]} from W's rows");
                 }
         }
     }

@@ -31,15 +31,17 @@ internal sealed unsafe class KernelStep : IDisposable
     /// <param name="StageStart">Items before this index must be done before this one starts (its stage's first item).</param>
     private readonly record struct Item(Kind Kind, int Layer, int From, int To, int StageStart);
 
-    private readonly struct Layer(float* ln1, float* attnW, float* attnB, float* projW, float* projB, float* ln2, float* upW, float* upB,
-        float* downW, float* downB)
+    private readonly struct Layer(float* ln1, PanelWeight attnW, float* attnB, PanelWeight projW, float* projB, float* ln2, PanelWeight upW,
+        float* upB, PanelWeight downW, float* downB)
     {
-        public readonly float* Ln1 = ln1, AttnW = attnW, AttnB = attnB, ProjW = projW, ProjB = projB, Ln2 = ln2, UpW = upW, UpB = upB,
-            DownW = downW, DownB = downB;
+        public readonly float* Ln1 = ln1, AttnB = attnB, ProjB = projB, Ln2 = ln2, UpB = upB, DownB = downB;
+        public readonly PanelWeight AttnW = attnW, ProjW = projW, UpW = upW, DownW = downW;
     }
 
     private readonly Layer[] _layers;
-    private readonly float* _wte, _wpe, _lnF, _headW, _headB;
+    private readonly float* _wte, _wpe, _lnF, _headB;
+    private readonly PanelWeight _headW;
+    private readonly PanelWeights _panels;   // every product's weight, copied into panels (the package's own bytes stay for the sessions)
     private readonly int _embd, _inner, _vocab, _heads, _maxRows, _threads, _normStride, _aloneRows, _laneRows;
     private readonly float _eps;
     private readonly Item[] _items;   // this step's items, _count of them
@@ -71,18 +73,24 @@ internal sealed unsafe class KernelStep : IDisposable
         var a = manifest.Architecture;
         int c = a.NEmbd, v = manifest.VocabSize, inner = Inner(manifest, tensors);
         float* Get(string name) => (float*)tensors[name].Address;
+        // The products' weights in panels, in this order: each layer's c_attn, c_proj, c_fc and mlp.c_proj, then the head.
+        var weights = new List<(IntPtr, int, int)>();
+        void Product(string name) => weights.Add((tensors[name].Address, (int)tensors[name].Dims[0], (int)tensors[name].Dims[1]));
+        for (int i = 0; i < a.NLayer; i++)
+            foreach (var name in new[] { "attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight" }) Product($"transformer.h.{i}.{name}");
+        Product("lm_head.weight_padded");
+        _panels = new PanelWeights(weights);
         _layers = new Layer[a.NLayer];
         for (int i = 0; i < a.NLayer; i++)
         {
             string h = $"transformer.h.{i}.";
-            _layers[i] = new Layer(Get(h + "ln_1.weight"), Get(h + "attn.c_attn.weight"), Get(h + "attn.c_attn.bias"), Get(h + "attn.c_proj.weight"),
-                Get(h + "attn.c_proj.bias"), Get(h + "ln_2.weight"), Get(h + "mlp.c_fc.weight"), Get(h + "mlp.c_fc.bias"), Get(h + "mlp.c_proj.weight"),
-                Get(h + "mlp.c_proj.bias"));
+            _layers[i] = new Layer(Get(h + "ln_1.weight"), _panels[4 * i], Get(h + "attn.c_attn.bias"), _panels[4 * i + 1], Get(h + "attn.c_proj.bias"),
+                Get(h + "ln_2.weight"), _panels[4 * i + 2], Get(h + "mlp.c_fc.bias"), _panels[4 * i + 3], Get(h + "mlp.c_proj.bias"));
         }
         _wte = Get("transformer.wte.weight");
         _wpe = Get("transformer.wpe.weight");
         _lnF = Get("transformer.ln_f.weight");
-        _headW = Get("lm_head.weight_padded");
+        _headW = _panels[4 * a.NLayer];
         _headB = Get("lm_head.sos_mask");
         (_embd, _inner, _vocab, _heads, _eps, _maxRows) = (c, inner, v, a.NHead, (float)a.NormEps, maxRows);
         _buffers = buffers;
@@ -311,7 +319,7 @@ internal sealed unsafe class KernelStep : IDisposable
         if (item.Kind == Kind.Head)
         {
             float* h = Normed(worker, item, _lnF, first, count);
-            RowKernels.Multiply(h, _normStride, count, _headW, c, _vocab, item.From, item.To, _headB, _buffers.Logits + (long)first * _vocab, _vocab,
+            RowKernels.Multiply(h, _normStride, count, _headW, item.From, item.To, _headB, _buffers.Logits + (long)first * _vocab, _vocab,
                 RowOutput.Store);
             return;
         }
@@ -319,7 +327,7 @@ internal sealed unsafe class KernelStep : IDisposable
         switch (item.Kind)
         {
             case Kind.Qkv:
-                RowKernels.Multiply(Normed(worker, item, l.Ln1, first, count), _normStride, count, l.AttnW, c, 3 * c, item.From, item.To, l.AttnB,
+                RowKernels.Multiply(Normed(worker, item, l.Ln1, first, count), _normStride, count, l.AttnW, item.From, item.To, l.AttnB,
                     _qkv.Pointer + (long)first * 3 * c, 3 * c, RowOutput.Store);
                 break;
             case Kind.Attention:
@@ -329,14 +337,14 @@ internal sealed unsafe class KernelStep : IDisposable
                     _attention.RunGroupHead(worker, _attentionOrder[i], _qkv.Pointer, keys, values, _attn.Pointer);
                 break;
             case Kind.Projection:
-                RowKernels.Multiply(_attn.Pointer + (long)first * c, c, count, l.ProjW, c, c, item.From, item.To, l.ProjB, x, c, RowOutput.Add);
+                RowKernels.Multiply(_attn.Pointer + (long)first * c, c, count, l.ProjW, item.From, item.To, l.ProjB, x, c, RowOutput.Add);
                 break;
             case Kind.Up:
-                RowKernels.Multiply(Normed(worker, item, l.Ln2, first, count), _normStride, count, l.UpW, c, _inner, item.From, item.To, l.UpB,
+                RowKernels.Multiply(Normed(worker, item, l.Ln2, first, count), _normStride, count, l.UpW, item.From, item.To, l.UpB,
                     _up.Pointer + (long)first * _inner, _inner, RowOutput.QuickGelu);
                 break;
             case Kind.Down:
-                RowKernels.Multiply(_up.Pointer + (long)first * _inner, _inner, count, l.DownW, _inner, c, item.From, item.To, l.DownB, x, c, RowOutput.Add);
+                RowKernels.Multiply(_up.Pointer + (long)first * _inner, _inner, count, l.DownW, item.From, item.To, l.DownB, x, c, RowOutput.Add);
                 break;
         }
     }
@@ -360,6 +368,7 @@ internal sealed unsafe class KernelStep : IDisposable
         if (_disposed) return;
         _disposed = true;
         _attention.Dispose();
+        _panels.Dispose();
         _x.Dispose();
         _qkv.Dispose();
         _attn.Dispose();

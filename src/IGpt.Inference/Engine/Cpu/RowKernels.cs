@@ -16,10 +16,10 @@ internal enum RowOutput
 
 /// <summary>
 /// The kernels of <see cref="KernelStep"/>: a product of a few rows with a block of a weight's columns, an RMS norm and
-/// quick_gelu, in Vector512 (the caller checks <see cref="Vector512.IsHardwareAccelerated"/>). A weight is read as the
-/// package stores it ([in, out], row-major, as ONNX MatMul multiplies): each of a block's 64 or 128 columns is one
-/// accumulator lane, and the weight's rows stream through once per four rows of input, so one row's product is as fast as
-/// the weight can be read and four rows share each load. The kernels are compiled fully optimized from their first call
+/// quick_gelu, in Vector512 (the caller checks <see cref="Vector512.IsHardwareAccelerated"/>). A weight ([in, out], as ONNX
+/// MatMul multiplies) is read from its panels (<see cref="PanelWeight"/>: each block of 64 columns one contiguous run): each
+/// of a block's 64 columns is one accumulator lane, and the block's rows stream through once per four rows of input, so one
+/// row's product is as fast as the weight can be read and four rows share each load. The kernels are compiled fully optimized from their first call
 /// (AggressiveOptimization): at the JIT's first tier their vectors live on the stack and a product runs several times slower,
 /// which a short-lived process or a service's first requests would see (benchmarks/README.md, "Kernel steps").
 /// </summary>
@@ -30,42 +30,46 @@ internal static unsafe class RowKernels
 
     /// <summary>
     /// Columns [c0, c1) of Y = X W (+ b) for <paramref name="rows"/> rows of X (<paramref name="xStride"/> floats apart) into
-    /// rows of Y (<paramref name="yStride"/> apart), W [k, n] row-major, then <paramref name="output"/>. For each block of 64
-    /// columns, a panel of <see cref="PanelRows"/> rows of W is multiplied with every four rows of X while it is in L1 (their
-    /// sums so far kept on the stack between panels); what is left (rows beyond a multiple of four, columns beyond a multiple of 64)
-    /// one row at a time. Every sum runs over W's rows in order from zero, stored and reloaded exactly between panels, so a
-    /// row's result is bit for bit what it is alone.
+    /// rows of Y (<paramref name="yStride"/> apart), W [k, n] (<see cref="PanelWeight"/>), then <paramref name="output"/>. For
+    /// each block of 64 columns (from a c0 that is a multiple of 64), <see cref="PanelRows"/> rows of its panel are multiplied
+    /// with every four rows of X while they are in L1 (their sums so far kept on the stack between panels); what is left (rows
+    /// beyond a multiple of four, columns beyond the whole blocks) one row at a time. Every sum runs over W's rows in order
+    /// from zero, stored and reloaded exactly between panels, so a row's result is bit for bit what it is alone.
     /// </summary>
     [SkipLocalsInit]   // the panel sums are written before they are read: no need to zero them on every call
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    public static void Multiply(float* x, int xStride, int rows, float* w, int k, int n, int c0, int c1, float* bias, float* y, int yStride,
+    public static void Multiply(float* x, int xStride, int rows, in PanelWeight w, int c0, int c1, float* bias, float* y, int yStride,
         RowOutput output)
     {
-        int fours = rows / 4 * 4, c = c0;
-        if (fours > 0 && c + 64 <= c1)
+        int fours = rows / 4 * 4, c = c0, k = w.K, blocksEnd = Math.Min(c1, w.PanelColumns);
+        if (fours > 0 && c % 64 == 0 && c + 64 <= blocksEnd)
         {
             float* sums = stackalloc float[fours * 64];   // [fours, 64]: a block's sums between panels
-            for (; c + 64 <= c1; c += 64)
+            for (; c + 64 <= blocksEnd; c += 64)
+            {
+                float* block = w.Block(c);
                 for (int k0 = 0; k0 < k; k0 += PanelRows)
                 {
                     int k1 = Math.Min(k, k0 + PanelRows);
                     for (int r = 0; r < fours; r += 4)
-                        Panel4(x + (long)r * xStride, xStride, w, k0, k1, k, n, c, bias, sums + r * 64, y + (long)r * yStride, yStride, output);
+                        Panel4(x + (long)r * xStride, xStride, block, k0, k1, k, c, bias, sums + r * 64, y + (long)r * yStride, yStride, output);
                 }
+            }
         }
         for (int r = 0; r < rows; r++)
         {
             int from = r < fours ? c : c0;   // the four-row blocks did the columns before c
-            if (from < c1) Multiply(x + (long)r * xStride, w, k, n, from, c1, bias, y + (long)r * yStride, output);
+            if (from < c1) Multiply(x + (long)r * xStride, w, from, c1, bias, y + (long)r * yStride, output);
         }
     }
 
     /// <summary>
-    /// Rows k0..k1-1 of W's columns c..c+63 times four rows of X, added to their sums so far (<paramref name="sums"/>, four
-    /// rows of 64, unless k0 is 0); at the last panel (k1 = k) the bias and <paramref name="output"/> finish them into Y.
+    /// Rows k0..k1-1 of the panel <paramref name="block"/> (W's columns c..c+63) times four rows of X, added to their sums so
+    /// far (<paramref name="sums"/>, four rows of 64, unless k0 is 0); at the last rows (k1 = k) the bias and
+    /// <paramref name="output"/> finish them into Y.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void Panel4(float* x, int xStride, float* w, int k0, int k1, int k, int n, int c, float* bias, float* sums, float* y,
+    private static void Panel4(float* x, int xStride, float* block, int k0, int k1, int k, int c, float* bias, float* sums, float* y,
         int yStride, RowOutput output)
     {
         float* x0 = x, x1 = x + xStride, x2 = x + 2L * xStride, x3 = x + 3L * xStride;
@@ -82,8 +86,8 @@ internal static unsafe class RowKernels
             a20 = Vector512.Load(y2); a21 = Vector512.Load(y2 + 16); a22 = Vector512.Load(y2 + 32); a23 = Vector512.Load(y2 + 48);
             a30 = Vector512.Load(y3); a31 = Vector512.Load(y3 + 16); a32 = Vector512.Load(y3 + 32); a33 = Vector512.Load(y3 + 48);
         }
-        float* row = w + (long)k0 * n + c;
-        for (int i = k0; i < k1; i++, row += n)
+        float* row = block + (long)k0 * 64;
+        for (int i = k0; i < k1; i++, row += 64)
         {
             var w0 = Vector512.Load(row);
             var w1 = Vector512.Load(row + 16);
@@ -118,11 +122,63 @@ internal static unsafe class RowKernels
     }
 
     /// <summary>
-    /// Columns [c0, c1) of y = x W (+ b) for one row, W [k, n] row-major, then <paramref name="output"/>. Blocks of 128 or 64
-    /// columns, then 16, then single columns. Summation runs over the rows of W in order.
+    /// Columns [c0, c1) of y = x W (+ b) for one row (<see cref="PanelWeight"/>), then <paramref name="output"/>: from a c0
+    /// that is a multiple of 64, the whole blocks two panels (128 columns) at a time, then one; the rest as
+    /// <see cref="MultiplyRows"/> does, from W where the package holds it. Summation runs over the rows of W in order.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    public static void Multiply(float* x, float* w, int k, int n, int c0, int c1, float* bias, float* y, RowOutput output)
+    public static void Multiply(float* x, in PanelWeight w, int c0, int c1, float* bias, float* y, RowOutput output)
+    {
+        int c = c0, k = w.K, blocksEnd = Math.Min(c1, w.PanelColumns);
+        if (c % 64 == 0)
+        {
+            for (; c + 128 <= blocksEnd; c += 128)
+            {
+                var a0 = Vector512<float>.Zero; var a1 = a0; var a2 = a0; var a3 = a0; var a4 = a0; var a5 = a0; var a6 = a0; var a7 = a0;
+                float* p = w.Block(c), q = p + (long)k * 64;   // the next block's panel follows this one's
+                for (int i = 0; i < k; i++, p += 64, q += 64)
+                {
+                    var xi = Vector512.Create(x[i]);
+                    a0 = Vector512.FusedMultiplyAdd(xi, Vector512.Load(p), a0);
+                    a1 = Vector512.FusedMultiplyAdd(xi, Vector512.Load(p + 16), a1);
+                    a2 = Vector512.FusedMultiplyAdd(xi, Vector512.Load(p + 32), a2);
+                    a3 = Vector512.FusedMultiplyAdd(xi, Vector512.Load(p + 48), a3);
+                    a4 = Vector512.FusedMultiplyAdd(xi, Vector512.Load(q), a4);
+                    a5 = Vector512.FusedMultiplyAdd(xi, Vector512.Load(q + 16), a5);
+                    a6 = Vector512.FusedMultiplyAdd(xi, Vector512.Load(q + 32), a6);
+                    a7 = Vector512.FusedMultiplyAdd(xi, Vector512.Load(q + 48), a7);
+                }
+                Finish(a0, bias, y, c, output); Finish(a1, bias, y, c + 16, output);
+                Finish(a2, bias, y, c + 32, output); Finish(a3, bias, y, c + 48, output);
+                Finish(a4, bias, y, c + 64, output); Finish(a5, bias, y, c + 80, output);
+                Finish(a6, bias, y, c + 96, output); Finish(a7, bias, y, c + 112, output);
+            }
+            for (; c + 64 <= blocksEnd; c += 64)
+            {
+                var a0 = Vector512<float>.Zero; var a1 = a0; var a2 = a0; var a3 = a0;
+                float* p = w.Block(c);
+                for (int i = 0; i < k; i++, p += 64)
+                {
+                    var xi = Vector512.Create(x[i]);
+                    a0 = Vector512.FusedMultiplyAdd(xi, Vector512.Load(p), a0);
+                    a1 = Vector512.FusedMultiplyAdd(xi, Vector512.Load(p + 16), a1);
+                    a2 = Vector512.FusedMultiplyAdd(xi, Vector512.Load(p + 32), a2);
+                    a3 = Vector512.FusedMultiplyAdd(xi, Vector512.Load(p + 48), a3);
+                }
+                Finish(a0, bias, y, c, output); Finish(a1, bias, y, c + 16, output);
+                Finish(a2, bias, y, c + 32, output); Finish(a3, bias, y, c + 48, output);
+            }
+        }
+        if (c < c1) MultiplyRows(x, w.Rows, k, w.N, c, c1, bias, y, output);
+    }
+
+    /// <summary>
+    /// Columns [c0, c1) of y = x W (+ b) for one row, W [k, n] row-major as the package holds it, then <paramref name="output"/>:
+    /// blocks of 128 or 64 columns, then 16, then single columns. Summation runs over the rows of W in order. What the panels
+    /// do not hold (the columns past the last whole block of 64), and what they are tested against.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    public static void MultiplyRows(float* x, float* w, int k, int n, int c0, int c1, float* bias, float* y, RowOutput output)
     {
         int c = c0;
         for (; c + 128 <= c1; c += 128)
