@@ -25,37 +25,24 @@ internal enum RowOutput
 /// </summary>
 internal static unsafe class RowKernels
 {
-    /// <summary>Rows of a weight a four-row block multiplies before the next four rows take them (a 64-column panel of them stays in L1).</summary>
-    private const int PanelRows = 32;
-
     /// <summary>
     /// Columns [c0, c1) of Y = X W (+ b) for <paramref name="rows"/> rows of X (<paramref name="xStride"/> floats apart) into
     /// rows of Y (<paramref name="yStride"/> apart), W [k, n] (<see cref="PanelWeight"/>), then <paramref name="output"/>. For
-    /// each block of 64 columns (from a c0 that is a multiple of 64), <see cref="PanelRows"/> rows of its panel are multiplied
-    /// with every four rows of X while they are in L1 (their sums so far kept on the stack between panels); what is left (rows
-    /// beyond a multiple of four, columns beyond the whole blocks) one row at a time. Every sum runs over W's rows in order
-    /// from zero, stored and reloaded exactly between panels, so a row's result is bit for bit what it is alone.
+    /// each block of 64 columns (from a c0 that is a multiple of 64), every four rows of X stream the block's whole panel (k
+    /// rows of 64, from L1 or L2 after the first four) with their 16 sums in registers; what is left (rows beyond a multiple
+    /// of four, columns beyond the whole blocks) one row at a time. Every sum runs over W's rows in order from zero, so a
+    /// row's result is bit for bit what it is alone. (Cutting the panel into 32 rows that stay in L1, the sums stored and
+    /// reloaded between them, was slower at 16 rows: benchmarks/README.md, "Weights in panels".)
     /// </summary>
-    [SkipLocalsInit]   // the panel sums are written before they are read: no need to zero them on every call
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static void Multiply(float* x, int xStride, int rows, in PanelWeight w, int c0, int c1, float* bias, float* y, int yStride,
         RowOutput output)
     {
-        int fours = rows / 4 * 4, c = c0, k = w.K, blocksEnd = Math.Min(c1, w.PanelColumns);
-        if (fours > 0 && c % 64 == 0 && c + 64 <= blocksEnd)
-        {
-            float* sums = stackalloc float[fours * 64];   // [fours, 64]: a block's sums between panels
+        int fours = rows / 4 * 4, c = c0, blocksEnd = Math.Min(c1, w.PanelColumns);
+        if (fours > 0 && c % 64 == 0)
             for (; c + 64 <= blocksEnd; c += 64)
-            {
-                float* block = w.Block(c);
-                for (int k0 = 0; k0 < k; k0 += PanelRows)
-                {
-                    int k1 = Math.Min(k, k0 + PanelRows);
-                    for (int r = 0; r < fours; r += 4)
-                        Panel4(x + (long)r * xStride, xStride, block, k0, k1, k, c, bias, sums + r * 64, y + (long)r * yStride, yStride, output);
-                }
-            }
-        }
+                for (int r = 0; r < fours; r += 4)
+                    FourRows(x + (long)r * xStride, xStride, w.Block(c), w.K, c, bias, y + (long)r * yStride, yStride, output);
         for (int r = 0; r < rows; r++)
         {
             int from = r < fours ? c : c0;   // the four-row blocks did the columns before c
@@ -64,30 +51,17 @@ internal static unsafe class RowKernels
     }
 
     /// <summary>
-    /// Rows k0..k1-1 of the panel <paramref name="block"/> (W's columns c..c+63) times four rows of X, added to their sums so
-    /// far (<paramref name="sums"/>, four rows of 64, unless k0 is 0); at the last rows (k1 = k) the bias and
-    /// <paramref name="output"/> finish them into Y.
+    /// The panel <paramref name="block"/> (W's columns c..c+63, <paramref name="k"/> rows) times four rows of X, then the bias
+    /// and <paramref name="output"/> into four rows of Y.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void Panel4(float* x, int xStride, float* block, int k0, int k1, int k, int c, float* bias, float* sums, float* y,
-        int yStride, RowOutput output)
+    private static void FourRows(float* x, int xStride, float* block, int k, int c, float* bias, float* y, int yStride, RowOutput output)
     {
         float* x0 = x, x1 = x + xStride, x2 = x + 2L * xStride, x3 = x + 3L * xStride;
-        float* y0 = sums, y1 = sums + 64, y2 = sums + 128, y3 = sums + 192;
-        Vector512<float> a00, a01, a02, a03, a10, a11, a12, a13, a20, a21, a22, a23, a30, a31, a32, a33;
-        if (k0 == 0)
-        {
-            a00 = a01 = a02 = a03 = a10 = a11 = a12 = a13 = a20 = a21 = a22 = a23 = a30 = a31 = a32 = a33 = Vector512<float>.Zero;
-        }
-        else
-        {
-            a00 = Vector512.Load(y0); a01 = Vector512.Load(y0 + 16); a02 = Vector512.Load(y0 + 32); a03 = Vector512.Load(y0 + 48);
-            a10 = Vector512.Load(y1); a11 = Vector512.Load(y1 + 16); a12 = Vector512.Load(y1 + 32); a13 = Vector512.Load(y1 + 48);
-            a20 = Vector512.Load(y2); a21 = Vector512.Load(y2 + 16); a22 = Vector512.Load(y2 + 32); a23 = Vector512.Load(y2 + 48);
-            a30 = Vector512.Load(y3); a31 = Vector512.Load(y3 + 16); a32 = Vector512.Load(y3 + 32); a33 = Vector512.Load(y3 + 48);
-        }
-        float* row = block + (long)k0 * 64;
-        for (int i = k0; i < k1; i++, row += 64)
+        var a00 = Vector512<float>.Zero; var a01 = a00; var a02 = a00; var a03 = a00; var a10 = a00; var a11 = a00; var a12 = a00; var a13 = a00;
+        var a20 = a00; var a21 = a00; var a22 = a00; var a23 = a00; var a30 = a00; var a31 = a00; var a32 = a00; var a33 = a00;
+        float* row = block;
+        for (int i = 0; i < k; i++, row += 64)
         {
             var w0 = Vector512.Load(row);
             var w1 = Vector512.Load(row + 16);
@@ -106,15 +80,7 @@ internal static unsafe class RowKernels
             a30 = Vector512.FusedMultiplyAdd(b, w0, a30); a31 = Vector512.FusedMultiplyAdd(b, w1, a31);
             a32 = Vector512.FusedMultiplyAdd(b, w2, a32); a33 = Vector512.FusedMultiplyAdd(b, w3, a33);
         }
-        if (k1 < k)
-        {
-            a00.Store(y0); a01.Store(y0 + 16); a02.Store(y0 + 32); a03.Store(y0 + 48);
-            a10.Store(y1); a11.Store(y1 + 16); a12.Store(y1 + 32); a13.Store(y1 + 48);
-            a20.Store(y2); a21.Store(y2 + 16); a22.Store(y2 + 32); a23.Store(y2 + 48);
-            a30.Store(y3); a31.Store(y3 + 16); a32.Store(y3 + 32); a33.Store(y3 + 48);
-            return;
-        }
-        y0 = y; y1 = y + yStride; y2 = y + 2L * yStride; y3 = y + 3L * yStride;
+        float* y0 = y, y1 = y + yStride, y2 = y + 2L * yStride, y3 = y + 3L * yStride;
         Finish(a00, bias, y0, c, output); Finish(a01, bias, y0, c + 16, output); Finish(a02, bias, y0, c + 32, output); Finish(a03, bias, y0, c + 48, output);
         Finish(a10, bias, y1, c, output); Finish(a11, bias, y1, c + 16, output); Finish(a12, bias, y1, c + 32, output); Finish(a13, bias, y1, c + 48, output);
         Finish(a20, bias, y2, c, output); Finish(a21, bias, y2, c + 16, output); Finish(a22, bias, y2, c + 32, output); Finish(a23, bias, y2, c + 48, output);
