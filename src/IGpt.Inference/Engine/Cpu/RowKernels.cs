@@ -89,7 +89,8 @@ internal static unsafe class RowKernels
 
     /// <summary>
     /// Columns [c0, c1) of y = x W (+ b) for one row (<see cref="PanelWeight"/>), then <paramref name="output"/>: from a c0
-    /// that is a multiple of 64, the whole blocks two panels (128 columns) at a time, then one; the rest as
+    /// that is a multiple of 64, the whole blocks one panel at a time (four accumulators: the FMAs' latency over a core's
+    /// one 512-bit FMA a cycle, and a one-row product waits on its weights' bytes anyway); the rest as
     /// <see cref="MultiplyRows"/> does, from W where the package holds it. Summation runs over the rows of W in order.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
@@ -98,27 +99,6 @@ internal static unsafe class RowKernels
         int c = c0, k = w.K, blocksEnd = Math.Min(c1, w.PanelColumns);
         if (c % 64 == 0)
         {
-            for (; c + 128 <= blocksEnd; c += 128)
-            {
-                var a0 = Vector512<float>.Zero; var a1 = a0; var a2 = a0; var a3 = a0; var a4 = a0; var a5 = a0; var a6 = a0; var a7 = a0;
-                float* p = w.Block(c), q = p + (long)k * 64;   // the next block's panel follows this one's
-                for (int i = 0; i < k; i++, p += 64, q += 64)
-                {
-                    var xi = Vector512.Create(x[i]);
-                    a0 = Vector512.FusedMultiplyAdd(xi, Vector512.Load(p), a0);
-                    a1 = Vector512.FusedMultiplyAdd(xi, Vector512.Load(p + 16), a1);
-                    a2 = Vector512.FusedMultiplyAdd(xi, Vector512.Load(p + 32), a2);
-                    a3 = Vector512.FusedMultiplyAdd(xi, Vector512.Load(p + 48), a3);
-                    a4 = Vector512.FusedMultiplyAdd(xi, Vector512.Load(q), a4);
-                    a5 = Vector512.FusedMultiplyAdd(xi, Vector512.Load(q + 16), a5);
-                    a6 = Vector512.FusedMultiplyAdd(xi, Vector512.Load(q + 32), a6);
-                    a7 = Vector512.FusedMultiplyAdd(xi, Vector512.Load(q + 48), a7);
-                }
-                Finish(a0, bias, y, c, output); Finish(a1, bias, y, c + 16, output);
-                Finish(a2, bias, y, c + 32, output); Finish(a3, bias, y, c + 48, output);
-                Finish(a4, bias, y, c + 64, output); Finish(a5, bias, y, c + 80, output);
-                Finish(a6, bias, y, c + 96, output); Finish(a7, bias, y, c + 112, output);
-            }
             for (; c + 64 <= blocksEnd; c += 64)
             {
                 var a0 = Vector512<float>.Zero; var a1 = a0; var a2 = a0; var a3 = a0;
@@ -140,49 +120,14 @@ internal static unsafe class RowKernels
 
     /// <summary>
     /// Columns [c0, c1) of y = x W (+ b) for one row, W [k, n] row-major as the package holds it, then <paramref name="output"/>:
-    /// blocks of 128 or 64 columns, then 16, then single columns. Summation runs over the rows of W in order. What the panels
-    /// do not hold (the columns past the last whole block of 64), and what they are tested against.
+    /// 16 columns at a time, then single columns; summation runs over the rows of W in order. What the panels do not hold
+    /// (the fewer than 64 columns past the last whole block), and a range that does not start at a block (no kernel step asks
+    /// for one); the tests compare the panels with it.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static void MultiplyRows(float* x, float* w, int k, int n, int c0, int c1, float* bias, float* y, RowOutput output)
     {
         int c = c0;
-        for (; c + 128 <= c1; c += 128)
-        {
-            var a0 = Vector512<float>.Zero; var a1 = a0; var a2 = a0; var a3 = a0; var a4 = a0; var a5 = a0; var a6 = a0; var a7 = a0;
-            float* row = w + c;
-            for (int i = 0; i < k; i++, row += n)
-            {
-                var xi = Vector512.Create(x[i]);
-                a0 = Vector512.FusedMultiplyAdd(xi, Vector512.Load(row), a0);
-                a1 = Vector512.FusedMultiplyAdd(xi, Vector512.Load(row + 16), a1);
-                a2 = Vector512.FusedMultiplyAdd(xi, Vector512.Load(row + 32), a2);
-                a3 = Vector512.FusedMultiplyAdd(xi, Vector512.Load(row + 48), a3);
-                a4 = Vector512.FusedMultiplyAdd(xi, Vector512.Load(row + 64), a4);
-                a5 = Vector512.FusedMultiplyAdd(xi, Vector512.Load(row + 80), a5);
-                a6 = Vector512.FusedMultiplyAdd(xi, Vector512.Load(row + 96), a6);
-                a7 = Vector512.FusedMultiplyAdd(xi, Vector512.Load(row + 112), a7);
-            }
-            Finish(a0, bias, y, c, output); Finish(a1, bias, y, c + 16, output);
-            Finish(a2, bias, y, c + 32, output); Finish(a3, bias, y, c + 48, output);
-            Finish(a4, bias, y, c + 64, output); Finish(a5, bias, y, c + 80, output);
-            Finish(a6, bias, y, c + 96, output); Finish(a7, bias, y, c + 112, output);
-        }
-        for (; c + 64 <= c1; c += 64)
-        {
-            var a0 = Vector512<float>.Zero; var a1 = a0; var a2 = a0; var a3 = a0;
-            float* row = w + c;
-            for (int i = 0; i < k; i++, row += n)
-            {
-                var xi = Vector512.Create(x[i]);
-                a0 = Vector512.FusedMultiplyAdd(xi, Vector512.Load(row), a0);
-                a1 = Vector512.FusedMultiplyAdd(xi, Vector512.Load(row + 16), a1);
-                a2 = Vector512.FusedMultiplyAdd(xi, Vector512.Load(row + 32), a2);
-                a3 = Vector512.FusedMultiplyAdd(xi, Vector512.Load(row + 48), a3);
-            }
-            Finish(a0, bias, y, c, output); Finish(a1, bias, y, c + 16, output);
-            Finish(a2, bias, y, c + 32, output); Finish(a3, bias, y, c + 48, output);
-        }
         for (; c + 16 <= c1; c += 16)
         {
             var a = Vector512<float>.Zero;
