@@ -5,8 +5,8 @@ namespace IGpt.Inference.Engine.Cpu;
 /// (the block's k rows of 64 floats, one after another), and the columns past the last whole block where the package holds
 /// W. Why: in the package's row-major layout a block's k rows are n floats apart, so a product walks k runs of 256 bytes at
 /// a stride of 0.5-4 KiB, which the hardware prefetcher follows poorly and which, where the stride is a multiple of 2 KiB,
-/// fall into a few sets of L1 (a panel of 32 such rows then no longer stays there); a panel is one run. The products sum
-/// the same terms in the same order either way, so their results do not change (tested). Figures: benchmarks/README.md
+/// fall into a few sets of L1; a panel is one run, streamed from L1 or L2 by every four rows of input. The products sum the
+/// same terms in the same order either way, so their results do not change (tested). Figures: benchmarks/README.md
 /// ("Weights in panels").
 /// </summary>
 internal readonly unsafe struct PanelWeight(float* panels, float* rows, int k, int n)
