@@ -698,4 +698,30 @@ public unsafe class KvCacheCompressionTests
         Assert.Contains("Inference:KvCacheType", error);
         Assert.Contains("Inference:SegmentedStepRows", error);
     }
+
+    [Fact]
+    public void PairScaledQuantizationIsTheScalarRuleForEveryHeadSize()
+    {
+        var rng = new Random(11);
+        foreach (int d in new[] { 2, 16, 32, 48, 64, 128 })
+            for (int trial = 0; trial < 200; trial++)
+            {
+                float[] x = Enumerable.Range(0, d).Select(_ => (float)((rng.NextDouble() - 0.5) * Math.Pow(10, rng.Next(-3, 3)))).ToArray();
+                if (trial == 0) Array.Clear(x);   // an all-zero entry: scale 0
+                var q = new sbyte[d];
+                float scale;
+                fixed (float* px = x)
+                fixed (sbyte* pq = q)
+                    scale = KvCodec.QuantizeInt8(px, pq, d, pairs: true);
+                float max = 0;
+                for (int i = 0; i < d; i += 2) max = MathF.Max(max, MathF.Abs(x[i]) + MathF.Abs(x[i + 1]));
+                Assert.Equal(max / 127f, scale);
+                float inverse = max > 0 ? 127f / max : 0f;
+                for (int i = 0; i < d; i++)
+                {
+                    Assert.Equal((sbyte)Math.Clamp((int)MathF.Round(x[i] * inverse, MidpointRounding.ToEven), -127, 127), q[i]);
+                    if (i % 2 == 1) Assert.True(Math.Abs(q[i - 1]) + Math.Abs(q[i]) <= 128, $"d {d}: pair {i / 2} sums to more than 128");
+                }
+            }
+    }
 }

@@ -72,7 +72,18 @@ internal static unsafe class KvCodec
     {
         float max = 0;
         int i = 0;
-        if (pairs)
+        if (pairs && Avx512F.IsSupported && d % 16 == 0)
+        {
+            // Each lane pair's |x[2i]| + |x[2i+1]| (the same sum in both lanes), the largest over the vectors.
+            var m = Vector512<float>.Zero;
+            for (; i < d; i += 16)
+            {
+                var a = Vector512.Abs(Vector512.Load(x + i));
+                m = Vector512.Max(m, a + Avx512F.Shuffle(a, a, 0b10_11_00_01));
+            }
+            max = MaxOf(Vector256.Max(m.GetLower(), m.GetUpper()));
+        }
+        else if (pairs)
             for (; i < d; i += 2) max = MathF.Max(max, MathF.Abs(x[i]) + MathF.Abs(x[i + 1]));
         else if (Vector512.IsHardwareAccelerated && d >= 16)
         {
