@@ -58,8 +58,5 @@ internal sealed unsafe class PanelWeights : IDisposable
     /// <summary>The weight at <paramref name="index"/> of the constructor's list.</summary>
     public PanelWeight this[int index] => _weights[index];
 
-    /// <summary>Bytes the panels take (the copy this holds).</summary>
-    public long Bytes => _buffer.Length * sizeof(float);
-
     public void Dispose() => _buffer.Dispose();
 }

@@ -19,9 +19,10 @@ internal enum RowOutput
 /// quick_gelu, in Vector512 (the caller checks <see cref="Vector512.IsHardwareAccelerated"/>). A weight ([in, out], as ONNX
 /// MatMul multiplies) is read from its panels (<see cref="PanelWeight"/>: each block of 64 columns one contiguous run): each
 /// of a block's 64 columns is one accumulator lane, and the block's rows stream through once per four rows of input, so one
-/// row's product is as fast as the weight can be read and four rows share each load. The kernels are compiled fully optimized from their first call
-/// (AggressiveOptimization): at the JIT's first tier their vectors live on the stack and a product runs several times slower,
-/// which a short-lived process or a service's first requests would see (benchmarks/README.md, "Kernel steps").
+/// row's product is as fast as the weight can be read and four rows share each load. The kernels are compiled fully
+/// optimized from their first call (AggressiveOptimization): at the JIT's first tier their vectors live on the stack and a
+/// product runs several times slower, which a short-lived process or a service's first requests would see
+/// (benchmarks/README.md, "Kernel steps").
 /// </summary>
 internal static unsafe class RowKernels
 {
