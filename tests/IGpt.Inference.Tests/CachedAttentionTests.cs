@@ -90,7 +90,7 @@ public unsafe class CachedAttentionTests
         byte[] cache = [.. Part(KvPart.Key), .. Part(KvPart.Value)];
         long bytes = cache.Length / 2;
         int[] position = [40, 33, 50], groups = [0, 0, 0];
-        float[] Run(int sharedLength, out int items)
+        float[] Run(int sharedLength, out int items, out int perGroup)
         {
             var c = (byte[])cache.Clone();
             var output = new float[rows * heads * headSize];
@@ -99,17 +99,18 @@ public unsafe class CachedAttentionTests
             attention.CheckGroups(rows, position, sharedLength < 0 ? [] : groups, shared);
             attention.Plan(0, 0, rows, position, sharedLength < 0 ? [] : groups, shared);
             items = attention.Items(0);
+            perGroup = attention.ItemsPerGroup;   // a head an item, or two for the one-pass int8 kernels
             fixed (float* pq = qkv, po = output)
             fixed (byte* pc = c)
                 attention.Run(0, pq, pc, pc + bytes, po);
             return output;
         }
-        var alone = Run(-1, out int aloneItems);
-        var sharingSos = Run(1, out int sosItems);
-        var sharingABlock = Run(CachedAttention.GroupFromSharedLength, out int blockItems);
-        Assert.Equal(rows * heads, aloneItems);
-        Assert.Equal(rows * heads, sosItems);
-        Assert.Equal(heads, blockItems);
+        var alone = Run(-1, out int aloneItems, out int perGroup);
+        var sharingSos = Run(1, out int sosItems, out _);
+        var sharingABlock = Run(CachedAttention.GroupFromSharedLength, out int blockItems, out _);
+        Assert.Equal(rows * perGroup, aloneItems);
+        Assert.Equal(rows * perGroup, sosItems);
+        Assert.Equal(perGroup, blockItems);
         Assert.Equal(alone, sharingSos);
     }
 }

@@ -218,6 +218,49 @@ public unsafe class KvCacheCompressionTests
     private static bool[] OnePassKernels() => Int8Blocks.HasVnni ? [false, true] : [false];
 
     /// <summary>
+    /// Two heads of a row in one pass (<see cref="Int8Blocks.AttendTwoHeads"/>, the one-pass kernels' items) give each head's
+    /// own pass bit for bit, with a shared prompt from another slot and lengths that end inside, at and past a block.
+    /// </summary>
+    [Fact]
+    public void TwoHeadsInOnePassAreEachHeadsOwnPass()
+    {
+        const int headSize = 32, positions = 784;
+        if (!Int8Blocks.CanAttend(headSize)) return;
+        var rng = new Random(23);
+        // Four (slot, head) regions in a row, as a cache holds them: the leader's two heads, then the row's own two.
+        float[] Random(int n) => Enumerable.Range(0, n).Select(_ => (float)(rng.NextDouble() * 4 - 2)).ToArray();
+        byte[] Regions(KvPart part) => [.. Enumerable.Range(0, 4).SelectMany(_ => Encode(KvElement.Int8, part, Random(positions * headSize), headSize, positions))];
+        byte[] k = Regions(KvPart.Key), v = Regions(KvPart.Value);
+        long headBytes = k.Length / 4;
+        var queries = new int[2 * headSize / 4];
+        var scales = new float[2];
+        var corrections = new int[2];
+        var pair = new float[2 * headSize];
+        var single = new float[2 * headSize];
+        fixed (byte* pk = k, pv = v)
+        fixed (int* pg = queries, pc = corrections)
+        fixed (float* ps = scales, pp = pair, p1 = single)
+            foreach (bool vnni in OnePassKernels())
+            foreach (var (shared, to) in new[] { (0, 1), (0, 17), (16, 100), (392, 393), (392, 784), (100, 600) })
+            {
+                for (int h = 0; h < 2; h++)
+                {
+                    var q = Random(headSize);
+                    fixed (float* pq = q) scales[h] = Int8Blocks.QuantizeQuery(pq, headSize, pg + h * headSize / 4, out pc[h], bytePairs: !vnni);
+                }
+                byte* leaderK = pk, leaderV = pv, ownK = pk + 2 * headBytes, ownV = pv + 2 * headBytes;
+                Int8Blocks.AttendTwoHeads(leaderK, leaderV, shared, ownK, ownV, to, headBytes, pg, ps, pc, pp, prefetch: false, vnni,
+                    out float sumA, out float sumB);
+                float oneA = Int8Blocks.Attend(leaderK, leaderV, shared, ownK, ownV, to, pg, ps[0], pc[0], p1, prefetch: false, vnni);
+                float oneB = Int8Blocks.Attend(leaderK + headBytes, leaderV + headBytes, shared, ownK + headBytes, ownV + headBytes, to,
+                    pg + headSize / 4, ps[1], pc[1], p1 + headSize, prefetch: false, vnni);
+                Assert.Equal(oneA, sumA);
+                Assert.Equal(oneB, sumB);
+                Assert.Equal(single, pair);
+            }
+    }
+
+    /// <summary>
     /// A row alone is attended in one pass (<see cref="Int8Blocks.Attend"/>: a running maximum, the output rescaled as it
     /// rises); the three passes (scores, softmax against the largest score, weighted values) give the same output up to the
     /// rounding of the weights' bytes, which are quantized against each block's largest either way; for each one-pass kernel the

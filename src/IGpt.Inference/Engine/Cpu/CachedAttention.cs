@@ -32,6 +32,8 @@ internal sealed unsafe class CachedAttention : IDisposable
     private const int Chunk = 64;
 
     private readonly int _heads, _headSize, _positions, _embd, _maxBatch;
+    /// <summary>Heads an item takes (<see cref="ItemsPerGroup"/>): 2 for the one-pass int8 kernels, which run two heads of a row in one pass.</summary>
+    private readonly int _headsPerItem;
     private readonly long _headBytes;  // bytes of one (slot, head) of the cache
     private readonly KvElement _element;
     private readonly float _scale;
@@ -62,8 +64,10 @@ internal sealed unsafe class CachedAttention : IDisposable
         _inPlace = inPlace && vectorized && element == KvElement.Float16;
         _int8Kernels = inPlace && vectorized && element == KvElement.Int8 && Int8Blocks.CanRun(headSize);
         _onePass = _int8Kernels && Int8Blocks.CanAttend(headSize);
+        _headsPerItem = _onePass && heads % 2 == 0 ? 2 : 1;
         _lanes = new Lane[Math.Max(1, lanes)];
-        for (int i = 0; i < _lanes.Length; i++) _lanes[i] = new Lane(maxBatch, positions, headSize, element == KvElement.Float32 ? 0 : Chunk);
+        for (int i = 0; i < _lanes.Length; i++)
+            _lanes[i] = new Lane(maxBatch * _headsPerItem, positions, headSize, element == KvElement.Float32 ? 0 : Chunk);
     }
 
     /// <summary>Whether this CPU runs the AVX-512 kernels for <paramref name="headSize"/>.</summary>
@@ -179,7 +183,7 @@ internal sealed unsafe class CachedAttention : IDisposable
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
         var l = _lanes[lane];
-        for (int item = 0; item < l.Groups * _heads; item++) RunItem(l, item, qkv, (byte*)keys, (byte*)values, output);
+        for (int item = 0; item < l.Groups * ItemsPerGroup; item++) RunItem(l, item, qkv, (byte*)keys, (byte*)values, output);
     }
 
     /// <summary>Of <see cref="PositionsRead"/>, the positions each row reads on its own (not a group's shared prompt).</summary>
@@ -202,23 +206,30 @@ internal sealed unsafe class CachedAttention : IDisposable
     }
 
     /// <summary>(group, head) items lane <paramref name="lane"/>'s plan has: <see cref="RunGroupHead"/> runs one.</summary>
-    public int Items(int lane) => _lanes[lane].Groups * _heads;
+    public int Items(int lane) => _lanes[lane].Groups * ItemsPerGroup;
 
     /// <summary>
-    /// Item <paramref name="item"/> (group item / n_head, head item % n_head) of <see cref="Run"/> for lane <paramref name="lane"/>:
+    /// Items of each group (<see cref="Items"/>: group item / ItemsPerGroup): one per head, or with the one-pass int8 kernels
+    /// one per two heads, which <see cref="Int8Blocks.AttendTwoHeads"/> reads in one pass.
+    /// </summary>
+    public int ItemsPerGroup => _heads / _headsPerItem;
+
+    /// <summary>
+    /// Item <paramref name="item"/> (group item / <see cref="ItemsPerGroup"/>, its first head item % ItemsPerGroup x the heads
+    /// an item takes) of <see cref="Run"/> for lane <paramref name="lane"/>:
     /// how a step on the library's kernels (<see cref="KernelStep"/>) shares a layer's attention out between threads, each
     /// holding the same plan in its own lane (its scratch). Items touch disjoint cache entries and outputs.
     /// </summary>
     public void RunGroupHead(int lane, int item, float* qkv, void* keys, void* values, float* output)
     {
         var l = _lanes[lane];
-        if ((uint)item >= (uint)(l.Groups * _heads)) throw new ArgumentOutOfRangeException(nameof(item));
+        if ((uint)item >= (uint)(l.Groups * ItemsPerGroup)) throw new ArgumentOutOfRangeException(nameof(item));
         RunItem(l, item, qkv, (byte*)keys, (byte*)values, output);
     }
 
     private void RunItem(Lane l, int item, float* qkv, byte* keys, byte* values, float* output)
     {
-        int g = item / _heads, head = item % _heads;
+        int g = item / ItemsPerGroup, head = item % ItemsPerGroup * _headsPerItem, heads = _headsPerItem;
         int first = l.GroupStart[g], count = l.GroupStart[g + 1] - first;
         var rows = new ReadOnlySpan<int>(l.Members, first, count);
         int d = _headSize, p = _positions;
@@ -226,22 +237,25 @@ internal sealed unsafe class CachedAttention : IDisposable
         long stride = _headBytes;
         long pitch = p + 16;
 
-        // New keys and values into the cache; queries scaled (GroupQueryAttention's scale, 1/sqrt(head_size)).
+        // New keys and values into the cache; queries scaled (GroupQueryAttention's scale, 1/sqrt(head_size)), row j's of the
+        // item's head h in slot j x heads + h (for one head an item, slot j).
         for (int j = 0; j < count; j++)
-        {
-            int r = rows[j];
-            float* q = qkv + (long)r * 3 * _embd + head * d;
-            long own = ((long)r * _heads + head) * stride;
-            KvCodec.Encode(_element, KvPart.Key, q + _embd, keys + own, l.Position[r], 1, d);
-            KvCodec.Encode(_element, KvPart.Value, q + 2 * _embd, values + own, l.Position[r], 1, d);
-            if (_vectorized)
-                for (int i = 0; i < d; i += 16) (Vector512.Load(q + i) * _scale).Store(queries + j * d + i);
-            else
-                for (int i = 0; i < d; i++) queries[j * d + i] = q[i] * _scale;
-            if (_int8Kernels)
-                l.QueryScales[j] = Int8Blocks.QuantizeQuery(queries + j * d, d, l.QueryGroups + j * (d / 4), out l.Corrections[j],
-                    bytePairs: !_vnni);   // without VNNI the kernels add byte products in 16-bit pairs
-        }
+            for (int h = 0; h < heads; h++)
+            {
+                int r = rows[j], slot = j * heads + h;
+                float* q = qkv + (long)r * 3 * _embd + (head + h) * d;
+                long own = ((long)r * _heads + head + h) * stride;
+                KvCodec.Encode(_element, KvPart.Key, q + _embd, keys + own, l.Position[r], 1, d);
+                KvCodec.Encode(_element, KvPart.Value, q + 2 * _embd, values + own, l.Position[r], 1, d);
+                float* scaled = queries + slot * d;
+                if (_vectorized)
+                    for (int i = 0; i < d; i += 16) (Vector512.Load(q + i) * _scale).Store(scaled + i);
+                else
+                    for (int i = 0; i < d; i++) scaled[i] = q[i] * _scale;
+                if (_int8Kernels)
+                    l.QueryScales[slot] = Int8Blocks.QuantizeQuery(scaled, d, l.QueryGroups + slot * (d / 4), out l.Corrections[slot],
+                        bytePairs: !_vnni);   // without VNNI the kernels add byte products in 16-bit pairs
+            }
 
         int shared = l.SharedLength[g];
         long leader = ((long)rows[0] * _heads + head) * stride;
@@ -249,14 +263,24 @@ internal sealed unsafe class CachedAttention : IDisposable
         {
             // Each row in one pass (scores, softmax and weighted values), the group's shared positions from its first row's
             // slot: they stay in cache from one row to the next, so they are still read from memory once for the group.
+            // Two heads an item: both in one pass (Int8Blocks.AttendTwoHeads), the second's entries one (slot, head) on.
             for (int j = 0; j < count; j++)
             {
                 long own = ((long)rows[j] * _heads + head) * stride;
-                float sum = Int8Blocks.Attend(keys + leader, values + leader, shared, keys + own, values + own, l.Position[rows[j]] + 1,
-                    l.QueryGroups + j * (d / 4), l.QueryScales[j], l.Corrections[j], acc, PrefetchEntries);
+                int slot = j * heads, to = l.Position[rows[j]] + 1;
                 float* o = output + (long)rows[j] * _embd + head * d;
-                var inverse = Vector512.Create(1f / sum);
-                for (int i = 0; i < d; i += 16) (Vector512.Load(acc + i) * inverse).Store(o + i);
+                if (heads == 2)
+                {
+                    Int8Blocks.AttendTwoHeads(keys + leader, values + leader, shared, keys + own, values + own, to, stride,
+                        l.QueryGroups + slot * (d / 4), l.QueryScales + slot, l.Corrections + slot, acc, PrefetchEntries, _vnni, out float sumA,
+                        out float sumB);
+                    Normalize(acc, sumA, o, d);
+                    Normalize(acc + d, sumB, o + d, d);
+                    continue;
+                }
+                float sum = Int8Blocks.Attend(keys + leader, values + leader, shared, keys + own, values + own, to,
+                    l.QueryGroups + slot * (d / 4), l.QueryScales[slot], l.Corrections[slot], acc, PrefetchEntries);
+                Normalize(acc, sum, o, d);
             }
             return;
         }
@@ -282,6 +306,13 @@ internal sealed unsafe class CachedAttention : IDisposable
             float* o = output + (long)rows[j] * _embd + head * d;
             for (int i = 0; i < d; i++) o[i] = acc[j * d + i] * inverse;
         }
+    }
+
+    /// <summary>A head's output: its weighted values <paramref name="acc"/> over the softmax's <paramref name="sum"/>.</summary>
+    private static void Normalize(float* acc, float sum, float* output, int headSize)
+    {
+        var inverse = Vector512.Create(1f / sum);
+        for (int i = 0; i < headSize; i += 16) (Vector512.Load(acc + i) * inverse).Store(output + i);
     }
 
     /// <summary>

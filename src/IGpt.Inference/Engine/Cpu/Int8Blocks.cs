@@ -162,6 +162,27 @@ internal static unsafe class Int8Blocks
     }
 
     /// <summary>
+    /// <see cref="Attend(byte*, byte*, int, byte*, byte*, int, int*, float, int, float*, bool, bool)"/> for two heads of one
+    /// row: head h's entries where the pointers say, head h + 1's <paramref name="headBytes"/> on; their quantized queries'
+    /// groups head_size / 4 ints apart at <paramref name="queries"/> (scales and corrections two in a row), their outputs
+    /// at <paramref name="acc"/> and 32 floats on. The same results as two calls; without <paramref name="vnni"/> (byte
+    /// pairs) in one pass over both heads' blocks, with it as two passes.
+    /// </summary>
+    public static void AttendTwoHeads(byte* sharedKeys, byte* sharedValues, int shared, byte* keys, byte* values, int to, long headBytes,
+        int* queries, float* queryScales, int* corrections, float* acc, bool prefetch, bool vnni, out float sumA, out float sumB)
+    {
+        if (!vnni)
+        {
+            AttendTwoHeadsBytePairs(sharedKeys, sharedValues, shared, keys, values, to, headBytes, queries, queryScales, corrections, acc, prefetch,
+                out sumA, out sumB);
+            return;
+        }
+        sumA = Attend(sharedKeys, sharedValues, shared, keys, values, to, queries, queryScales[0], corrections[0], acc, prefetch, vnni);
+        sumB = Attend(sharedKeys + headBytes, sharedValues + headBytes, shared, keys + headBytes, values + headBytes, to, queries + 8, queryScales[1],
+            corrections[1], acc + 32, prefetch, vnni);
+    }
+
+    /// <summary>
     /// One row's attention over positions 0..to-1 in a single pass (AVX-VNNI, a head size of 32):
     /// positions below <paramref name="shared"/> from one (slot, head) (a group's first row's: its shared prompt), the rest
     /// from another (the row's own; the same one for a row alone). Per block: its 16 scores, the softmax's running maximum
@@ -301,14 +322,6 @@ internal static unsafe class Int8Blocks
         float max = float.NegativeInfinity;
         var sums = Vector512<float>.Zero;
         Vector512<float> o0 = default, o1 = default;   // dimensions 0-15, 16-31
-        var q0 = Vector512.Create(query[0]).AsSByte();
-        var q1 = Vector512.Create(query[1]).AsSByte();
-        var q2 = Vector512.Create(query[2]).AsSByte();
-        var q3 = Vector512.Create(query[3]).AsSByte();
-        var q4 = Vector512.Create(query[4]).AsSByte();
-        var q5 = Vector512.Create(query[5]).AsSByte();
-        var q6 = Vector512.Create(query[6]).AsSByte();
-        var q7 = Vector512.Create(query[7]).AsSByte();
         for (int part = 0; part < 2; part++)
         {
             byte* kh = part == 0 ? sharedKeys : keys, vh = part == 0 ? sharedValues : values;
@@ -322,50 +335,133 @@ internal static unsafe class Int8Blocks
                     Ahead(kb + 4 * BlockBytes, BlockBytes);
                     Ahead(vb + 4 * BlockBytes, BlockBytes);
                 }
-                // Keys: group g (dimensions 4g..4g+3 of the 16 positions) at k + 64g; lane t of each sum is position t's.
-                byte* k = kb + 4 * Block;
-                var d0 = KeyGroup(k, q0, ones) + KeyGroup(k + 64, q1, ones);
-                var d1 = KeyGroup(k + 128, q2, ones) + KeyGroup(k + 192, q3, ones);
-                var d2 = KeyGroup(k + 256, q4, ones) + KeyGroup(k + 320, q5, ones);
-                var d3 = KeyGroup(k + 384, q6, ones) + KeyGroup(k + 448, q7, ones);
-                var s = Avx512F.ConvertToVector512Single((d0 + d1) + (d2 + d3) - corrections) * (Vector512.Load((float*)kb) * qs);
                 bool whole = t0 >= from && t0 + Block <= end;
                 var inRange = whole ? default : InRange(t0, from, end);
-                if (!whole) s = Vector512.ConditionalSelect(inRange, s, Vector512.Create(float.NegativeInfinity));
-                float blockMax = MaxOf(s);
-                if (blockMax > max)
-                {
-                    // The running maximum rises: what is accumulated so far was weighted against the old one.
-                    var r = VectorExp.ExpNonPositive(Vector512.Create(max - blockMax));
-                    (sums, o0, o1) = (sums * r, o0 * r, o1 * r);
-                    max = blockMax;
-                }
-                var e = VectorExp.ExpNonPositive(s - Vector512.Create(max));
-                sums += e;
-                var w = e * Vector512.Load((float*)vb);
-                // Past `to` the value scales may be anything (unwritten): select, not multiply.
-                if (!whole) w = Vector512.ConditionalSelect(inRange, w, Vector512<float>.Zero);
-                float unit = WeightUnit(w, bytePairs: true);
-                if (!(unit > 0)) continue;   // every weight underflowed to 0: nothing to add
-                var bytes = Avx512F.ConvertToVector128ByteWithSaturation(Avx512F.ConvertToVector512UInt32(w * (1f / unit)))
-                    .AsInt32().ToVector256Unsafe().ToVector512Unsafe();
-                // Positions 4j..4j+3's weights in every 4 bytes; values: group j (those positions of dimensions 0..31, 4 bytes a
-                // dimension) at v + 128j, dimensions 16-31 64 bytes on.
-                var w0 = Avx512F.PermuteVar16x32(bytes, Vector512<int>.Zero).AsByte();
-                var w1 = Avx512F.PermuteVar16x32(bytes, Vector512<int>.One).AsByte();
-                var w2 = Avx512F.PermuteVar16x32(bytes, Vector512.Create(2)).AsByte();
-                var w3 = Avx512F.PermuteVar16x32(bytes, Vector512.Create(3)).AsByte();
-                sbyte* v = (sbyte*)vb + 4 * Block;
-                var low = ValueDimensions(v, 128, w0, w1, w2, w3, ones);
-                var high = ValueDimensions(v + 64, 128, w0, w1, w2, w3, ones);
-                var units = Vector512.Create(unit);
-                o0 = Vector512.FusedMultiplyAdd(Avx512F.ConvertToVector512Single(low), units, o0);
-                o1 = Vector512.FusedMultiplyAdd(Avx512F.ConvertToVector512Single(high), units, o1);
+                var e = Exponentials(PairScores(kb, query, qs, corrections, ones, whole, inRange), ref max, ref sums, ref o0, ref o1);
+                AddWeightedValues(vb, e, whole, inRange, ones, ref o0, ref o1);
             }
         }
         o0.Store(acc);
         o1.Store(acc + 16);
         return Vector512.Sum(sums);
+    }
+
+    /// <summary>
+    /// <see cref="AttendBytePairs"/> for two heads of one row at once: head h's entries where the pointers say, head h + 1's
+    /// <paramref name="headBytes"/> on (the next (slot, head) of the cache), over the same positions; their queries' groups 8
+    /// ints apart at <paramref name="queries"/>, their outputs at <paramref name="acc"/> and 32 floats on. Each head's sums are
+    /// those of its own pass, bit for bit. Why: a pass waits on its entries, coming from L3 or DRAM when 16 rows stream caches
+    /// of their own, and two independent streams keep twice the loads in flight (benchmarks/README.md, "Two heads a pass").
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void AttendTwoHeadsBytePairs(byte* sharedKeys, byte* sharedValues, int shared, byte* keys, byte* values, int to, long headBytes,
+        int* queries, float* queryScales, int* corrections, float* acc, bool prefetch, out float sumA, out float sumB)
+    {
+        const int BlockBytes = Block * 36;
+        var qsA = Vector512.Create(queryScales[0]);
+        var qsB = Vector512.Create(queryScales[1]);
+        var correctionsA = Vector512.Create(corrections[0]);
+        var correctionsB = Vector512.Create(corrections[1]);
+        var ones = Vector512.Create((short)1);
+        float maxA = float.NegativeInfinity, maxB = float.NegativeInfinity;
+        Vector512<float> sumsA = default, sumsB = default, a0 = default, a1 = default, b0 = default, b1 = default;
+        for (int part = 0; part < 2; part++)
+        {
+            byte* kh = part == 0 ? sharedKeys : keys, vh = part == 0 ? sharedValues : values;
+            int from = part == 0 ? 0 : shared, end = part == 0 ? shared : to;
+            for (int t0 = from / Block * Block; t0 < end; t0 += Block)
+            {
+                long offset = (long)(t0 / Block) * BlockBytes;
+                byte* ka = kh + offset, va = vh + offset, kb = ka + headBytes, vb = va + headBytes;
+                if (prefetch && t0 + 4 * Block < end)
+                {
+                    Ahead(ka + 4 * BlockBytes, BlockBytes);
+                    Ahead(va + 4 * BlockBytes, BlockBytes);
+                    Ahead(kb + 4 * BlockBytes, BlockBytes);
+                    Ahead(vb + 4 * BlockBytes, BlockBytes);
+                }
+                bool whole = t0 >= from && t0 + Block <= end;
+                var inRange = whole ? default : InRange(t0, from, end);
+                var eA = Exponentials(PairScores(ka, queries, qsA, correctionsA, ones, whole, inRange), ref maxA, ref sumsA, ref a0, ref a1);
+                var eB = Exponentials(PairScores(kb, queries + 8, qsB, correctionsB, ones, whole, inRange), ref maxB, ref sumsB, ref b0, ref b1);
+                AddWeightedValues(va, eA, whole, inRange, ones, ref a0, ref a1);
+                AddWeightedValues(vb, eB, whole, inRange, ones, ref b0, ref b1);
+            }
+        }
+        a0.Store(acc);
+        a1.Store(acc + 16);
+        b0.Store(acc + 32);
+        b1.Store(acc + 48);
+        (sumA, sumB) = (Vector512.Sum(sumsA), Vector512.Sum(sumsB));
+    }
+
+    /// <summary>
+    /// A block's 16 scores on byte pairs for a query's 8 groups (head size 32; <see cref="QuantizeQuery"/>'s bytePairs): key
+    /// group g (dimensions 4g..4g+3 of the 16 positions) at 64g past the scales, lane t of each sum position t's; positions
+    /// outside the block's range (not <paramref name="whole"/>: <paramref name="inRange"/>) at -infinity.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector512<float> PairScores(byte* kb, int* query, Vector512<float> queryScale, Vector512<int> correction, Vector512<short> ones,
+        bool whole, Vector512<float> inRange)
+    {
+        byte* k = kb + 4 * Block;
+        var d0 = KeyGroup(k, Broadcast(query, 0), ones) + KeyGroup(k + 64, Broadcast(query, 1), ones);
+        var d1 = KeyGroup(k + 128, Broadcast(query, 2), ones) + KeyGroup(k + 192, Broadcast(query, 3), ones);
+        var d2 = KeyGroup(k + 256, Broadcast(query, 4), ones) + KeyGroup(k + 320, Broadcast(query, 5), ones);
+        var d3 = KeyGroup(k + 384, Broadcast(query, 6), ones) + KeyGroup(k + 448, Broadcast(query, 7), ones);
+        var s = Avx512F.ConvertToVector512Single((d0 + d1) + (d2 + d3) - correction) * (Vector512.Load((float*)kb) * queryScale);
+        return whole ? s : Vector512.ConditionalSelect(inRange, s, Vector512.Create(float.NegativeInfinity));
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector512<sbyte> Broadcast(int* query, int group) => Vector512.Create(query[group]).AsSByte();
+
+    /// <summary>
+    /// The online softmax over one block's scores: when the block's largest rises above the running maximum, what is
+    /// accumulated so far (the sum and the output) was weighted against the old one and is rescaled; returns the block's
+    /// exponentials against the maximum, already added to <paramref name="sums"/>.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector512<float> Exponentials(Vector512<float> s, ref float max, ref Vector512<float> sums, ref Vector512<float> o0,
+        ref Vector512<float> o1)
+    {
+        float blockMax = MaxOf(s);
+        if (blockMax > max)
+        {
+            var r = VectorExp.ExpNonPositive(Vector512.Create(max - blockMax));
+            (sums, o0, o1) = (sums * r, o0 * r, o1 * r);
+            max = blockMax;
+        }
+        var e = VectorExp.ExpNonPositive(s - Vector512.Create(max));
+        sums += e;
+        return e;
+    }
+
+    /// <summary>
+    /// A block's values weighted by its exponentials <paramref name="e"/> times the values' scales, added to the output's
+    /// dimensions 0-15 and 16-31 on byte pairs: the weights quantized by <see cref="WeightUnit"/>'s bytePairs, positions
+    /// 4j..4j+3's in every 4 bytes; value group j (those positions of dimensions 0..31, 4 bytes a dimension) at 128j past the
+    /// scales, dimensions 16-31 64 bytes on.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void AddWeightedValues(byte* vb, Vector512<float> e, bool whole, Vector512<float> inRange, Vector512<short> ones,
+        ref Vector512<float> o0, ref Vector512<float> o1)
+    {
+        var w = e * Vector512.Load((float*)vb);
+        // Past the block's range the value scales may be anything (unwritten): select, not multiply.
+        if (!whole) w = Vector512.ConditionalSelect(inRange, w, Vector512<float>.Zero);
+        float unit = WeightUnit(w, bytePairs: true);
+        if (!(unit > 0)) return;   // every weight underflowed to 0: nothing to add
+        var bytes = Avx512F.ConvertToVector128ByteWithSaturation(Avx512F.ConvertToVector512UInt32(w * (1f / unit)))
+            .AsInt32().ToVector256Unsafe().ToVector512Unsafe();
+        var w0 = Avx512F.PermuteVar16x32(bytes, Vector512<int>.Zero).AsByte();
+        var w1 = Avx512F.PermuteVar16x32(bytes, Vector512<int>.One).AsByte();
+        var w2 = Avx512F.PermuteVar16x32(bytes, Vector512.Create(2)).AsByte();
+        var w3 = Avx512F.PermuteVar16x32(bytes, Vector512.Create(3)).AsByte();
+        sbyte* v = (sbyte*)vb + 4 * Block;
+        var units = Vector512.Create(unit);
+        o0 = Vector512.FusedMultiplyAdd(Avx512F.ConvertToVector512Single(ValueDimensions(v, 128, w0, w1, w2, w3, ones)), units, o0);
+        o1 = Vector512.FusedMultiplyAdd(Avx512F.ConvertToVector512Single(ValueDimensions(v + 64, 128, w0, w1, w2, w3, ones)), units, o1);
     }
 
     /// <summary>

@@ -286,7 +286,7 @@ internal sealed unsafe class KernelStep : IDisposable
     /// <summary>The plan's (group, head) items ordered by their group's positions read, most first (ties in group order).</summary>
     private void OrderAttention()
     {
-        int groups = _attention.Items(0) / _heads;
+        int perGroup = _attention.ItemsPerGroup, groups = _attention.Items(0) / perGroup;
         for (int g = 0; g < groups; g++)
         {
             _groupOrder[g] = g;
@@ -294,7 +294,7 @@ internal sealed unsafe class KernelStep : IDisposable
         }
         Array.Sort(_groupKeys, _groupOrder, 0, groups);
         for (int k = 0; k < groups; k++)
-            for (int h = 0; h < _heads; h++) _attentionOrder[k * _heads + h] = _groupOrder[k] * _heads + h;
+            for (int h = 0; h < perGroup; h++) _attentionOrder[k * perGroup + h] = _groupOrder[k] * perGroup + h;
     }
 
     private void Work(int index, int worker)
