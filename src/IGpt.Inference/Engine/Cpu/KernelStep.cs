@@ -12,7 +12,8 @@ namespace IGpt.Inference.Engine.Cpu;
 /// Why: at these batch sizes a step is a chain of small products whose weights stay in the CPU's cache from one step to
 /// the next, so what a session spends around them (a hand-over to its thread pool at each of ~70 ops, or 9 session runs
 /// per lane for the segments, each lane reading every weight) is most of the step. Here the step is a list of items
-/// (column blocks of each product for all the rows, (group, head) pairs of each attention) that the step threads claim
+/// (column blocks of each product for all the rows, (group, head) items of each attention, two heads an item for the
+/// one-pass int8 kernels) that the step threads claim
 /// one at a time (<see cref="WorkerTeam"/>); an item starts once every item of the stages before its own is done, so a
 /// thread that wakes late joins wherever the step is and the caller never waits for it to start. Each column and head
 /// is computed the same whichever thread takes it, so the results do not depend on the thread count. Two other ways to
@@ -165,7 +166,7 @@ internal sealed unsafe class KernelStep : IDisposable
     /// <summary>
     /// This step's items: every layer's stages in order (the q, k, v product, attention, the output projection, the MLP's two
     /// products), then the head. A product's columns are cut into blocks of 64 for all the rows (128 for one row where that
-    /// still leaves two blocks a thread); attention into runs of its (group, head) pairs.
+    /// still leaves two blocks a thread); attention into runs of its (group, head) items (<see cref="CachedAttention.ItemsPerGroup"/>).
     /// </summary>
     private void PlanItems(int rows, int attentionItems)
     {
@@ -176,10 +177,10 @@ internal sealed unsafe class KernelStep : IDisposable
             for (int from = 0; from < n; from += block) _items[count++] = new Item(kind, layer, from, Math.Min(n, from + block), start);
         }
         int Block(int n) => rows == 1 && n / 128 >= 2 * _threads ? 128 : 64;
-        // Attention: the (group, head) pairs longest group first (OrderAttention), claimed in runs that shrink as the stage
-        // nears its end: up to a quarter of a thread's share at first (16 independent rows of 8 heads are 128 pairs a layer,
+        // Attention: the (group, head) items longest group first (OrderAttention), claimed in runs that shrink as the stage
+        // nears its end: up to a quarter of a thread's share at first (16 independent rows of 8 heads were 128 items a layer, a head each,
         // and claiming each on its own cost more than the imbalance of claiming them in eights), then shorter runs of the
-        // shorter pairs, so that the threads reach the stage's end together.
+        // shorter items, so that the threads reach the stage's end together.
         int largest = Math.Max(1, attentionItems / (4 * _threads));
         void AttentionStage(int layer)
         {
