@@ -47,5 +47,7 @@ echo "== pytest (training/) with $PYTHON"
 (cd training && "$PYTHON" -m pytest -q tests)
 
 echo "== dotnet test (IGpt.Api.sln)"
-# The console logger prints each failed test's message and stack (quiet alone prints only its name).
-dotnet test IGpt.Api.sln -c Release --nologo -v quiet --logger "console;verbosity=minimal"
+# The console logger prints each failed test's message and stack (quiet alone prints only its name). A test that hangs
+# (no suite takes a minute) stops its run after 5 minutes, named, instead of holding CI to its limit.
+dotnet test IGpt.Api.sln -c Release --nologo -v quiet --logger "console;verbosity=minimal" \
+  --blame-hang-timeout 5m --blame-hang-dump-type none
