@@ -67,7 +67,7 @@ internal sealed unsafe class CachedAttention : IDisposable
         _headsPerItem = _onePass && heads % 2 == 0 ? 2 : 1;
         _lanes = new Lane[Math.Max(1, lanes)];
         for (int i = 0; i < _lanes.Length; i++)
-            _lanes[i] = new Lane(maxBatch * _headsPerItem, positions, headSize, element == KvElement.Float32 ? 0 : Chunk);
+            _lanes[i] = new Lane(maxBatch, maxBatch * _headsPerItem, positions, headSize, element == KvElement.Float32 ? 0 : Chunk);
     }
 
     /// <summary>Whether this CPU runs the AVX-512 kernels for <paramref name="headSize"/>.</summary>
@@ -549,37 +549,38 @@ internal sealed unsafe class CachedAttention : IDisposable
         private readonly NativeBuffer<float> _scores, _queries, _acc, _sums, _block, _query, _queryScales;
         private readonly NativeBuffer<int> _queryGroups, _corrections;
         public readonly float* Scores;   // [rows, n_positions] scores, then probabilities
-        public readonly float* Queries;  // [rows, head_size] scaled queries
-        public readonly float* Acc;      // [rows, head_size] weighted values
+        public readonly float* Queries;  // [query slots, head_size] scaled queries (a row's heads of an item: RunItem)
+        public readonly float* Acc;      // [query slots, head_size] weighted values
         public readonly float* Sums;     // [rows] softmax denominators
         public readonly float* Block;    // [chunk, head_size] keys or values of a compressed cache, as fp32
         public readonly float* Query;    // [head_size] one row's query times CompressedKernels.HalfScale (fp16)
-        public readonly int* QueryGroups;    // [rows, head_size / 4] the queries quantized for Int8Blocks (4 bytes an int)
-        public readonly float* QueryScales;  // [rows] their scales
-        public readonly int* Corrections;    // [rows] 128 x the sums of their bytes
+        public readonly int* QueryGroups;    // [query slots, head_size / 4] the queries quantized for Int8Blocks (4 bytes an int)
+        public readonly float* QueryScales;  // [query slots] their scales
+        public readonly int* Corrections;    // [query slots] 128 x the sums of their bytes
         public readonly int[] Members;       // step rows by group
         public readonly int[] GroupStart;    // group g: Members[GroupStart[g]..GroupStart[g+1]]
         public readonly int[] SharedLength;  // by group
         public readonly int[] Position;      // by step row
         public int Groups;
 
-        public Lane(int maxBatch, int positions, int headSize, int chunk)
+        /// <param name="querySlots">Queries an item holds at most: maxBatch rows x the heads an item takes.</param>
+        public Lane(int maxBatch, int querySlots, int positions, int headSize, int chunk)
         {
             _block = new NativeBuffer<float>((long)chunk * headSize);
             Block = _block.Pointer;
             _query = new NativeBuffer<float>(headSize);
             Query = _query.Pointer;
             _scores = new NativeBuffer<float>((long)maxBatch * (positions + 16));
-            _queries = new NativeBuffer<float>((long)maxBatch * headSize);
-            _acc = new NativeBuffer<float>((long)maxBatch * headSize);
+            _queries = new NativeBuffer<float>((long)querySlots * headSize);
+            _acc = new NativeBuffer<float>((long)querySlots * headSize);
             _sums = new NativeBuffer<float>(maxBatch);
             Scores = _scores.Pointer;
             Queries = _queries.Pointer;
             Acc = _acc.Pointer;
             Sums = _sums.Pointer;
-            _queryGroups = new NativeBuffer<int>((long)maxBatch * Math.Max(1, headSize / 4));
-            _queryScales = new NativeBuffer<float>(maxBatch);
-            _corrections = new NativeBuffer<int>(maxBatch);
+            _queryGroups = new NativeBuffer<int>((long)querySlots * Math.Max(1, headSize / 4));
+            _queryScales = new NativeBuffer<float>(querySlots);
+            _corrections = new NativeBuffer<int>(querySlots);
             QueryGroups = _queryGroups.Pointer;
             QueryScales = _queryScales.Pointer;
             Corrections = _corrections.Pointer;
