@@ -4,7 +4,6 @@ using IGpt.Api.Hosting;
 using IGpt.Api.OpenApi;
 using IGpt.Api.Serving;
 using IGpt.Api.Security;
-using Serilog;
 
 var builder = WebApplication.CreateBuilder(args);
 builder.AddServiceRootConfiguration(args);
@@ -20,7 +19,7 @@ var app = builder.Build();
 app.ValidateSettings();
 app.UseExceptionHandler();
 app.UseStatusCodePages();
-app.UseSerilogRequestLogging();
+app.UseRequestLogging();
 app.UseShutdownDrain();
 app.UseApiDocumentation();
 app.UseWebClient();

@@ -88,9 +88,9 @@ public sealed class LogCapture : ILogEventSink
 }
 
 /// <summary>
-/// Run alone, after the parallel collections: the service logs through Serilog's static logger, which the last host
-/// started in this process owns (and a disposed host closes), so another host starting or stopping meanwhile would
-/// take the log events away from <see cref="GuardedApiFactory.Logs"/>.
+/// Run alone, after the parallel collections: these tests wait on the service for a bounded time (a held client's 429,
+/// log lines), which other collections' hosts starting on the same two cores would stretch. (Each host logs through its
+/// own logger, not Serilog's static one: <see cref="RequestLogTests"/>.)
 /// </summary>
 [CollectionDefinition(Name, DisableParallelization = true)]
 public sealed class GuardedApiCollection : ICollectionFixture<GuardedApiFactory>

@@ -47,7 +47,7 @@ public class ServiceFactory : WebApplicationFactory<Program>
     /// <summary>
     /// Builds and starts one host at a time across the test assembly; the tests themselves still run in parallel.
     /// A host's start touches process-wide state (the hosting DiagnosticListener the factory intercepts the entry point
-    /// through, Serilog's static logger), and a CI run once failed a start-up test only when many hosts started at once.
+    /// through), and a CI run once failed a start-up test only when many hosts started at once.
     /// </summary>
     protected override IHost CreateHost(IHostBuilder builder)
     {
