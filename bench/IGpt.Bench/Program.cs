@@ -36,6 +36,7 @@ return Protocol.Serve(hello, request => (string?)request["op"] switch
     "attention" => Attention(request),
     "kv_quality" => KvQuality.Run(request),
     "memory" => Memory(request),
+    "products" => Products(request),
     var op => throw new ArgumentException($"unknown op {op}"),
 });
 
@@ -297,8 +298,8 @@ static JsonObject Proto(JsonObject r)
 // fp32 [n, n] x [n, n] through ONNX Runtime's CPU MatMul (MLAS), all cores.
 static JsonObject Gemm(JsonObject r)
 {
-    int n = (int?)r["n"] ?? 2048, reps = (int?)r["reps"] ?? 5;
-    using var so = new SessionOptions { IntraOpNumThreads = Environment.ProcessorCount, GraphOptimizationLevel = GraphOptimizationLevel.ORT_ENABLE_ALL };
+    int n = (int?)r["n"] ?? 2048, reps = (int?)r["reps"] ?? 5, threads = (int?)r["threads"] ?? Environment.ProcessorCount;
+    using var so = new SessionOptions { IntraOpNumThreads = threads, GraphOptimizationLevel = GraphOptimizationLevel.ORT_ENABLE_ALL };
     using var session = new InferenceSession((string)r["model"]!, so);
     var rng = new Random(1);
     var a = new float[n * n];
@@ -322,6 +323,64 @@ static JsonObject Gemm(JsonObject r)
         gflops.Add(2.0 * n * n * n / sw.Elapsed.TotalSeconds / 1e9);
     }
     return new JsonObject { ["gflops"] = Protocol.Array(gflops) };
+}
+
+// The kernel steps' products alone (RowKernels.Multiply over PanelWeights, as KernelStep runs them) on one thread: every
+// product of a decode step of `n_layer` layers x `n_embd` (c_attn, c_proj, c_fc of width `inner`, mlp.c_proj) and the head
+// (`vocab` columns), for `rows` rows, with random weights. `evict_mib` > 0 streams that many MiB through the caches before
+// each repetition, so the weights come from DRAM as in a long step whose KV cache evicts them; 0 leaves them wherever the
+// last repetition did (L2 or L3). Reports GFLOP/s per repetition.
+static unsafe JsonObject Products(JsonObject r)
+{
+    int embd = (int)r["n_embd"]!, layers = (int)r["n_layer"]!, inner = (int?)r["inner"] ?? 4 * embd, vocab = (int)r["vocab"]!;
+    int rows = (int)r["rows"]!, reps = (int?)r["reps"] ?? 15;
+    long evict = ((long?)r["evict_mib"] ?? 0) << 20;
+    if (!KernelStep.Supported) throw new PlatformNotSupportedException("the kernels need AVX-512");
+    var shapes = new List<(int K, int N)>();
+    for (int l = 0; l < layers; l++) shapes.AddRange([(embd, 3 * embd), (embd, embd), (embd, inner), (inner, embd)]);
+    shapes.Add((embd, vocab));
+    var owned = new List<IntPtr>();
+    float* Alloc(long floats)
+    {
+        var p = (float*)NativeMemory.AlignedAlloc((nuint)(floats * 4), 64);
+        owned.Add((IntPtr)p);
+        return p;
+    }
+    try
+    {
+        var rng = new Random(3);
+        var weights = new List<(IntPtr, int, int)>();
+        long flops = 0;
+        foreach (var (k, n) in shapes)
+        {
+            float* w = Alloc((long)k * n);
+            for (long i = 0; i < (long)k * n; i++) w[i] = (float)(rng.NextDouble() - 0.5) * 0.1f;
+            weights.Add(((IntPtr)w, k, n));
+            flops += 2L * rows * k * n;
+        }
+        using var panels = new PanelWeights(weights);
+        int widest = Math.Max(3 * embd, Math.Max(inner, vocab));
+        float* x = Alloc((long)rows * widest), y = Alloc((long)rows * widest), bias = Alloc(widest);
+        for (long i = 0; i < (long)rows * widest; i++) x[i] = (float)(rng.NextDouble() - 0.5);
+        new Span<float>(bias, widest).Clear();
+        byte* sweep = evict > 0 ? (byte*)Alloc(evict / 4) : null;
+        long sink = 0;
+        var gflops = new List<double>();
+        for (int rep = 0; rep <= reps; rep++)
+        {
+            for (long i = 0; i < evict; i += 64) sink += sweep[i]++;
+            var sw = Stopwatch.StartNew();
+            for (int s = 0; s < shapes.Count; s++)
+                RowKernels.Multiply(x, shapes[s].K, rows, panels[s], 0, shapes[s].N, bias, y, shapes[s].N, RowOutput.Store);
+            double seconds = sw.Elapsed.TotalSeconds;
+            if (rep > 0) gflops.Add(flops / seconds / 1e9);   // rep 0 warms up (and compiles)
+        }
+        return new JsonObject { ["gflops"] = Protocol.Array(gflops), ["flops"] = flops, ["checksum"] = sink + (long)y[0] };
+    }
+    finally
+    {
+        foreach (var p in owned) NativeMemory.AlignedFree((void*)p);
+    }
 }
 
 // The library's attention kernel (CachedAttention) alone over synthetic caches (`kv_cache_type`: float32, float16 or int8;
