@@ -13,7 +13,8 @@ namespace IGpt.Bench;
 /// the model's plan picks: with a compressed cache, the segments over the compressed cache). Every position's logits
 /// give the image's next token a probability: bits per token = the mean of -log2 p over every token of every image,
 /// the training's test metric. Against the first type (the reference, float32) each other type also reports the
-/// largest |logit difference| and how often the two agree on the most likely token.
+/// largest |logit difference| and how often the two agree on the most likely token. A type may also name the kernel
+/// steps' weights ("int8/int16": Inference:KernelWeightType int16), their quality guard.
 /// </summary>
 internal static class KvQuality
 {
@@ -27,11 +28,14 @@ internal static class KvQuality
         {
             foreach (var type in types)
             {
+                // A type may name the kernels' weights too: "int8/int16" is an int8 cache with Inference:KernelWeightType int16.
+                var parts = type.Split('/');
                 var options = new InferenceOptions
                 {
                     UseCuda = false, IntraOpThreads = (int?)r["threads"] ?? service.IntraOpThreads, AllowSpinning = service.AllowSpinning,
                     SingleThreadStepFlops = service.SingleThreadStepFlops, SegmentedStepRows = service.SegmentedStepRows,
-                    LaneStepRows = service.LaneStepRows, KernelStepRows = service.KernelStepRows, KvCacheType = type, MaxBatch = (int?)r["max_batch"] ?? 16,
+                    LaneStepRows = service.LaneStepRows, KernelStepRows = service.KernelStepRows, KvCacheType = parts[0], MaxBatch = (int?)r["max_batch"] ?? 16,
+                    KernelWeightType = parts.Length > 1 ? parts[1] : service.KernelWeightType,
                 };
                 models.Add(IGptModel.Load((string)r["package"]!, options));
             }
@@ -100,7 +104,8 @@ internal static class KvQuality
             var d = models[i].Decoder;
             byType.Add(new JsonObject
             {
-                ["kv_cache_type"] = d.CacheType,
+                // The cache as the decoder holds it, and the kernels' weights where they are not fp32 ("int8/int16").
+                ["kv_cache_type"] = d.Plan.KernelInt16Weights ? $"{d.CacheType}/{KernelWeightTypes.Int16}" : d.CacheType,
                 ["bits_per_token"] = bits[i] / predictions,
                 ["max_abs_logit_diff"] = maxDiff[i],
                 ["top1_agreement"] = (double)agree[i] / predictions,

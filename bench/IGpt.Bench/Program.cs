@@ -57,6 +57,7 @@ JsonObject Load(JsonObject r)
         LaneStepRows = (int?)r["lane_rows"] ?? service.LaneStepRows,
         KvCacheType = (string?)r["kv_cache_type"] ?? service.KvCacheType,
         KernelStepRows = (int?)r["kernel_rows"] ?? service.KernelStepRows,
+        KernelWeightType = (string?)r["kernel_weights"] ?? service.KernelWeightType,
     };
     if (r["lane_max_weight_bytes"] is { } laneWeights) options.LaneMaxWeightBytes = (long)laneWeights;
     // A/Bs: segment past the cost rule (every step of at least SegmentedStepRows rows).
@@ -75,12 +76,14 @@ JsonObject Load(JsonObject r)
         ["settings"] = $"IntraOpThreads={options.IntraOpThreads}, AllowSpinning={options.AllowSpinning}, "
             + $"SingleThreadStepFlops={options.SingleThreadStepFlops}, SegmentedStepRows={options.SegmentedStepRows}, LaneStepRows={options.LaneStepRows}, "
             + $"KernelStepRows={options.KernelStepRows}{(options.KernelStepRows > 0 && !d.Plan.UsesKernels ? " (not used here)" : "")}, "
+            + $"KernelWeightType={options.KernelWeightType}, "
             + $"KvCacheType={options.KvCacheType} (cache {d.CacheType}: {d.KvBytesPerPosition} bytes per cached position of a row, "
             + $"{d.KvCacheBytes / 1048576.0:F1} MiB for MaxBatch {d.MaxBatch}) ({service.Source})",
         ["small_step_rows"] = d.Plan.SmallStepRows,
         ["segmented_step_rows"] = d.Plan.SegmentedStepRows,
         ["lane_step_rows"] = d.Plan.LaneStepRows,
         ["kernel_rows"] = d.Plan.KernelStepRows,
+        ["kernel_weights"] = d.Plan.KernelInt16Weights ? KernelWeightTypes.Int16 : KernelWeightTypes.Float32,
         // The roofline's KV bytes: a step reads kv_bytes_per_position for every cached position of every row.
         ["kv_cache_type"] = d.CacheType,
         ["kv_element_bytes"] = (double)d.CacheElement.EntryBytes(model.Manifest.Architecture.HeadSize) / model.Manifest.Architecture.HeadSize,

@@ -4,7 +4,7 @@ namespace IGpt.Bench;
 
 /// <summary>The thread settings the service runs with: "Inference" in the repository's root appsettings.json.</summary>
 internal sealed record ServiceSettings(int IntraOpThreads, bool AllowSpinning, long SingleThreadStepFlops, int SegmentedStepRows, int LaneStepRows, string Source,
-    string KvCacheType, int KernelStepRows)
+    string KvCacheType, int KernelStepRows, string KernelWeightType)
 {
     private static readonly IGpt.Inference.InferenceOptions Defaults = new();
 
@@ -23,9 +23,10 @@ internal sealed record ServiceSettings(int IntraOpThreads, bool AllowSpinning, l
             int lanes = inference.TryGetProperty("LaneStepRows", out var l) ? l.GetInt32() : Defaults.LaneStepRows;
             string kv = inference.TryGetProperty("KvCacheType", out var k) ? k.GetString()! : Defaults.KvCacheType;
             int kernelRows = inference.TryGetProperty("KernelStepRows", out var o) ? o.GetInt32() : Defaults.KernelStepRows;
-            return new ServiceSettings(threads, spinning, smallSteps, segmented, lanes, Path.GetRelativePath(dir.FullName, path), kv, kernelRows);
+            string weights = inference.TryGetProperty("KernelWeightType", out var w) ? w.GetString()! : Defaults.KernelWeightType;
+            return new ServiceSettings(threads, spinning, smallSteps, segmented, lanes, Path.GetRelativePath(dir.FullName, path), kv, kernelRows, weights);
         }
         return new ServiceSettings(0, false, Defaults.SingleThreadStepFlops, Defaults.SegmentedStepRows, Defaults.LaneStepRows,
-            "library defaults: no appsettings.json found", Defaults.KvCacheType, Defaults.KernelStepRows);
+            "library defaults: no appsettings.json found", Defaults.KvCacheType, Defaults.KernelStepRows, Defaults.KernelWeightType);
     }
 }

@@ -9,9 +9,10 @@ internal static class Fixture
     public static string PackageDir => Path.Combine(AppContext.BaseDirectory, "fixtures", "tiny-package");
 
     /// <summary>
-    /// CPU options for the library's tests: one thread and a float32 KV cache, so that each step path (the graph, the
-    /// one-thread session, lanes, segments) runs where its test puts it; the compressed caches, the service's default,
-    /// have tests of their own (KvCacheCompressionTests, KvCacheQualityTests) and run under the API's tests.
+    /// CPU options for the library's tests: one thread, a float32 KV cache and float32 kernel weights, so that each step
+    /// path (the graph, the one-thread session, lanes, segments, the kernels) runs where its test puts it and matches the
+    /// package's parity; the compressed caches and the kernels' int16 weights, the service's defaults, have tests of their
+    /// own (KvCacheCompressionTests, KvCacheQualityTests, KernelStepTests) and run under the API's tests.
     /// </summary>
     public static InferenceOptions CpuOptions(int maxBatch = 16, long prefixCache = 64L * 1024 * 1024) => new()
     {
@@ -20,6 +21,7 @@ internal static class Fixture
         MaxBatch = maxBatch,
         PrefixCacheSizeLimit = prefixCache,
         KvCacheType = KvCacheTypes.Float32,
+        KernelWeightType = KernelWeightTypes.Float32,
     };
 
     public static IGptModel LoadCpu(int maxBatch = 16, Microsoft.Extensions.Caching.Memory.IMemoryCache? cache = null) =>

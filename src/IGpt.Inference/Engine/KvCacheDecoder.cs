@@ -112,7 +112,8 @@ internal sealed unsafe class KvCacheDecoder : IDisposable
             {
                 if (cpu?.Weights is not { } weights) throw new ArgumentException("kernel steps need the package's weights", nameof(cpu));
                 // The constructor checks the weights' names and shapes (KernelStep.Check), as the loader did before planning.
-                _kernels = new Cpu.KernelStep(manifest, _buffers, _team, Math.Min(plan.KernelStepRows, maxBatch), weights, plan.KernelAloneRows, plan.KernelLaneRows);
+                _kernels = new Cpu.KernelStep(manifest, _buffers, _team, Math.Min(plan.KernelStepRows, maxBatch), weights, plan.KernelAloneRows,
+                    plan.KernelLaneRows, plan.KernelInt16Weights);
             }
         }
         catch

@@ -71,6 +71,7 @@ internal sealed record SegmentCostRule(int MinRows, long MinKvToWeights, long Mi
 /// Kernel steps of at most this many rows run on the calling thread alone, the other step threads left idle (0 = never):
 /// at these sizes a stage's hand-over between threads costs more than its share of the work (<see cref="StepPlanner.KernelAloneRows"/>).
 /// </param>
+/// <param name="KernelInt16Weights">The kernel steps' products multiply int16 panels (<see cref="InferenceOptions.KernelWeightType"/>).</param>
 /// <param name="KernelLaneRows">
 /// Kernel steps of at least this many rows (and over <paramref name="KernelAloneRows"/>) run as row lanes: each step thread
 /// takes a share of the rows through the whole step, instead of every stage's columns and heads being shared out
@@ -79,7 +80,7 @@ internal sealed record SegmentCostRule(int MinRows, long MinKvToWeights, long Mi
 internal sealed record CpuStepPlan(
     int SmallStepRows, int LaneStepRows, int SegmentedStepRows, int Threads, AttentionKernel Attention,
     SegmentCostRule SegmentCost, int Layers, int Embd, long WeightBytes, KvElement? CompressedCache = null, bool OneRowGraph = false,
-    int KernelStepRows = 0, int KernelAloneRows = 0, int KernelLaneRows = 0)
+    int KernelStepRows = 0, int KernelAloneRows = 0, int KernelLaneRows = 0, bool KernelInt16Weights = false)
 {
     /// <summary>Every step on the decoder's session: the CUDA provider, or a CPU model with nothing else enabled.</summary>
     public static CpuStepPlan GraphOnly { get; } = new(0, 0, 0, 1, AttentionKernel.None, SegmentCostRule.Default, 0, 0, 0);

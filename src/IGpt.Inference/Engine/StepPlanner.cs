@@ -43,9 +43,10 @@ internal class StepPlanner(InferenceOptions options)
         int kernelAlone = Math.Min(kernelRows, KernelAloneRows(manifest));
         int kernelLanes = kernelRows > 0 ? LaneStepRows(manifest) : 0;
         var compressedCache = CompressedCache(manifest, file, kvType, out _);
+        bool int16Weights = kernelRows > 0 && Options.KernelWeightType == KernelWeightTypes.Int16;
         if (kernelRows >= Options.MaxBatch)
             return new CpuStepPlan(0, 0, 0, IntraOpThreads, AttentionKernel.None, SegmentCost, a.NLayer, a.NEmbd, 4L * manifest.MatmulParameters,
-                compressedCache, KernelStepRows: kernelRows, KernelAloneRows: kernelAlone, KernelLaneRows: kernelLanes);
+                compressedCache, KernelStepRows: kernelRows, KernelAloneRows: kernelAlone, KernelLaneRows: kernelLanes, KernelInt16Weights: int16Weights);
         if (compressedCache is { } compressed)
         {
             // Every step as segments, on the AVX-512 kernels where the CPU has them, else the portable loops; no
@@ -54,12 +55,12 @@ internal class StepPlanner(InferenceOptions options)
             var kernel = SegmentAttention(a.HeadSize) is var k && k != AttentionKernel.None ? k : AttentionKernel.Portable;
             bool oneRowGraph = IntraOpThreads > 1 && !FitsLanes(manifest);
             return new CpuStepPlan(0, 0, 1, IntraOpThreads, kernel, SegmentCost, a.NLayer, a.NEmbd, 4L * manifest.MatmulParameters, compressed,
-                oneRowGraph, kernelRows, kernelAlone, kernelLanes);
+                oneRowGraph, kernelRows, kernelAlone, kernelLanes, int16Weights);
         }
         bool segments = UsesStepSegments(manifest, file, kvType);
         return new CpuStepPlan(SmallStepRows(manifest), LaneStepRows(manifest), segments ? Options.SegmentedStepRows : 0, IntraOpThreads,
             segments ? SegmentAttention(a.HeadSize) : AttentionKernel.None, SegmentCost, a.NLayer, a.NEmbd, 4L * manifest.MatmulParameters,
-            KernelStepRows: kernelRows, KernelAloneRows: kernelAlone, KernelLaneRows: kernelLanes);
+            KernelStepRows: kernelRows, KernelAloneRows: kernelAlone, KernelLaneRows: kernelLanes, KernelInt16Weights: int16Weights);
     }
 
     /// <summary>

@@ -44,9 +44,10 @@ internal static class SessionLoader
         // The provider's reason once: the fallback's full text is at Debug and in the model's ProviderReason.
         string summary = cuda.ProviderFailed ? "CUDA provider unavailable" : cuda.Reason;
         logger.LogInformation("Model {ModelId}: execution provider {Provider} ({Reason}); KV cache {KvType}; classifier {Classifier}; analysis {Analysis}; "
-            + "CPU steps: the library's kernels up to {KernelRows} rows (on one thread up to {KernelAloneRows}, as row lanes from {KernelLaneRows}), one-thread up to {SmallRows} rows, row lanes from {LaneRows}, step segments from {SegmentedRows} (0 = none)",
+            + "CPU steps: the library's kernels up to {KernelRows} rows ({KernelWeights} weights; on one thread up to {KernelAloneRows}, as row lanes from {KernelLaneRows}), one-thread up to {SmallRows} rows, row lanes from {LaneRows}, step segments from {SegmentedRows} (0 = none)",
             manifest.Id, provider, summary, decoder.CacheType,
-            classifier is null ? "none" : "loaded", analyzer is null ? "none" : "loaded", decoder.Plan.KernelStepRows, decoder.Plan.KernelAloneRows, decoder.Plan.KernelLaneRows, decoder.Plan.SmallStepRows, decoder.Plan.LaneStepRows, decoder.Plan.SegmentedStepRows);
+            classifier is null ? "none" : "loaded", analyzer is null ? "none" : "loaded", decoder.Plan.KernelStepRows,
+            decoder.Plan.KernelInt16Weights ? KernelWeightTypes.Int16 : KernelWeightTypes.Float32, decoder.Plan.KernelAloneRows, decoder.Plan.KernelLaneRows, decoder.Plan.SmallStepRows, decoder.Plan.LaneStepRows, decoder.Plan.SegmentedStepRows);
         return new LoadedModel(decoder, classifier, analyzer, provider, cuda.Reason, summary, weights);
     }
 

@@ -54,6 +54,11 @@ internal sealed unsafe class KernelStep : IDisposable
     private readonly WorkerTeam? _team;
     private readonly NativeBuffer<float> _x, _qkv, _attn, _up, _normed;  // [rows, C], [rows, 3C], [rows, C], [rows, inner], [threads, rows, C]
     private readonly long[] _normedFor;   // by worker: the stage (step << 16 | first item) whose norm its _normed rows hold
+    private readonly bool _int16;   // the layers' products on int16 panels (Inference:KernelWeightType)
+    private readonly int _quantizedStride;   // ints a row of _quantized takes: the widest product input's pairs
+    private readonly NativeBuffer<int>? _quantized;   // [threads, rows, _quantizedStride] a stage's input rows as int16 pairs
+    private readonly NativeBuffer<float>? _rowScales;   // [threads, rows] their scales
+    private readonly long[] _quantizedFor;   // by worker: the stage whose input its _quantized rows hold
     private readonly int[] _attentionOrder, _groupOrder;   // attention items, longest group first; the groups so ordered
     private readonly long[] _groupKeys;                    // sort keys: minus each group's positions read
     private readonly Action<int, int> _work, _laneWork;
@@ -66,21 +71,23 @@ internal sealed unsafe class KernelStep : IDisposable
     /// weights from <paramref name="tensors"/> (by initializer name; <see cref="Check"/> them first: this throws
     /// <see cref="ModelPackageException"/> where that would give a reason). Steps of at most <paramref name="aloneRows"/> rows
     /// run on the calling thread alone; steps of at least <paramref name="laneRows"/> rows (0 = never) as row lanes, each
-    /// step thread running its share of the rows through the whole step.
+    /// step thread running its share of the rows through the whole step. <paramref name="int16Weights"/>: the layers'
+    /// products on int16 panels (<see cref="RowKernels.MultiplyQuantized"/>), the head's in fp32.
     /// </summary>
     public KernelStep(ModelManifest manifest, DecoderBuffers buffers, WorkerTeam? team, int maxRows,
-        IReadOnlyDictionary<string, (IntPtr Address, long[] Dims)> tensors, int aloneRows = 0, int laneRows = 0)
+        IReadOnlyDictionary<string, (IntPtr Address, long[] Dims)> tensors, int aloneRows = 0, int laneRows = 0, bool int16Weights = false)
     {
         if (Check(manifest, tensors) is { } unfit) throw new ModelPackageException(unfit);
         var a = manifest.Architecture;
         int c = a.NEmbd, v = manifest.VocabSize, inner = Inner(manifest, tensors);
         float* Get(string name) => (float*)tensors[name].Address;
         // The products' weights in panels, in this order: each layer's c_attn, c_proj, c_fc and mlp.c_proj, then the head.
-        var weights = new List<(IntPtr, int, int)>();
-        void Product(string name) => weights.Add((tensors[name].Address, (int)tensors[name].Dims[0], (int)tensors[name].Dims[1]));
+        var weights = new List<(IntPtr, int, int, bool)>();
+        void Product(string name, bool int16) => weights.Add((tensors[name].Address, (int)tensors[name].Dims[0], (int)tensors[name].Dims[1], int16));
         for (int i = 0; i < a.NLayer; i++)
-            foreach (var name in new[] { "attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight" }) Product($"transformer.h.{i}.{name}");
-        Product("lm_head.weight_padded");
+            foreach (var name in new[] { "attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight" })
+                Product($"transformer.h.{i}.{name}", int16Weights);
+        Product("lm_head.weight_padded", int16: false);   // the logits' own product stays fp32
         _panels = new PanelWeights(weights);
         _layers = new Layer[a.NLayer];
         for (int i = 0; i < a.NLayer; i++)
@@ -107,6 +114,14 @@ internal sealed unsafe class KernelStep : IDisposable
         _up = new NativeBuffer<float>((long)maxRows * inner);
         _normed = new NativeBuffer<float>((long)_threads * maxRows * _normStride);
         _normedFor = new long[_threads];
+        _int16 = int16Weights;
+        _quantizedFor = new long[_threads];
+        _quantizedStride = ((Math.Max(c, inner) + 1) / 2 + 15) / 16 * 16;
+        if (_int16)
+        {
+            _quantized = new NativeBuffer<int>((long)_threads * maxRows * _quantizedStride);
+            _rowScales = new NativeBuffer<float>((long)_threads * maxRows);
+        }
         _attentionOrder = new int[maxRows * _heads];
         _groupOrder = new int[maxRows];
         _groupKeys = new long[maxRows];
@@ -329,7 +344,7 @@ internal sealed unsafe class KernelStep : IDisposable
         switch (item.Kind)
         {
             case Kind.Qkv:
-                RowKernels.Multiply(Normed(worker, item, l.Ln1, first, count), _normStride, count, l.AttnW, item.From, item.To, l.AttnB,
+                Multiply(worker, item, Normed(worker, item, l.Ln1, first, count), _normStride, count, l.AttnW, l.AttnB,
                     _qkv.Pointer + (long)first * 3 * c, 3 * c, RowOutput.Store);
                 break;
             case Kind.Attention:
@@ -339,16 +354,39 @@ internal sealed unsafe class KernelStep : IDisposable
                     _attention.RunGroupHead(worker, _attentionOrder[i], _qkv.Pointer, keys, values, _attn.Pointer);
                 break;
             case Kind.Projection:
-                RowKernels.Multiply(_attn.Pointer + (long)first * c, c, count, l.ProjW, item.From, item.To, l.ProjB, x, c, RowOutput.Add);
+                Multiply(worker, item, _attn.Pointer + (long)first * c, c, count, l.ProjW, l.ProjB, x, c, RowOutput.Add);
                 break;
             case Kind.Up:
-                RowKernels.Multiply(Normed(worker, item, l.Ln2, first, count), _normStride, count, l.UpW, item.From, item.To, l.UpB,
+                Multiply(worker, item, Normed(worker, item, l.Ln2, first, count), _normStride, count, l.UpW, l.UpB,
                     _up.Pointer + (long)first * _inner, _inner, RowOutput.QuickGelu);
                 break;
             case Kind.Down:
-                RowKernels.Multiply(_up.Pointer + (long)first * _inner, _inner, count, l.DownW, item.From, item.To, l.DownB, x, c, RowOutput.Add);
+                Multiply(worker, item, _up.Pointer + (long)first * _inner, _inner, count, l.DownW, l.DownB, x, c, RowOutput.Add);
                 break;
         }
+    }
+
+    /// <summary>
+    /// Columns item.From..item.To of a layer's product for <paramref name="count"/> rows of <paramref name="x"/>: on the fp32
+    /// panels, or on int16 ones with the rows quantized once per stage by each worker that takes part in it.
+    /// </summary>
+    private void Multiply(int worker, Item item, float* x, int xStride, int count, in PanelWeight w, float* bias, float* y, int yStride,
+        RowOutput output)
+    {
+        if (!_int16)
+        {
+            RowKernels.Multiply(x, xStride, count, w, item.From, item.To, bias, y, yStride, output);
+            return;
+        }
+        int* q = _quantized!.Pointer + (long)worker * _maxRows * _quantizedStride;
+        float* scales = _rowScales!.Pointer + (long)worker * _maxRows;
+        long stage = _step << 16 | (uint)item.StageStart;
+        if (_quantizedFor[worker] != stage)
+        {
+            RowKernels.QuantizeRows(x, xStride, count, w.K, q, _quantizedStride, scales);
+            _quantizedFor[worker] = stage;
+        }
+        RowKernels.MultiplyQuantized(x, xStride, q, _quantizedStride, scales, count, w, item.From, item.To, bias, y, yStride, output);
     }
 
     /// <summary>
@@ -376,5 +414,7 @@ internal sealed unsafe class KernelStep : IDisposable
         _attn.Dispose();
         _up.Dispose();
         _normed.Dispose();
+        _quantized?.Dispose();
+        _rowScales?.Dispose();
     }
 }

@@ -1,5 +1,6 @@
 using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
 
 namespace IGpt.Inference.Engine.Cpu;
 
@@ -148,6 +149,149 @@ internal static unsafe class RowKernels
                 _ => s,
             };
         }
+    }
+
+    /// <summary>
+    /// Rows of X as the int16 kernels read them: row r's k elements as signed 13-bit integers against the row's scale
+    /// (its largest magnitude / <see cref="PanelWeight.Int16Range"/>; 0 for a row of zeros) into
+    /// <paramref name="q"/> + r <paramref name="qStride"/> (ints: two elements each, the second of a pair past k 0), the
+    /// scale into <paramref name="scales"/>[r]. Rounded to nearest.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    public static void QuantizeRows(float* x, int xStride, int rows, int k, int* q, int qStride, float* scales)
+    {
+        for (int r = 0; r < rows; r++)
+        {
+            float* xr = x + (long)r * xStride;
+            short* qr = (short*)(q + (long)r * qStride);
+            int i = 0;
+            var m = Vector512<float>.Zero;
+            for (; i + 16 <= k; i += 16) m = Vector512.Max(m, Vector512.Abs(Vector512.Load(xr + i)));
+            float largest = MaxAcross(m);
+            for (; i < k; i++) largest = MathF.Max(largest, MathF.Abs(xr[i]));
+            scales[r] = largest / PanelWeight.Int16Range;
+            float inverse = largest > 0 ? PanelWeight.Int16Range / largest : 0;
+            var vi = Vector512.Create(inverse);
+            for (i = 0; i + 16 <= k; i += 16)
+                Avx512F.ConvertToVector256Int16WithSaturation(Avx512F.ConvertToVector512Int32(Vector512.Load(xr + i) * vi)).Store(qr + i);
+            for (; i < k; i++) qr[i] = (short)MathF.Round(xr[i] * inverse);
+            if (k % 2 == 1) qr[k] = 0;
+        }
+    }
+
+    private static float MaxAcross(Vector512<float> v)
+    {
+        var m4 = Vector128.Max(Vector256.Max(v.GetLower(), v.GetUpper()).GetLower(), Vector256.Max(v.GetLower(), v.GetUpper()).GetUpper());
+        return MathF.Max(MathF.Max(m4[0], m4[1]), MathF.Max(m4[2], m4[3]));
+    }
+
+    /// <summary>
+    /// <see cref="Multiply(float*, int, int, in PanelWeight, int, int, float*, float*, int, RowOutput)"/> with int16 panels
+    /// (<see cref="PanelWeight.Quantized"/>): the rows of X both as floats (<paramref name="x"/>, for the columns past the
+    /// panels, read from W's rows in fp32) and as <see cref="QuantizeRows"/> gave them (<paramref name="q"/>,
+    /// <paramref name="scales"/>). Each panel column sums the rows' integer products with vpmaddwd, 32 pairs of rows in an
+    /// int32 at a time (no int32 can overflow: <see cref="PanelWeight.PairsPerChunk"/>), then in floats, and is scaled by its
+    /// row's and column's scales. Why: vpmaddwd multiplies 32 pairs where a 512-bit FMA multiplies 16 floats, and the panels
+    /// hold half the bytes; the cost is the weights' and the inputs' rounding to 13 bits (benchmarks/README.md, "Int16 weights").
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    public static void MultiplyQuantized(float* x, int xStride, int* q, int qStride, float* scales, int rows, in PanelWeight w, int c0, int c1,
+        float* bias, float* y, int yStride, RowOutput output)
+    {
+        int fours = rows / 4 * 4, c = c0, blocksEnd = Math.Min(c1, w.PanelColumns), pairs = w.PairRows;
+        if (c % 64 == 0)
+        {
+            for (; c + 64 <= blocksEnd; c += 64)
+            {
+                for (int r = 0; r < fours; r += 4)
+                    FourRowsInt16(q + (long)r * qStride, qStride, scales + r, w.PairBlock(c), pairs, w.Scales + c, c, bias, y + (long)r * yStride,
+                        yStride, output);
+                for (int r = fours; r < rows; r++)
+                    OneRowInt16(q + (long)r * qStride, scales[r], w.PairBlock(c), pairs, w.Scales + c, c, bias, y + (long)r * yStride, output);
+            }
+        }
+        if (c < c1)
+            for (int r = 0; r < rows; r++) MultiplyRows(x + (long)r * xStride, w.Rows, w.K, w.N, c, c1, bias, y + (long)r * yStride, output);
+    }
+
+    /// <summary>The int16 panel <paramref name="block"/> (columns c..c+63) times four rows of X as integers, into four rows of Y.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void FourRowsInt16(int* q, int qStride, float* rowScales, short* block, int pairs, float* columnScales, int c, float* bias,
+        float* y, int yStride, RowOutput output)
+    {
+        int* q0 = q, q1 = q + qStride, q2 = q + 2L * qStride, q3 = q + 3L * qStride;
+        var f00 = Vector512<float>.Zero; var f01 = f00; var f02 = f00; var f03 = f00; var f10 = f00; var f11 = f00; var f12 = f00; var f13 = f00;
+        var f20 = f00; var f21 = f00; var f22 = f00; var f23 = f00; var f30 = f00; var f31 = f00; var f32 = f00; var f33 = f00;
+        short* row = block;
+        for (int p0 = 0; p0 < pairs; p0 += PanelWeight.PairsPerChunk)
+        {
+            var a00 = Vector512<int>.Zero; var a01 = a00; var a02 = a00; var a03 = a00; var a10 = a00; var a11 = a00; var a12 = a00; var a13 = a00;
+            var a20 = a00; var a21 = a00; var a22 = a00; var a23 = a00; var a30 = a00; var a31 = a00; var a32 = a00; var a33 = a00;
+            for (int p = p0, end = Math.Min(pairs, p0 + PanelWeight.PairsPerChunk); p < end; p++, row += 128)
+            {
+                var w0 = Vector512.Load(row); var w1 = Vector512.Load(row + 32); var w2 = Vector512.Load(row + 64); var w3 = Vector512.Load(row + 96);
+                var b = Vector512.Create(q0[p]).AsInt16();
+                a00 += Avx512BW.MultiplyAddAdjacent(b, w0); a01 += Avx512BW.MultiplyAddAdjacent(b, w1);
+                a02 += Avx512BW.MultiplyAddAdjacent(b, w2); a03 += Avx512BW.MultiplyAddAdjacent(b, w3);
+                b = Vector512.Create(q1[p]).AsInt16();
+                a10 += Avx512BW.MultiplyAddAdjacent(b, w0); a11 += Avx512BW.MultiplyAddAdjacent(b, w1);
+                a12 += Avx512BW.MultiplyAddAdjacent(b, w2); a13 += Avx512BW.MultiplyAddAdjacent(b, w3);
+                b = Vector512.Create(q2[p]).AsInt16();
+                a20 += Avx512BW.MultiplyAddAdjacent(b, w0); a21 += Avx512BW.MultiplyAddAdjacent(b, w1);
+                a22 += Avx512BW.MultiplyAddAdjacent(b, w2); a23 += Avx512BW.MultiplyAddAdjacent(b, w3);
+                b = Vector512.Create(q3[p]).AsInt16();
+                a30 += Avx512BW.MultiplyAddAdjacent(b, w0); a31 += Avx512BW.MultiplyAddAdjacent(b, w1);
+                a32 += Avx512BW.MultiplyAddAdjacent(b, w2); a33 += Avx512BW.MultiplyAddAdjacent(b, w3);
+            }
+            f00 += Avx512F.ConvertToVector512Single(a00); f01 += Avx512F.ConvertToVector512Single(a01);
+            f02 += Avx512F.ConvertToVector512Single(a02); f03 += Avx512F.ConvertToVector512Single(a03);
+            f10 += Avx512F.ConvertToVector512Single(a10); f11 += Avx512F.ConvertToVector512Single(a11);
+            f12 += Avx512F.ConvertToVector512Single(a12); f13 += Avx512F.ConvertToVector512Single(a13);
+            f20 += Avx512F.ConvertToVector512Single(a20); f21 += Avx512F.ConvertToVector512Single(a21);
+            f22 += Avx512F.ConvertToVector512Single(a22); f23 += Avx512F.ConvertToVector512Single(a23);
+            f30 += Avx512F.ConvertToVector512Single(a30); f31 += Avx512F.ConvertToVector512Single(a31);
+            f32 += Avx512F.ConvertToVector512Single(a32); f33 += Avx512F.ConvertToVector512Single(a33);
+        }
+        var s0 = Vector512.Load(columnScales); var s1 = Vector512.Load(columnScales + 16);
+        var s2 = Vector512.Load(columnScales + 32); var s3 = Vector512.Load(columnScales + 48);
+        float* y0 = y, y1 = y + yStride, y2 = y + 2L * yStride, y3 = y + 3L * yStride;
+        var r0 = Vector512.Create(rowScales[0]); var r1 = Vector512.Create(rowScales[1]);
+        var r2 = Vector512.Create(rowScales[2]); var r3 = Vector512.Create(rowScales[3]);
+        Finish(f00 * (s0 * r0), bias, y0, c, output); Finish(f01 * (s1 * r0), bias, y0, c + 16, output);
+        Finish(f02 * (s2 * r0), bias, y0, c + 32, output); Finish(f03 * (s3 * r0), bias, y0, c + 48, output);
+        Finish(f10 * (s0 * r1), bias, y1, c, output); Finish(f11 * (s1 * r1), bias, y1, c + 16, output);
+        Finish(f12 * (s2 * r1), bias, y1, c + 32, output); Finish(f13 * (s3 * r1), bias, y1, c + 48, output);
+        Finish(f20 * (s0 * r2), bias, y2, c, output); Finish(f21 * (s1 * r2), bias, y2, c + 16, output);
+        Finish(f22 * (s2 * r2), bias, y2, c + 32, output); Finish(f23 * (s3 * r2), bias, y2, c + 48, output);
+        Finish(f30 * (s0 * r3), bias, y3, c, output); Finish(f31 * (s1 * r3), bias, y3, c + 16, output);
+        Finish(f32 * (s2 * r3), bias, y3, c + 32, output); Finish(f33 * (s3 * r3), bias, y3, c + 48, output);
+    }
+
+    /// <summary><see cref="FourRowsInt16"/> for one row.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void OneRowInt16(int* q, float rowScale, short* block, int pairs, float* columnScales, int c, float* bias, float* y, RowOutput output)
+    {
+        var f0 = Vector512<float>.Zero; var f1 = f0; var f2 = f0; var f3 = f0;
+        short* row = block;
+        for (int p0 = 0; p0 < pairs; p0 += PanelWeight.PairsPerChunk)
+        {
+            var a0 = Vector512<int>.Zero; var a1 = a0; var a2 = a0; var a3 = a0;
+            for (int p = p0, end = Math.Min(pairs, p0 + PanelWeight.PairsPerChunk); p < end; p++, row += 128)
+            {
+                var b = Vector512.Create(q[p]).AsInt16();
+                a0 += Avx512BW.MultiplyAddAdjacent(b, Vector512.Load(row));
+                a1 += Avx512BW.MultiplyAddAdjacent(b, Vector512.Load(row + 32));
+                a2 += Avx512BW.MultiplyAddAdjacent(b, Vector512.Load(row + 64));
+                a3 += Avx512BW.MultiplyAddAdjacent(b, Vector512.Load(row + 96));
+            }
+            f0 += Avx512F.ConvertToVector512Single(a0); f1 += Avx512F.ConvertToVector512Single(a1);
+            f2 += Avx512F.ConvertToVector512Single(a2); f3 += Avx512F.ConvertToVector512Single(a3);
+        }
+        var r = Vector512.Create(rowScale);
+        Finish(f0 * (Vector512.Load(columnScales) * r), bias, y, c, output);
+        Finish(f1 * (Vector512.Load(columnScales + 16) * r), bias, y, c + 16, output);
+        Finish(f2 * (Vector512.Load(columnScales + 32) * r), bias, y, c + 32, output);
+        Finish(f3 * (Vector512.Load(columnScales + 48) * r), bias, y, c + 48, output);
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
