@@ -330,14 +330,16 @@ static JsonObject Gemm(JsonObject r)
 
 // The kernel steps' products alone (RowKernels.Multiply over PanelWeights, as KernelStep runs them) on one thread: every
 // product of a decode step of `n_layer` layers x `n_embd` (c_attn, c_proj, c_fc of width `inner`, mlp.c_proj) and the head
-// (`vocab` columns), for `rows` rows, with random weights. `evict_mib` > 0 streams that many MiB through the caches before
-// each repetition, so the weights come from DRAM as in a long step whose KV cache evicts them; 0 leaves them wherever the
-// last repetition did (L2 or L3). Reports GFLOP/s per repetition.
+// (`vocab` columns), for `rows` rows, with random weights; `weights` "int16" on int16 panels (the rows quantized once per
+// product, as a step quantizes them once per stage), else fp32. `evict_mib` > 0 streams that many MiB through the caches
+// before each repetition, so the weights come from DRAM as in a long step whose KV cache evicts them; 0 leaves them wherever
+// the last repetition did (L2 or L3). Reports GFLOP/s per repetition.
 static unsafe JsonObject Products(JsonObject r)
 {
     int embd = (int)r["n_embd"]!, layers = (int)r["n_layer"]!, inner = (int?)r["inner"] ?? 4 * embd, vocab = (int)r["vocab"]!;
     int rows = (int)r["rows"]!, reps = (int?)r["reps"] ?? 15;
     long evict = ((long?)r["evict_mib"] ?? 0) << 20;
+    bool int16 = (string?)r["weights"] == KernelWeightTypes.Int16;
     if (!KernelStep.Supported) throw new PlatformNotSupportedException("the kernels need AVX-512");
     var shapes = new List<(int K, int N)>();
     for (int l = 0; l < layers; l++) shapes.AddRange([(embd, 3 * embd), (embd, embd), (embd, inner), (inner, embd)]);
@@ -352,18 +354,20 @@ static unsafe JsonObject Products(JsonObject r)
     try
     {
         var rng = new Random(3);
-        var weights = new List<(IntPtr, int, int)>();
+        var weights = new List<(IntPtr, int, int, bool)>();
         long flops = 0;
         foreach (var (k, n) in shapes)
         {
             float* w = Alloc((long)k * n);
             for (long i = 0; i < (long)k * n; i++) w[i] = (float)(rng.NextDouble() - 0.5) * 0.1f;
-            weights.Add(((IntPtr)w, k, n));
+            weights.Add(((IntPtr)w, k, n, int16));
             flops += 2L * rows * k * n;
         }
         using var panels = new PanelWeights(weights);
         int widest = Math.Max(3 * embd, Math.Max(inner, vocab));
-        float* x = Alloc((long)rows * widest), y = Alloc((long)rows * widest), bias = Alloc(widest);
+        float* x = Alloc((long)rows * widest), y = Alloc((long)rows * widest), bias = Alloc(widest), scales = Alloc(rows);
+        int qStride = (widest + 1) / 2;
+        int* q = (int*)Alloc((long)rows * qStride);
         for (long i = 0; i < (long)rows * widest; i++) x[i] = (float)(rng.NextDouble() - 0.5);
         new Span<float>(bias, widest).Clear();
         byte* sweep = evict > 0 ? (byte*)Alloc(evict / 4) : null;
@@ -374,7 +378,16 @@ static unsafe JsonObject Products(JsonObject r)
             for (long i = 0; i < evict; i += 64) sink += sweep[i]++;
             var sw = Stopwatch.StartNew();
             for (int s = 0; s < shapes.Count; s++)
-                RowKernels.Multiply(x, shapes[s].K, rows, panels[s], 0, shapes[s].N, bias, y, shapes[s].N, RowOutput.Store);
+            {
+                var (k, n) = shapes[s];
+                if (!int16)
+                {
+                    RowKernels.Multiply(x, k, rows, panels[s], 0, n, bias, y, n, RowOutput.Store);
+                    continue;
+                }
+                RowKernels.QuantizeRows(x, k, rows, k, q, qStride, scales);
+                RowKernels.MultiplyQuantized(x, k, q, qStride, scales, rows, panels[s], 0, n, bias, y, n, RowOutput.Store);
+            }
             double seconds = sw.Elapsed.TotalSeconds;
             if (rep > 0) gflops.Add(flops / seconds / 1e9);   // rep 0 warms up (and compiles)
         }
