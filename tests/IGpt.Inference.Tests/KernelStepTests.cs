@@ -203,11 +203,15 @@ public unsafe class KernelStepTests
         Assert.Equal(steps / 4, lanes.Decoder.KernelStepsAlone);
     }
 
-    [Fact]
-    public void KernelStepsAllocateNothing()
+    [Theory]
+    [InlineData(KernelWeightTypes.Float32)]
+    [InlineData(KernelWeightTypes.Int16)]
+    public void KernelStepsAllocateNothing(string weights)
     {
         if (!Runs) return;
-        using var model = Load(Shipped("fashion-mnist-14"), KvCacheTypes.Int8, kernelRows: 4, maxBatch: 4);
+        var o = KvCacheCompressionTests.Options(KvCacheTypes.Int8, maxBatch: 4, threads: 2, kernelRows: 4);
+        o.KernelWeightType = weights;
+        using var model = IGptModel.Load(Shipped("fashion-mnist-14"), o);
         var d = model.Decoder;
         d.Prefill([model.Manifest.SosTokenId, 1, 2], 1);
         d.ReplicateSlot0(4, 3);

@@ -6,7 +6,8 @@ namespace IGpt.Inference.Engine.Cpu;
 /// A decode step of a few rows computed by the library itself instead of ONNX Runtime sessions: the embeddings, each
 /// layer's norms and products (<see cref="RowKernels"/>) and attention (<see cref="CachedAttention"/>, over the decoder's
 /// cache in whatever element type it stores, a request's shared prompt read once per (group, head)), and the head. The
-/// products' weights are copied once into panels (<see cref="PanelWeights"/>: each block of 64 columns one contiguous run);
+/// products' weights are copied once into panels (<see cref="PanelWeights"/>: each block of 64 columns one contiguous run; as
+/// int16 by default, Inference:KernelWeightType, each stage's input rows then quantized once per worker);
 /// the rest (embeddings, norms, biases) is read where the package's bytes are in memory (<see cref="PackageWeights"/>, which
 /// the sessions share), named as models/README.md says ("Graph structure").
 /// Why: at these batch sizes a step is a chain of small products whose weights stay in the CPU's cache from one step to
