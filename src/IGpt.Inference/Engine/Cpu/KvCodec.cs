@@ -85,13 +85,7 @@ internal static unsafe class KvCodec
         }
         else if (pairs)
             for (; i < d; i += 2) max = MathF.Max(max, MathF.Abs(x[i]) + MathF.Abs(x[i + 1]));
-        else if (Vector512.IsHardwareAccelerated && d >= 16)
-        {
-            var m = Vector512<float>.Zero;
-            for (; i + 16 <= d; i += 16) m = Vector512.Max(m, Vector512.Abs(Vector512.Load(x + i)));
-            max = MaxOf(Vector256.Max(m.GetLower(), m.GetUpper()));
-        }
-        for (; i < d; i++) max = MathF.Max(max, MathF.Abs(x[i]));   // (pairs: i is d already)
+        else max = LargestMagnitude(x, d);
         float inverse = max > 0 ? 127f / max : 0f;
         i = 0;
         if (Avx512F.IsSupported)
@@ -102,6 +96,21 @@ internal static unsafe class KvCodec
         }
         for (; i < d; i++) q[i] = (sbyte)Math.Clamp((int)MathF.Round(x[i] * inverse, MidpointRounding.ToEven), -127, 127);
         return max / 127f;
+    }
+
+    /// <summary>The largest |x[i]| of <paramref name="d"/> floats (0 for none).</summary>
+    internal static float LargestMagnitude(float* x, int d)
+    {
+        float max = 0;
+        int i = 0;
+        if (Vector512.IsHardwareAccelerated && d >= 16)
+        {
+            var m = Vector512<float>.Zero;
+            for (; i + 16 <= d; i += 16) m = Vector512.Max(m, Vector512.Abs(Vector512.Load(x + i)));
+            max = MaxOf(Vector256.Max(m.GetLower(), m.GetUpper()));
+        }
+        for (; i < d; i++) max = MathF.Max(max, MathF.Abs(x[i]));
+        return max;
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]

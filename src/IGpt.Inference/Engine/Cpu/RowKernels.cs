@@ -164,25 +164,16 @@ internal static unsafe class RowKernels
         {
             float* xr = x + (long)r * xStride;
             short* qr = (short*)(q + (long)r * qStride);
-            int i = 0;
-            var m = Vector512<float>.Zero;
-            for (; i + 16 <= k; i += 16) m = Vector512.Max(m, Vector512.Abs(Vector512.Load(xr + i)));
-            float largest = MaxAcross(m);
-            for (; i < k; i++) largest = MathF.Max(largest, MathF.Abs(xr[i]));
+            float largest = KvCodec.LargestMagnitude(xr, k);
             scales[r] = largest / PanelWeight.Int16Range;
             float inverse = largest > 0 ? PanelWeight.Int16Range / largest : 0;
             var vi = Vector512.Create(inverse);
-            for (i = 0; i + 16 <= k; i += 16)
+            int i = 0;
+            for (; i + 16 <= k; i += 16)
                 Avx512F.ConvertToVector256Int16WithSaturation(Avx512F.ConvertToVector512Int32(Vector512.Load(xr + i) * vi)).Store(qr + i);
             for (; i < k; i++) qr[i] = (short)MathF.Round(xr[i] * inverse);
             if (k % 2 == 1) qr[k] = 0;
         }
-    }
-
-    private static float MaxAcross(Vector512<float> v)
-    {
-        var m4 = Vector128.Max(Vector256.Max(v.GetLower(), v.GetUpper()).GetLower(), Vector256.Max(v.GetLower(), v.GetUpper()).GetUpper());
-        return MathF.Max(MathF.Max(m4[0], m4[1]), MathF.Max(m4[2], m4[3]));
     }
 
     /// <summary>
