@@ -55,9 +55,8 @@ internal sealed unsafe class KernelStep : IDisposable
     private readonly WorkerTeam? _team;
     private readonly NativeBuffer<float> _x, _qkv, _attn, _up, _normed;  // [rows, C], [rows, 3C], [rows, C], [rows, inner], [threads, rows, C]
     private readonly long[] _normedFor;   // by worker: the stage (step << 16 | first item) whose norm its _normed rows hold
-    private readonly bool _int16;   // the layers' products on int16 panels (Inference:KernelWeightType)
     private readonly int _quantizedStride;   // ints a row of _quantized takes: the widest product input's pairs
-    private readonly NativeBuffer<int>? _quantized;   // [threads, rows, _quantizedStride] a stage's input rows as int16 pairs
+    private readonly NativeBuffer<int>? _quantized;   // with int16 panels: [threads, rows, _quantizedStride] a stage's input rows as int16 pairs
     private readonly NativeBuffer<float>? _rowScales;   // [threads, rows] their scales
     private readonly long[] _quantizedFor;   // by worker: the stage whose input its _quantized rows hold
     private readonly int[] _attentionOrder, _groupOrder;   // attention items, longest group first; the groups so ordered
@@ -115,10 +114,9 @@ internal sealed unsafe class KernelStep : IDisposable
         _up = new NativeBuffer<float>((long)maxRows * inner);
         _normed = new NativeBuffer<float>((long)_threads * maxRows * _normStride);
         _normedFor = new long[_threads];
-        _int16 = int16Weights;
         _quantizedFor = new long[_threads];
         _quantizedStride = ((Math.Max(c, inner) + 1) / 2 + 15) / 16 * 16;
-        if (_int16)
+        if (int16Weights)
         {
             _quantized = new NativeBuffer<int>((long)_threads * maxRows * _quantizedStride);
             _rowScales = new NativeBuffer<float>((long)_threads * maxRows);
@@ -368,13 +366,14 @@ internal sealed unsafe class KernelStep : IDisposable
     }
 
     /// <summary>
-    /// Columns item.From..item.To of a layer's product for <paramref name="count"/> rows of <paramref name="x"/>: on the fp32
-    /// panels, or on int16 ones with the rows quantized once per stage by each worker that takes part in it.
+    /// Columns item.From..item.To of a layer's product for <paramref name="count"/> rows of <paramref name="x"/>: on fp32
+    /// panels, or on int16 ones (<see cref="PanelWeight.Quantized"/>) with the rows quantized once per stage by each worker
+    /// that takes part in it.
     /// </summary>
     private void Multiply(int worker, Item item, float* x, int xStride, int count, in PanelWeight w, float* bias, float* y, int yStride,
         RowOutput output)
     {
-        if (!_int16)
+        if (!w.Quantized)
         {
             RowKernels.Multiply(x, xStride, count, w, item.From, item.To, bias, y, yStride, output);
             return;

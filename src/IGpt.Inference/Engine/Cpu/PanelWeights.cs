@@ -131,9 +131,6 @@ internal sealed unsafe class PanelWeights : IDisposable
     /// <summary>The weight at <paramref name="index"/> of the constructor's list.</summary>
     public PanelWeight this[int index] => _weights[index];
 
-    /// <summary>Bytes of panels held (fp32, int16 and the int16 columns' scales).</summary>
-    public long Bytes => _floats.Length * sizeof(float) + _shorts.Length * sizeof(short);
-
     public void Dispose()
     {
         _floats.Dispose();
