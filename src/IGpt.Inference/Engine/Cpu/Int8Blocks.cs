@@ -475,7 +475,7 @@ internal static unsafe class Int8Blocks
     {
         if (!bytePairs) return MaxOf(w) / 255f;
         var pairs = w + Avx512F.Shuffle(w, w, 0b10_11_00_01);   // lanes 2i and 2i+1 both hold their sum
-        return MaxOf(Vector512.Max(w * (1f / 255), pairs * (1f / 256)));
+        return MaxOf(Vector512.MaxNative(w * (1f / 255), pairs * (1f / 256)));   // no NaN: vmaxps itself
     }
 
     /// <summary>One key group's 16 positions (64 unsigned bytes at <paramref name="k"/>) dotted with the query's 4 bytes, as 16 ints.</summary>

@@ -24,8 +24,11 @@ internal static class VectorExp
     }
 
     /// <summary>
-    /// <see cref="Exp"/> for x &lt;= 0 (and -infinity), as a softmax's exponents are: no overflow clamp, and n converted with
-    /// vcvtps2dq itself (n is already whole), without the saturating conversion's fix-ups. The same results.
+    /// e^x for x &lt;= 0 (and -infinity), as the one-pass int8 attention kernels' online softmax needs it: their weights are
+    /// then quantized to bytes (a step of 1/256 of a block's largest at best), so a relative error of 3e-6 is far below what
+    /// they keep. A degree-4 polynomial for e^r (evaluated as Estrin's scheme: two short chains, not one long one), ln 2 as one
+    /// constant, and 2^n applied by vscalefps: 13 instructions where <see cref="Exp"/> takes about 21, on the kernels' longest
+    /// dependency chain. 0 below -87.33, as <see cref="Exp"/>; exactly 1 at 0.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static Vector512<float> ExpNonPositive(Vector512<float> x)
@@ -33,7 +36,14 @@ internal static class VectorExp
         var underflow = Vector512.LessThan(x, Vector512.Create(-87.33654f));
         x = Vector512.MaxNative(x, Vector512.Create(-87.33654f));
         var n = Avx512F.RoundScale(x * Vector512.Create(1.44269504f), 0);   // to nearest
-        return Vector512.ConditionalSelect(underflow, Vector512<float>.Zero, TwoToNTimesExpR(x, n, Avx512F.ConvertToVector512Int32(n)));
+        var r = Vector512.FusedMultiplyAdd(n, Vector512.Create(-0.693147182f), x);
+        var r2 = r * r;
+        // e^r ~ 1 + c1 r + r^2 (c2 + c3 r + c4 r^2) on |r| <= ln 2 / 2 (fitted for relative error; 2.9e-6 at worst).
+        var low = Vector512.FusedMultiplyAdd(r, Vector512.Create(0.99996686f), Vector512<float>.One);
+        var high = Vector512.FusedMultiplyAdd(r, Vector512.Create(0.16787447f), Vector512.Create(0.50003016f));
+        high = Vector512.FusedMultiplyAdd(r2, Vector512.Create(0.041513719f), high);
+        var p = Vector512.FusedMultiplyAdd(high, r2, low);
+        return Vector512.ConditionalSelect(underflow, Vector512<float>.Zero, Avx512F.Scale(p, n));
     }
 
     /// <summary>e^x as 2^n e^r, r = x - n ln 2: the polynomial for e^r, then n added to its exponent bits.</summary>
