@@ -197,9 +197,11 @@ public unsafe class KvCacheCompressionTests
                 float unit = max / 255f, inverse = 255f / max;
                 if (bytePairs)
                 {
-                    unit = 0;
-                    for (int t = 0; t < 16; t++) unit = MathF.Max(unit, MathF.Max(w[t] * (1f / 255), (w[t] + w[t ^ 1]) * (1f / 256)));
-                    inverse = 1f / unit;
+                    float top = 0;   // the largest sum of two neighbours (the positions vpmaddubsw adds)
+                    for (int t = 0; t < 16; t++) top = MathF.Max(top, w[t] + w[t ^ 1]);
+                    (unit, inverse) = (top / 255f, 255f / top);
+                    for (int t = 0; t < 16; t += 2)   // so that no pair's 16-bit sum can saturate: 256 x 127 < 32,768
+                        Assert.True(MathF.Round(w[t] * inverse, MidpointRounding.ToEven) + MathF.Round(w[t + 1] * inverse, MidpointRounding.ToEven) <= 256);
                 }
                 for (int i = 0; i < headSize; i++)
                 {

@@ -308,7 +308,7 @@ internal static unsafe class Int8Blocks
     /// (saturating), then vpmaddwd against ones, which adds those pairs into 32 bits: two operations where VNNI has one, on
     /// whole 64-byte rows of the layout (a key group of 16 positions; 16 dimensions of a value group). No 16-bit sum can
     /// saturate: the query is quantized by its pairs' magnitudes (<see cref="QuantizeQuery"/>'s bytePairs), and each block's
-    /// weights by theirs (<see cref="WeightUnit"/>), which costs some of a byte's precision where two neighbours are both
+    /// weights by theirs (<see cref="PairMax"/>), which costs some of a byte's precision where two neighbours are both
     /// large (the quality guard's figures are in benchmarks/README.md).
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
@@ -439,7 +439,7 @@ internal static unsafe class Int8Blocks
 
     /// <summary>
     /// A block's values weighted by its exponentials <paramref name="e"/> times the values' scales, added to the output's
-    /// dimensions 0-15 and 16-31 on byte pairs: the weights quantized by <see cref="WeightUnit"/>'s bytePairs, positions
+    /// dimensions 0-15 and 16-31 on byte pairs: the weights quantized by <see cref="PairMax"/>, positions
     /// 4j..4j+3's in every 4 bytes; value group j (those positions of dimensions 0..31, 4 bytes a dimension) at 128j past the
     /// scales, dimensions 16-31 64 bytes on.
     /// </summary>
@@ -450,33 +450,29 @@ internal static unsafe class Int8Blocks
         var w = e * Vector512.Load((float*)vb);
         // Past the block's range the value scales may be anything (unwritten): select, not multiply.
         if (!whole) w = Vector512.ConditionalSelect(inRange, w, Vector512<float>.Zero);
-        float unit = WeightUnit(w, bytePairs: true);
-        if (!(unit > 0)) return;   // every weight underflowed to 0: nothing to add
-        var bytes = Avx512F.ConvertToVector128ByteWithSaturation(Avx512F.ConvertToVector512UInt32(w * (1f / unit)))
+        float top = PairMax(w);
+        if (!(top > 0)) return;   // every weight underflowed to 0: nothing to add
+        var bytes = Avx512F.ConvertToVector128ByteWithSaturation(Avx512F.ConvertToVector512UInt32(w * (255f / top)))
             .AsInt32().ToVector256Unsafe().ToVector512Unsafe();
         var w0 = Avx512F.PermuteVar16x32(bytes, Vector512<int>.Zero).AsByte();
         var w1 = Avx512F.PermuteVar16x32(bytes, Vector512<int>.One).AsByte();
         var w2 = Avx512F.PermuteVar16x32(bytes, Vector512.Create(2)).AsByte();
         var w3 = Avx512F.PermuteVar16x32(bytes, Vector512.Create(3)).AsByte();
         sbyte* v = (sbyte*)vb + 4 * Block;
-        var units = Vector512.Create(unit);
+        var units = Vector512.Create(top / 255f);
         o0 = Vector512.FusedMultiplyAdd(Avx512F.ConvertToVector512Single(ValueDimensions(v, 128, w0, w1, w2, w3, ones)), units, o0);
         o1 = Vector512.FusedMultiplyAdd(Avx512F.ConvertToVector512Single(ValueDimensions(v + 64, 128, w0, w1, w2, w3, ones)), units, o1);
     }
 
     /// <summary>
-    /// What one step of a block's weight bytes is worth: the largest weight over 255, or with <paramref name="bytePairs"/>
-    /// also at least the largest sum of two neighbouring weights (positions 2i and 2i+1, which vpmaddubsw adds) over 256, so
-    /// that two bytes add up to at most 257 and their products with value bytes (at most 127 in magnitude) to 32,639, which
-    /// 16 bits hold. 0 when every weight is 0.
+    /// The largest sum of two neighbouring weights (positions 2i and 2i+1, which vpmaddubsw adds), against which a block's
+    /// weights are quantized on byte pairs: one byte step is that sum / 255. Each weight is at most its pair's sum (weights
+    /// are not negative), so every byte stays within 255, and two neighbours' bytes, rounded, add up to at most 256: their
+    /// products with value bytes (at most 127 in magnitude) to 32,512, which 16 bits hold. Where one weight of the top pair
+    /// dominates, as in a peaked softmax, the step is that weight / 255, a full byte. 0 when every weight is 0.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static float WeightUnit(Vector512<float> w, bool bytePairs)
-    {
-        if (!bytePairs) return MaxOf(w) / 255f;
-        var pairs = w + Avx512F.Shuffle(w, w, 0b10_11_00_01);   // lanes 2i and 2i+1 both hold their sum
-        return MaxOf(Vector512.MaxNative(w * (1f / 255), pairs * (1f / 256)));   // no NaN: vmaxps itself
-    }
+    private static float PairMax(Vector512<float> w) => MaxOf(w + Avx512F.Shuffle(w, w, 0b10_11_00_01));   // lanes 2i, 2i+1: their sum
 
     /// <summary>One key group's 16 positions (64 unsigned bytes at <paramref name="k"/>) dotted with the query's 4 bytes, as 16 ints.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
@@ -562,7 +558,7 @@ internal static unsafe class Int8Blocks
     /// <summary>
     /// acc_j += sum over t in [from, to) of p_j[t] v_t for <paramref name="count"/> rows (p rows <paramref name="pitch"/> apart,
     /// acc rows head_size apart): per block and row, the 16 weights p_j[t] x scale_t quantized to bytes against their largest
-    /// (without <paramref name="vnni"/>, as <see cref="Attend"/>'s byte-pair kernel quantizes them, <see cref="WeightUnit"/>, and
+    /// (without <paramref name="vnni"/>, as <see cref="Attend"/>'s byte-pair kernel quantizes them, <see cref="PairMax"/>, and
     /// added on byte pairs).
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
@@ -584,11 +580,11 @@ internal static unsafe class Int8Blocks
                 var w = Vector512.Load(probabilities + j * pitch + t0) * valueScales;
                 // Outside [from, to) the weights and scales may be anything (another range's, or unwritten): select, not multiply.
                 if (!whole) w = Vector512.ConditionalSelect(inRange.AsSingle(), w, Vector512<float>.Zero);
-                float max = MaxOf(w);
-                if (!(max > 0)) continue;   // every weight underflowed to 0: nothing to add
-                // Without VNNI, weights quantized so that two neighbours' products with value bytes fit 16 bits (WeightUnit).
-                float unitOf = vnni ? max / 255f : WeightUnit(w, bytePairs: true);
-                var bytes = Avx512F.ConvertToVector128ByteWithSaturation(Avx512F.ConvertToVector512UInt32(w * (vnni ? 255f / max : 1f / unitOf))).AsInt32();
+                // Without VNNI, weights quantized so that two neighbours' products with value bytes fit 16 bits (PairMax).
+                float top = vnni ? MaxOf(w) : PairMax(w);
+                if (!(top > 0)) continue;   // every weight underflowed to 0: nothing to add
+                float unitOf = top / 255f;
+                var bytes = Avx512F.ConvertToVector128ByteWithSaturation(Avx512F.ConvertToVector512UInt32(w * (255f / top))).AsInt32();
                 float* a = acc + (long)j * headSize;
                 if (!vnni)
                 {
@@ -613,7 +609,7 @@ internal static unsafe class Int8Blocks
     }
 
     /// <summary>
-    /// One block's weighted values on vpmaddubsw's byte pairs (weights quantized with <see cref="WeightUnit"/>'s bytePairs):
+    /// One block's weighted values on vpmaddubsw's byte pairs (weights quantized with <see cref="PairMax"/>):
     /// each value group's 64 bytes at 4c hold dimensions c..c+15 of its 4 positions.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
