@@ -472,15 +472,10 @@ internal static unsafe class Int8Blocks
     /// dominates, as in a peaked softmax, the step is that weight / 255, a full byte. 0 when every weight is 0.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static float PairMax(Vector512<float> w)
-    {
-        var pairs = w + Avx512F.Shuffle(w, w, 0b10_11_00_01);   // lanes 2i and 2i+1 both hold their pair's sum
-        // MaxOf without its last step, which would compare each lane with its neighbour: here they are equal. Two
-        // instructions fewer on the kernels' longest chain.
-        var m = Vector256.MaxNative(pairs.GetLower(), pairs.GetUpper());
-        var m4 = Vector128.MaxNative(m.GetLower(), m.GetUpper());
-        return Vector128.MaxNative(m4, Avx.Permute(m4, 0b01_00_11_10)).ToScalar();
-    }
+    private static float PairMax(Vector512<float> w) =>
+        // Lanes 2i and 2i+1 both hold their pair's sum, so the even lanes' largest is the answer: MaxOf's last step, which
+        // compares the even and odd lanes, is two instructions fewer on the kernels' longest chain.
+        EvenAndOddMax(w + Avx512F.Shuffle(w, w, 0b10_11_00_01)).ToScalar();
 
     /// <summary>One key group's 16 positions (64 unsigned bytes at <paramref name="k"/>) dotted with the query's 4 bytes, as 16 ints.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
@@ -513,11 +508,18 @@ internal static unsafe class Int8Blocks
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static float MaxOf(Vector512<float> v)
     {
+        var m2 = EvenAndOddMax(v);
+        return Vector128.MaxNative(m2, Avx.Permute(m2, 0b10_11_00_01)).ToScalar();
+    }
+
+    /// <summary>Lane 0: the largest of <paramref name="v"/>'s even lanes; lane 1: of its odd lanes.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector128<float> EvenAndOddMax(Vector512<float> v)
+    {
         // vmaxps itself (MaxNative): the scores hold no NaN, and IEEE maximum's fix-ups cost as much again.
         var m = Vector256.MaxNative(v.GetLower(), v.GetUpper());
         var m4 = Vector128.MaxNative(m.GetLower(), m.GetUpper());
-        m4 = Vector128.MaxNative(m4, Avx.Permute(m4, 0b01_00_11_10));
-        return Vector128.MaxNative(m4, Avx.Permute(m4, 0b10_11_00_01)).ToScalar();
+        return Vector128.MaxNative(m4, Avx.Permute(m4, 0b01_00_11_10));
     }
 
     /// <summary>Asks for a block four ahead in L1 (see <see cref="CachedAttention.PrefetchEntries"/>).</summary>
