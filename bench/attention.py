@@ -2,6 +2,7 @@
 
     /usr/bin/python3 bench/attention.py [--seconds 1] [--types float32,float16,int8] [--in-place both]
     /usr/bin/python3 bench/attention.py --against ../other-checkout [--types int8] [--reps 3] [--length-fraction 0.5]
+                                        [--head-sizes 32]
 
 Runs the IGpt.Bench worker's "attention" op over synthetic caches (each KV cache type of --types; MB are the bytes
 of that type the kernel reads) shaped like the benchmark's
@@ -41,6 +42,7 @@ def main() -> int:
     ap.add_argument("--against", help="another checkout whose bench/IGpt.Bench is built: a code A/B")
     ap.add_argument("--reps", type=int, default=3, help="--against: repetitions per configuration")
     ap.add_argument("--length-fraction", type=float, default=0.75, help="cache length as a fraction of n_positions")
+    ap.add_argument("--head-sizes", help="only the shapes of these head sizes, comma-separated (e.g. 32: the one-pass int8 kernels)")
     args = ap.parse_args()
     if args.against:
         return against(args)
@@ -49,7 +51,7 @@ def main() -> int:
         print(f"CPU: {machine_info()['cpu']}\n")
         print("| shape | KV cache | rows | lanes | shared prompt | kernel | single rows | MB read / step | ms / step | GB/s |")
         print("|---|---|---|---|---|---|---|---|---|---|")
-        for name, layers, heads, head_size, positions in SHAPES:
+        for name, layers, heads, head_size, positions in shapes(args):
             length, prompt = int(positions * args.length_fraction), positions // 2 + 1
             for rows, lanes in ((1, 1), (4, 2), (16, 1), (16, 2)):
                 for shared in (0, prompt):
@@ -72,6 +74,13 @@ def main() -> int:
     return 0
 
 
+def shapes(args) -> list:
+    if not args.head_sizes:
+        return SHAPES
+    sizes = {int(h) for h in args.head_sizes.split(",")}
+    return [shape for shape in SHAPES if shape[3] in sizes]
+
+
 def against(args) -> int:
     other = os.path.join(os.path.abspath(args.against), os.path.relpath(IGPT_DLL, os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
     if not os.path.exists(other):
@@ -83,7 +92,7 @@ def against(args) -> int:
               f"CPU: {machine_info()['cpu']}\n")
         print("| shape | KV cache | cache length | rows | lanes | shared prompt | other ms | this ms | other / this |")
         print("|---|---|---|---|---|---|---|---|---|")
-        for name, layers, heads, head_size, positions in SHAPES:
+        for name, layers, heads, head_size, positions in shapes(args):
             length, prompt = int(positions * args.length_fraction), min(positions // 2 + 1, int(positions * args.length_fraction))
             for rows, lanes in ((1, 1), (4, 2), (16, 1), (16, 2)):
                 for shared in (0, prompt):

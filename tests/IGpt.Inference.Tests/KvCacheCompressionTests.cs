@@ -1,3 +1,5 @@
+using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
 using System.Text.Json.Nodes;
 
 namespace IGpt.Inference.Tests;
@@ -104,8 +106,8 @@ public unsafe class KvCacheCompressionTests
     /// The int8 kernels against the arithmetic they stand for, over ranges that start and end inside blocks: key scores are
     /// the exact integer dot products of the quantized query and keys times their scales; weighted values are the exact sums
     /// of each block's weights (p x value scale) quantized against their largest to 0..255. Without VNNI (byte pairs) the
-    /// query's scale is its largest pair sum over 127 and a weight byte's step the larger of the largest weight / 255 and the
-    /// largest neighbouring pair's sum / 256, so that no 16-bit sum of vpmaddubsw saturates.
+    /// query's scale is its largest pair sum over 127 and a weight byte's step the largest neighbouring pair's sum / 255, the
+    /// bytes made by that sum's vrcp14ss reciprocal, so that no 16-bit sum of vpmaddubsw saturates.
     /// </summary>
     [Theory]
     [InlineData(32, true)]
@@ -183,13 +185,18 @@ public unsafe class KvCacheCompressionTests
             for (int t0 = 0; t0 < to; t0 += 16)
             {
                 var w = new float[16];
+                var bytes = new float[16];
                 var v8 = new sbyte[16 * headSize];
                 float max = 0;
                 for (int t = Math.Max(from, t0); t < Math.Min(to, t0 + 16); t++)
                 {
+                    float scale;
                     fixed (byte* pv = v)
                     fixed (sbyte* pv8 = &v8[(t - t0) * headSize])
-                        w[t - t0] = p[j * pitch + t] * Int8Blocks.Read(KvPart.Value, pv, t, pv8, headSize);
+                        scale = Int8Blocks.Read(KvPart.Value, pv, t, pv8, headSize);
+                    w[t - t0] = p[j * pitch + t] * scale;
+                    // Byte pairs: the weight x 255 computed beside the weight, as the kernels do, for the reciprocal below.
+                    bytes[t - t0] = bytePairs ? p[j * pitch + t] * (scale * 255f) : w[t - t0];
                     max = MathF.Max(max, w[t - t0]);
                 }
                 if (max == 0) continue;
@@ -199,14 +206,19 @@ public unsafe class KvCacheCompressionTests
                 {
                     float top = 0;   // the largest sum of two neighbours (the positions vpmaddubsw adds)
                     for (int t = 0; t < 16; t++) top = MathF.Max(top, w[t] + w[t ^ 1]);
-                    (unit, inverse) = (top / 255f, 255f / top);
+                    // Weight x 255 times vrcp14ss's reciprocal of that sum (within 2^-14 of 1 / top), not a division.
+                    (unit, inverse) = (top / 255f, Avx512F.Reciprocal14Scalar(Vector128.CreateScalar(top)).ToScalar());
+                    Assert.True(MathF.Abs(inverse * top - 1) <= 1f / 16384);
                     for (int t = 0; t < 16; t += 2)   // so that no pair's 16-bit sum can saturate: 256 x 127 < 32,768
-                        Assert.True(MathF.Round(w[t] * inverse, MidpointRounding.ToEven) + MathF.Round(w[t + 1] * inverse, MidpointRounding.ToEven) <= 256);
+                    {
+                        float a = MathF.Round(bytes[t] * inverse, MidpointRounding.ToEven), b = MathF.Round(bytes[t + 1] * inverse, MidpointRounding.ToEven);
+                        Assert.True(a <= 255 && b <= 255 && a + b <= 256, $"block {t0}, positions {t}, {t + 1}: bytes {a}, {b}");
+                    }
                 }
                 for (int i = 0; i < headSize; i++)
                 {
                     long sum = 0;
-                    for (int t = 0; t < 16; t++) sum += (long)MathF.Round(w[t] * inverse, MidpointRounding.ToEven) * v8[t * headSize + i];
+                    for (int t = 0; t < 16; t++) sum += (long)MathF.Round(bytes[t] * inverse, MidpointRounding.ToEven) * v8[t * headSize + i];
                     expected[i] += sum * (double)unit;
                 }
             }

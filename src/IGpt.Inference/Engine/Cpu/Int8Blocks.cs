@@ -308,7 +308,7 @@ internal static unsafe class Int8Blocks
     /// (saturating), then vpmaddwd against ones, which adds those pairs into 32 bits: two operations where VNNI has one, on
     /// whole 64-byte rows of the layout (a key group of 16 positions; 16 dimensions of a value group). No 16-bit sum can
     /// saturate: the query is quantized by its pairs' magnitudes (<see cref="QuantizeQuery"/>'s bytePairs), and each block's
-    /// weights by theirs (<see cref="PairMax"/>), which costs some of a byte's precision where two neighbours are both
+    /// weights by theirs (<see cref="PairWeightBytes"/>), which costs some of a byte's precision where two neighbours are both
     /// large (the quality guard's figures are in benchmarks/README.md).
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
@@ -319,7 +319,7 @@ internal static unsafe class Int8Blocks
         var qs = Vector512.Create(queryScale);
         var corrections = Vector512.Create(correction);
         var ones = Vector512.Create((short)1);
-        float max = float.NegativeInfinity;
+        var max = Vector512.Create(float.NegativeInfinity);
         var sums = Vector512<float>.Zero;
         Vector512<float> o0 = default, o1 = default;   // dimensions 0-15, 16-31
         for (int part = 0; part < 2; part++)
@@ -337,7 +337,7 @@ internal static unsafe class Int8Blocks
                 }
                 bool whole = t0 >= from && t0 + Block <= end;
                 var inRange = whole ? default : InRange(t0, from, end);
-                var e = Exponentials(PairScores(kb, query, qs, corrections, ones, whole, inRange), ref max, ref sums, ref o0, ref o1);
+                var e = Exponentials(PairScores(kb, query, qs, corrections, ones, whole, inRange), whole, ref max, ref sums, ref o0, ref o1);
                 AddWeightedValues(vb, e, whole, inRange, ones, ref o0, ref o1);
             }
         }
@@ -363,7 +363,7 @@ internal static unsafe class Int8Blocks
         var correctionsA = Vector512.Create(corrections[0]);
         var correctionsB = Vector512.Create(corrections[1]);
         var ones = Vector512.Create((short)1);
-        float maxA = float.NegativeInfinity, maxB = float.NegativeInfinity;
+        Vector512<float> maxA = Vector512.Create(float.NegativeInfinity), maxB = maxA;
         Vector512<float> sumsA = default, sumsB = default, a0 = default, a1 = default, b0 = default, b1 = default;
         for (int part = 0; part < 2; part++)
         {
@@ -382,8 +382,8 @@ internal static unsafe class Int8Blocks
                 }
                 bool whole = t0 >= from && t0 + Block <= end;
                 var inRange = whole ? default : InRange(t0, from, end);
-                var eA = Exponentials(PairScores(ka, queries, qsA, correctionsA, ones, whole, inRange), ref maxA, ref sumsA, ref a0, ref a1);
-                var eB = Exponentials(PairScores(kb, queries + 8, qsB, correctionsB, ones, whole, inRange), ref maxB, ref sumsB, ref b0, ref b1);
+                var eA = Exponentials(PairScores(ka, queries, qsA, correctionsA, ones, whole, inRange), whole, ref maxA, ref sumsA, ref a0, ref a1);
+                var eB = Exponentials(PairScores(kb, queries + 8, qsB, correctionsB, ones, whole, inRange), whole, ref maxB, ref sumsB, ref b0, ref b1);
                 AddWeightedValues(va, eA, whole, inRange, ones, ref a0, ref a1);
                 AddWeightedValues(vb, eB, whole, inRange, ones, ref b0, ref b1);
             }
@@ -422,46 +422,74 @@ internal static unsafe class Int8Blocks
     /// exponentials against the maximum, already added to <paramref name="sums"/>.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector512<float> Exponentials(Vector512<float> s, ref float max, ref Vector512<float> sums, ref Vector512<float> o0,
-        ref Vector512<float> o1)
+    private static Vector512<float> Exponentials(Vector512<float> s, bool whole, ref Vector512<float> max, ref Vector512<float> sums,
+        ref Vector512<float> o0, ref Vector512<float> o1)
     {
-        float blockMax = MaxOf(s);
-        if (blockMax > max)
+        // One comparison finds whether any score rises above the running maximum (rare past a row's first blocks); only then
+        // the block's largest, a horizontal maximum.
+        if (Vector512.GreaterThanAny(s, max))
         {
-            var r = VectorExp.ExpNonPositive(Vector512.Create(max - blockMax));
+            var blockMax = Vector512.Create(MaxOf(s));
+            var r = VectorExp.ExpNonPositive(max - blockMax);
             (sums, o0, o1) = (sums * r, o0 * r, o1 * r);
             max = blockMax;
         }
-        var e = VectorExp.ExpNonPositive(s - Vector512.Create(max));
+        // A whole block's scores are all finite; a partial one's outside lanes are -infinity, which needs the clamp.
+        var e = whole ? VectorExp.ExpFinite(s - max) : VectorExp.ExpNonPositive(s - max);
         sums += e;
         return e;
     }
 
     /// <summary>
     /// A block's values weighted by its exponentials <paramref name="e"/> times the values' scales, added to the output's
-    /// dimensions 0-15 and 16-31 on byte pairs: the weights quantized by <see cref="PairMax"/>, positions
-    /// 4j..4j+3's in every 4 bytes; value group j (those positions of dimensions 0..31, 4 bytes a dimension) at 128j past the
-    /// scales, dimensions 16-31 64 bytes on.
+    /// dimensions 0-15 and 16-31 on byte pairs: the weights quantized by <see cref="PairWeightBytes"/>; value group j
+    /// (positions 4j..4j+3 of dimensions 0..31, 4 bytes a dimension) at 128j past the scales, dimensions 16-31 64 bytes on.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static void AddWeightedValues(byte* vb, Vector512<float> e, bool whole, Vector512<float> inRange, Vector512<short> ones,
         ref Vector512<float> o0, ref Vector512<float> o1)
     {
-        var w = e * Vector512.Load((float*)vb);
+        var scales = Vector512.Load((float*)vb);
         // Past the block's range the value scales may be anything (unwritten): select, not multiply.
-        if (!whole) w = Vector512.ConditionalSelect(inRange, w, Vector512<float>.Zero);
-        float top = PairMax(w);
-        if (!(top > 0)) return;   // every weight underflowed to 0: nothing to add
-        var bytes = Avx512F.ConvertToVector128ByteWithSaturation(Avx512F.ConvertToVector512UInt32(w * (255f / top)))
-            .AsInt32().ToVector256Unsafe().ToVector512Unsafe();
-        var w0 = Avx512F.PermuteVar16x32(bytes, Vector512<int>.Zero).AsByte();
-        var w1 = Avx512F.PermuteVar16x32(bytes, Vector512<int>.One).AsByte();
-        var w2 = Avx512F.PermuteVar16x32(bytes, Vector512.Create(2)).AsByte();
-        var w3 = Avx512F.PermuteVar16x32(bytes, Vector512.Create(3)).AsByte();
+        if (!whole) scales = Vector512.ConditionalSelect(inRange, scales, Vector512<float>.Zero);
+        if (!PairWeightBytes(e * scales, e * (scales * 255f), out var w0, out var w1, out var w2, out var w3, out float unit))
+            return;   // every weight underflowed to 0: nothing to add
         sbyte* v = (sbyte*)vb + 4 * Block;
-        var units = Vector512.Create(top / 255f);
+        var units = Vector512.Create(unit);
         o0 = Vector512.FusedMultiplyAdd(Avx512F.ConvertToVector512Single(ValueDimensions(v, 128, w0, w1, w2, w3, ones)), units, o0);
         o1 = Vector512.FusedMultiplyAdd(Avx512F.ConvertToVector512Single(ValueDimensions(v + 64, 128, w0, w1, w2, w3, ones)), units, o1);
+    }
+
+    /// <summary>
+    /// A block's 16 weights <paramref name="w"/> (not negative) as bytes for vpmaddubsw, positions 4j..4j+3's in every 4 bytes
+    /// of wj, and the step of one byte, <paramref name="unit"/>; false (nothing to add) when every weight is 0.
+    /// <paramref name="w255"/> is w x 255, computed beside w (off the chain that waits for the step). The weights are
+    /// quantized against their largest neighbour-pair sum (<see cref="PairMax"/>) by that sum's reciprocal from vrcp14ss
+    /// (relative error below 2^-14), not by a division: the byte step's chain is the one-pass kernels' longest, and the
+    /// reciprocal takes a third of a division's cycles there. A byte is then at most 255 x (1 + 2^-14), which rounds to 255,
+    /// and two neighbours' to at most 256 (<see cref="PairMax"/>); the step is that sum / 255, within 2^-14 of the exact
+    /// inverse of the quantizing factor (far below a byte's rounding).
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static bool PairWeightBytes(Vector512<float> w, Vector512<float> w255, out Vector512<byte> w0, out Vector512<byte> w1,
+        out Vector512<byte> w2, out Vector512<byte> w3, out float unit)
+    {
+        var pair = PairMax(w);
+        unit = pair.ToScalar() / 255f;
+        if (!(unit > 0))
+        {
+            w0 = w1 = w2 = w3 = default;
+            return false;
+        }
+        // Each weight's byte in the low byte of its int (at most 255: nothing to saturate); vpshufb gathers the low bytes of
+        // ints 4j..4j+3 into every int of 128-bit lane j, and vshufi32x4 copies lane j across wj.
+        var ints = Avx512F.ConvertToVector512UInt32(w255 * Vector512.Create(Avx512F.Reciprocal14Scalar(pair).ToScalar())).AsByte();
+        var lanes = Avx512BW.Shuffle(ints, Vector512.Create(0x0C080400).AsByte()).AsInt32();
+        w0 = Avx512F.Shuffle4x128(lanes, lanes, 0x00).AsByte();
+        w1 = Avx512F.Shuffle4x128(lanes, lanes, 0x55).AsByte();
+        w2 = Avx512F.Shuffle4x128(lanes, lanes, 0xAA).AsByte();
+        w3 = Avx512F.Shuffle4x128(lanes, lanes, 0xFF).AsByte();
+        return true;
     }
 
     /// <summary>
@@ -469,13 +497,13 @@ internal static unsafe class Int8Blocks
     /// weights are quantized on byte pairs: one byte step is that sum / 255. Each weight is at most its pair's sum (weights
     /// are not negative), so every byte stays within 255, and two neighbours' bytes, rounded, add up to at most 256: their
     /// products with value bytes (at most 127 in magnitude) to 32,512, which 16 bits hold. Where one weight of the top pair
-    /// dominates, as in a peaked softmax, the step is that weight / 255, a full byte. 0 when every weight is 0.
+    /// dominates, as in a peaked softmax, the step is that weight / 255, a full byte. In lane 0; 0 when every weight is 0.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static float PairMax(Vector512<float> w) =>
+    private static Vector128<float> PairMax(Vector512<float> w) =>
         // Lanes 2i and 2i+1 both hold their pair's sum, so the even lanes' largest is the answer: MaxOf's last step, which
         // compares the even and odd lanes, is two instructions fewer on the kernels' longest chain.
-        EvenAndOddMax(w + Avx512F.Shuffle(w, w, 0b10_11_00_01)).ToScalar();
+        EvenAndOddMax(w + Avx512F.Shuffle(w, w, 0b10_11_00_01));
 
     /// <summary>One key group's 16 positions (64 unsigned bytes at <paramref name="k"/>) dotted with the query's 4 bytes, as 16 ints.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
@@ -568,7 +596,7 @@ internal static unsafe class Int8Blocks
     /// <summary>
     /// acc_j += sum over t in [from, to) of p_j[t] v_t for <paramref name="count"/> rows (p rows <paramref name="pitch"/> apart,
     /// acc rows head_size apart): per block and row, the 16 weights p_j[t] x scale_t quantized to bytes against their largest
-    /// (without <paramref name="vnni"/>, as <see cref="Attend"/>'s byte-pair kernel quantizes them, <see cref="PairMax"/>, and
+    /// (without <paramref name="vnni"/>, as <see cref="Attend"/>'s byte-pair kernel quantizes them, <see cref="PairWeightBytes"/>, and
     /// added on byte pairs).
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
@@ -587,20 +615,23 @@ internal static unsafe class Int8Blocks
             var valueScales = Vector512.Load((float*)block);
             for (int j = 0; j < count; j++)
             {
-                var w = Vector512.Load(probabilities + j * pitch + t0) * valueScales;
+                var p = Vector512.Load(probabilities + j * pitch + t0);
                 // Outside [from, to) the weights and scales may be anything (another range's, or unwritten): select, not multiply.
-                if (!whole) w = Vector512.ConditionalSelect(inRange.AsSingle(), w, Vector512<float>.Zero);
-                // Without VNNI, weights quantized so that two neighbours' products with value bytes fit 16 bits (PairMax).
-                float top = vnni ? MaxOf(w) : PairMax(w);
-                if (!(top > 0)) continue;   // every weight underflowed to 0: nothing to add
-                float unitOf = top / 255f;
-                var bytes = Avx512F.ConvertToVector128ByteWithSaturation(Avx512F.ConvertToVector512UInt32(w * (255f / top))).AsInt32();
+                if (!whole) p = Vector512.ConditionalSelect(inRange.AsSingle(), p, Vector512<float>.Zero);
+                var scales = whole ? valueScales : Vector512.ConditionalSelect(inRange.AsSingle(), valueScales, Vector512<float>.Zero);
                 float* a = acc + (long)j * headSize;
                 if (!vnni)
                 {
-                    AddBytePairs(data, bytes, unitOf, headSize, a);
+                    // Weights quantized so that two neighbours' products with value bytes fit 16 bits, as the one-pass kernel does.
+                    if (PairWeightBytes(p * scales, p * (scales * 255f), out var b0, out var b1, out var b2, out var b3, out float step))
+                        AddBytePairs(data, b0, b1, b2, b3, step, headSize, a);
                     continue;
                 }
+                var w = p * scales;
+                float top = MaxOf(w);
+                if (!(top > 0)) continue;   // every weight underflowed to 0: nothing to add
+                float unitOf = top / 255f;
+                var bytes = Avx512F.ConvertToVector128ByteWithSaturation(Avx512F.ConvertToVector512UInt32(w * (255f / top))).AsInt32();
                 var w0 = Vector256.Create(bytes.GetElement(0)).AsByte();
                 var w1 = Vector256.Create(bytes.GetElement(1)).AsByte();
                 var w2 = Vector256.Create(bytes.GetElement(2)).AsByte();
@@ -619,19 +650,15 @@ internal static unsafe class Int8Blocks
     }
 
     /// <summary>
-    /// One block's weighted values on vpmaddubsw's byte pairs (weights quantized with <see cref="PairMax"/>):
+    /// One block's weighted values on vpmaddubsw's byte pairs (weights quantized by <see cref="PairWeightBytes"/>):
     /// each value group's 64 bytes at 4c hold dimensions c..c+15 of its 4 positions.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void AddBytePairs(byte* data, Vector128<int> weights, float unit, int headSize, float* acc)
+    private static void AddBytePairs(byte* data, Vector512<byte> w0, Vector512<byte> w1, Vector512<byte> w2, Vector512<byte> w3, float unit,
+        int headSize, float* acc)
     {
         int groupBytes = 4 * headSize;
         var ones = Vector512.Create((short)1);
-        var all = weights.ToVector256Unsafe().ToVector512Unsafe();
-        var w0 = Avx512F.PermuteVar16x32(all, Vector512<int>.Zero).AsByte();
-        var w1 = Avx512F.PermuteVar16x32(all, Vector512<int>.One).AsByte();
-        var w2 = Avx512F.PermuteVar16x32(all, Vector512.Create(2)).AsByte();
-        var w3 = Avx512F.PermuteVar16x32(all, Vector512.Create(3)).AsByte();
         var u = Vector512.Create(unit);
         for (int c = 0; c < headSize; c += 16)
         {
