@@ -335,10 +335,11 @@ internal static unsafe class Int8Blocks
                     Ahead(kb + 4 * BlockBytes, BlockBytes);
                     Ahead(vb + 4 * BlockBytes, BlockBytes);
                 }
-                bool whole = t0 >= from && t0 + Block <= end;
-                var inRange = whole ? default : InRange(t0, from, end);
-                var e = Exponentials(PairScores(kb, query, qs, corrections, ones, whole, inRange), whole, ref max, ref sums, ref o0, ref o1);
-                AddWeightedValues(vb, e, whole, inRange, ones, ref o0, ref o1);
+                // As in AttendTwoHeadsBytePairs: a whole block's code without the range's selects.
+                if (t0 >= from && t0 + Block <= end)
+                    OneHeadBlock(kb, vb, query, qs, corrections, ones, true, default, ref max, ref sums, ref o0, ref o1);
+                else
+                    OneHeadBlock(kb, vb, query, qs, corrections, ones, false, InRange(t0, from, end), ref max, ref sums, ref o0, ref o1);
             }
         }
         o0.Store(acc);
@@ -372,20 +373,21 @@ internal static unsafe class Int8Blocks
             for (int t0 = from / Block * Block; t0 < end; t0 += Block)
             {
                 long offset = (long)(t0 / Block) * BlockBytes;
-                byte* ka = kh + offset, va = vh + offset, kb = ka + headBytes, vb = va + headBytes;
+                byte* ka = kh + offset, va = vh + offset;
                 if (prefetch && t0 + 4 * Block < end)
                 {
                     Ahead(ka + 4 * BlockBytes, BlockBytes);
                     Ahead(va + 4 * BlockBytes, BlockBytes);
-                    Ahead(kb + 4 * BlockBytes, BlockBytes);
-                    Ahead(vb + 4 * BlockBytes, BlockBytes);
+                    Ahead(ka + headBytes + 4 * BlockBytes, BlockBytes);
+                    Ahead(va + headBytes + 4 * BlockBytes, BlockBytes);
                 }
-                bool whole = t0 >= from && t0 + Block <= end;
-                var inRange = whole ? default : InRange(t0, from, end);
-                var eA = Exponentials(PairScores(ka, queries, qsA, correctionsA, ones, whole, inRange), whole, ref maxA, ref sumsA, ref a0, ref a1);
-                var eB = Exponentials(PairScores(kb, queries + 8, qsB, correctionsB, ones, whole, inRange), whole, ref maxB, ref sumsB, ref b0, ref b1);
-                AddWeightedValues(va, eA, whole, inRange, ones, ref a0, ref a1);
-                AddWeightedValues(vb, eB, whole, inRange, ones, ref b0, ref b1);
+                // Two copies of the block's code, a whole block's without any of the range's selects or the exponential's clamp.
+                if (t0 >= from && t0 + Block <= end)
+                    TwoHeadsBlock(ka, va, headBytes, queries, qsA, qsB, correctionsA, correctionsB, ones, true, default, ref maxA, ref sumsA,
+                        ref a0, ref a1, ref maxB, ref sumsB, ref b0, ref b1);
+                else
+                    TwoHeadsBlock(ka, va, headBytes, queries, qsA, qsB, correctionsA, correctionsB, ones, false, InRange(t0, from, end),
+                        ref maxA, ref sumsA, ref a0, ref a1, ref maxB, ref sumsB, ref b0, ref b1);
             }
         }
         a0.Store(acc);
@@ -393,6 +395,29 @@ internal static unsafe class Int8Blocks
         b0.Store(acc + 32);
         b1.Store(acc + 48);
         (sumA, sumB) = (Vector512.Sum(sumsA), Vector512.Sum(sumsB));
+    }
+
+    /// <summary>One block of <see cref="AttendBytePairs"/>.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void OneHeadBlock(byte* kb, byte* vb, int* query, Vector512<float> qs, Vector512<int> corrections, Vector512<short> ones,
+        bool whole, Vector512<float> inRange, ref Vector512<float> max, ref Vector512<float> sums, ref Vector512<float> o0, ref Vector512<float> o1)
+    {
+        var e = Exponentials(PairScores(kb, query, qs, corrections, ones, whole, inRange), whole, ref max, ref sums, ref o0, ref o1);
+        AddWeightedValues(vb, e, whole, inRange, ones, ref o0, ref o1);
+    }
+
+    /// <summary>One block of <see cref="AttendTwoHeadsBytePairs"/>: head h's entries at <paramref name="ka"/> and <paramref name="va"/>, head h + 1's <paramref name="headBytes"/> on.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void TwoHeadsBlock(byte* ka, byte* va, long headBytes, int* queries, Vector512<float> qsA, Vector512<float> qsB,
+        Vector512<int> correctionsA, Vector512<int> correctionsB, Vector512<short> ones, bool whole, Vector512<float> inRange,
+        ref Vector512<float> maxA, ref Vector512<float> sumsA, ref Vector512<float> a0, ref Vector512<float> a1,
+        ref Vector512<float> maxB, ref Vector512<float> sumsB, ref Vector512<float> b0, ref Vector512<float> b1)
+    {
+        var eA = Exponentials(PairScores(ka, queries, qsA, correctionsA, ones, whole, inRange), whole, ref maxA, ref sumsA, ref a0, ref a1);
+        var eB = Exponentials(PairScores(ka + headBytes, queries + 8, qsB, correctionsB, ones, whole, inRange), whole, ref maxB, ref sumsB,
+            ref b0, ref b1);
+        AddWeightedValues(va, eA, whole, inRange, ones, ref a0, ref a1);
+        AddWeightedValues(va + headBytes, eB, whole, inRange, ones, ref b0, ref b1);
     }
 
     /// <summary>
