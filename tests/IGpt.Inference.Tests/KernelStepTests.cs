@@ -226,10 +226,18 @@ public unsafe class KernelStepTests
             }
         }
         Steps(3, 20);   // warm-up
-        long before = GC.GetAllocatedBytesForCurrentThread();
-        Steps(20, 120);
-        Assert.Equal(0, GC.GetAllocatedBytesForCurrentThread() - before);
-        Assert.Equal(117, d.KernelSteps);
+        // Up to three windows of 50 steps (the model has 196 positions), one of which must allocate nothing: a step that allocates does so in every
+        // window, while the runtime's own one-time work (a method's tier-up installed on the calling thread, seen once in
+        // about 20 full runs) can land in one.
+        var allocated = new List<long>();
+        for (int window = 0; window < 3 && (allocated.Count == 0 || allocated[^1] != 0); window++)
+        {
+            long before = GC.GetAllocatedBytesForCurrentThread();
+            Steps(20 + 50 * window, 70 + 50 * window);
+            allocated.Add(GC.GetAllocatedBytesForCurrentThread() - before);
+        }
+        Assert.True(allocated[^1] == 0, $"bytes allocated in each window of 50 steps: {string.Join(", ", allocated)}");
+        Assert.Equal(17 + 50 * allocated.Count, d.KernelSteps);
     }
 
     [Fact]
