@@ -226,9 +226,9 @@ public unsafe class KernelStepTests
             }
         }
         Steps(3, 20);   // warm-up
-        // Up to three windows of 50 steps (the model has 196 positions), one of which must allocate nothing: a step that allocates does so in every
-        // window, while the runtime's own one-time work (a method's tier-up installed on the calling thread, seen once in
-        // about 20 full runs) can land in one.
+        // Up to three windows of 50 steps (the model has 196 positions), one of which must allocate nothing: a step that
+        // allocates does so in every window, while a one-time allocation (one failure in about 20 full runs of the suite
+        // with a single window; the runtime's, its cause not found) lands in one at most.
         var allocated = new List<long>();
         for (int window = 0; window < 3 && (allocated.Count == 0 || allocated[^1] != 0); window++)
         {

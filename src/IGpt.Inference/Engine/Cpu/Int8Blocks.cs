@@ -637,13 +637,13 @@ internal static unsafe class Int8Blocks
             byte* data = block + 4 * Block;
             bool whole = t0 >= from && t0 + Block <= to;
             var inRange = whole ? default : Vector512.GreaterThanOrEqual(lane, Vector512.Create(from - t0)) & Vector512.LessThan(lane, Vector512.Create(to - t0));
-            var valueScales = Vector512.Load((float*)block);
+            // Outside [from, to) the weights and scales may be anything (another range's, or unwritten): select, not multiply.
+            var scales = Vector512.Load((float*)block);
+            if (!whole) scales = Vector512.ConditionalSelect(inRange.AsSingle(), scales, Vector512<float>.Zero);
             for (int j = 0; j < count; j++)
             {
                 var p = Vector512.Load(probabilities + j * pitch + t0);
-                // Outside [from, to) the weights and scales may be anything (another range's, or unwritten): select, not multiply.
                 if (!whole) p = Vector512.ConditionalSelect(inRange.AsSingle(), p, Vector512<float>.Zero);
-                var scales = whole ? valueScales : Vector512.ConditionalSelect(inRange.AsSingle(), valueScales, Vector512<float>.Zero);
                 float* a = acc + (long)j * headSize;
                 if (!vnni)
                 {

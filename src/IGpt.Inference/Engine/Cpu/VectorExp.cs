@@ -34,16 +34,7 @@ internal static class VectorExp
     public static Vector512<float> ExpNonPositive(Vector512<float> x)
     {
         var underflow = Vector512.LessThan(x, Vector512.Create(-87.33654f));
-        x = Vector512.MaxNative(x, Vector512.Create(-87.33654f));
-        var n = Avx512F.RoundScale(x * Vector512.Create(1.44269504f), 0);   // to nearest
-        var r = Vector512.FusedMultiplyAdd(n, Vector512.Create(-0.693147182f), x);
-        var r2 = r * r;
-        // e^r ~ 1 + c1 r + r^2 (c2 + c3 r + c4 r^2) on |r| <= ln 2 / 2 (fitted for relative error; 2.9e-6 at worst).
-        var low = Vector512.FusedMultiplyAdd(r, Vector512.Create(0.99996686f), Vector512<float>.One);
-        var high = Vector512.FusedMultiplyAdd(r, Vector512.Create(0.16787447f), Vector512.Create(0.50003016f));
-        high = Vector512.FusedMultiplyAdd(r2, Vector512.Create(0.041513719f), high);
-        var p = Vector512.FusedMultiplyAdd(high, r2, low);
-        return Vector512.ConditionalSelect(underflow, Vector512<float>.Zero, Avx512F.Scale(p, n));
+        return Vector512.ConditionalSelect(underflow, Vector512<float>.Zero, ExpFinite(Vector512.MaxNative(x, Vector512.Create(-87.33654f))));
     }
 
     /// <summary>
@@ -58,6 +49,7 @@ internal static class VectorExp
         var n = Avx512F.RoundScale(x * Vector512.Create(1.44269504f), 0);   // to nearest
         var r = Vector512.FusedMultiplyAdd(n, Vector512.Create(-0.693147182f), x);
         var r2 = r * r;
+        // e^r ~ 1 + c1 r + r^2 (c2 + c3 r + c4 r^2) on |r| <= ln 2 / 2 (fitted for relative error; 2.9e-6 at worst).
         var low = Vector512.FusedMultiplyAdd(r, Vector512.Create(0.99996686f), Vector512<float>.One);
         var high = Vector512.FusedMultiplyAdd(r, Vector512.Create(0.16787447f), Vector512.Create(0.50003016f));
         high = Vector512.FusedMultiplyAdd(r2, Vector512.Create(0.041513719f), high);
