@@ -485,7 +485,7 @@ public unsafe class KernelStepTests
     }
 
     [Fact]
-    public void TheInt8KernelsExpIsWithinItsRelativeBoundAndZeroOrSubnormalBelowTheNormals()
+    public void TheInt8KernelsExpIsWithinItsRelativeBoundAndZeroBelowTheNormals()
     {
         if (!KernelStep.Supported) return;
         var rng = new Random(5);
@@ -504,16 +504,38 @@ public unsafe class KernelStepTests
         foreach (var x in new[] { -87.5f, -100f, -1e30f, float.NegativeInfinity })
             Assert.Equal(0f, VectorExp.ExpNonPositive(System.Runtime.Intrinsics.Vector512.Create(x))[3]);
         Assert.Equal(1f, VectorExp.ExpNonPositive(System.Runtime.Intrinsics.Vector512<float>.Zero)[15]);
+    }
 
-        // Without the clamp, the same instructions from -87.33 up: the same results, bit for bit.
+    [Fact]
+    public void TheBytePairKernelsExp2IsWithinItsRelativeBoundAndZeroOrSubnormalBelowTheNormals()
+    {
+        if (!KernelStep.Supported) return;
+        var rng = new Random(6);
+        var xs = new List<float> { 0f, -0f, -1e-8f, -0.5f, -0.50000006f, -125.9f, -126f };
+        for (int i = 0; i < 200_000; i++) xs.Add((float)(-rng.NextDouble() * 126));
+        for (float x = -30; x <= 0; x += 1f / 256) xs.Add(x);   // a softmax's usual range in log2 units, densely
+        double worst = 0;
+        float worstX = 0;
         foreach (var x in xs)
-            Assert.Equal(VectorExp.ExpNonPositive(System.Runtime.Intrinsics.Vector512.Create(x))[0],
-                VectorExp.ExpFinite(System.Runtime.Intrinsics.Vector512.Create(x))[0]);
-        // Below it, down to -2^24: a subnormal or 0, never above the smallest normal, never NaN.
-        for (float x = -87.34f; x >= -16_777_216f; x = x > -200 ? x - 0.01f : x * 1.01f)
         {
-            float e = VectorExp.ExpFinite(System.Runtime.Intrinsics.Vector512.Create(x))[5];
-            Assert.True(e >= 0 && e <= 1.1755e-38f, $"e^{x:R} gave {e:R}");
+            double exact = Math.Pow(2, x);
+            double error = Math.Abs(VectorExp.Exp2NonPositive(System.Runtime.Intrinsics.Vector512.Create(x))[7] - exact) / exact;
+            if (error > worst) (worst, worstX) = (error, x);
+        }
+        Assert.True(worst <= 3.5e-6, $"largest relative error {worst:E2}, at {worstX:R}");
+        foreach (var x in new[] { -126.5f, -200f, -1e30f, float.NegativeInfinity })
+            Assert.Equal(0f, VectorExp.Exp2NonPositive(System.Runtime.Intrinsics.Vector512.Create(x))[3]);
+        Assert.Equal(1f, VectorExp.Exp2NonPositive(System.Runtime.Intrinsics.Vector512<float>.Zero)[15]);
+
+        // Without the clamp, the same instructions from -126 up: the same results, bit for bit.
+        foreach (var x in xs)
+            Assert.Equal(VectorExp.Exp2NonPositive(System.Runtime.Intrinsics.Vector512.Create(x))[0],
+                VectorExp.Exp2Finite(System.Runtime.Intrinsics.Vector512.Create(x))[0]);
+        // Below it, down to -2^22: a subnormal or 0, never above the smallest normal, never NaN.
+        for (float x = -126.01f; x >= -4_194_304f; x = x > -300 ? x - 0.01f : x * 1.01f)
+        {
+            float e = VectorExp.Exp2Finite(System.Runtime.Intrinsics.Vector512.Create(x))[5];
+            Assert.True(e >= 0 && e <= 1.1755e-38f, $"2^{x:R} gave {e:R}");
         }
     }
 

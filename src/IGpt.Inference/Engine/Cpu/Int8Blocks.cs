@@ -26,6 +26,7 @@ namespace IGpt.Inference.Engine.Cpu;
 internal static unsafe class Int8Blocks
 {
     private const int Block = KvElementExtensions.Int8Block;
+    private const float Log2E = 1.44269504f;
 
     /// <summary>Elements an entry stores: head_size rounded up to 4 (a vpdpbusd group; zeros past head_size).</summary>
     public static int PaddedHeadSize(int headSize) => (headSize + 3) / 4 * 4;
@@ -316,7 +317,7 @@ internal static unsafe class Int8Blocks
         float queryScale, int correction, float* acc, bool prefetch)
     {
         const int BlockBytes = Block * 36;
-        var qs = Vector512.Create(queryScale);
+        var qs = Vector512.Create(queryScale * Log2E);   // scores in log2 units (see Exponentials)
         var corrections = Vector512.Create(correction);
         var ones = Vector512.Create((short)1);
         var max = Vector512.Create(float.NegativeInfinity);
@@ -359,8 +360,8 @@ internal static unsafe class Int8Blocks
         int* queries, float* queryScales, int* corrections, float* acc, bool prefetch, out float sumA, out float sumB)
     {
         const int BlockBytes = Block * 36;
-        var qsA = Vector512.Create(queryScales[0]);
-        var qsB = Vector512.Create(queryScales[1]);
+        var qsA = Vector512.Create(queryScales[0] * Log2E);   // scores in log2 units (see Exponentials)
+        var qsB = Vector512.Create(queryScales[1] * Log2E);
         var correctionsA = Vector512.Create(corrections[0]);
         var correctionsB = Vector512.Create(corrections[1]);
         var ones = Vector512.Create((short)1);
@@ -402,7 +403,8 @@ internal static unsafe class Int8Blocks
     private static void OneHeadBlock(byte* kb, byte* vb, int* query, Vector512<float> qs, Vector512<int> corrections, Vector512<short> ones,
         bool whole, Vector512<float> inRange, ref Vector512<float> max, ref Vector512<float> sums, ref Vector512<float> o0, ref Vector512<float> o1)
     {
-        var e = Exponentials(PairScores(kb, query, qs, corrections, ones, whole, inRange), whole, ref max, ref sums, ref o0, ref o1);
+        var e = Exponentials(PairDots(kb, query, corrections, ones), Vector512.Load((float*)kb) * qs, whole, inRange, ref max, ref sums,
+            ref o0, ref o1);
         AddWeightedValues(vb, e, whole, inRange, ones, ref o0, ref o1);
     }
 
@@ -413,54 +415,65 @@ internal static unsafe class Int8Blocks
         ref Vector512<float> maxA, ref Vector512<float> sumsA, ref Vector512<float> a0, ref Vector512<float> a1,
         ref Vector512<float> maxB, ref Vector512<float> sumsB, ref Vector512<float> b0, ref Vector512<float> b1)
     {
-        var eA = Exponentials(PairScores(ka, queries, qsA, correctionsA, ones, whole, inRange), whole, ref maxA, ref sumsA, ref a0, ref a1);
-        var eB = Exponentials(PairScores(ka + headBytes, queries + 8, qsB, correctionsB, ones, whole, inRange), whole, ref maxB, ref sumsB,
-            ref b0, ref b1);
+        var eA = Exponentials(PairDots(ka, queries, correctionsA, ones), Vector512.Load((float*)ka) * qsA, whole, inRange, ref maxA,
+            ref sumsA, ref a0, ref a1);
+        var eB = Exponentials(PairDots(ka + headBytes, queries + 8, correctionsB, ones), Vector512.Load((float*)(ka + headBytes)) * qsB, whole,
+            inRange, ref maxB, ref sumsB, ref b0, ref b1);
         AddWeightedValues(va, eA, whole, inRange, ones, ref a0, ref a1);
         AddWeightedValues(va + headBytes, eB, whole, inRange, ones, ref b0, ref b1);
     }
 
     /// <summary>
-    /// A block's 16 scores on byte pairs for a query's 8 groups (head size 32; <see cref="QuantizeQuery"/>'s bytePairs): key
-    /// group g (dimensions 4g..4g+3 of the 16 positions) at 64g past the scales, lane t of each sum position t's; positions
-    /// outside the block's range (not <paramref name="whole"/>: <paramref name="inRange"/>) at -infinity.
+    /// A block's 16 integer dot products on byte pairs for a query's 8 groups (head size 32; <see cref="QuantizeQuery"/>'s
+    /// bytePairs), less the query's correction, as floats (exact: under 2^24 in magnitude): key group g (dimensions 4g..4g+3
+    /// of the 16 positions) at 64g past the scales, lane t of each sum position t's. Times the keys' scales and the query's,
+    /// the block's scores.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector512<float> PairScores(byte* kb, int* query, Vector512<float> queryScale, Vector512<int> correction, Vector512<short> ones,
-        bool whole, Vector512<float> inRange)
+    private static Vector512<float> PairDots(byte* kb, int* query, Vector512<int> correction, Vector512<short> ones)
     {
         byte* k = kb + 4 * Block;
         var d0 = KeyGroup(k, Broadcast(query, 0), ones) + KeyGroup(k + 64, Broadcast(query, 1), ones);
         var d1 = KeyGroup(k + 128, Broadcast(query, 2), ones) + KeyGroup(k + 192, Broadcast(query, 3), ones);
         var d2 = KeyGroup(k + 256, Broadcast(query, 4), ones) + KeyGroup(k + 320, Broadcast(query, 5), ones);
         var d3 = KeyGroup(k + 384, Broadcast(query, 6), ones) + KeyGroup(k + 448, Broadcast(query, 7), ones);
-        var s = Avx512F.ConvertToVector512Single((d0 + d1) + (d2 + d3) - correction) * (Vector512.Load((float*)kb) * queryScale);
-        return whole ? s : Vector512.ConditionalSelect(inRange, s, Vector512.Create(float.NegativeInfinity));
+        return Avx512F.ConvertToVector512Single((d0 + d1) + (d2 + d3) - correction);
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static Vector512<sbyte> Broadcast(int* query, int group) => Vector512.Create(query[group]).AsSByte();
 
     /// <summary>
-    /// The online softmax over one block's scores: when the block's largest rises above the running maximum, what is
-    /// accumulated so far (the sum and the output) was weighted against the old one and is rescaled; returns the block's
-    /// exponentials against the maximum, already added to <paramref name="sums"/>.
+    /// The online softmax over one block: its scores are <paramref name="dots"/> x <paramref name="scales"/> (the keys' scales
+    /// times the query's times log2(e), so in log2 units: 2^score is e^(the score in natural units)), positions outside the
+    /// block's range (not <paramref name="whole"/>: <paramref name="inRange"/>) at -infinity. When any rises above the running
+    /// maximum <paramref name="max"/> (all lanes, log2 units), what is accumulated so far (the sum and the output) was weighted
+    /// against the old one and is rescaled; returns the block's exponentials against the maximum, already added to
+    /// <paramref name="sums"/>. Why log2 units: each score against the maximum is then one FMA, and its exponential
+    /// (<see cref="VectorExp.Exp2Finite"/>) needs no multiply by log2(e) and no FMA by ln 2, all on the kernels' longest chain.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector512<float> Exponentials(Vector512<float> s, bool whole, ref Vector512<float> max, ref Vector512<float> sums,
-        ref Vector512<float> o0, ref Vector512<float> o1)
+    private static Vector512<float> Exponentials(Vector512<float> dots, Vector512<float> scales, bool whole, Vector512<float> inRange,
+        ref Vector512<float> max, ref Vector512<float> sums, ref Vector512<float> o0, ref Vector512<float> o1)
     {
+        var x = Avx512F.FusedMultiplySubtract(dots, scales, max);
+        if (!whole) x = Vector512.ConditionalSelect(inRange, x, Vector512.Create(float.NegativeInfinity));
         // One comparison finds whether any score rises above the running maximum (rare past a row's first blocks); only then
         // the block's largest, a horizontal maximum.
-        if (Vector512.GreaterThanAny(s, max))
+        if (Vector512.GreaterThanAny(x, Vector512<float>.Zero))
         {
-            var blockMax = Vector512.Create(MaxOf(s));
-            var r = VectorExp.ExpNonPositive(max - blockMax);
+            var s = dots * scales;
+            if (!whole) s = Vector512.ConditionalSelect(inRange, s, Vector512.Create(float.NegativeInfinity));
+            // At least the old maximum: the fused score above can exceed it by a rounding where the score itself does not.
+            var risen = Vector512.Max(max, Vector512.Create(MaxOf(s)));
+            var r = VectorExp.Exp2NonPositive(max - risen);
             (sums, o0, o1) = (sums * r, o0 * r, o1 * r);
-            max = blockMax;
+            max = risen;
+            x = Avx512F.FusedMultiplySubtract(dots, scales, max);
+            if (!whole) x = Vector512.ConditionalSelect(inRange, x, Vector512.Create(float.NegativeInfinity));
         }
         // A whole block's scores are all finite; a partial one's outside lanes are -infinity, which needs the clamp.
-        var e = whole ? VectorExp.ExpFinite(s - max) : VectorExp.ExpNonPositive(s - max);
+        var e = whole ? VectorExp.Exp2Finite(x) : VectorExp.Exp2NonPositive(x);
         sums += e;
         return e;
     }

@@ -34,18 +34,7 @@ internal static class VectorExp
     public static Vector512<float> ExpNonPositive(Vector512<float> x)
     {
         var underflow = Vector512.LessThan(x, Vector512.Create(-87.33654f));
-        return Vector512.ConditionalSelect(underflow, Vector512<float>.Zero, ExpFinite(Vector512.MaxNative(x, Vector512.Create(-87.33654f))));
-    }
-
-    /// <summary>
-    /// <see cref="ExpNonPositive"/> for -2^24 &lt;= x &lt;= 0 without its clamp and select (the same results from -87.33 up;
-    /// below, a subnormal float or 0 from vscalefps where <see cref="ExpNonPositive"/> gives 0). For the one-pass int8
-    /// kernels' whole blocks, whose scores are all finite: four instructions fewer on their longest dependency chain. Far
-    /// below the range (about -1e26) the polynomial overflows, and -infinity gives NaN.
-    /// </summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static Vector512<float> ExpFinite(Vector512<float> x)
-    {
+        x = Vector512.MaxNative(x, Vector512.Create(-87.33654f));
         var n = Avx512F.RoundScale(x * Vector512.Create(1.44269504f), 0);   // to nearest
         var r = Vector512.FusedMultiplyAdd(n, Vector512.Create(-0.693147182f), x);
         var r2 = r * r;
@@ -53,7 +42,38 @@ internal static class VectorExp
         var low = Vector512.FusedMultiplyAdd(r, Vector512.Create(0.99996686f), Vector512<float>.One);
         var high = Vector512.FusedMultiplyAdd(r, Vector512.Create(0.16787447f), Vector512.Create(0.50003016f));
         high = Vector512.FusedMultiplyAdd(r2, Vector512.Create(0.041513719f), high);
-        return Avx512F.Scale(Vector512.FusedMultiplyAdd(high, r2, low), n);
+        var p = Vector512.FusedMultiplyAdd(high, r2, low);
+        return Vector512.ConditionalSelect(underflow, Vector512<float>.Zero, Avx512F.Scale(p, n));
+    }
+
+    /// <summary>
+    /// 2^x for x &lt;= 0 (and -infinity): <see cref="ExpNonPositive"/> for the byte-pair int8 kernels, whose scores are in
+    /// log2 units (their scales carry log2(e)), so that the exponent needs no multiply and its fraction no FMA: x = n + f,
+    /// |f| &lt;= 1/2, and 2^f is <see cref="ExpNonPositive"/>'s polynomial with its coefficients times ln 2 to their powers.
+    /// 0 below -126 (the smallest normal float); exactly 1 at 0.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector512<float> Exp2NonPositive(Vector512<float> x)
+    {
+        var underflow = Vector512.LessThan(x, Vector512.Create(-126f));
+        return Vector512.ConditionalSelect(underflow, Vector512<float>.Zero, Exp2Finite(Vector512.MaxNative(x, Vector512.Create(-126f))));
+    }
+
+    /// <summary>
+    /// <see cref="Exp2NonPositive"/> for -2^22 &lt;= x &lt;= 0 without its clamp and select (the same results from -126 up;
+    /// below, a subnormal float or 0 from vscalefps). For the kernels' whole blocks, whose scores are all finite: four
+    /// instructions fewer on their longest dependency chain. -infinity gives NaN.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector512<float> Exp2Finite(Vector512<float> x)
+    {
+        var n = Avx512F.RoundScale(x, 0);   // to nearest
+        var f = x - n;   // exact
+        var f2 = f * f;
+        var low = Vector512.FusedMultiplyAdd(f, Vector512.Create(0.693124235f), Vector512<float>.One);
+        var high = Vector512.FusedMultiplyAdd(f, Vector512.Create(0.0559063368f), Vector512.Create(0.240240991f));
+        high = Vector512.FusedMultiplyAdd(f2, Vector512.Create(0.00958282314f), high);
+        return Avx512F.Scale(Vector512.FusedMultiplyAdd(high, f2, low), n);
     }
 
     /// <summary>e^x as 2^n e^r, r = x - n ln 2: the polynomial for e^r, then n added to its exponent bits.</summary>
