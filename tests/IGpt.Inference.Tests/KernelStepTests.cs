@@ -488,10 +488,8 @@ public unsafe class KernelStepTests
     public void TheInt8KernelsExpIsWithinItsRelativeBoundAndZeroBelowTheNormals()
     {
         if (!KernelStep.Supported) return;
-        var rng = new Random(5);
-        var xs = new List<float> { 0f, -0f, -1e-8f, -0.34657359f, -0.34657362f, -87.3f, -87.33f };
-        for (int i = 0; i < 200_000; i++) xs.Add((float)(-rng.NextDouble() * 87.3));
-        for (float x = -20; x <= 0; x += 1f / 256) xs.Add(x);   // a softmax's usual range, densely
+        // Random points down to the normals' edge, a softmax's usual range densely, and the reduction's edge (ln 2 / 2).
+        var xs = NonPositivePoints(5, 87.3f, 20, 0f, -0f, -1e-8f, -0.34657359f, -0.34657362f, -87.3f, -87.33f);
         AssertRelativeErrorAtMost(3.5e-6, xs, x => VectorExp.ExpNonPositive(System.Runtime.Intrinsics.Vector512.Create(x))[7], Math.Exp);
         foreach (var x in new[] { -87.5f, -100f, -1e30f, float.NegativeInfinity })
             Assert.Equal(0f, VectorExp.ExpNonPositive(System.Runtime.Intrinsics.Vector512.Create(x))[3]);
@@ -502,10 +500,8 @@ public unsafe class KernelStepTests
     public void TheBytePairKernelsExp2IsWithinItsRelativeBoundAndZeroOrSubnormalBelowTheNormals()
     {
         if (!KernelStep.Supported) return;
-        var rng = new Random(6);
-        var xs = new List<float> { 0f, -0f, -1e-8f, -0.5f, -0.50000006f, -125.9f, -126f };
-        for (int i = 0; i < 200_000; i++) xs.Add((float)(-rng.NextDouble() * 126));
-        for (float x = -30; x <= 0; x += 1f / 256) xs.Add(x);   // a softmax's usual range in log2 units, densely
+        // As above in log2 units: the reduction's edge is 1/2.
+        var xs = NonPositivePoints(6, 126, 30, 0f, -0f, -1e-8f, -0.5f, -0.50000006f, -125.9f, -126f);
         AssertRelativeErrorAtMost(3.5e-6, xs, x => VectorExp.Exp2NonPositive(System.Runtime.Intrinsics.Vector512.Create(x))[7],
             x => Math.Pow(2, x));
         foreach (var x in new[] { -126.5f, -200f, -1e30f, float.NegativeInfinity })
@@ -522,6 +518,16 @@ public unsafe class KernelStepTests
             float e = VectorExp.Exp2Finite(System.Runtime.Intrinsics.Vector512.Create(x))[5];
             Assert.True(e >= 0 && e <= 1.1755e-38f, $"2^{x:R} gave {e:R}");
         }
+    }
+
+    /// <summary><paramref name="special"/>, 200,000 random points in [-<paramref name="lowest"/>, 0] and every 1/256 from -<paramref name="dense"/> to 0.</summary>
+    private static List<float> NonPositivePoints(int seed, float lowest, float dense, params float[] special)
+    {
+        var rng = new Random(seed);
+        var xs = new List<float>(special);
+        for (int i = 0; i < 200_000; i++) xs.Add((float)(-rng.NextDouble() * lowest));
+        for (float x = -dense; x <= 0; x += 1f / 256) xs.Add(x);
+        return xs;
     }
 
     private static void AssertRelativeErrorAtMost(double bound, IEnumerable<float> xs, Func<float, float> computed, Func<double, double> exact)
