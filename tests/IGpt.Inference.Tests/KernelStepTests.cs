@@ -203,6 +203,47 @@ public unsafe class KernelStepTests
         Assert.Equal(steps / 4, lanes.Decoder.KernelStepsAlone);
     }
 
+    /// <summary>
+    /// Row lanes of rows alone (separate requests, each at its own position) are balanced by their work
+    /// (<see cref="LaneBalancer"/>): here the longest row and the two shortest share one lane, so the step's rows run in
+    /// another order than their slots, and each row's logits and cache entries must still land in its own slot. Against
+    /// the same steps with lanes off, float32 and int8 caches give the same logits bit for bit.
+    /// </summary>
+    [Theory]
+    [InlineData(KvCacheTypes.Float32)]
+    [InlineData(KvCacheTypes.Int8)]
+    public void BalancedRowLanesDecodeEachRowIntoItsOwnSlot(string type)
+    {
+        if (!Runs) return;
+        using var lanes = Load(Shipped("fashion-mnist-14"), type, kernelRows: 16, maxBatch: 5);
+        var o = KvCacheCompressionTests.Options(type, maxBatch: 5, threads: 2, kernelRows: 16);
+        o.LaneStepRows = 0;
+        using var columns = IGptModel.Load(Shipped("fashion-mnist-14"), o);
+        var m = lanes.Manifest;
+        var rng = new Random(29);
+        int[] positions = [150, 3, 120, 7, 90];   // lanes by work: slots 0, 1 and 3 | 2 and 4; by halves: 0-1 | 2-4
+        for (int slot = 0; slot < positions.Length; slot++)
+        {
+            int[] prompt = [m.SosTokenId, .. Enumerable.Range(0, positions[slot] - 1).Select(_ => rng.Next(m.PaletteSize))];
+            lanes.Decoder.Prefill(prompt, 1, slot);
+            columns.Decoder.Prefill(prompt, 1, slot);
+        }
+        var tokens = new int[5];
+        const int steps = 30;
+        for (int step = 0; step < steps; step++)
+        {
+            int rows = step % 5 == 4 ? 1 : 5;   // one-row steps between: alone, not lanes
+            for (int r = 0; r < rows; r++) tokens[r] = rng.Next(m.PaletteSize);
+            var expected = columns.Decoder.Step(rows, tokens, positions, [], []).ToArray();
+            var actual = lanes.Decoder.Step(rows, tokens, positions, [], []);
+            Assert.True(actual.SequenceEqual(expected), $"step {step}: balanced lanes and columns differ");
+            for (int r = 0; r < rows; r++) positions[r]++;
+        }
+        Assert.Equal(steps / 5 * 4, lanes.Decoder.KernelStepsAsLanes);
+        Assert.Equal(steps / 5 * 4, lanes.Decoder.KernelStepsBalanced);
+        Assert.Equal(0, columns.Decoder.KernelStepsBalanced);
+    }
+
     [Theory]
     [InlineData(KernelWeightTypes.Float32)]
     [InlineData(KernelWeightTypes.Int16)]

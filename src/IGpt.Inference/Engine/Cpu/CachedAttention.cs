@@ -122,14 +122,21 @@ internal sealed unsafe class CachedAttention : IDisposable
 
     /// <summary>
     /// Sets lane <paramref name="lane"/>'s rows for the coming step: rows firstRow..firstRow+count-1 of a step checked
-    /// by <see cref="CheckGroups"/>. A group split between lanes is read once per lane. Allocates nothing.
+    /// by <see cref="CheckGroups"/>. A group split between lanes is read once per lane. <paramref name="slots"/>: the cache
+    /// slot of each step row (row r's keys and values in slot slots[r]; <paramref name="positions"/>, groups and shared
+    /// lengths by step row), or empty: row r's slot is r. Allocates nothing.
     /// </summary>
-    public void Plan(int lane, int firstRow, int count, ReadOnlySpan<int> positions, ReadOnlySpan<int> groups, ReadOnlySpan<int> sharedLengths)
+    public void Plan(int lane, int firstRow, int count, ReadOnlySpan<int> positions, ReadOnlySpan<int> groups, ReadOnlySpan<int> sharedLengths,
+        ReadOnlySpan<int> slots = default)
     {
         var l = _lanes[lane];
         bool grouped = !groups.IsEmpty;
         int end = firstRow + count, n = 0, g = 0;
-        for (int r = firstRow; r < end; r++) l.Position[r] = positions[r];
+        for (int r = firstRow; r < end; r++)
+        {
+            l.Position[r] = positions[r];
+            l.Slot[r] = slots.IsEmpty ? r : slots[r];
+        }
         for (int leader = firstRow; leader < end; leader++)
         {
             // The lane's first row of each group leads it here; a group whose shared prompt is shorter than
@@ -244,7 +251,7 @@ internal sealed unsafe class CachedAttention : IDisposable
             {
                 int r = rows[j], slot = j * heads + h;
                 float* q = qkv + (long)r * 3 * _embd + (head + h) * d;
-                long own = ((long)r * _heads + head + h) * stride;
+                long own = ((long)l.Slot[r] * _heads + head + h) * stride;
                 KvCodec.Encode(_element, KvPart.Key, q + _embd, keys + own, l.Position[r], 1, d);
                 KvCodec.Encode(_element, KvPart.Value, q + 2 * _embd, values + own, l.Position[r], 1, d);
                 float* scaled = queries + slot * d;
@@ -258,7 +265,7 @@ internal sealed unsafe class CachedAttention : IDisposable
             }
 
         int shared = l.SharedLength[g];
-        long leader = ((long)rows[0] * _heads + head) * stride;
+        long leader = ((long)l.Slot[rows[0]] * _heads + head) * stride;
         if (_onePass)
         {
             // Each row in one pass (scores, softmax and weighted values), the group's shared positions from its first row's
@@ -266,7 +273,7 @@ internal sealed unsafe class CachedAttention : IDisposable
             // Two heads an item: both in one pass (Int8Blocks.AttendTwoHeads), the second's entries one (slot, head) on.
             for (int j = 0; j < count; j++)
             {
-                long own = ((long)rows[j] * _heads + head) * stride;
+                long own = ((long)l.Slot[rows[j]] * _heads + head) * stride;
                 int slot = j * heads, to = l.Position[rows[j]] + 1;
                 float* o = output + (long)rows[j] * _embd + head * d;
                 if (heads == 2)
@@ -288,7 +295,7 @@ internal sealed unsafe class CachedAttention : IDisposable
         Scores(l, keys + leader, 0, shared, 0, count, scores);
         for (int j = 0; j < count; j++)
         {
-            long own = ((long)rows[j] * _heads + head) * stride;
+            long own = ((long)l.Slot[rows[j]] * _heads + head) * stride;
             Scores(l, keys + own, shared, l.Position[rows[j]] + 1, j, 1, scores + j * pitch);
         }
         // Softmax per row, left unnormalized: the output is divided by the sum.
@@ -297,7 +304,7 @@ internal sealed unsafe class CachedAttention : IDisposable
         WeightedValues(l, values + leader, 0, shared, scores, count, acc);
         for (int j = 0; j < count; j++)
         {
-            long own = ((long)rows[j] * _heads + head) * stride;
+            long own = ((long)l.Slot[rows[j]] * _heads + head) * stride;
             WeightedValues(l, values + own, shared, l.Position[rows[j]] + 1, scores + j * pitch, 1, acc + j * d);
         }
         for (int j = 0; j < count; j++)
@@ -561,6 +568,7 @@ internal sealed unsafe class CachedAttention : IDisposable
         public readonly int[] GroupStart;    // group g: Members[GroupStart[g]..GroupStart[g+1]]
         public readonly int[] SharedLength;  // by group
         public readonly int[] Position;      // by step row
+        public readonly int[] Slot;          // by step row: its cache slot
         public int Groups;
 
         /// <param name="querySlots">Queries an item holds at most: maxBatch rows x the heads an item takes.</param>
@@ -588,6 +596,7 @@ internal sealed unsafe class CachedAttention : IDisposable
             GroupStart = new int[maxBatch + 1];
             SharedLength = new int[maxBatch];
             Position = new int[maxBatch];
+            Slot = new int[maxBatch];
         }
 
         public void Dispose()

@@ -62,6 +62,12 @@ internal sealed unsafe class KernelStep : IDisposable
     private readonly int[] _attentionOrder, _groupOrder;   // attention items, longest group first; the groups so ordered
     private readonly long[] _groupKeys;                    // sort keys: minus each group's positions read
     private readonly Action<int, int> _work, _laneWork;
+    private readonly LaneBalancer _balancer;   // row lanes of rows alone: which rows each lane takes
+    private readonly long _rowCost;            // a row's products, in cached positions' worth of its attention (LaneBalancer)
+    private readonly int[] _laneFirst, _laneCount;   // this lane step's rows (step rows) by lane
+    private readonly int[] _stepPositions;     // a balanced lane step's positions by step row
+    private readonly NativeBuffer<float> _laneLogits;  // [rows, vocab] a balanced lane step's logits by step row, before they go to their slots
+    private bool _balanced;                    // this step runs as balanced lanes: step row i is slot _balancer.Order[i]
     private long _step;
     private int _done;
     private bool _disposed;
@@ -129,6 +135,11 @@ internal sealed unsafe class KernelStep : IDisposable
         _items = new Item[a.NLayer * (products + maxRows * _heads) + Blocks(_vocab, 64)];
         _work = Work;
         _laneWork = RunLane;
+        _balancer = new LaneBalancer(maxRows, _threads);
+        // Products: 2 FLOPs a weight; attention: 4 x n_embd a cached position and layer, at about half the products' rate.
+        _rowCost = manifest.MatmulParameters / (4L * a.NLayer * c);
+        (_laneFirst, _laneCount, _stepPositions) = (new int[_threads], new int[_threads], new int[maxRows]);
+        _laneLogits = new NativeBuffer<float>((long)maxRows * v);
         // A lane's stages: each product over all its columns, attention over the lane's whole plan; each stage its own
         // StageStart, for the norms' cache.
         var laneItems = new List<Item>();
@@ -232,11 +243,7 @@ internal sealed unsafe class KernelStep : IDisposable
         _rows = rows;
         if (_team is not null && _laneRows > 0 && rows >= _laneRows && rows > _aloneRows)
         {
-            for (int lane = 0; lane < _threads; lane++)
-            {
-                var (first, count) = LaneRunner.LaneRows(rows, _threads, lane);
-                _attention.Plan(lane, first, count, positions, groups, sharedLengths);
-            }
+            PlanLanes(rows, positions, groups, sharedLengths);
             _attention.ChoosePrefetch(OwnPositions(), _layers.Length);
             for (int i = 0; i < _attentionOrder.Length; i++) _attentionOrder[i] = i;   // one thread a lane: no order to balance
             Embed(rows, tokens, positions);
@@ -247,6 +254,7 @@ internal sealed unsafe class KernelStep : IDisposable
             for (int lane = 0; lane < _threads; lane++) read += _attention.PositionsRead(lane);
             return read;
         }
+        _balanced = false;
         for (int lane = 0; lane < _threads; lane++) _attention.Plan(lane, 0, rows, positions, groups, sharedLengths);
         _attention.ChoosePrefetch(_attention.OwnPositionsRead(0), _layers.Length);
         OrderAttention();
@@ -262,6 +270,46 @@ internal sealed unsafe class KernelStep : IDisposable
         else _team.Run(_count, _work);
         return _attention.PositionsRead(0);
     }
+
+    /// <summary>
+    /// Each lane's rows for a lane step. Rows alone (no group reads a shared prompt once for several of them: every row of
+    /// unconditional samples, or of clients' separate requests) are balanced between the lanes by their work
+    /// (<see cref="LaneBalancer"/>): step row i is then slot _balancer.Order[i], each lane's step rows contiguous. Rows in
+    /// groups keep the slot order, cut in halves, so that a group stays together as far as it can.
+    /// </summary>
+    private void PlanLanes(int rows, ReadOnlySpan<int> positions, ReadOnlySpan<int> groups, ReadOnlySpan<int> sharedLengths)
+    {
+        _balanced = RowsAlone(rows, groups, sharedLengths);
+        if (_balanced)
+        {
+            _balancer.Balance(positions[..rows], _rowCost);
+            for (int i = 0; i < rows; i++) _stepPositions[i] = positions[_balancer.Order[i]];
+        }
+        for (int lane = 0; lane < _threads; lane++)
+        {
+            (_laneFirst[lane], _laneCount[lane]) = _balanced
+                ? (_balancer.Start[lane], _balancer.Start[lane + 1] - _balancer.Start[lane])
+                : LaneRunner.LaneRows(rows, _threads, lane);
+            if (_balanced)
+                _attention.Plan(lane, _laneFirst[lane], _laneCount[lane], _stepPositions.AsSpan(0, rows), default, default,
+                    _balancer.Order.AsSpan(0, rows));
+            else
+                _attention.Plan(lane, _laneFirst[lane], _laneCount[lane], positions, groups, sharedLengths);
+        }
+        if (_balanced) BalancedLaneSteps++;
+    }
+
+    /// <summary>Whether the attention plans every row of the step alone (<see cref="CachedAttention.Plan"/>'s rule).</summary>
+    private static bool RowsAlone(int rows, ReadOnlySpan<int> groups, ReadOnlySpan<int> sharedLengths)
+    {
+        if (groups.IsEmpty) return true;
+        for (int r = 0; r < rows; r++)
+            if (groups[r] != r && sharedLengths[r] >= CachedAttention.GroupFromSharedLength) return false;
+        return true;
+    }
+
+    /// <summary>Of <see cref="StepsAsLanes"/>, those whose rows were balanced between the lanes (every row alone).</summary>
+    public long BalancedLaneSteps { get; private set; }
 
     /// <summary>Steps run on the calling thread alone so far (no team, or at most the constructor's aloneRows rows).</summary>
     public long StepsAlone { get; private set; }
@@ -281,7 +329,8 @@ internal sealed unsafe class KernelStep : IDisposable
         float* x = _x.Pointer;
         for (int r = 0; r < rows; r++)
         {
-            float* e = _wte + (long)tokens[r] * _embd, p = _wpe + (long)positions[r] * _embd, xr = x + (long)r * _embd;
+            int slot = _balanced ? _balancer.Order[r] : r;
+            float* e = _wte + (long)tokens[slot] * _embd, p = _wpe + (long)positions[slot] * _embd, xr = x + (long)r * _embd;
             for (int i = 0; i < _embd; i++) xr[i] = e[i] + p[i];
         }
     }
@@ -293,9 +342,13 @@ internal sealed unsafe class KernelStep : IDisposable
     /// </summary>
     private void RunLane(int lane, int worker)
     {
-        var (first, count) = LaneRunner.LaneRows(_rows, _threads, lane);
+        int first = _laneFirst[lane], count = _laneCount[lane];
         if (count == 0) return;
         foreach (var item in _laneItems) Execute(item, lane, first, count);
+        if (!_balanced) return;
+        for (int i = first; i < first + count; i++)   // each step row's logits to its slot's row
+            new ReadOnlySpan<float>(_laneLogits.Pointer + (long)i * _vocab, _vocab).CopyTo(
+                new Span<float>(_buffers.Logits + (long)_balancer.Order[i] * _vocab, _vocab));
     }
 
     /// <summary>The plan's (group, head) items ordered by their group's positions read, most first (ties in group order).</summary>
@@ -335,7 +388,8 @@ internal sealed unsafe class KernelStep : IDisposable
         if (item.Kind == Kind.Head)
         {
             float* h = Normed(worker, item, _lnF, first, count);
-            RowKernels.Multiply(h, _normStride, count, _headW, item.From, item.To, _headB, _buffers.Logits + (long)first * _vocab, _vocab,
+            float* logits = _balanced ? _laneLogits.Pointer : _buffers.Logits;   // by step row, or by slot
+            RowKernels.Multiply(h, _normStride, count, _headW, item.From, item.To, _headB, logits + (long)first * _vocab, _vocab,
                 RowOutput.Store);
             return;
         }
@@ -416,5 +470,6 @@ internal sealed unsafe class KernelStep : IDisposable
         _normed.Dispose();
         _quantized?.Dispose();
         _rowScales?.Dispose();
+        _laneLogits.Dispose();
     }
 }
