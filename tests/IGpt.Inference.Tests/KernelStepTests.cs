@@ -204,8 +204,8 @@ public unsafe class KernelStepTests
     }
 
     /// <summary>
-    /// Row lanes of rows alone (separate requests, each at its own position) are balanced by their work
-    /// (<see cref="LaneBalancer"/>): here the longest row and the two shortest share one lane, so the step's rows run in
+    /// Row lanes of rows alone (separate requests, each at its own position) are balanced by the positions they read
+    /// (<see cref="LaneBalancer"/>): here the longest and the second shortest row share one lane, so the step's rows run in
     /// another order than their slots, and each row's logits and cache entries must still land in its own slot. Against
     /// the same steps with lanes off, float32 and int8 caches give the same logits bit for bit.
     /// </summary>
@@ -221,7 +221,7 @@ public unsafe class KernelStepTests
         using var columns = IGptModel.Load(Shipped("fashion-mnist-14"), o);
         var m = lanes.Manifest;
         var rng = new Random(29);
-        int[] positions = [150, 3, 120, 7, 90];   // lanes by work: slots 0, 1 and 3 | 2 and 4; by halves: 0-1 | 2-4
+        int[] positions = [150, 3, 120, 7, 90];   // balanced lanes: slots 0 and 3 | 1, 2 and 4; halves by slot: 0-1 | 2-4
         for (int slot = 0; slot < positions.Length; slot++)
         {
             int[] prompt = [m.SosTokenId, .. Enumerable.Range(0, positions[slot] - 1).Select(_ => rng.Next(m.PaletteSize))];

@@ -148,7 +148,7 @@ internal sealed unsafe class KvCacheDecoder : IDisposable
     public long KernelStepsAlone => _kernels?.StepsAlone ?? 0;
     /// <summary>Of <see cref="KernelSteps"/>, those run as row lanes (<see cref="CpuStepPlan.KernelLaneRows"/>; read between steps).</summary>
     public long KernelStepsAsLanes => _kernels?.StepsAsLanes ?? 0;
-    /// <summary>Of <see cref="KernelStepsAsLanes"/>, those whose rows were balanced between the lanes by their work (every row alone; read between steps).</summary>
+    /// <summary>Of <see cref="KernelStepsAsLanes"/>, those whose rows were balanced between the lanes by the positions they read (every row alone; read between steps).</summary>
     public long KernelStepsBalanced => _kernels?.BalancedLaneSteps ?? 0;
     /// <summary>Decode steps run as row lanes so far.</summary>
     public long LaneSteps => Interlocked.Read(ref _laneSteps);

@@ -63,7 +63,6 @@ internal sealed unsafe class KernelStep : IDisposable
     private readonly long[] _groupKeys;                    // sort keys: minus each group's positions read
     private readonly Action<int, int> _work, _laneWork;
     private readonly LaneBalancer _balancer;   // row lanes of rows alone: which rows each lane takes
-    private readonly long _rowCost;            // a row's products, in cached positions' worth of its attention (LaneBalancer)
     private readonly int[] _laneFirst, _laneCount;   // this lane step's rows (step rows) by lane
     private readonly int[] _stepPositions;     // a balanced lane step's positions by step row
     private readonly NativeBuffer<float> _laneLogits;  // [rows, vocab] a balanced lane step's logits by step row, before they go to their slots
@@ -136,8 +135,6 @@ internal sealed unsafe class KernelStep : IDisposable
         _work = Work;
         _laneWork = RunLane;
         _balancer = new LaneBalancer(maxRows, _threads);
-        // Products: 2 FLOPs a weight; attention: 4 x n_embd a cached position and layer, at about half the products' rate.
-        _rowCost = manifest.MatmulParameters / (4L * a.NLayer * c);
         (_laneFirst, _laneCount, _stepPositions) = (new int[_threads], new int[_threads], new int[maxRows]);
         _laneLogits = new NativeBuffer<float>((long)maxRows * v);
         // A lane's stages: each product over all its columns, attention over the lane's whole plan; each stage its own
@@ -273,7 +270,7 @@ internal sealed unsafe class KernelStep : IDisposable
 
     /// <summary>
     /// Each lane's rows for a lane step. Rows alone (no group reads a shared prompt once for several of them: every row of
-    /// unconditional samples, or of clients' separate requests) are balanced between the lanes by their work
+    /// unconditional samples, or of clients' separate requests) are balanced between the lanes by the positions they read
     /// (<see cref="LaneBalancer"/>): step row i is then slot _balancer.Order[i], each lane's step rows contiguous. Rows in
     /// groups keep the slot order, cut in halves, so that a group stays together as far as it can.
     /// </summary>
@@ -282,7 +279,7 @@ internal sealed unsafe class KernelStep : IDisposable
         _balanced = RowsAlone(rows, groups, sharedLengths);
         if (_balanced)
         {
-            _balancer.Balance(positions[..rows], _rowCost);
+            _balancer.Balance(positions[..rows]);
             for (int i = 0; i < rows; i++) _stepPositions[i] = positions[_balancer.Order[i]];
         }
         for (int lane = 0; lane < _threads; lane++)

@@ -1,17 +1,18 @@
 namespace IGpt.Inference.Engine.Cpu;
 
 /// <summary>
-/// Splits a step's rows between row lanes so that the lanes finish together. A row costs its products, the same for every
-/// row, plus its attention, in proportion to the positions it reads; the rows go longest first, each to the lane with the
-/// least work so far (longest processing time first), and each lane's rows keep their slot order.
+/// Splits a step's rows between row lanes so that the lanes finish together. Each lane takes as many rows as
+/// <see cref="LaneRunner.LaneRows"/> gives it, so the lanes' products stay equal (and in the four-row kernels' groups);
+/// the attention differs with the positions each row reads, so the rows go longest first, each to the lane with the fewest
+/// positions so far among those with room (longest processing time first), and each lane's rows keep their slot order.
 /// Why: a lane step ends when its slowest lane does, and rows at independent positions (clients that started at different
-/// times) cut in halves by slot leave one lane about 6% behind on average at 16 rows; balanced, under 1%
+/// times) cut in halves by slot leave one lane's work about 6% above the mean at 16 rows; balanced, under 1%
 /// (benchmarks/README.md, "Balanced row lanes"). Allocates nothing.
 /// </summary>
 internal sealed class LaneBalancer
 {
     private readonly long[] _keys;
-    private readonly int[] _byCost, _laneOf;
+    private readonly int[] _byCost, _laneOf, _room;
     private readonly long[] _load;
 
     /// <param name="maxRows">Most rows a step has.</param>
@@ -23,6 +24,7 @@ internal sealed class LaneBalancer
         _byCost = new int[maxRows];
         _laneOf = new int[maxRows];
         _load = new long[lanes];
+        _room = new int[lanes];
         Order = new int[maxRows];
         Start = new int[lanes + 1];
     }
@@ -34,28 +36,28 @@ internal sealed class LaneBalancer
     public int[] Start { get; }
 
     /// <summary>
-    /// Splits rows 0..positions.Length-1, row r reading positions[r] + 1 cached positions per layer and head, each row's
-    /// products costing as much as <paramref name="rowCost"/> positions. With at least as many rows as lanes, no lane is
-    /// left empty.
+    /// Splits rows 0..positions.Length-1, row r reading positions[r] + 1 cached positions per layer and head. With at least
+    /// as many rows as lanes, no lane is left empty.
     /// </summary>
-    public void Balance(ReadOnlySpan<int> positions, long rowCost)
+    public void Balance(ReadOnlySpan<int> positions)
     {
         int rows = positions.Length, lanes = _load.Length;
         if (rows > _keys.Length) throw new ArgumentOutOfRangeException(nameof(positions), rows, $"at most {_keys.Length} rows");
         for (int r = 0; r < rows; r++)
         {
             _byCost[r] = r;
-            _keys[r] = -(positions[r] + 1 + rowCost) * 1024 - (1023 - r);   // most work first; ties in row order
+            _keys[r] = -(positions[r] + 1L) * 1024 - (1023 - r);   // most positions first; ties in row order
         }
         Array.Sort(_keys, _byCost, 0, rows);
-        Array.Clear(_load);
+        for (int lane = 0; lane < lanes; lane++) (_load[lane], _room[lane]) = (0, LaneRunner.LaneRows(rows, lanes, lane).Count);
         for (int i = 0; i < rows; i++)
         {
-            int r = _byCost[i], least = 0;
-            for (int lane = 1; lane < lanes; lane++)
-                if (_load[lane] < _load[least]) least = lane;
+            int r = _byCost[i], least = -1;
+            for (int lane = 0; lane < lanes; lane++)
+                if (_room[lane] > 0 && (least < 0 || _load[lane] < _load[least])) least = lane;
             _laneOf[r] = least;
-            _load[least] += positions[r] + 1 + rowCost;
+            _load[least] += positions[r] + 1;
+            _room[least]--;
         }
         int n = 0;
         for (int lane = 0; lane < lanes; lane++)
