@@ -37,6 +37,7 @@ return Protocol.Serve(hello, request => (string?)request["op"] switch
     "kv_quality" => KvQuality.Run(request),
     "memory" => Memory(request),
     "products" => Products(request),
+    "staggered_steps" => StaggeredSteps(request),
     var op => throw new ArgumentException($"unknown op {op}"),
 });
 
@@ -91,6 +92,32 @@ JsonObject Load(JsonObject r)
         ["kv_cache_bytes"] = d.KvCacheBytes,
         ["rss_mib"] = ResidentMib(),
     };
+}
+
+// Decode steps as the service runs them for clients that started at different times (bench/staggered.py): `rows` rows
+// alone, row r at position 1 + r x (n_positions - 2) / rows at first (`shuffle`: those positions in a random order), each step one position on (a row past the last
+// position starts again at 1; what its cache holds there does not change the work), random tokens. The median ms a step
+// over `steps` steps, after 20 of warm-up.
+JsonObject StaggeredSteps(JsonObject r)
+{
+    var d = model!.Decoder;
+    int rows = (int?)r["rows"] ?? d.MaxBatch, steps = (int?)r["steps"] ?? 200, n = model.Manifest.Architecture.NPositions;
+    var rng = new Random((int?)r["seed"] ?? 1);
+    var positions = Enumerable.Range(0, rows).Select(i => 1 + i * (n - 2) / rows).ToArray();
+    if ((bool?)r["shuffle"] == true) rng.Shuffle(positions);   // slots in no order of their clients' start
+    var tokens = new int[rows];
+    for (int slot = 0; slot < rows; slot++) d.Prefill([model.Manifest.SosTokenId], 1, slot);
+    var times = new List<double>();
+    for (int step = -20; step < steps; step++)
+    {
+        for (int i = 0; i < rows; i++) tokens[i] = rng.Next(model.Manifest.PaletteSize);
+        var sw = Stopwatch.StartNew();
+        d.Step(rows, tokens, positions);
+        if (step >= 0) times.Add(sw.Elapsed.TotalMilliseconds);
+        for (int i = 0; i < rows; i++) positions[i] = positions[i] + 1 < n ? positions[i] + 1 : 1;
+    }
+    times.Sort();
+    return new JsonObject { ["ms"] = times[times.Count / 2], ["rows"] = rows, ["steps"] = steps, ["kernel_steps"] = d.KernelSteps };
 }
 
 // Resident memory of the service's models: every package in `packages` loaded as the service loads them (one
