@@ -284,14 +284,17 @@ internal sealed unsafe class KernelStep : IDisposable
         }
         for (int lane = 0; lane < _threads; lane++)
         {
-            (_laneFirst[lane], _laneCount[lane]) = _balanced
-                ? (_balancer.Start[lane], _balancer.Start[lane + 1] - _balancer.Start[lane])
-                : LaneRunner.LaneRows(rows, _threads, lane);
             if (_balanced)
+            {
+                (_laneFirst[lane], _laneCount[lane]) = (_balancer.Start[lane], _balancer.Start[lane + 1] - _balancer.Start[lane]);
                 _attention.Plan(lane, _laneFirst[lane], _laneCount[lane], _stepPositions.AsSpan(0, rows), default, default,
                     _balancer.Order.AsSpan(0, rows));
+            }
             else
+            {
+                (_laneFirst[lane], _laneCount[lane]) = LaneRunner.LaneRows(rows, _threads, lane);
                 _attention.Plan(lane, _laneFirst[lane], _laneCount[lane], positions, groups, sharedLengths);
+            }
         }
         if (_balanced) BalancedLaneSteps++;
     }

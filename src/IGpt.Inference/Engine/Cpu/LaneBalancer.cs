@@ -6,13 +6,13 @@ namespace IGpt.Inference.Engine.Cpu;
 /// the attention differs with the positions each row reads, so the rows go longest first, each to the lane with the fewest
 /// positions so far among those with room (longest processing time first), and each lane's rows keep their slot order.
 /// Why: a lane step ends when its slowest lane does, and rows at independent positions (clients that started at different
-/// times) cut in halves by slot leave one lane's work about 6% above the mean at 16 rows; balanced, under 1%
+/// times, whose slots follow their start) cut in halves by slot can leave one lane most of the long caches
 /// (benchmarks/README.md, "Balanced row lanes"). Allocates nothing.
 /// </summary>
 internal sealed class LaneBalancer
 {
     private readonly long[] _keys;
-    private readonly int[] _byCost, _laneOf, _room;
+    private readonly int[] _byPositions, _laneOf, _room;
     private readonly long[] _load;
 
     /// <param name="maxRows">Most rows a step has.</param>
@@ -21,7 +21,7 @@ internal sealed class LaneBalancer
     {
         ArgumentOutOfRangeException.ThrowIfLessThan(lanes, 1);
         _keys = new long[maxRows];
-        _byCost = new int[maxRows];
+        _byPositions = new int[maxRows];
         _laneOf = new int[maxRows];
         _load = new long[lanes];
         _room = new int[lanes];
@@ -45,14 +45,14 @@ internal sealed class LaneBalancer
         if (rows > _keys.Length) throw new ArgumentOutOfRangeException(nameof(positions), rows, $"at most {_keys.Length} rows");
         for (int r = 0; r < rows; r++)
         {
-            _byCost[r] = r;
+            _byPositions[r] = r;
             _keys[r] = -(positions[r] + 1L) * 1024 - (1023 - r);   // most positions first; ties in row order
         }
-        Array.Sort(_keys, _byCost, 0, rows);
+        Array.Sort(_keys, _byPositions, 0, rows);
         for (int lane = 0; lane < lanes; lane++) (_load[lane], _room[lane]) = (0, LaneRunner.LaneRows(rows, lanes, lane).Count);
         for (int i = 0; i < rows; i++)
         {
-            int r = _byCost[i], least = -1;
+            int r = _byPositions[i], least = -1;
             for (int lane = 0; lane < lanes; lane++)
                 if (_room[lane] > 0 && (least < 0 || _load[lane] < _load[least])) least = lane;
             _laneOf[r] = least;
