@@ -24,7 +24,7 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from run import IGPT_DLL, Worker, machine_info, med  # noqa: E402
+from run import IGPT_DLL, Worker, ab_cells, alternated, code_ab_workers, machine_info  # noqa: E402
 
 SHAPES = [  # (name, layers, heads, head_size, positions)
     ("fashion-mnist-28 (8 x 128)", 8, 4, 32, 784),
@@ -82,11 +82,7 @@ def shapes(args) -> list:
 
 
 def against(args) -> int:
-    other = os.path.join(os.path.abspath(args.against), os.path.relpath(IGPT_DLL, os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
-    if not os.path.exists(other):
-        sys.exit(f"bench/attention.py: {other} is missing: build bench/IGpt.Bench in {args.against} first")
-    workers = {"this": Worker("this", ["dotnet", IGPT_DLL, "--method", "igpt"]),
-               "other": Worker("other", ["dotnet", other, "--method", "igpt"])}
+    workers = code_ab_workers(args.against, "bench/attention.py")
     try:
         print(f"this checkout against {args.against}: median ms / step over {args.reps} repetitions (range); "
               f"CPU: {machine_info()['cpu']}\n")
@@ -99,17 +95,12 @@ def against(args) -> int:
                     if rows == 1 and shared:
                         continue
                     for kv in args.types.split(","):
-                        times = {"this": [], "other": []}
-                        for rep in range(args.reps):
-                            for side in (("other", "this") if rep % 2 == 0 else ("this", "other")):
-                                r = workers[side].call(op="attention", heads=heads, head_size=head_size, positions=positions,
-                                                       rows=rows, length=length, layers=layers, shared=shared, lanes=lanes,
-                                                       seconds=args.seconds, vectorized=True, kv_cache_type=kv, in_place=True)
-                                times[side].append(r["ms"])
-                        o, t = times["other"], times["this"]
-                        print(f"| {name} | {kv} | {length} | {rows} | {lanes} | {'yes' if shared else 'no'} | "
-                              f"{med(o):.3f} ({min(o):.3f}-{max(o):.3f}) | {med(t):.3f} ({min(t):.3f}-{max(t):.3f}) | "
-                              f"{med(o) / med(t):.2f} |", flush=True)
+                        times = alternated(args.reps, lambda side, _: workers[side].call(
+                            op="attention", heads=heads, head_size=head_size, positions=positions, rows=rows, length=length,
+                            layers=layers, shared=shared, lanes=lanes, seconds=args.seconds, vectorized=True,
+                            kv_cache_type=kv, in_place=True)["ms"])
+                        print(f"| {name} | {kv} | {length} | {rows} | {lanes} | {'yes' if shared else 'no'} | {ab_cells(times)} |",
+                              flush=True)
     finally:
         for w in workers.values():
             w.close()

@@ -212,6 +212,32 @@ def med(xs: List[float]) -> float:
     return float(statistics.median(xs)) if xs else float("nan")
 
 
+def code_ab_workers(checkout: str, script: str) -> Dict[str, Worker]:
+    """A code A/B's two IGpt.Bench workers: "this" checkout's and "other", CHECKOUT's (another commit's tree, its
+    bench/IGpt.Bench built in Release); exits with what to build when it is missing."""
+    other = os.path.join(os.path.abspath(checkout), os.path.relpath(IGPT_DLL, ROOT))
+    if not os.path.exists(other):
+        sys.exit(f"{script}: {other} is missing: build bench/IGpt.Bench in {checkout} first")
+    return {"this": Worker("this", ["dotnet", IGPT_DLL, "--method", "igpt"]),
+            "other": Worker("other", ["dotnet", other, "--method", "igpt"])}
+
+
+def alternated(reps: int, run) -> Dict[str, List[float]]:
+    """run(side) for "this" and "other" in turn, `reps` times, the order swapped every repetition: each side's figures."""
+    times: Dict[str, List[float]] = {"this": [], "other": []}
+    for rep in range(reps):
+        for side in (("other", "this") if rep % 2 == 0 else ("this", "other")):
+            times[side].append(run(side, rep))
+    return times
+
+
+def ab_cells(times: Dict[str, List[float]], digits: int = 3) -> str:
+    """A code A/B's table cells: other's median (range) | this one's | other / this (above 1: this checkout is faster)."""
+    o, t = times["other"], times["this"]
+    return (f"{med(o):.{digits}f} ({min(o):.{digits}f}-{max(o):.{digits}f}) | {med(t):.{digits}f} ({min(t):.{digits}f}-"
+            f"{max(t):.{digits}f}) | {med(o) / med(t):.2f}")
+
+
 # ---------------------------------------------------------------------------------------------
 # the model's arithmetic: FLOPs and the fewest bytes a decode step must move
 

@@ -17,7 +17,7 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from run import IGPT_DLL, ROOT, Worker, machine_info, med  # noqa: E402
+from run import ROOT, ab_cells, alternated, code_ab_workers, machine_info  # noqa: E402
 
 
 def main() -> int:
@@ -30,28 +30,20 @@ def main() -> int:
     ap.add_argument("--kv-cache-type", default="int8")
     ap.add_argument("--shuffle", action="store_true", help="the staggered positions in a random slot order")
     args = ap.parse_args()
-    other = os.path.join(os.path.abspath(args.against), os.path.relpath(IGPT_DLL, ROOT))
-    if not os.path.exists(other):
-        sys.exit(f"bench/staggered.py: {other} is missing: build bench/IGpt.Bench in {args.against} first")
-    workers = {"this": Worker("this", ["dotnet", IGPT_DLL, "--method", "igpt"]),
-               "other": Worker("other", ["dotnet", other, "--method", "igpt"])}
+    workers = code_ab_workers(args.against, "bench/staggered.py")
     try:
         for side, w in workers.items():
             root = ROOT if side == "this" else os.path.abspath(args.against)
             w.call(op="load", package=os.path.join(root, args.package), kv_cache_type=args.kv_cache_type)
-        times = {"this": [], "other": []}
-        for rep in range(args.reps):
-            for side in (("other", "this") if rep % 2 == 0 else ("this", "other")):
-                times[side].append(workers[side].call(op="staggered_steps", rows=args.rows, steps=args.steps, seed=rep,
-                                                           shuffle=args.shuffle)["ms"])
-        o, t = times["other"], times["this"]
+        times = alternated(args.reps, lambda side, rep: workers[side].call(
+            op="staggered_steps", rows=args.rows, steps=args.steps, seed=rep, shuffle=args.shuffle)["ms"])
         order = "in a random slot order" if args.shuffle else "in slot order"
         print(f"{args.package}, {args.rows} rows alone at staggered positions {order}, {args.kv_cache_type} cache, {args.steps} steps a "
               f"repetition, {args.reps} repetitions; CPU: {machine_info()['cpu']}\n")
         print("| other ms / step | this ms / step | other / this |")
         print("|---|---|---|")
-        print(f"| {med(o):.3f} ({min(o):.3f}-{max(o):.3f}) | {med(t):.3f} ({min(t):.3f}-{max(t):.3f}) | {med(o) / med(t):.2f} |")
-        print("\nper repetition (other / this): " + ", ".join(f"{a / b:.2f}" for a, b in zip(o, t)))
+        print(f"| {ab_cells(times)} |")
+        print("\nper repetition (other / this): " + ", ".join(f"{a / b:.2f}" for a, b in zip(times["other"], times["this"])))
     finally:
         for w in workers.values():
             w.close()
