@@ -3,7 +3,7 @@ namespace IGpt.Inference.Tests;
 /// <summary>
 /// <see cref="LaneBalancer"/>, which splits a kernel step's rows alone between its row lanes: every row in exactly one
 /// lane, as many rows a lane as halves by slot would give it, each lane's rows in slot order, and the lanes' positions
-/// within one row's of each other.
+/// within one row's of each other; and the halves by slot themselves, for rows in groups.
 /// </summary>
 public class LaneBalancerTests
 {
@@ -56,6 +56,22 @@ public class LaneBalancerTests
     }
 
     [Fact]
+    public void HalvesKeepTheSlotOrderWithLaneRowsCounts()
+    {
+        var b = new LaneBalancer(16, 3);
+        b.Balance(Enumerable.Range(0, 16).Select(r => 783 - 49 * r).ToArray());   // a balanced split first: Halves replaces it
+        b.Halves(7);
+        Assert.Equal(Enumerable.Range(0, 7), b.Order.Take(7));
+        for (int lane = 0; lane < 3; lane++)
+            Assert.Equal(LaneRunner.LaneRows(7, 3, lane), (b.Start[lane], b.Start[lane + 1] - b.Start[lane]));
+        Assert.Equal(7, b.Start[3]);
+    }
+
+    [Fact]
     public void MoreRowsThanItHoldsAreRefused() =>
         Assert.Throws<ArgumentOutOfRangeException>(() => new LaneBalancer(4, 2).Balance(new int[5]));
+
+    [Fact]
+    public void MoreRowsThanItHoldsAreRefusedByHalvesToo() =>
+        Assert.Throws<ArgumentOutOfRangeException>(() => new LaneBalancer(4, 2).Halves(5));
 }

@@ -62,8 +62,7 @@ internal sealed unsafe class KernelStep : IDisposable
     private readonly int[] _attentionOrder, _groupOrder;   // attention items, longest group first; the groups so ordered
     private readonly long[] _groupKeys;                    // sort keys: minus each group's positions read
     private readonly Action<int, int> _work, _laneWork;
-    private readonly LaneBalancer _balancer;   // row lanes of rows alone: which rows each lane takes
-    private readonly int[] _laneFirst, _laneCount;   // this lane step's rows (step rows) by lane
+    private readonly LaneBalancer _balancer;   // a lane step's rows: which each lane takes (Start), and each step row's slot (Order)
     private readonly int[] _stepPositions;     // a balanced lane step's positions by step row
     private readonly NativeBuffer<float> _laneLogits;  // [rows, vocab] a balanced lane step's logits by step row, before they go to their slots
     private bool _balanced;                    // this step runs as balanced lanes: step row i is slot _balancer.Order[i]
@@ -135,7 +134,7 @@ internal sealed unsafe class KernelStep : IDisposable
         _work = Work;
         _laneWork = RunLane;
         _balancer = new LaneBalancer(maxRows, _threads);
-        (_laneFirst, _laneCount, _stepPositions) = (new int[_threads], new int[_threads], new int[maxRows]);
+        _stepPositions = new int[maxRows];
         _laneLogits = new NativeBuffer<float>((long)maxRows * v);
         // A lane's stages: each product over all its columns, attention over the lane's whole plan; each stage its own
         // StageStart, for the norms' cache.
@@ -281,22 +280,17 @@ internal sealed unsafe class KernelStep : IDisposable
         {
             _balancer.Balance(positions[..rows]);
             for (int i = 0; i < rows; i++) _stepPositions[i] = positions[_balancer.Order[i]];
+            BalancedLaneSteps++;
         }
+        else _balancer.Halves(rows);
         for (int lane = 0; lane < _threads; lane++)
         {
+            int first = _balancer.Start[lane], count = _balancer.Start[lane + 1] - first;
             if (_balanced)
-            {
-                (_laneFirst[lane], _laneCount[lane]) = (_balancer.Start[lane], _balancer.Start[lane + 1] - _balancer.Start[lane]);
-                _attention.Plan(lane, _laneFirst[lane], _laneCount[lane], _stepPositions.AsSpan(0, rows), default, default,
-                    _balancer.Order.AsSpan(0, rows));
-            }
+                _attention.Plan(lane, first, count, _stepPositions.AsSpan(0, rows), default, default, _balancer.Order.AsSpan(0, rows));
             else
-            {
-                (_laneFirst[lane], _laneCount[lane]) = LaneRunner.LaneRows(rows, _threads, lane);
-                _attention.Plan(lane, _laneFirst[lane], _laneCount[lane], positions, groups, sharedLengths);
-            }
+                _attention.Plan(lane, first, count, positions, groups, sharedLengths);
         }
-        if (_balanced) BalancedLaneSteps++;
     }
 
     /// <summary>Whether the attention plans every row of the step alone (<see cref="CachedAttention.Plan"/>'s rule).</summary>
@@ -342,7 +336,7 @@ internal sealed unsafe class KernelStep : IDisposable
     /// </summary>
     private void RunLane(int lane, int worker)
     {
-        int first = _laneFirst[lane], count = _laneCount[lane];
+        int first = _balancer.Start[lane], count = _balancer.Start[lane + 1] - first;
         if (count == 0) return;
         foreach (var item in _laneItems) Execute(item, lane, first, count);
         if (!_balanced) return;

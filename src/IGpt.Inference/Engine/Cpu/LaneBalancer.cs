@@ -7,7 +7,8 @@ namespace IGpt.Inference.Engine.Cpu;
 /// positions so far among those with room (longest processing time first), and each lane's rows keep their slot order.
 /// Why: a lane step ends when its slowest lane does, and rows at independent positions (clients that started at different
 /// times, whose slots follow their start) cut in halves by slot can leave one lane most of the long caches
-/// (benchmarks/README.md, "Balanced row lanes"). Allocates nothing.
+/// (benchmarks/README.md, "Balanced row lanes"). <see cref="Halves"/> keeps the slot order instead, for rows in groups,
+/// whose lane reads a group's shared prompt once. Allocates nothing.
 /// </summary>
 internal sealed class LaneBalancer
 {
@@ -34,6 +35,15 @@ internal sealed class LaneBalancer
 
     /// <summary>Where each lane's rows begin in <see cref="Order"/>; the last entry is the row count.</summary>
     public int[] Start { get; }
+
+    /// <summary>Splits rows 0..rows-1 in slot order, each lane the rows <see cref="LaneRunner.LaneRows"/> gives it (rows in groups).</summary>
+    public void Halves(int rows)
+    {
+        if (rows > _keys.Length) throw new ArgumentOutOfRangeException(nameof(rows), rows, $"at most {_keys.Length} rows");
+        for (int r = 0; r < rows; r++) Order[r] = r;
+        for (int lane = 0; lane < _load.Length; lane++) Start[lane] = LaneRunner.LaneRows(rows, _load.Length, lane).First;
+        Start[_load.Length] = rows;
+    }
 
     /// <summary>
     /// Splits rows 0..positions.Length-1, row r reading positions[r] + 1 cached positions per layer and head. With at least
