@@ -9,6 +9,9 @@ The rows' first positions are spread evenly over n_positions, in slot order (the
 hold the slots in that order), or with --shuffle in a random order (each repetition its own). Each side loads the package with the service's settings (the worker's "load" op) in one process; every repetition runs
 --steps steps on each side (the order swapped every repetition) and takes the median ms a step. Prints each side's median
 over the repetitions with the range, and their ratio (above 1: this checkout is faster). Run it on an otherwise idle machine.
+
+Without --against: this checkout alone, the distribution of its step times for each of --rows (e.g. --rows 16,1: the
+16-client step against one client's), each figure's range over the repetitions after the first two (warm-up).
 """
 from __future__ import annotations
 
@@ -17,19 +20,22 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from run import ROOT, ab_cells, alternated, code_ab_workers, machine_info  # noqa: E402
+from run import IGPT_DLL, ROOT, Worker, ab_cells, alternated, code_ab_workers, machine_info  # noqa: E402
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--against", required=True, help="another checkout whose bench/IGpt.Bench is built")
+    ap.add_argument("--against", help="another checkout whose bench/IGpt.Bench is built (without it: this checkout's distribution)")
     ap.add_argument("--package", default="models/fashion-mnist-28")
-    ap.add_argument("--rows", type=int, default=16)
+    ap.add_argument("--rows", default="16", help="rows a step; without --against, a comma-separated list")
     ap.add_argument("--reps", type=int, default=8)
     ap.add_argument("--steps", type=int, default=300)
     ap.add_argument("--kv-cache-type", default="int8")
     ap.add_argument("--shuffle", action="store_true", help="the staggered positions in a random slot order")
     args = ap.parse_args()
+    if not args.against:
+        return distribution(args)
+    args.rows = int(args.rows)
     workers = code_ab_workers(args.against, "bench/staggered.py")
     try:
         for side, w in workers.items():
@@ -47,6 +53,27 @@ def main() -> int:
     finally:
         for w in workers.values():
             w.close()
+    return 0
+
+
+def distribution(args) -> int:
+    """This checkout's step times at each row count: percentiles, mean and slowest, ranges over the repetitions."""
+    worker = Worker("this", ["dotnet", IGPT_DLL, "--method", "igpt"])
+    keys = [("p10_ms", "p10"), ("ms", "median"), ("mean_ms", "mean"), ("p90_ms", "p90"), ("p99_ms", "p99"), ("max_ms", "slowest")]
+    try:
+        worker.call(op="load", package=os.path.join(ROOT, args.package), kv_cache_type=args.kv_cache_type)
+        print(f"{args.package}, rows alone at staggered positions{' in a random slot order' if args.shuffle else ''}, "
+              f"{args.kv_cache_type} cache, {args.steps} steps a repetition, {args.reps} repetitions after 2 of warm-up; "
+              f"CPU: {machine_info()['cpu']}\n")
+        print("| rows | " + " | ".join(f"{label} ms" for _, label in keys) + " |")
+        print("|---" * (len(keys) + 1) + "|")
+        for rows in (int(x) for x in args.rows.split(",")):
+            runs = [worker.call(op="staggered_steps", rows=rows, steps=args.steps, seed=rep, shuffle=args.shuffle)
+                    for rep in range(args.reps + 2)][2:]
+            cells = [f"{min(r[k] for r in runs):.3f}-{max(r[k] for r in runs):.3f}" for k, _ in keys]
+            print(f"| {rows} | " + " | ".join(cells) + " |")
+    finally:
+        worker.close()
     return 0
 
 

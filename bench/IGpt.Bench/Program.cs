@@ -38,6 +38,7 @@ return Protocol.Serve(hello, request => (string?)request["op"] switch
     "memory" => Memory(request),
     "products" => Products(request),
     "staggered_steps" => StaggeredSteps(request),
+    "attend_blocks" => AttendBlocks(request),
     var op => throw new ArgumentException($"unknown op {op}"),
 });
 
@@ -116,8 +117,55 @@ JsonObject StaggeredSteps(JsonObject r)
         if (step >= 0) times.Add(sw.Elapsed.TotalMilliseconds);
         for (int i = 0; i < rows; i++) positions[i] = positions[i] + 1 < n ? positions[i] + 1 : 1;
     }
+    double mean = times.Average();
     times.Sort();
-    return new JsonObject { ["ms"] = times[times.Count / 2], ["rows"] = rows, ["steps"] = steps, ["kernel_steps"] = d.KernelSteps };
+    return new JsonObject { ["ms"] = times[times.Count / 2], ["mean_ms"] = mean, ["p10_ms"] = times[times.Count / 10], ["p90_ms"] = times[times.Count * 9 / 10],
+        ["p99_ms"] = times[times.Count * 99 / 100], ["max_ms"] = times[^1], ["rows"] = rows, ["steps"] = steps, ["kernel_steps"] = d.KernelSteps };
+}
+
+// The int8 cache's one-pass attention kernel alone (Int8Blocks.Attend on byte pairs, one head of 32), over `rows` caches of
+// `blocks` blocks of 16 positions filling about `mb` MB of keys and values, each row's whole cache read: the .NET side of
+// bench/native_kernels.py, the same data pattern as bench/native_kernels.c. The best of 20 passes, in ns a block.
+static unsafe JsonObject AttendBlocks(JsonObject r)
+{
+    const int blockBytes = 16 * 36;
+    double mb = (double)r["mb"]!;
+    int blocks = (int?)r["blocks"] ?? 25;
+    long rows = Math.Max(1, (long)(mb * 1e6 / (2.0 * blockBytes * blocks))), bytes = rows * blocks * blockBytes;
+    var keys = (byte*)NativeMemory.AlignedAlloc((nuint)bytes, 64);
+    var values = (byte*)NativeMemory.AlignedAlloc((nuint)bytes, 64);
+    try
+    {
+        var rng = new Random(1);
+        for (long i = 0; i < bytes; i++) { keys[i] = (byte)rng.Next(256); values[i] = (byte)(rng.Next(255) - 127); }
+        for (long b = 0; b < rows * blocks; b++)
+            for (int i = 0; i < 16; i++)
+            {
+                ((float*)(keys + b * blockBytes))[i] = 0.01f + 0.001f * rng.Next(10);
+                ((float*)(values + b * blockBytes))[i] = 0.01f;
+            }
+        int* query = stackalloc int[8];
+        for (int i = 0; i < 8; i++) query[i] = rng.Next() & 0x3f3f3f3f;
+        float* acc = stackalloc float[32];
+        float sink = 0;
+        double best = double.MaxValue;
+        for (int pass = 0; pass < 20; pass++)
+        {
+            var sw = Stopwatch.StartNew();
+            for (long row = 0; row < rows; row++)
+            {
+                byte* k = keys + row * blocks * blockBytes, v = values + row * blocks * blockBytes;
+                sink += IGpt.Inference.Engine.Cpu.Int8Blocks.Attend(k, v, 0, k, v, blocks * 16, query, 0.02f, 1000, acc, false, vnni: false);
+            }
+            best = Math.Min(best, sw.Elapsed.TotalSeconds);
+        }
+        return new JsonObject { ["ns_per_block"] = best / (rows * blocks) * 1e9, ["mb"] = 2.0 * bytes / 1e6, ["sink"] = sink };
+    }
+    finally
+    {
+        NativeMemory.AlignedFree(keys);
+        NativeMemory.AlignedFree(values);
+    }
 }
 
 // Resident memory of the service's models: every package in `packages` loaded as the service loads them (one
