@@ -11,6 +11,7 @@ Run it on an otherwise idle machine.
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -20,10 +21,15 @@ from run import ROOT, machine_info, start  # noqa: E402
 
 
 def main() -> int:
+    if shutil.which("gcc") is None:
+        sys.exit("bench/native_kernels.py: needs gcc")
     with tempfile.TemporaryDirectory() as tmp:
         exe = os.path.join(tmp, "native_kernels")
         subprocess.run(["gcc", "-O2", "-march=native", "-o", exe, os.path.join(ROOT, "bench/native_kernels.c"), "-lm"], check=True)
-        lines = subprocess.run([exe], check=True, capture_output=True, text=True).stdout.split()
+        run = subprocess.run([exe], capture_output=True, text=True)
+        if run.returncode != 0:
+            sys.exit(run.stderr.strip() or f"bench/native_kernels.c exited with {run.returncode}")
+        lines = run.stdout.split()
     # kernel, MB, variant, ns: four words a measurement
     native: dict = {}
     for kernel, mb, variant, ns in zip(*[iter(lines)] * 4):
