@@ -36,6 +36,7 @@ def main() -> int:
         native.setdefault((kernel, mb), {})[variant] = float(ns)
     worker = start("igpt")
     try:
+        worker.call(op="attend_blocks", mb=0.6)   # warm-up: the op's own loop is compiled in tiers
         managed = {mb: worker.call(op="attend_blocks", mb=float(mb))["ns_per_block"] for kernel, mb in native if kernel == "attention"}
     finally:
         worker.close()
