@@ -4,11 +4,14 @@ times (unconditional samples: every row alone), through this checkout's IGpt.Ben
     dotnet build bench/IGpt.Bench -c Release    (here and in CHECKOUT, which needs the worker's staggered_steps op)
     /usr/bin/python3 bench/staggered.py --against CHECKOUT [--package models/fashion-mnist-28] [--rows 16] [--reps 8]
                                         [--steps 300] [--kv-cache-type int8] [--shuffle]
+    /usr/bin/python3 bench/staggered.py [--rows 16,1] [--reps 8] [--steps 300] [--shuffle]    (this checkout alone)
 
 The rows' first positions are spread evenly over n_positions, in slot order (the clients started one after another and
-hold the slots in that order), or with --shuffle in a random order (each repetition its own). Each side loads the package with the service's settings (the worker's "load" op) in one process; every repetition runs
---steps steps on each side (the order swapped every repetition) and takes the median ms a step. Prints each side's median
-over the repetitions with the range, and their ratio (above 1: this checkout is faster). Run it on an otherwise idle machine.
+hold the slots in that order), or with --shuffle in a random order (each repetition its own). Before its timed steps, a
+repetition steps every row through all n_positions, so that each reads a cache its row wrote. Each side loads the
+package with the service's settings (the worker's "load" op) in one process; every repetition runs --steps steps on each
+side (the order swapped every repetition) and takes the median ms a step. Prints each side's median over the repetitions
+with the range, and their ratio (above 1: this checkout is faster). Run it on an otherwise idle machine.
 
 Without --against: this checkout alone, the distribution of its step times for each of --rows (e.g. --rows 16,1: the
 16-client step against one client's), each figure's range over the repetitions after the first two (warm-up).

@@ -131,7 +131,7 @@ JsonObject StaggeredSteps(JsonObject r)
 // bench/native_kernels.py, the same data pattern as bench/native_kernels.c. The best of 20 passes, in ns a block.
 static unsafe JsonObject AttendBlocks(JsonObject r)
 {
-    const int blockBytes = 16 * 36;
+    const int blockBytes = 16 * (4 + 32);   // 16 positions' fp32 scales and 32 bytes each (Int8Blocks' layout)
     double mb = (double)r["mb"]!;
     int blocks = (int?)r["blocks"] ?? 25;
     long rows = Math.Max(1, (long)(mb * 1e6 / (2.0 * blockBytes * blocks))), bytes = rows * blocks * blockBytes;
