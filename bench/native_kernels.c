@@ -2,7 +2,8 @@
  * loop written in C and compiled by gcc, each as the service runs it (AVX-512BW byte pairs: vpmaddubsw then vpmaddwd; int16
  * pairs: vpmaddwd then vpaddd) and with AVX-512 VNNI (vpdpbusd, vpdpwssd), which this CPU may have but .NET 10 does not expose
  * (it has only AVX-VNNI's VEX form). bench/native_kernels.py builds and runs it beside the service's own kernel (the
- * worker's attend_blocks op) and prints the table; benchmarks/README.md, "Native kernels and AVX-512 VNNI".
+ * worker's attend_blocks op) and prints the table; benchmarks/README.md, "What is left in a 16-client step" ("Native code
+ * and AVX-512 VNNI").
  *     gcc -O2 -march=native -o /tmp/native_kernels bench/native_kernels.c -lm && /tmp/native_kernels
  * Prints one line per measurement: kernel, working set in MB, variant, ns per unit. Run it on an otherwise idle machine.
  *

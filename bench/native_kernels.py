@@ -1,6 +1,7 @@
 """What native kernels would buy: the int8 cache's one-pass attention kernel as the service runs it (.NET, the worker's
 attend_blocks op), the same kernel compiled by gcc, and gcc's with AVX-512 VNNI (which .NET 10 does not expose); and the
-int16 products' four-row loop in gcc with and without VNNI. benchmarks/README.md, "Native kernels and AVX-512 VNNI".
+int16 products' four-row loop in gcc with and without VNNI. benchmarks/README.md, "What is left in a 16-client step"
+("Native code and AVX-512 VNNI").
 
     dotnet build bench/IGpt.Bench -c Release
     /usr/bin/python3 bench/native_kernels.py
