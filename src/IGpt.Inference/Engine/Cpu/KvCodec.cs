@@ -17,6 +17,7 @@ internal static unsafe class KvCodec
     /// Stores <paramref name="count"/> entries of <paramref name="headSize"/> floats (consecutive in <paramref name="source"/>) at
     /// positions from..from+count-1 of the (slot, head) starting at <paramref name="head"/>.
     /// </summary>
+    [SkipLocalsInit]   // a decode step encodes every (row, head)'s new key and value: no zeroing of the scratch it overwrites
     public static void Encode(KvElement element, KvPart part, float* source, byte* head, int from, int count, int headSize)
     {
         switch (element)
@@ -26,8 +27,8 @@ internal static unsafe class KvCodec
                 break;
             case KvElement.Int8:
                 int padded = Int8Blocks.PaddedHeadSize(headSize);
-                sbyte* quantized = stackalloc sbyte[padded];
-                new Span<sbyte>(quantized, padded).Clear();
+                sbyte* quantized = stackalloc sbyte[padded];   // not zeroed ([SkipLocalsInit]): QuantizeInt8 writes 0..headSize-1
+                for (int c = headSize; c < padded; c++) quantized[c] = 0;
                 for (int e = 0; e < count; e++)
                 {
                     float scale = QuantizeInt8(source + (long)e * headSize, quantized, headSize);
@@ -79,9 +80,9 @@ internal static unsafe class KvCodec
             for (; i < d; i += 16)
             {
                 var a = Vector512.Abs(Vector512.Load(x + i));
-                m = Vector512.Max(m, a + Avx512F.Shuffle(a, a, 0b10_11_00_01));
+                m = Vector512.MaxNative(m, a + Avx512F.Shuffle(a, a, 0b10_11_00_01));
             }
-            max = MaxOf(Vector256.Max(m.GetLower(), m.GetUpper()));
+            max = Int8Blocks.MaxOf(m);   // vmaxps without IEEE maximum's fix-ups: a step quantizes every new entry and row
         }
         else if (pairs)
             for (; i < d; i += 2) max = MathF.Max(max, MathF.Abs(x[i]) + MathF.Abs(x[i + 1]));
@@ -106,18 +107,11 @@ internal static unsafe class KvCodec
         if (Vector512.IsHardwareAccelerated && d >= 16)
         {
             var m = Vector512<float>.Zero;
-            for (; i + 16 <= d; i += 16) m = Vector512.Max(m, Vector512.Abs(Vector512.Load(x + i)));
-            max = MaxOf(Vector256.Max(m.GetLower(), m.GetUpper()));
+            for (; i + 16 <= d; i += 16) m = Vector512.MaxNative(m, Vector512.Abs(Vector512.Load(x + i)));
+            max = Int8Blocks.MaxOf(m);
         }
         for (; i < d; i++) max = MathF.Max(max, MathF.Abs(x[i]));
         return max;
-    }
-
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static float MaxOf(Vector256<float> v)
-    {
-        var m = Vector128.Max(v.GetLower(), v.GetUpper());
-        return MathF.Max(MathF.Max(m[0], m[1]), MathF.Max(m[2], m[3]));
     }
 
     private static void Dequantize(sbyte* q, float scale, float* x, int d)
