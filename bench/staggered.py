@@ -23,7 +23,7 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from run import IGPT_DLL, ROOT, Worker, ab_cells, alternated, code_ab_workers, machine_info  # noqa: E402
+from run import ROOT, ab_cells, alternated, code_ab_workers, machine_info, start  # noqa: E402
 
 
 def main() -> int:
@@ -61,7 +61,7 @@ def main() -> int:
 
 def distribution(args) -> int:
     """This checkout's step times at each row count: percentiles, mean and slowest, ranges over the repetitions."""
-    worker = Worker("this", ["dotnet", IGPT_DLL, "--method", "igpt"])
+    worker = start("igpt")
     keys = [("p10_ms", "p10"), ("ms", "median"), ("mean_ms", "mean"), ("p90_ms", "p90"), ("p99_ms", "p99"), ("max_ms", "slowest")]
     try:
         worker.call(op="load", package=os.path.join(ROOT, args.package), kv_cache_type=args.kv_cache_type)

@@ -26,7 +26,6 @@ namespace IGpt.Inference.Engine.Cpu;
 internal static unsafe class Int8Blocks
 {
     private const int Block = KvElementExtensions.Int8Block;
-    private const float Log2E = 1.44269504f;
 
     /// <summary>Elements an entry stores: head_size rounded up to 4 (a vpdpbusd group; zeros past head_size).</summary>
     public static int PaddedHeadSize(int headSize) => (headSize + 3) / 4 * 4;
@@ -317,7 +316,7 @@ internal static unsafe class Int8Blocks
         float queryScale, int correction, float* acc, bool prefetch)
     {
         const int BlockBytes = Block * 36;
-        var qs = Vector512.Create(queryScale * Log2E);   // scores in log2 units (see Exponentials)
+        var qs = Vector512.Create(queryScale * VectorExp.Log2E);   // scores in log2 units (see Exponentials)
         var corrections = Vector512.Create(correction);
         var ones = Vector512.Create((short)1);
         var max = Vector512.Create(float.NegativeInfinity);
@@ -360,8 +359,8 @@ internal static unsafe class Int8Blocks
         int* queries, float* queryScales, int* corrections, float* acc, bool prefetch, out float sumA, out float sumB)
     {
         const int BlockBytes = Block * 36;
-        var qsA = Vector512.Create(queryScales[0] * Log2E);   // scores in log2 units (see Exponentials)
-        var qsB = Vector512.Create(queryScales[1] * Log2E);
+        var qsA = Vector512.Create(queryScales[0] * VectorExp.Log2E);   // scores in log2 units (see Exponentials)
+        var qsB = Vector512.Create(queryScales[1] * VectorExp.Log2E);
         var correctionsA = Vector512.Create(corrections[0]);
         var correctionsB = Vector512.Create(corrections[1]);
         var ones = Vector512.Create((short)1);
