@@ -83,28 +83,43 @@ public class FaultTests
     [Fact]
     public async Task ACancellationWhileAStepRunsFreesTheSlotsAfterThatStep()
     {
-        var gate = new StepGate();
-        using var model = IGptModel.Load(Fixture.PackageDir, Fixture.CpuOptions(maxBatch: 4), NullLogger.Instance, observer: gate);
-        using var cts = new CancellationTokenSource();
-        var leaving = model.CompleteAsync(new CompletionRequest([], 3, SamplingOptions.Default, 1), cts.Token);
-        var waiting = model.CompleteAsync(new CompletionRequest([], 2, SamplingOptions.Default, 2), CancellationToken.None);
-        Assert.True(gate.Entered.Wait(Patience), "the first step did not run");
+        var observer = new StepGate();
+        var steps = new Generation.StepGate();
+        using var model = IGptModel.Load(Fixture.PackageDir, Fixture.CpuOptions(maxBatch: 4), NullLogger.Instance, observer: observer, gate: steps);
+        try
+        {
+            // Both requests are admitted before any step runs, so the first step holds all four rows: without the
+            // hold, the first could start a step alone while the second was still being queued.
+            steps.Hold();
+            using var cts = new CancellationTokenSource();
+            var leaving = model.CompleteAsync(new CompletionRequest([], 3, SamplingOptions.Default, 1), cts.Token);
+            var waiting = model.CompleteAsync(new CompletionRequest([], 2, SamplingOptions.Default, 2), CancellationToken.None);
+            await Until(() => model.SchedulerStats.ActiveSequences == 4, "both requests hold their slots", () => model.SchedulerStats);
+            steps.Open();
+            Assert.True(observer.Entered.Wait(Patience), "the first step did not run");
 
-        // The scheduler's thread is inside a step (3 + 1 rows); the first request is cancelled now.
-        await cts.CancelAsync();
-        Assert.Equal(4, model.SchedulerStats.ActiveSequences);
-        gate.Release.Set();
+            // The scheduler's thread is inside a step (3 + 1 rows); the first request is cancelled now.
+            await cts.CancelAsync();
+            Assert.Equal(4, model.SchedulerStats.ActiveSequences);
+            observer.Release.Set();
 
-        await Assert.ThrowsAnyAsync<OperationCanceledException>(() => leaving.WaitAsync(Patience));
-        var result = await waiting.WaitAsync(Patience);
-        Assert.Equal(2, result.Images.Length);
-        await Until(() => model.SchedulerStats is { ActiveSequences: 0, QueuedRequests: 0 }, "every slot free", () => model.SchedulerStats);
-        Assert.Equal(1, model.SchedulerStats.CancelledRequests);
+            await Assert.ThrowsAnyAsync<OperationCanceledException>(() => leaving.WaitAsync(Patience));
+            var result = await waiting.WaitAsync(Patience);
+            Assert.Equal(2, result.Images.Length);
+            await Until(() => model.SchedulerStats is { ActiveSequences: 0, QueuedRequests: 0 }, "every slot free", () => model.SchedulerStats);
+            Assert.Equal(1, model.SchedulerStats.CancelledRequests);
 
-        // No row was leaked: a request for every slot runs at once and finishes.
-        var full = await model.CompleteAsync(new CompletionRequest([], 4, SamplingOptions.Default, 3), CancellationToken.None).WaitAsync(Patience);
-        Assert.Equal(4, full.Images.Length);
-        // The result is set inside the step that finishes it; its slots are freed at that step's end, just after.
-        await Until(() => model.SchedulerStats.ActiveSequences == 0, "the full request's slots free", () => model.SchedulerStats);
+            // No row was leaked: a request for every slot runs at once and finishes.
+            var full = await model.CompleteAsync(new CompletionRequest([], 4, SamplingOptions.Default, 3), CancellationToken.None).WaitAsync(Patience);
+            Assert.Equal(4, full.Images.Length);
+            // The result is set inside the step that finishes it; its slots are freed at that step's end, just after.
+            await Until(() => model.SchedulerStats.ActiveSequences == 0, "the full request's slots free", () => model.SchedulerStats);
+        }
+        finally
+        {
+            // A failed assertion must not leave the decode thread parked in the observer: disposing the model joins it.
+            steps.Open();
+            observer.Release.Set();
+        }
     }
 }
