@@ -4,7 +4,7 @@ times (unconditional samples: every row alone), through this checkout's IGpt.Ben
     dotnet build bench/IGpt.Bench -c Release    (here and in CHECKOUT, which needs the worker's staggered_steps op)
     /usr/bin/python3 bench/staggered.py --against CHECKOUT [--package models/fashion-mnist-28] [--rows 16] [--reps 8]
                                         [--steps 300] [--kv-cache-type int8] [--shuffle]
-    /usr/bin/python3 bench/staggered.py [--rows 16,1] [--reps 8] [--steps 300] [--shuffle]    (this checkout alone)
+    /usr/bin/python3 bench/staggered.py [--rows 16,1] [--reps 8] [--steps 300] [--shuffle] [--threads N]    (this checkout alone)
 
 The rows' first positions are spread evenly over n_positions, in slot order (the clients started one after another and
 hold the slots in that order), or with --shuffle in a random order (each repetition its own). Before its timed steps, a
@@ -14,7 +14,8 @@ side (the order swapped every repetition) and takes the median ms a step. Prints
 with the range, and their ratio (above 1: this checkout is faster). Run it on an otherwise idle machine.
 
 Without --against: this checkout alone, the distribution of its step times for each of --rows (e.g. --rows 16,1: the
-16-client step against one client's), each figure's range over the repetitions after the first two (warm-up).
+16-client step against one client's), each figure's range over the repetitions after the first two (warm-up). --threads
+gives the worker that many step threads instead of the service's (e.g. 1: what one core does with the same rows).
 """
 from __future__ import annotations
 
@@ -35,9 +36,12 @@ def main() -> int:
     ap.add_argument("--steps", type=int, default=300)
     ap.add_argument("--kv-cache-type", default="int8")
     ap.add_argument("--shuffle", action="store_true", help="the staggered positions in a random slot order")
+    ap.add_argument("--threads", type=int, help="without --against: step threads (default: the service's)")
     args = ap.parse_args()
     if not args.against:
         return distribution(args)
+    if args.threads:
+        ap.error("--threads is for this checkout's distribution (without --against)")
     args.rows = int(args.rows)
     workers = code_ab_workers(args.against, "bench/staggered.py")
     try:
@@ -64,10 +68,12 @@ def distribution(args) -> int:
     worker = start("igpt")
     keys = [("p10_ms", "p10"), ("ms", "median"), ("mean_ms", "mean"), ("p90_ms", "p90"), ("p99_ms", "p99"), ("max_ms", "slowest")]
     try:
-        worker.call(op="load", package=os.path.join(ROOT, args.package), kv_cache_type=args.kv_cache_type)
+        threads = {"threads": args.threads} if args.threads else {}
+        loaded = worker.call(op="load", package=os.path.join(ROOT, args.package), kv_cache_type=args.kv_cache_type, **threads)
+        step_threads = loaded.get("threads", args.threads or "the service's")
         print(f"{args.package}, rows alone at staggered positions{' in a random slot order' if args.shuffle else ''}, "
-              f"{args.kv_cache_type} cache, {args.steps} steps a repetition, {args.reps} repetitions after 2 of warm-up; "
-              f"CPU: {machine_info()['cpu']}\n")
+              f"{args.kv_cache_type} cache, {step_threads} step thread(s), {args.steps} "
+              f"steps a repetition, {args.reps} repetitions after 2 of warm-up; CPU: {machine_info()['cpu']}\n")
         print("| rows | " + " | ".join(f"{label} ms" for _, label in keys) + " |")
         print("|---" * (len(keys) + 1) + "|")
         for rows in (int(x) for x in args.rows.split(",")):
