@@ -97,8 +97,8 @@ JsonObject Load(JsonObject r)
 
 // Decode steps as the service runs them for clients that started at different times (bench/staggered.py): `rows` rows
 // alone, row r at position 1 + r x (n_positions - 2) / rows at first (`shuffle`: those positions in a random order), each step one position on (a row past the last
-// position starts again at 1; what its cache holds there does not change the work), random tokens. The median ms a step
-// over `steps` steps, after 20 of warm-up.
+// position starts again at 1; what its cache holds there does not change the work), random tokens. The ms a step over
+// `steps` steps (median, mean, p10, p90, p99 and slowest), after n_positions steps of warm-up.
 JsonObject StaggeredSteps(JsonObject r)
 {
     var d = model!.Decoder;

@@ -142,7 +142,7 @@ internal sealed unsafe class CachedAttention : IDisposable
             // The lane's first row of each group leads it here; a group whose shared prompt is shorter than
             // GroupFromSharedLength is planned as rows alone.
             int shared = grouped ? sharedLengths[leader] : 0;
-            bool together = grouped && shared >= GroupFromSharedLength;
+            bool together = ReadsTogether(groups, sharedLengths, leader);
             bool leads = true;
             if (together)
                 for (int before = firstRow; before < leader; before++)
@@ -161,6 +161,18 @@ internal sealed unsafe class CachedAttention : IDisposable
         }
         l.GroupStart[g] = n;
         l.Groups = g;
+    }
+
+    /// <summary>Whether <see cref="Plan"/> reads row <paramref name="row"/>'s group together (its shared prompt once), not as rows alone.</summary>
+    private static bool ReadsTogether(ReadOnlySpan<int> groups, ReadOnlySpan<int> sharedLengths, int row) =>
+        !groups.IsEmpty && sharedLengths[row] >= GroupFromSharedLength;
+
+    /// <summary>Whether <see cref="Plan"/> plans every row of a step of <paramref name="rows"/> rows alone: no row reads a group's shared prompt with another.</summary>
+    public static bool PlansEveryRowAlone(int rows, ReadOnlySpan<int> groups, ReadOnlySpan<int> sharedLengths)
+    {
+        for (int r = 0; r < rows; r++)
+            if (ReadsTogether(groups, sharedLengths, r) && groups[r] != r) return false;
+        return true;
     }
 
     /// <summary>

@@ -275,7 +275,7 @@ internal sealed unsafe class KernelStep : IDisposable
     /// </summary>
     private void PlanLanes(int rows, ReadOnlySpan<int> positions, ReadOnlySpan<int> groups, ReadOnlySpan<int> sharedLengths)
     {
-        _balanced = RowsAlone(rows, groups, sharedLengths);
+        _balanced = CachedAttention.PlansEveryRowAlone(rows, groups, sharedLengths);
         if (_balanced)
         {
             _balancer.Balance(positions[..rows]);
@@ -291,15 +291,6 @@ internal sealed unsafe class KernelStep : IDisposable
             else
                 _attention.Plan(lane, first, count, positions, groups, sharedLengths);
         }
-    }
-
-    /// <summary>Whether the attention plans every row of the step alone (<see cref="CachedAttention.Plan"/>'s rule).</summary>
-    private static bool RowsAlone(int rows, ReadOnlySpan<int> groups, ReadOnlySpan<int> sharedLengths)
-    {
-        if (groups.IsEmpty) return true;
-        for (int r = 0; r < rows; r++)
-            if (groups[r] != r && sharedLengths[r] >= CachedAttention.GroupFromSharedLength) return false;
-        return true;
     }
 
     /// <summary>Of <see cref="StepsAsLanes"/>, those whose rows were balanced between the lanes (every row alone).</summary>
